@@ -1,0 +1,25 @@
+"""napari-nanoclass: deep-learning analysis of electron micrographs of nanomaterials.
+
+The compute core (this package minus ``_widgets``/``_sample_data``) never imports napari or Qt,
+so everything the plugin does can be scripted:
+
+>>> from napari_nanoclass import read_image, segment
+>>> result = segment(read_image("section.tif"), "drosophila-seunet", progress=True)
+"""
+
+from importlib.metadata import PackageNotFoundError, version
+
+from .images import ImageError, read_image
+from .models import list_models, load_model, save_model
+from .progress import CancelToken, Cancelled, Progress, run_sync
+from .segmentation import segment, segment_files_steps, segment_steps
+
+try:
+    __version__ = version("napari-nanoclass")
+except PackageNotFoundError:  # running from a source tree
+    __version__ = "0.0.0+src"
+
+__all__ = [
+    "CancelToken", "Cancelled", "ImageError", "Progress", "__version__", "list_models", "load_model",
+    "read_image", "run_sync", "save_model", "segment", "segment_files_steps", "segment_steps",
+]

@@ -1,0 +1,43 @@
+"""Atomic outputs: nothing that looks complete is ever only half written.
+
+Every file or folder napari-nanoclass writes goes to a temporary sibling first and is renamed
+into place only when complete (``os.replace`` is atomic on one filesystem), so a crash, a kill or
+a Ctrl-C leaves either the old result or none, never a truncated one.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+PARTIAL_SUFFIX = ".partial"
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+@contextmanager
+def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path to write a file or folder to; move it onto ``target`` on success.
+
+    The temporary name keeps the target's suffix (``x.partial-123.tif``) so libraries that pick
+    a format from the extension still do the right thing.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f"{target.stem}{PARTIAL_SUFFIX}-{os.getpid()}{target.suffix}")
+    _remove(tmp)
+    try:
+        yield tmp
+        if target.is_dir() and tmp.is_dir():
+            _remove(target)  # a folder cannot be replaced in one step; the old one goes first
+        os.replace(tmp, target)
+    finally:
+        _remove(tmp)

@@ -1,0 +1,168 @@
+"""The ``nanoclass`` command: the same analyses as the napari plugin, headless.
+
+    nanoclass models [--json]
+    nanoclass segment IMAGE... --out DIR [--model NAME] [--tile N] [--device D] [--probabilities]
+    nanoclass train-seg --images DIR --labels DIR --name NAME [...]
+    nanoclass demo [--out DIR]
+
+Exit status: 0 all good, 1 some inputs failed (each reported with its reason), 2 usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+
+from . import __version__
+
+
+def _progress(args: argparse.Namespace) -> bool | None:
+    return None if args.quiet else True
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from .models.registry import list_models
+
+    infos = list_models()
+    if args.json:
+        print(json.dumps([{"name": i.name, "task": i.task, "class_names": i.class_names,
+                           "tile": i.tile, "pixel_size_nm": i.pixel_size_nm, "description": i.description}
+                          for i in infos], indent=2))
+    else:
+        for i in infos:
+            print(f"{i.name:28s} {i.task:22s} classes: {', '.join(i.class_names)}")
+        if not infos:
+            print("no models registered")
+    return 0
+
+
+def cmd_segment(args: argparse.Namespace) -> int:
+    from .images import find_images, write_csv
+    from .progress import run_sync
+    from .segmentation import segment_files_steps
+
+    paths = find_images(args.images)
+    if not paths:
+        print("nanoclass segment: no input images found", file=sys.stderr)
+        return 2
+    rows = run_sync(segment_files_steps(paths, args.out, args.model, tile=args.tile, device=args.device,
+                                        probabilities=args.probabilities), progress=_progress(args))
+    write_csv(Path(args.out) / "segmentation.csv", rows)
+    return _report(rows, args.out)
+
+
+def _report(rows: Sequence[dict], out: str | Path) -> int:
+    failed = [r for r in rows if r["status"] != "ok"]
+    for r in failed:
+        print(f"FAILED {r['path']}: {r['error']}", file=sys.stderr)
+    print(f"{len(rows) - len(failed)} of {len(rows)} images done; results in {Path(out).resolve()}")
+    return 1 if failed else 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .sample_data import SAMPLE_DIR
+
+    args.images = [str(SAMPLE_DIR / "drosophila_section.tif")]
+    args.model, args.tile, args.device, args.probabilities = "drosophila-seunet", None, None, False
+    return cmd_segment(args)
+
+
+def cmd_train_seg(args: argparse.Namespace) -> int:
+    from .datasets import DROSOPHILA_CLASSES, DROSOPHILA_COLOURS, DROSOPHILA_LABEL_MAP, pairs_from_folders
+    from .progress import run_sync
+    from .training import TrainConfig, search_frem, train_steps
+
+    label_map = DROSOPHILA_LABEL_MAP if args.preset == "drosophila" else None
+    classes = args.classes.split(",") if args.classes else (DROSOPHILA_CLASSES if args.preset else None)
+    if classes is None and args.init_from is None:
+        print("nanoclass train-seg: give --classes (comma-separated, index order) or --init-from", file=sys.stderr)
+        return 2
+    train = pairs_from_folders(args.images, args.labels, args.train_stems, label_map)
+    val = pairs_from_folders(args.val_images or args.images, args.val_labels or args.labels, args.val_stems, label_map)
+    config = TrainConfig(name=args.name, class_names=classes or ["?"],
+                         class_colours=DROSOPHILA_COLOURS if args.preset else [], width=args.width, depth=args.depth,
+                         frem_b=args.frem_b, frem_x=args.frem_x, epochs=args.epochs, iters_per_epoch=args.iters,
+                         batch_size=args.batch_size, crop=args.crop, seed=args.seed, init_from=args.init_from,
+                         pixel_size_nm=args.pixel_size)
+    if args.search_trials:
+        study = search_frem(train, val, config, n_trials=args.search_trials, deep_supervision=args.deep_supervision)
+        print(json.dumps({"best_params": study.best_params, "best_miou": study.best_value}))
+        return 0
+    result = run_sync(train_steps(train, val, config, run_dir=args.run_dir, resume=args.resume, register=True),
+                      progress=_progress(args))
+    print(json.dumps({"name": result.info.name, "best_miou": result.best_miou, "history": result.history}, indent=1))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="nanoclass", description=__doc__.split("\n")[0])
+    ap.add_argument("--version", action="version", version=__version__)
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("models", help="list registered models")
+    p.add_argument("--json", action="store_true", help="machine-readable: name, task, class names in index order")
+    p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("segment", help="segment images into class labels")
+    p.add_argument("images", nargs="+", help="files, folders or glob patterns (TIFF, PNG, zarr)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--model", default="drosophila-seunet")
+    p.add_argument("--tile", type=int, default=None, help="tile size in pixels (default: the model's)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: best available)")
+    p.add_argument("--probabilities", action="store_true", help="also write <stem>_probabilities.tif")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_segment)
+
+    p = sub.add_parser("demo", help="segment the bundled sample section")
+    p.add_argument("--out", default="nanoclass-demo")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("train-seg", help="train or fine-tune a segmentation model; saves it to the registry")
+    p.add_argument("--images", required=True)
+    p.add_argument("--labels", required=True)
+    p.add_argument("--train-stems", nargs="*", default=None, help="file stems for training (default: all)")
+    p.add_argument("--val-images")
+    p.add_argument("--val-labels")
+    p.add_argument("--val-stems", nargs="*", default=None)
+    p.add_argument("--preset", choices=["drosophila"], help="label values and classes of a known data set")
+    p.add_argument("--classes", help="class names, comma-separated, in label-index order")
+    p.add_argument("--name", required=True, help="name to register the model under")
+    p.add_argument("--init-from", help="registered model or file to fine-tune")
+    p.add_argument("--width", type=int, default=12)
+    p.add_argument("--depth", type=int, default=4)
+    p.add_argument("--frem-b", type=int, default=0, help="FREM: bottleneck channels enhanced (0 = off)")
+    p.add_argument("--frem-x", type=float, default=250.0, help="FREM: enhancement factor")
+    p.add_argument("--deep-supervision", action="store_true")
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--iters", type=int, default=50, help="iterations per epoch")
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--crop", type=int, default=256)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--pixel-size", type=float, default=None, help="nm per pixel of the training images")
+    p.add_argument("--run-dir", help="checkpoint folder (enables --resume)")
+    p.add_argument("--resume", action="store_true")
+    p.add_argument("--search-trials", type=int, default=0, help="TPE search of FREM B and X with this many trials")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_train_seg)
+    return ap
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from .images import ImageError
+    from .models.registry import ModelError
+
+    try:
+        return args.func(args)
+    except (ImageError, ModelError, ValueError) as exc:
+        print(f"nanoclass {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

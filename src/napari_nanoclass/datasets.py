@@ -1,0 +1,82 @@
+"""Labelled training data: pairs of images and label masks, from folders or from arrays.
+
+Label masks hold either class indices directly or raw values mapped to classes by a
+``label_map``; the Drosophila VNC preset knows that data set's values (see ../shared/data).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .images import IMAGE_SUFFIXES, ImageError, read_image
+
+DROSOPHILA_CLASSES = ["background", "membrane", "mitochondria", "synapse"]
+DROSOPHILA_COLOURS = ["#00000000", "#f2d21b", "#e8432e", "#36c5f0"]
+# raw label values of the merged Drosophila labels -> the paper's 4 classes
+DROSOPHILA_LABEL_MAP = {0: 1, 32: 1, 64: 1, 96: 1, 128: 1, 159: 0, 191: 2, 223: 3, 255: 0}
+DROSOPHILA_TRAIN = [f"{i:02d}" for i in range(12)]
+DROSOPHILA_VAL = [f"{i:02d}" for i in range(12, 16)]
+
+
+@dataclass
+class Pair:
+    """One labelled 2-D image: ``labels`` are class indices (``ignore_index`` = unlabelled)."""
+
+    image: np.ndarray
+    labels: np.ndarray
+    name: str
+
+
+IGNORE_INDEX = 255
+
+
+def map_labels(raw: np.ndarray, label_map: Mapping[int, int] | None) -> np.ndarray:
+    """Raw mask values -> class indices via a lookup table; unmapped values become ignore."""
+    if label_map is None:
+        return raw.astype(np.int64)
+    lut = np.full(max(int(raw.max()) + 1, max(label_map) + 1), IGNORE_INDEX, dtype=np.int64)
+    for value, cls in label_map.items():
+        lut[value] = cls
+    return lut[raw]
+
+
+def pairs_from_folders(
+    image_dir: str | Path,
+    label_dir: str | Path,
+    stems: Sequence[str] | None = None,
+    label_map: Mapping[int, int] | None = None,
+) -> list[Pair]:
+    """Match ``image_dir/<stem>.*`` with ``label_dir/<stem>.*``; every image must have labels."""
+    image_dir, label_dir = Path(image_dir), Path(label_dir)
+    labels = {p.name.split(".")[0]: p for p in label_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES}
+    pairs = []
+    for path in sorted(image_dir.iterdir()):
+        stem = path.name.split(".")[0]
+        if path.suffix.lower() not in IMAGE_SUFFIXES or (stems is not None and stem not in stems):
+            continue
+        if stem not in labels:
+            raise ImageError(f"{path}: no label file named {stem}.* in {label_dir}")
+        pairs.append(pair_from_arrays(read_image(path).data, read_image(labels[stem]).data, stem, label_map))
+    if not pairs:
+        raise ImageError(f"{image_dir}: no images found" + (f" with stems {list(stems)}" if stems else ""))
+    return pairs
+
+
+def pair_from_arrays(image: np.ndarray, labels: np.ndarray, name: str = "layer",
+                     label_map: Mapping[int, int] | None = None) -> Pair:
+    """A training pair from in-memory arrays (e.g. napari Image + hand-corrected Labels layers)."""
+    image, labels = np.asarray(image), np.asarray(labels)
+    if image.shape != labels.shape:
+        raise ImageError(f"{name}: image shape {image.shape} and labels shape {labels.shape} differ")
+    if image.ndim != 2:
+        raise ImageError(f"{name}: training takes 2-D images (got {image.ndim}-D); pass planes separately")
+    return Pair(image, map_labels(labels, label_map), name)
+
+
+def drosophila_pairs(root: str | Path, stems: Sequence[str]) -> list[Pair]:
+    root = Path(root)
+    return pairs_from_folders(root / "raw", root / "labels", stems, DROSOPHILA_LABEL_MAP)

@@ -1,0 +1,377 @@
+"""The shared tiled inference engine: any image size, through any torch model, headless or in napari.
+
+Two ways to push an image through a model, both built on one tile iterator:
+
+* :func:`predict_dense` — per-pixel outputs (class probabilities, labels). The image is cut into
+  tiles whose cores are aligned to the model's size divisor; each tile is read with a halo of at
+  least the model's receptive radius (reflect padding beyond the image border), predicted in
+  batches, and only its core is kept. Away from the border the result therefore equals
+  whole-image inference, whatever the tile and batch size.
+* :func:`predict_patches` — one output per non-overlapping patch (patch classifiers), as a
+  low-resolution map aligned with the image; edge patches are reflect-padded and their valid
+  fraction is returned so aggregations can weight them.
+
+Inputs are numpy, dask or zarr arrays (2-D, or stacks processed plane by plane). With ``out`` a
+path, the result is streamed into a zarr array chunk by chunk, so peak memory does not grow with
+the image. Normalisation statistics come from the whole plane (see :func:`images.image_stats`),
+never from a tile. Every function here is a step generator (see :mod:`.progress`): it yields
+after each batch, which is where cancellation takes effect.
+
+No napari or Qt import here: this runs in scripts, CLI workers and dask workers alike.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import dask.array as da
+import numpy as np
+import torch
+import zarr
+from torch import nn
+from torch.nn import functional as F
+
+from .atomic import atomic_path
+from .images import image_stats
+from .progress import Progress, Steps
+
+Postprocess = Callable[[torch.Tensor], torch.Tensor]
+
+
+def softmax(logits: torch.Tensor) -> torch.Tensor:
+    return F.softmax(logits.float(), dim=1)
+
+
+# -- devices and threads ------------------------------------------------------------------------
+
+
+def available_devices() -> list[str]:
+    """Devices usable here, best first (what a device drop-down offers)."""
+    devices = []
+    if torch.cuda.is_available():
+        devices += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        devices.append("mps")
+    return devices + ["cpu"]
+
+
+def select_device(preference: str | torch.device | None = None) -> torch.device:
+    """CUDA, else MPS, else CPU, unless ``preference`` names one (an unavailable one is an error)."""
+    if preference in (None, "", "auto"):
+        return torch.device(available_devices()[0])
+    device = torch.device(preference)
+    if device.type != "cpu" and not any(d.startswith(device.type) for d in available_devices()):
+        raise RuntimeError(f"device {str(preference)!r} is not available here; available: {available_devices()}")
+    return device
+
+
+def cpu_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def configure_threads(workers: int = 1) -> int:
+    """Give each of ``workers`` parallel workers an equal share of the cores for torch.
+
+    torch threads × workers never exceeds the cores, which would only make them fight.
+    Returns the torch thread count set.
+    """
+    threads = max(1, cpu_cores() // max(1, workers))
+    torch.set_num_threads(threads)
+    return threads
+
+
+# -- tile geometry ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Window:
+    """A read window (may extend past the image; filled by reflection) and the core it yields."""
+
+    y0: int
+    y1: int
+    x0: int
+    x1: int
+    core: tuple[slice, slice]  # where the kept part goes in the output (plane coordinates)
+    crop: tuple[slice, slice]  # which part of the model output is kept
+
+
+def round_up(value: int, multiple: int) -> int:
+    return -(-value // multiple) * multiple
+
+
+def dense_windows(shape: tuple[int, int], tile: int, halo: int, divisor: int) -> list[Window]:
+    """Tiles covering ``shape``: cores of ``tile`` (≤ image, multiple of ``divisor``) plus halo.
+
+    All windows of one image have the same size, so they batch; cores start at multiples of the
+    tile size and the halo is a multiple of the divisor, so every window starts on the model's
+    pooling grid — the condition for tiled == whole-image results.
+    """
+    halo = round_up(halo, divisor)
+    height, width = shape
+    th = min(round_up(tile, divisor), round_up(height, divisor))
+    tw = min(round_up(tile, divisor), round_up(width, divisor))
+    windows = []
+    for y in range(0, height, th):
+        for x in range(0, width, tw):
+            h, w = min(th, height - y), min(tw, width - x)
+            windows.append(
+                Window(
+                    y - halo, y + th + halo, x - halo, x + tw + halo,
+                    core=(slice(y, y + h), slice(x, x + w)),
+                    crop=(slice(halo, halo + h), slice(halo, halo + w)),
+                )
+            )
+    return windows
+
+
+def patch_windows(shape: tuple[int, int], patch: int) -> list[Window]:
+    """Non-overlapping patches; ``core`` indexes the patch map, ``crop`` the valid pixels."""
+    height, width = shape
+    windows = []
+    for i, y in enumerate(range(0, height, patch)):
+        for j, x in enumerate(range(0, width, patch)):
+            windows.append(
+                Window(
+                    y, y + patch, x, x + patch,
+                    core=(slice(i, i + 1), slice(j, j + 1)),
+                    crop=(slice(0, min(patch, height - y)), slice(0, min(patch, width - x))),
+                )
+            )
+    return windows
+
+
+def read_window(plane: Any, window: Window) -> np.ndarray:
+    """Read a window of a (lazy) plane; parts outside the image are filled by reflection."""
+    height, width = plane.shape
+    ya, yb = max(window.y0, 0), min(window.y1, height)
+    xa, xb = max(window.x0, 0), min(window.x1, width)
+    block = np.asarray(plane[ya:yb, xa:xb], dtype=np.float32)
+    pad = ((ya - window.y0, window.y1 - yb), (xa - window.x0, window.x1 - xb))
+    if any(any(p) for p in pad):
+        block = np.pad(block, pad, mode="reflect" if min(block.shape) > 1 else "edge")
+    return block
+
+
+# -- running the model --------------------------------------------------------------------------
+
+
+def _autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    if precision == "float32" or device.type == "cpu":
+        return contextlib.nullcontext()
+    dtype = {"float16": torch.float16, "bfloat16": torch.bfloat16}[precision]
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def default_batch_size(device: torch.device) -> int:
+    """Batching helps GPUs; on a CPU one tile per forward keeps cancel and progress snappy."""
+    return 1 if device.type == "cpu" else 8
+
+
+def iter_batches(
+    model: nn.Module,
+    plane: Any,
+    windows: Sequence[Window],
+    *,
+    mean: float,
+    std: float,
+    batch_size: int,
+    device: torch.device,
+    precision: str = "float32",
+    postprocess: Postprocess | None = None,
+) -> Iterator[tuple[Sequence[Window], np.ndarray]]:
+    """Yield (windows, outputs) batch by batch: normalised windows through ``model`` in eval mode."""
+    model.eval()
+    for start in range(0, len(windows), batch_size):
+        batch = windows[start : start + batch_size]
+        x = np.stack([read_window(plane, w) for w in batch])[:, None]
+        x = torch.from_numpy((x - mean) / std).to(device)
+        with torch.inference_mode(), _autocast(device, precision):
+            y = model(x)
+            if postprocess is not None:
+                y = postprocess(y)
+        yield batch, y.float().cpu().numpy() if y.is_floating_point() else y.cpu().numpy()
+
+
+def _planes(data: Any) -> list[Any]:
+    """The 2-D planes of an image, lazily: a zarr/TIFF stack is wrapped in dask (storage chunks
+    kept) so that taking a plane does not read it into memory."""
+    if not isinstance(data, (np.ndarray, da.Array)):
+        chunks = getattr(data, "chunks", None)
+        data = da.from_array(data, chunks=chunks if isinstance(chunks, tuple) else "auto")
+    return [data] if data.ndim == 2 else [data[z] for z in range(data.shape[0])]
+
+
+def _check_halo(model: nn.Module, halo: int) -> None:
+    radius = getattr(model, "receptive_radius", 0.0)
+    if math.isinf(radius):
+        warnings.warn("model has global context (receptive field = whole input); tiled results are approximate",
+                      stacklevel=3)
+    elif halo < radius:
+        warnings.warn(f"halo {halo} px is smaller than the model's receptive radius {radius:g} px; "
+                      "tile seams may show", stacklevel=3)
+
+
+class _Output:
+    """The result array, created on the first batch (when channels and dtype are known).
+
+    In memory (numpy) by default; with ``path`` a zarr array chunked like the tiles, written to a
+    temporary folder and moved into place when complete.
+    """
+
+    def __init__(self, spatial: tuple[int, ...], chunk: tuple[int, int], path: str | Path | None) -> None:
+        self.spatial, self.chunk, self.path = spatial, chunk, path
+        self.array: Any = None
+        self._atomic: contextlib.ExitStack | None = None
+
+    def ensure(self, channels: int, dtype: np.dtype) -> Any:
+        if self.array is None:
+            shape = (channels, *self.spatial)
+            if self.path is None:
+                self.array = np.zeros(shape, dtype=dtype)
+            else:
+                self._atomic = contextlib.ExitStack()
+                tmp = self._atomic.enter_context(atomic_path(self.path))
+                chunks = (1,) * (len(shape) - 2) + self.chunk
+                self.array = zarr.open_array(str(tmp), mode="w", shape=shape, dtype=dtype, chunks=chunks)
+        return self.array
+
+    def finish(self) -> Any:
+        if self._atomic is not None:
+            self._atomic.close()  # renames the temporary folder onto the target
+            return zarr.open_array(str(self.path), mode="r")
+        return self.array
+
+    def abort(self) -> None:
+        if self._atomic is not None:
+            self._atomic.__exit__(RuntimeError, RuntimeError("aborted"), None)  # discards the temp
+
+
+def _run(
+    model: nn.Module,
+    image: Any,
+    layout: Callable[[tuple[int, int]], list[Window]],
+    out_spatial: Callable[[tuple[int, int]], tuple[int, int]],
+    chunk: tuple[int, int],
+    *,
+    stats: Sequence[tuple[float, float]] | None,
+    batch_size: int | None,
+    device: str | torch.device | None,
+    precision: str,
+    postprocess: Postprocess | None,
+    out: str | Path | None,
+    store: Callable[[Any, int | None, Window, np.ndarray], None],
+) -> Steps[Any]:
+    """Shared loop of dense and patch prediction over planes, windows and batches."""
+    dev = select_device(device)
+    if next(model.parameters(), torch.empty(0)).device != dev:
+        model = model.to(dev)
+    batch_size = batch_size or default_batch_size(dev)
+    planes = _planes(image)
+    plane_shape = tuple(image.shape[-2:])
+    windows = layout(plane_shape)
+    total = len(windows) * len(planes)
+    spatial = (*image.shape[:-2], *out_spatial(plane_shape))
+    output = _Output(spatial, chunk, out)
+    done = 0
+    try:
+        yield Progress(0, total, "preparing")
+        for z, plane in enumerate(planes):
+            mean, std = stats[z] if stats is not None else image_stats(plane)
+            for batch, result in iter_batches(model, plane, windows, mean=mean, std=std, batch_size=batch_size,
+                                              device=dev, precision=precision, postprocess=postprocess):
+                array = output.ensure(result.shape[1], result.dtype)
+                for window, value in zip(batch, result):
+                    store(array, z if image.ndim == 3 else None, window, value)
+                done += len(batch)
+                yield Progress(done, total, f"plane {z + 1}/{len(planes)}" if len(planes) > 1 else "tiles")
+        return output.finish()
+    except BaseException:
+        output.abort()
+        raise
+
+
+def predict_dense(
+    model: nn.Module,
+    image: Any,
+    *,
+    tile: int = 512,
+    halo: int | None = None,
+    batch_size: int | None = None,
+    stats: Sequence[tuple[float, float]] | None = None,
+    postprocess: Postprocess | None = softmax,
+    device: str | torch.device | None = None,
+    precision: str = "float32",
+    out: str | Path | None = None,
+) -> Steps[Any]:
+    """Per-pixel prediction of a 2-D image or (Z, Y, X) stack → (C, Y, X) or (C, Z, Y, X).
+
+    ``halo`` defaults to the model's receptive radius rounded up to its size divisor. ``stats``
+    gives (mean, std) per plane; by default they are computed over each whole plane. With
+    ``out`` a path, the result is a zarr array on disk (streamed, chunked like the tiles).
+    """
+    divisor = int(getattr(model, "size_divisor", 1))
+    if halo is None:
+        radius = getattr(model, "receptive_radius", 0.0)
+        halo = round_up(int(math.ceil(radius if math.isfinite(radius) else 8 * divisor)), divisor)
+    _check_halo(model, halo)
+    tile = round_up(tile, divisor)
+
+    def store(array: Any, z: int | None, window: Window, value: np.ndarray) -> None:
+        index = (slice(None),) + ((z,) if z is not None else ()) + window.core
+        array[index] = value[(slice(None), *window.crop)]
+
+    return _run(
+        model, image, lambda s: dense_windows(s, tile, halo, divisor), lambda s: s, (tile, tile),
+        stats=stats, batch_size=batch_size, device=device, precision=precision,
+        postprocess=postprocess, out=out, store=store,
+    )
+
+
+def predict_patches(
+    model: nn.Module,
+    image: Any,
+    *,
+    patch: int = 128,
+    batch_size: int | None = None,
+    stats: Sequence[tuple[float, float]] | None = None,
+    postprocess: Postprocess | None = softmax,
+    device: str | torch.device | None = None,
+    precision: str = "float32",
+    out: str | Path | None = None,
+) -> Steps[Any]:
+    """One model output per ``patch``×``patch`` patch → map (C, ⌈Y/p⌉, ⌈X/p⌉) (or with a Z axis).
+
+    Patch (i, j) covers pixels [i·p, (i+1)·p) × [j·p, (j+1)·p) of the image; use
+    :func:`patch_coverage` for the valid fraction of edge patches.
+    """
+
+    def store(array: Any, z: int | None, window: Window, value: np.ndarray) -> None:
+        index = (slice(None),) + ((z,) if z is not None else ()) + window.core
+        array[index] = value.reshape(-1, 1, 1)
+
+    def spatial(shape: tuple[int, int]) -> tuple[int, int]:
+        return (math.ceil(shape[0] / patch), math.ceil(shape[1] / patch))
+
+    chunk = (256, 256)
+    return _run(
+        model, image, lambda s: patch_windows(s, patch), spatial, chunk,
+        stats=stats, batch_size=batch_size or 64, device=device, precision=precision,
+        postprocess=postprocess, out=out, store=store,
+    )
+
+
+def patch_coverage(shape: tuple[int, int], patch: int) -> np.ndarray:
+    """Fraction of each patch that lies inside an image of ``shape`` (1 except at the edges)."""
+    rows = np.minimum(patch, shape[0] - np.arange(0, shape[0], patch)) / patch
+    cols = np.minimum(patch, shape[1] - np.arange(0, shape[1], patch)) / patch
+    return np.outer(rows, cols).astype(np.float32)

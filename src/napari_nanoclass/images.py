@@ -1,0 +1,228 @@
+"""The one way napari-nanoclass reads, checks and writes images.
+
+Reading is lazy for TIFF and zarr / OME-Zarr, so images bigger than memory are fine: the engine
+pulls tiles from them on demand. Every problem with an input becomes an :class:`ImageError`
+naming the file and what is wrong (empty, unreadable, wrong dimensionality, colour, NaN).
+Writing always goes through :func:`napari_nanoclass.atomic.atomic_path`.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import dask.array as da
+import numpy as np
+import tifffile
+import zarr
+
+from .atomic import atomic_path
+
+TIFF_SUFFIXES = {".tif", ".tiff"}
+PLAIN_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif"}
+ZARR_SUFFIXES = {".zarr", ".ome.zarr"}
+IMAGE_SUFFIXES = TIFF_SUFFIXES | PLAIN_SUFFIXES | ZARR_SUFFIXES
+
+
+class ImageError(ValueError):
+    """An input image cannot be used; the message says which and why."""
+
+
+@dataclass
+class Image:
+    """A validated greyscale image or stack: ``data`` is (Y, X) or (Z, Y, X), numpy or lazy."""
+
+    data: Any
+    name: str
+    path: Path | None = None
+
+    @property
+    def is_stack(self) -> bool:
+        return self.data.ndim == 3
+
+    @property
+    def plane_shape(self) -> tuple[int, int]:
+        return tuple(self.data.shape[-2:])  # type: ignore[return-value]
+
+
+def _is_zarr(path: Path) -> bool:
+    return path.suffix in ZARR_SUFFIXES or (
+        path.is_dir() and any((path / f).exists() for f in ("zarr.json", ".zarray", ".zgroup"))
+    )
+
+
+def _open_zarr(path: Path) -> Any:
+    node = zarr.open(str(path), mode="r")
+    if isinstance(node, zarr.Array):
+        return node
+    multiscales = node.attrs.get("multiscales") or node.attrs.get("ome", {}).get("multiscales")
+    if multiscales:
+        return node[multiscales[0]["datasets"][0]["path"]]
+    arrays = list(node.array_keys())
+    if len(arrays) == 1:
+        return node[arrays[0]]
+    raise ImageError(f"{path}: zarr group holds {len(arrays)} arrays and no OME multiscales; open one array")
+
+
+def _open_tiff(path: Path) -> Any:
+    with tifffile.TiffFile(path) as tif:
+        series = tif.series[0]
+        small = math.prod(series.shape) * series.dtype.itemsize < 256 * 2**20
+    if small:
+        return tifffile.imread(path, series=0)
+    node = zarr.open(tifffile.imread(path, aszarr=True, series=0), mode="r")
+    return node if isinstance(node, zarr.Array) else node["0"]  # pyramid: full resolution
+
+
+def read_image(path: str | Path) -> Image:
+    """Open an image file (TIFF, PNG/JPEG, zarr, OME-Zarr) as a validated greyscale Image."""
+    path = Path(path)
+    if not path.exists():
+        raise ImageError(f"{path}: no such file")
+    if path.is_file() and path.stat().st_size == 0:
+        raise ImageError(f"{path}: file is empty (0 bytes)")
+    try:
+        if _is_zarr(path):
+            data = _open_zarr(path)
+        elif path.suffix.lower() in TIFF_SUFFIXES:
+            data = _open_tiff(path)
+        else:
+            from skimage.io import imread
+
+            data = imread(path)
+    except ImageError:
+        raise
+    except Exception as exc:  # every reader has its own exception types
+        raise ImageError(f"{path}: cannot be read as an image ({type(exc).__name__}: {exc})") from exc
+    return Image(as_greyscale(data, str(path)), name=path.name.split(".")[0], path=path)
+
+
+def as_greyscale(data: Any, source: str = "image") -> Any:
+    """Check an array is a usable greyscale image or stack and return it as (Y, X) or (Z, Y, X).
+
+    Singleton leading axes (OME-Zarr's t and c) are dropped. Colour images are refused, except
+    RGB files whose channels are identical (greyscale saved as RGB, common with SEM software).
+    """
+    if not hasattr(data, "shape") or not hasattr(data, "dtype"):
+        data = np.asarray(data)
+    if data.dtype.kind not in "uif":
+        raise ImageError(f"{source}: pixel type {data.dtype} is not a number type")
+    if 0 in data.shape:
+        raise ImageError(f"{source}: image is empty (shape {tuple(data.shape)})")
+    while data.ndim > 3 and data.shape[0] == 1:
+        data = data[0]
+    if data.ndim >= 3 and data.shape[-1] in (3, 4) and min(data.shape[-3:-1]) > 4:
+        data = _grey_from_rgb(data, source)
+    if data.ndim not in (2, 3):
+        raise ImageError(
+            f"{source}: expected a 2-D image or a (Z, Y, X) stack, got {data.ndim} dimensions "
+            f"(shape {tuple(data.shape)})"
+        )
+    if min(data.shape[-2:]) < 8:
+        raise ImageError(f"{source}: image is too small ({tuple(data.shape)}); at least 8×8 pixels needed")
+    return data
+
+
+def _grey_from_rgb(data: Any, source: str) -> Any:
+    rgb = np.asarray(data[..., :3])
+    if not (np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 0], rgb[..., 2])):
+        raise ImageError(
+            f"{source}: colour (RGB) image, but electron micrographs are greyscale; "
+            "convert it to greyscale or save the detector's single channel"
+        )
+    return rgb[..., 0]
+
+
+def image_stats(data: Any, source: str = "image") -> tuple[float, float]:
+    """Mean and standard deviation over the *whole* image, streamed chunk by chunk if lazy.
+
+    Normalising each tile by its own statistics would make tiles disagree at their seams, so the
+    engine always normalises with these. Non-finite values are an error, not silently spread.
+    """
+    if isinstance(data, np.ndarray):
+        mean, std = float(data.mean(dtype=np.float64)), float(data.std(dtype=np.float64))
+    else:
+        lazy = data if isinstance(data, da.Array) else da.from_array(data, chunks=_chunks(data))
+        mean, std = (float(v) for v in da.compute(lazy.mean(dtype=np.float64), lazy.std(dtype=np.float64)))
+    if not (math.isfinite(mean) and math.isfinite(std)):
+        raise ImageError(f"{source}: image contains NaN or infinite values")
+    return mean, std if std > 0 else 1.0
+
+
+def _chunks(data: Any) -> Any:
+    chunks = getattr(data, "chunks", None)
+    if isinstance(chunks, tuple) and all(isinstance(c, int) for c in chunks):
+        # group small storage chunks into ~64 MiB blocks to keep the task graph small
+        grow = max(1, int((64 * 2**20 / (math.prod(chunks) * data.dtype.itemsize)) ** 0.5))
+        return tuple(min(s, c * (grow if i >= data.ndim - 2 else 1)) for i, (s, c) in enumerate(zip(data.shape, chunks)))
+    return "auto"
+
+
+# -- writing ------------------------------------------------------------------------------------
+
+
+def write_tiff(path: str | Path, data: Any, tile: int = 512) -> Path:
+    """Write an array as a zlib-compressed TIFF, atomically; lazy arrays are streamed by tiles."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        if isinstance(data, np.ndarray):
+            tifffile.imwrite(tmp, data, compression="zlib")
+        else:
+            tifffile.imwrite(
+                tmp, _tiles(data, tile), shape=data.shape, dtype=data.dtype, tile=(tile, tile),
+                compression="zlib", bigtiff=True,
+            )
+    return path
+
+
+def _tiles(data: Any, tile: int) -> Iterator[np.ndarray]:
+    """Row-major (tile, tile) blocks of each plane, zero-padded at the edges, as TIFF wants."""
+    planes = data if data.ndim == 3 else data[None]
+    height, width = planes.shape[-2:]
+    for z in range(planes.shape[0]):
+        for y in range(0, height, tile):
+            for x in range(0, width, tile):
+                block = np.asarray(planes[z, y : y + tile, x : x + tile])
+                out = np.zeros((tile, tile), dtype=block.dtype)
+                out[: block.shape[0], : block.shape[1]] = block
+                yield out
+
+
+def write_csv(path: str | Path, rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None) -> Path:
+    """Write dict rows as CSV atomically; columns default to the keys in first-seen order."""
+    path = Path(path)
+    if columns is None:
+        columns = list(dict.fromkeys(k for row in rows for k in row))
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(columns), extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def write_json(path: str | Path, obj: Any) -> Path:
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n")
+    return path
+
+
+def find_images(inputs: Iterable[str | Path]) -> list[Path]:
+    """Expand files, folders and glob patterns into a sorted list of image paths."""
+    found: list[Path] = []
+    for item in inputs:
+        path = Path(item)
+        if any(ch in str(item) for ch in "*?["):
+            found += sorted(Path().glob(str(item))) if not path.is_absolute() else sorted(
+                Path(path.anchor).glob(str(path.relative_to(path.anchor)))
+            )
+        elif path.is_dir() and not _is_zarr(path):
+            found += sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES or _is_zarr(p))
+        else:
+            found.append(path)
+    return list(dict.fromkeys(found))

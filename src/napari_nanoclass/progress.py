@@ -1,0 +1,112 @@
+"""Progress reporting and cancellation shared by every analysis.
+
+Every long computation in napari-nanoclass is written once, as a *step generator*: it yields
+:class:`Progress` after each unit of work (a tile, a file, an epoch) and ``return``s its result.
+Three drivers consume the same generator:
+
+* :func:`run_sync` drives it in the calling thread (Python API, CLI, tests), forwarding progress to
+  a callback or a tqdm bar and honouring a :class:`CancelToken`;
+* napari's ``thread_worker`` drives it in a background thread (widgets): each yield becomes a
+  ``yielded`` signal for the progress bar, and ``worker.quit()`` stops it at the next yield;
+* batch runners nest them with ``yield from``.
+
+Because the generator yields after every unit, cancellation takes effect within one unit.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Generator
+from dataclasses import dataclass
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Progress:
+    """``done`` of ``total`` units finished; ``message`` says what is happening (for status bars)."""
+
+    done: int
+    total: int
+    message: str = ""
+    metrics: dict[str, float] | None = None  # e.g. loss and mIoU while training
+
+    @property
+    def fraction(self) -> float:
+        return self.done / self.total if self.total else 1.0
+
+
+Steps = Generator[Progress, None, T]
+ProgressCallback = Callable[[Progress], None]
+
+
+class Cancelled(RuntimeError):
+    """Raised by :func:`run_sync` when its :class:`CancelToken` was set."""
+
+
+class CancelToken:
+    """Thread-safe flag a caller sets to stop a running computation at its next step."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def cancel(self) -> None:
+        self._event.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._event.is_set()
+
+
+def run_sync(
+    steps: Steps[T],
+    progress: ProgressCallback | bool | None = None,
+    cancel: CancelToken | None = None,
+) -> T:
+    """Drive a step generator to completion in this thread and return its result.
+
+    ``progress`` may be a callback, ``True`` for a tqdm bar on stderr, or ``None`` for silence.
+    If ``cancel`` is set the generator is closed (its ``finally`` blocks run, so partial outputs
+    are cleaned up) and :class:`Cancelled` is raised.
+    """
+    bar = None
+    if progress is True:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=0, unit="step", leave=False)
+
+        def progress(p: Progress) -> None:
+            bar.total = p.total
+            bar.set_description_str(p.message, refresh=False)
+            bar.n = p.done
+            bar.refresh()
+
+    try:
+        while True:
+            if cancel is not None and cancel.cancelled:
+                steps.close()
+                raise Cancelled("cancelled by the user")
+            try:
+                step = next(steps)
+            except StopIteration as stop:
+                return stop.value
+            if callable(progress):
+                progress(step)
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def scaled(steps: Steps[T], index: int, count: int, message: str = "") -> Steps[T]:
+    """Re-express sub-job ``index`` of ``count`` (a plane, a file) as part of the whole job.
+
+    The outer progress counts thousandths of a sub-job, so the bar moves smoothly and
+    monotonically whatever unit each sub-job counts in.
+    """
+    while True:
+        try:
+            step = next(steps)
+        except StopIteration as stop:
+            return stop.value
+        yield Progress(int(1000 * (index + step.fraction)), 1000 * count, message or step.message, step.metrics)

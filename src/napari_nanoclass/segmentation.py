@@ -1,0 +1,145 @@
+"""Semantic segmentation of EM images with a registered model: image in, class labels out.
+
+:func:`segment_steps` is the step generator the napari widget runs in a worker thread;
+:func:`segment` runs it synchronously; :func:`segment_files` is the headless file-to-file job
+behind ``nanoclass segment`` (output contract in docs/cli.md).
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import dask.array as da
+import numpy as np
+
+from . import engine
+from .images import Image, as_greyscale, image_stats, read_image, write_csv, write_tiff
+from .models.registry import LoadedModel, load_model
+from .progress import CancelToken, ProgressCallback, Steps, run_sync, scaled
+
+DEFAULT_MODEL = "drosophila-seunet"
+# beyond this many pixels results are streamed to zarr on disk instead of held in memory
+IN_MEMORY_LIMIT = 64 * 2**20
+
+
+@dataclass
+class SegmentationResult:
+    """Class index per pixel, optional class probabilities, and what the classes are."""
+
+    labels: Any  # (Y, X) or (Z, Y, X), uint8; numpy or zarr
+    probabilities: Any | None  # (C, Y, X) or (C, Z, Y, X) float32
+    class_names: list[str]
+    class_colours: list[str]
+    model_name: str
+    model_sha256: str
+
+    def class_table(self) -> list[dict[str, Any]]:
+        """Pixels and area fraction per class: the Labels layer's features table and a CSV."""
+        counts = _bincount(self.labels, len(self.class_names))
+        total = max(int(counts.sum()), 1)
+        return [
+            {"index": i, "class": name, "pixels": int(n), "fraction": n / total}
+            for i, (name, n) in enumerate(zip(self.class_names, counts))
+        ]
+
+
+def _bincount(labels: Any, n: int) -> np.ndarray:
+    if isinstance(labels, np.ndarray):
+        return np.bincount(labels.ravel(), minlength=n)[:n]
+    lazy = da.from_array(labels, chunks=labels.chunks)
+    return da.bincount(lazy.ravel(), minlength=n).compute()[:n]
+
+
+def segment_steps(
+    image: Any,
+    model: str | LoadedModel = DEFAULT_MODEL,
+    *,
+    tile: int | None = None,
+    batch_size: int | None = None,
+    device: str | None = None,
+    probabilities: bool = False,
+    workdir: str | Path | None = None,
+) -> Steps[SegmentationResult]:
+    """Segment a 2-D image or a (Z, Y, X) stack; yields progress per tile.
+
+    Large images (more than ``IN_MEMORY_LIMIT`` pixels) need ``workdir``: probabilities and
+    labels are then zarr arrays there, streamed chunk by chunk.
+    """
+    loaded = model if isinstance(model, LoadedModel) else load_model(model, engine.select_device(device))
+    data = as_greyscale(image.data if isinstance(image, Image) else image)
+    big = int(np.prod(data.shape)) > IN_MEMORY_LIMIT
+    if big and workdir is None:
+        raise ValueError(f"image of {data.shape} is too large to hold in memory; give a workdir for zarr output")
+    stats = _normalisation(loaded, data)
+    probs = yield from engine.predict_dense(
+        loaded.module, data, tile=tile or loaded.info.tile, halo=loaded.halo, batch_size=batch_size,
+        stats=stats, device=loaded.device, out=Path(workdir) / "probabilities.zarr" if big else None,
+    )
+    if big:
+        labels_path = Path(workdir) / "labels.zarr"
+        da.from_zarr(probs).argmax(axis=0).astype(np.uint8).to_zarr(str(labels_path), overwrite=True)
+        labels = da.from_zarr(str(labels_path))
+    else:
+        labels = probs.argmax(axis=0).astype(np.uint8)
+    info = loaded.info
+    return SegmentationResult(labels, probs if probabilities else None, list(info.class_names),
+                              list(info.class_colours), info.name, loaded.sha256)
+
+
+def _normalisation(loaded: LoadedModel, data: Any) -> list[tuple[float, float]]:
+    """Per-plane (mean, std): fixed ones stored with the model, else each whole plane's."""
+    norm = loaded.info.normalisation
+    planes = 1 if data.ndim == 2 else data.shape[0]
+    if norm.get("method") == "fixed":
+        return [(float(norm["mean"]), float(norm["std"]))] * planes
+    return [image_stats(data if data.ndim == 2 else data[z]) for z in range(planes)]
+
+
+def segment(image: Any, model: str | LoadedModel = DEFAULT_MODEL, *, progress: ProgressCallback | bool | None = None,
+            cancel: CancelToken | None = None, **kwargs: Any) -> SegmentationResult:
+    """Synchronous :func:`segment_steps` (Python API)."""
+    return run_sync(segment_steps(image, model, **kwargs), progress=progress, cancel=cancel)
+
+
+def segment_files_steps(
+    paths: Sequence[str | Path], out_dir: str | Path, model: str = DEFAULT_MODEL, *,
+    tile: int | None = None, device: str | None = None, probabilities: bool = False,
+) -> Steps[list[dict[str, Any]]]:
+    """Segment files into ``out_dir``: ``<stem>_labels.tif`` (class index per pixel) and
+    ``<stem>_classes.csv`` per input; optionally ``<stem>_probabilities.tif``. A file that fails
+    is reported in the returned rows (``status``/``error``) and the others go on."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    loaded = load_model(model, engine.select_device(device))
+    rows: list[dict[str, Any]] = []
+    for i, path in enumerate(paths):
+        row: dict[str, Any] = {"image": Path(path).name.split(".")[0], "path": str(path), "model": loaded.info.name}
+        try:
+            image = read_image(path)
+            workdir = out_dir / f".{image.name}.work"
+            result = yield from scaled(
+                segment_steps(image, loaded, tile=tile, probabilities=probabilities, workdir=workdir),
+                i, len(paths), f"{image.name} ({i + 1}/{len(paths)})",
+            )
+            row.update(_write_result(result, out_dir, image.name), status="ok", error="")
+        except Exception as exc:  # one bad file must not stop the others; it is reported
+            row.update(status="failed", error=str(exc))
+        finally:
+            shutil.rmtree(out_dir / f".{row['image']}.work", ignore_errors=True)
+        rows.append(row)
+    return rows
+
+
+def _write_result(result: SegmentationResult, out_dir: Path, stem: str) -> dict[str, Any]:
+    labels_path = write_tiff(out_dir / f"{stem}_labels.tif", result.labels)
+    table = result.class_table()
+    write_csv(out_dir / f"{stem}_classes.csv", table)
+    written = {"labels": str(labels_path)}
+    if result.probabilities is not None:
+        written["probabilities"] = str(write_tiff(out_dir / f"{stem}_probabilities.tif", result.probabilities))
+    written.update({f"fraction_{r['class']}": round(r["fraction"], 6) for r in table})
+    return written
