@@ -55,7 +55,7 @@ class TaskRunner(Container):
         def run() -> Any:
             return (yield from steps)
 
-        self.worker = create_worker(run, _start_thread=False)
+        self.worker = create_worker(run, _start_thread=False, _ignore_errors=True)  # on_error shows them
         self.worker.yielded.connect(self.show_progress)
         self.worker.returned.connect(on_result)
         self.worker.errored.connect(self.on_error)
@@ -178,17 +178,17 @@ class TrainWidget(_ViewerWidget):
 
     def __init__(self, napari_viewer: Any) -> None:
         self.image = ComboBox(label="image", choices=_layer_choices(napari_viewer, "Image"))
-        self.labels = ComboBox(label="labels", choices=_layer_choices(napari_viewer, "Labels"))
+        self.mask = ComboBox(label="labels", choices=_layer_choices(napari_viewer, "Labels"))
         self.base = ComboBox(label="start from", choices=lambda _w: ["(new model)", *_model_choices("segmentation")(_w)])
         self.classes = LineEdit(label="classes (new model)", value="background,foreground")
-        self.name = LineEdit(label="save as", value="my-finetuned-seunet")
+        self.save_as = LineEdit(label="save as", value="my-finetuned-seunet")
         self.epochs = SpinBox(label="epochs", value=10, min=1, max=1000)
         self.iters = SpinBox(label="iterations/epoch", value=20, min=1, max=10000)
         self.crop = SpinBox(label="crop (px)", value=256, min=32, max=1024, step=32)
         self.frem = CheckBox(text="FREM", value=True)
         self.frem_b = SpinBox(label="FREM B", value=3, min=1, max=4096)
         self.frem_x = FloatSpinBox(label="FREM X", value=250.0, min=1.0, max=10000.0)
-        super().__init__(napari_viewer, [self.image, self.labels, self.base, self.classes, self.name, self.epochs,
+        super().__init__(napari_viewer, [self.image, self.mask, self.base, self.classes, self.save_as, self.epochs,
                                          self.iters, self.crop, self.frem, self.frem_b, self.frem_x])
         self.result: TrainResult | None = None
         self.run_button.text = "Train"
@@ -196,7 +196,7 @@ class TrainWidget(_ViewerWidget):
 
     def pairs(self) -> tuple[list[Pair], list[Pair]]:
         """Training and validation pairs from the chosen layers (planes of stacks separately)."""
-        image, labels = self.image.value, self.labels.value
+        image, labels = self.image.value, self.mask.value
         if image is None or labels is None:
             raise ValueError("choose an image layer and a labels layer")
         data, mask = np.asarray(_base_data(image)), np.asarray(_base_data(labels))
@@ -211,7 +211,7 @@ class TrainWidget(_ViewerWidget):
     def config(self) -> TrainConfig:
         base = None if self.base.value in (None, "(new model)") else self.base.value
         classes = [c.strip() for c in self.classes.value.split(",") if c.strip()]
-        return TrainConfig(name=self.name.value.strip(), class_names=classes, init_from=base,
+        return TrainConfig(name=self.save_as.value.strip(), class_names=classes, init_from=base,
                            epochs=self.epochs.value, iters_per_epoch=self.iters.value, crop=self.crop.value,
                            frem_b=self.frem_b.value if self.frem.value else 0, frem_x=self.frem_x.value,
                            patience=max(3, self.epochs.value // 3), tile=512)

@@ -241,7 +241,7 @@ class _Output:
             else:
                 self._atomic = contextlib.ExitStack()
                 tmp = self._atomic.enter_context(atomic_path(self.path))
-                chunks = (1,) * (len(shape) - 2) + self.chunk
+                chunks = (channels,) + (1,) * (len(shape) - 3) + self.chunk  # one chunk per tile
                 self.array = zarr.open_array(str(tmp), mode="w", shape=shape, dtype=dtype, chunks=chunks)
         return self.array
 

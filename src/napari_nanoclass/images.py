@@ -105,7 +105,7 @@ def read_image(path: str | Path) -> Image:
 def as_greyscale(data: Any, source: str = "image") -> Any:
     """Check an array is a usable greyscale image or stack and return it as (Y, X) or (Z, Y, X).
 
-    Singleton leading axes (OME-Zarr's t and c) are dropped. Colour images are refused, except
+    Singleton leading axes (OME-Zarr's t, c and a one-plane z) are dropped. Colour images are refused, except
     RGB files whose channels are identical (greyscale saved as RGB, common with SEM software).
     """
     if not hasattr(data, "shape") or not hasattr(data, "dtype"):
@@ -114,7 +114,7 @@ def as_greyscale(data: Any, source: str = "image") -> Any:
         raise ImageError(f"{source}: pixel type {data.dtype} is not a number type")
     if 0 in data.shape:
         raise ImageError(f"{source}: image is empty (shape {tuple(data.shape)})")
-    while data.ndim > 3 and data.shape[0] == 1:
+    while data.ndim > 2 and data.shape[0] == 1:
         data = data[0]
     if data.ndim >= 3 and data.shape[-1] in (3, 4) and min(data.shape[-3:-1]) > 4:
         data = _grey_from_rgb(data, source)
@@ -182,12 +182,12 @@ def write_tiff(path: str | Path, data: Any, tile: int = 512) -> Path:
 
 def _tiles(data: Any, tile: int) -> Iterator[np.ndarray]:
     """Row-major (tile, tile) blocks of each plane, zero-padded at the edges, as TIFF wants."""
-    planes = data if data.ndim == 3 else data[None]
-    height, width = planes.shape[-2:]
-    for z in range(planes.shape[0]):
+    height, width = data.shape[-2:]
+    for z in range(data.shape[0] if data.ndim == 3 else 1):
+        plane = (z,) if data.ndim == 3 else ()
         for y in range(0, height, tile):
             for x in range(0, width, tile):
-                block = np.asarray(planes[z, y : y + tile, x : x + tile])
+                block = np.asarray(data[(*plane, slice(y, y + tile), slice(x, x + tile))])
                 out = np.zeros((tile, tile), dtype=block.dtype)
                 out[: block.shape[0], : block.shape[1]] = block
                 yield out

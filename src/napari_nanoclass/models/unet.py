@@ -69,7 +69,9 @@ class FREM(nn.Module):
             raise ValueError(f"FREM: B must be in 1..{channels} (bottleneck channels), got {b}")
         self.channels, self.b, self.x = channels, b, float(x)
         self.register_buffer("scale", torch.ones(channels), persistent=False)
-        self.resample()
+        # a private generator: building the module must not shift the global RNG (and with it the
+        # initial weights of every later layer) compared with the same network without FREM
+        self.resample(torch.Generator().manual_seed(0))
 
     def resample(self, generator: torch.Generator | None = None) -> None:
         chosen = torch.randperm(self.channels, generator=generator)[: self.b]

@@ -1,0 +1,57 @@
+"""Shared fixtures: a temporary user registry holding a tiny random segmentation model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from napari_nanoclass.models.registry import ModelInfo, save_model
+from napari_nanoclass.models.unet import SEUNet
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.fixture(autouse=True)
+def user_registry(tmp_path_factory, monkeypatch) -> Path:
+    """Every test gets its own empty user model folder (the user's real one is never touched)."""
+    home = tmp_path_factory.mktemp("nanoclass-home")
+    monkeypatch.setenv("NANOCLASS_HOME", str(home))
+    return home / "models"
+
+
+def tiny_info(name: str = "tiny-seg", classes: int = 3) -> ModelInfo:
+    params = dict(in_channels=1, n_classes=classes, width=4, depth=2, se_window=3)
+    return ModelInfo(name=name, task="segmentation", architecture="seunet", arch_params=params,
+                     class_names=[f"c{i}" for i in range(classes)],
+                     class_colours=["#00000000", "#ff0000", "#00ff00", "#0000ff"][:classes], tile=64)
+
+
+@pytest.fixture
+def tiny_model(user_registry) -> str:
+    """Register a tiny random SE U-Net (depth 2, 3 classes) and return its name."""
+    torch.manual_seed(0)
+    info = tiny_info()
+    save_model(SEUNet(**info.arch_params).eval(), info)
+    return info.name
+
+
+@pytest.fixture
+def em_image() -> np.ndarray:
+    """A small EM-like uint8 image: dark rings (membranes) on a noisy background."""
+    rng = np.random.default_rng(1)
+    yy, xx = np.mgrid[:200, :232]
+    img = 150 + 20 * rng.standard_normal((200, 232))
+    for cy, cx, r in [(50, 60, 30), (130, 150, 45), (150, 40, 20)]:
+        d = np.hypot(yy - cy, xx - cx)
+        img[np.abs(d - r) < 3] -= 80
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def needs_data(sub: str) -> Path:
+    path = DATA / sub
+    if not path.exists():
+        pytest.skip(f"shared data {path} not present")
+    return path

@@ -1,0 +1,168 @@
+"""The tiling engine: exactness against whole-image inference, patch maps, streaming, cancel."""
+
+from __future__ import annotations
+
+import dask.array as da
+import numpy as np
+import pytest
+import torch
+import zarr
+from torch import nn
+
+from napari_nanoclass import engine
+from napari_nanoclass.models.unet import SEUNet
+from napari_nanoclass.progress import CancelToken, Cancelled, run_sync
+
+
+@pytest.fixture(scope="module")
+def unet() -> SEUNet:
+    torch.manual_seed(0)
+    return SEUNet(width=4, depth=2, n_classes=3, se_window=5).eval()
+
+
+def whole_image(model: nn.Module, image: np.ndarray) -> np.ndarray:
+    x = (image - image.mean()) / image.std()
+    with torch.inference_mode():
+        return torch.softmax(model(torch.from_numpy(x.astype(np.float32))[None, None]), 1)[0].numpy()
+
+
+@pytest.mark.parametrize("tile,batch", [(32, 1), (64, 3), (96, 2), (1024, 1)])
+def test_tiled_equals_whole_image_away_from_border(unet, tile, batch):
+    image = np.random.default_rng(0).integers(0, 255, (208, 240)).astype(np.uint8)
+    reference = whole_image(unet, image)
+    tiled = run_sync(engine.predict_dense(unet, image, tile=tile, batch_size=batch))
+    halo = engine.round_up(int(unet.receptive_radius), unet.size_divisor)
+    assert tiled.shape == reference.shape
+    inner = (slice(None), slice(halo, -halo), slice(halo, -halo))
+    assert np.abs(tiled[inner] - reference[inner]).max() <= 1e-5
+    assert np.allclose(tiled.sum(0), 1, atol=1e-5)
+
+
+def test_result_independent_of_tile_size_everywhere(unet):
+    """Even at the border, reflect padding makes every tiling give the same answer."""
+    image = np.random.default_rng(3).normal(size=(150, 170)).astype(np.float32)
+    a = run_sync(engine.predict_dense(unet, image, tile=32))
+    b = run_sync(engine.predict_dense(unet, image, tile=512))
+    assert np.abs(a - b).max() <= 1e-5
+
+
+def test_too_small_halo_warns(unet):
+    with pytest.warns(UserWarning, match="receptive radius"):
+        run_sync(engine.predict_dense(unet, np.zeros((64, 64), np.float32), tile=32, halo=8))
+
+
+def test_global_se_model_warns_that_tiling_is_approximate():
+    model = SEUNet(width=4, depth=2, n_classes=2, se_window=None).eval()
+    with pytest.warns(UserWarning, match="global context"):
+        run_sync(engine.predict_dense(model, np.zeros((64, 64), np.float32), tile=32))
+
+
+def test_stack_is_processed_plane_by_plane_from_dask_and_zarr(unet, tmp_path):
+    rng = np.random.default_rng(1)
+    stack = rng.integers(0, 255, (3, 96, 112)).astype(np.uint8)
+    expected = np.stack([run_sync(engine.predict_dense(unet, p, tile=64)) for p in stack], axis=1)
+    for source in (da.from_array(stack, chunks=(1, 32, 32)), zarr.array(stack, chunks=(1, 40, 40))):
+        out = run_sync(engine.predict_dense(unet, source, tile=64))
+        assert out.shape == (3, 3, 96, 112)
+        np.testing.assert_allclose(out, expected, atol=1e-6)
+
+
+def test_streams_into_zarr_with_tile_chunks(unet, tmp_path):
+    image = np.random.default_rng(2).integers(0, 255, (200, 260)).astype(np.uint8)
+    in_memory = run_sync(engine.predict_dense(unet, image, tile=64))
+    target = tmp_path / "probs.zarr"
+    out = run_sync(engine.predict_dense(unet, zarr.array(image, chunks=(50, 50)), tile=64, out=target))
+    assert isinstance(out, zarr.Array) and out.chunks == (3, 64, 64)
+    np.testing.assert_allclose(out[:], in_memory, atol=1e-6)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["probs.zarr"]  # no temporary left
+
+
+def test_argmax_postprocess_gives_labels(unet):
+    image = np.random.default_rng(2).normal(size=(80, 80)).astype(np.float32)
+    probs = run_sync(engine.predict_dense(unet, image, tile=32))
+    labels = run_sync(engine.predict_dense(unet, image, tile=32,
+                                           postprocess=lambda y: y.argmax(1, keepdim=True).to(torch.uint8)))
+    assert labels.dtype == np.uint8 and labels.shape == (1, 80, 80)
+    np.testing.assert_array_equal(labels[0], probs.argmax(0))
+
+
+class MeanPatch(nn.Module):
+    """Classifier stub with known output: the patch mean (of the normalised input) as a logit."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([x.mean((1, 2, 3)), -x.mean((1, 2, 3))], 1)
+
+
+def test_patch_map_alignment_on_non_multiple_sizes():
+    image = np.zeros((300, 270), np.float32)
+    image[128:256, 0:128] = 10.0  # patch (1, 0) bright
+    out = run_sync(engine.predict_patches(MeanPatch(), image, patch=128, postprocess=None, stats=[(0.0, 1.0)]))
+    assert out.shape == (2, 3, 3)  # ceil(300/128), ceil(270/128)
+    assert np.unravel_index(out[0].argmax(), out[0].shape) == (1, 0)
+    coverage = engine.patch_coverage(image.shape, 128)
+    np.testing.assert_allclose(coverage[:, 2], [14 / 128, 14 / 128, (44 * 14) / 128**2])
+    np.testing.assert_allclose(coverage[2, 0], 44 / 128)
+
+
+def test_edge_patches_are_reflect_padded_not_zero_padded():
+    image = np.full((130, 128), 5.0, np.float32)
+    out = run_sync(engine.predict_patches(MeanPatch(), image, patch=128, postprocess=None, stats=[(0.0, 1.0)]))
+    np.testing.assert_allclose(out[0, :, 0], [5.0, 5.0], rtol=1e-6)
+
+
+class CountingModel(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+        self.conv = nn.Conv2d(1, 2, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        return self.conv(x)
+
+
+def test_cancel_takes_effect_within_one_tile_and_leaves_no_output(tmp_path):
+    model = CountingModel()
+    token = CancelToken()
+    seen = []
+
+    def progress(step):
+        seen.append(step)
+        if step.done == 3:
+            token.cancel()
+
+    target = tmp_path / "out.zarr"
+    with pytest.raises(Cancelled):
+        run_sync(engine.predict_dense(model, np.zeros((256, 256), np.float32), tile=32, batch_size=1, out=target),
+                 progress=progress, cancel=token)
+    assert model.calls == 3
+    assert seen[-1].total == 64
+    assert not any(tmp_path.iterdir())  # the partial zarr was removed
+
+
+def test_progress_counts_every_tile_over_stack_planes(unet):
+    steps = []
+    run_sync(engine.predict_dense(unet, np.zeros((2, 64, 96), np.float32), tile=32), progress=steps.append)
+    assert [s.done for s in steps] == list(range(13)) and steps[-1].total == 12
+
+
+def test_device_selection_and_threads():
+    assert engine.select_device("cpu") == torch.device("cpu")
+    assert engine.select_device(None).type in {"cpu", "cuda", "mps"}
+    assert engine.available_devices()[-1] == "cpu"
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="not available"):
+            engine.select_device("cuda")
+    before = torch.get_num_threads()
+    try:
+        assert engine.configure_threads(workers=engine.cpu_cores() * 4) == 1
+        assert engine.configure_threads(workers=1) == engine.cpu_cores()
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_nan_image_is_refused(unet):
+    image = np.zeros((64, 64), np.float32)
+    image[3, 3] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        run_sync(engine.predict_dense(unet, image))

@@ -1,0 +1,68 @@
+"""Segmentation API and the `nanoclass segment` output contract."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+import tifffile
+import zarr
+
+from napari_nanoclass import segment, segmentation
+from napari_nanoclass.cli import main
+from napari_nanoclass.models.registry import load_model
+
+
+def test_segment_returns_class_indices_and_table(tiny_model, em_image):
+    result = segment(em_image, tiny_model, probabilities=True)
+    assert result.labels.shape == em_image.shape and result.labels.dtype == np.uint8
+    assert result.probabilities.shape == (3, *em_image.shape)
+    np.testing.assert_array_equal(result.labels, result.probabilities.argmax(0))
+    table = result.class_table()
+    assert [r["class"] for r in table] == ["c0", "c1", "c2"]
+    assert sum(r["pixels"] for r in table) == em_image.size
+    assert result.model_sha256 == load_model(tiny_model).sha256
+
+
+def test_stack_gives_stack_labels_equal_to_per_plane(tiny_model, em_image):
+    stack = np.stack([em_image, em_image[::-1]])
+    result = segment(stack, tiny_model)
+    assert result.labels.shape == stack.shape
+    np.testing.assert_array_equal(result.labels[1], segment(stack[1], tiny_model).labels)
+
+
+def test_large_images_stream_through_zarr(tiny_model, em_image, tmp_path, monkeypatch):
+    monkeypatch.setattr(segmentation, "IN_MEMORY_LIMIT", 1000)
+    with pytest.raises(ValueError, match="workdir"):
+        segment(em_image, tiny_model)
+    result = segment(zarr.array(em_image), tiny_model, workdir=tmp_path)
+    assert not isinstance(result.labels, np.ndarray)
+    np.testing.assert_array_equal(np.asarray(result.labels), segment(em_image, tiny_model, workdir=tmp_path).labels)
+
+
+def test_cli_segment_contract_and_bad_files_reported(tiny_model, em_image, tmp_path, capsys):
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    tifffile.imwrite(inputs / "good.tif", em_image)
+    (inputs / "empty.tif").write_bytes(b"")
+    (inputs / "notes.png").write_text("hello")
+    out = tmp_path / "out"
+    code = main(["segment", str(inputs), "--out", str(out), "--model", tiny_model, "--quiet"])
+    assert code == 1  # some inputs failed
+    labels = tifffile.imread(out / "good_labels.tif")
+    np.testing.assert_array_equal(labels, segment(em_image, tiny_model).labels)
+    with open(out / "segmentation.csv") as fh:
+        rows = {r["image"]: r for r in csv.DictReader(fh)}
+    assert rows["good"]["status"] == "ok"
+    assert rows["empty"]["status"] == "failed" and "empty" in rows["empty"]["error"]
+    assert rows["notes"]["status"] == "failed"
+    err = capsys.readouterr().err
+    assert "empty.tif" in err and "notes.png" in err
+    assert not [p for p in out.iterdir() if "partial" in p.name or p.name.startswith(".")]
+
+
+def test_cli_unknown_model_is_a_usage_error(em_image, tmp_path, capsys):
+    tifffile.imwrite(tmp_path / "a.tif", em_image)
+    assert main(["segment", str(tmp_path / "a.tif"), "--out", str(tmp_path / "o"), "--model", "nope"]) == 2
+    assert "unknown model 'nope'" in capsys.readouterr().err

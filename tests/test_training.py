@@ -1,0 +1,106 @@
+"""Training: a tiny model learns, FREM is resampled, resume, fine-tuning, TPE search."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_nanoclass.datasets import DROSOPHILA_LABEL_MAP, Pair, map_labels
+from napari_nanoclass.evaluation import SegmentationScores, confusion_matrix
+from napari_nanoclass.models.registry import load_model
+from napari_nanoclass.training import TrainConfig, class_weights, evaluate, search_frem, train, train_steps
+
+
+def synthetic_pair(seed: int, size: int = 96) -> Pair:
+    """Bright discs (class 1) with dark rims (class 2) on noise: learnable in a few steps."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    image = rng.normal(0, 0.3, (size, size))
+    labels = np.zeros((size, size), np.int64)
+    for _ in range(4):
+        cy, cx, r = rng.integers(15, size - 15, 2).tolist() + [int(rng.integers(6, 12))]
+        d = np.hypot(yy - cy, xx - cx)
+        image[d < r] += 1.5
+        labels[d < r] = 1
+        rim = (d >= r) & (d < r + 2)
+        image[rim] -= 1.5
+        labels[rim] = 2
+    return Pair(image.astype(np.float32), labels, f"synthetic{seed}")
+
+
+CONFIG = dict(class_names=["bg", "disc", "rim"], width=4, depth=2, se_window=3, crop=64, batch_size=4,
+              iters_per_epoch=6, tile=128, lr=1e-2)
+
+
+def cfg(**overrides) -> TrainConfig:
+    return TrainConfig(**{**CONFIG, **overrides})
+
+
+def test_tiny_model_learns(tmp_path):
+    train_pairs, val = [synthetic_pair(i) for i in range(3)], [synthetic_pair(10)]
+    untrained = train(train_pairs, val, cfg(epochs=1, iters_per_epoch=1, lr=1e-9)).best_miou
+    result = train(train_pairs, val, cfg(epochs=6, frem_b=2, frem_x=5.0))
+    assert result.best_miou > untrained + 0.2
+    assert result.best_miou == max(h["val_miou"] for h in result.history)
+    again = evaluate(result.module, val, CONFIG["class_names"], tile=128).miou
+    assert again == pytest.approx(result.best_miou, abs=1e-9)  # returned weights are the best epoch's
+
+
+def test_resume_continues_from_the_checkpoint(tmp_path):
+    train_pairs, val = [synthetic_pair(1)], [synthetic_pair(2)]
+    first = train(train_pairs, val, cfg(epochs=2), run_dir=tmp_path)
+    resumed = train(train_pairs, val, cfg(epochs=4), run_dir=tmp_path, resume=True)
+    assert [h["epoch"] for h in resumed.history] == [1, 2, 3, 4]
+    assert resumed.history[:2] == first.history
+    assert (tmp_path / "best.safetensors").exists() and not list(tmp_path.glob("*partial*"))
+
+
+def test_early_stopping_and_registration(user_registry):
+    train_pairs, val = [synthetic_pair(1)], [synthetic_pair(2)]
+    result = train(train_pairs, val, cfg(name="stops", epochs=30, patience=1, lr=1e-9),
+                   register=True)
+    assert len(result.history) < 30
+    loaded = load_model("stops")
+    assert loaded.info.class_names == CONFIG["class_names"]
+    assert loaded.info.arch_params["frem_b"] == 0  # training-only parts are not part of the shipped net
+
+
+def test_fine_tune_starts_from_registered_weights(user_registry):
+    train_pairs, val = [synthetic_pair(1), synthetic_pair(3)], [synthetic_pair(2)]
+    train(train_pairs, val, cfg(name="base", epochs=4), register=True)
+    frozen = dict(epochs=1, iters_per_epoch=1, lr=1e-9)  # (almost) no learning: shows the starting point
+    tuned = train([synthetic_pair(4)], val, cfg(name="tuned", init_from="base", class_names=["ignored"], **frozen))
+    scratch = train([synthetic_pair(4)], val, cfg(name="scratch", **frozen))
+    assert tuned.info.class_names == CONFIG["class_names"]
+    assert tuned.best_miou > scratch.best_miou + 0.2
+
+
+def test_progress_reports_loss_and_validation_miou():
+    steps = train_steps([synthetic_pair(1)], [synthetic_pair(2)], cfg(epochs=2))
+    metrics = [s.metrics for s in steps]
+    assert sum("val_miou" in m for m in metrics) == 2
+    assert all("loss" in m for m in metrics)
+
+
+def test_tpe_search_runs_trials():
+    study = search_frem([synthetic_pair(1)], [synthetic_pair(2)], cfg(epochs=1), n_trials=2,
+                        deep_supervision=True)
+    assert len(study.trials) == 2 and {"B", "X", "lambda"} <= set(study.best_params)
+    assert 1 <= study.best_params["B"] <= 4 * 2**2
+
+
+def test_class_weights_favour_rare_classes():
+    labels = np.zeros((10, 10), np.int64)
+    labels[0, :2] = 1
+    w = class_weights([Pair(np.zeros((10, 10), np.float32), labels, "x")], 2)
+    assert w[1] > 5 * w[0]
+
+
+def test_metrics_and_label_mapping():
+    cm = confusion_matrix(np.array([0, 1, 1, 2]), np.array([0, 1, 2, 2]), 3)
+    scores = SegmentationScores(["a", "b", "c"], cm)
+    np.testing.assert_allclose(scores.iou, [1.0, 0.5, 0.5])
+    assert scores.miou == pytest.approx(2 / 3)
+    assert "mIoU" in scores.table()
+    raw = np.array([[0, 128, 159], [191, 223, 255]], np.uint8)
+    np.testing.assert_array_equal(map_labels(raw, DROSOPHILA_LABEL_MAP), [[1, 1, 0], [2, 3, 0]])

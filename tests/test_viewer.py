@@ -1,0 +1,28 @@
+"""Real napari viewer (Qt + display, e.g. under xvfb-run): manifest, sample, dock widget end to end."""
+
+from __future__ import annotations
+
+import pytest
+
+pytestmark = pytest.mark.viewer
+
+
+def test_plugin_dock_widget_runs_on_the_sample(make_napari_viewer, tiny_model, qtbot):
+    viewer = make_napari_viewer()
+    layers = viewer.open_sample("napari-nanoclass", "drosophila")
+    assert layers[0].data.shape == (1024, 1024)
+    _dock, widget = viewer.window.add_plugin_dock_widget("napari-nanoclass", "Segment")
+    widget.reset_choices()
+    widget.model.value = tiny_model
+    widget.tile.value = 512
+    widget.run_button.clicked.emit()
+    qtbot.waitUntil(lambda: len(viewer.layers) == 2, timeout=120000)
+    labels = viewer.layers[-1]
+    assert type(labels).__name__ == "Labels" and labels.data.shape == (1024, 1024)
+    assert set(labels.features["class"]) == {"c0", "c1", "c2"}
+
+
+def test_train_widget_docks_from_the_manifest(make_napari_viewer):
+    viewer = make_napari_viewer()
+    _dock, widget = viewer.window.add_plugin_dock_widget("napari-nanoclass", "Train / fine-tune")
+    assert widget.run_button.text == "Train"

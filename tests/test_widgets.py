@@ -1,0 +1,117 @@
+"""Widgets on napari's ViewerModel (no canvas): synchronous runs, threaded runs, errors, cancel."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from napari.components import ViewerModel
+
+from napari_nanoclass._widgets import SegmentWidget, TrainWidget
+from napari_nanoclass.models.registry import list_models
+
+from .test_training import synthetic_pair
+
+
+@pytest.fixture
+def viewer(qtbot):
+    return ViewerModel()
+
+
+def test_segment_widget_adds_labels_with_classes_and_features(viewer, tiny_model, em_image):
+    viewer.add_image(em_image, name="em", scale=(4.6, 4.6))
+    widget = SegmentWidget(viewer)
+    assert widget.image.value is viewer.layers["em"]  # choices follow the layer list
+    widget.model.value = tiny_model
+    widget.probabilities.value = True
+    widget.runner.synchronous = True
+    widget.run_button.clicked.emit()
+    labels = viewer.layers[f"{tiny_model} labels"]
+    assert labels.data.shape == em_image.shape and tuple(labels.scale) == (4.6, 4.6)
+    assert list(labels.features["class"]) == ["c0", "c1", "c2"]
+    assert labels.features["pixels"].sum() == em_image.size
+    assert labels.metadata["class_names"] == ["c0", "c1", "c2"]
+    assert f"{tiny_model} probabilities [0]" in viewer.layers or len(viewer.layers) == 5
+    assert not widget.runner.bar.visible and widget.run_button.enabled
+
+
+def test_segment_widget_on_a_stack(viewer, tiny_model, em_image):
+    viewer.add_image(np.stack([em_image] * 2), name="stack")
+    widget = SegmentWidget(viewer)
+    widget.model.value = tiny_model
+    widget.runner.synchronous = True
+    widget.run()
+    assert viewer.layers[-1].data.shape == (2, *em_image.shape)
+
+
+def test_errors_clear_the_progress_bar_and_are_shown(viewer, tiny_model, em_image):
+    bad = em_image.astype(np.float32)
+    bad[0, 0] = np.nan
+    viewer.add_image(bad, name="nan")
+    widget = SegmentWidget(viewer)
+    widget.model.value = tiny_model
+    widget.runner.synchronous = True
+    widget.run()
+    assert "NaN" in str(widget.runner.last_error)
+    assert widget.runner.status.value.startswith("error")
+    assert not widget.runner.bar.visible and widget.run_button.enabled and not widget.runner.cancel_button.enabled
+    assert len(viewer.layers) == 1
+
+
+def test_threaded_run_keeps_gui_free_and_delivers_the_layer(viewer, tiny_model, em_image, qtbot):
+    viewer.add_image(em_image, name="em")
+    widget = SegmentWidget(viewer)
+    widget.model.value = tiny_model
+    widget.run()
+    assert widget.runner.worker is not None and widget.runner.cancel_button.enabled
+    qtbot.waitUntil(lambda: len(viewer.layers) == 2, timeout=60000)
+    qtbot.waitUntil(lambda: widget.run_button.enabled, timeout=10000)
+    assert viewer.layers[-1].data.shape == em_image.shape
+
+
+def test_threaded_error_is_reported_not_swallowed(viewer, tiny_model, qtbot):
+    viewer.add_image(np.full((64, 64), np.nan, np.float32), name="nan")
+    widget = SegmentWidget(viewer)
+    widget.model.value = tiny_model
+    widget.run()
+    qtbot.waitUntil(lambda: widget.runner.last_error is not None, timeout=30000)
+    qtbot.waitUntil(lambda: widget.run_button.enabled, timeout=10000)
+    assert "NaN" in widget.runner.status.value and not widget.runner.bar.visible
+
+
+def test_cancel_stops_a_threaded_run(viewer, tiny_model, qtbot):
+    viewer.add_image(np.random.default_rng(0).normal(size=(2048, 2048)).astype(np.float32), name="big")
+    widget = SegmentWidget(viewer)
+    widget.model.value = tiny_model
+    widget.tile.value = 64
+    widget.run()
+    qtbot.waitUntil(lambda: widget.runner.bar.value > 0, timeout=30000)
+    widget.runner.cancel_button.clicked.emit()
+    qtbot.waitUntil(lambda: widget.run_button.enabled, timeout=30000)
+    assert widget.runner.status.value == "cancelled"
+    assert len(viewer.layers) == 1
+
+
+def test_train_widget_fine_tunes_on_layers_and_registers(viewer, tiny_model):
+    pair = synthetic_pair(5, size=128)
+    viewer.add_image(pair.image, name="img")
+    viewer.add_labels(pair.labels.astype(np.uint8), name="corrected")
+    widget = TrainWidget(viewer)
+    widget.base.value = tiny_model
+    widget.save_as.value = "my-tuned"
+    widget.epochs.value, widget.iters.value, widget.crop.value = 2, 3, 64
+    widget.frem_b.value = 2
+    widget.runner.synchronous = True
+    widget.run()
+    assert widget.runner.last_error is None, widget.runner.last_error
+    assert widget.result is not None and len(widget.result.history) == 2
+    assert "my-tuned" in {m.name for m in list_models()}
+    assert "val_miou" in widget.runner.status.value or "saved model" in widget.runner.status.value
+    segment = SegmentWidget(viewer)
+    assert "my-tuned" in segment.model.choices
+
+
+def test_train_widget_needs_layers(viewer):
+    widget = TrainWidget(viewer)
+    widget.runner.synchronous = True
+    widget.run()
+    assert "choose an image layer" in str(widget.runner.last_error)
