@@ -9,6 +9,7 @@ Cancel button; errors always clear the bar and are shown, never swallowed. ``run
 from __future__ import annotations
 
 import tempfile
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -145,7 +146,7 @@ class SegmentWidget(_ViewerWidget):
             self.runner.on_error(ValueError(f"layer {layer.name!r} is RGB; segmentation needs a greyscale image"))
             return
         model = load_model(self.model.value, self.device.value)  # cached: no reload per click
-        workdir = Path(tempfile.mkdtemp(prefix="nanoclass-"))
+        workdir = Path(tempfile.gettempdir()) / "napari-nanoclass" / uuid.uuid4().hex  # used by big images only
         steps = segment_steps(_base_data(layer), model, tile=self.tile.value or None,
                               probabilities=self.probabilities.value, workdir=workdir)
         self.runner.start(steps, lambda result: self.add_layers(result, layer))

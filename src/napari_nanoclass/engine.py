@@ -211,6 +211,13 @@ def _planes(data: Any) -> list[Any]:
     return [data] if data.ndim == 2 else [data[z] for z in range(data.shape[0])]
 
 
+def default_halo(model: nn.Module) -> int:
+    """The model's receptive radius rounded up to its size divisor (8 divisors if unbounded)."""
+    divisor = int(getattr(model, "size_divisor", 1))
+    radius = getattr(model, "receptive_radius", 0.0)
+    return round_up(math.ceil(radius if math.isfinite(radius) else 8 * divisor), divisor)
+
+
 def _check_halo(model: nn.Module, halo: int) -> None:
     radius = getattr(model, "receptive_radius", 0.0)
     if math.isinf(radius):
@@ -320,9 +327,7 @@ def predict_dense(
     ``out`` a path, the result is a zarr array on disk (streamed, chunked like the tiles).
     """
     divisor = int(getattr(model, "size_divisor", 1))
-    if halo is None:
-        radius = getattr(model, "receptive_radius", 0.0)
-        halo = round_up(int(math.ceil(radius if math.isfinite(radius) else 8 * divisor)), divisor)
+    halo = default_halo(model) if halo is None else halo
     _check_halo(model, halo)
     tile = round_up(tile, divisor)
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import math
 import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -85,12 +84,9 @@ class LoadedModel:
     @property
     def halo(self) -> int:
         """Halo in pixels: the stored one, else the receptive radius rounded up to the divisor."""
-        if self.info.halo is not None:
-            return self.info.halo
-        radius = getattr(self.module, "receptive_radius", 0.0)
-        if math.isinf(radius):
-            return 4 * self.size_divisor * 8  # global context: a generous halo, result approximate
-        return math.ceil(radius / self.size_divisor) * self.size_divisor
+        from ..engine import default_halo
+
+        return self.info.halo if self.info.halo is not None else default_halo(self.module)
 
 
 def user_dir() -> Path:
