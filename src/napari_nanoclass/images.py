@@ -9,6 +9,7 @@ Writing always goes through :func:`napari_nanoclass.atomic.atomic_path`.
 from __future__ import annotations
 
 import csv
+import glob
 import json
 import math
 from collections.abc import Iterable, Iterator, Sequence
@@ -218,9 +219,7 @@ def find_images(inputs: Iterable[str | Path]) -> list[Path]:
     for item in inputs:
         path = Path(item)
         if any(ch in str(item) for ch in "*?["):
-            found += sorted(Path().glob(str(item))) if not path.is_absolute() else sorted(
-                Path(path.anchor).glob(str(path.relative_to(path.anchor)))
-            )
+            found += sorted(Path(p) for p in glob.glob(str(item)))
         elif path.is_dir() and not _is_zarr(path):
             found += sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES or _is_zarr(p))
         else:
