@@ -158,8 +158,9 @@ def image_stats(data: Any, source: str = "image") -> tuple[float, float]:
 def _chunks(data: Any) -> Any:
     chunks = getattr(data, "chunks", None)
     if isinstance(chunks, tuple) and all(isinstance(c, int) for c in chunks):
-        # group small storage chunks into ~64 MiB blocks to keep the task graph small
-        grow = max(1, int((64 * 2**20 / (math.prod(chunks) * data.dtype.itemsize)) ** 0.5))
+        # group small storage chunks into blocks of ~4 M pixels: few enough tasks for a small graph,
+        # small enough that the float64 temporaries of mean/std stay ~32 MB per worker thread
+        grow = max(1, int((2**22 / math.prod(chunks)) ** 0.5))
         return tuple(min(s, c * (grow if i >= data.ndim - 2 else 1)) for i, (s, c) in enumerate(zip(data.shape, chunks)))
     return "auto"
 
