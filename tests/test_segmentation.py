@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 
 import numpy as np
 import pytest
@@ -66,3 +67,16 @@ def test_cli_unknown_model_is_a_usage_error(em_image, tmp_path, capsys):
     tifffile.imwrite(tmp_path / "a.tif", em_image)
     assert main(["segment", str(tmp_path / "a.tif"), "--out", str(tmp_path / "o"), "--model", "nope"]) == 2
     assert "unknown model 'nope'" in capsys.readouterr().err
+
+
+def test_cli_evaluate_seg_reports_iou_per_class(tiny_model, em_image, tmp_path, capsys):
+    (tmp_path / "img").mkdir()
+    (tmp_path / "lab").mkdir()
+    tifffile.imwrite(tmp_path / "img" / "a.tif", em_image)
+    predicted = segment(em_image, tiny_model).labels
+    tifffile.imwrite(tmp_path / "lab" / "a.tif", predicted)  # labels = the model's own output
+    assert main(["evaluate-seg", "--images", str(tmp_path / "img"), "--labels", str(tmp_path / "lab"),
+                 "--model", tiny_model, "--json"]) == 0
+    scores = json.loads(capsys.readouterr().out)
+    present = [c for i, c in enumerate(["c0", "c1", "c2"]) if (predicted == i).any()]
+    assert all(scores[f"iou_{c}"] == 1.0 for c in present) and scores["miou"] == 1.0

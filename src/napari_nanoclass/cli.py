@@ -3,6 +3,7 @@
     nanoclass models [--json]
     nanoclass segment IMAGE... --out DIR [--model NAME] [--tile N] [--device D] [--probabilities]
     nanoclass train-seg --images DIR --labels DIR --name NAME [...]
+    nanoclass evaluate-seg --images DIR --labels DIR [--model NAME] [--preset drosophila]
     nanoclass demo [--out DIR]
 
 Exit status: 0 all good, 1 some inputs failed (each reported with its reason), 2 usage error.
@@ -98,6 +99,20 @@ def cmd_train_seg(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_evaluate_seg(args: argparse.Namespace) -> int:
+    from .datasets import DROSOPHILA_LABEL_MAP, pairs_from_folders
+    from .models.registry import load_model
+    from .training import evaluate
+
+    model = load_model(args.model, args.device or "cpu")
+    label_map = DROSOPHILA_LABEL_MAP if args.preset == "drosophila" else None
+    pairs = pairs_from_folders(args.images, args.labels, args.stems, label_map)
+    scores = evaluate(model.module, pairs, model.info.class_names, tile=args.tile or model.info.tile,
+                      device=model.device)
+    print(json.dumps(scores.as_dict()) if args.json else scores.table())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="nanoclass", description=__doc__.split("\n")[0])
     ap.add_argument("--version", action="version", version=__version__)
@@ -121,6 +136,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="nanoclass-demo")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("evaluate-seg", help="per-class IoU, mIoU and confusion matrix of a model on labelled images")
+    p.add_argument("--images", required=True)
+    p.add_argument("--labels", required=True)
+    p.add_argument("--stems", nargs="*", default=None, help="file stems to evaluate (default: all)")
+    p.add_argument("--preset", choices=["drosophila"])
+    p.add_argument("--model", default="drosophila-seunet")
+    p.add_argument("--tile", type=int, default=None)
+    p.add_argument("--device", default=None)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_evaluate_seg)
 
     p = sub.add_parser("train-seg", help="train or fine-tune a segmentation model; saves it to the registry")
     p.add_argument("--images", required=True)
