@@ -115,3 +115,20 @@ def test_train_widget_needs_layers(viewer):
     widget.runner.synchronous = True
     widget.run()
     assert "choose an image layer" in str(widget.runner.last_error)
+
+
+def test_segment_widget_on_a_zarr_backed_image_streams_to_disk(viewer, tiny_model, em_image, monkeypatch):
+    import zarr
+
+    from napari_nanoclass import segmentation
+
+    expected = segmentation.segment(em_image, tiny_model).labels
+    monkeypatch.setattr(segmentation, "IN_MEMORY_LIMIT", 1000)
+    viewer.add_image(zarr.array(em_image, chunks=(64, 64)), name="lazy")
+    widget = SegmentWidget(viewer)
+    widget.model.value = tiny_model
+    widget.runner.synchronous = True
+    widget.run()
+    labels = viewer.layers[-1]
+    assert not isinstance(labels.data, np.ndarray)  # backed by a zarr on disk, not loaded
+    np.testing.assert_array_equal(np.asarray(labels.data), expected)
