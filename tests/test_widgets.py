@@ -129,6 +129,7 @@ def test_segment_widget_on_a_zarr_backed_image_streams_to_disk(viewer, tiny_mode
     widget.model.value = tiny_model
     widget.runner.synchronous = True
     widget.run()
+    assert widget.runner.last_error is None, widget.runner.last_error
     labels = viewer.layers[-1]
     assert not isinstance(labels.data, np.ndarray)  # backed by a zarr on disk, not loaded
     np.testing.assert_array_equal(np.asarray(labels.data), expected)

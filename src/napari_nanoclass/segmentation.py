@@ -15,6 +15,7 @@ from typing import Any
 
 import dask.array as da
 import numpy as np
+import zarr
 
 from . import engine
 from .images import Image, as_greyscale, image_stats, read_image, write_csv, write_tiff
@@ -82,7 +83,7 @@ def segment_steps(
     if big:
         labels_path = Path(workdir) / "labels.zarr"
         da.from_zarr(probs).argmax(axis=0).astype(np.uint8).to_zarr(str(labels_path), overwrite=True)
-        labels = da.from_zarr(str(labels_path))
+        labels = zarr.open_array(str(labels_path), mode="r")
     else:
         labels = probs.argmax(axis=0).astype(np.uint8)
     info = loaded.info
