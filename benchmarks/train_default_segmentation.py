@@ -11,8 +11,11 @@ folder and registered, and its validation table into docs/segmentation-default.m
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
+
+from safetensors import safe_open
 
 from napari_nanoclass.datasets import (DROSOPHILA_CLASSES, DROSOPHILA_COLOURS, DROSOPHILA_TRAIN, DROSOPHILA_VAL,
                                        drosophila_pairs)
@@ -45,14 +48,18 @@ def main() -> None:
     best = load_model(run_dir / "best.safetensors")
     scores = evaluate(best.module, val, DROSOPHILA_CLASSES, tile=1024)
     info = read_info(run_dir / "best.safetensors")
-    path = save_model(best.module.half().float(), info, PACKAGE_DIR)
+    path = save_model(best.module, info, PACKAGE_DIR)
+    history = json.loads(safe_open(str(run_dir / "last.safetensors"), framework="pt").metadata()["state"])["history"]
+    curve = ", ".join(f"{h['val_miou']:.3f}" for h in history)
     doc = ROOT / "docs/segmentation-default.md"
     doc.write_text(
         "# Default segmentation model `drosophila-seunet`\n\n"
         f"SE U-Net (width {config.width}, depth {config.depth}, local SE window 5), trained on CPU on Drosophila VNC "
         "sections 00–11, validated on whole sections 12–15 through the tiling engine (tile 1024).\n"
-        f"Best epoch {info.training.get('best_epoch')} of {len(info.training.get('validation', {})) and args.epochs}; "
-        f"file `{path.name}` ({path.stat().st_size / 2**20:.1f} MiB).\n\n"
+        f"{config.iters_per_epoch} iterations of batch {config.batch_size} per epoch; {len(history)} of "
+        f"{config.epochs} planned epochs run (stopped by hand to fit the session), best epoch "
+        f"{info.training.get('best_epoch')}; file `{path.name}` ({path.stat().st_size / 2**20:.1f} MiB).\n\n"
+        f"Validation mIoU per epoch: {curve}.\n\n"
         "Validation (sections 12–15, all pixels):\n\n" + scores.table() + "\n\n"
         "Reproduce: `python benchmarks/train_default_segmentation.py` (resumable; `--finalize` ships the best epoch).\n"
     )

@@ -1,0 +1,32 @@
+"""The shipped segmentation model: registered, checksum-verified, and actually segments."""
+
+from __future__ import annotations
+
+import numpy as np
+from skimage.io import imread
+
+from napari_nanoclass.datasets import DROSOPHILA_CLASSES, DROSOPHILA_LABEL_MAP, map_labels
+from napari_nanoclass.evaluation import SegmentationScores, confusion_matrix
+from napari_nanoclass.models.registry import PACKAGE_DIR, list_models, load_model
+from napari_nanoclass.sample_data import drosophila_section
+from napari_nanoclass.segmentation import segment
+
+from .conftest import needs_data
+
+
+def test_default_model_is_shipped_with_metadata():
+    (info,) = [m for m in list_models() if m.name == "drosophila-seunet"]
+    assert info.class_names == DROSOPHILA_CLASSES and info.pixel_size_nm == 4.6
+    loaded = load_model("drosophila-seunet")
+    assert loaded.path.parent == PACKAGE_DIR
+    assert loaded.path.stat().st_size < 30 * 2**20
+
+
+def test_default_model_segments_its_held_out_sample_section():
+    labels_dir = needs_data("drosophila-vnc") / "labels"
+    image = drosophila_section()[0][0][:512, :512]
+    truth = map_labels(imread(labels_dir / "12.png")[:512, :512], DROSOPHILA_LABEL_MAP)
+    result = segment(image, "drosophila-seunet")
+    scores = SegmentationScores(DROSOPHILA_CLASSES, confusion_matrix(result.labels, truth, 4))
+    assert scores.iou[1] > 0.5 and scores.iou[0] > 0.7  # membrane and background clearly found
+    assert np.isin(np.unique(result.labels), range(4)).all()
