@@ -21,6 +21,6 @@ DROSOPHILA_CITATION = (
 def drosophila_section() -> list[tuple[Any, dict[str, Any], str]]:
     """One 1024² ssTEM section (4.6 nm/pixel) of Drosophila larva ventral nerve cord."""
     data = tifffile.imread(SAMPLE_DIR / "drosophila_section.tif")
-    meta = {"name": "Drosophila ssTEM section", "scale": (4.6, 4.6), "units": "nm",
+    meta = {"name": "Drosophila ssTEM section", "scale": (4.6, 4.6),
             "metadata": {"pixel_size_nm": 4.6, "source": DROSOPHILA_CITATION}}
     return [(data, meta, "image")]
