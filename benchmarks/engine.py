@@ -74,8 +74,8 @@ def run_one(kind: str, size: int, tile: int, workdir: Path) -> dict:
         seconds = (time.perf_counter() - start) * len(windows) / sample
     elif kind == "engine":
         out = workdir / f"labels_{size}.zarr"
-        argmax = lambda y: y.argmax(1, keepdim=True).to(torch.uint8)  # noqa: E731
-        run_sync(engine.predict_dense(model, image, tile=tile, batch_size=batch, postprocess=argmax, out=out))
+        run_sync(engine.predict_dense(model, image, tile=tile, batch_size=batch,
+                                      postprocess=engine.labels_from_logits, out=out))
         seconds = time.perf_counter() - start
     elif kind == "monai":
         from monai.inferers import sliding_window_inference

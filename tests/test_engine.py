@@ -80,8 +80,7 @@ def test_streams_into_zarr_with_tile_chunks(unet, tmp_path):
 def test_argmax_postprocess_gives_labels(unet):
     image = np.random.default_rng(2).normal(size=(80, 80)).astype(np.float32)
     probs = run_sync(engine.predict_dense(unet, image, tile=32))
-    labels = run_sync(engine.predict_dense(unet, image, tile=32,
-                                           postprocess=lambda y: y.argmax(1, keepdim=True).to(torch.uint8)))
+    labels = run_sync(engine.predict_dense(unet, image, tile=32, postprocess=engine.labels_from_logits))
     assert labels.dtype == np.uint8 and labels.shape == (1, 80, 80)
     np.testing.assert_array_equal(labels[0], probs.argmax(0))
 
@@ -166,3 +165,10 @@ def test_nan_image_is_refused(unet):
     image[3, 3] = np.nan
     with pytest.raises(ValueError, match="NaN"):
         run_sync(engine.predict_dense(unet, image))
+
+
+def test_labels_from_logits_matches_argmax_including_ties():
+    logits = torch.randn(2, 5, 33, 17)
+    logits[0, 3, :4] = logits[0, 1, :4] = 99.0  # ties: the first maximum wins, as with argmax
+    expected = logits.argmax(1, keepdim=True).to(torch.uint8)
+    assert torch.equal(engine.labels_from_logits(logits), expected)

@@ -49,6 +49,22 @@ def softmax(logits: torch.Tensor) -> torch.Tensor:
     return F.softmax(logits.float(), dim=1)
 
 
+def labels_from_logits(logits: torch.Tensor) -> torch.Tensor:
+    """Class index per pixel, (N, 1, H, W) uint8, as ``argmax`` over channels (first maximum wins).
+
+    A running maximum over the few channels: torch's ``argmax`` along the channel axis reduces
+    over a strided dimension and cost ~60 ms per 584² tile on a laptop CPU, a quarter of the
+    forward pass; this costs a few milliseconds.
+    """
+    best = logits[:, 0]
+    index = torch.zeros(best.shape, dtype=torch.uint8, device=logits.device)
+    for c in range(1, logits.shape[1]):
+        better = logits[:, c] > best
+        best = torch.where(better, logits[:, c], best)
+        index[better] = c
+    return index[:, None]
+
+
 # -- devices and threads ------------------------------------------------------------------------
 
 
@@ -202,13 +218,29 @@ def iter_batches(
         yield batch, y.float().cpu().numpy() if y.is_floating_point() else y.cpu().numpy()
 
 
+class _Plane:
+    """Plane ``z`` of a lazy (zarr / TIFF) stack: slicing reads only that region.
+
+    Indexing a zarr stack with ``[z]`` would read the whole plane, and a dask wrapper would build
+    a task graph for every tile read; this forwards each tile's slices straight to the store.
+    """
+
+    def __init__(self, array: Any, z: int) -> None:
+        self.array, self.z = array, z
+        self.shape, self.dtype, self.ndim = tuple(array.shape[1:]), array.dtype, 2
+        self.chunks = tuple(array.chunks[1:])
+
+    def __getitem__(self, key: tuple[slice, slice]) -> np.ndarray:
+        return self.array[(self.z, *key)]
+
+
 def _planes(data: Any) -> list[Any]:
-    """The 2-D planes of an image, lazily: a zarr/TIFF stack is wrapped in dask (storage chunks
-    kept) so that taking a plane does not read it into memory."""
-    if not isinstance(data, (np.ndarray, da.Array)):
-        chunks = getattr(data, "chunks", None)
-        data = da.from_array(data, chunks=chunks if isinstance(chunks, tuple) else "auto")
-    return [data] if data.ndim == 2 else [data[z] for z in range(data.shape[0])]
+    """The 2-D planes of an image, none of them read into memory before its tiles are needed."""
+    if data.ndim == 2:
+        return [data]
+    if isinstance(data, (np.ndarray, da.Array)):
+        return [data[z] for z in range(data.shape[0])]
+    return [_Plane(data, z) for z in range(data.shape[0])]
 
 
 def default_halo(model: nn.Module) -> int:
