@@ -26,7 +26,7 @@ from .atomic import atomic_path
 
 TIFF_SUFFIXES = {".tif", ".tiff"}
 PLAIN_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif"}
-ZARR_SUFFIXES = {".zarr", ".ome.zarr"}
+ZARR_SUFFIXES = {".zarr"}  # OME-Zarr folders end in .ome.zarr: suffix .zarr
 IMAGE_SUFFIXES = TIFF_SUFFIXES | PLAIN_SUFFIXES | ZARR_SUFFIXES
 
 
@@ -45,10 +45,6 @@ class Image:
     @property
     def is_stack(self) -> bool:
         return self.data.ndim == 3
-
-    @property
-    def plane_shape(self) -> tuple[int, int]:
-        return tuple(self.data.shape[-2:])  # type: ignore[return-value]
 
 
 def _is_zarr(path: Path) -> bool:
