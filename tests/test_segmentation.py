@@ -80,3 +80,9 @@ def test_cli_evaluate_seg_reports_iou_per_class(tiny_model, em_image, tmp_path, 
     scores = json.loads(capsys.readouterr().out)
     present = [c for i, c in enumerate(["c0", "c1", "c2"]) if (predicted == i).any()]
     assert all(scores[f"iou_{c}"] == 1.0 for c in present) and scores["miou"] == 1.0
+
+
+def test_zarr_stack_gives_the_same_labels_as_in_memory(tiny_model, em_image):
+    stack = np.stack([em_image, em_image[:, ::-1]])
+    lazy = segment(zarr.array(stack, chunks=(1, 64, 64)), tiny_model)
+    np.testing.assert_array_equal(lazy.labels, segment(stack, tiny_model).labels)

@@ -234,7 +234,7 @@ class _Plane:
         return self.array[(self.z, *key)]
 
 
-def _planes(data: Any) -> list[Any]:
+def planes(data: Any) -> list[Any]:
     """The 2-D planes of an image, none of them read into memory before its tiles are needed."""
     if data.ndim == 2:
         return [data]
@@ -315,16 +315,16 @@ def _run(
     if next(model.parameters(), torch.empty(0)).device != dev:
         model = model.to(dev)
     batch_size = batch_size or default_batch_size(dev)
-    planes = _planes(image)
+    image_planes = planes(image)
     plane_shape = tuple(image.shape[-2:])
     windows = layout(plane_shape)
-    total = len(windows) * len(planes)
+    total = len(windows) * len(image_planes)
     spatial = (*image.shape[:-2], *out_spatial(plane_shape))
     output = _Output(spatial, chunk, out)
     done = 0
     try:
         yield Progress(0, total, "preparing")
-        for z, plane in enumerate(planes):
+        for z, plane in enumerate(image_planes):
             mean, std = stats[z] if stats is not None else image_stats(plane)
             for batch, result in iter_batches(model, plane, windows, mean=mean, std=std, batch_size=batch_size,
                                               device=dev, precision=precision, postprocess=postprocess):
@@ -332,7 +332,7 @@ def _run(
                 for window, value in zip(batch, result):
                     store(array, z if image.ndim == 3 else None, window, value)
                 done += len(batch)
-                yield Progress(done, total, f"plane {z + 1}/{len(planes)}" if len(planes) > 1 else "tiles")
+                yield Progress(done, total, f"plane {z + 1}/{len(image_planes)}" if len(image_planes) > 1 else "tiles")
         return output.finish()
     except BaseException:
         output.abort()

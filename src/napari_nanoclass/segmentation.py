@@ -94,10 +94,10 @@ def segment_steps(
 def _normalisation(loaded: LoadedModel, data: Any) -> list[tuple[float, float]]:
     """Per-plane (mean, std): fixed ones stored with the model, else each whole plane's."""
     norm = loaded.info.normalisation
-    planes = 1 if data.ndim == 2 else data.shape[0]
+    image_planes = engine.planes(data)  # lazy planes: a zarr stack is not read whole here
     if norm.get("method") == "fixed":
-        return [(float(norm["mean"]), float(norm["std"]))] * planes
-    return [image_stats(data if data.ndim == 2 else data[z]) for z in range(planes)]
+        return [(float(norm["mean"]), float(norm["std"]))] * len(image_planes)
+    return [image_stats(plane) for plane in image_planes]
 
 
 def segment(image: Any, model: str | LoadedModel = DEFAULT_MODEL, *, progress: ProgressCallback | bool | None = None,
