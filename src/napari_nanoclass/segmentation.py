@@ -15,7 +15,6 @@ from typing import Any
 
 import dask.array as da
 import numpy as np
-import zarr
 
 from . import engine
 from .images import Image, as_greyscale, image_stats, read_image, write_csv, write_tiff
@@ -31,7 +30,7 @@ IN_MEMORY_LIMIT = 64 * 2**20
 class SegmentationResult:
     """Class index per pixel, optional class probabilities, and what the classes are."""
 
-    labels: Any  # (Y, X) or (Z, Y, X), uint8; numpy or zarr
+    labels: Any  # (Y, X) or (Z, Y, X), uint8; numpy, or dask over a zarr on disk
     probabilities: Any | None  # (C, Y, X) or (C, Z, Y, X) float32
     class_names: list[str]
     class_colours: list[str]
@@ -51,7 +50,7 @@ class SegmentationResult:
 def _bincount(labels: Any, n: int) -> np.ndarray:
     if isinstance(labels, np.ndarray):
         return np.bincount(labels.ravel(), minlength=n)[:n]
-    lazy = da.from_array(labels, chunks=labels.chunks)
+    lazy = labels if isinstance(labels, da.Array) else da.from_array(labels, chunks=labels.chunks)
     return da.bincount(lazy.ravel(), minlength=n).compute()[:n]
 
 
@@ -76,18 +75,23 @@ def segment_steps(
     if big and workdir is None:
         raise ValueError(f"image of {data.shape} is too large to hold in memory; give a workdir for zarr output")
     stats = _normalisation(loaded, data)
-    probs = yield from engine.predict_dense(
+    # without probabilities the engine emits labels directly: no C×Y×X float array, no second pass
+    post = engine.softmax if probabilities else engine.labels_from_logits
+    name = "probabilities.zarr" if probabilities else "labels.zarr"
+    out = yield from engine.predict_dense(
         loaded.module, data, tile=tile or loaded.info.tile, halo=loaded.halo, batch_size=batch_size,
-        stats=stats, device=loaded.device, out=Path(workdir) / "probabilities.zarr" if big else None,
+        stats=stats, device=loaded.device, postprocess=post, out=Path(workdir) / name if big else None,
     )
-    if big:
+    if not probabilities:
+        labels = da.from_zarr(out)[0] if big else out[0]
+    elif big:
         labels_path = Path(workdir) / "labels.zarr"
-        da.from_zarr(probs).argmax(axis=0).astype(np.uint8).to_zarr(str(labels_path), overwrite=True)
-        labels = zarr.open_array(str(labels_path), mode="r")
+        da.from_zarr(out).argmax(axis=0).astype(np.uint8).to_zarr(str(labels_path), overwrite=True)
+        labels = da.from_zarr(str(labels_path))
     else:
-        labels = probs.argmax(axis=0).astype(np.uint8)
+        labels = out.argmax(axis=0).astype(np.uint8)
     info = loaded.info
-    return SegmentationResult(labels, probs if probabilities else None, list(info.class_names),
+    return SegmentationResult(labels, out if probabilities else None, list(info.class_names),
                               list(info.class_colours), info.name, loaded.sha256)
 
 
