@@ -1,4 +1,4 @@
-"""Make docs/images/segment-widget.png: the Segment widget run on the bundled sample.
+"""Make the screenshots in docs/images: the Segment and Fibre homogeneity widgets run on the bundled samples.
 
     xvfb-run -a .venv/bin/python scripts/screenshot.py
 """
@@ -7,14 +7,22 @@ from pathlib import Path
 
 import napari
 
-viewer = napari.Viewer(show=True)
-viewer.window.resize(1400, 900)
-viewer.open_sample("napari-nanoclass", "drosophila")
-_dock, widget = viewer.window.add_plugin_dock_widget("napari-nanoclass", "Segment")
-widget.runner.synchronous = True
-widget.run()
-viewer.layers[-1].opacity = 0.45
-out = Path(__file__).resolve().parent.parent / "docs/images/segment-widget.png"
-viewer.screenshot(str(out), canvas_only=False, flash=False)
-print(f"wrote {out}")
-viewer.close()
+IMAGES = Path(__file__).resolve().parent.parent / "docs" / "images"
+
+
+def shoot(sample: str, widget_name: str, filename: str) -> None:
+    viewer = napari.Viewer(show=True)
+    viewer.window.resize(1400, 900)
+    viewer.open_sample("napari-nanoclass", sample)
+    _dock, widget = viewer.window.add_plugin_dock_widget("napari-nanoclass", widget_name)
+    widget.runner.synchronous = True
+    widget.run()
+    if widget_name == "Segment":
+        viewer.layers[-1].opacity = 0.45
+    viewer.screenshot(str(IMAGES / filename), canvas_only=False, flash=False)
+    print(f"wrote {IMAGES / filename}")
+    viewer.close()
+
+
+shoot("drosophila", "Segment", "segment-widget.png")
+shoot("sem_fibres", "Fibre homogeneity", "homogeneity-widget.png")

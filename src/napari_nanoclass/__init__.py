@@ -1,10 +1,12 @@
 """napari-nanoclass: deep-learning analysis of electron micrographs of nanomaterials.
 
-The compute core (this package minus ``_widgets``/``_sample_data``) never imports napari or Qt,
-so everything the plugin does can be scripted:
+The compute core (this package minus the ``_*widgets`` modules) never imports napari or Qt, so
+everything the plugin does can be scripted:
 
 >>> from napari_nanoclass import read_image, segment
 >>> result = segment(read_image("section.tif"), "drosophila-seunet", progress=True)
+>>> from napari_nanoclass.homogeneity import analyse
+>>> fibres = analyse(read_image("mat.png"), cam=True)  # fibres.summary["verdict"], .p_nhnf, .cam
 """
 
 from importlib.metadata import PackageNotFoundError, version

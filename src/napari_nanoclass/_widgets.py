@@ -20,7 +20,7 @@ from magicgui.widgets import (CheckBox, ComboBox, Container, FloatSpinBox, Label
 
 from .datasets import Pair, pair_from_arrays
 from .engine import available_devices
-from .models.registry import list_models, load_model
+from .models.registry import LoadedModel, list_models, load_model
 from .progress import Progress, Steps, run_sync
 from .segmentation import DEFAULT_MODEL, SegmentationResult, segment_steps
 from .training import TrainConfig, TrainResult, train_steps
@@ -122,6 +122,20 @@ class _ViewerWidget(Container):
             event.connect(lambda _e: self.reset_choices())
         self.reset_choices()
 
+    def image_and_model(self, analysis: str) -> tuple[Any, LoadedModel, Path] | None:
+        """The chosen greyscale Image layer, its model (cached, not reloaded per click) and a fresh
+        workdir for results too big for memory; None after showing what is missing."""
+        layer = self.image.value
+        if layer is None or self.model.value is None:
+            self.runner.on_error(ValueError("choose an image layer and a model first"))
+            return None
+        if getattr(layer, "rgb", False):
+            self.runner.on_error(ValueError(f"layer {layer.name!r} is RGB; {analysis} needs a greyscale image"))
+            return None
+        model = load_model(self.model.value, self.device.value)
+        workdir = Path(tempfile.gettempdir()) / "napari-nanoclass" / uuid.uuid4().hex  # created only if needed
+        return layer, model, workdir
+
 
 class SegmentWidget(_ViewerWidget):
     """Image layer → Labels layer of classes (colours, names and a per-class features table)."""
@@ -138,15 +152,10 @@ class SegmentWidget(_ViewerWidget):
         self.run_button.changed.connect(self.run)
 
     def run(self) -> None:
-        layer = self.image.value
-        if layer is None or self.model.value is None:
-            self.runner.on_error(ValueError("choose an image layer and a model first"))
+        chosen = self.image_and_model("segmentation")
+        if chosen is None:
             return
-        if getattr(layer, "rgb", False):
-            self.runner.on_error(ValueError(f"layer {layer.name!r} is RGB; segmentation needs a greyscale image"))
-            return
-        model = load_model(self.model.value, self.device.value)  # cached: no reload per click
-        workdir = Path(tempfile.gettempdir()) / "napari-nanoclass" / uuid.uuid4().hex  # used by big images only
+        layer, model, workdir = chosen
         steps = segment_steps(_base_data(layer), model, tile=self.tile.value or None,
                               probabilities=self.probabilities.value, workdir=workdir)
         self.runner.start(steps, lambda result: self.add_layers(result, layer))

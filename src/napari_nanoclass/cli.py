@@ -4,6 +4,8 @@
     nanoclass segment IMAGE... --out DIR [--model NAME] [--tile N] [--device D] [--probabilities]
     nanoclass train-seg --images DIR --labels DIR --name NAME [...]
     nanoclass evaluate-seg --images DIR --labels DIR [--model NAME] [--preset drosophila]
+    nanoclass homogeneity IMAGE... --out DIR [--model NAME] [--cam] [--view N] [--device D]
+    nanoclass train-homogeneity --data DIR --name NAME [--mode two|three] [--strategy instance|mil] [...]
     nanoclass demo [--out DIR]
 
 Exit status: 0 all good, 1 some inputs failed (each reported with its reason), 2 usage error.
@@ -15,7 +17,6 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
-from dataclasses import asdict
 from pathlib import Path
 
 from . import __version__
@@ -99,6 +100,33 @@ def cmd_train_seg(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_homogeneity(args: argparse.Namespace) -> int:
+    from .homogeneity import analyse_files_steps, write_tables
+    from .images import find_images
+    from .progress import run_sync
+
+    paths = find_images(args.images)
+    if not paths:
+        print("nanoclass homogeneity: no input images found", file=sys.stderr)
+        return 2
+    rows, view_rows = run_sync(analyse_files_steps(paths, args.out, args.model, cam=args.cam, view=args.view,
+                                                   device=args.device), progress=_progress(args))
+    write_tables(args.out, rows, view_rows)
+    return _report(rows, args.out)
+
+
+def cmd_train_homogeneity(args: argparse.Namespace) -> int:
+    from .homogeneity_training import HomogeneityConfig, micrographs_from_folders, train
+
+    config = HomogeneityConfig(name=args.name, mode=args.mode, strategy=args.strategy, head=args.head,
+                               dropout=args.dropout, steps=args.steps, batch_size=args.batch_size, seed=args.seed,
+                               init_from=args.init_from)
+    model = train(micrographs_from_folders(args.data, args.mode), config, progress=_progress(args), save=True)
+    print(json.dumps({"name": model.info.name, "file": str(model.path), "sha256": model.sha256,
+                      "final_loss": model.info.training.get("final_loss")}))
+    return 0
+
+
 def cmd_evaluate_seg(args: argparse.Namespace) -> int:
     from .datasets import DROSOPHILA_LABEL_MAP, pairs_from_folders
     from .models.registry import load_model
@@ -136,6 +164,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="nanoclass-demo")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("homogeneity", help="SEM nanofibre homogeneity: patch maps and a verdict per image and view")
+    p.add_argument("images", nargs="+", help="files, folders or glob patterns (TIFF, PNG, zarr)")
+    p.add_argument("--out", required=True, help="output folder (homogeneity.csv, homogeneity_views.csv, maps)")
+    p.add_argument("--model", default="nanofibre-homogeneity")
+    p.add_argument("--cam", action="store_true", help="also write <stem>_cam.tif, where in the patches defects are")
+    p.add_argument("--view", type=int, default=1024, help="side of a view in pixels for per-view verdicts")
+    p.add_argument("--device", default=None)
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_homogeneity)
+
+    p = sub.add_parser("train-homogeneity", help="train a nanofibre patch classifier from labelled micrographs")
+    p.add_argument("--data", required=True, help="folder with one sub-folder per class: non_defective, "
+                   "slightly_defective, defective")
+    p.add_argument("--name", required=True, help="name to register the model under")
+    p.add_argument("--mode", choices=["two", "three"], default="two", help="HNF/NHNF, or three defect grades")
+    p.add_argument("--strategy", choices=["instance", "mil"], default="instance",
+                   help="patches take the image label (instance) or learn through pooled bags (mil)")
+    p.add_argument("--head", choices=["fc", "gap"], default="fc")
+    p.add_argument("--dropout", type=float, default=0.0)
+    p.add_argument("--steps", type=int, default=200, help="training steps (batches of --batch-size patches)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--init-from", help="registered model or file to fine-tune")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_train_homogeneity)
 
     p = sub.add_parser("evaluate-seg", help="per-class IoU, mIoU and confusion matrix of a model on labelled images")
     p.add_argument("--images", required=True)

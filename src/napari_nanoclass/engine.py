@@ -385,25 +385,35 @@ def predict_patches(
     device: str | torch.device | None = None,
     precision: str = "float32",
     out: str | Path | None = None,
+    per_pixel: bool = False,
 ) -> Steps[Any]:
     """One model output per ``patch``×``patch`` patch → map (C, ⌈Y/p⌉, ⌈X/p⌉) (or with a Z axis).
 
     Patch (i, j) covers pixels [i·p, (i+1)·p) × [j·p, (j+1)·p) of the image; use
-    :func:`patch_coverage` for the valid fraction of edge patches.
+    :func:`patch_coverage` for the valid fraction of edge patches. With ``per_pixel`` the model
+    returns a (C, p, p) map per patch (e.g. a class-activation map) and the result is at image
+    resolution, (C, Y, X), each patch's valid part placed where the patch lies.
     """
 
     def store(array: Any, z: int | None, window: Window, value: np.ndarray) -> None:
         index = (slice(None),) + ((z,) if z is not None else ()) + window.core
         array[index] = value.reshape(-1, 1, 1)
 
-    def spatial(shape: tuple[int, int]) -> tuple[int, int]:
-        return (math.ceil(shape[0] / patch), math.ceil(shape[1] / patch))
+    def store_pixels(array: Any, z: int | None, window: Window, value: np.ndarray) -> None:
+        h, w = window.crop[0].stop, window.crop[1].stop
+        index = (slice(None),) + ((z,) if z is not None else ()) + (slice(window.y0, window.y0 + h),
+                                                                      slice(window.x0, window.x0 + w))
+        array[index] = value[:, :h, :w]
 
-    chunk = (256, 256)
+    def spatial(shape: tuple[int, int]) -> tuple[int, int]:
+        return shape if per_pixel else (math.ceil(shape[0] / patch), math.ceil(shape[1] / patch))
+
+    # pixel maps: chunks that hold whole patches, so no patch write straddles a chunk border
+    chunk = (round_up(512, patch),) * 2 if per_pixel else (256, 256)
     return _run(
         model, image, lambda s: patch_windows(s, patch), spatial, chunk,
         stats=stats, batch_size=batch_size or 64, device=device, precision=precision,
-        postprocess=postprocess, out=out, store=store,
+        postprocess=postprocess, out=out, store=store_pixels if per_pixel else store,
     )
 
 

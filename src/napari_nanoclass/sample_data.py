@@ -9,7 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import tifffile
+
+from .images import read_image
 
 SAMPLE_DIR = Path(__file__).resolve().parent / "samples"
 DROSOPHILA_CITATION = (
@@ -23,4 +26,17 @@ def drosophila_section() -> list[tuple[Any, dict[str, Any], str]]:
     data = tifffile.imread(SAMPLE_DIR / "drosophila_section.tif")
     meta = {"name": "Drosophila ssTEM section", "scale": (4.6, 4.6),
             "metadata": {"pixel_size_nm": 4.6, "source": DROSOPHILA_CITATION}}
+    return [(data, meta, "image")]
+
+
+SEM_CITATION = (
+    "Yardimci, Ersoy (2025). Nanofiber SEM Dataset (Automated Defect Classification of Electrospun "
+    "Polyacrylonitrile Nanofibers via Deep Learning of SEM Images). figshare, doi:10.6084/m9.figshare.28376219."
+)
+
+
+def sem_fibres() -> list[tuple[Any, dict[str, Any], str]]:
+    """An SEM micrograph of electrospun PAN nanofibres with beads (labelled "defective")."""
+    data = np.asarray(read_image(SAMPLE_DIR / "sem_fibres_defective.png").data)
+    meta = {"name": "SEM nanofibres (defective)", "metadata": {"label": "defective", "source": SEM_CITATION}}
     return [(data, meta, "image")]

@@ -100,13 +100,27 @@ class CropSampler:
         x = self.rng.integers(0, image.shape[1] - self.crop + 1)
         image = image[y : y + self.crop, x : x + self.crop]
         labels = labels[y : y + self.crop, x : x + self.crop]
-        k = self.rng.integers(4)
-        image, labels = np.rot90(image, k), np.rot90(labels, k)
-        if self.rng.random() < 0.5:
-            image, labels = image[:, ::-1], labels[:, ::-1]
-        image = image * self.rng.uniform(0.8, 1.25) + self.rng.uniform(-0.2, 0.2)
-        image = image + self.rng.normal(0, self.rng.uniform(0, 0.1), image.shape)
-        return np.ascontiguousarray(image, dtype=np.float32), np.ascontiguousarray(labels, dtype=np.int64)
+        image, labels = augment(self.rng, image, labels)
+        return image, np.ascontiguousarray(labels, dtype=np.int64)
+
+
+def augment(rng: np.random.Generator, image: np.ndarray, labels: np.ndarray | None = None
+            ) -> tuple[np.ndarray, np.ndarray | None]:
+    """Random rot90 and flip (applied to ``labels`` too), contrast/brightness jitter, Gaussian noise.
+
+    Geometric changes are lossless on purpose: no scaling, so object sizes (membrane thickness,
+    fibre diameter) stay what the model must judge. ``image`` is already z-score normalised.
+    """
+    k = rng.integers(4)
+    flip = rng.random() < 0.5
+    image = np.rot90(image, k)
+    image = image[:, ::-1] if flip else image
+    if labels is not None:
+        labels = np.rot90(labels, k)
+        labels = np.ascontiguousarray(labels[:, ::-1] if flip else labels)
+    image = image * rng.uniform(0.8, 1.25) + rng.uniform(-0.2, 0.2)
+    image = image + rng.normal(0, rng.uniform(0, 0.1), image.shape)
+    return np.ascontiguousarray(image, dtype=np.float32), labels
 
 
 def class_weights(pairs: Sequence[Pair], n_classes: int) -> torch.Tensor:

@@ -28,11 +28,12 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ..atomic import atomic_path
+from .fibre_cnn import FibreCNN
 from .unet import SEUNet
 
 PACKAGE_DIR = Path(__file__).resolve().parent.parent / "weights"
 METADATA_KEY = "nanoclass"
-ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {"seunet": SEUNet}
+ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {"seunet": SEUNet, "fibre-cnn": FibreCNN}
 
 
 class ModelError(RuntimeError):

@@ -1,0 +1,160 @@
+"""napari dock widgets for SEM nanofibre homogeneity: analyse an image, and train on marked regions.
+
+Thin forms over :mod:`.homogeneity` and :mod:`.homogeneity_training`, run by the same
+:class:`._widgets.TaskRunner` (worker thread, progress bar, Cancel, errors shown).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from magicgui.widgets import CheckBox, ComboBox, Label, LineEdit, SpinBox
+
+from ._widgets import _base_data, _format_metrics, _layer_choices, _model_choices, _ViewerWidget
+from .engine import available_devices
+from .homogeneity import DEFAULT_MODEL, VIEW, HomogeneityResult, analyse_steps
+from .homogeneity_training import MODE_CLASSES, HomogeneityConfig, Micrograph, train_steps
+from .models.registry import LoadedModel, load_model
+from .progress import Progress, Steps
+
+TASK = "patch-classification"
+
+
+class HomogeneityWidget(_ViewerWidget):
+    """Image layer → heat map of p(non-homogeneous) per patch, optional Grad-CAM layer, verdict in the dock.
+
+    The heat map is blended additively with a black-to-yellow colour map, so homogeneous patches
+    add nothing and the fibres stay visible everywhere; images larger than one view also get a
+    Shapes layer of the views, coloured by verdict, with the per-view table as its features.
+    """
+
+    def __init__(self, napari_viewer: Any) -> None:
+        self.image = ComboBox(label="image", choices=_layer_choices(napari_viewer, "Image"))
+        self.model = ComboBox(label="model", choices=_model_choices(TASK))
+        self.device = ComboBox(label="device", choices=available_devices())
+        self.cam = CheckBox(text="add defect map (Grad-CAM)", value=True)
+        self.view = SpinBox(label="view (px)", value=VIEW, min=128, max=16384, step=128,
+                            tooltip="side of one SEM view; a verdict is given per view")
+        self.verdict = Label(value="")
+        super().__init__(napari_viewer, [self.image, self.model, self.device, self.cam, self.view, self.verdict])
+        if DEFAULT_MODEL in self.model.choices:
+            self.model.value = DEFAULT_MODEL
+        self.run_button.changed.connect(self.run)
+
+    def run(self) -> None:
+        chosen = self.image_and_model("homogeneity")
+        if chosen is None:
+            return
+        layer, model, workdir = chosen
+        steps = analyse_steps(_base_data(layer), model, cam=self.cam.value, view=self.view.value, workdir=workdir)
+        self.runner.start(steps, lambda result: self.add_layers(result, layer))
+
+    def add_layers(self, result: HomogeneityResult, source: Any) -> None:
+        scale = np.asarray(source.scale[-2:], dtype=float)
+        translate = np.asarray(source.translate[-2:], dtype=float)
+        lead = list(source.scale[:-2])
+        # a patch-map pixel spans `patch` image pixels; shift so its corner meets the patch's corner
+        self.viewer.add_image(
+            result.p_nhnf, name=f"{result.model_name} p(NHNF)", scale=[*lead, *(scale * result.patch)],
+            translate=[*source.translate[:-2], *(translate + scale * (result.patch - 1) / 2)],
+            colormap="inferno", blending="additive", opacity=0.4, contrast_limits=(0, 1),
+            metadata={"class_names": result.class_names, "model": result.model_name,
+                      "model_sha256": result.model_sha256, "summary": result.summary},
+        )
+        if result.cam is not None:
+            self.viewer.add_image(result.cam, name=f"{result.model_name} defect map", scale=source.scale,
+                                  translate=source.translate, colormap="magenta", blending="additive",
+                                  opacity=0.5, contrast_limits=(0, 1))
+        if len(result.views) > 1:
+            self._add_views(result, source)
+        s = result.summary
+        n_bad = sum(v["verdict"] == "NHNF" for v in result.views)
+        self.verdict.value = (f"{s['verdict']} (p={s['p_nhnf']:.2f}, confidence {s['confidence']:.2f}); "
+                              f"{s['nonhomogeneous_fraction']:.0%} of the area non-homogeneous; "
+                              f"{n_bad} of {len(result.views)} views NHNF")
+        self.runner.status.value = "done"
+
+    def _add_views(self, result: HomogeneityResult, source: Any) -> None:
+        height, width = source.data.shape[-2:] if not getattr(source, "multiscale", False) else source.data[0].shape[-2:]
+        side = self.view.value
+        boxes = [np.array([[v["y0"], v["x0"]], [min(v["y0"] + side, height), min(v["x0"] + side, width)]]) - 0.5
+                 for v in result.views if v.get("plane", 0) == 0]
+        rows = [v for v in result.views if v.get("plane", 0) == 0]
+        colours = ["#d7191c" if v["verdict"] == "NHNF" else "#2b83ba" for v in rows]
+        self.viewer.add_shapes(boxes, shape_type="rectangle", name=f"{result.model_name} views", edge_color=colours,
+                               face_color="transparent", edge_width=4, scale=source.scale[-2:],
+                               translate=source.translate[-2:],
+                               features={k: [v[k] for v in rows] for k in rows[0]})
+
+
+class HomogeneityTrainWidget(_ViewerWidget):
+    """Train or fine-tune a patch classifier on an image whose regions a user marked on a Labels layer.
+
+    Marks: label 1 = the homogeneous class, 2 = the next class, and so on (two-class: 1 HNF,
+    2 NHNF). Or give the whole image one label. The model is saved into the user registry, where
+    the Fibre homogeneity widget finds it.
+    """
+
+    def __init__(self, napari_viewer: Any) -> None:
+        self.image = ComboBox(label="image", choices=_layer_choices(napari_viewer, "Image"))
+        self.marks = ComboBox(label="marks", choices=lambda w: [("(none)", None),
+                                                                *_layer_choices(napari_viewer, "Labels")(w)])
+        self.mode = ComboBox(label="classes", choices=["two", "three"], value="two")
+        self.whole = ComboBox(label="whole-image label", choices=lambda _w: ["(use marks)", *MODE_CLASSES[self.mode.value]])
+        self.base = ComboBox(label="start from", choices=lambda w: ["(new model)", *_model_choices(TASK)(w)])
+        self.save_as = LineEdit(label="save as", value="my-fibre-cnn")
+        self.steps = SpinBox(label="steps", value=100, min=1, max=100000)
+        super().__init__(napari_viewer, [self.image, self.marks, self.mode, self.whole, self.base, self.save_as,
+                                         self.steps])
+        self.mode.changed.connect(lambda _v: self.whole.reset_choices())
+        self.result: LoadedModel | None = None
+        self.run_button.text = "Train"
+        self.run_button.changed.connect(self.run)
+
+    def micrographs(self) -> list[Micrograph]:
+        """One training micrograph per plane of the chosen image, with marks or the whole-image label."""
+        if self.image.value is None:
+            raise ValueError("choose an image layer")
+        data = np.asarray(_base_data(self.image.value))
+        planes = [data] if data.ndim == 2 else list(data)
+        name = self.image.value.name
+        if self.whole.value != "(use marks)":
+            label = MODE_CLASSES[self.mode.value].index(self.whole.value)
+            return [Micrograph(p, f"{name}[{z}]", label=label) for z, p in enumerate(planes)]
+        if self.marks.value is None:
+            raise ValueError("choose a marks layer (1 = homogeneous, 2 = defective, ...) or a whole-image label")
+        marks = np.asarray(_base_data(self.marks.value))
+        mark_planes = [marks] if marks.ndim == 2 else list(marks)
+        return [Micrograph(p, f"{name}[{z}]", marks=m) for z, (p, m) in enumerate(zip(planes, mark_planes))]
+
+    def config(self) -> HomogeneityConfig:
+        base = None if self.base.value in (None, "(new model)") else self.base.value
+        arch: dict[str, Any] = {}
+        if base is not None:  # fine-tuning keeps the base model's architecture
+            params = load_model(base).info.arch_params
+            arch = {k: params[k] for k in ("widths", "hidden", "patch", "head", "dropout") if k in params}
+        return HomogeneityConfig(name=self.save_as.value.strip(), mode=self.mode.value, steps=self.steps.value,
+                                 init_from=base, **arch)
+
+    def run(self) -> None:
+        try:
+            steps = train_steps(self.micrographs(), self.config(), save=True)
+        except Exception as exc:
+            self.runner.on_error(exc)
+            return
+        self.runner.start(self._with_loss(steps), self.finished)
+
+    @staticmethod
+    def _with_loss(steps: Steps[LoadedModel]) -> Steps[LoadedModel]:
+        while True:
+            try:
+                step = next(steps)
+            except StopIteration as stop:
+                return stop.value
+            yield Progress(step.done, step.total, step.message + _format_metrics(step.metrics or {}), step.metrics)
+
+    def finished(self, result: LoadedModel) -> None:
+        self.result = result
+        self.runner.status.value = f"saved model {result.info.name!r}"
+        self.reset_choices()

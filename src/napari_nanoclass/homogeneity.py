@@ -1,0 +1,268 @@
+"""SEM nanofibre homogeneity: every 128×128 patch of a micrograph of any size classified, a map
+of where the defects are, and a verdict per 1024×1024 view and per image.
+
+The paper this follows classified one chosen 128×128 sub-image per micrograph; here the engine
+classifies all of them (:func:`engine.predict_patches`), edge patches reflect-padded and weighted
+by the fraction of them inside the image. Aggregation, per view and per image:
+
+* ``p_nhnf`` — probability that the region is non-homogeneous, from the patch logits pooled as
+  the model was trained (mean of patch probabilities for patch-label training, log-sum-exp pooling
+  for multiple-instance training; stored in the model's metadata);
+* ``verdict`` — ``NHNF`` when ``p_nhnf`` ≥ the model's threshold (0.5 unless trained otherwise),
+  else ``HNF``; ``confidence`` is the probability of the verdict given;
+* ``nonhomogeneous_fraction`` — area fraction of patches whose own ``p_nhnf`` ≥ 0.5.
+
+Class 0 of every homogeneity model is the homogeneous class; three-class models add
+``slightly_defective`` and ``defective`` and also report the most probable class.
+
+:func:`analyse_steps` is the step generator the napari widget runs; :func:`analyse` runs it
+synchronously; :func:`analyse_files_steps` is ``nanoclass homogeneity`` (contract in docs/cli.md).
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import dask.array as da
+import numpy as np
+import torch
+from torch import nn
+
+from . import engine
+from .images import Image, as_greyscale, image_stats, read_image, write_csv, write_tiff
+from .models.fibre_cnn import FibreCNN, grad_cam
+from .models.registry import LoadedModel, load_model
+from .progress import CancelToken, ProgressCallback, Steps, run_sync, scaled
+
+DEFAULT_MODEL = "nanofibre-homogeneity"
+TWO_CLASS = ["HNF", "NHNF"]
+THREE_CLASS = ["non_defective", "slightly_defective", "defective"]
+VIEW = 1024  # side of one SEM view in pixels: verdicts are also given per view
+IN_MEMORY_LIMIT = 64 * 2**20  # pixels; beyond it a CAM is streamed to zarr in a workdir
+
+
+@dataclass
+class Aggregation:
+    """How patch logits become a region's class probabilities (stored with each model)."""
+
+    method: str = "mean"  # "mean" of patch probabilities | "lse" log-sum-exp pooling of logits
+    r: float = 4.0  # sharpness of "lse": → mean of logits as r → 0, → max as r → ∞
+    threshold: float = 0.5  # p_nhnf at or above which a region is called NHNF
+
+    @classmethod
+    def of(cls, loaded: LoadedModel) -> Aggregation:
+        return cls(**loaded.info.training.get("aggregation", {}))
+
+    def pool(self, logits: np.ndarray, weights: np.ndarray) -> np.ndarray:
+        """(C, N) patch logits and (N,) weights → (C,) class probabilities of the region."""
+        w = weights / max(float(weights.sum()), 1e-12)
+        if self.method == "mean":
+            return (_softmax(logits, axis=0) * w).sum(axis=1)
+        if self.method == "lse":
+            scaled_logits = self.r * logits
+            top = scaled_logits.max(axis=1, keepdims=True)
+            pooled = (top[:, 0] + np.log((np.exp(scaled_logits - top) * w).sum(axis=1))) / self.r
+            return _softmax(pooled, axis=0)
+        raise ValueError(f"unknown aggregation method {self.method!r} (mean or lse)")
+
+
+def _softmax(x: np.ndarray, axis: int) -> np.ndarray:
+    e = np.exp(x - x.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+@dataclass
+class HomogeneityResult:
+    """Patch maps of one image (2-D, or a stack with a leading Z axis) and their verdicts."""
+
+    logits: np.ndarray  # (C, [Z,] gy, gx) patch logits
+    coverage: np.ndarray  # (gy, gx) fraction of each patch inside the image
+    class_names: list[str]
+    patch: int
+    summary: dict[str, Any]  # the image's verdict: p_nhnf, verdict, confidence, fraction, class
+    views: list[dict[str, Any]]  # the same per view (and per plane for stacks)
+    cam: Any | None = None  # ([Z,] Y, X) float32 Grad-CAM, 0–1, or None
+    model_name: str = ""
+    model_sha256: str = ""
+
+    @property
+    def probabilities(self) -> np.ndarray:
+        """(C, [Z,] gy, gx) per-patch class probabilities."""
+        return _softmax(self.logits, axis=0)
+
+    @property
+    def p_nhnf(self) -> np.ndarray:
+        """([Z,] gy, gx) per-patch probability of non-homogeneous (1 − p(class 0))."""
+        return 1.0 - self.probabilities[0]
+
+
+def region_summary(logits: np.ndarray, coverage: np.ndarray, class_names: Sequence[str],
+                   aggregation: Aggregation) -> dict[str, Any]:
+    """Verdict of one region from its (C, gy, gx) patch logits and (gy, gx) coverage."""
+    flat, weights = logits.reshape(logits.shape[0], -1), coverage.ravel()
+    probs = aggregation.pool(flat, weights)
+    p_nhnf = float(1.0 - probs[0])
+    nhnf = p_nhnf >= aggregation.threshold
+    patch_nhnf = 1.0 - _softmax(flat, axis=0)[0]
+    fraction = float((weights * (patch_nhnf >= 0.5)).sum() / max(float(weights.sum()), 1e-12))
+    return {
+        "verdict": "NHNF" if nhnf else "HNF",
+        "p_nhnf": round(p_nhnf, 6),
+        "confidence": round(p_nhnf if nhnf else 1.0 - p_nhnf, 6),
+        "nonhomogeneous_fraction": round(fraction, 6),
+        "predicted_class": class_names[int(np.argmax(probs))],
+    }
+
+
+def view_summaries(logits: np.ndarray, coverage: np.ndarray, class_names: Sequence[str],
+                   aggregation: Aggregation, patch: int, view: int = VIEW) -> list[dict[str, Any]]:
+    """One summary per ``view``×``view`` region of the patch grid (edge views may be smaller)."""
+    step = max(view // patch, 1)
+    rows = []
+    for i in range(0, coverage.shape[0], step):
+        for j in range(0, coverage.shape[1], step):
+            part = logits[:, i:i + step, j:j + step]
+            cov = coverage[i:i + step, j:j + step]
+            rows.append({"view_row": i // step, "view_col": j // step, "y0": i * patch, "x0": j * patch,
+                         **region_summary(part, cov, class_names, aggregation)})
+    return rows
+
+
+class _GradCam(nn.Module):
+    """Grad-CAM of a FibreCNN as a module, so the engine can tile it like any other model."""
+
+    def __init__(self, model: FibreCNN) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return grad_cam(self.model, x)
+
+
+def analyse_steps(
+    image: Any,
+    model: str | LoadedModel = DEFAULT_MODEL,
+    *,
+    cam: bool = False,
+    view: int = VIEW,
+    batch_size: int | None = None,
+    device: str | None = None,
+    workdir: str | Path | None = None,
+) -> Steps[HomogeneityResult]:
+    """Classify every patch of a 2-D image or (Z, Y, X) stack; optionally a Grad-CAM map too.
+
+    Patch maps are small (one value per 128² pixels) and always in memory; a CAM of more than
+    ``IN_MEMORY_LIMIT`` pixels needs ``workdir`` and is streamed to zarr there.
+    """
+    loaded = model if isinstance(model, LoadedModel) else load_model(model, engine.select_device(device))
+    info, patch = loaded.info, int(loaded.info.patch or 128)
+    data = as_greyscale(image.data if isinstance(image, Image) else image)
+    big = int(np.prod(data.shape)) > IN_MEMORY_LIMIT
+    if cam and big and workdir is None:
+        raise ValueError(f"image of {data.shape} is too large for an in-memory CAM; give a workdir for zarr output")
+    stats = [image_stats(plane) for plane in engine.planes(data)]
+    steps = engine.predict_patches(loaded.module, data, patch=patch, batch_size=batch_size, stats=stats,
+                                   postprocess=None, device=loaded.device)
+    logits = yield from (scaled(steps, 0, 2, "patches") if cam else steps)
+    cam_map = None
+    if cam:
+        cam_steps = engine.predict_patches(
+            _GradCam(loaded.module), data, patch=patch, batch_size=batch_size, stats=stats, postprocess=None,
+            device=loaded.device, per_pixel=True, out=Path(workdir) / "cam.zarr" if big else None)
+        cam_map = yield from scaled(cam_steps, 1, 2, "defect map (Grad-CAM)")
+    coverage = engine.patch_coverage(data.shape[-2:], patch)
+    aggregation = Aggregation.of(loaded)
+    summary, views = _summaries(np.asarray(logits), coverage, list(info.class_names), aggregation, patch, view)
+    result = HomogeneityResult(np.asarray(logits), coverage, list(info.class_names), patch, summary, views,
+                               model_name=info.name, model_sha256=loaded.sha256)
+    if cam_map is not None:
+        result.cam = _scale_cam(cam_map[0] if not big else da.from_zarr(cam_map)[0], result.p_nhnf, patch)
+    return result
+
+
+def _summaries(logits: np.ndarray, coverage: np.ndarray, names: list[str], aggregation: Aggregation,
+               patch: int, view: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Image summary over all planes; view rows per plane (with a ``plane`` column for stacks)."""
+    if logits.ndim == 3:
+        return (region_summary(logits, coverage, names, aggregation),
+                view_summaries(logits, coverage, names, aggregation, patch, view))
+    n_planes = logits.shape[1]
+    stacked_cov = np.broadcast_to(coverage, (n_planes, *coverage.shape))
+    views = [{"plane": z, **row} for z in range(n_planes)
+             for row in view_summaries(logits[:, z], coverage, names, aggregation, patch, view)]
+    return region_summary(logits, stacked_cov, names, aggregation), views
+
+
+def _scale_cam(cam: Any, p_nhnf: np.ndarray, patch: int) -> Any:
+    """Weight each patch's CAM by its p_nhnf and scale to 0–1 over the whole image.
+
+    Weighting keeps confidently homogeneous patches dark; one scale for the whole image (not
+    per patch) keeps strong defects brighter than weak ones.
+    """
+    if isinstance(cam, da.Array):  # a CAM on disk: weight it lazily, chunk by chunk
+        blocks = tuple(c // patch for c in cam.chunksize[-2:])
+        grid = da.from_array(p_nhnf, chunks=(*p_nhnf.shape[:-2], *blocks))
+        weight = da.repeat(da.repeat(grid, patch, axis=-2), patch, axis=-1)[..., : cam.shape[-2], : cam.shape[-1]]
+        weighted = cam * weight.rechunk(cam.chunks)
+        top = float(weighted.max().compute())
+    else:
+        weight = np.repeat(np.repeat(p_nhnf, patch, axis=-2), patch, axis=-1)[..., : cam.shape[-2], : cam.shape[-1]]
+        weighted = cam * weight
+        top = float(weighted.max()) if weighted.size else 0.0
+    return (weighted / top if top > 0 else weighted).astype(np.float32)
+
+
+def analyse(image: Any, model: str | LoadedModel = DEFAULT_MODEL, *, progress: ProgressCallback | bool | None = None,
+            cancel: CancelToken | None = None, **kwargs: Any) -> HomogeneityResult:
+    """Synchronous :func:`analyse_steps` (Python API)."""
+    return run_sync(analyse_steps(image, model, **kwargs), progress=progress, cancel=cancel)
+
+
+SUMMARY_COLUMNS = ["image", "verdict", "nonhomogeneous_fraction", "p_nhnf", "confidence", "predicted_class",
+                   "height", "width", "patches", "views", "model", "model_sha256", "status", "error", "path"]
+
+
+def analyse_files_steps(
+    paths: Sequence[str | Path], out_dir: str | Path, model: str = DEFAULT_MODEL, *,
+    cam: bool = False, view: int = VIEW, device: str | None = None,
+) -> Steps[tuple[list[dict[str, Any]], list[dict[str, Any]]]]:
+    """Analyse files into ``out_dir``: per image ``<stem>_pnhnf.tif`` (patch map of p_nhnf) and
+    with ``cam`` ``<stem>_cam.tif``; returns (one row per image, one row per view). A file that
+    fails is reported in its row (``status``/``error``) and the others go on."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    loaded = load_model(model, engine.select_device(device))
+    rows: list[dict[str, Any]] = []
+    view_rows: list[dict[str, Any]] = []
+    for i, path in enumerate(paths):
+        stem = Path(path).name.split(".")[0]
+        row: dict[str, Any] = {"image": stem, "path": str(path), "model": loaded.info.name,
+                               "model_sha256": loaded.sha256}
+        workdir = out_dir / f".{stem}.work"
+        try:
+            image = read_image(path)
+            result = yield from scaled(analyse_steps(image, loaded, cam=cam, view=view, workdir=workdir),
+                                       i, len(paths), f"{stem} ({i + 1}/{len(paths)})")
+            write_tiff(out_dir / f"{stem}_pnhnf.tif", result.p_nhnf.astype(np.float32))
+            if result.cam is not None:
+                write_tiff(out_dir / f"{stem}_cam.tif", result.cam)
+            shape = image.data.shape
+            row.update(result.summary, height=shape[-2], width=shape[-1], patches=int(result.coverage.size),
+                       views=len(result.views), status="ok", error="")
+            view_rows += [{"image": stem, **v} for v in result.views]
+        except Exception as exc:  # one bad file must not stop the others; it is reported
+            row.update(status="failed", error=str(exc))
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+        rows.append(row)
+    return rows, view_rows
+
+
+def write_tables(out_dir: str | Path, rows: Sequence[dict[str, Any]], view_rows: Sequence[dict[str, Any]]) -> None:
+    """``homogeneity.csv`` (one row per image) and ``homogeneity_views.csv`` (one per view)."""
+    write_csv(Path(out_dir) / "homogeneity.csv", rows, SUMMARY_COLUMNS)
+    write_csv(Path(out_dir) / "homogeneity_views.csv", view_rows)

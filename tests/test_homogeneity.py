@@ -1,0 +1,280 @@
+"""SEM homogeneity: patch grid, aggregation, verdicts, Grad-CAM, training from image labels and marks, CV."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from napari_nanoclass import homogeneity
+from napari_nanoclass.cli import main
+from napari_nanoclass.homogeneity import Aggregation, analyse, region_summary
+from napari_nanoclass.homogeneity_training import (HomogeneityConfig, Micrograph, PatchSampler, _sites, cross_validate,
+                                                   lse_pool, sample_groups, train)
+from napari_nanoclass.models.fibre_cnn import FibreCNN
+from napari_nanoclass.models.registry import LoadedModel, ModelInfo, load_model
+from napari_nanoclass.texture_baseline import texture_classifier
+
+from .synthetic_fibres import fibres
+
+TINY = dict(widths=[8, 16, 16], hidden=16, patch=32, batch_size=16)
+
+
+class Brightness(nn.Module):
+    """A stand-in classifier: logit of "defective" = 4 × the patch's mean (z-scored) brightness."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        m = x.mean(dim=(1, 2, 3))
+        return torch.stack([torch.zeros_like(m), 4 * m], dim=1)
+
+
+def loaded(module: nn.Module, patch: int = 64, method: str = "mean") -> LoadedModel:
+    info = ModelInfo(name="bright", task="patch-classification", architecture="none", arch_params={},
+                     class_names=["HNF", "NHNF"], patch=patch, training={"aggregation": {"method": method}})
+    return LoadedModel(info, module, "0" * 64, None, torch.device("cpu"))
+
+
+def test_patch_grid_is_aligned_on_sizes_not_multiple_of_the_patch():
+    image = np.zeros((300, 200), np.float32)
+    image[130:250, 70:120] = 10  # inside patches (2, 1) and (3, 1) of a 64-px grid
+    result = analyse(image, loaded(Brightness()), view=128)
+    assert result.p_nhnf.shape == result.coverage.shape == (5, 4)  # ⌈300/64⌉ × ⌈200/64⌉
+    hot = np.argwhere(result.p_nhnf > 0.5)
+    assert hot.tolist() == [[2, 1], [3, 1]]
+    np.testing.assert_allclose(result.coverage[-1], [44 / 64] * 3 + [44 * 8 / 64**2])
+    assert result.summary["nonhomogeneous_fraction"] == pytest.approx(2 / result.coverage.sum(), abs=1e-6)
+    assert result.summary["verdict"] == "HNF"  # 2 of ~18 patches: the image as a whole is homogeneous
+    # views of 128 px = 2×2 patches: 3 rows × 2 cols; only the view holding the hot patches is NHNF
+    assert [(v["view_row"], v["view_col"]) for v in result.views] == [(r, c) for r in range(3) for c in range(2)]
+    assert [v["verdict"] for v in result.views] == ["HNF"] * 2 + ["NHNF"] + ["HNF"] * 3
+    assert result.views[2]["y0"] == 128 and result.views[2]["x0"] == 0
+
+
+def test_stack_gives_a_map_per_plane_and_views_per_plane():
+    first, second = np.zeros((128, 192), np.float32), np.zeros((128, 192), np.float32)
+    first[70:120, 140:180] = 10  # patch (1, 2)
+    second[:64, :64] = 10  # patch (0, 0)
+    result = analyse(np.stack([first, second]), loaded(Brightness()), view=128)
+    assert result.p_nhnf.shape == (2, 2, 3)
+    assert np.argwhere(result.p_nhnf > 0.5).tolist() == [[0, 1, 2], [1, 0, 0]]
+    assert {v["plane"] for v in result.views} == {0, 1} and len(result.views) == 4
+
+
+def test_aggregation_mean_lse_and_coverage_weights():
+    logits = np.array([[0.0, 0.0, 0.0], [-5.0, -5.0, 5.0]])  # (C, N): third patch defective
+    mean = Aggregation("mean").pool(logits, np.ones(3))
+    assert mean[1] == pytest.approx((2 / (1 + np.exp(5)) + 1 / (1 + np.exp(-5))) / 3)
+    lse = Aggregation("lse", r=20).pool(logits, np.ones(3))
+    assert lse[1] > 0.99  # a smooth max: one defective patch makes the bag defective
+    assert Aggregation("mean").pool(logits, np.array([1.0, 1.0, 0.0]))[1] < 0.01  # zero coverage: ignored
+    with pytest.raises(ValueError, match="unknown aggregation"):
+        Aggregation("median").pool(logits, np.ones(3))
+
+
+def test_region_summary_verdict_threshold_and_confidence():
+    logits = np.stack([np.zeros((2, 2)), np.full((2, 2), 1.0)])  # every patch p_nhnf = 0.73
+    s = region_summary(logits, np.ones((2, 2)), ["HNF", "NHNF"], Aggregation())
+    assert s["verdict"] == "NHNF" and s["confidence"] == pytest.approx(0.7311, abs=1e-3)
+    assert s["nonhomogeneous_fraction"] == 1.0
+    strict = region_summary(logits, np.ones((2, 2)), ["HNF", "NHNF"], Aggregation(threshold=0.8))
+    assert strict["verdict"] == "HNF" and strict["confidence"] == pytest.approx(1 - 0.7311, abs=1e-3)
+
+
+def test_lse_pool_lies_between_mean_and_max():
+    logits = torch.tensor([[[0.0, 1.0], [0.0, 3.0], [0.0, -2.0]]])
+    pooled = lse_pool(logits, r=2.0)[0, 1]
+    assert logits[0, :, 1].mean() < pooled < logits[0, :, 1].max()
+
+
+def _bead_micrographs(rng: np.random.Generator, n: int) -> list[Micrograph]:
+    """48² images; defective ones carry a bead near the centre, so most 32² crops hold it."""
+    out = []
+    for i in range(n):
+        beads = [(int(rng.integers(18, 30)), int(rng.integers(18, 30)), int(rng.integers(5, 8)))] if i % 2 else []
+        out.append(Micrograph(fibres((48, 48), rng, n_fibres=3, beads=beads), f"m{i}", label=i % 2))
+    return out
+
+
+@pytest.fixture(scope="module")
+def bead_model() -> LoadedModel:
+    """A tiny FibreCNN that learned beads = defective (trained once for this module's tests)."""
+    torch.manual_seed(0)
+    return train(_bead_micrographs(np.random.default_rng(0), 60), HomogeneityConfig(name="beads", steps=120, **TINY))
+
+
+def test_training_from_image_labels_learns_beads(bead_model):
+    assert bead_model.info.training["final_loss"] < 0.45
+    rng = np.random.default_rng(5)
+    clean = analyse(fibres((96, 128), rng, n_fibres=6), bead_model)
+    beaded = analyse(fibres((96, 128), rng, n_fibres=6, beads=[(48, 48, 7), (80, 112, 6)]), bead_model)
+    assert beaded.summary["p_nhnf"] > clean.summary["p_nhnf"] + 0.1
+    assert clean.summary["verdict"] == "HNF" and clean.summary["nonhomogeneous_fraction"] < 0.1
+    # the patches holding the beads (32-px grid: (1, 1) and (2, 3)) are the defective ones
+    assert beaded.p_nhnf[1, 1] > 0.5 and beaded.p_nhnf[2, 3] > 0.5
+    assert np.delete(beaded.p_nhnf.ravel(), [5, 11]).max() < beaded.p_nhnf[[1, 2], [1, 3]].min()
+
+
+def test_cam_has_the_image_shape_and_peaks_on_a_planted_defect(bead_model):
+    rng = np.random.default_rng(11)
+    y, x, r = 50, 75, 7
+    image = fibres((96, 128), rng, n_fibres=6, beads=[(y, x, r)])
+    result = analyse(image, bead_model, cam=True)
+    assert result.cam.shape == image.shape and result.cam.dtype == np.float32
+    assert result.cam.max() == pytest.approx(1.0)
+    yy, xx = np.mgrid[:96, :128]
+    near = np.hypot(yy - y, xx - x) <= 2 * r
+    assert result.cam[near].mean() > 3 * result.cam[~near].mean()
+    peak = np.unravel_index(np.argmax(result.cam), image.shape)
+    assert np.hypot(peak[0] - y, peak[1] - x) <= 2 * r
+
+
+def test_cam_streamed_to_zarr_for_big_images_equals_in_memory(bead_model, tmp_path, monkeypatch):
+    image = fibres((96, 128), np.random.default_rng(3), n_fibres=6, beads=[(40, 40, 7)])
+    small = analyse(image, bead_model, cam=True)
+    monkeypatch.setattr(homogeneity, "IN_MEMORY_LIMIT", 1000)
+    with pytest.raises(ValueError, match="workdir"):
+        analyse(image, bead_model, cam=True)
+    big = analyse(image, bead_model, cam=True, workdir=tmp_path / "work")
+    assert (tmp_path / "work" / "cam.zarr").exists()
+    np.testing.assert_allclose(np.asarray(big.cam), small.cam, atol=1e-6)
+
+
+def test_marked_regions_become_patch_labels():
+    image = np.zeros((64, 96), np.uint8)
+    marks = np.zeros((64, 96), np.uint8)
+    marks[:, :40] = 1  # homogeneous on the left
+    marks[:, 60:] = 2  # defective on the right; the middle is unmarked
+    sites = _sites(Micrograph(image, "m", marks=marks), patch=32, stride=16)
+    labels = {(int(y), int(x)): int(c) for y, x, c in sites}
+    assert labels[(0, 0)] == 0 and labels[(32, 64)] == 1
+    assert (0, 32) not in labels  # columns 32–63: 8 px homogeneous, 4 defective — not mostly one class
+    with pytest.raises(ValueError, match="either an image label or region marks"):
+        Micrograph(image, "m")
+
+
+def test_training_from_marked_regions_learns_and_fine_tunes(bead_model, user_registry):
+    rng = np.random.default_rng(2)
+    left = fibres((64, 64), rng, n_fibres=4)
+    right = fibres((64, 64), rng, n_fibres=4, beads=[(16, 16, 6), (48, 16, 6), (16, 48, 6), (48, 48, 6)])
+    image = np.concatenate([left, right], axis=1)
+    marks = np.concatenate([np.ones((64, 64), np.uint8), np.full((64, 64), 2, np.uint8)], axis=1)
+    sampler = PatchSampler([Micrograph(image, "m", marks=marks)], 32, np.random.default_rng(0))
+    assert set(sampler.classes) == {0, 1}
+    config = HomogeneityConfig(name="tuned", steps=30, init_from=None, **TINY)
+    model = train([Micrograph(image, "m", marks=marks)], config, save=True)
+    assert model.path.parent == user_registry and len(model.sha256) == 64
+    reloaded = load_model("tuned")
+    assert reloaded.info.task == "patch-classification" and reloaded.info.patch == 32
+    result = analyse(image, reloaded)
+    assert result.p_nhnf[:, 2:].mean() > result.p_nhnf[:, :2].mean()
+    with pytest.raises(ValueError, match="label per image"):
+        train([Micrograph(image, "m", marks=marks)], HomogeneityConfig(strategy="mil", steps=1, **TINY))
+
+
+def test_mil_training_learns_from_image_labels():
+    torch.manual_seed(0)
+    micrographs = _bead_micrographs(np.random.default_rng(1), 40)
+    model = train(micrographs, HomogeneityConfig(name="mil", strategy="mil", bag_size=4, steps=80, **TINY))
+    assert model.info.training["aggregation"]["method"] == "lse"
+    rng = np.random.default_rng(9)
+    clean = analyse(fibres((96, 96), rng, n_fibres=5), model)
+    beaded = analyse(fibres((96, 96), rng, n_fibres=5, beads=[(48, 48, 7)]), model)
+    assert beaded.summary["p_nhnf"] > clean.summary["p_nhnf"]
+
+
+def test_cross_validation_never_puts_one_micrograph_on_both_sides():
+    rng = np.random.default_rng(0)
+    micrographs = [Micrograph(np.zeros((8, 8)), f"s{i // 2}_{i % 2}", label=i % 2) for i in range(20)]
+    seen: list[tuple[set[str], list[str]]] = []
+
+    def fit(train_set, fold):
+        names = {m.name for m in train_set}
+        seen.append((names, []))
+        return lambda image: int(rng.integers(2))
+
+    scores = cross_validate(micrographs, fit, ["a", "b"], folds=5, groups=sample_groups(micrographs))
+    assert len(scores.y_true) == 20  # every micrograph held out exactly once
+    train_sets = [names for names, _ in seen]
+    for names in train_sets:
+        held_out = {m.name for m in micrographs} - names
+        # grouped by sample: both micrographs of a sample are on the same side
+        assert all((f"s{k}_0" in held_out) == (f"s{k}_1" in held_out) for k in range(10))
+    d = scores.as_dict()
+    assert sum(map(sum, d["confusion"])) == 20 and set(d["per_class"]) == {"a", "b"}
+
+
+def test_texture_baseline_learns_beads_by_micrograph():
+    rng = np.random.default_rng(4)
+    micrographs = []
+    for i in range(16):
+        beads = [(int(rng.integers(10, 54)), int(rng.integers(10, 118)), 6) for _ in range(6)] if i % 2 else []
+        micrographs.append(Micrograph(fibres((64, 128), rng, n_fibres=8, beads=beads), f"t{i}", label=i % 2))
+    scores = cross_validate(micrographs, texture_classifier(patch=64), ["HNF", "NHNF"], folds=4)
+    assert scores.as_dict()["accuracy"] >= 0.8
+
+
+def test_fibre_cnn_paper_shape_and_heads():
+    paper = FibreCNN()
+    assert paper(torch.zeros(2, 1, 128, 128)).shape == (2, 2)
+    assert paper.head[2].in_features == 128 * 4 * 4 and paper.head[2].out_features == 40
+    gap = FibreCNN(n_classes=3, head="gap")
+    assert gap(torch.zeros(1, 1, 128, 128)).shape == (1, 3)
+    with pytest.raises(ValueError, match="divisible"):
+        FibreCNN(patch=100)
+
+
+def test_cli_writes_the_output_contract_and_reports_bad_files(bead_model, tmp_path, user_registry):
+    from napari_nanoclass.models.registry import save_model
+    from PIL import Image
+
+    save_model(bead_model.module, bead_model.info)
+    rng = np.random.default_rng(7)
+    beads = [(16 + 32 * i, 16 + 32 * j, 7) for i in range(3) for j in range(4)]  # one in each whole patch
+    Image.fromarray(fibres((100, 140), rng, beads=beads)).save(tmp_path / "beaded.png")
+    Image.fromarray(fibres((100, 140), rng)).save(tmp_path / "clean.png")
+    (tmp_path / "broken.tif").write_bytes(b"not a tiff")
+    out = tmp_path / "out"
+    code = main(["homogeneity", str(tmp_path / "beaded.png"), str(tmp_path / "clean.png"), str(tmp_path / "broken.tif"),
+                 "--out", str(out), "--model", "beads", "--cam", "--view", "64", "--quiet"])
+    assert code == 1  # one input failed
+    rows = {r["image"]: r for r in csv.DictReader(open(out / "homogeneity.csv"))}
+    assert {"image", "verdict", "nonhomogeneous_fraction", "p_nhnf"} <= set(rows["beaded"])
+    assert rows["beaded"]["verdict"] == "NHNF" and rows["clean"]["verdict"] == "HNF"
+    assert rows["broken"]["status"] == "failed" and "broken.tif" in rows["broken"]["error"]
+    import tifffile
+
+    assert tifffile.imread(out / "beaded_pnhnf.tif").shape == (4, 5)  # ⌈100/32⌉ × ⌈140/32⌉
+    assert tifffile.imread(out / "beaded_cam.tif").shape == (100, 140)
+    views = list(csv.DictReader(open(out / "homogeneity_views.csv")))
+    assert len([v for v in views if v["image"] == "beaded"]) == 2 * 3  # 64-px views over 100×140
+
+
+def test_a_zarr_mosaic_gives_the_same_maps_as_in_memory(tmp_path):
+    import zarr
+
+    mosaic = np.zeros((192, 320), np.float32)
+    mosaic[70:120, 140:180] = 10
+    store = zarr.open_array(str(tmp_path / "mosaic.zarr"), mode="w", shape=mosaic.shape, chunks=(64, 64),
+                            dtype="float32")
+    store[:] = mosaic
+    lazy = analyse(zarr.open_array(str(tmp_path / "mosaic.zarr"), mode="r"), loaded(Brightness()), view=128)
+    eager = analyse(mosaic, loaded(Brightness()), view=128)
+    np.testing.assert_allclose(lazy.logits, eager.logits, atol=1e-5)
+    assert lazy.summary == eager.summary and len(lazy.views) == 2 * 3
+
+
+def test_sem_sample_is_a_greyscale_micrograph():
+    from napari_nanoclass.sample_data import sem_fibres
+
+    [(data, meta, kind)] = sem_fibres()
+    assert kind == "image" and data.shape == (699, 1024) and data.dtype == np.uint8
+    assert "figshare" in meta["metadata"]["source"]
+
+
+def test_training_that_does_not_learn_says_so():
+    micrographs = [Micrograph(np.zeros((48, 48), np.uint8), f"z{i}", label=i % 2) for i in range(4)]
+    with pytest.warns(UserWarning, match="chance level"):
+        train(micrographs, HomogeneityConfig(steps=3, lr=0.0, **TINY))  # identical inputs, no updates
