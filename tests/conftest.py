@@ -55,3 +55,39 @@ def needs_data(sub: str) -> Path:
     if not path.exists():
         pytest.skip(f"shared data {path} not present")
     return path
+
+
+@pytest.fixture
+def responsive_model(user_registry) -> str:
+    """A tiny random SE U-Net whose class map follows the input (its head amplified: an untrained
+    tiny net otherwise gives one class everywhere), so that equal outputs mean equal computations."""
+    torch.manual_seed(0)
+    info = tiny_info("responsive-seg")
+    module = SEUNet(**info.arch_params).eval()
+    head = [m for m in module.modules() if isinstance(m, torch.nn.Conv2d)][-1]
+    with torch.no_grad():
+        head.bias.zero_()
+        head.weight.mul_(1000)
+    save_model(module, info)
+    return info.name
+
+
+@pytest.fixture
+def tiny_liposome_models(user_registry) -> tuple[str, dict[str, str]]:
+    """A tiny random liposome detector and two classifiers trained one epoch, registered."""
+    from dataclasses import replace
+
+    from napari_nanoclass.liposome_simulator import BALANCED_MIX, SimulationConfig, simulate_field
+    from napari_nanoclass.liposome_training import (DETECTOR_CLASSES, ClassifierConfig, objects_from_fields,
+                                                    train_classifier)
+
+    torch.manual_seed(0)
+    info = replace(tiny_info("tiny-detector"), class_names=DETECTOR_CLASSES, pixel_size_nm=2.5)
+    save_model(SEUNet(**info.arch_params).eval(), info)
+    config = SimulationConfig(shape=(128, 128), objects=(3, 5), diameter_nm=(40.0, 120.0), mix=BALANCED_MIX)
+    objects = objects_from_fields([simulate_field(config, seed) for seed in range(10)])
+    names = {}
+    for problem in ("lamellarity", "encapsulation"):
+        train_classifier(objects, ClassifierConfig(name=f"tiny-{problem}", problem=problem, epochs=1), register=True)
+        names[problem] = f"tiny-{problem}"
+    return "tiny-detector", names

@@ -26,3 +26,16 @@ def test_train_widget_docks_from_the_manifest(make_napari_viewer):
     viewer = make_napari_viewer()
     _dock, widget = viewer.window.add_plugin_dock_widget("napari-nanoclass", "Train / fine-tune")
     assert widget.run_button.text == "Train"
+
+
+def test_liposome_widget_on_the_sample_draws_the_size_histogram(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    image, truth = viewer.open_sample("napari-nanoclass", "liposomes")
+    assert truth.features["index"].tolist() == sorted(set(truth.data.ravel()) - {0})
+    _dock, widget = viewer.window.add_plugin_dock_widget("napari-nanoclass", "Liposomes")
+    widget.reset_choices()
+    widget.objects.value = truth  # classify the true instances with the shipped classifiers (in a worker)
+    widget.run_button.clicked.emit()
+    qtbot.waitUntil(lambda: "simulated liposomes liposomes" in viewer.layers, timeout=120000)
+    axes = widget._canvas.figure.axes[0]
+    assert sum(bar.get_height() for bar in axes.patches) == len(truth.features)

@@ -7,10 +7,15 @@ everything the plugin does can be scripted:
 >>> result = segment(read_image("section.tif"), "drosophila-seunet", progress=True)
 >>> from napari_nanoclass.homogeneity import analyse
 >>> fibres = analyse(read_image("mat.png"), cam=True)  # fibres.summary["verdict"], .p_nhnf, .cam
+>>> from napari_nanoclass.liposomes import analyse as liposomes
+>>> population = liposomes(read_image("cryo.tif"), pixel_size_nm=1.2)  # .objects, .summary, .labels
+>>> from napari_nanoclass import run_batch
+>>> report = run_batch("segment", ["sections/"], "results/")  # resumable; report.rows, report.failed
 """
 
 from importlib.metadata import PackageNotFoundError, version
 
+from .batch import run_batch
 from .images import ImageError, read_image
 from .models import list_models, load_model, save_model
 from .progress import CancelToken, Cancelled, Progress, run_sync
@@ -23,5 +28,5 @@ except PackageNotFoundError:  # running from a source tree
 
 __all__ = [
     "CancelToken", "Cancelled", "ImageError", "Progress", "__version__", "list_models", "load_model",
-    "read_image", "run_sync", "save_model", "segment", "segment_files_steps", "segment_steps",
+    "read_image", "run_batch", "run_sync", "save_model", "segment", "segment_files_steps", "segment_steps",
 ]

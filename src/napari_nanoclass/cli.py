@@ -127,6 +127,89 @@ def cmd_train_homogeneity(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_liposomes(args: argparse.Namespace) -> int:
+    from .images import find_images
+    from .liposomes import analyse_files_steps
+    from .progress import run_sync
+
+    paths = find_images(args.images)
+    if not paths:
+        print("nanoclass liposomes: no input images found", file=sys.stderr)
+        return 2
+    classifiers = {"lamellarity": args.lamellarity_model, "encapsulation": args.encapsulation_model}
+    rows = run_sync(analyse_files_steps(paths, args.out, args.pixel_size, detector=args.detector,
+                                        classifiers=classifiers, device=args.device), progress=_progress(args))
+    return _report(rows, args.out)
+
+
+def cmd_simulate_liposomes(args: argparse.Namespace) -> int:
+    from .liposome_simulator import MIXES, SimulationConfig, simulate_field, write_fields
+
+    config = SimulationConfig(shape=(args.size, args.size), pixel_size_nm=args.pixel_size, mix=MIXES[args.mix])
+    written = write_fields((simulate_field(config, args.seed + i) for i in range(args.n)), args.out)
+    print(json.dumps({"fields": len(written), "out": str(Path(args.out).resolve())}))
+    return 0
+
+
+def _batch_options(args: argparse.Namespace) -> dict:
+    """Analysis options from --model / --pixel-size / --set KEY=VALUE (VALUE read as JSON if it parses)."""
+    options: dict = {}
+    if args.model:
+        options["model" if args.analysis != "liposomes" else "detector"] = args.model
+    if args.pixel_size is not None:
+        options["pixel_size_nm"] = args.pixel_size
+    for item in args.set or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"nanoclass batch: --set takes KEY=VALUE, got {item!r}")
+        try:
+            options[key] = json.loads(value)
+        except ValueError:
+            options[key] = value
+    return options
+
+
+def cmd_batch(args: argparse.Namespace) -> int:
+    from .batch import BatchConfig, run_batch
+
+    if args.config:
+        config = BatchConfig.load(args.config)
+        config.overwrite = config.overwrite or args.overwrite
+    else:
+        if not args.analysis or not args.inputs or not args.out:
+            print("nanoclass batch: give ANALYSIS INPUT… --out DIR, or --config FILE", file=sys.stderr)
+            return 2
+        config = BatchConfig(args.analysis, args.inputs, args.out, _batch_options(args), args.overwrite,
+                             args.workers, args.scheduler)
+    bar = None
+    if args.log == "bar":
+        from tqdm.auto import tqdm
+
+        bar = tqdm(unit="image", desc=f"nanoclass batch {config.analysis}")
+
+    def on_row(row: dict, done: int, total: int) -> None:
+        if bar is not None:
+            bar.total = total
+            bar.update(done - bar.n)
+            bar.set_postfix_str(f"{row['stem']}: {row['status']}")
+        elif args.log == "json":
+            print(json.dumps({"done": done, "total": total, **row}), file=sys.stderr, flush=True)
+
+    try:
+        report = run_batch(config.analysis, config.inputs, config.out, options=config.options,
+                           overwrite=config.overwrite, workers=config.workers, scheduler=config.scheduler,
+                           on_row=on_row)
+    finally:
+        if bar is not None:
+            bar.close()
+    for row in report.failed:
+        print(f"FAILED {row['input']}: {row['error']}", file=sys.stderr)
+    run = report.run
+    print(f"{run['inputs'] - run['failed']} of {run['inputs']} inputs done ({run['skipped']} already complete, "
+          f"{run['failed']} failed); results in {Path(config.out).resolve()}")
+    return 1 if report.failed else 0
+
+
 def cmd_evaluate_seg(args: argparse.Namespace) -> int:
     from .datasets import DROSOPHILA_LABEL_MAP, pairs_from_folders
     from .models.registry import load_model
@@ -190,6 +273,42 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--init-from", help="registered model or file to fine-tune")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_train_homogeneity)
+
+    p = sub.add_parser("liposomes", help="cryo-TEM liposomes: instances, lamellarity, encapsulation, population")
+    p.add_argument("images", nargs="+", help="files, folders or glob patterns (TIFF, PNG, zarr)")
+    p.add_argument("--pixel-size", type=float, required=True, help="nm per pixel of the input images")
+    p.add_argument("--out", required=True, help="output folder (<stem>_labels.tif, objects.csv, summary.csv/json)")
+    p.add_argument("--detector", default="liposome-detector")
+    p.add_argument("--lamellarity-model", default="liposome-lamellarity")
+    p.add_argument("--encapsulation-model", default="liposome-encapsulation")
+    p.add_argument("--device", default=None)
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_liposomes)
+
+    p = sub.add_parser("simulate-liposomes", help="write simulated cryo-TEM liposome fields with ground truth")
+    p.add_argument("--out", required=True, help="output folder (<field>.tif, <field>_labels.tif, objects.csv)")
+    p.add_argument("--n", type=int, default=10, help="number of fields")
+    p.add_argument("--size", type=int, default=512, help="side of a field in pixels")
+    p.add_argument("--pixel-size", type=float, default=2.5, help="nm per pixel")
+    p.add_argument("--mix", choices=["study", "balanced"], default="study", help="class frequencies")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_simulate_liposomes)
+
+    p = sub.add_parser("batch", help="run an analysis over many images: resumable, on a dask cluster if asked")
+    p.add_argument("analysis", nargs="?", choices=["segment", "homogeneity", "liposomes"])
+    p.add_argument("inputs", nargs="*", help="files, folders or glob patterns (TIFF, PNG, zarr / OME-Zarr)")
+    p.add_argument("--out", help="output folder: <stem>/ per input, run_summary.csv/json, batch_config.json")
+    p.add_argument("--config", help="repeat a run from its batch_config.json")
+    p.add_argument("--model", help="model (the detector for liposomes)")
+    p.add_argument("--pixel-size", type=float, help="nm per pixel (liposomes)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="any other option of the analysis, "
+                   "e.g. --set cam=true --set tile=1024")
+    p.add_argument("--overwrite", action="store_true", help="redo inputs whose outputs are complete")
+    p.add_argument("--workers", type=int, default=1, help="local worker processes (dask LocalCluster when > 1)")
+    p.add_argument("--scheduler", help="address of a running dask.distributed scheduler")
+    p.add_argument("--log", choices=["bar", "json", "quiet"], default="bar",
+                   help="progress bar, one JSON line per input on stderr, or nothing")
+    p.set_defaults(func=cmd_batch)
 
     p = sub.add_parser("evaluate-seg", help="per-class IoU, mIoU and confusion matrix of a model on labelled images")
     p.add_argument("--images", required=True)

@@ -1,4 +1,5 @@
-"""Segmentation metrics: confusion matrix, per-class IoU and mIoU, on whole images."""
+"""Scores: confusion matrices, per-class IoU and mIoU (segmentation), per-class TPR/TNR/PPV/NPV/F1
+(object classification) and instance matching at an IoU threshold (detection)."""
 
 from __future__ import annotations
 
@@ -48,3 +49,50 @@ class SegmentationScores:
             rows.append(f"| {name} | {iou:.2%} | " + " | ".join(f"{v:.3f}" for v in row) + " |")
         rows.append(f"| **mIoU** | **{self.miou:.2%}** |" + " |" * len(self.class_names))
         return "\n".join(rows)
+
+
+def class_metrics(confusion: np.ndarray, class_names: list[str]) -> dict[str, dict[str, float]]:
+    """Per class (one-vs-rest): TPR (recall), TNR, PPV (precision), NPV and F1, from counts
+    ``confusion[true, predicted]``. Under heavy imbalance accuracy hides a useless minority-class
+    model; these do not. Undefined ratios (no such objects) are NaN."""
+    confusion = np.asarray(confusion, np.float64)
+    total = confusion.sum()
+    out = {}
+    for i, name in enumerate(class_names):
+        tp = confusion[i, i]
+        fn = confusion[i].sum() - tp
+        fp = confusion[:, i].sum() - tp
+        tn = total - tp - fn - fp
+        tpr, tnr, ppv, npv = (_ratio(tp, tp + fn), _ratio(tn, tn + fp), _ratio(tp, tp + fp), _ratio(tn, tn + fn))
+        f1 = _ratio(2 * tp, 2 * tp + fp + fn)
+        out[name] = {"TPR": tpr, "TNR": tnr, "PPV": ppv, "NPV": npv, "F1": f1, "support": int(tp + fn)}
+    return out
+
+
+def _ratio(num: float, den: float) -> float:
+    return float(num / den) if den > 0 else float("nan")
+
+
+def normalised(confusion: np.ndarray) -> np.ndarray:
+    """Rows divided by their totals: each row shows where the objects of one true class went."""
+    confusion = np.asarray(confusion, np.float64)
+    return confusion / np.maximum(confusion.sum(1, keepdims=True), 1)
+
+
+def match_instances(pred: np.ndarray, target: np.ndarray, iou: float = 0.5) -> dict[str, float]:
+    """Detection scores: a predicted object is a true positive when its IoU with a true object is
+    at least ``iou`` (≥ 0.5 makes matches one-to-one). Returns tp, fp, fn, precision, recall, F1."""
+    pred, target = np.asarray(pred).ravel(), np.asarray(target).ravel()
+    n_pred, n_true = int(pred.max(initial=0)), int(target.max(initial=0))
+    overlap = np.bincount(target.astype(np.int64) * (n_pred + 1) + pred, minlength=(n_true + 1) * (n_pred + 1))
+    overlap = overlap.reshape(n_true + 1, n_pred + 1)[1:, 1:].astype(np.float64)
+    area_true = np.bincount(target, minlength=n_true + 1)[1:, None]
+    area_pred = np.bincount(pred, minlength=n_pred + 1)[None, 1:]
+    union = area_true + area_pred - overlap
+    ious = np.divide(overlap, union, out=np.zeros_like(overlap), where=union > 0)
+    present_true, present_pred = area_true[:, 0] > 0, area_pred[0] > 0
+    tp = int(((ious >= iou) & present_true[:, None] & present_pred[None]).any(axis=0).sum())
+    fp, fn = int(present_pred.sum()) - tp, int(present_true.sum()) - tp
+    precision, recall = _ratio(tp, tp + fp), _ratio(tp, tp + fn)
+    return {"tp": tp, "fp": fp, "fn": fn, "precision": precision, "recall": recall,
+            "f1": _ratio(2 * tp, 2 * tp + fp + fn)}

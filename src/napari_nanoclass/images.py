@@ -69,7 +69,12 @@ def _open_zarr(path: Path) -> Any:
 def _open_tiff(path: Path) -> Any:
     with tifffile.TiffFile(path) as tif:
         series = tif.series[0]
-        small = math.prod(series.shape) * series.dtype.itemsize < 256 * 2**20
+        declared = math.prod(series.shape) * series.dtype.itemsize
+        small = declared < 256 * 2**20
+        if tif.pages[0].compression == 1 and declared > tif.filehandle.size:
+            # an uncompressed TIFF cannot hold fewer bytes than its pixels: truncated or a corrupt header
+            raise ImageError(f"{path}: declares {' × '.join(map(str, series.shape))} pixels ({declared / 2**30:.2f} GiB) "
+                             f"but the file holds only {tif.filehandle.size} bytes; it is truncated or corrupt")
     if small:
         return tifffile.imread(path, series=0)
     node = zarr.open(tifffile.imread(path, aszarr=True, series=0), mode="r")

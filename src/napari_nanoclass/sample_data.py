@@ -40,3 +40,16 @@ def sem_fibres() -> list[tuple[Any, dict[str, Any], str]]:
     data = np.asarray(read_image(SAMPLE_DIR / "sem_fibres_defective.png").data)
     meta = {"name": "SEM nanofibres (defective)", "metadata": {"label": "defective", "source": SEM_CITATION}}
     return [(data, meta, "image")]
+
+
+def liposome_field() -> list[tuple[Any, dict[str, Any], str]]:
+    """A simulated 768² cryo-TEM field (2.5 nm/px, study class mix) and its true instances, whose
+    ``features`` table holds each liposome's true classes (seed fixed: the same field every time)."""
+    from .liposome_simulator import SimulationConfig, simulate_field
+
+    field = simulate_field(SimulationConfig(shape=(768, 768), objects=(18, 26)), seed=7)
+    features = {"index": [o["label"] for o in field.objects],
+                **{k: [o[k] for o in field.objects] for k in ("lamellarity", "encapsulation", "diameter_nm")}}
+    meta = {"name": "simulated liposomes", "scale": (2.5, 2.5), "metadata": {"pixel_size_nm": 2.5}}
+    truth = {"name": "true liposomes", "scale": (2.5, 2.5), "features": features, "visible": False}
+    return [(field.image, meta, "image"), (field.labels, truth, "labels")]

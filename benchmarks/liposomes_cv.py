@@ -1,0 +1,112 @@
+"""Liposome benchmark on simulated cryo-TEM fields: detection precision/recall/F1 at IoU ≥ 0.5 of the
+shipped detector on unseen test fields, and grouped stratified 5-fold CV of LipNet vs the SVM baseline
+per problem and class mix (per-class TPR, TNR, PPV, NPV, F1 and normalised confusion matrices).
+
+    python benchmarks/liposomes_cv.py [--fields 120] [--epochs 15] [--mixes study balanced]
+        [--input-modes masked cropped surroundings] [--table FILE]
+
+Results are cached per setting in benchmarks/out/liposomes/ (delete a file to recompute it); the
+table printed at the end is the one in docs/liposomes.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from napari_nanoclass.evaluation import match_instances, normalised
+from napari_nanoclass.liposome_simulator import MIXES, PROBLEMS, SimulationConfig, simulate_field
+from napari_nanoclass.liposome_training import ClassifierConfig, cross_validate, objects_from_fields
+from napari_nanoclass.liposomes import analyse
+
+OUT = Path(__file__).resolve().parent / "out" / "liposomes"
+TEST_SEED = 500_000  # far from the seeds the shipped models were trained on (0 …, 100 000 …)
+
+
+def detection(n_fields: int) -> dict:
+    path = OUT / f"detection-{n_fields}.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    totals = {"tp": 0, "fp": 0, "fn": 0}
+    start = time.perf_counter()
+    for i in range(n_fields):
+        field = simulate_field(SimulationConfig(), TEST_SEED + i)
+        result = analyse(field.image, field.pixel_size_nm)
+        scores = match_instances(result.labels, field.labels)
+        for k in totals:
+            totals[k] += scores[k]
+    tp, fp, fn = totals["tp"], totals["fp"], totals["fn"]
+    out = {**totals, "fields": n_fields, "precision": tp / max(tp + fp, 1), "recall": tp / max(tp + fn, 1),
+           "f1": 2 * tp / max(2 * tp + fp + fn, 1), "seconds_per_field": (time.perf_counter() - start) / n_fields}
+    path.write_text(json.dumps(out, indent=1))
+    return out
+
+
+def classification(mix: str, problem: str, method: str, objects, epochs: int, n_fields: int, mode: str) -> dict:
+    suffix = "" if mode == "masked" else f"-{mode}"
+    path = OUT / f"cv-{mix}-{problem}-{method}-{n_fields}-{epochs}{suffix}.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    start = time.perf_counter()
+    config = ClassifierConfig(problem=problem, epochs=epochs, patience=max(epochs // 3, 3), input_mode=mode)
+    result = cross_validate(objects, problem, method, config=config)
+    result.update(mix=mix, seconds=time.perf_counter() - start, objects=len(objects), input_mode=mode)
+    path.write_text(json.dumps(result, indent=1))
+    return result
+
+
+def table(results: list[dict]) -> str:
+    lines = ["| mix | problem | method | input | class | n | TPR | TNR | PPV | NPV | F1 |", "|" + "---|" * 11]
+    for r in results:
+        mode = "features" if r["method"] == "svm" else r.get("input_mode", "masked")
+        for cls, m in r["per_class"].items():
+            lines.append(f"| {r['mix']} | {r['problem']} | {r['method']} | {mode} | {cls} | {m['support']} | "
+                         + " | ".join(f"{m[k]:.3f}" for k in ("TPR", "TNR", "PPV", "NPV", "F1")) + " |")
+    lines.append("")
+    lines.append("Normalised confusion matrices (rows: true class, columns: predicted, in the order above):")
+    lines.append("")
+    for r in results:
+        matrix = np.round(normalised(np.array(r["confusion"])), 3).tolist()
+        mode = "" if r["method"] == "svm" else f" ({r.get('input_mode', 'masked')})"
+        lines.append(f"* {r['mix']} / {r['problem']} / {r['method']}{mode}: {matrix}")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--fields", type=int, default=120, help="simulated 512² fields per class mix for the CV")
+    ap.add_argument("--epochs", type=int, default=15)
+    ap.add_argument("--mixes", nargs="+", default=["balanced", "study"], choices=sorted(MIXES))
+    ap.add_argument("--methods", nargs="+", default=["svm", "cnn"])
+    ap.add_argument("--input-modes", nargs="+", default=["masked"], choices=["masked", "cropped", "surroundings"],
+                    help="CNN crop modes to compare")
+    ap.add_argument("--detection-fields", type=int, default=20)
+    ap.add_argument("--table", help="also write the Markdown table here")
+    args = ap.parse_args()
+    OUT.mkdir(parents=True, exist_ok=True)
+    results = []
+    for mix in args.mixes:
+        fields = [simulate_field(SimulationConfig(mix=MIXES[mix]), TEST_SEED + 10_000 + i) for i in range(args.fields)]
+        for mode in args.input_modes:
+            objects = objects_from_fields(fields, mode=mode)
+            for problem in PROBLEMS:
+                for method in args.methods if mode == args.input_modes[0] else ["cnn"]:
+                    results.append(classification(mix, problem, method, objects, args.epochs, args.fields, mode))
+                    print(f"{mix} {problem} {method} {mode}: balanced accuracy "
+                          f"{results[-1]['balanced_accuracy']:.3f}", flush=True)
+    det = detection(args.detection_fields)
+    summary = (f"Detection on {det['fields']} unseen simulated 512² fields (study mix), IoU ≥ 0.5: precision "
+               f"{det['precision']:.3f}, recall {det['recall']:.3f}, F1 {det['f1']:.3f} ({det['tp']} TP, {det['fp']} FP, "
+               f"{det['fn']} FN; {det['seconds_per_field']:.2f} s per field for the whole pipeline)")
+    text = summary + "\n\n" + table(results)
+    print(text)
+    if args.table:
+        Path(args.table).write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()

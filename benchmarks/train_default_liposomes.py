@@ -1,0 +1,93 @@
+"""Train the shipped liposome models on simulated cryo-TEM fields and register them in the package
+(src/napari_nanoclass/weights): the detector (SE U-Net: background / liposome / boundary) and one
+LipNet-4 per problem (lamellarity, encapsulation).
+
+    python benchmarks/train_default_liposomes.py [--only detector|classifiers] [--fields 160]
+
+Classifiers are pre-trained on fields at the balanced class mix (every class well represented),
+with oversampling and augmentation; their cross-validated figures at both mixes and the detector's
+precision/recall come from ``benchmarks/liposomes_cv.py`` and are in docs/liposomes.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from napari_nanoclass.liposome_simulator import BALANCED_MIX, STUDY_MIX, SimulationConfig, simulate_field
+from napari_nanoclass.liposome_training import (DETECTOR_CLASSES, DETECTOR_COLOURS, ClassifierConfig,
+                                                 detector_pairs, objects_from_fields, train_classifier)
+from napari_nanoclass.liposomes import DEFAULT_CLASSIFIERS, DEFAULT_DETECTOR
+from napari_nanoclass.models.registry import PACKAGE_DIR, load_model, save_model
+from napari_nanoclass.training import TrainConfig, train
+
+# seeds of the fields used here; liposomes_cv.py evaluates the detector on seeds from TEST_SEED up
+TRAIN_SEED, VAL_SEED = 0, 100_000
+
+
+def _windowed_start(path: Path) -> str:
+    """The shipped detector's weights in a network with windowed (local) SE, saved to ``path``.
+
+    Global SE makes every pixel depend on the whole tile, so tiled inference would differ from
+    whole-image inference; SE over a 5×5 window keeps the engine's tiled == whole guarantee. The
+    weights are the same shapes, so training can go on from the global-SE ones.
+    """
+    base = load_model(DEFAULT_DETECTOR)
+    info = replace(base.info, arch_params=dict(base.info.arch_params, se_window=5), name="liposome-detector-start")
+    save_model(base.module, info, path.parent, filename=path.name, register=False)
+    return str(path)
+
+
+def train_detector(n_fields: int, epochs: int, windowed_from_shipped: bool) -> None:
+    simulation = SimulationConfig(mix=STUDY_MIX)
+    train_pairs = detector_pairs([simulate_field(simulation, TRAIN_SEED + i) for i in range(n_fields)])
+    val_pairs = detector_pairs([simulate_field(simulation, VAL_SEED + i) for i in range(8)])
+    start_from = _windowed_start(Path(tempfile.mkdtemp()) / "start.safetensors") if windowed_from_shipped else None
+    config = TrainConfig(name=DEFAULT_DETECTOR, class_names=DETECTOR_CLASSES, class_colours=DETECTOR_COLOURS,
+                         width=8, depth=3, se_window=5, crop=256, batch_size=4, epochs=epochs,
+                         iters_per_epoch=50, init_from=start_from, lr=1e-3 if start_from else 2e-3,
+                         patience=epochs, tile=512, pixel_size_nm=simulation.pixel_size_nm)
+    start = time.perf_counter()
+    result = train(train_pairs, val_pairs, config, progress=True)
+    info = replace(result.info, description=(
+        "Liposome detector (SE U-Net, classes background / liposome / boundary) trained on simulated "
+        f"cryo-TEM fields at {simulation.pixel_size_nm} nm/px; best validation mIoU {result.best_miou:.4f}"))
+    save_model(result.module, info, PACKAGE_DIR)
+    print(f"detector: best val mIoU {result.best_miou:.4f} in {time.perf_counter() - start:.0f} s")
+
+
+def train_classifiers(n_fields: int, epochs: int) -> None:
+    fields = [simulate_field(SimulationConfig(mix=BALANCED_MIX), TRAIN_SEED + i) for i in range(n_fields)]
+    objects = objects_from_fields(fields)
+    for problem, name in DEFAULT_CLASSIFIERS.items():
+        start = time.perf_counter()
+        config = ClassifierConfig(name=name, problem=problem, epochs=epochs, patience=epochs)
+        result = train_classifier(objects, config, progress=True)
+        best = max(h["val_balanced_accuracy"] for h in result.history)
+        info = replace(result.info, description=(
+            f"LipNet-4 {problem} classifier (masked 32×32 crops + size) trained on {len(objects)} objects of "
+            f"{n_fields} simulated fields at the balanced class mix; held-out balanced accuracy {best:.3f}"))
+        save_model(result.module, info, PACKAGE_DIR)
+        print(f"{problem}: held-out balanced accuracy {best:.3f} in {time.perf_counter() - start:.0f} s")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--only", choices=["detector", "classifiers"])
+    ap.add_argument("--fields", type=int, default=160, help="simulated 512² training fields")
+    ap.add_argument("--detector-epochs", type=int, default=12)
+    ap.add_argument("--classifier-epochs", type=int, default=40)
+    ap.add_argument("--continue-detector", action="store_true",
+                    help="go on from the shipped detector's weights (converted to windowed SE)")
+    args = ap.parse_args()
+    if args.only in (None, "detector"):
+        train_detector(args.fields, args.detector_epochs, args.continue_detector)
+    if args.only in (None, "classifiers"):
+        train_classifiers(args.fields * 2, args.classifier_epochs)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,230 @@
+"""napari dock widget for liposomes: detect and classify, correct classes by hand, retrain.
+
+A thin form over :mod:`.liposomes` and :mod:`.liposome_training`, run by the same
+:class:`._widgets.TaskRunner` (worker thread, progress bar, Cancel, errors shown). Results land
+in a Labels layer whose ``features`` table holds one row per liposome (classes, confidences,
+diameter) and whose colours show the chosen problem's classes; the dock shows the population
+summary and a size histogram. Correcting is done on that layer: paint or erase objects with
+napari's tools, set an object's classes here, then "Re-analyse" (classify the corrected
+instances) or "Retrain" (fine-tune both classifiers on the corrected objects).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from magicgui.widgets import ComboBox, Container, FloatSpinBox, Label, LineEdit, PushButton, SpinBox
+
+from ._widgets import _base_data, _layer_choices, _ViewerWidget
+from .engine import available_devices
+from .images import image_stats
+from .liposome_simulator import PROBLEMS
+from .liposome_training import ClassifierConfig, ClassifierResult, objects_from_image, train_classifier_steps
+from .liposomes import DEFAULT_CLASSIFIERS, DEFAULT_DETECTOR, LiposomeResult, analyse_steps
+from .models.registry import list_models
+from .progress import Steps, scaled
+
+DETECT = "(detect)"
+
+
+def _detectors(_widget: Any) -> list[str]:
+    return [m.name for m in list_models() if m.task == "segmentation" and "liposome" in m.class_names]
+
+
+def _classifiers(problem: str) -> Any:
+    def choices(_widget: Any) -> list[str]:
+        return [m.name for m in list_models()
+                if m.task == "object-classification" and m.training.get("problem") == problem]
+
+    return choices
+
+
+class LiposomeWidget(_ViewerWidget):
+    """Image layer (+ optional instance Labels layer) → liposome instances, classes and report."""
+
+    def __init__(self, napari_viewer: Any) -> None:
+        self.image = ComboBox(label="image", choices=_layer_choices(napari_viewer, "Image"))
+        self.objects = ComboBox(label="objects", choices=lambda w: [(DETECT, None),
+                                                                    *_layer_choices(napari_viewer, "Labels")(w)],
+                                tooltip="detect liposomes, or classify the instances of a Labels layer")
+        self.pixel_size = FloatSpinBox(label="pixel size (nm)", value=2.5, min=0.05, max=100.0, step=0.05)
+        self.detector = ComboBox(label="detector", choices=_detectors)
+        self.models = {p: ComboBox(label=f"{p} model", choices=_classifiers(p)) for p in PROBLEMS}
+        self.colour_by = ComboBox(label="colour by", choices=list(PROBLEMS), value="lamellarity")
+        self.device = ComboBox(label="device", choices=available_devices())
+        self.summary = Label(value="")
+        self.correction = _CorrectionPanel(self)
+        super().__init__(napari_viewer, [self.image, self.objects, self.pixel_size, self.detector, *self.models.values(),
+                                         self.colour_by, self.device])
+        self.extend([self.summary, self.correction])
+        self._defaults()
+        self.result: LiposomeResult | None = None
+        self.run_button.changed.connect(self.run)
+        self.colour_by.changed.connect(lambda _v: self.recolour())
+        self.image.changed.connect(lambda _v: self._pixel_size_from_layer())
+        self._pixel_size_from_layer()
+        self._canvas: Any = None
+
+    def _defaults(self) -> None:
+        if DEFAULT_DETECTOR in self.detector.choices:
+            self.detector.value = DEFAULT_DETECTOR
+        for problem, combo in self.models.items():
+            if DEFAULT_CLASSIFIERS[problem] in combo.choices:
+                combo.value = DEFAULT_CLASSIFIERS[problem]
+
+    def _pixel_size_from_layer(self) -> None:
+        layer = self.image.value
+        size = getattr(layer, "metadata", {}).get("pixel_size_nm") if layer is not None else None
+        if size:
+            self.pixel_size.value = float(size)
+
+    def run(self) -> None:
+        layer = self.image.value
+        missing = [n for n, c in [("image", layer), ("detector", self.detector), *self.models.items()]
+                   if (c if n == "image" else c.value) is None]
+        if missing:
+            self.runner.on_error(ValueError(f"choose: {', '.join(missing)}"))
+            return
+        labels_layer = self.objects.value
+        steps = analyse_steps(
+            np.asarray(_base_data(layer)), self.pixel_size.value,
+            labels=None if labels_layer is None else np.asarray(_base_data(labels_layer)),
+            detector=self.detector.value, classifiers={p: c.value for p, c in self.models.items()},
+            name=layer.name, device=self.device.value)
+        self.runner.start(steps, lambda result: self.show(result, layer))
+
+    def show(self, result: LiposomeResult, source: Any) -> None:
+        """Add (or update) the "<image> liposomes" Labels layer and the dock's summary and histogram."""
+        from napari.utils.colormaps import DirectLabelColormap
+
+        self.result = result
+        name = f"{source.name} liposomes"
+        colormap = DirectLabelColormap(color_dict=result.colours(self.colour_by.value))
+        if name in self.viewer.layers:
+            target = self.viewer.layers[name]
+            target.data, target.features, target.colormap = result.labels, result.features(), colormap
+        else:
+            target = self.viewer.add_labels(result.labels, name=name, features=result.features(), colormap=colormap,
+                                            scale=source.scale, translate=source.translate)
+            label_box = self.correction.object_label
+            target.events.selected_label.connect(lambda _e: setattr(label_box, "value", max(target.selected_label, 1)))
+        target.metadata.update(summary=result.summary, pixel_size_nm=result.pixel_size_nm, models=result.models)
+        s = result.summary
+        self.summary.value = (f"{s['n_objects']} liposomes, median {s['median_diameter_nm']:.0f} nm\n"
+                              f"multilamellar {s['pct_multilamellar']:.1f} %, loaded {s['pct_loaded']:.1f} %\n"
+                              f"uncertain: lamellarity {s['n_lamellarity_uncertain']}, "
+                              f"encapsulation {s['n_encapsulation_uncertain']}")
+        self.runner.status.value = f"done: {s['n_objects']} liposomes"
+        self.plot_histogram()
+
+    def recolour(self) -> None:
+        layer = self.result_layer()
+        if layer is not None:
+            from napari.utils.colormaps import DirectLabelColormap
+
+            colours = {int(i): _colour(row, self.colour_by.value) for i, row in layer.features.set_index("index").iterrows()}
+            layer.colormap = DirectLabelColormap(color_dict={**colours, None: "transparent"})
+
+    def result_layer(self) -> Any:
+        image = self.image.value
+        name = f"{image.name} liposomes" if image is not None else None
+        return self.viewer.layers[name] if name in self.viewer.layers else None
+
+    def plot_histogram(self) -> None:
+        """Diameter histogram in the dock (matplotlib, drawn only when a Qt window exists)."""
+        if self.result is None or getattr(self.viewer, "window", None) is None:
+            return
+        from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
+        from matplotlib.figure import Figure
+
+        if self._canvas is None:
+            self._canvas = FigureCanvasQTAgg(Figure(figsize=(3, 2), tight_layout=True))
+            self._canvas.setMinimumHeight(180)
+            self.native.layout().addWidget(self._canvas)
+        figure = self._canvas.figure
+        figure.clear()
+        axes = figure.add_subplot()
+        counts, edges = self.result.histogram()
+        axes.bar(edges[:-1], counts, width=np.diff(edges), align="edge", color="#377eb8")
+        axes.set_xlabel("diameter (nm)")
+        axes.set_ylabel("liposomes")
+        self._canvas.draw_idle()
+
+
+def _colour(row: Any, problem: str) -> str:
+    from .liposomes import CLASS_COLOURS
+
+    return CLASS_COLOURS.get(str(row[problem]), "#ffffff")
+
+
+class _CorrectionPanel(Container):
+    """Set one object's classes in the features table; retrain both classifiers on the corrections."""
+
+    def __init__(self, owner: LiposomeWidget) -> None:
+        self.owner = owner
+        self.object_label = SpinBox(label="object label", value=1, min=1, max=2**31 - 1,
+                             tooltip="defaults to the Labels layer's selected label")
+        self.classes = {p: ComboBox(label=p, choices=names) for p, names in PROBLEMS.items()}
+        self.set_button = PushButton(text="Set classes")
+        self.suffix = LineEdit(label="save retrained as", value="-finetuned")
+        self.epochs = SpinBox(label="retrain epochs", value=10, min=1, max=500)
+        self.retrain_button = PushButton(text="Retrain classifiers on this layer")
+        super().__init__(widgets=[self.object_label, *self.classes.values(), self.set_button, self.suffix, self.epochs,
+                                  self.retrain_button])
+        self.set_button.changed.connect(self.set_classes)
+        self.retrain_button.changed.connect(self.retrain)
+
+    def set_classes(self) -> None:
+        layer = self.owner.result_layer()
+        if layer is None:
+            self.owner.runner.on_error(ValueError("run the analysis first: there is no liposome layer to correct"))
+            return
+        features = layer.features
+        rows = features.index[features["index"] == self.object_label.value]
+        if len(rows) == 0:
+            self.owner.runner.on_error(ValueError(f"no object with label {self.object_label.value} in {layer.name!r}; "
+                                                  "re-analyse after painting new objects"))
+            return
+        for problem, combo in self.classes.items():
+            features.loc[rows, problem] = combo.value
+            features.loc[rows, f"{problem}_confidence"] = 1.0  # set by hand
+        layer.features = features
+        self.owner.recolour()
+
+    def retrain(self) -> None:
+        owner = self.owner
+        layer, image = owner.result_layer(), owner.image.value
+        if layer is None:
+            owner.runner.on_error(ValueError("run the analysis and correct the liposome layer first"))
+            return
+        data = np.asarray(_base_data(image), np.float32)
+        mean, std = image_stats(data)
+        classes = {int(r["index"]): {p: str(r[p]) for p in PROBLEMS} for _, r in layer.features.iterrows()}
+        objects = objects_from_image((data - mean) / std, np.asarray(layer.data), classes, owner.pixel_size.value)
+        # a problem whose objects all have one class cannot teach the classifier anything: skip it
+        trainable = [p for p in owner.models if len(np.unique(objects.targets[p])) > 1]
+        if not trainable:
+            owner.runner.on_error(ValueError("every object has the same classes: correct some objects to other "
+                                             "classes before retraining"))
+            return
+        configs = [ClassifierConfig(name=f"{owner.models[p].value}{self.suffix.value}", problem=p,
+                                    init_from=owner.models[p].value, epochs=self.epochs.value,
+                                    patience=self.epochs.value) for p in trainable]
+        owner.runner.start(_chain(objects, configs), self.retrained)
+
+    def retrained(self, results: list[ClassifierResult]) -> None:
+        self.owner.reset_choices()
+        for result in results:
+            self.owner.models[result.info.training["problem"]].value = result.info.name
+        self.owner.runner.status.value = "saved " + ", ".join(r.info.name for r in results)
+
+
+def _chain(objects: Any, configs: list[ClassifierConfig]) -> Steps[list[ClassifierResult]]:
+    """Train the configs one after the other as one job (one progress bar, one Cancel)."""
+    results = []
+    for i, config in enumerate(configs):
+        result = yield from scaled(train_classifier_steps(objects, config, register=True), i, len(configs),
+                                   f"retraining {config.problem}")
+        results.append(result)
+    return results

@@ -1,0 +1,290 @@
+"""Batch processing: one analysis over many images, resumable, in this process or on a dask cluster.
+
+``nanoclass batch ANALYSIS INPUT… --out DIR`` and :func:`run_batch` write, in ``DIR``:
+
+* ``<stem>/`` — the analysis' own outputs for one input, exactly as its single command writes
+  them (docs/cli.md), plus ``overview.png`` (the input with its labels or defect map overlaid). Each is built in ``.<stem>.partial/`` and renamed to ``<stem>/`` only when
+  complete, so a folder ``<stem>/`` is always whole: a killed run leaves at most a ``.partial``
+  folder, which the next run removes and redoes.
+* ``<stem>/result.json`` — the input's result row plus its input's size and modification time.
+* ``run_summary.csv`` / ``run_summary.json`` — one row per input (status, error, seconds, output
+  folder) and, in the JSON, the run: analysis, options, package version, models with their
+  checksums, timings, counts.
+* ``batch_config.json`` — everything needed to repeat the run exactly (``--config`` reads it).
+
+A rerun skips inputs whose folder is complete and whose input is unchanged (``overwrite``
+redoes them); a file that fails is reported with the reason and the others go on.
+
+Inputs are processed in this process by default (torch already uses every core for one image);
+``workers`` > 1 starts a dask ``LocalCluster`` of that many single-threaded processes with torch
+threads shared out so that threads × workers ≤ cores, and ``scheduler`` sends the inputs to an
+existing dask.distributed cluster. Models are cached per process, so each worker loads a model once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .images import find_images, write_csv, write_json
+from .progress import run_sync
+
+ANALYSES = ("segment", "homogeneity", "liposomes")
+RESULT = "result.json"
+SUMMARY_COLUMNS = ["input", "stem", "status", "error", "seconds", "output", "skipped"]
+
+
+@dataclass
+class BatchConfig:
+    """A batch run, as stored in ``batch_config.json`` (options are the analysis' keyword arguments)."""
+
+    analysis: str
+    inputs: list[str]
+    out: str
+    options: dict[str, Any] = field(default_factory=dict)
+    overwrite: bool = False
+    workers: int = 1
+    scheduler: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.analysis not in ANALYSES:
+            raise ValueError(f"unknown analysis {self.analysis!r}; choose one of {ANALYSES}")
+
+    @classmethod
+    def load(cls, path: str | Path) -> BatchConfig:
+        try:
+            return cls(**json.loads(Path(path).read_text()))
+        except (OSError, ValueError, TypeError) as exc:
+            raise ValueError(f"{path}: not a batch configuration ({exc})") from exc
+
+
+# -- one input -------------------------------------------------------------------------------------
+
+
+def _fingerprint(path: Path) -> dict[str, Any]:
+    """Size and modification time of an input (a folder for zarr): an input changed since its
+    result was written is done again."""
+    stat = path.stat()
+    return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
+def _run_analysis(analysis: str, path: Path, target: Path, options: dict[str, Any]) -> dict[str, Any]:
+    """Run one analysis' file job on one input into ``target``; returns its result row."""
+    if analysis == "segment":
+        from .segmentation import segment_files_steps
+
+        return run_sync(segment_files_steps([path], target, **options))[0]
+    if analysis == "homogeneity":
+        from .homogeneity import analyse_files_steps, write_tables
+
+        rows, view_rows = run_sync(analyse_files_steps([path], target, **options))
+        write_tables(target, rows, view_rows)
+        return rows[0]
+    from .liposomes import analyse_files_steps as liposome_files
+
+    return run_sync(liposome_files([path], target, **options))[0]
+
+
+def process_one(analysis: str, path: str, out: str, options: dict[str, Any], sharing: int | None = None
+                ) -> dict[str, Any]:
+    """Process one input into ``out/<stem>/`` (built in ``.<stem>.partial`` and renamed when whole).
+
+    Runs in the calling process or on a dask worker; ``sharing`` workers on this machine split its
+    cores for torch. Never raises for a bad input: the row says ``failed`` and why.
+    """
+    if sharing:
+        from .engine import configure_threads
+
+        configure_threads(sharing)
+    source, out_dir = Path(path), Path(out)
+    stem = _stem(source)
+    final, partial = out_dir / stem, out_dir / f".{stem}.partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    start = time.perf_counter()
+    row: dict[str, Any] = {"input": str(source), "stem": stem, "output": str(final), "skipped": False}
+    marker = {"analysis": analysis, "options": options}
+    try:
+        result = _run_analysis(analysis, source, partial, options)
+        if result.get("status") != "ok":
+            raise RuntimeError(result.get("error") or "failed")
+        write_overview(partial, stem, source)
+        row.update(status="ok", error="", seconds=round(time.perf_counter() - start, 3))
+        write_json(partial / RESULT, {**row, **marker, "fingerprint": _fingerprint(source), "result": result})
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(partial, final)
+    except Exception as exc:  # reported in the run summary; the batch goes on
+        shutil.rmtree(partial, ignore_errors=True)
+        row.update(status="failed", error=str(exc), seconds=round(time.perf_counter() - start, 3))
+    return row
+
+
+def write_overview(folder: Path, stem: str, source: Path, size: int = 512) -> Path | None:
+    """``overview.png``: the input (first plane of a stack), at most ``size`` px, with the instance or
+    class labels overlaid in colour, or the p(NHNF) patch map in red — to check a run at a glance."""
+    import numpy as np
+    import tifffile
+    from skimage.color import label2rgb
+    from skimage.io import imsave
+    from skimage.transform import resize
+
+    from .atomic import atomic_path
+    from .images import read_image
+
+    maps = sorted(folder.glob(f"{stem}_labels.tif")) or sorted(folder.glob(f"{stem}_pnhnf.tif"))
+    if not maps:
+        return None
+    data = read_image(source).data
+    plane = data[0] if data.ndim == 3 else data
+    step = max(1, -(-max(plane.shape) // size))
+    grey = np.asarray(plane[::step, ::step], np.float32)
+    lo, hi = np.percentile(grey, (1, 99))
+    grey = np.clip((grey - lo) / max(hi - lo, 1e-6), 0, 1)
+    overlay = tifffile.imread(maps[0])
+    overlay = overlay[0] if overlay.ndim == 3 else overlay
+    overlay = resize(overlay, grey.shape, order=0, preserve_range=True, anti_aliasing=False)
+    if maps[0].name.endswith("_labels.tif"):
+        rgb = label2rgb(overlay.astype(np.int64), image=grey, alpha=0.35, bg_label=0)
+    else:
+        alpha = 0.6 * np.clip(overlay, 0, 1)[..., None]
+        rgb = np.repeat(grey[..., None], 3, axis=2) * (1 - alpha) + np.array([1.0, 0.1, 0.1]) * alpha
+    target = folder / "overview.png"
+    with atomic_path(target) as tmp:
+        imsave(tmp, (np.clip(rgb, 0, 1) * 255).astype(np.uint8), check_contrast=False)
+    return target
+
+
+def _stem(path: Path) -> str:
+    return path.name.split(".")[0]
+
+
+def _complete(path: Path, out_dir: Path) -> dict[str, Any] | None:
+    """The stored row of an input whose output folder is whole and whose input is unchanged."""
+    marker = out_dir / _stem(path) / RESULT
+    try:
+        stored = json.loads(marker.read_text())
+    except (OSError, ValueError):
+        return None
+    if stored.get("fingerprint") != _fingerprint(path):
+        return None
+    return {k: stored[k] for k in SUMMARY_COLUMNS if k in stored} | {"skipped": True}
+
+
+# -- the run ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class BatchReport:
+    """What a batch did: one row per input, and the run's metadata (also in run_summary.json)."""
+
+    rows: list[dict[str, Any]]
+    run: dict[str, Any]
+
+    @property
+    def failed(self) -> list[dict[str, Any]]:
+        return [r for r in self.rows if r["status"] != "ok"]
+
+
+def run_batch(analysis: str, inputs: Iterable[str | Path], out: str | Path, *, options: dict[str, Any] | None = None,
+              overwrite: bool = False, workers: int = 1, scheduler: str | None = None,
+              on_row: Callable[[dict[str, Any], int, int], None] | None = None) -> BatchReport:
+    """Run ``analysis`` over ``inputs`` (files, folders, globs) into ``out``; see the module docstring.
+
+    ``on_row(row, done, total)`` is called as each input finishes (progress bars, logs).
+    """
+    config = BatchConfig(analysis, [str(i) for i in inputs], str(out), dict(options or {}), overwrite, workers,
+                         scheduler)
+    out_dir = Path(out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_json(out_dir / "batch_config.json", asdict(config))
+    paths = find_images(config.inputs)
+    _check_unique_stems(paths)
+    start = time.perf_counter()
+    rows: dict[str, dict[str, Any]] = {}
+    todo = []
+    for path in paths:
+        done = None if overwrite else _complete(path, out_dir)
+        if done is not None:
+            rows[str(path)] = done
+        else:
+            todo.append(path)
+    finished = len(rows)
+    for row in _execute(analysis, todo, out_dir, config.options, workers, scheduler):
+        rows[row["input"]] = row
+        finished += 1
+        if on_row is not None:
+            on_row(row, finished, len(paths))
+    from . import __version__  # the package imports this module: read the version late
+
+    ordered = [rows[str(p)] for p in paths]
+    run = {"analysis": analysis, "options": config.options, "version": __version__, "inputs": len(paths),
+           "processed": len(todo), "skipped": len(paths) - len(todo),
+           "failed": sum(r["status"] != "ok" for r in ordered), "seconds": round(time.perf_counter() - start, 3),
+           "workers": workers, "scheduler": scheduler, "models": _models(analysis, config.options)}
+    write_csv(out_dir / "run_summary.csv", ordered, SUMMARY_COLUMNS)
+    write_json(out_dir / "run_summary.json", {"run": run, "files": ordered})
+    return BatchReport(ordered, run)
+
+
+def _check_unique_stems(paths: Sequence[Path]) -> None:
+    seen: dict[str, Path] = {}
+    for path in paths:
+        other = seen.setdefault(_stem(path), path)
+        if other != path:
+            raise ValueError(f"{other} and {path} share the name {_stem(path)!r}; their outputs would collide — "
+                             "rename one or run them into separate output folders")
+
+
+def _execute(analysis: str, paths: Sequence[Path], out_dir: Path, options: dict[str, Any], workers: int,
+             scheduler: str | None) -> Iterable[dict[str, Any]]:
+    """Rows as inputs finish: here one after another, or on a dask cluster as they complete."""
+    if scheduler is None and workers <= 1:
+        for path in paths:
+            yield process_one(analysis, str(path), str(out_dir), options)
+        return
+    from dask.distributed import Client, LocalCluster, as_completed
+
+    cluster = None if scheduler else LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                                                  dashboard_address=None)
+    client = Client(scheduler or cluster)
+    try:
+        sharing = workers if scheduler is None else None
+        futures = [client.submit(process_one, analysis, str(p), str(out_dir), options, sharing, pure=False)
+                   for p in paths]
+        for future in as_completed(futures):
+            yield future.result()
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+def _models(analysis: str, options: dict[str, Any]) -> dict[str, str]:
+    """Names and sha256 of the models the run used (the options' or the analysis' defaults)."""
+    from .models.registry import resolve, sha256_of
+
+    if analysis == "segment":
+        from .segmentation import DEFAULT_MODEL
+
+        names = {"model": options.get("model", DEFAULT_MODEL)}
+    elif analysis == "homogeneity":
+        from .homogeneity import DEFAULT_MODEL as FIBRE_MODEL
+
+        names = {"model": options.get("model", FIBRE_MODEL)}
+    else:
+        from .liposomes import DEFAULT_CLASSIFIERS, DEFAULT_DETECTOR
+
+        names = {"detector": options.get("detector", DEFAULT_DETECTOR),
+                 **(options.get("classifiers") or DEFAULT_CLASSIFIERS)}
+    out = {}
+    for role, name in names.items():
+        try:
+            out[role] = f"{name} sha256:{sha256_of(resolve(name)[0])}"
+        except Exception as exc:  # a missing model fails each file with its own message
+            out[role] = f"{name} ({exc})"
+    return out

@@ -1,0 +1,405 @@
+"""Training for the liposome analysis: the detector (SE U-Net), the LipNet classifiers with the
+study's imbalance strategies, the handcrafted-features SVM baseline, and cross-validation.
+
+Objects come from simulated fields (:mod:`liposome_simulator`) or from a user's image with a
+corrected Labels layer and classes per object (:func:`objects_from_image`). Cross-validation
+always keeps the objects of one image on the same side of a split (grouped, stratified folds).
+
+Imbalance strategies (``ClassifierConfig.strategy``), all per training epoch:
+
+* ``"oversample"`` — minority classes repeated at random up to the majority's count
+  (imbalanced-learn ``RandomOverSampler``);
+* ``"undersample"`` — a fresh random 20 % of the majority class dropped every epoch (the study's);
+* ``"smote"`` — synthetic minority crops interpolated between neighbours (imbalanced-learn SMOTE,
+  on the crop pixels and the size input), made once before training;
+* ``"none"``.
+
+``class_weights`` (inverse frequency in the loss), ``label_smoothing`` and the augmentations
+(rotate, shift, flip, shear, zoom) combine with any of them.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.model_selection import StratifiedGroupKFold
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.svm import SVC
+from torch.nn import functional as F
+
+from . import engine, liposome_objects
+from .datasets import Pair
+from .evaluation import class_metrics
+from .liposome_simulator import PROBLEMS, Field
+from .models.lipnet import LipNet
+from .models.registry import ModelInfo, load_model, save_model
+from .progress import Progress, Steps, run_sync
+
+DETECTOR_CLASSES = ["background", "liposome", "boundary"]
+DETECTOR_COLOURS = ["transparent", "#4daf4a", "#e41a1c"]
+STRATEGIES = ("none", "oversample", "undersample", "smote")
+AUGMENTATIONS = ("rotate", "shift", "flip", "shear", "zoom")
+MIN_VALIDATION = 60  # held-out objects needed to choose an epoch by validation
+
+
+# -- detection targets ------------------------------------------------------------------------------
+
+
+def detection_target(labels: np.ndarray, boundary_px: int = 2) -> np.ndarray:
+    """Instance labels → classes background / liposome / boundary (the object's outer ``boundary_px``
+    pixels). Touching objects are separated by their boundaries, so interiors give one seed each."""
+    from skimage.segmentation import find_boundaries
+
+    edge = find_boundaries(labels, mode="inner")
+    for _ in range(boundary_px - 1):
+        edge |= find_boundaries(np.where(edge, 0, labels), mode="inner") & (labels > 0)
+    target = (labels > 0).astype(np.int64)
+    target[edge] = 2
+    return target
+
+
+def detector_pairs(fields: Sequence[Field]) -> list[Pair]:
+    """Training pairs for :func:`training.train_steps` from simulated fields."""
+    return [Pair(f.image, detection_target(f.labels), f"field {i}") for i, f in enumerate(fields)]
+
+
+# -- objects ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class Objects:
+    """Liposomes as classifier inputs: one row per object across any number of images."""
+
+    crops: np.ndarray  # (N, S, S) float32
+    log_size: np.ndarray  # (N,) float32
+    features: np.ndarray  # (N, F) handcrafted features for the SVM
+    targets: dict[str, np.ndarray]  # problem -> (N,) class index
+    groups: np.ndarray  # (N,) image index: never split across folds
+
+    def __len__(self) -> int:
+        return len(self.log_size)
+
+    def subset(self, index: np.ndarray) -> Objects:
+        return Objects(self.crops[index], self.log_size[index], self.features[index],
+                       {k: v[index] for k, v in self.targets.items()}, self.groups[index])
+
+    @classmethod
+    def concatenate(cls, parts: Sequence[Objects]) -> Objects:
+        return cls(np.concatenate([p.crops for p in parts]), np.concatenate([p.log_size for p in parts]),
+                   np.concatenate([p.features for p in parts]),
+                   {k: np.concatenate([p.targets[k] for p in parts]) for k in PROBLEMS},
+                   np.concatenate([p.groups for p in parts]))
+
+
+def objects_from_image(image: np.ndarray, labels: np.ndarray, classes: dict[int, dict[str, str]],
+                       pixel_size_nm: float, *, mode: str = "masked", size: int = 32, group: int = 0) -> Objects:
+    """Objects of one z-scored image whose instance ``labels`` have ``classes[label][problem]``
+    (class names; a missing problem or label is left out of that problem's training as −1)."""
+    measured = liposome_objects.measure(labels, pixel_size_nm)
+    ids = [r["label"] for r in measured]
+    diameters = np.array([r["diameter_nm"] for r in measured])
+    targets = {problem: np.array([names.index(classes[i][problem]) if problem in classes.get(i, {}) else -1
+                                  for i in ids], np.int64) for problem, names in PROBLEMS.items()}
+    return Objects(liposome_objects.crops(image, labels, mode, size),
+                   liposome_objects.log_size(diameters),
+                   liposome_objects.features(image, labels, pixel_size_nm),
+                   targets, np.full(len(ids), group, np.int64))
+
+
+def objects_from_fields(fields: Sequence[Field], *, mode: str = "masked", size: int = 32) -> Objects:
+    """Objects of simulated fields with their true classes; group = field index."""
+    parts = []
+    for i, f in enumerate(fields):
+        classes = {o["label"]: {p: o[p] for p in PROBLEMS} for o in f.objects}
+        present = np.unique(f.labels[f.labels > 0])
+        kept = np.where(np.isin(f.labels, [k for k in present if k in classes]), f.labels, 0)
+        parts.append(objects_from_image(f.image, kept, classes, f.pixel_size_nm, mode=mode, size=size, group=i))
+    return Objects.concatenate(parts)
+
+
+# -- the CNN classifier --------------------------------------------------------------------------------
+
+
+@dataclass
+class ClassifierConfig:
+    """One LipNet training run for one problem (stored with the model)."""
+
+    name: str = "my-liposome-classifier"
+    problem: str = "lamellarity"
+    variant: str = "4"
+    input_mode: str = "masked"
+    input_size: int = 32
+    size_input: bool = True
+    strategy: str = "oversample"
+    class_weights: bool = False
+    label_smoothing: float = 0.1
+    augment: list[str] = field(default_factory=lambda: ["rotate", "shift", "flip"])
+    dropout: float = 0.3
+    epochs: int = 40
+    batch_size: int = 64
+    min_steps_per_epoch: int = 20  # small (fine-tuning) sets are cycled so an epoch still teaches something
+    lr: float = 1e-3
+    patience: int = 8  # epochs without validation improvement (balanced accuracy) before stopping
+    seed: int = 0
+    pixel_size_nm: float = 2.5
+    init_from: str | None = None  # registered classifier to fine-tune (keeps its architecture)
+
+    def __post_init__(self) -> None:
+        if self.problem not in PROBLEMS:
+            raise ValueError(f"unknown problem {self.problem!r}; choose one of {sorted(PROBLEMS)}")
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"unknown strategy {self.strategy!r}; choose one of {STRATEGIES}")
+        unknown = set(self.augment) - set(AUGMENTATIONS)
+        if unknown:
+            raise ValueError(f"unknown augmentations {sorted(unknown)}; choose from {AUGMENTATIONS}")
+
+
+@dataclass
+class ClassifierResult:
+    module: LipNet
+    info: ModelInfo
+    history: list[dict[str, float]]
+
+
+def classifier_info(config: ClassifierConfig, history: list[dict[str, float]]) -> ModelInfo:
+    names = PROBLEMS[config.problem]
+    return ModelInfo(
+        name=config.name, task="object-classification", architecture="lipnet",
+        arch_params=dict(variant=config.variant, n_classes=len(names), input_size=config.input_size,
+                         dropout=config.dropout, size_input=config.size_input),
+        class_names=list(names), normalisation={"method": "zscore"}, tile=512, patch=config.input_size,
+        pixel_size_nm=config.pixel_size_nm,
+        description=f"LipNet-{config.variant} {config.problem} classifier ({config.input_mode} crops)",
+        training={"config": asdict(config), "problem": config.problem, "input_mode": config.input_mode,
+                  "history": history[-1:] if history else []},
+    )
+
+
+def _augment(x: torch.Tensor, kinds: Sequence[str], generator: torch.Generator) -> torch.Tensor:
+    """Random affine transforms of a batch of crops (zeros = the mean fill in from outside)."""
+    n = x.shape[0]
+
+    def uniform(lo: float, hi: float) -> torch.Tensor:
+        return lo + (hi - lo) * torch.rand(n, generator=generator)
+
+    angle = uniform(0, 2 * math.pi) if "rotate" in kinds else torch.zeros(n)
+    zoom = uniform(0.9, 1.1) if "zoom" in kinds else torch.ones(n)
+    shear = uniform(-0.2, 0.2) if "shear" in kinds else torch.zeros(n)
+    flip = torch.where(torch.rand(n, generator=generator) < 0.5, -1.0, 1.0) if "flip" in kinds else torch.ones(n)
+    shift = uniform(-0.15, 0.15) if "shift" in kinds else torch.zeros(n)
+    shift_y = uniform(-0.15, 0.15) if "shift" in kinds else torch.zeros(n)
+    cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
+    theta = torch.stack([torch.stack([cos * flip, -sin + shear, shift], 1),
+                         torch.stack([sin * flip, cos, shift_y], 1)], 1)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, align_corners=False, padding_mode="zeros")
+
+
+def _epoch_indices(y: np.ndarray, strategy: str, rng: np.random.Generator) -> np.ndarray:
+    """Which training rows (with repeats) make up one epoch under ``strategy``."""
+    index = np.arange(len(y))
+    if strategy == "oversample":
+        from imblearn.over_sampling import RandomOverSampler
+
+        index = RandomOverSampler(random_state=int(rng.integers(2**31))).fit_resample(index[:, None], y)[0][:, 0]
+    elif strategy == "undersample":
+        counts = np.bincount(y)
+        majority = np.flatnonzero(y == counts.argmax())
+        dropped = rng.choice(majority, size=int(0.2 * len(majority)), replace=False)
+        index = np.setdiff1d(index, dropped)
+    return rng.permutation(index)
+
+
+def _smote(objects: Objects, y: np.ndarray, seed: int) -> tuple[Objects, np.ndarray]:
+    """Training set grown with SMOTE samples of every minority class (crops and sizes)."""
+    from imblearn.over_sampling import RandomOverSampler, SMOTE
+
+    n, s = objects.crops.shape[0], objects.crops.shape[1]
+    flat = np.concatenate([objects.crops.reshape(n, -1), objects.log_size[:, None]], axis=1)
+    smallest = int(np.bincount(y)[np.bincount(y) > 0].min())
+    sampler = (SMOTE(k_neighbors=min(5, smallest - 1), random_state=seed) if smallest > 1
+               else RandomOverSampler(random_state=seed))  # SMOTE needs two of a class to interpolate
+    flat, y = sampler.fit_resample(flat, y)
+    grown = Objects(flat[:, :-1].reshape(-1, s, s).astype(np.float32), flat[:, -1].astype(np.float32),
+                    np.zeros((len(y), 0)), {}, np.zeros(len(y), np.int64))
+    return grown, y
+
+
+def _predict(module: LipNet, crops: np.ndarray, sizes: np.ndarray, device: torch.device,
+             batch_size: int = 512) -> np.ndarray:
+    """Class probabilities of crops, batched, in eval and inference mode."""
+    module.eval()
+    out = []
+    with torch.inference_mode():
+        for start in range(0, len(crops), batch_size):
+            x = torch.from_numpy(crops[start : start + batch_size, None]).to(device)
+            s = torch.from_numpy(sizes[start : start + batch_size]).to(device)
+            out.append(torch.softmax(module(x, s), dim=1).cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0, module.head[-1].out_features), np.float32)
+
+
+def balanced_accuracy(y: np.ndarray, pred: np.ndarray, n_classes: int) -> float:
+    """Mean recall over the classes present: chance is 1/C however imbalanced the data."""
+    recalls = [np.mean(pred[y == c] == c) for c in range(n_classes) if np.any(y == c)]
+    return float(np.mean(recalls)) if recalls else float("nan")
+
+
+def _split_validation(objects: Objects, y: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Hold out about a tenth of the images (stratified) for early stopping.
+
+    With fewer than :data:`MIN_VALIDATION` held-out objects (one image, a small fine-tuning set)
+    the "best" epoch would be picked by noise: then everything trains and the last epoch is kept.
+    """
+    everything = (np.arange(len(y)), np.zeros(0, np.int64))
+    folds = min(10, len(np.unique(objects.groups)), int(np.bincount(y).max()))
+    if folds < 2:
+        return everything
+    splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # rare classes: fewer members than folds
+        train, val = next(splitter.split(np.zeros(len(y)), y, objects.groups))
+    return (train, val) if len(val) >= MIN_VALIDATION else everything
+
+
+def _initial_classifier(config: ClassifierConfig) -> tuple[LipNet, ClassifierConfig]:
+    if config.init_from is None:
+        info = classifier_info(config, [])
+        return LipNet(**info.arch_params), config
+    base = load_model(config.init_from)
+    params = base.info.arch_params
+    config = replace(config, variant=params["variant"], input_size=params["input_size"],
+                     size_input=params["size_input"], input_mode=base.info.training.get("input_mode", config.input_mode),
+                     problem=base.info.training.get("problem", config.problem))
+    module = LipNet(**dict(params, dropout=config.dropout))
+    module.load_state_dict(base.module.state_dict())
+    return module, config
+
+
+def train_classifier_steps(objects: Objects, config: ClassifierConfig, *, register: bool = False,
+                           device: str | None = None) -> Steps[ClassifierResult]:
+    """Train a LipNet on the objects' ``config.problem`` classes; yields progress per epoch.
+
+    Objects with an unknown class (−1) are left out. The epoch with the best balanced accuracy on
+    held-out images is kept (early stopping after ``patience`` epochs without improvement); with
+    too few objects to hold any out, all train and the last epoch is kept.
+    """
+    module, config = _initial_classifier(config)
+    y_all = objects.targets[config.problem]
+    known = np.flatnonzero(y_all >= 0)
+    if len(known) < 2 or len(np.unique(y_all[known])) < 2:
+        raise ValueError(f"training a {config.problem} classifier needs objects of at least two classes")
+    objects, y_all = objects.subset(known), y_all[known]
+    train_idx, val_idx = _split_validation(objects, y_all, config.seed)
+    train, y = objects.subset(train_idx), y_all[train_idx]
+    val, y_val = objects.subset(val_idx), y_all[val_idx]
+    if config.strategy == "smote":
+        train, y = _smote(train, y, config.seed)
+    dev = engine.select_device(device)
+    torch.manual_seed(config.seed)
+    generator = torch.Generator().manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    n_classes = len(PROBLEMS[config.problem])
+    weights = None
+    if config.class_weights:
+        counts = np.bincount(y, minlength=n_classes).astype(np.float64)
+        weights = torch.tensor(np.where(counts > 0, counts.sum() / (n_classes * np.maximum(counts, 1)), 0.0),
+                               dtype=torch.float32, device=dev)
+    module.to(dev)
+    optimizer = torch.optim.AdamW(module.parameters(), lr=config.lr, weight_decay=1e-4)
+    best = (-1.0, {k: v.detach().clone() for k, v in module.state_dict().items()})
+    history: list[dict[str, float]] = []
+    bad = 0
+    for epoch in range(config.epochs):
+        module.train()
+        losses = []
+        order = _epoch_indices(y, config.strategy, rng)
+        repeats = math.ceil(config.min_steps_per_epoch * config.batch_size / len(order))
+        order = np.concatenate([order] + [rng.permutation(order) for _ in range(repeats - 1)])
+        for start in range(0, len(order), config.batch_size):
+            batch = order[start : start + config.batch_size]
+            x = _augment(torch.from_numpy(train.crops[batch, None]), config.augment, generator).to(dev)
+            logits = module(x, torch.from_numpy(train.log_size[batch]).to(dev))
+            loss = F.cross_entropy(logits, torch.from_numpy(y[batch]).to(dev), weight=weights,
+                                   label_smoothing=config.label_smoothing)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            losses.append(float(loss.detach()))
+        validated = len(y_val) > 0
+        score = balanced_accuracy(y_val, _predict(module, val.crops, val.log_size, dev).argmax(1), n_classes) \
+            if validated else float("nan")
+        history.append({"epoch": epoch + 1, "loss": float(np.mean(losses)), "val_balanced_accuracy": score})
+        if not validated or score > best[0]:
+            state = {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
+            best, bad = (score if validated else best[0], state), 0
+        else:
+            bad += 1
+        message = f"epoch {epoch + 1}: loss {history[-1]['loss']:.3f}"
+        yield Progress(epoch + 1, config.epochs, message + (f", val balanced accuracy {score:.3f}" if validated else ""),
+                       dict(history[-1]))
+        if bad >= config.patience:
+            break
+    module.load_state_dict(best[1])
+    module.cpu().eval()
+    info = classifier_info(config, history)
+    if register:
+        save_model(module, info)
+    return ClassifierResult(module, info, history)
+
+
+def train_classifier(objects: Objects, config: ClassifierConfig, *, progress: Any = None,
+                     **kwargs: Any) -> ClassifierResult:
+    """Synchronous :func:`train_classifier_steps`."""
+    return run_sync(train_classifier_steps(objects, config, **kwargs), progress=progress)
+
+
+def predict_objects(module: LipNet, objects: Objects, device: str | torch.device = "cpu") -> np.ndarray:
+    """(N, C) class probabilities of objects."""
+    return _predict(module, objects.crops, objects.log_size, torch.device(device))
+
+
+# -- the SVM baseline -----------------------------------------------------------------------------------
+
+
+def svm_baseline(features: np.ndarray, y: np.ndarray) -> Pipeline:
+    """The study's baseline: RBF SVM on standardised handcrafted features, class weights inverse
+    to frequency."""
+    model = make_pipeline(StandardScaler(), SVC(C=10.0, class_weight="balanced"))
+    return model.fit(features, y)
+
+
+# -- cross-validation --------------------------------------------------------------------------------------
+
+
+def cross_validate(objects: Objects, problem: str, method: str, *, folds: int = 5, seed: int = 0,
+                   config: ClassifierConfig | None = None, progress: Any = None) -> dict[str, Any]:
+    """Stratified, grouped ``folds``-fold CV of ``method`` ("cnn" | "svm") on one problem; returns
+    the pooled confusion matrix, per-class TPR/TNR/PPV/NPV/F1 and the held-out predictions."""
+    y = objects.targets[problem]
+    names = PROBLEMS[problem]
+    pred = np.full(len(y), -1)
+    splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        splits = list(splitter.split(np.zeros(len(y)), y, objects.groups))
+    for k, (train, test) in enumerate(splits):
+        if method == "svm":
+            pred[test] = svm_baseline(objects.features[train], y[train]).predict(objects.features[test])
+        else:
+            cfg = replace(config or ClassifierConfig(), problem=problem, seed=seed + k)
+            result = run_sync(train_classifier_steps(objects.subset(train), cfg))
+            pred[test] = predict_objects(result.module, objects.subset(test)).argmax(1)
+        if progress is not None:
+            progress(Progress(k + 1, folds, f"{method} {problem}: fold {k + 1}/{folds}"))
+    confusion = np.zeros((len(names), len(names)), np.int64)
+    np.add.at(confusion, (y, pred), 1)
+    return {"problem": problem, "method": method, "confusion": confusion.tolist(),
+            "per_class": class_metrics(confusion, names), "accuracy": float(np.mean(pred == y)),
+            "balanced_accuracy": balanced_accuracy(y, pred, len(names))}

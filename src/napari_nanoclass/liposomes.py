@@ -1,0 +1,284 @@
+"""Liposomes in cryo-TEM: find every liposome, classify it, report the population.
+
+The pipeline, for one 2-D image at a known pixel size:
+
+1. **Rescale** to the detector's pixel size (2.5 nm/px for the shipped models) when the image's
+   differs by more than 10 %, so objects look as large as in training; results are mapped back.
+2. **Detect**: the SE U-Net gives background / liposome / boundary probabilities per pixel
+   (shared tiled engine); interiors become seeds and a watershed grows them into the liposome
+   mask, so touching liposomes come out as separate instances; detections that are not convex
+   enough (solidity < 0.85: carbon-film edges, debris) are dropped. Or take instance labels the
+   user drew or corrected (``labels=``) and skip detection.
+3. **Classify** every object twice — lamellarity (unilamellar / multilamellar / uncertain) and
+   encapsulation (full / empty / uncertain) — with one LipNet per problem, on the crop mode the
+   model was trained with, plus the object's size.
+4. **Report**: one row per object (:data:`OBJECT_COLUMNS`), one summary per image
+   (:data:`SUMMARY_COLUMNS`) with counts, % multilamellar and % loaded (encapsulation
+   efficiency), and a size histogram.
+
+:func:`analyse_steps` is what the napari widget runs; :func:`analyse` runs it synchronously;
+:func:`analyse_files_steps` is ``nanoclass liposomes`` (output contract in docs/cli.md).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy import ndimage as ndi
+from skimage.measure import regionprops
+from skimage.morphology import disk, remove_small_objects
+from skimage.segmentation import relabel_sequential, watershed
+from skimage.transform import rescale, resize
+
+from . import engine, liposome_objects
+from .images import Image, as_greyscale, image_stats, read_image, write_csv, write_json, write_tiff
+from .models.registry import LoadedModel, load_model
+from .progress import CancelToken, Progress, ProgressCallback, Steps, run_sync, scaled
+
+DEFAULT_DETECTOR = "liposome-detector"
+DEFAULT_CLASSIFIERS = {"lamellarity": "liposome-lamellarity", "encapsulation": "liposome-encapsulation"}
+MIN_DIAMETER_NM = 20.0  # smaller detections are noise (liposomes are ≥ 30 nm)
+MIN_SOLIDITY = 0.85  # liposomes are convex; ragged detections are film edges or debris
+RESCALE_TOLERANCE = 0.1
+HISTOGRAM_EDGES_NM = np.arange(0, 420, 20)
+OBJECT_COLUMNS = ["image", "label", "centroid_y", "centroid_x", "diameter_nm", "max_width_nm", "area_nm2",
+                  "lamellarity", "lamellarity_confidence", "encapsulation", "encapsulation_confidence"]
+SUMMARY_COLUMNS = ["image", "n_objects", "n_unilamellar", "n_multilamellar", "n_lamellarity_uncertain", "n_full",
+                   "n_empty", "n_encapsulation_uncertain", "pct_multilamellar", "pct_loaded", "mean_diameter_nm",
+                   "median_diameter_nm", "pixel_size_nm", "detector", "lamellarity_model", "encapsulation_model",
+                   "status", "error"]
+CLASS_COLOURS = {"unilamellar": "#377eb8", "multilamellar": "#ff7f00", "full": "#e41a1c", "empty": "#4daf4a",
+                 "uncertain": "#999999"}
+
+
+@dataclass
+class LiposomeResult:
+    """Instances, one row per object and the population summary of one image."""
+
+    labels: np.ndarray  # (Y, X) int32 instance labels at the input's pixel size
+    objects: list[dict[str, Any]]
+    summary: dict[str, Any]
+    pixel_size_nm: float
+    models: dict[str, str] = field(default_factory=dict)  # role ("detector", "<problem>_model") -> name
+
+    def histogram(self, edges: np.ndarray = HISTOGRAM_EDGES_NM) -> tuple[np.ndarray, np.ndarray]:
+        """Counts of object diameters (nm) per bin."""
+        return np.histogram([o["diameter_nm"] for o in self.objects], bins=edges)
+
+    def features(self) -> dict[str, list[Any]]:
+        """The objects as a napari Labels ``features`` table (``index`` = label value)."""
+        columns = {"index": [o["label"] for o in self.objects]}
+        for column in OBJECT_COLUMNS[2:]:
+            columns[column] = [o[column] for o in self.objects]
+        return columns
+
+    def colours(self, problem: str = "lamellarity") -> dict[int | None, str]:
+        """Label value → colour of its class in ``problem`` (for a DirectLabelColormap)."""
+        colours: dict[int | None, str] = {o["label"]: CLASS_COLOURS[o[problem]] for o in self.objects}
+        colours[None] = "transparent"
+        return colours
+
+
+# -- detection -------------------------------------------------------------------------------------
+
+
+def instances_from_probabilities(probabilities: np.ndarray, min_area_px: int,
+                                 min_solidity: float = MIN_SOLIDITY) -> np.ndarray:
+    """Background / liposome / boundary probabilities → instance labels.
+
+    Seeds are the connected interiors (class "liposome" inside the boundary, with any inner
+    rings filled in); a watershed on
+    the boundary probability grows each seed over the whole foreground, so a boundary shared by
+    two touching liposomes is split between them.
+    """
+    classes = probabilities.argmax(axis=0)
+    foreground = ndi.binary_fill_holes(classes > 0)
+    # holes filled: the interior inside a multilamellar object's inner rings joins its outer seed
+    seeds, _ = ndi.label(ndi.binary_fill_holes(ndi.binary_opening(classes == 1, structure=disk(1))))
+    seeds = remove_small_objects(seeds, max_size=min_area_px // 4)
+    instances = watershed(probabilities[2], markers=seeds, mask=foreground)
+    instances = remove_small_objects(instances, max_size=min_area_px - 1)
+    ragged = [r.label for r in regionprops(instances) if r.solidity < min_solidity]
+    instances[np.isin(instances, ragged)] = 0
+    return relabel_sequential(instances)[0].astype(np.int32)
+
+
+def detect_steps(image: np.ndarray, detector: LoadedModel, pixel_size_nm: float,
+                 min_diameter_nm: float = MIN_DIAMETER_NM) -> Steps[np.ndarray]:
+    """Instance labels of a normalised 2-D image at the detector's pixel size (tiled, in memory)."""
+    probabilities = yield from engine.predict_dense(
+        detector.module, image, tile=detector.info.tile, halo=detector.halo, stats=[(0.0, 1.0)],
+        device=detector.device)
+    min_area = int(np.pi * (min_diameter_nm / 2 / pixel_size_nm) ** 2)
+    return instances_from_probabilities(probabilities, min_area)
+
+
+# -- classification ----------------------------------------------------------------------------------
+
+
+def classify(image: np.ndarray, labels: np.ndarray, pixel_size_nm: float,
+             classifiers: Mapping[str, LoadedModel]) -> dict[str, tuple[list[str], np.ndarray]]:
+    """Per problem: class name and confidence (its probability) of every object, in label order."""
+    diameters = np.array([r["diameter_nm"] for r in liposome_objects.measure(labels, pixel_size_nm)])
+    sizes = liposome_objects.log_size(diameters)
+    out = {}
+    for problem, model in classifiers.items():
+        mode = model.info.training.get("input_mode", "masked")
+        crops = liposome_objects.crops(image, labels, mode, size=model.info.patch or 32)
+        probabilities = _predict_crops(model, crops, sizes)
+        names = model.info.class_names
+        out[problem] = ([names[i] for i in probabilities.argmax(1)], probabilities.max(1, initial=0))
+    return out
+
+
+def _predict_crops(model: LoadedModel, crops: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    import torch
+
+    with torch.inference_mode():
+        x = torch.from_numpy(crops[:, None]).to(model.device)
+        s = torch.from_numpy(sizes).to(model.device)
+        logits = model.module(x, s) if len(crops) else torch.zeros((0, len(model.info.class_names)))
+        return torch.softmax(logits, dim=1).cpu().numpy()
+
+
+# -- the whole analysis -------------------------------------------------------------------------------
+
+
+def _load(name: str | LoadedModel, device: str | None) -> LoadedModel:
+    return name if isinstance(name, LoadedModel) else load_model(name, engine.select_device(device))
+
+
+def analyse_steps(
+    image: Any,
+    pixel_size_nm: float | None = None,
+    *,
+    labels: np.ndarray | None = None,
+    detector: str | LoadedModel = DEFAULT_DETECTOR,
+    classifiers: Mapping[str, str | LoadedModel] | None = None,
+    name: str = "image",
+    min_diameter_nm: float = MIN_DIAMETER_NM,
+    device: str | None = None,
+) -> Steps[LiposomeResult]:
+    """Detect (unless ``labels`` are given), classify and summarise the liposomes of a 2-D image.
+
+    ``pixel_size_nm`` defaults to the detector's (with a warning): diameters are only right if
+    it is the image's.
+    """
+    data = as_greyscale(image.data if isinstance(image, Image) else image)
+    if data.ndim != 2:
+        raise ValueError(f"{name}: liposome analysis takes one 2-D image, got shape {tuple(data.shape)}; "
+                         "analyse the planes of a stack one by one")
+    detector = _load(detector, device)
+    models = {p: _load(m, device) for p, m in (classifiers or DEFAULT_CLASSIFIERS).items()}
+    working_px = detector.info.pixel_size_nm or pixel_size_nm or 1.0
+    if pixel_size_nm is None:
+        warnings.warn(f"{name}: no pixel size given; assuming the detector's {working_px} nm/px", stacklevel=2)
+        pixel_size_nm = working_px
+    factor = pixel_size_nm / working_px
+    data = np.asarray(data, np.float32)
+    work = rescale(data, factor, anti_aliasing=factor < 1) if abs(factor - 1) > RESCALE_TOLERANCE else data
+    if work is data:
+        working_px = pixel_size_nm
+    mean, std = image_stats(work)
+    work = ((work - mean) / std).astype(np.float32)
+    if labels is None:
+        work_labels = yield from detect_steps(work, detector, working_px, min_diameter_nm)
+    else:
+        labels = np.asarray(labels)
+        if labels.shape != data.shape:
+            raise ValueError(f"{name}: labels {labels.shape} do not match the image {data.shape}")
+        work_labels = labels if work.shape == data.shape else resize(
+            labels, work.shape, order=0, preserve_range=True, anti_aliasing=False).astype(labels.dtype)
+    yield Progress(0, 1, "classifying objects")
+    rows = liposome_objects.measure(work_labels, working_px)
+    classes = classify(work, work_labels, working_px, models)
+    scale = data.shape[0] / work.shape[0]
+    objects = [_object_row(name, r, classes, i, scale) for i, r in enumerate(rows)]
+    out_labels = work_labels if work.shape == data.shape else resize(
+        work_labels, data.shape, order=0, preserve_range=True, anti_aliasing=False)
+    names = {"detector": detector.info.name if labels is None else "user labels",
+             **{f"{p}_model": m.info.name for p, m in models.items()}}
+    summary = summarise(name, objects, pixel_size_nm, names)
+    yield Progress(1, 1, f"{len(objects)} liposomes")
+    return LiposomeResult(np.asarray(out_labels, np.int32), objects, summary, pixel_size_nm, names)
+
+
+def _object_row(image: str, measured: dict[str, Any], classes: dict[str, tuple[list[str], np.ndarray]], i: int,
+                scale: float) -> dict[str, Any]:
+    row = {"image": image, "label": measured["label"],
+           "centroid_y": round(measured["centroid_y"] * scale, 2), "centroid_x": round(measured["centroid_x"] * scale, 2),
+           "diameter_nm": round(measured["diameter_nm"], 2), "max_width_nm": round(measured["max_width_nm"], 2),
+           "area_nm2": round(measured["area_nm2"], 1)}
+    for problem, (names, confidence) in classes.items():
+        row[problem] = names[i]
+        row[f"{problem}_confidence"] = round(float(confidence[i]), 4)
+    return row
+
+
+def summarise(image: str, objects: Sequence[Mapping[str, Any]], pixel_size_nm: float,
+              models: Mapping[str, str]) -> dict[str, Any]:
+    """Per-image population: counts per class, % multilamellar among objects of certain
+    lamellarity, % loaded (encapsulation efficiency) among objects of certain encapsulation."""
+    def count(problem: str, cls: str) -> int:
+        return sum(o.get(problem) == cls for o in objects)
+
+    uni, multi = count("lamellarity", "unilamellar"), count("lamellarity", "multilamellar")
+    full, empty = count("encapsulation", "full"), count("encapsulation", "empty")
+    diameters = [o["diameter_nm"] for o in objects]
+    return {
+        "image": image, "n_objects": len(objects), "n_unilamellar": uni, "n_multilamellar": multi,
+        "n_lamellarity_uncertain": count("lamellarity", "uncertain"), "n_full": full, "n_empty": empty,
+        "n_encapsulation_uncertain": count("encapsulation", "uncertain"),
+        "pct_multilamellar": round(100 * multi / (uni + multi), 2) if uni + multi else float("nan"),
+        "pct_loaded": round(100 * full / (full + empty), 2) if full + empty else float("nan"),
+        "mean_diameter_nm": round(float(np.mean(diameters)), 2) if diameters else float("nan"),
+        "median_diameter_nm": round(float(np.median(diameters)), 2) if diameters else float("nan"),
+        "pixel_size_nm": pixel_size_nm, "detector": models.get("detector", ""),
+        "lamellarity_model": models.get("lamellarity_model", ""),
+        "encapsulation_model": models.get("encapsulation_model", ""), "status": "ok", "error": "",
+    }
+
+
+def analyse(image: Any, pixel_size_nm: float | None = None, *, progress: ProgressCallback | bool | None = None,
+            cancel: CancelToken | None = None, **kwargs: Any) -> LiposomeResult:
+    """Synchronous :func:`analyse_steps` (Python API)."""
+    return run_sync(analyse_steps(image, pixel_size_nm, **kwargs), progress=progress, cancel=cancel)
+
+
+def analyse_files_steps(
+    paths: Sequence[str | Path], out_dir: str | Path, pixel_size_nm: float | None = None, *,
+    detector: str = DEFAULT_DETECTOR, classifiers: Mapping[str, str] | None = None, device: str | None = None,
+) -> Steps[list[dict[str, Any]]]:
+    """Analyse files into ``out_dir``: ``<stem>_labels.tif`` per image, ``objects.csv`` (one row per
+    object, all images), ``summary.csv`` (one row per image, failures included with their error)
+    and ``summary.json`` (the same plus size histograms). Tables are rewritten atomically after
+    each image, so an interrupted run keeps what it finished."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    detector_model = _load(detector, device)
+    models = {p: _load(m, device) for p, m in (classifiers or DEFAULT_CLASSIFIERS).items()}
+    objects: list[dict[str, Any]] = []
+    summaries: list[dict[str, Any]] = []
+    for i, path in enumerate(paths):
+        stem = Path(path).name.split(".")[0]
+        try:
+            image = read_image(path)
+            result = yield from scaled(
+                analyse_steps(image, pixel_size_nm, detector=detector_model, classifiers=models, name=stem,
+                              device=device), i, len(paths), f"{stem} ({i + 1}/{len(paths)})")
+            write_tiff(out_dir / f"{stem}_labels.tif", result.labels)
+            objects += result.objects
+            counts, edges = result.histogram()
+            summaries.append({**result.summary, "path": str(path), "histogram_edges_nm": edges.tolist(),
+                              "histogram": counts.tolist()})
+        except Exception as exc:  # one bad file must not stop the others; it is reported
+            summaries.append({"image": stem, "path": str(path), "n_objects": 0, "status": "failed", "error": str(exc)})
+        write_csv(out_dir / "objects.csv", objects, OBJECT_COLUMNS)
+        write_csv(out_dir / "summary.csv", summaries, SUMMARY_COLUMNS)
+        write_json(out_dir / "summary.json", {"images": summaries})
+    return summaries

@@ -1,0 +1,55 @@
+"""The LipNet family: small CNNs that classify one liposome crop (lamellarity or encapsulation).
+
+Variants follow the study this project follows (3×3 convolutions with 32 filters, ReLU; dropout,
+a dense layer and a softmax over the classes; 32×32 inputs):
+
+* ``"1"``  one conv layer + 2×2 max-pool;
+* ``"2"``  two blocks of conv + max-pool;
+* ``"4"``  two blocks of two conv layers + max-pool (the study's best);
+* ``"4c"`` as ``"4"`` with stride-2 convolutions instead of pooling;
+* ``"6"``  three blocks of two conv layers + max-pool.
+
+Crops are resized to a fixed side, so the network cannot see how big an object was; with
+``size_input`` the object's log diameter (an extra scalar per object, the study's stated next
+step) joins the features before the dense layer.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+VARIANTS: dict[str, list[int]] = {"1": [1], "2": [1, 1], "4": [2, 2], "4c": [2, 2], "6": [2, 2, 2]}
+
+
+class LipNet(nn.Module):
+    """Crop (B, 1, S, S) [+ log size (B,)] → ``n_classes`` logits."""
+
+    def __init__(self, variant: str = "4", n_classes: int = 3, input_size: int = 32, channels: int = 32,
+                 dense: int = 128, dropout: float = 0.3, size_input: bool = True) -> None:
+        super().__init__()
+        if variant not in VARIANTS:
+            raise ValueError(f"unknown LipNet variant {variant!r}; known: {sorted(VARIANTS)}")
+        layers: list[nn.Module] = []
+        cin, side = 1, input_size
+        for convs in VARIANTS[variant]:
+            for i in range(convs):
+                strided = variant == "4c" and i == convs - 1
+                layers += [nn.Conv2d(cin, channels, 3, stride=2 if strided else 1, padding=1), nn.ReLU(inplace=True)]
+                cin = channels
+            if variant != "4c":
+                layers.append(nn.MaxPool2d(2))
+            side //= 2
+        self.features = nn.Sequential(*layers, nn.Flatten(), nn.Dropout(dropout))
+        self.size_input = size_input
+        self.head = nn.Sequential(
+            nn.Linear(channels * side * side + int(size_input), dense), nn.ReLU(inplace=True), nn.Dropout(dropout),
+            nn.Linear(dense, n_classes))
+
+    def forward(self, x: torch.Tensor, log_size: torch.Tensor | None = None) -> torch.Tensor:
+        features = self.features(x)
+        if self.size_input:
+            if log_size is None:
+                raise ValueError("this LipNet was trained with object sizes: pass log_size")
+            features = torch.cat([features, log_size.reshape(-1, 1).to(features.dtype)], dim=1)
+        return self.head(features)

@@ -1,0 +1,205 @@
+"""Batch processing: bad inputs isolated, resumable after SIGKILL, config replay, dask LocalCluster,
+and the same result from the CLI, Python and the napari widget."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+
+from napari_nanoclass import run_batch
+from napari_nanoclass.cli import main
+
+
+def _images(folder: Path, n: int, size: int = 96) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(n):
+        path = folder / f"img{i:02d}.tif"
+        tifffile.imwrite(path, rng.integers(0, 255, (size, size), dtype=np.uint8))
+        paths.append(path)
+    return paths
+
+
+def _outputs(out: Path) -> dict[str, np.ndarray]:
+    return {p.parent.name: tifffile.imread(p) for p in sorted(out.glob("*/*_labels.tif"))}
+
+
+def test_bad_inputs_are_reported_and_the_batch_goes_on(responsive_model, tmp_path):
+    folder = tmp_path / "in"
+    _images(folder, 2)
+    (folder / "corrupt.tif").write_bytes(b"II*\x00" + b"\x00" * 20)
+    (folder / "empty.tif").write_bytes(b"")
+    tifffile.imwrite(folder / "huge.tif", np.zeros((16, 16), np.uint8))
+    with tifffile.TiffFile(folder / "huge.tif") as tif:  # where the size tags' values are stored
+        offsets = [tif.pages[0].tags[name].valueoffset for name in ("ImageWidth", "ImageLength")]
+    header = bytearray((folder / "huge.tif").read_bytes())  # declare 60000 × 60000 pixels in 256 bytes
+    for offset in offsets:
+        header[offset:offset + 4] = (60000).to_bytes(4, "little")
+    (folder / "huge.tif").write_bytes(bytes(header))
+    (folder / "notes.png").write_text("this is text, not an image")
+    tifffile.imwrite(folder / "colour.tif", np.zeros((64, 64, 3), np.uint8) + [10, 200, 30])
+    tifffile.imwrite(folder / "grey_rgb.tif", np.repeat(np.arange(64 * 64, dtype=np.uint8).reshape(64, 64, 1), 3, 2))
+    tifffile.imwrite(folder / "stack.tif", np.random.default_rng(1).integers(0, 255, (3, 64, 64), dtype=np.uint8))
+    report = run_batch("segment", [folder], tmp_path / "out", options={"model": responsive_model})
+    status = {Path(r["input"]).name: r for r in report.rows}
+    failed = {"corrupt.tif", "empty.tif", "notes.png", "colour.tif", "huge.tif"}
+    assert {n for n, r in status.items() if r["status"] == "failed"} == failed
+    assert "empty" in status["empty.tif"]["error"] and "notes.png" in status["notes.png"]["error"]
+    assert "colour (RGB)" in status["colour.tif"]["error"] and "truncated" in status["huge.tif"]["error"]
+    assert tifffile.imread(tmp_path / "out" / "stack" / "stack_labels.tif").shape == (3, 64, 64)  # stack in, stack out
+    from skimage.io import imread
+
+    assert imread(tmp_path / "out" / "stack" / "overview.png").shape == (64, 64, 3)
+    assert tifffile.imread(tmp_path / "out" / "grey_rgb" / "grey_rgb_labels.tif").shape == (64, 64)
+    summary = json.loads((tmp_path / "out" / "run_summary.json").read_text())
+    assert summary["run"]["failed"] == 5 and summary["run"]["inputs"] == 9
+    assert summary["run"]["models"]["model"].startswith(f"{responsive_model} sha256:")
+    assert not list((tmp_path / "out").glob(".*partial"))  # failures leave no half-written folder
+    assert main(["batch", "segment", str(folder), "--out", str(tmp_path / "out"), "--model", responsive_model,
+                 "--log", "quiet"]) == 1
+
+
+def test_rerun_skips_complete_inputs_and_redoes_changed_ones(responsive_model, tmp_path):
+    paths = _images(tmp_path / "in", 3)
+    out = tmp_path / "out"
+    first = run_batch("segment", [tmp_path / "in"], out, options={"model": responsive_model})
+    assert [r["skipped"] for r in first.rows] == [False] * 3
+    written = {stem: (out / stem / "result.json").stat().st_mtime_ns for stem in ("img00", "img01")}
+    tifffile.imwrite(paths[1], np.zeros((96, 96), np.uint8))  # changed since its result
+    again = run_batch("segment", [tmp_path / "in"], out, options={"model": responsive_model})
+    assert [r["skipped"] for r in again.rows] == [True, False, True]
+    assert (out / "img00" / "result.json").stat().st_mtime_ns == written["img00"]  # untouched
+    assert (out / "img01" / "result.json").stat().st_mtime_ns > written["img01"]  # redone
+    forced = run_batch("segment", [tmp_path / "in"], out, options={"model": responsive_model}, overwrite=True)
+    assert not any(r["skipped"] for r in forced.rows)
+    # the stored configuration repeats the run exactly
+    config = json.loads((out / "batch_config.json").read_text())
+    assert config["analysis"] == "segment" and config["options"] == {"model": responsive_model} and config["overwrite"]
+    assert main(["batch", "--config", str(out / "batch_config.json"), "--log", "json"]) == 0
+
+
+def test_killed_run_resumes_to_the_same_results(responsive_model, user_registry, tmp_path):
+    _images(tmp_path / "in", 12, size=192)
+    reference = run_batch("segment", [tmp_path / "in"], tmp_path / "ref", options={"model": responsive_model})
+    assert not reference.failed
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "napari_nanoclass.cli", "batch", "segment", str(tmp_path / "in"), "--out",
+               str(out), "--model", responsive_model, "--log", "quiet"]
+    env = {**os.environ, "NANOCLASS_HOME": str(user_registry.parent)}
+    process = subprocess.Popen(command, env=env)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(out.glob("*/result.json"))) < 3:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    complete = len(list(out.glob("*/result.json")))
+    assert 3 <= complete < 12, "the run should have been killed part-way"
+    resumed = run_batch("segment", [tmp_path / "in"], out, options={"model": responsive_model})
+    assert sum(r["skipped"] for r in resumed.rows) >= complete - 1 and not resumed.failed
+    ref, got = _outputs(tmp_path / "ref"), _outputs(out)
+    assert ref.keys() == got.keys() and all(np.array_equal(ref[k], got[k]) for k in ref)
+    assert len({ref[k].tobytes() for k in ref}) == len(ref)  # outputs differ per image: a real comparison
+    assert not list(out.glob(".*partial"))
+
+
+@pytest.mark.timeout(300)
+def test_local_cluster_gives_the_same_results(responsive_model, tmp_path):
+    _images(tmp_path / "in", 4)
+    run_batch("segment", [tmp_path / "in"], tmp_path / "seq", options={"model": responsive_model})
+    parallel = run_batch("segment", [tmp_path / "in"], tmp_path / "par", options={"model": responsive_model}, workers=2)
+    assert not parallel.failed and parallel.run["workers"] == 2
+    seq, par = _outputs(tmp_path / "seq"), _outputs(tmp_path / "par")
+    assert seq.keys() == par.keys() and all(np.array_equal(seq[k], par[k]) for k in seq)
+
+
+def test_cli_python_and_widget_agree(responsive_model, tmp_path, qtbot):
+    from napari.components import ViewerModel
+
+    from napari_nanoclass._widgets import SegmentWidget
+    from napari_nanoclass.images import read_image
+
+    (path,) = _images(tmp_path / "in", 1)
+    assert main(["batch", "segment", str(path), "--out", str(tmp_path / "cli"), "--model", responsive_model,
+                 "--log", "quiet"]) == 0
+    run_batch("segment", [path], tmp_path / "py", options={"model": responsive_model})
+    viewer = ViewerModel()
+    viewer.add_image(read_image(path).data, name="img")
+    widget = SegmentWidget(viewer)
+    widget.model.value = responsive_model
+    widget.runner.synchronous = True
+    widget.run_button.clicked.emit()
+    from_widget = np.asarray(viewer.layers[f"{responsive_model} labels"].data)
+    cli, py = _outputs(tmp_path / "cli")["img00"], _outputs(tmp_path / "py")["img00"]
+    assert len(np.unique(cli)) > 1 and np.array_equal(cli, py) and np.array_equal(cli, from_widget)
+
+
+def test_duplicate_names_and_unknown_analysis_are_refused(tmp_path):
+    _images(tmp_path / "a", 1)
+    _images(tmp_path / "b", 1)
+    with pytest.raises(ValueError, match="share the name"):
+        run_batch("segment", [tmp_path / "a", tmp_path / "b"], tmp_path / "out")
+    with pytest.raises(ValueError, match="unknown analysis"):
+        run_batch("classify", [tmp_path / "a"], tmp_path / "out")
+
+
+def _open_in_viewer(folder: Path):
+    from napari.components import ViewerModel
+
+    from napari_nanoclass.reader import get_reader
+
+    assert get_reader(str(folder.parent)) is None  # the run folder itself is not one result
+    viewer = ViewerModel()
+    for data, meta, kind in get_reader(str(folder))(str(folder)):
+        getattr(viewer, f"add_{kind}")(data, **meta)
+    return viewer
+
+
+def test_results_of_each_analysis_open_again_as_layers(responsive_model, tiny_liposome_models, tmp_path, qtbot):
+    import torch
+
+    from napari_nanoclass.homogeneity_training import HomogeneityConfig, model_info
+    from napari_nanoclass.liposome_simulator import SimulationConfig, simulate_field
+    from napari_nanoclass.liposomes import CLASS_COLOURS
+    from napari_nanoclass.models.fibre_cnn import FibreCNN
+    from napari_nanoclass.models.registry import save_model
+
+    stack = tmp_path / "in" / "stack.tif"
+    stack.parent.mkdir()
+    tifffile.imwrite(stack, np.random.default_rng(3).integers(0, 255, (2, 64, 64), dtype=np.uint8))
+    run_batch("segment", [stack], tmp_path / "seg", options={"model": responsive_model})
+    viewer = _open_in_viewer(tmp_path / "seg" / "stack")
+    labels = viewer.layers["stack labels"]
+    assert labels.data.shape == (2, 64, 64) and list(labels.features["class"]) == ["c0", "c1", "c2"]
+    assert np.allclose(labels.colormap.map(np.array([1]))[0], [1, 0, 0, 1])  # the model's colour for class 1
+
+    torch.manual_seed(0)
+    info = model_info(HomogeneityConfig(name="tiny-fibre", widths=[4, 8], hidden=8, patch=32))
+    save_model(FibreCNN(**info.arch_params).eval(), info)
+    mat = tmp_path / "in" / "mat.tif"
+    tifffile.imwrite(mat, np.random.default_rng(4).integers(0, 255, (96, 128), dtype=np.uint8))
+    run_batch("homogeneity", [mat], tmp_path / "fib", options={"model": "tiny-fibre"})
+    heat = _open_in_viewer(tmp_path / "fib" / "mat").layers["mat p(NHNF)"]
+    assert heat.data.shape == (3, 4) and tuple(heat.scale) == (32, 32) and heat.colormap.name == "inferno"
+
+    _, classifiers = tiny_liposome_models  # the shipped detector, so that there are objects to read back
+    cryo = tmp_path / "in" / "cryo.tif"
+    tifffile.imwrite(cryo, simulate_field(SimulationConfig(shape=(256, 256), objects=(4, 5)), seed=2).image)
+    run_batch("liposomes", [cryo], tmp_path / "lip", options={"pixel_size_nm": 2.5, "classifiers": classifiers})
+    layer = _open_in_viewer(tmp_path / "lip" / "cryo").layers["cryo liposomes"]
+    index = list(layer.features["index"])
+    assert index and index == sorted(np.unique(layer.data[layer.data > 0]).tolist())
+    first = layer.features.iloc[0]
+    expected = CLASS_COLOURS[first["lamellarity"]]
+    assert np.allclose(layer.colormap.map(np.array([index[0]]))[0, :3],
+                       [int(expected[i:i + 2], 16) / 255 for i in (1, 3, 5)])
+    assert {"diameter_nm", "lamellarity", "encapsulation_confidence"} <= set(layer.features.columns)

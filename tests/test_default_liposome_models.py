@@ -1,0 +1,62 @@
+"""The shipped liposome models: registered with their metadata, and on an unseen simulated field they
+find most liposomes and classify lamellarity better than chance."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from napari_nanoclass.evaluation import match_instances
+from napari_nanoclass.liposome_simulator import LAMELLARITY, SimulationConfig, simulate_field
+from napari_nanoclass.liposomes import DEFAULT_CLASSIFIERS, DEFAULT_DETECTOR, analyse
+from napari_nanoclass.models.registry import PACKAGE_DIR, list_models, load_model
+
+
+def test_liposome_models_are_shipped_with_metadata():
+    infos = {m.name: m for m in list_models()}
+    detector = infos[DEFAULT_DETECTOR]
+    assert detector.class_names == ["background", "liposome", "boundary"] and detector.pixel_size_nm == 2.5
+    assert detector.arch_params["se_window"] is not None  # local SE: tiled == whole-image inference
+    for problem, name in DEFAULT_CLASSIFIERS.items():
+        info = infos[name]
+        assert info.task == "object-classification" and info.training["problem"] == problem
+        assert info.training["input_mode"] == "masked" and info.patch == 32
+    for name in (DEFAULT_DETECTOR, *DEFAULT_CLASSIFIERS.values()):
+        loaded = load_model(name)
+        assert loaded.path.parent == PACKAGE_DIR and loaded.path.stat().st_size < 2 * 2**20
+
+
+def test_default_pipeline_finds_and_classifies_liposomes_on_an_unseen_field():
+    field = simulate_field(SimulationConfig(), seed=987_654)
+    result = analyse(field.image, 2.5, name="unseen")
+    scores = match_instances(result.labels, field.labels)
+    assert scores["recall"] >= 0.7 and scores["precision"] >= 0.7, scores
+    assert result.summary["n_objects"] == len(result.objects) == result.labels.max()
+    assert all(o["lamellarity"] in LAMELLARITY for o in result.objects)
+    from napari_nanoclass.liposome_objects import measure
+
+    truth = {r["label"]: r["diameter_nm"] for r in measure(field.labels, 2.5)}
+    # diameters of the detected objects: within 15 % of their true masks' (median)
+    matched = []
+    for row in result.objects:
+        overlap = field.labels[result.labels == row["label"]]
+        best = np.bincount(overlap[overlap > 0]).argmax() if (overlap > 0).any() else 0
+        if best:
+            matched.append(abs(row["diameter_nm"] - truth[best]) / truth[best])
+    assert matched and np.median(matched) < 0.15
+
+
+def test_default_classifiers_beat_chance_on_true_instances_of_unseen_fields():
+    from napari_nanoclass.liposome_simulator import BALANCED_MIX, ENCAPSULATION
+    from napari_nanoclass.liposome_training import balanced_accuracy
+
+    truth: dict[str, list[int]] = {"lamellarity": [], "encapsulation": []}
+    predicted: dict[str, list[int]] = {"lamellarity": [], "encapsulation": []}
+    for seed in range(6):
+        field = simulate_field(SimulationConfig(mix=BALANCED_MIX), seed=900_000 + seed)
+        classes = {o["label"]: o for o in field.objects}
+        for row in analyse(field.image, 2.5, labels=field.labels).objects:
+            for problem, names in (("lamellarity", LAMELLARITY), ("encapsulation", ENCAPSULATION)):
+                truth[problem].append(names.index(classes[row["label"]][problem]))
+                predicted[problem].append(names.index(row[problem]))
+    for problem in truth:
+        assert balanced_accuracy(np.array(truth[problem]), np.array(predicted[problem]), 3) > 0.5  # chance 1/3

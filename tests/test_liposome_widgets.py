@@ -1,0 +1,84 @@
+"""Liposome widget on napari's ViewerModel (no canvas), run synchronously: analyse, correct, retrain."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from napari.components import ViewerModel
+
+from napari_nanoclass._liposome_widgets import LiposomeWidget
+from napari_nanoclass.liposome_simulator import SimulationConfig, simulate_field
+from napari_nanoclass.liposomes import CLASS_COLOURS
+from napari_nanoclass.models.registry import list_models
+from napari_nanoclass.sample_data import liposome_field
+
+
+@pytest.fixture
+def viewer(qtbot):
+    return ViewerModel()
+
+
+def _widget(viewer, models) -> LiposomeWidget:
+    detector, classifiers = models
+    widget = LiposomeWidget(viewer)
+    widget.detector.value = detector
+    for problem, name in classifiers.items():
+        widget.models[problem].value = name
+    widget.runner.synchronous = True
+    return widget
+
+
+def test_classify_existing_labels_then_correct_and_retrain(viewer, tiny_liposome_models):
+    field = simulate_field(SimulationConfig(shape=(160, 160), objects=(4, 6), diameter_nm=(40, 120)), seed=11)
+    viewer.add_image(field.image, name="cryo", metadata={"pixel_size_nm": 2.5})
+    viewer.add_labels(field.labels, name="mine")
+    widget = _widget(viewer, tiny_liposome_models)
+    assert widget.pixel_size.value == 2.5  # taken from the layer's metadata
+    widget.objects.value = viewer.layers["mine"]
+    widget.run_button.clicked.emit()
+    assert widget.runner.last_error is None, widget.runner.last_error
+    layer = viewer.layers["cryo liposomes"]
+    assert np.array_equal(layer.data, field.labels)
+    assert list(layer.features["index"]) == sorted(o["label"] for o in field.objects)
+    assert "diameter_nm" in layer.features and str(len(field.objects)) in widget.summary.value
+
+    # correct object 1 by hand: the table and the colours follow
+    widget.colour_by.value = "encapsulation"
+    panel = widget.correction
+    panel.object_label.value = 1
+    panel.classes["lamellarity"].value = "multilamellar"
+    panel.classes["encapsulation"].value = "empty"
+    panel.set_button.clicked.emit()
+    row = layer.features[layer.features["index"] == 1].iloc[0]
+    assert (row["lamellarity"], row["encapsulation"], row["lamellarity_confidence"]) == ("multilamellar", "empty", 1.0)
+    assert np.allclose(layer.colormap.map(np.array([1]))[0, :3],
+                       np.array([int(CLASS_COLOURS["empty"][i:i + 2], 16) / 255 for i in (1, 3, 5)]))
+
+    panel.object_label.value = 2
+    panel.classes["lamellarity"].value = "unilamellar"
+    panel.classes["encapsulation"].value = "full"
+    panel.set_button.clicked.emit()
+
+    panel.object_label.value = 999
+    panel.set_button.clicked.emit()
+    assert "no object with label 999" in str(widget.runner.last_error)
+
+    panel.epochs.value = 2
+    panel.retrain_button.clicked.emit()
+    assert widget.runner.last_error is None, widget.runner.last_error
+    names = {m.name for m in list_models()}
+    assert {"tiny-lamellarity-finetuned", "tiny-encapsulation-finetuned"} <= names
+    assert widget.models["lamellarity"].value == "tiny-lamellarity-finetuned"
+
+
+def test_detect_on_the_sample_and_report_errors(viewer, tiny_liposome_models):
+    (image, meta, _), (labels, truth, kind) = liposome_field()
+    assert kind == "labels" and len(truth["features"]["index"]) == labels.max() > 10
+    viewer.add_image(image[:256, :256], **meta)
+    widget = _widget(viewer, tiny_liposome_models)
+    widget.run_button.clicked.emit()  # detect with the (random) tiny detector: runs end to end
+    assert widget.runner.last_error is None, widget.runner.last_error
+    assert "simulated liposomes liposomes" in viewer.layers
+    widget.image.value = viewer.add_image(np.zeros((2, 64, 64), np.float32), name="stack")
+    widget.run_button.clicked.emit()
+    assert "2-D image" in str(widget.runner.last_error) and widget.runner.bar.visible is False

@@ -1,0 +1,212 @@
+"""Liposomes: simulator, object inputs, metrics, classifier training with imbalance strategies,
+the SVM baseline, cross-validation grouping, and the pipeline's report and file contract."""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from napari_nanoclass import liposome_objects
+from napari_nanoclass.evaluation import class_metrics, match_instances
+from napari_nanoclass.liposome_simulator import (BALANCED_MIX, ENCAPSULATION, LAMELLARITY, STUDY_MIX, ClassMix,
+                                                 SimulationConfig, simulate_field)
+from napari_nanoclass.liposome_training import (ClassifierConfig, _epoch_indices, _smote, balanced_accuracy,
+                                                cross_validate, detection_target, objects_from_fields,
+                                                predict_objects, train_classifier)
+from napari_nanoclass.liposomes import analyse, analyse_files_steps, instances_from_probabilities, summarise
+from napari_nanoclass.progress import run_sync
+
+SMALL = SimulationConfig(shape=(192, 192), objects=(4, 7), diameter_nm=(40.0, 160.0), mix=BALANCED_MIX)
+
+
+@pytest.fixture(scope="module")
+def balanced_objects():
+    return objects_from_fields([simulate_field(SMALL, seed) for seed in range(40)])
+
+
+def test_simulated_field_matches_its_ground_truth():
+    field = simulate_field(SimulationConfig(shape=(256, 320)), seed=3)
+    assert field.image.shape == field.labels.shape == (256, 320) and field.image.dtype == np.float32
+    assert abs(field.image.mean()) < 1e-3 and abs(field.image.std() - 1) < 1e-3
+    assert {o["label"] for o in field.objects} == set(np.unique(field.labels)) - {0}
+    for obj in field.objects:
+        assert obj["lamellarity"] in LAMELLARITY and obj["encapsulation"] in ENCAPSULATION
+        assert 30 <= obj["diameter_nm"] <= 300
+        mask = field.labels == obj["label"]
+        assert mask[int(obj["centre_y"]), int(obj["centre_x"])] or obj["lamellarity"] == "uncertain"
+    # the membrane is dark: object rims are darker than the background on average
+    rim = detection_target(field.labels) == 2
+    assert field.image[rim].mean() < field.image[field.labels == 0].mean() - 0.2
+    # a seed reproduces a field exactly, another seed gives another
+    assert np.array_equal(simulate_field(SimulationConfig(shape=(256, 320)), seed=3).image, field.image)
+    assert not np.array_equal(simulate_field(SimulationConfig(shape=(256, 320)), seed=4).image, field.image)
+
+
+def test_class_mix_is_followed():
+    config = SimulationConfig(shape=(256, 256), objects=(8, 8), mix=ClassMix((1, 0, 0), (0, 1, 0)))
+    objects = [o for s in range(5) for o in simulate_field(config, s).objects]
+    assert {o["lamellarity"] for o in objects} == {"unilamellar"} and {o["encapsulation"] for o in objects} == {"empty"}
+    study = [o for s in range(30) for o in simulate_field(replace(config, mix=STUDY_MIX), s).objects]
+    assert np.mean([o["lamellarity"] == "unilamellar" for o in study]) > 0.75
+    assert np.mean([o["encapsulation"] == "full" for o in study]) > 0.9
+
+
+def test_real_texture_is_borrowed_when_given():
+    texture = np.tile(np.array([[0, 10], [10, 0]], np.float32), (200, 200))  # a checkerboard "micrograph"
+    config = SimulationConfig(shape=(128, 128), objects=(0, 0), carbon_probability=0, texture=texture, dose=(1e5, 1e5))
+    checker = np.indices((128, 128)).sum(0) % 2 * 2 - 1.0
+    with_texture = abs(np.corrcoef(simulate_field(config, 0).image.ravel(), checker.ravel())[0, 1])
+    without = abs(np.corrcoef(simulate_field(replace(config, texture=None), 0).image.ravel(), checker.ravel())[0, 1])
+    assert with_texture > 0.1 > without
+
+
+def test_detection_target_separates_touching_objects():
+    labels = np.zeros((40, 60), np.int32)
+    labels[10:30, 5:30], labels[10:30, 30:55] = 1, 2  # touching along x = 29 | 30
+    target = detection_target(labels, boundary_px=2)
+    assert set(np.unique(target)) == {0, 1, 2}
+    assert (target[:, 28:32][10:30] == 2).all()  # the shared edge is boundary on both sides
+    probabilities = np.stack([target == k for k in range(3)]).astype(np.float32)
+    instances = instances_from_probabilities(probabilities, min_area_px=20)
+    assert instances.max() == 2 and match_instances(instances, labels)["f1"] == 1.0
+
+
+def test_instance_matching_counts_hits_misses_and_false_alarms():
+    truth = np.zeros((50, 50), np.int32)
+    truth[5:15, 5:15], truth[30:40, 30:40], truth[5:10, 40:45] = 1, 2, 3
+    pred = np.zeros_like(truth)
+    pred[5:15, 6:15] = 7  # IoU 0.9 with object 1
+    pred[30:35, 30:40] = 4  # IoU 0.5 with object 2: counts
+    pred[20:25, 20:25] = 9  # nothing there
+    scores = match_instances(pred, truth)
+    assert (scores["tp"], scores["fp"], scores["fn"]) == (2, 1, 1)
+    assert scores["precision"] == pytest.approx(2 / 3) and scores["f1"] == pytest.approx(2 / 3)
+
+
+def test_class_metrics_one_vs_rest():
+    confusion = np.array([[8, 2, 0], [1, 3, 0], [0, 0, 0]])
+    metrics = class_metrics(confusion, ["a", "b", "c"])
+    assert metrics["a"]["TPR"] == pytest.approx(0.8) and metrics["a"]["PPV"] == pytest.approx(8 / 9)
+    assert metrics["b"]["TNR"] == pytest.approx(8 / 10) and metrics["b"]["NPV"] == pytest.approx(8 / 9)
+    assert metrics["b"]["F1"] == pytest.approx(2 * 3 / (2 * 3 + 2 + 1))
+    assert np.isnan(metrics["c"]["TPR"]) and metrics["c"]["support"] == 0
+
+
+def test_crop_modes_and_measurements():
+    image = np.random.default_rng(0).standard_normal((100, 120)).astype(np.float32)
+    labels = np.zeros((100, 120), np.int32)
+    yy, xx = np.mgrid[:100, :120]
+    labels[np.hypot(yy - 50, xx - 40) < 15] = 1
+    labels[np.hypot(yy - 20, xx - 100) < 8] = 2
+    rows = liposome_objects.measure(labels, pixel_size_nm=2.0)
+    assert [r["label"] for r in rows] == [1, 2]
+    assert rows[0]["diameter_nm"] == pytest.approx(60, rel=0.05) and rows[0]["max_width_nm"] >= rows[0]["diameter_nm"] - 4
+    masked = liposome_objects.crops(image, labels, "masked", size=32)
+    cropped = liposome_objects.crops(image, labels, "cropped", size=32)
+    wide = liposome_objects.crops(image, labels, "surroundings", size=32, margin=20)
+    assert masked.shape == cropped.shape == wide.shape == (2, 32, 32)
+    assert (masked[0, 0, 0] == 0) and cropped[0, 0, 0] != 0  # outside the object: zeroed only when masked
+    with pytest.raises(ValueError, match="crop mode"):
+        liposome_objects.crops(image, labels, "whole")
+    features = liposome_objects.features(image, labels, 2.0)
+    assert features.shape == (2, len(liposome_objects.FEATURE_NAMES)) and np.isfinite(features).all()
+
+
+def test_objects_from_fields_carry_classes_and_groups(balanced_objects):
+    objects = balanced_objects
+    assert objects.crops.shape[1:] == (32, 32) and len(objects) > 150
+    assert set(np.unique(objects.groups)) <= set(range(40))
+    for targets in objects.targets.values():
+        assert set(np.unique(targets)) == {0, 1, 2}
+
+
+def test_resampling_strategies_balance_an_epoch():
+    y = np.array([0] * 90 + [1] * 8 + [2] * 2)
+    rng = np.random.default_rng(0)
+    assert np.bincount(y[_epoch_indices(y, "oversample", rng)]).tolist() == [90, 90, 90]
+    under = y[_epoch_indices(y, "undersample", rng)]
+    assert np.bincount(under).tolist() == [72, 8, 2]
+    assert sorted(_epoch_indices(y, "none", rng)) == list(range(100))
+
+
+def test_smote_makes_new_minority_samples_between_neighbours(balanced_objects):
+    keep = np.flatnonzero(balanced_objects.targets["lamellarity"] != 2)[:60]
+    objects = balanced_objects.subset(keep)
+    y = objects.targets["lamellarity"]
+    grown, y_grown = _smote(objects, y, seed=0)
+    counts = np.bincount(y_grown)
+    assert counts[0] == counts[1] == np.bincount(y).max()
+    new = grown.crops[len(y):]
+    assert len(new) > 0 and not any(np.array_equal(n, c) for n in new[:5] for c in objects.crops)
+
+
+def test_lipnet_learns_unilamellar_from_multilamellar_on_held_out_fields(balanced_objects):
+    objects = balanced_objects.subset(np.flatnonzero(balanced_objects.targets["lamellarity"] < 2))
+    held_out = np.isin(objects.groups, range(30, 40))
+    train, test = objects.subset(~held_out), objects.subset(held_out)
+    config = ClassifierConfig(problem="lamellarity", epochs=12, patience=12, batch_size=32)
+    result = train_classifier(train, config)
+    assert result.history[-1]["loss"] < result.history[0]["loss"]
+    pred = predict_objects(result.module, test).argmax(1)
+    assert balanced_accuracy(test.targets["lamellarity"], pred, 3) > 0.65  # chance: 0.5
+    assert result.info.training["problem"] == "lamellarity" and result.info.arch_params["size_input"]
+
+
+def test_svm_baseline_cross_validates_by_field(balanced_objects):
+    result = cross_validate(balanced_objects, "lamellarity", "svm", folds=4)
+    assert np.array(result["confusion"]).sum() == len(balanced_objects)
+    assert result["balanced_accuracy"] > 0.45
+    assert set(result["per_class"]) == set(LAMELLARITY)
+
+
+def test_summary_percentages():
+    objects = ([{"lamellarity": "unilamellar", "encapsulation": "full", "diameter_nm": 100}] * 6
+               + [{"lamellarity": "multilamellar", "encapsulation": "empty", "diameter_nm": 200}] * 2
+               + [{"lamellarity": "uncertain", "encapsulation": "uncertain", "diameter_nm": 50}] * 2)
+    summary = summarise("x", objects, 2.5, {})
+    assert summary["n_objects"] == 10 and summary["n_multilamellar"] == 2
+    assert summary["pct_multilamellar"] == 25.0 and summary["pct_loaded"] == 75.0
+    assert summary["median_diameter_nm"] == 100
+
+
+def test_analyse_user_labels_at_another_pixel_size(tiny_liposome_models):
+    detector, classifiers = tiny_liposome_models
+    field = simulate_field(SMALL, seed=99)
+    # the same field "recorded" at 1.25 nm/px: twice the pixels; the pipeline works at 2.5 nm/px
+    image = np.kron(field.image, np.ones((2, 2), np.float32))
+    labels = np.kron(field.labels, np.ones((2, 2), np.int32))
+    result = analyse(image, 1.25, labels=labels, detector=detector, classifiers=classifiers, name="f")
+    assert result.labels.shape == image.shape and set(np.unique(result.labels)) == set(np.unique(labels))
+    truth = {o["label"]: o["diameter_nm"] for o in field.objects}
+    for row in result.objects:
+        assert row["diameter_nm"] == pytest.approx(truth[row["label"]], rel=0.15)
+        assert row["lamellarity"] in LAMELLARITY and 0 < row["lamellarity_confidence"] <= 1
+    assert result.summary["n_objects"] == len(field.objects) and result.summary["detector"] == "user labels"
+    features = result.features()
+    assert features["index"] == [o["label"] for o in result.objects]
+    assert set(result.colours("encapsulation")) == {*features["index"], None}
+
+
+def test_analyse_files_contract_and_bad_files(tiny_liposome_models, tmp_path):
+    from skimage.io import imsave
+
+    detector, classifiers = tiny_liposome_models
+    good = tmp_path / "good.tif"
+    imsave(good, (simulate_field(SMALL, seed=5).image * 30 + 120).clip(0, 255).astype(np.uint8))
+    bad = tmp_path / "bad.tif"
+    bad.write_bytes(b"not a tiff")
+    out = tmp_path / "out"
+    summaries = run_sync(analyse_files_steps([good, bad], out, 2.5, detector=detector, classifiers=classifiers))
+    assert [s["status"] for s in summaries] == ["ok", "failed"] and "bad.tif" in summaries[1]["error"]
+    assert (out / "good_labels.tif").exists() and not (out / "bad_labels.tif").exists()
+    with open(out / "summary.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["image"] for r in rows] == ["good", "bad"]
+    with open(out / "objects.csv") as fh:
+        header = next(csv.reader(fh))
+    for column in ("image", "label", "diameter_nm", "lamellarity", "encapsulation", "lamellarity_confidence",
+                   "encapsulation_confidence"):
+        assert column in header
