@@ -81,8 +81,8 @@ class LiposomeWidget(_ViewerWidget):
 
     def run(self) -> None:
         layer = self.image.value
-        missing = [n for n, c in [("image", layer), ("detector", self.detector), *self.models.items()]
-                   if (c if n == "image" else c.value) is None]
+        chosen = {"image": layer, "detector": self.detector.value, **{p: c.value for p, c in self.models.items()}}
+        missing = [name for name, value in chosen.items() if value is None]
         if missing:
             self.runner.on_error(ValueError(f"choose: {', '.join(missing)}"))
             return

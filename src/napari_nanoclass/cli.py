@@ -42,14 +42,23 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _inputs(items: Sequence[str], command: str) -> list[Path]:
+    """Files, folders and globs expanded to image paths; says so on stderr when there are none."""
+    from .images import find_images
+
+    paths = find_images(items)
+    if not paths:
+        print(f"nanoclass {command}: no input images found", file=sys.stderr)
+    return paths
+
+
 def cmd_segment(args: argparse.Namespace) -> int:
-    from .images import find_images, write_csv
+    from .images import write_csv
     from .progress import run_sync
     from .segmentation import segment_files_steps
 
-    paths = find_images(args.images)
+    paths = _inputs(args.images, "segment")
     if not paths:
-        print("nanoclass segment: no input images found", file=sys.stderr)
         return 2
     rows = run_sync(segment_files_steps(paths, args.out, args.model, tile=args.tile, device=args.device,
                                         probabilities=args.probabilities), progress=_progress(args))
@@ -102,12 +111,10 @@ def cmd_train_seg(args: argparse.Namespace) -> int:
 
 def cmd_homogeneity(args: argparse.Namespace) -> int:
     from .homogeneity import analyse_files_steps, write_tables
-    from .images import find_images
     from .progress import run_sync
 
-    paths = find_images(args.images)
+    paths = _inputs(args.images, "homogeneity")
     if not paths:
-        print("nanoclass homogeneity: no input images found", file=sys.stderr)
         return 2
     rows, view_rows = run_sync(analyse_files_steps(paths, args.out, args.model, cam=args.cam, view=args.view,
                                                    device=args.device), progress=_progress(args))
@@ -128,13 +135,11 @@ def cmd_train_homogeneity(args: argparse.Namespace) -> int:
 
 
 def cmd_liposomes(args: argparse.Namespace) -> int:
-    from .images import find_images
     from .liposomes import analyse_files_steps
     from .progress import run_sync
 
-    paths = find_images(args.images)
+    paths = _inputs(args.images, "liposomes")
     if not paths:
-        print("nanoclass liposomes: no input images found", file=sys.stderr)
         return 2
     classifiers = {"lamellarity": args.lamellarity_model, "encapsulation": args.encapsulation_model}
     rows = run_sync(analyse_files_steps(paths, args.out, args.pixel_size, detector=args.detector,

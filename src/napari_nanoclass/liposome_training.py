@@ -38,7 +38,7 @@ from . import engine, liposome_objects
 from .datasets import Pair
 from .evaluation import class_metrics
 from .liposome_simulator import PROBLEMS, Field
-from .models.lipnet import LipNet
+from .models.lipnet import LipNet, predict_crops
 from .models.registry import ModelInfo, load_model, save_model
 from .progress import Progress, Steps, run_sync
 
@@ -232,19 +232,6 @@ def _smote(objects: Objects, y: np.ndarray, seed: int) -> tuple[Objects, np.ndar
     return grown, y
 
 
-def _predict(module: LipNet, crops: np.ndarray, sizes: np.ndarray, device: torch.device,
-             batch_size: int = 512) -> np.ndarray:
-    """Class probabilities of crops, batched, in eval and inference mode."""
-    module.eval()
-    out = []
-    with torch.inference_mode():
-        for start in range(0, len(crops), batch_size):
-            x = torch.from_numpy(crops[start : start + batch_size, None]).to(device)
-            s = torch.from_numpy(sizes[start : start + batch_size]).to(device)
-            out.append(torch.softmax(module(x, s), dim=1).cpu().numpy())
-    return np.concatenate(out) if out else np.zeros((0, module.head[-1].out_features), np.float32)
-
-
 def balanced_accuracy(y: np.ndarray, pred: np.ndarray, n_classes: int) -> float:
     """Mean recall over the classes present: chance is 1/C however imbalanced the data."""
     recalls = [np.mean(pred[y == c] == c) for c in range(n_classes) if np.any(y == c)]
@@ -333,7 +320,7 @@ def train_classifier_steps(objects: Objects, config: ClassifierConfig, *, regist
             optimizer.step()
             losses.append(float(loss.detach()))
         validated = len(y_val) > 0
-        score = balanced_accuracy(y_val, _predict(module, val.crops, val.log_size, dev).argmax(1), n_classes) \
+        score = balanced_accuracy(y_val, predict_crops(module, val.crops, val.log_size, dev).argmax(1), n_classes) \
             if validated else float("nan")
         history.append({"epoch": epoch + 1, "loss": float(np.mean(losses)), "val_balanced_accuracy": score})
         if not validated or score > best[0]:
@@ -362,7 +349,7 @@ def train_classifier(objects: Objects, config: ClassifierConfig, *, progress: An
 
 def predict_objects(module: LipNet, objects: Objects, device: str | torch.device = "cpu") -> np.ndarray:
     """(N, C) class probabilities of objects."""
-    return _predict(module, objects.crops, objects.log_size, torch.device(device))
+    return predict_crops(module, objects.crops, objects.log_size, device)
 
 
 # -- the SVM baseline -----------------------------------------------------------------------------------

@@ -37,6 +37,7 @@ from skimage.transform import rescale, resize
 
 from . import engine, liposome_objects
 from .images import Image, as_greyscale, image_stats, read_image, write_csv, write_json, write_tiff
+from .models.lipnet import predict_crops
 from .models.registry import LoadedModel, load_model
 from .progress import CancelToken, Progress, ProgressCallback, Steps, run_sync, scaled
 
@@ -121,29 +122,18 @@ def detect_steps(image: np.ndarray, detector: LoadedModel, pixel_size_nm: float,
 # -- classification ----------------------------------------------------------------------------------
 
 
-def classify(image: np.ndarray, labels: np.ndarray, pixel_size_nm: float,
+def classify(image: np.ndarray, labels: np.ndarray, diameters_nm: np.ndarray,
              classifiers: Mapping[str, LoadedModel]) -> dict[str, tuple[list[str], np.ndarray]]:
     """Per problem: class name and confidence (its probability) of every object, in label order."""
-    diameters = np.array([r["diameter_nm"] for r in liposome_objects.measure(labels, pixel_size_nm)])
-    sizes = liposome_objects.log_size(diameters)
+    sizes = liposome_objects.log_size(diameters_nm)
     out = {}
     for problem, model in classifiers.items():
         mode = model.info.training.get("input_mode", "masked")
         crops = liposome_objects.crops(image, labels, mode, size=model.info.patch or 32)
-        probabilities = _predict_crops(model, crops, sizes)
+        probabilities = predict_crops(model.module, crops, sizes, model.device)
         names = model.info.class_names
         out[problem] = ([names[i] for i in probabilities.argmax(1)], probabilities.max(1, initial=0))
     return out
-
-
-def _predict_crops(model: LoadedModel, crops: np.ndarray, sizes: np.ndarray) -> np.ndarray:
-    import torch
-
-    with torch.inference_mode():
-        x = torch.from_numpy(crops[:, None]).to(model.device)
-        s = torch.from_numpy(sizes).to(model.device)
-        logits = model.module(x, s) if len(crops) else torch.zeros((0, len(model.info.class_names)))
-        return torch.softmax(logits, dim=1).cpu().numpy()
 
 
 # -- the whole analysis -------------------------------------------------------------------------------
@@ -196,7 +186,7 @@ def analyse_steps(
             labels, work.shape, order=0, preserve_range=True, anti_aliasing=False).astype(labels.dtype)
     yield Progress(0, 1, "classifying objects")
     rows = liposome_objects.measure(work_labels, working_px)
-    classes = classify(work, work_labels, working_px, models)
+    classes = classify(work, work_labels, np.array([r["diameter_nm"] for r in rows]), models)
     scale = data.shape[0] / work.shape[0]
     objects = [_object_row(name, r, classes, i, scale) for i, r in enumerate(rows)]
     out_labels = work_labels if work.shape == data.shape else resize(

@@ -16,6 +16,7 @@ step) joins the features before the dense layer.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -53,3 +54,16 @@ class LipNet(nn.Module):
                 raise ValueError("this LipNet was trained with object sizes: pass log_size")
             features = torch.cat([features, log_size.reshape(-1, 1).to(features.dtype)], dim=1)
         return self.head(features)
+
+
+def predict_crops(module: LipNet, crops: np.ndarray, log_size: np.ndarray, device: torch.device | str = "cpu",
+                  batch_size: int = 512) -> np.ndarray:
+    """(N, C) class probabilities of (N, S, S) crops, batched, in eval and inference mode."""
+    module.eval()
+    out = [np.zeros((0, module.head[-1].out_features), np.float32)]
+    with torch.inference_mode():
+        for start in range(0, len(crops), batch_size):
+            x = torch.from_numpy(crops[start : start + batch_size, None]).to(device)
+            s = torch.from_numpy(log_size[start : start + batch_size]).to(device)
+            out.append(torch.softmax(module(x, s), dim=1).cpu().numpy())
+    return np.concatenate(out)
