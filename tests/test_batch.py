@@ -116,10 +116,65 @@ def test_killed_run_resumes_to_the_same_results(responsive_model, user_registry,
 def test_local_cluster_gives_the_same_results(responsive_model, tmp_path):
     _images(tmp_path / "in", 4)
     run_batch("segment", [tmp_path / "in"], tmp_path / "seq", options={"model": responsive_model})
-    parallel = run_batch("segment", [tmp_path / "in"], tmp_path / "par", options={"model": responsive_model}, workers=2)
+    finished: dict[str, float] = {}
+    parallel = run_batch("segment", [tmp_path / "in"], tmp_path / "par", options={"model": responsive_model}, workers=2,
+                         on_progress=lambda stem, step: finished.__setitem__(stem, max(finished.get(stem, 0), step.fraction)))
     assert not parallel.failed and parallel.run["workers"] == 2
     seq, par = _outputs(tmp_path / "seq"), _outputs(tmp_path / "par")
     assert seq.keys() == par.keys() and all(np.array_equal(seq[k], par[k]) for k in seq)
+    deadline = time.time() + 10  # the workers' progress events reach this process asynchronously
+    while time.time() < deadline and len(finished) < 4:
+        time.sleep(0.1)
+    assert finished == dict.fromkeys(seq, 1.0)  # every input reported its progress from its worker, to the end
+
+
+def test_progress_within_each_input_and_overall(responsive_model, tmp_path, capsys):
+    _images(tmp_path / "in", 2, size=160)  # 3 × 3 tiles of 64 px each
+    rows, steps = [], {}
+    run_batch("segment", [tmp_path / "in"], tmp_path / "out", options={"model": responsive_model},
+              on_row=lambda row, done, total: rows.append((row["stem"], done, total)),
+              on_progress=lambda stem, step: steps.setdefault(stem, []).append(step.fraction))
+    assert rows == [("img00", 1, 2), ("img01", 2, 2)]
+    assert steps.keys() == {"img00", "img01"}
+    for fractions in steps.values():  # tile by tile, in order, to the end
+        assert len(fractions) >= 9 and fractions == sorted(fractions) and fractions[-1] == 1.0
+    capsys.readouterr()
+    assert main(["batch", "segment", str(tmp_path / "in"), "--out", str(tmp_path / "json"), "--model",
+                 responsive_model, "--log", "json"]) == 0
+    events = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    assert [(e["stem"], e["done"]) for e in events if e["event"] == "file"] == [("img00", 1), ("img01", 2)]
+    assert {e["stem"] for e in events if e["event"] == "progress" and e["fraction"] == 1.0} == {"img00", "img01"}
+    assert main(["batch", "segment", str(tmp_path / "in"), "--out", str(tmp_path / "bar"), "--model",
+                 responsive_model]) == 0
+    err = capsys.readouterr().err
+    assert "nanoclass batch segment" in err and "img01" in err and "2/2" in err
+
+
+def test_ome_zarr_outputs_match_tiff_and_open_again(responsive_model, tmp_path):
+    import zarr
+
+    stack = tmp_path / "in" / "stack.tif"
+    stack.parent.mkdir()
+    tifffile.imwrite(stack, np.random.default_rng(3).integers(0, 255, (2, 96, 80), dtype=np.uint8))
+    assert main(["batch", "segment", str(stack), "--out", str(tmp_path / "zarr"), "--model", responsive_model,
+                 "--format", "ome-zarr", "--set", "probabilities=true", "--log", "quiet"]) == 0
+    run_batch("segment", [stack], tmp_path / "tif", options={"model": responsive_model})
+    folder = tmp_path / "zarr" / "stack"
+    group = zarr.open_group(str(folder / "stack_labels.ome.zarr"), mode="r")
+    assert "image-label" in group.attrs and [a["name"] for a in group.attrs["multiscales"][0]["axes"]] == ["z", "y", "x"]
+    labels = np.asarray(group["0"])
+    assert np.array_equal(labels, tifffile.imread(tmp_path / "tif" / "stack" / "stack_labels.tif"))
+    assert len(np.unique(labels)) > 1 and not list(folder.glob("*.tif"))
+    probabilities = zarr.open_group(str(folder / "stack_probabilities.ome.zarr"), mode="r")
+    assert [a["name"] for a in probabilities.attrs["multiscales"][0]["axes"]] == ["c", "z", "y", "x"]
+    assert np.allclose(np.asarray(probabilities["0"]).sum(0), 1, atol=1e-5)
+    assert (folder / "overview.png").is_file()
+    layer = _open_in_viewer(folder).layers["stack labels"]
+    assert np.array_equal(np.asarray(layer.data), labels) and list(layer.features["class"]) == ["c0", "c1", "c2"]
+    with pytest.raises(SystemExit):  # a format that does not exist is refused before any work
+        main(["batch", "segment", str(stack), "--out", str(tmp_path / "x"), "--format", "png"])
+    with pytest.raises(ValueError, match="output format"):
+        run_batch("segment", [stack], tmp_path / "y", options={"model": responsive_model, "output_format": "png"})
 
 
 def test_cli_python_and_widget_agree(responsive_model, tmp_path, qtbot):
@@ -194,7 +249,9 @@ def test_results_of_each_analysis_open_again_as_layers(responsive_model, tiny_li
     _, classifiers = tiny_liposome_models  # the shipped detector, so that there are objects to read back
     cryo = tmp_path / "in" / "cryo.tif"
     tifffile.imwrite(cryo, simulate_field(SimulationConfig(shape=(256, 256), objects=(4, 5)), seed=2).image)
-    run_batch("liposomes", [cryo], tmp_path / "lip", options={"pixel_size_nm": 2.5, "classifiers": classifiers})
+    run_batch("liposomes", [cryo], tmp_path / "lip", options={"pixel_size_nm": 2.5, "classifiers": classifiers,
+                                                              "output_format": "ome-zarr"})
+    assert (tmp_path / "lip" / "cryo" / "cryo_labels.ome.zarr").is_dir()
     layer = _open_in_viewer(tmp_path / "lip" / "cryo").layers["cryo liposomes"]
     index = list(layer.features["index"])
     assert index and index == sorted(np.unique(layer.data[layer.data > 0]).tolist())

@@ -19,6 +19,10 @@ Inputs are processed in this process by default (torch already uses every core f
 ``workers`` > 1 starts a dask ``LocalCluster`` of that many single-threaded processes with torch
 threads shared out so that threads × workers ≤ cores, and ``scheduler`` sends the inputs to an
 existing dask.distributed cluster. Models are cached per process, so each worker loads a model once.
+
+Progress comes at two levels: ``on_row`` as each input finishes, and ``on_progress`` within the
+input being processed (its tiles); from cluster workers the latter travels as dask events on
+:data:`PROGRESS_TOPIC`, at most twice a second per input.
 """
 
 from __future__ import annotations
@@ -33,9 +37,10 @@ from pathlib import Path
 from typing import Any
 
 from .images import find_images, write_csv, write_json
-from .progress import run_sync
+from .progress import Progress, ProgressCallback, run_sync
 
 ANALYSES = ("segment", "homogeneity", "liposomes")
+PROGRESS_TOPIC = "napari-nanoclass-progress"
 RESULT = "result.json"
 SUMMARY_COLUMNS = ["input", "stem", "status", "error", "seconds", "output", "skipped"]
 
@@ -74,29 +79,73 @@ def _fingerprint(path: Path) -> dict[str, Any]:
     return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
 
 
-def _run_analysis(analysis: str, path: Path, target: Path, options: dict[str, Any]) -> dict[str, Any]:
-    """Run one analysis' file job on one input into ``target``; returns its result row."""
+def _files_job(analysis: str) -> Callable[..., Any]:
+    """The analysis' own file job (the step generator its single command runs)."""
     if analysis == "segment":
         from .segmentation import segment_files_steps
 
-        return run_sync(segment_files_steps([path], target, **options))[0]
+        return segment_files_steps
     if analysis == "homogeneity":
-        from .homogeneity import analyse_files_steps, write_tables
+        from .homogeneity import analyse_files_steps
 
-        rows, view_rows = run_sync(analyse_files_steps([path], target, **options))
-        write_tables(target, rows, view_rows)
-        return rows[0]
+        return analyse_files_steps
     from .liposomes import analyse_files_steps as liposome_files
 
-    return run_sync(liposome_files([path], target, **options))[0]
+    return liposome_files
 
 
-def process_one(analysis: str, path: str, out: str, options: dict[str, Any], sharing: int | None = None
-                ) -> dict[str, Any]:
+def check_options(analysis: str, options: dict[str, Any]) -> None:
+    """Refuse options the analysis does not have, or an unknown output format, before any work —
+    rather than failing every input with the same message."""
+    import inspect
+
+    from .images import output_path
+
+    known = set(inspect.signature(_files_job(analysis)).parameters) - {"paths", "out_dir"}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise ValueError(f"{analysis} has no option {', '.join(unknown)}; its options: {', '.join(sorted(known))}")
+    output_path(".", "check", options.get("output_format", "tif"))
+
+
+def _run_analysis(analysis: str, path: Path, target: Path, options: dict[str, Any],
+                  progress: ProgressCallback | None) -> dict[str, Any]:
+    """Run one analysis' file job on one input into ``target``; returns its result row."""
+    result = run_sync(_files_job(analysis)([path], target, **options), progress)
+    if analysis == "homogeneity":
+        from .homogeneity import write_tables
+
+        rows, view_rows = result
+        write_tables(target, rows, view_rows)
+        return rows[0]
+    return result[0]
+
+
+def _event_reporter(stem: str, interval: float = 0.5) -> ProgressCallback:
+    """Progress of one input on a dask worker, sent to the client as events on PROGRESS_TOPIC
+    (the first, then at most one per ``interval`` seconds, and the last)."""
+    from dask.distributed import get_worker
+
+    worker, last = get_worker(), [-interval]
+
+    def report(step: Progress) -> None:
+        now = time.monotonic()
+        if now - last[0] >= interval or step.done >= step.total:
+            last[0] = now
+            worker.log_event(PROGRESS_TOPIC, {"stem": stem, "done": step.done, "total": step.total,
+                                              "message": step.message})
+
+    return report
+
+
+def process_one(analysis: str, path: str, out: str, options: dict[str, Any], sharing: int | None = None,
+                progress: ProgressCallback | bool | None = None) -> dict[str, Any]:
     """Process one input into ``out/<stem>/`` (built in ``.<stem>.partial`` and renamed when whole).
 
     Runs in the calling process or on a dask worker; ``sharing`` workers on this machine split its
-    cores for torch. Never raises for a bad input: the row says ``failed`` and why.
+    cores for torch. ``progress`` is a callback for this input's own progress, or ``True`` on a
+    dask worker to send it to the client as events. Never raises for a bad input: the row says
+    ``failed`` and why.
     """
     if sharing:
         from .engine import configure_threads
@@ -109,8 +158,10 @@ def process_one(analysis: str, path: str, out: str, options: dict[str, Any], sha
     start = time.perf_counter()
     row: dict[str, Any] = {"input": str(source), "stem": stem, "output": str(final), "skipped": False}
     marker = {"analysis": analysis, "options": options}
+    if progress is True:
+        progress = _event_reporter(stem)
     try:
-        result = _run_analysis(analysis, source, partial, options)
+        result = _run_analysis(analysis, source, partial, options, progress or None)
         if result.get("status") != "ok":
             raise RuntimeError(result.get("error") or "failed")
         write_overview(partial, stem, source)
@@ -128,16 +179,15 @@ def write_overview(folder: Path, stem: str, source: Path, size: int = 512) -> Pa
     """``overview.png``: the input (first plane of a stack), at most ``size`` px, with the instance or
     class labels overlaid in colour, or the p(NHNF) patch map in red — to check a run at a glance."""
     import numpy as np
-    import tifffile
     from skimage.color import label2rgb
     from skimage.io import imsave
     from skimage.transform import resize
 
     from .atomic import atomic_path
-    from .images import read_image
+    from .images import find_output, read_image, read_output
 
-    maps = sorted(folder.glob(f"{stem}_labels.tif")) or sorted(folder.glob(f"{stem}_pnhnf.tif"))
-    if not maps:
+    found = find_output(folder, f"{stem}_labels") or find_output(folder, f"{stem}_pnhnf")
+    if found is None:
         return None
     data = read_image(source).data
     plane = data[0] if data.ndim == 3 else data
@@ -145,10 +195,10 @@ def write_overview(folder: Path, stem: str, source: Path, size: int = 512) -> Pa
     grey = np.asarray(plane[::step, ::step], np.float32)
     lo, hi = np.percentile(grey, (1, 99))
     grey = np.clip((grey - lo) / max(hi - lo, 1e-6), 0, 1)
-    overlay = tifffile.imread(maps[0])
-    overlay = overlay[0] if overlay.ndim == 3 else overlay
+    overlay = read_output(found)
+    overlay = np.asarray(overlay[0] if overlay.ndim == 3 else overlay)
     overlay = resize(overlay, grey.shape, order=0, preserve_range=True, anti_aliasing=False)
-    if maps[0].name.endswith("_labels.tif"):
+    if found.name.startswith(f"{stem}_labels"):
         rgb = label2rgb(overlay.astype(np.int64), image=grey, alpha=0.35, bg_label=0)
     else:
         alpha = 0.6 * np.clip(overlay, 0, 1)[..., None]
@@ -192,13 +242,16 @@ class BatchReport:
 
 def run_batch(analysis: str, inputs: Iterable[str | Path], out: str | Path, *, options: dict[str, Any] | None = None,
               overwrite: bool = False, workers: int = 1, scheduler: str | None = None,
-              on_row: Callable[[dict[str, Any], int, int], None] | None = None) -> BatchReport:
+              on_row: Callable[[dict[str, Any], int, int], None] | None = None,
+              on_progress: Callable[[str, Progress], None] | None = None) -> BatchReport:
     """Run ``analysis`` over ``inputs`` (files, folders, globs) into ``out``; see the module docstring.
 
-    ``on_row(row, done, total)`` is called as each input finishes (progress bars, logs).
+    ``on_row(row, done, total)`` is called as each input finishes, ``on_progress(stem, progress)``
+    as an input's work advances (progress bars, logs; from a cluster, in the client's thread).
     """
     config = BatchConfig(analysis, [str(i) for i in inputs], str(out), dict(options or {}), overwrite, workers,
                          scheduler)
+    check_options(analysis, config.options)
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json(out_dir / "batch_config.json", asdict(config))
@@ -214,7 +267,7 @@ def run_batch(analysis: str, inputs: Iterable[str | Path], out: str | Path, *, o
         else:
             todo.append(path)
     finished = len(rows)
-    for row in _execute(analysis, todo, out_dir, config.options, workers, scheduler):
+    for row in _execute(analysis, todo, out_dir, config.options, workers, scheduler, on_progress):
         rows[row["input"]] = row
         finished += 1
         if on_row is not None:
@@ -241,11 +294,14 @@ def _check_unique_stems(paths: Sequence[Path]) -> None:
 
 
 def _execute(analysis: str, paths: Sequence[Path], out_dir: Path, options: dict[str, Any], workers: int,
-             scheduler: str | None) -> Iterable[dict[str, Any]]:
+             scheduler: str | None, on_progress: Callable[[str, Progress], None] | None
+             ) -> Iterable[dict[str, Any]]:
     """Rows as inputs finish: here one after another, or on a dask cluster as they complete."""
     if scheduler is None and workers <= 1:
         for path in paths:
-            yield process_one(analysis, str(path), str(out_dir), options)
+            stem = _stem(path)
+            report = None if on_progress is None else (lambda step, stem=stem: on_progress(stem, step))
+            yield process_one(analysis, str(path), str(out_dir), options, progress=report)
         return
     from dask.distributed import Client, LocalCluster, as_completed
 
@@ -253,9 +309,12 @@ def _execute(analysis: str, paths: Sequence[Path], out_dir: Path, options: dict[
                                                   dashboard_address=None)
     client = Client(scheduler or cluster)
     try:
+        if on_progress is not None:
+            client.subscribe_topic(PROGRESS_TOPIC, lambda event: on_progress(
+                event[1]["stem"], Progress(event[1]["done"], event[1]["total"], event[1]["message"])))
         sharing = workers if scheduler is None else None
-        futures = [client.submit(process_one, analysis, str(p), str(out_dir), options, sharing, pure=False)
-                   for p in paths]
+        futures = [client.submit(process_one, analysis, str(p), str(out_dir), options, sharing,
+                                 on_progress is not None, pure=False) for p in paths]
         for future in as_completed(futures):
             yield future.result()
     finally:

@@ -1,12 +1,17 @@
 """The ``nanoclass`` command: the same analyses as the napari plugin, headless.
 
     nanoclass models [--json]
-    nanoclass segment IMAGE... --out DIR [--model NAME] [--tile N] [--device D] [--probabilities]
+    nanoclass segment IMAGE... --out DIR [--model NAME] [--tile N] [--device D] [--probabilities] [--format F]
     nanoclass train-seg --images DIR --labels DIR --name NAME [...]
     nanoclass evaluate-seg --images DIR --labels DIR [--model NAME] [--preset drosophila]
-    nanoclass homogeneity IMAGE... --out DIR [--model NAME] [--cam] [--view N] [--device D]
+    nanoclass homogeneity IMAGE... --out DIR [--model NAME] [--cam] [--view N] [--device D] [--format F]
     nanoclass train-homogeneity --data DIR --name NAME [--mode two|three] [--strategy instance|mil] [...]
+    nanoclass liposomes IMAGE... --pixel-size NM --out DIR [--detector NAME] [--format F]
+    nanoclass simulate-liposomes --out DIR [--n N] [--mix study|balanced]
+    nanoclass batch ANALYSIS INPUT... --out DIR [--workers N | --scheduler ADDRESS] [--format F] [--log L]
     nanoclass demo [--out DIR]
+
+--format tif (default) or ome-zarr: how label images and maps are saved.
 
 Exit status: 0 all good, 1 some inputs failed (each reported with its reason), 2 usage error.
 """
@@ -20,6 +25,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from . import __version__
+
+FORMATS = ["tif", "ome-zarr"]  # images.OUTPUT_FORMATS, without importing the image stack for --help
 
 
 def _progress(args: argparse.Namespace) -> bool | None:
@@ -61,7 +68,8 @@ def cmd_segment(args: argparse.Namespace) -> int:
     if not paths:
         return 2
     rows = run_sync(segment_files_steps(paths, args.out, args.model, tile=args.tile, device=args.device,
-                                        probabilities=args.probabilities), progress=_progress(args))
+                                        probabilities=args.probabilities, output_format=args.format),
+                    progress=_progress(args))
     write_csv(Path(args.out) / "segmentation.csv", rows)
     return _report(rows, args.out)
 
@@ -78,7 +86,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from .sample_data import SAMPLE_DIR
 
     args.images = [str(SAMPLE_DIR / "drosophila_section.tif")]
-    args.model, args.tile, args.device, args.probabilities = "drosophila-seunet", None, None, False
+    args.model, args.tile, args.device, args.probabilities, args.format = "drosophila-seunet", None, None, False, "tif"
     return cmd_segment(args)
 
 
@@ -117,7 +125,8 @@ def cmd_homogeneity(args: argparse.Namespace) -> int:
     if not paths:
         return 2
     rows, view_rows = run_sync(analyse_files_steps(paths, args.out, args.model, cam=args.cam, view=args.view,
-                                                   device=args.device), progress=_progress(args))
+                                                   device=args.device, output_format=args.format),
+                               progress=_progress(args))
     write_tables(args.out, rows, view_rows)
     return _report(rows, args.out)
 
@@ -143,7 +152,8 @@ def cmd_liposomes(args: argparse.Namespace) -> int:
         return 2
     classifiers = {"lamellarity": args.lamellarity_model, "encapsulation": args.encapsulation_model}
     rows = run_sync(analyse_files_steps(paths, args.out, args.pixel_size, detector=args.detector,
-                                        classifiers=classifiers, device=args.device), progress=_progress(args))
+                                        classifiers=classifiers, device=args.device, output_format=args.format),
+                    progress=_progress(args))
     return _report(rows, args.out)
 
 
@@ -163,6 +173,8 @@ def _batch_options(args: argparse.Namespace) -> dict:
         options["model" if args.analysis != "liposomes" else "detector"] = args.model
     if args.pixel_size is not None:
         options["pixel_size_nm"] = args.pixel_size
+    if args.format != "tif":
+        options["output_format"] = args.format
     for item in args.set or []:
         key, sep, value = item.partition("=")
         if not sep:
@@ -172,6 +184,51 @@ def _batch_options(args: argparse.Namespace) -> dict:
         except ValueError:
             options[key] = value
     return options
+
+
+def _batch_progress(log: str, analysis: str) -> tuple:
+    """(on_row, on_progress, close) for ``--log``: two bars (the run, with ETA, and the input in
+    hand), JSON lines on stderr (one per finished input, and progress at most once a second), or
+    nothing."""
+    import time
+
+    if log == "quiet":
+        return None, None, lambda: None
+    if log == "json":
+        last: dict[str, float] = {}
+
+        def row_line(row: dict, done: int, total: int) -> None:
+            print(json.dumps({"event": "file", "done": done, "total": total, **row}), file=sys.stderr, flush=True)
+
+        def progress_line(stem: str, step) -> None:
+            if time.monotonic() - last.get(stem, 0.0) >= 1.0 or step.done >= step.total:
+                last[stem] = time.monotonic()
+                print(json.dumps({"event": "progress", "stem": stem, "fraction": round(step.fraction, 4)}),
+                      file=sys.stderr, flush=True)
+
+        return row_line, progress_line, lambda: None
+    from tqdm.auto import tqdm
+
+    run_bar = tqdm(unit="image", desc=f"nanoclass batch {analysis}", position=0)
+    file_bar = tqdm(total=1.0, position=1, leave=False, bar_format="{desc} {percentage:3.0f}%|{bar}| {elapsed}<{remaining}")
+
+    def on_row(row: dict, done: int, total: int) -> None:
+        run_bar.total = total
+        run_bar.update(done - run_bar.n)
+        run_bar.set_postfix_str(f"{row['stem']}: {row['status']}")
+
+    def on_progress(stem: str, step) -> None:
+        if file_bar.desc != stem:
+            file_bar.reset(total=1.0)
+            file_bar.set_description_str(stem, refresh=False)
+        file_bar.n = step.fraction
+        file_bar.refresh()
+
+    def close() -> None:
+        file_bar.close()
+        run_bar.close()
+
+    return on_row, on_progress, close
 
 
 def cmd_batch(args: argparse.Namespace) -> int:
@@ -186,27 +243,13 @@ def cmd_batch(args: argparse.Namespace) -> int:
             return 2
         config = BatchConfig(args.analysis, args.inputs, args.out, _batch_options(args), args.overwrite,
                              args.workers, args.scheduler)
-    bar = None
-    if args.log == "bar":
-        from tqdm.auto import tqdm
-
-        bar = tqdm(unit="image", desc=f"nanoclass batch {config.analysis}")
-
-    def on_row(row: dict, done: int, total: int) -> None:
-        if bar is not None:
-            bar.total = total
-            bar.update(done - bar.n)
-            bar.set_postfix_str(f"{row['stem']}: {row['status']}")
-        elif args.log == "json":
-            print(json.dumps({"done": done, "total": total, **row}), file=sys.stderr, flush=True)
-
+    on_row, on_progress, close = _batch_progress(args.log, config.analysis)
     try:
         report = run_batch(config.analysis, config.inputs, config.out, options=config.options,
                            overwrite=config.overwrite, workers=config.workers, scheduler=config.scheduler,
-                           on_row=on_row)
+                           on_row=on_row, on_progress=on_progress)
     finally:
-        if bar is not None:
-            bar.close()
+        close()
     for row in report.failed:
         print(f"FAILED {row['input']}: {row['error']}", file=sys.stderr)
     run = report.run
@@ -245,6 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tile", type=int, default=None, help="tile size in pixels (default: the model's)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: best available)")
     p.add_argument("--probabilities", action="store_true", help="also write <stem>_probabilities.tif")
+    p.add_argument("--format", choices=FORMATS, default="tif", help="how label images and maps are saved")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_segment)
 
@@ -260,6 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cam", action="store_true", help="also write <stem>_cam.tif, where in the patches defects are")
     p.add_argument("--view", type=int, default=1024, help="side of a view in pixels for per-view verdicts")
     p.add_argument("--device", default=None)
+    p.add_argument("--format", choices=FORMATS, default="tif", help="how label images and maps are saved")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_homogeneity)
 
@@ -287,6 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lamellarity-model", default="liposome-lamellarity")
     p.add_argument("--encapsulation-model", default="liposome-encapsulation")
     p.add_argument("--device", default=None)
+    p.add_argument("--format", choices=FORMATS, default="tif", help="how label images and maps are saved")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_liposomes)
 
@@ -308,11 +354,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pixel-size", type=float, help="nm per pixel (liposomes)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="any other option of the analysis, "
                    "e.g. --set cam=true --set tile=1024")
+    p.add_argument("--format", choices=FORMATS, default="tif", help="how label images and maps are saved")
     p.add_argument("--overwrite", action="store_true", help="redo inputs whose outputs are complete")
     p.add_argument("--workers", type=int, default=1, help="local worker processes (dask LocalCluster when > 1)")
     p.add_argument("--scheduler", help="address of a running dask.distributed scheduler")
     p.add_argument("--log", choices=["bar", "json", "quiet"], default="bar",
-                   help="progress bar, one JSON line per input on stderr, or nothing")
+                   help="progress bars (run with ETA, and the current input), JSON lines on stderr, or nothing")
     p.set_defaults(func=cmd_batch)
 
     p = sub.add_parser("evaluate-seg", help="per-class IoU, mIoU and confusion matrix of a model on labelled images")

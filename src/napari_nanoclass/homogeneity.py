@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from . import engine
-from .images import Image, as_greyscale, image_stats, read_image, write_csv, write_tiff
+from .images import Image, as_greyscale, image_stats, output_path, read_image, write_csv, write_image
 from .models.fibre_cnn import FibreCNN, grad_cam
 from .models.registry import LoadedModel, load_model
 from .progress import CancelToken, ProgressCallback, Steps, run_sync, scaled
@@ -228,11 +228,13 @@ SUMMARY_COLUMNS = ["image", "verdict", "nonhomogeneous_fraction", "p_nhnf", "con
 
 def analyse_files_steps(
     paths: Sequence[str | Path], out_dir: str | Path, model: str = DEFAULT_MODEL, *,
-    cam: bool = False, view: int = VIEW, device: str | None = None,
+    cam: bool = False, view: int = VIEW, device: str | None = None, output_format: str = "tif",
 ) -> Steps[tuple[list[dict[str, Any]], list[dict[str, Any]]]]:
     """Analyse files into ``out_dir``: per image ``<stem>_pnhnf.tif`` (patch map of p_nhnf) and
-    with ``cam`` ``<stem>_cam.tif``; returns (one row per image, one row per view). A file that
-    fails is reported in its row (``status``/``error``) and the others go on."""
+    with ``cam`` ``<stem>_cam.tif`` (``.ome.zarr`` with ``output_format="ome-zarr"``); returns
+    (one row per image, one row per view). A file that fails is reported in its row
+    (``status``/``error``) and the others go on."""
+    output_path(out_dir, "check", output_format)  # an unknown format fails before any work
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     loaded = load_model(model, engine.select_device(device))
@@ -247,9 +249,9 @@ def analyse_files_steps(
             image = read_image(path)
             result = yield from scaled(analyse_steps(image, loaded, cam=cam, view=view, workdir=workdir),
                                        i, len(paths), f"{stem} ({i + 1}/{len(paths)})")
-            write_tiff(out_dir / f"{stem}_pnhnf.tif", result.p_nhnf.astype(np.float32))
+            write_image(output_path(out_dir, f"{stem}_pnhnf", output_format), result.p_nhnf.astype(np.float32))
             if result.cam is not None:
-                write_tiff(out_dir / f"{stem}_cam.tif", result.cam)
+                write_image(output_path(out_dir, f"{stem}_cam", output_format), result.cam)
             shape = image.data.shape
             row.update(result.summary, height=shape[-2], width=shape[-1], patches=int(result.coverage.size),
                        views=len(result.views), status="ok", error="")

@@ -183,6 +183,68 @@ def write_tiff(path: str | Path, data: Any, tile: int = 512) -> Path:
     return path
 
 
+OUTPUT_FORMATS = {"tif": ".tif", "ome-zarr": ".ome.zarr"}  # how maps and labels can be saved
+
+
+def output_path(folder: str | Path, name: str, output_format: str = "tif") -> Path:
+    """Where an output called ``name`` (e.g. ``<stem>_labels``) goes in ``folder`` in ``output_format``."""
+    if output_format not in OUTPUT_FORMATS:
+        raise ValueError(f"output format {output_format!r} is not one of {sorted(OUTPUT_FORMATS)}")
+    return Path(folder) / f"{name}{OUTPUT_FORMATS[output_format]}"
+
+
+def find_output(folder: str | Path, name: str) -> Path | None:
+    """The output called ``name`` in ``folder``, whichever format it was saved in (None if absent)."""
+    return next((p for p in (output_path(folder, name, f) for f in OUTPUT_FORMATS) if p.exists()), None)
+
+
+def write_image(path: str | Path, data: Any, *, axes: str | None = None, labels: bool = False) -> Path:
+    """Write a result array as TIFF or OME-Zarr, chosen by the suffix of ``path`` (see :func:`output_path`)."""
+    if Path(path).suffix == ".zarr":
+        return write_ome_zarr(path, data, axes=axes, labels=labels)
+    return write_tiff(path, data)
+
+
+def write_ome_zarr(path: str | Path, data: Any, *, axes: str | None = None, labels: bool = False,
+                   chunk: int = 512) -> Path:
+    """Write an array as a single-scale OME-Zarr (NGFF 0.4, zarr format 2), atomically, block by block.
+
+    NGFF 0.4 is what current viewers and ``ome-zarr-py`` read. ``axes`` names the axes (default
+    ``yx`` or ``zyx``; ``c`` for channels); ``labels`` marks a label image (``image-label``) so
+    viewers show it as labels. Lazy inputs are copied one chunk at a time, never whole.
+    """
+    path = Path(path)
+    axes = axes or "zyx"[-data.ndim:]
+    if len(axes) != data.ndim:
+        raise ValueError(f"axes {axes!r} do not match an array of {data.ndim} dimensions")
+    kinds = {"c": "channel", "t": "time"}
+    with atomic_path(path) as tmp:
+        group = zarr.open_group(str(tmp), mode="w", zarr_format=2)
+        chunks = tuple(s if a == "c" else 1 for a, s in zip(axes[:-2], data.shape[:-2]))  # one plane per chunk
+        array = group.create_array("0", shape=data.shape, dtype=data.dtype,
+                                   chunks=(*chunks, *(min(chunk, s) for s in data.shape[-2:])))
+        for index in np.ndindex(*data.shape[:-2]):
+            for y in range(0, data.shape[-2], chunk):
+                for x in range(0, data.shape[-1], chunk):
+                    block = (*index, slice(y, y + chunk), slice(x, x + chunk))
+                    array[block] = np.asarray(data[block])
+        group.attrs["multiscales"] = [{
+            "version": "0.4", "name": path.name.split(".")[0],
+            "axes": [{"name": a, "type": kinds.get(a, "space")} for a in axes],
+            "datasets": [{"path": "0", "coordinateTransformations": [{"type": "scale", "scale": [1.0] * data.ndim}]}],
+        }]
+        if labels:
+            group.attrs["image-label"] = {"version": "0.4"}
+    return path
+
+
+def read_output(path: str | Path) -> Any:
+    """A saved result array (TIFF in memory; OME-Zarr / zarr lazily) — without the checks that
+    :func:`read_image` applies to micrographs, since results may have a channel axis."""
+    path = Path(path)
+    return _open_zarr(path) if _is_zarr(path) else tifffile.imread(path)
+
+
 def _tiles(data: Any, tile: int) -> Iterator[np.ndarray]:
     """Row-major (tile, tile) blocks of each plane, zero-padded at the edges, as TIFF wants."""
     height, width = data.shape[-2:]

@@ -36,7 +36,7 @@ from skimage.segmentation import relabel_sequential, watershed
 from skimage.transform import rescale, resize
 
 from . import engine, liposome_objects
-from .images import Image, as_greyscale, image_stats, read_image, write_csv, write_json, write_tiff
+from .images import Image, as_greyscale, image_stats, output_path, read_image, write_csv, write_image, write_json
 from .models.lipnet import predict_crops
 from .models.registry import LoadedModel, load_model
 from .progress import CancelToken, Progress, ProgressCallback, Steps, run_sync, scaled
@@ -243,12 +243,14 @@ def analyse(image: Any, pixel_size_nm: float | None = None, *, progress: Progres
 def analyse_files_steps(
     paths: Sequence[str | Path], out_dir: str | Path, pixel_size_nm: float | None = None, *,
     detector: str = DEFAULT_DETECTOR, classifiers: Mapping[str, str] | None = None, device: str | None = None,
+    output_format: str = "tif",
 ) -> Steps[list[dict[str, Any]]]:
-    """Analyse files into ``out_dir``: ``<stem>_labels.tif`` per image, ``objects.csv`` (one row per
+    """Analyse files into ``out_dir``: ``<stem>_labels.tif`` (or ``.ome.zarr``) per image, ``objects.csv`` (one row per
     object, all images), ``summary.csv`` (one row per image, failures included with their error)
     and ``summary.json`` (the same plus size histograms). Tables are rewritten atomically after
     each image, so an interrupted run keeps what it finished."""
     out_dir = Path(out_dir)
+    output_path(out_dir, "check", output_format)  # an unknown format fails before any work
     out_dir.mkdir(parents=True, exist_ok=True)
     detector_model = _load(detector, device)
     models = {p: _load(m, device) for p, m in (classifiers or DEFAULT_CLASSIFIERS).items()}
@@ -261,7 +263,7 @@ def analyse_files_steps(
             result = yield from scaled(
                 analyse_steps(image, pixel_size_nm, detector=detector_model, classifiers=models, name=stem,
                               device=device), i, len(paths), f"{stem} ({i + 1}/{len(paths)})")
-            write_tiff(out_dir / f"{stem}_labels.tif", result.labels)
+            write_image(output_path(out_dir, f"{stem}_labels", output_format), result.labels, labels=True)
             objects += result.objects
             counts, edges = result.histogram()
             summaries.append({**result.summary, "path": str(path), "histogram_edges_nm": edges.tolist(),

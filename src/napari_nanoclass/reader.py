@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
-import tifffile
 
 from .batch import RESULT
+from .images import find_output, read_output
 
 LayerData = tuple[Any, dict[str, Any], str]
 
@@ -44,13 +44,21 @@ def read_results(path: str | list[str]) -> list[LayerData]:
     return reader(folder, stem, stored["result"])
 
 
+def _output(folder: Path, name: str) -> Any:
+    """A saved map or label image (TIFF or OME-Zarr), with a clear error when it is missing."""
+    path = find_output(folder, name)
+    if path is None:
+        raise ValueError(f"{folder}: {name}.tif / {name}.ome.zarr is missing; rerun the batch with --overwrite")
+    return read_output(path)
+
+
 def _rows(path: Path) -> list[dict[str, str]]:
     with open(path, newline="") as fh:
         return list(csv.DictReader(fh))
 
 
 def _segmentation(folder: Path, stem: str, result: dict[str, Any]) -> list[LayerData]:
-    labels = tifffile.imread(folder / f"{stem}_labels.tif")
+    labels = _output(folder, f"{stem}_labels")
     table = _rows(folder / f"{stem}_classes.csv")
     meta: dict[str, Any] = {"name": f"{stem} labels", "features": {k: [r[k] for r in table] for k in table[0]},
                             "metadata": {"model": result.get("model"), "class_names": [r["class"] for r in table]}}
@@ -75,16 +83,15 @@ def _class_colours(model: str | None) -> list[str]:
 def _homogeneity(folder: Path, stem: str, result: dict[str, Any]) -> list[LayerData]:
     info = _model_info(result.get("model"))
     patch = int(info.patch) if info is not None and info.patch else 128
-    p_nhnf = tifffile.imread(folder / f"{stem}_pnhnf.tif")
+    p_nhnf = np.asarray(_output(folder, f"{stem}_pnhnf"))
     lead = [1.0] * (p_nhnf.ndim - 2)
     layers: list[LayerData] = [(p_nhnf, {
         "name": f"{stem} p(NHNF)", "colormap": "inferno", "blending": "additive", "opacity": 0.4,
         "contrast_limits": (0.0, 1.0), "scale": [*lead, patch, patch],
         "translate": [*([0.0] * len(lead)), (patch - 1) / 2, (patch - 1) / 2],
         "metadata": {"summary": result}}, "image")]
-    cam = folder / f"{stem}_cam.tif"
-    if cam.exists():
-        layers.append((tifffile.imread(cam), {"name": f"{stem} defect map", "colormap": "magenta",
+    if find_output(folder, f"{stem}_cam") is not None:
+        layers.append((_output(folder, f"{stem}_cam"), {"name": f"{stem} defect map", "colormap": "magenta",
                                               "blending": "additive", "opacity": 0.5}, "image"))
     return layers
 
@@ -92,7 +99,7 @@ def _homogeneity(folder: Path, stem: str, result: dict[str, Any]) -> list[LayerD
 def _liposomes(folder: Path, stem: str, result: dict[str, Any]) -> list[LayerData]:
     from .liposomes import CLASS_COLOURS, OBJECT_COLUMNS
 
-    labels = tifffile.imread(folder / f"{stem}_labels.tif")
+    labels = _output(folder, f"{stem}_labels")
     rows = [r for r in _rows(folder / "objects.csv") if r["image"] == stem]
     features: dict[str, list[Any]] = {"index": [int(r["label"]) for r in rows]}
     for column in OBJECT_COLUMNS[2:]:

@@ -17,7 +17,7 @@ import dask.array as da
 import numpy as np
 
 from . import engine
-from .images import Image, as_greyscale, image_stats, read_image, write_csv, write_tiff
+from .images import Image, as_greyscale, image_stats, output_path, read_image, write_csv, write_image
 from .models.registry import LoadedModel, load_model
 from .progress import CancelToken, ProgressCallback, Steps, run_sync, scaled
 
@@ -112,11 +112,13 @@ def segment(image: Any, model: str | LoadedModel = DEFAULT_MODEL, *, progress: P
 
 def segment_files_steps(
     paths: Sequence[str | Path], out_dir: str | Path, model: str = DEFAULT_MODEL, *,
-    tile: int | None = None, device: str | None = None, probabilities: bool = False,
+    tile: int | None = None, device: str | None = None, probabilities: bool = False, output_format: str = "tif",
 ) -> Steps[list[dict[str, Any]]]:
     """Segment files into ``out_dir``: ``<stem>_labels.tif`` (class index per pixel) and
-    ``<stem>_classes.csv`` per input; optionally ``<stem>_probabilities.tif``. A file that fails
-    is reported in the returned rows (``status``/``error``) and the others go on."""
+    ``<stem>_classes.csv`` per input; optionally ``<stem>_probabilities.tif``; with
+    ``output_format="ome-zarr"`` the images are ``.ome.zarr`` instead. A file that fails is
+    reported in the returned rows (``status``/``error``) and the others go on."""
+    output_path(out_dir, "check", output_format)  # an unknown format fails before any work
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     loaded = load_model(model, engine.select_device(device))
@@ -130,7 +132,7 @@ def segment_files_steps(
                 segment_steps(image, loaded, tile=tile, probabilities=probabilities, workdir=workdir),
                 i, len(paths), f"{image.name} ({i + 1}/{len(paths)})",
             )
-            row.update(_write_result(result, out_dir, image.name), status="ok", error="")
+            row.update(_write_result(result, out_dir, image.name, output_format), status="ok", error="")
         except Exception as exc:  # one bad file must not stop the others; it is reported
             row.update(status="failed", error=str(exc))
         finally:
@@ -139,12 +141,14 @@ def segment_files_steps(
     return rows
 
 
-def _write_result(result: SegmentationResult, out_dir: Path, stem: str) -> dict[str, Any]:
-    labels_path = write_tiff(out_dir / f"{stem}_labels.tif", result.labels)
+def _write_result(result: SegmentationResult, out_dir: Path, stem: str, output_format: str) -> dict[str, Any]:
+    labels_path = write_image(output_path(out_dir, f"{stem}_labels", output_format), result.labels, labels=True)
     table = result.class_table()
     write_csv(out_dir / f"{stem}_classes.csv", table)
     written = {"labels": str(labels_path)}
     if result.probabilities is not None:
-        written["probabilities"] = str(write_tiff(out_dir / f"{stem}_probabilities.tif", result.probabilities))
+        axes = "c" + "zyx"[-(result.probabilities.ndim - 1):]
+        written["probabilities"] = str(write_image(output_path(out_dir, f"{stem}_probabilities", output_format),
+                                                   result.probabilities, axes=axes))
     written.update({f"fraction_{r['class']}": round(r["fraction"], 6) for r in table})
     return written
