@@ -8,6 +8,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from scipy import ndimage as ndi
 
 from napari_nanoclass import liposome_objects
 from napari_nanoclass.evaluation import class_metrics, match_instances
@@ -72,6 +73,29 @@ def test_detection_target_separates_touching_objects():
     probabilities = np.stack([target == k for k in range(3)]).astype(np.float32)
     instances = instances_from_probabilities(probabilities, min_area_px=20)
     assert instances.max() == 2 and match_instances(instances, labels)["f1"] == 1.0
+
+
+def test_detections_without_a_membrane_around_them_are_dropped():
+    labels = np.zeros((60, 100), np.int32)
+    labels[10:40, 5:35], labels[10:40, 55:85] = 1, 2
+    target = detection_target(labels, boundary_px=2)
+    target[target == 2] = np.where(labels[target == 2] == 2, 1, 2)  # object 2: an interior with no rim (ice)
+    probabilities = np.stack([target == k for k in range(3)]).astype(np.float32)
+    kept = instances_from_probabilities(probabilities, min_area_px=20)
+    assert kept.max() == 1 and match_instances(kept, np.where(labels == 1, 1, 0))["f1"] == 1.0
+    assert instances_from_probabilities(probabilities, min_area_px=20, min_rim_boundary=0).max() == 2
+
+
+def test_two_liposomes_seen_as_one_are_cut_at_the_neck():
+    yy, xx = np.mgrid[:50, :80]
+    discs = [(yy - 25) ** 2 + (xx - x) ** 2 <= 15 ** 2 for x in (24, 52)]  # centres 28 px apart: a peanut
+    union = discs[0] | discs[1]
+    ring = union & ~ndi.binary_erosion(union, iterations=2)
+    probabilities = np.stack([~union, union & ~ring, ring]).astype(np.float32)  # one interior, one outer rim
+    truth = np.where(discs[0], 1, 0) + np.where(discs[1] & ~discs[0], 2, 0)
+    assert instances_from_probabilities(probabilities, min_area_px=50, min_solidity=0.0).max() == 1
+    split = instances_from_probabilities(probabilities, min_area_px=50)
+    assert split.max() == 2 and match_instances(split, truth)["tp"] == 2
 
 
 def test_instance_matching_counts_hits_misses_and_false_alarms():
@@ -210,3 +234,26 @@ def test_analyse_files_contract_and_bad_files(tiny_liposome_models, tmp_path):
     for column in ("image", "label", "diameter_nm", "lamellarity", "encapsulation", "lamellarity_confidence",
                    "encapsulation_confidence"):
         assert column in header
+
+
+def test_retraining_objects_are_built_at_the_analysis_scale(tiny_liposome_models):
+    from napari_nanoclass.liposome_training import objects_from_image
+    from napari_nanoclass.liposomes import training_objects
+
+    detector, _ = tiny_liposome_models
+    field = simulate_field(SMALL, seed=98)
+    classes = {o["label"]: {"lamellarity": o["lamellarity"], "encapsulation": o["encapsulation"]}
+               for o in field.objects}
+    native = training_objects(field.image, field.labels, classes, field.pixel_size_nm, detector)
+    # the same field at 1.25 nm/px: retraining must see what the 2.5 nm/px analysis sees
+    image, labels = (np.kron(a, np.ones((2, 2), a.dtype)) for a in (field.image, field.labels))
+    finer = training_objects(image, labels, classes, 1.25, detector)
+    assert len(finer.crops) == len(native.crops) == len(field.objects)
+    assert np.allclose(finer.log_size, native.log_size, atol=0.05)
+    assert np.abs(finer.crops - native.crops).mean() < 0.1
+    for problem in ("lamellarity", "encapsulation"):
+        assert np.array_equal(finer.targets[problem], native.targets[problem])
+    # crops taken at the user's own pixel size (what retraining did before) differ more
+    z = (image - image.mean()) / image.std()
+    unscaled = objects_from_image(z.astype(np.float32), labels, classes, 1.25)
+    assert np.abs(unscaled.crops - native.crops).mean() > 2 * np.abs(finer.crops - native.crops).mean()

@@ -18,10 +18,9 @@ from magicgui.widgets import ComboBox, Container, FloatSpinBox, Label, LineEdit,
 
 from ._widgets import _base_data, _layer_choices, _ViewerWidget
 from .engine import available_devices
-from .images import image_stats
 from .liposome_simulator import PROBLEMS
-from .liposome_training import ClassifierConfig, ClassifierResult, objects_from_image, train_classifier_steps
-from .liposomes import DEFAULT_CLASSIFIERS, DEFAULT_DETECTOR, LiposomeResult, analyse_steps
+from .liposome_training import ClassifierConfig, ClassifierResult, train_classifier_steps
+from .liposomes import DEFAULT_CLASSIFIERS, DEFAULT_DETECTOR, LiposomeResult, analyse_steps, training_objects
 from .models.registry import list_models
 from .progress import Steps, scaled
 
@@ -198,10 +197,9 @@ class _CorrectionPanel(Container):
         if layer is None:
             owner.runner.on_error(ValueError("run the analysis and correct the liposome layer first"))
             return
-        data = np.asarray(_base_data(image), np.float32)
-        mean, std = image_stats(data)
         classes = {int(r["index"]): {p: str(r[p]) for p in PROBLEMS} for _, r in layer.features.iterrows()}
-        objects = objects_from_image((data - mean) / std, np.asarray(layer.data), classes, owner.pixel_size.value)
+        objects = training_objects(np.asarray(_base_data(image)), np.asarray(layer.data), classes,
+                                   owner.pixel_size.value, owner.detector.value)
         # a problem whose objects all have one class cannot teach the classifier anything: skip it
         trainable = [p for p in owner.models if len(np.unique(objects.targets[p])) > 1]
         if not trainable:

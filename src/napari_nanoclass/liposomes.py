@@ -30,9 +30,10 @@ from typing import Any
 
 import numpy as np
 from scipy import ndimage as ndi
+from skimage.feature import peak_local_max
 from skimage.measure import regionprops
-from skimage.morphology import disk, remove_small_objects
-from skimage.segmentation import relabel_sequential, watershed
+from skimage.morphology import disk
+from skimage.segmentation import find_boundaries, relabel_sequential, watershed
 from skimage.transform import rescale, resize
 
 from . import engine, liposome_objects
@@ -44,7 +45,8 @@ from .progress import CancelToken, Progress, ProgressCallback, Steps, run_sync, 
 DEFAULT_DETECTOR = "liposome-detector"
 DEFAULT_CLASSIFIERS = {"lamellarity": "liposome-lamellarity", "encapsulation": "liposome-encapsulation"}
 MIN_DIAMETER_NM = 20.0  # smaller detections are noise (liposomes are ≥ 30 nm)
-MIN_SOLIDITY = 0.85  # liposomes are convex; ragged detections are film edges or debris
+MIN_SOLIDITY = 0.9  # liposomes are convex: a ragged detection is split at its necks, or dropped
+MIN_RIM_BOUNDARY = 0.5  # a liposome is enclosed by its membrane: mean p(boundary) along its outer rim
 RESCALE_TOLERANCE = 0.1
 HISTOGRAM_EDGES_NM = np.arange(0, 420, 20)
 OBJECT_COLUMNS = ["image", "label", "centroid_y", "centroid_x", "diameter_nm", "max_width_nm", "area_nm2",
@@ -89,24 +91,77 @@ class LiposomeResult:
 
 
 def instances_from_probabilities(probabilities: np.ndarray, min_area_px: int,
-                                 min_solidity: float = MIN_SOLIDITY) -> np.ndarray:
+                                 min_solidity: float = MIN_SOLIDITY,
+                                 min_rim_boundary: float = MIN_RIM_BOUNDARY) -> np.ndarray:
     """Background / liposome / boundary probabilities → instance labels.
 
     Seeds are the connected interiors (class "liposome" inside the boundary, with any inner
-    rings filled in); a watershed on
-    the boundary probability grows each seed over the whole foreground, so a boundary shared by
-    two touching liposomes is split between them.
+    rings filled in); a watershed on the boundary probability grows each seed over the whole
+    foreground, so a boundary shared by two touching liposomes is split between them. Then:
+
+    * small objects are dropped;
+    * a ragged object (solidity below ``min_solidity``) is usually two liposomes the detector saw
+      as one: it is cut at the necks of its distance transform, and pieces that are convex and
+      big enough are kept (the rest is dropped: film edges, debris);
+    * objects not enclosed by a membrane are dropped: on 30 simulated validation fields, 22 of
+      25 false detections had a mean p(boundary) along their rim below 0.44, true ones above 0.34
+      (5 % below 0.66) — ice and contamination blobs look like an interior but have no bilayer.
+
+    On those validation fields (seeds 300 000…) these steps took detection F1 from 0.924 to 0.972.
     """
     classes = probabilities.argmax(axis=0)
     foreground = ndi.binary_fill_holes(classes > 0)
     # holes filled: the interior inside a multilamellar object's inner rings joins its outer seed
     seeds, _ = ndi.label(ndi.binary_fill_holes(ndi.binary_opening(classes == 1, structure=disk(1))))
-    seeds = remove_small_objects(seeds, max_size=min_area_px // 4)
-    instances = watershed(probabilities[2], markers=seeds, mask=foreground)
-    instances = remove_small_objects(instances, max_size=min_area_px - 1)
-    ragged = [r.label for r in regionprops(instances) if r.solidity < min_solidity]
-    instances[np.isin(instances, ragged)] = 0
+    seeds = _drop_small(seeds, min_area_px // 4 + 1)
+    instances = _drop_small(watershed(probabilities[2], markers=seeds, mask=foreground), min_area_px)
+    instances = _split_ragged(instances, min_solidity, min_area_px)
+    instances[np.isin(instances, _unenclosed(instances, probabilities[2], min_rim_boundary))] = 0
     return relabel_sequential(instances)[0].astype(np.int32)
+
+
+def _drop_small(labels: np.ndarray, min_area_px: int) -> np.ndarray:
+    """Labels with fewer than ``min_area_px`` pixels set to 0 (skimage's remove_small_objects
+    warns when a field holds a single object)."""
+    sizes = np.bincount(labels.ravel())
+    return np.where(sizes[labels] >= min_area_px, labels, 0)
+
+
+def _split_ragged(instances: np.ndarray, min_solidity: float, min_area_px: int) -> np.ndarray:
+    """Cut each object with solidity below ``min_solidity`` at the necks of its distance transform
+    (one piece per maximum at least a minimum liposome radius apart); keep the convex pieces of
+    at least ``min_area_px``."""
+    out = instances.copy()
+    next_label = int(instances.max()) + 1
+    min_distance = max(2, round(np.sqrt(min_area_px / np.pi)))  # the minimum radius
+    for region in regionprops(instances):
+        if region.solidity >= min_solidity:
+            continue
+        mask = region.image
+        out[region.slice][mask] = 0
+        distance = ndi.distance_transform_edt(np.pad(mask, 1))[1:-1, 1:-1]
+        peaks = peak_local_max(distance, min_distance=min_distance, labels=mask.astype(np.int32),
+                               exclude_border=False)
+        if len(peaks) < 2:
+            continue
+        markers = np.zeros(mask.shape, np.int32)
+        markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1)
+        pieces = watershed(-distance, markers, mask=mask)
+        for piece in regionprops(pieces):
+            if piece.area >= min_area_px and piece.solidity >= min_solidity:
+                out[region.slice][pieces == piece.label] = next_label
+                next_label += 1
+    return out
+
+
+def _unenclosed(instances: np.ndarray, boundary: np.ndarray, threshold: float) -> list[int]:
+    """Labels whose outer rim (their pixels touching another label or background) has a mean
+    boundary probability below ``threshold``."""
+    rim = find_boundaries(instances, mode="inner")
+    owners = instances[rim]
+    count = np.bincount(owners, minlength=instances.max() + 1)
+    total = np.bincount(owners, weights=boundary[rim], minlength=instances.max() + 1)
+    return [int(i) for i in np.flatnonzero(total < threshold * np.maximum(count, 1)) if i > 0]
 
 
 def detect_steps(image: np.ndarray, detector: LoadedModel, pixel_size_nm: float,
@@ -143,6 +198,40 @@ def _load(name: str | LoadedModel, device: str | None) -> LoadedModel:
     return name if isinstance(name, LoadedModel) else load_model(name, engine.select_device(device))
 
 
+def working_image(data: np.ndarray, pixel_size_nm: float, working_px: float | None) -> tuple[np.ndarray, float]:
+    """The image as the models see it, and its pixel size: rescaled to ``working_px`` nm/px (the
+    detector's; left alone within RESCALE_TOLERANCE, or if None) and z-scored over the whole image.
+
+    Analysis and retraining both go through here, so a classifier fine-tuned on corrected objects
+    sees its crops at the same scale and contrast as when it later classifies.
+    """
+    data = np.asarray(data, np.float32)
+    factor = pixel_size_nm / (working_px or pixel_size_nm)
+    if abs(factor - 1) > RESCALE_TOLERANCE:
+        data = rescale(data, factor, anti_aliasing=factor < 1)
+    else:
+        working_px = pixel_size_nm
+    mean, std = image_stats(data)
+    return ((data - mean) / std).astype(np.float32), float(working_px)
+
+
+def _labels_at(labels: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Instance labels resampled (nearest) to ``shape``; unchanged if already that shape."""
+    if labels.shape == tuple(shape):
+        return labels
+    return resize(labels, shape, order=0, preserve_range=True, anti_aliasing=False).astype(labels.dtype)
+
+
+def training_objects(image: np.ndarray, labels: np.ndarray, classes: dict[int, dict[str, str]],
+                     pixel_size_nm: float, detector: str | LoadedModel = DEFAULT_DETECTOR) -> Any:
+    """Objects of a corrected result (its instance ``labels`` and each label's ``classes``) for
+    retraining the classifiers, built exactly as :func:`analyse` builds them for classification."""
+    from .liposome_training import objects_from_image
+
+    work, working_px = working_image(image, pixel_size_nm, _load(detector, None).info.pixel_size_nm)
+    return objects_from_image(work, _labels_at(np.asarray(labels), work.shape), classes, working_px)
+
+
 def analyse_steps(
     image: Any,
     pixel_size_nm: float | None = None,
@@ -165,32 +254,24 @@ def analyse_steps(
                          "analyse the planes of a stack one by one")
     detector = _load(detector, device)
     models = {p: _load(m, device) for p, m in (classifiers or DEFAULT_CLASSIFIERS).items()}
-    working_px = detector.info.pixel_size_nm or pixel_size_nm or 1.0
     if pixel_size_nm is None:
-        warnings.warn(f"{name}: no pixel size given; assuming the detector's {working_px} nm/px", stacklevel=2)
-        pixel_size_nm = working_px
-    factor = pixel_size_nm / working_px
+        pixel_size_nm = detector.info.pixel_size_nm or 1.0
+        warnings.warn(f"{name}: no pixel size given; assuming the detector's {pixel_size_nm} nm/px", stacklevel=2)
     data = np.asarray(data, np.float32)
-    work = rescale(data, factor, anti_aliasing=factor < 1) if abs(factor - 1) > RESCALE_TOLERANCE else data
-    if work is data:
-        working_px = pixel_size_nm
-    mean, std = image_stats(work)
-    work = ((work - mean) / std).astype(np.float32)
+    work, working_px = working_image(data, pixel_size_nm, detector.info.pixel_size_nm)
     if labels is None:
         work_labels = yield from detect_steps(work, detector, working_px, min_diameter_nm)
     else:
         labels = np.asarray(labels)
         if labels.shape != data.shape:
             raise ValueError(f"{name}: labels {labels.shape} do not match the image {data.shape}")
-        work_labels = labels if work.shape == data.shape else resize(
-            labels, work.shape, order=0, preserve_range=True, anti_aliasing=False).astype(labels.dtype)
+        work_labels = _labels_at(labels, work.shape)
     yield Progress(0, 1, "classifying objects")
     rows = liposome_objects.measure(work_labels, working_px)
     classes = classify(work, work_labels, np.array([r["diameter_nm"] for r in rows]), models)
     scale = data.shape[0] / work.shape[0]
     objects = [_object_row(name, r, classes, i, scale) for i, r in enumerate(rows)]
-    out_labels = work_labels if work.shape == data.shape else resize(
-        work_labels, data.shape, order=0, preserve_range=True, anti_aliasing=False)
+    out_labels = _labels_at(work_labels, data.shape)
     names = {"detector": detector.info.name if labels is None else "user labels",
              **{f"{p}_model": m.info.name for p, m in models.items()}}
     summary = summarise(name, objects, pixel_size_nm, names)
