@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -86,6 +87,13 @@ def test_rerun_skips_complete_inputs_and_redoes_changed_ones(responsive_model, t
     config = json.loads((out / "batch_config.json").read_text())
     assert config["analysis"] == "segment" and config["options"] == {"model": responsive_model} and config["overwrite"]
     assert main(["batch", "--config", str(out / "batch_config.json"), "--log", "json"]) == 0
+    # a folder in the way that the tool did not write is never replaced silently
+    shutil.rmtree(out / "img02")
+    (out / "img02").mkdir()
+    (out / "img02" / "notes.txt").write_text("someone's work")
+    kept = run_batch("segment", [tmp_path / "in"], out, options={"model": responsive_model})
+    assert [r["status"] for r in kept.rows] == ["ok", "ok", "failed"] and "not a napari-nanoclass result" in kept.rows[2]["error"]
+    assert (out / "img02" / "notes.txt").read_text() == "someone's work"
 
 
 def test_killed_run_resumes_to_the_same_results(responsive_model, user_registry, tmp_path):

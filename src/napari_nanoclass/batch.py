@@ -13,7 +13,8 @@
 * ``batch_config.json`` — everything needed to repeat the run exactly (``--config`` reads it).
 
 A rerun skips inputs whose folder is complete and whose input is unchanged (``overwrite``
-redoes them); a file that fails is reported with the reason and the others go on.
+redoes them); a file that fails is reported with the reason and the others go on. A folder in the
+way that this tool did not write is never replaced without ``overwrite``.
 
 Inputs are processed in this process by default (torch already uses every core for one image);
 ``workers`` > 1 starts a dask ``LocalCluster`` of that many single-threaded processes with torch
@@ -139,13 +140,14 @@ def _event_reporter(stem: str, interval: float = 0.5) -> ProgressCallback:
 
 
 def process_one(analysis: str, path: str, out: str, options: dict[str, Any], sharing: int | None = None,
-                progress: ProgressCallback | bool | None = None) -> dict[str, Any]:
+                progress: ProgressCallback | bool | None = None, overwrite: bool = False) -> dict[str, Any]:
     """Process one input into ``out/<stem>/`` (built in ``.<stem>.partial`` and renamed when whole).
 
     Runs in the calling process or on a dask worker; ``sharing`` workers on this machine split its
     cores for torch. ``progress`` is a callback for this input's own progress, or ``True`` on a
-    dask worker to send it to the client as events. Never raises for a bad input: the row says
-    ``failed`` and why.
+    dask worker to send it to the client as events. A folder ``<stem>/`` that this tool did not
+    write (no ``result.json``) is never replaced unless ``overwrite``. Never raises for a bad
+    input: the row says ``failed`` and why.
     """
     if sharing:
         from .engine import configure_threads
@@ -161,6 +163,9 @@ def process_one(analysis: str, path: str, out: str, options: dict[str, Any], sha
     if progress is True:
         progress = _event_reporter(stem)
     try:
+        if final.exists() and not (final / RESULT).is_file() and not overwrite:
+            raise FileExistsError(f"{final} exists and is not a napari-nanoclass result; move it away or "
+                                  "rerun with --overwrite to replace it")
         result = _run_analysis(analysis, source, partial, options, progress or None)
         if result.get("status") != "ok":
             raise RuntimeError(result.get("error") or "failed")
@@ -267,7 +272,7 @@ def run_batch(analysis: str, inputs: Iterable[str | Path], out: str | Path, *, o
         else:
             todo.append(path)
     finished = len(rows)
-    for row in _execute(analysis, todo, out_dir, config.options, workers, scheduler, on_progress):
+    for row in _execute(analysis, todo, out_dir, config.options, workers, scheduler, on_progress, overwrite):
         rows[row["input"]] = row
         finished += 1
         if on_row is not None:
@@ -294,14 +299,14 @@ def _check_unique_stems(paths: Sequence[Path]) -> None:
 
 
 def _execute(analysis: str, paths: Sequence[Path], out_dir: Path, options: dict[str, Any], workers: int,
-             scheduler: str | None, on_progress: Callable[[str, Progress], None] | None
+             scheduler: str | None, on_progress: Callable[[str, Progress], None] | None, overwrite: bool
              ) -> Iterable[dict[str, Any]]:
     """Rows as inputs finish: here one after another, or on a dask cluster as they complete."""
     if scheduler is None and workers <= 1:
         for path in paths:
             stem = _stem(path)
             report = None if on_progress is None else (lambda step, stem=stem: on_progress(stem, step))
-            yield process_one(analysis, str(path), str(out_dir), options, progress=report)
+            yield process_one(analysis, str(path), str(out_dir), options, progress=report, overwrite=overwrite)
         return
     from dask.distributed import Client, LocalCluster, as_completed
 
@@ -314,7 +319,7 @@ def _execute(analysis: str, paths: Sequence[Path], out_dir: Path, options: dict[
                 event[1]["stem"], Progress(event[1]["done"], event[1]["total"], event[1]["message"])))
         sharing = workers if scheduler is None else None
         futures = [client.submit(process_one, analysis, str(p), str(out_dir), options, sharing,
-                                 on_progress is not None, pure=False) for p in paths]
+                                 on_progress is not None, overwrite, pure=False) for p in paths]
         for future in as_completed(futures):
             yield future.result()
     finally:
