@@ -92,7 +92,8 @@ def test_rerun_skips_complete_inputs_and_redoes_changed_ones(responsive_model, t
     (out / "img02").mkdir()
     (out / "img02" / "notes.txt").write_text("someone's work")
     kept = run_batch("segment", [tmp_path / "in"], out, options={"model": responsive_model})
-    assert [r["status"] for r in kept.rows] == ["ok", "ok", "failed"] and "not a napari-nanoclass result" in kept.rows[2]["error"]
+    assert [r["status"] for r in kept.rows] == ["ok", "ok", "failed"]
+    assert "not a napari-nanoclass result" in kept.rows[2]["error"]
     assert (out / "img02" / "notes.txt").read_text() == "someone's work"
 
 
@@ -125,8 +126,12 @@ def test_local_cluster_gives_the_same_results(responsive_model, tmp_path):
     _images(tmp_path / "in", 4)
     run_batch("segment", [tmp_path / "in"], tmp_path / "seq", options={"model": responsive_model})
     finished: dict[str, float] = {}
+
+    def on_progress(stem: str, step) -> None:
+        finished[stem] = max(finished.get(stem, 0.0), step.fraction)
+
     parallel = run_batch("segment", [tmp_path / "in"], tmp_path / "par", options={"model": responsive_model}, workers=2,
-                         on_progress=lambda stem, step: finished.__setitem__(stem, max(finished.get(stem, 0), step.fraction)))
+                         on_progress=on_progress)
     assert not parallel.failed and parallel.run["workers"] == 2
     seq, par = _outputs(tmp_path / "seq"), _outputs(tmp_path / "par")
     assert seq.keys() == par.keys() and all(np.array_equal(seq[k], par[k]) for k in seq)

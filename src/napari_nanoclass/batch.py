@@ -100,13 +100,13 @@ def check_options(analysis: str, options: dict[str, Any]) -> None:
     rather than failing every input with the same message."""
     import inspect
 
-    from .images import output_path
+    from .images import check_output_format
 
     known = set(inspect.signature(_files_job(analysis)).parameters) - {"paths", "out_dir"}
     unknown = sorted(set(options) - known)
     if unknown:
         raise ValueError(f"{analysis} has no option {', '.join(unknown)}; its options: {', '.join(sorted(known))}")
-    output_path(".", "check", options.get("output_format", "tif"))
+    check_output_format(options.get("output_format", "tif"))
 
 
 def _run_analysis(analysis: str, path: Path, target: Path, options: dict[str, Any],

@@ -210,7 +210,8 @@ def _batch_progress(log: str, analysis: str) -> tuple:
     from tqdm.auto import tqdm
 
     run_bar = tqdm(unit="image", desc=f"nanoclass batch {analysis}", position=0)
-    file_bar = tqdm(total=1.0, position=1, leave=False, bar_format="{desc} {percentage:3.0f}%|{bar}| {elapsed}<{remaining}")
+    file_bar = tqdm(total=1.0, position=1, leave=False,
+                    bar_format="{desc} {percentage:3.0f}%|{bar}| {elapsed}<{remaining}")
 
     def on_row(row: dict, done: int, total: int) -> None:
         run_bar.total = total

@@ -33,7 +33,8 @@ import torch
 from torch import nn
 
 from . import engine
-from .images import Image, as_greyscale, image_stats, output_path, read_image, write_csv, write_image
+from .images import (Image, as_greyscale, check_output_format, image_stats, output_path, read_image,
+                     write_csv, write_image)
 from .models.fibre_cnn import FibreCNN, grad_cam
 from .models.registry import LoadedModel, load_model
 from .progress import CancelToken, ProgressCallback, Steps, run_sync, scaled
@@ -234,7 +235,7 @@ def analyse_files_steps(
     with ``cam`` ``<stem>_cam.tif`` (``.ome.zarr`` with ``output_format="ome-zarr"``); returns
     (one row per image, one row per view). A file that fails is reported in its row
     (``status``/``error``) and the others go on."""
-    output_path(out_dir, "check", output_format)  # an unknown format fails before any work
+    check_output_format(output_format)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     loaded = load_model(model, engine.select_device(device))

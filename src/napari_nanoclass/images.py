@@ -186,10 +186,15 @@ def write_tiff(path: str | Path, data: Any, tile: int = 512) -> Path:
 OUTPUT_FORMATS = {"tif": ".tif", "ome-zarr": ".ome.zarr"}  # how maps and labels can be saved
 
 
-def output_path(folder: str | Path, name: str, output_format: str = "tif") -> Path:
-    """Where an output called ``name`` (e.g. ``<stem>_labels``) goes in ``folder`` in ``output_format``."""
+def check_output_format(output_format: str) -> None:
+    """Refuse an unknown output format (jobs call this before any work, not at the first write)."""
     if output_format not in OUTPUT_FORMATS:
         raise ValueError(f"output format {output_format!r} is not one of {sorted(OUTPUT_FORMATS)}")
+
+
+def output_path(folder: str | Path, name: str, output_format: str = "tif") -> Path:
+    """Where an output called ``name`` (e.g. ``<stem>_labels``) goes in ``folder`` in ``output_format``."""
+    check_output_format(output_format)
     return Path(folder) / f"{name}{OUTPUT_FORMATS[output_format]}"
 
 

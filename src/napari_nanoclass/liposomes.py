@@ -37,7 +37,8 @@ from skimage.segmentation import find_boundaries, relabel_sequential, watershed
 from skimage.transform import rescale, resize
 
 from . import engine, liposome_objects
-from .images import Image, as_greyscale, image_stats, output_path, read_image, write_csv, write_image, write_json
+from .images import (Image, as_greyscale, check_output_format, image_stats, output_path, read_image,
+                     write_csv, write_image, write_json)
 from .models.lipnet import predict_crops
 from .models.registry import LoadedModel, load_model
 from .progress import CancelToken, Progress, ProgressCallback, Steps, run_sync, scaled
@@ -331,7 +332,7 @@ def analyse_files_steps(
     and ``summary.json`` (the same plus size histograms). Tables are rewritten atomically after
     each image, so an interrupted run keeps what it finished."""
     out_dir = Path(out_dir)
-    output_path(out_dir, "check", output_format)  # an unknown format fails before any work
+    check_output_format(output_format)
     out_dir.mkdir(parents=True, exist_ok=True)
     detector_model = _load(detector, device)
     models = {p: _load(m, device) for p, m in (classifiers or DEFAULT_CLASSIFIERS).items()}

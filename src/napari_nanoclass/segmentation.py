@@ -17,7 +17,8 @@ import dask.array as da
 import numpy as np
 
 from . import engine
-from .images import Image, as_greyscale, image_stats, output_path, read_image, write_csv, write_image
+from .images import (Image, as_greyscale, check_output_format, image_stats, output_path, read_image,
+                     write_csv, write_image)
 from .models.registry import LoadedModel, load_model
 from .progress import CancelToken, ProgressCallback, Steps, run_sync, scaled
 
@@ -118,7 +119,7 @@ def segment_files_steps(
     ``<stem>_classes.csv`` per input; optionally ``<stem>_probabilities.tif``; with
     ``output_format="ome-zarr"`` the images are ``.ome.zarr`` instead. A file that fails is
     reported in the returned rows (``status``/``error``) and the others go on."""
-    output_path(out_dir, "check", output_format)  # an unknown format fails before any work
+    check_output_format(output_format)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     loaded = load_model(model, engine.select_device(device))
