@@ -181,7 +181,10 @@ def test_ome_zarr_outputs_match_tiff_and_open_again(responsive_model, tmp_path):
     probabilities = zarr.open_group(str(folder / "stack_probabilities.ome.zarr"), mode="r")
     assert [a["name"] for a in probabilities.attrs["multiscales"][0]["axes"]] == ["c", "z", "y", "x"]
     assert np.allclose(np.asarray(probabilities["0"]).sum(0), 1, atol=1e-5)
-    assert (folder / "overview.png").is_file()
+    from skimage.io import imread
+
+    overview = imread(folder / "overview.png")  # the first plane, its labels overlaid in colour
+    assert overview.shape == (96, 80, 3) and (overview[..., 0] != overview[..., 1]).any()
     layer = _open_in_viewer(folder).layers["stack labels"]
     assert np.array_equal(np.asarray(layer.data), labels) and list(layer.features["class"]) == ["c0", "c1", "c2"]
     with pytest.raises(SystemExit):  # a format that does not exist is refused before any work
@@ -273,3 +276,20 @@ def test_results_of_each_analysis_open_again_as_layers(responsive_model, tiny_li
     assert np.allclose(layer.colormap.map(np.array([index[0]]))[0, :3],
                        [int(expected[i:i + 2], 16) / 255 for i in (1, 3, 5)])
     assert {"diameter_nm", "lamellarity", "encapsulation_confidence"} <= set(layer.features.columns)
+
+
+def test_overview_of_a_large_stack_is_a_small_first_plane(tmp_path):
+    from skimage.io import imread
+
+    from napari_nanoclass.batch import write_overview
+    from napari_nanoclass.images import write_image
+
+    source = tmp_path / "big.tif"
+    tifffile.imwrite(source, np.random.default_rng(0).integers(0, 255, (3, 1100, 900), dtype=np.uint8))
+    labels = np.zeros((3, 1100, 900), np.uint8)
+    labels[0, :550] = 1  # the top half of the first plane only
+    write_image(tmp_path / "big_labels.ome.zarr", labels, labels=True)
+    overview = imread(write_overview(tmp_path, "big", source))
+    assert overview.shape == (367, 300, 3)  # every 3rd pixel: at most 512 a side
+    coloured = overview[..., 0] != overview[..., 1]
+    assert coloured[:180].mean() > 0.9 and coloured[190:].mean() < 0.05

@@ -194,15 +194,11 @@ def write_overview(folder: Path, stem: str, source: Path, size: int = 512) -> Pa
     found = find_output(folder, f"{stem}_labels") or find_output(folder, f"{stem}_pnhnf")
     if found is None:
         return None
-    data = read_image(source).data
-    plane = data[0] if data.ndim == 3 else data
-    step = max(1, -(-max(plane.shape) // size))
-    grey = np.asarray(plane[::step, ::step], np.float32)
+    grey = _thumbnail(read_image(source).data, size).astype(np.float32)
     lo, hi = np.percentile(grey, (1, 99))
     grey = np.clip((grey - lo) / max(hi - lo, 1e-6), 0, 1)
-    overlay = read_output(found)
-    overlay = np.asarray(overlay[0] if overlay.ndim == 3 else overlay)
-    overlay = resize(overlay, grey.shape, order=0, preserve_range=True, anti_aliasing=False)
+    overlay = resize(_thumbnail(read_output(found), size), grey.shape, order=0, preserve_range=True,
+                     anti_aliasing=False)
     if found.name.startswith(f"{stem}_labels"):
         rgb = label2rgb(overlay.astype(np.int64), image=grey, alpha=0.35, bg_label=0)
     else:
@@ -212,6 +208,16 @@ def write_overview(folder: Path, stem: str, source: Path, size: int = 512) -> Pa
     with atomic_path(target) as tmp:
         imsave(tmp, (np.clip(rgb, 0, 1) * 255).astype(np.uint8), check_contrast=False)
     return target
+
+
+def _thumbnail(array: Any, size: int) -> Any:
+    """The first plane of an image or stack, subsampled to at most ``size`` px a side — read with a
+    stride, so a lazy (zarr, TIFF) whole-slide result is never loaded whole."""
+    import numpy as np
+
+    step = max(1, -(-max(array.shape[-2:]) // size))
+    lead = (0,) * (array.ndim - 2)
+    return np.asarray(array[(*lead, slice(None, None, step), slice(None, None, step))])
 
 
 def _stem(path: Path) -> str:
