@@ -121,6 +121,28 @@ def test_killed_run_resumes_to_the_same_results(responsive_model, user_registry,
     assert not list(out.glob(".*partial"))
 
 
+def test_ctrl_c_stops_cleanly_and_the_rerun_completes(responsive_model, user_registry, tmp_path):
+    _images(tmp_path / "in", 12, size=192)
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "napari_nanoclass.cli", "batch", "segment", str(tmp_path / "in"), "--out",
+               str(out), "--model", responsive_model, "--log", "quiet"]
+    env = {**os.environ, "NANOCLASS_HOME": str(user_registry.parent)}
+    process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(out.glob("*/result.json"))) < 2:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130 and "interrupted" in err and "Traceback" not in err
+    done = len(list(out.glob("*/result.json")))
+    assert 2 <= done < 12
+    resumed = run_batch("segment", [tmp_path / "in"], out, options={"model": responsive_model})
+    assert not resumed.failed and sum(r["skipped"] for r in resumed.rows) == done
+    reference = run_batch("segment", [tmp_path / "in"], tmp_path / "ref", options={"model": responsive_model})
+    ref, got = _outputs(tmp_path / "ref"), _outputs(out)
+    assert not reference.failed and ref.keys() == got.keys() and all(np.array_equal(ref[k], got[k]) for k in ref)
+
+
 @pytest.mark.timeout(300)
 def test_local_cluster_gives_the_same_results(responsive_model, tmp_path):
     _images(tmp_path / "in", 4)

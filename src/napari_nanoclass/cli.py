@@ -249,6 +249,10 @@ def cmd_batch(args: argparse.Namespace) -> int:
         report = run_batch(config.analysis, config.inputs, config.out, options=config.options,
                            overwrite=config.overwrite, workers=config.workers, scheduler=config.scheduler,
                            on_row=on_row, on_progress=on_progress)
+    except KeyboardInterrupt:
+        print(f"nanoclass batch: interrupted; finished inputs are kept in {Path(config.out).resolve()} — run the "
+              "same command again to do the rest", file=sys.stderr)
+        return 130
     finally:
         close()
     for row in report.failed:
