@@ -2,7 +2,7 @@
 shipped detector on unseen test fields, and grouped stratified 5-fold CV of LipNet vs the SVM baseline
 per problem and class mix (per-class TPR, TNR, PPV, NPV, F1 and normalised confusion matrices).
 
-    python benchmarks/liposomes_cv.py [--fields 120] [--epochs 15] [--mixes study balanced]
+    python benchmarks/liposomes_cv.py [--fields 120] [--epochs 15] [--mixes study balanced] [--strategy S]
         [--input-modes masked cropped surroundings] [--table FILE]
 
 Results are cached per setting in benchmarks/out/liposomes/ (delete a file to recompute it); the
@@ -46,15 +46,18 @@ def detection(n_fields: int) -> dict:
     return out
 
 
-def classification(mix: str, problem: str, method: str, objects, epochs: int, n_fields: int, mode: str) -> dict:
-    suffix = "" if mode == "masked" else f"-{mode}"
+def classification(mix: str, problem: str, method: str, objects, epochs: int, n_fields: int, mode: str,
+                   strategy: str = "oversample") -> dict:
+    suffix = ("" if mode == "masked" else f"-{mode}") + ("" if strategy == "oversample" else f"-{strategy}")
     path = OUT / f"cv-{mix}-{problem}-{method}-{n_fields}-{epochs}{suffix}.json"
     if path.exists():
         return json.loads(path.read_text())
     start = time.perf_counter()
-    config = ClassifierConfig(problem=problem, epochs=epochs, patience=max(epochs // 3, 3), input_mode=mode)
+    config = ClassifierConfig(problem=problem, epochs=epochs, patience=max(epochs // 3, 3), input_mode=mode,
+                              strategy=strategy)
     result = cross_validate(objects, problem, method, config=config)
-    result.update(mix=mix, seconds=time.perf_counter() - start, objects=len(objects), input_mode=mode)
+    result.update(mix=mix, seconds=time.perf_counter() - start, objects=len(objects), input_mode=mode,
+                  strategy=strategy)
     path.write_text(json.dumps(result, indent=1))
     return result
 
@@ -84,6 +87,8 @@ def main() -> None:
     ap.add_argument("--methods", nargs="+", default=["svm", "cnn"])
     ap.add_argument("--input-modes", nargs="+", default=["masked"], choices=["masked", "cropped", "surroundings"],
                     help="CNN crop modes to compare")
+    ap.add_argument("--strategy", default="oversample", choices=["oversample", "undersample", "smote", "none"],
+                    help="the CNN's imbalance strategy")
     ap.add_argument("--detection-fields", type=int, default=20)
     ap.add_argument("--table", help="also write the Markdown table here")
     args = ap.parse_args()
@@ -95,7 +100,8 @@ def main() -> None:
             objects = objects_from_fields(fields, mode=mode)
             for problem in PROBLEMS:
                 for method in args.methods if mode == args.input_modes[0] else ["cnn"]:
-                    results.append(classification(mix, problem, method, objects, args.epochs, args.fields, mode))
+                    results.append(classification(mix, problem, method, objects, args.epochs, args.fields, mode,
+                                                  args.strategy))
                     print(f"{mix} {problem} {method} {mode}: balanced accuracy "
                           f"{results[-1]['balanced_accuracy']:.3f}", flush=True)
     det = detection(args.detection_fields)
