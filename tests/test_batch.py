@@ -209,6 +209,10 @@ def test_ome_zarr_outputs_match_tiff_and_open_again(responsive_model, tmp_path):
     assert overview.shape == (96, 80, 3) and (overview[..., 0] != overview[..., 1]).any()
     layer = _open_in_viewer(folder).layers["stack labels"]
     assert np.array_equal(np.asarray(layer.data), labels) and list(layer.features["class"]) == ["c0", "c1", "c2"]
+    from napari_nanoclass.cli import FORMATS
+    from napari_nanoclass.images import OUTPUT_FORMATS
+
+    assert FORMATS == list(OUTPUT_FORMATS)  # the CLI offers every format the writer knows
     with pytest.raises(SystemExit):  # a format that does not exist is refused before any work
         main(["batch", "segment", str(stack), "--out", str(tmp_path / "x"), "--format", "png"])
     with pytest.raises(ValueError, match="output format"):
