@@ -20,7 +20,8 @@ from ._widgets import _base_data, _layer_choices, _ViewerWidget
 from .engine import available_devices
 from .liposome_simulator import PROBLEMS
 from .liposome_training import ClassifierConfig, ClassifierResult, train_classifier_steps
-from .liposomes import DEFAULT_CLASSIFIERS, DEFAULT_DETECTOR, LiposomeResult, analyse_steps, training_objects
+from .liposomes import (DEFAULT_CLASSIFIERS, DEFAULT_DETECTOR, LiposomeResult, analyse_steps, class_colours,
+                        training_objects)
 from .models.registry import list_models
 from .progress import Steps, scaled
 
@@ -122,8 +123,9 @@ class LiposomeWidget(_ViewerWidget):
         if layer is not None:
             from napari.utils.colormaps import DirectLabelColormap
 
-            colours = {int(i): _colour(row, self.colour_by.value) for i, row in layer.features.set_index("index").iterrows()}
-            layer.colormap = DirectLabelColormap(color_dict={**colours, None: "transparent"})
+            features = layer.features
+            layer.colormap = DirectLabelColormap(color_dict=class_colours(features["index"],
+                                                                          features[self.colour_by.value]))
 
     def result_layer(self) -> Any:
         image = self.image.value
@@ -149,12 +151,6 @@ class LiposomeWidget(_ViewerWidget):
         axes.set_xlabel("diameter (nm)")
         axes.set_ylabel("liposomes")
         self._canvas.draw_idle()
-
-
-def _colour(row: Any, problem: str) -> str:
-    from .liposomes import CLASS_COLOURS
-
-    return CLASS_COLOURS.get(str(row[problem]), "#ffffff")
 
 
 class _CorrectionPanel(Container):

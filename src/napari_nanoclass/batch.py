@@ -37,8 +37,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .images import find_images, write_csv, write_json
-from .progress import Progress, ProgressCallback, run_sync
+from .images import file_stem, find_images, write_csv, write_json
+from .progress import Progress, ProgressCallback, Throttle, run_sync
 
 ANALYSES = ("segment", "homogeneity", "liposomes")
 PROGRESS_TOPIC = "napari-nanoclass-progress"
@@ -127,12 +127,10 @@ def _event_reporter(stem: str, interval: float = 0.5) -> ProgressCallback:
     (the first, then at most one per ``interval`` seconds, and the last)."""
     from dask.distributed import get_worker
 
-    worker, last = get_worker(), [-interval]
+    worker, throttle = get_worker(), Throttle(interval)
 
     def report(step: Progress) -> None:
-        now = time.monotonic()
-        if now - last[0] >= interval or step.done >= step.total:
-            last[0] = now
+        if throttle.due(step):
             worker.log_event(PROGRESS_TOPIC, {"stem": stem, "done": step.done, "total": step.total,
                                               "message": step.message})
 
@@ -154,7 +152,7 @@ def process_one(analysis: str, path: str, out: str, options: dict[str, Any], sha
 
         configure_threads(sharing)
     source, out_dir = Path(path), Path(out)
-    stem = _stem(source)
+    stem = file_stem(source)
     final, partial = out_dir / stem, out_dir / f".{stem}.partial"
     shutil.rmtree(partial, ignore_errors=True)
     start = time.perf_counter()
@@ -220,13 +218,9 @@ def _thumbnail(array: Any, size: int) -> Any:
     return np.asarray(array[(*lead, slice(None, None, step), slice(None, None, step))])
 
 
-def _stem(path: Path) -> str:
-    return path.name.split(".")[0]
-
-
 def _complete(path: Path, out_dir: Path) -> dict[str, Any] | None:
     """The stored row of an input whose output folder is whole and whose input is unchanged."""
-    marker = out_dir / _stem(path) / RESULT
+    marker = out_dir / file_stem(path) / RESULT
     try:
         stored = json.loads(marker.read_text())
     except (OSError, ValueError):
@@ -298,9 +292,9 @@ def run_batch(analysis: str, inputs: Iterable[str | Path], out: str | Path, *, o
 def _check_unique_stems(paths: Sequence[Path]) -> None:
     seen: dict[str, Path] = {}
     for path in paths:
-        other = seen.setdefault(_stem(path), path)
+        other = seen.setdefault(file_stem(path), path)
         if other != path:
-            raise ValueError(f"{other} and {path} share the name {_stem(path)!r}; their outputs would collide — "
+            raise ValueError(f"{other} and {path} share the name {file_stem(path)!r}; their outputs would collide — "
                              "rename one or run them into separate output folders")
 
 
@@ -310,7 +304,7 @@ def _execute(analysis: str, paths: Sequence[Path], out_dir: Path, options: dict[
     """Rows as inputs finish: here one after another, or on a dask cluster as they complete."""
     if scheduler is None and workers <= 1:
         for path in paths:
-            stem = _stem(path)
+            stem = file_stem(path)
             report = None if on_progress is None else (lambda step, stem=stem: on_progress(stem, step))
             yield process_one(analysis, str(path), str(out_dir), options, progress=report, overwrite=overwrite)
         return

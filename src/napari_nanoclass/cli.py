@@ -190,19 +190,18 @@ def _batch_progress(log: str, analysis: str) -> tuple:
     """(on_row, on_progress, close) for ``--log``: two bars (the run, with ETA, and the input in
     hand), JSON lines on stderr (one per finished input, and progress at most once a second), or
     nothing."""
-    import time
+    from .progress import Throttle
 
     if log == "quiet":
         return None, None, lambda: None
     if log == "json":
-        last: dict[str, float] = {}
+        throttle = Throttle(1.0)
 
         def row_line(row: dict, done: int, total: int) -> None:
             print(json.dumps({"event": "file", "done": done, "total": total, **row}), file=sys.stderr, flush=True)
 
         def progress_line(stem: str, step) -> None:
-            if time.monotonic() - last.get(stem, 0.0) >= 1.0 or step.done >= step.total:
-                last[stem] = time.monotonic()
+            if throttle.due(step, key=stem):
                 print(json.dumps({"event": "progress", "stem": stem, "fraction": round(step.fraction, 4)}),
                       file=sys.stderr, flush=True)
 

@@ -33,8 +33,8 @@ import torch
 from torch import nn
 
 from . import engine
-from .images import (Image, as_greyscale, check_output_format, image_stats, output_path, read_image,
-                     write_csv, write_image)
+from .images import (Image, as_greyscale, check_output_format, file_stem, image_stats, output_path,
+                     read_image, write_csv, write_image)
 from .models.fibre_cnn import FibreCNN, grad_cam
 from .models.registry import LoadedModel, load_model
 from .progress import CancelToken, ProgressCallback, Steps, run_sync, scaled
@@ -242,7 +242,7 @@ def analyse_files_steps(
     rows: list[dict[str, Any]] = []
     view_rows: list[dict[str, Any]] = []
     for i, path in enumerate(paths):
-        stem = Path(path).name.split(".")[0]
+        stem = file_stem(path)
         row: dict[str, Any] = {"image": stem, "path": str(path), "model": loaded.info.name,
                                "model_sha256": loaded.sha256}
         workdir = out_dir / f".{stem}.work"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import glob
+import itertools
 import json
 import math
 from collections.abc import Iterable, Iterator, Sequence
@@ -81,6 +82,12 @@ def _open_tiff(path: Path) -> Any:
     return node if isinstance(node, zarr.Array) else node["0"]  # pyramid: full resolution
 
 
+def file_stem(path: str | Path) -> str:
+    """The name an input's outputs are called after: the file name up to its first dot, so that
+    ``a.ome.zarr`` and ``a.ome.tif`` are both ``a`` (every writer and the batch runner use this)."""
+    return Path(path).name.split(".")[0]
+
+
 def read_image(path: str | Path) -> Image:
     """Open an image file (TIFF, PNG/JPEG, zarr, OME-Zarr) as a validated greyscale Image."""
     path = Path(path)
@@ -101,7 +108,7 @@ def read_image(path: str | Path) -> Image:
         raise
     except Exception as exc:  # every reader has its own exception types
         raise ImageError(f"{path}: cannot be read as an image ({type(exc).__name__}: {exc})") from exc
-    return Image(as_greyscale(data, str(path)), name=path.name.split(".")[0], path=path)
+    return Image(as_greyscale(data, str(path)), name=file_stem(path), path=path)
 
 
 def as_greyscale(data: Any, source: str = "image") -> Any:
@@ -228,19 +235,22 @@ def write_ome_zarr(path: str | Path, data: Any, *, axes: str | None = None, labe
         chunks = tuple(s if a == "c" else 1 for a, s in zip(axes[:-2], data.shape[:-2]))  # one plane per chunk
         array = group.create_array("0", shape=data.shape, dtype=data.dtype,
                                    chunks=(*chunks, *(min(chunk, s) for s in data.shape[-2:])))
-        for index in np.ndindex(*data.shape[:-2]):
-            for y in range(0, data.shape[-2], chunk):
-                for x in range(0, data.shape[-1], chunk):
-                    block = (*index, slice(y, y + chunk), slice(x, x + chunk))
-                    array[block] = np.asarray(data[block])
+        for block in _chunk_blocks(array.shape, array.chunks):  # each chunk written once, whole
+            array[block] = np.asarray(data[block])
         group.attrs["multiscales"] = [{
-            "version": "0.4", "name": path.name.split(".")[0],
+            "version": "0.4", "name": file_stem(path),
             "axes": [{"name": a, "type": kinds.get(a, "space")} for a in axes],
             "datasets": [{"path": "0", "coordinateTransformations": [{"type": "scale", "scale": [1.0] * data.ndim}]}],
         }]
         if labels:
             group.attrs["image-label"] = {"version": "0.4"}
     return path
+
+
+def _chunk_blocks(shape: Sequence[int], chunks: Sequence[int]) -> Iterator[tuple[slice, ...]]:
+    """The index of every chunk of an array, as slices."""
+    starts = itertools.product(*(range(0, s, c) for s, c in zip(shape, chunks)))
+    return (tuple(slice(i, i + c) for i, c in zip(start, chunks)) for start in starts)
 
 
 def read_output(path: str | Path) -> Any:

@@ -36,7 +36,7 @@ from torch.nn import functional as F
 
 from . import engine, liposome_objects
 from .datasets import Pair
-from .evaluation import class_metrics
+from .evaluation import class_metrics, confusion_matrix
 from .liposome_simulator import PROBLEMS, Field
 from .models.lipnet import LipNet, predict_crops
 from .models.registry import ModelInfo, load_model, save_model
@@ -385,8 +385,7 @@ def cross_validate(objects: Objects, problem: str, method: str, *, folds: int = 
             pred[test] = predict_objects(result.module, objects.subset(test)).argmax(1)
         if progress is not None:
             progress(Progress(k + 1, folds, f"{method} {problem}: fold {k + 1}/{folds}"))
-    confusion = np.zeros((len(names), len(names)), np.int64)
-    np.add.at(confusion, (y, pred), 1)
+    confusion = confusion_matrix(pred, y, len(names))
     return {"problem": problem, "method": method, "confusion": confusion.tolist(),
             "per_class": class_metrics(confusion, names), "accuracy": float(np.mean(pred == y)),
             "balanced_accuracy": balanced_accuracy(y, pred, len(names))}

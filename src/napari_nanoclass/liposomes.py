@@ -6,9 +6,10 @@ The pipeline, for one 2-D image at a known pixel size:
    differs by more than 10 %, so objects look as large as in training; results are mapped back.
 2. **Detect**: the SE U-Net gives background / liposome / boundary probabilities per pixel
    (shared tiled engine); interiors become seeds and a watershed grows them into the liposome
-   mask, so touching liposomes come out as separate instances; detections that are not convex
-   enough (solidity < 0.85: carbon-film edges, debris) are dropped. Or take instance labels the
-   user drew or corrected (``labels=``) and skip detection.
+   mask, so touching liposomes come out as separate instances; ragged detections are cut at
+   their necks or dropped, and detections with no membrane around them are dropped (see
+   :func:`instances_from_probabilities`). Or take instance labels the user drew or corrected
+   (``labels=``) and skip detection.
 3. **Classify** every object twice — lamellarity (unilamellar / multilamellar / uncertain) and
    encapsulation (full / empty / uncertain) — with one LipNet per problem, on the crop mode the
    model was trained with, plus the object's size.
@@ -23,7 +24,7 @@ The pipeline, for one 2-D image at a known pixel size:
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,8 +38,8 @@ from skimage.segmentation import find_boundaries, relabel_sequential, watershed
 from skimage.transform import rescale, resize
 
 from . import engine, liposome_objects
-from .images import (Image, as_greyscale, check_output_format, image_stats, output_path, read_image,
-                     write_csv, write_image, write_json)
+from .images import (Image, as_greyscale, check_output_format, file_stem, image_stats, output_path,
+                     read_image, write_csv, write_image, write_json)
 from .models.lipnet import predict_crops
 from .models.registry import LoadedModel, load_model
 from .progress import CancelToken, Progress, ProgressCallback, Steps, run_sync, scaled
@@ -83,9 +84,15 @@ class LiposomeResult:
 
     def colours(self, problem: str = "lamellarity") -> dict[int | None, str]:
         """Label value → colour of its class in ``problem`` (for a DirectLabelColormap)."""
-        colours: dict[int | None, str] = {o["label"]: CLASS_COLOURS[o[problem]] for o in self.objects}
-        colours[None] = "transparent"
-        return colours
+        return class_colours([o["label"] for o in self.objects], [o[problem] for o in self.objects])
+
+
+def class_colours(labels: Iterable[int], classes: Iterable[str]) -> dict[int | None, str]:
+    """Label value → the colour of its class (white if unknown), background transparent: the
+    colour map of a liposome Labels layer, wherever it is made (analysis, correction, reader)."""
+    colours: dict[int | None, str] = {int(i): CLASS_COLOURS.get(str(c), "#ffffff") for i, c in zip(labels, classes)}
+    colours[None] = "transparent"
+    return colours
 
 
 # -- detection -------------------------------------------------------------------------------------
@@ -226,7 +233,9 @@ def _labels_at(labels: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
 def training_objects(image: np.ndarray, labels: np.ndarray, classes: dict[int, dict[str, str]],
                      pixel_size_nm: float, detector: str | LoadedModel = DEFAULT_DETECTOR) -> Any:
     """Objects of a corrected result (its instance ``labels`` and each label's ``classes``) for
-    retraining the classifiers, built exactly as :func:`analyse` builds them for classification."""
+    retraining the classifiers, at the scale and normalisation :func:`analyse` classifies at.
+    Crops are masked 32² (the shipped classifiers' input); a classifier trained on another crop
+    mode would need objects built in that mode."""
     from .liposome_training import objects_from_image
 
     work, working_px = working_image(image, pixel_size_nm, _load(detector, None).info.pixel_size_nm)
@@ -339,7 +348,7 @@ def analyse_files_steps(
     objects: list[dict[str, Any]] = []
     summaries: list[dict[str, Any]] = []
     for i, path in enumerate(paths):
-        stem = Path(path).name.split(".")[0]
+        stem = file_stem(path)
         try:
             image = read_image(path)
             result = yield from scaled(

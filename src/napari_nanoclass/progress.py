@@ -15,7 +15,9 @@ Because the generator yields after every unit, cancellation takes effect within 
 
 from __future__ import annotations
 
+import math
 import threading
+import time
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import TypeVar
@@ -57,6 +59,23 @@ class CancelToken:
     @property
     def cancelled(self) -> bool:
         return self._event.is_set()
+
+
+class Throttle:
+    """Lets progress reports through at most once per ``interval`` seconds per key (e.g. per input
+    of a batch), and always the last one (done == total) — for log lines and cluster events, where
+    one message per tile would flood the reader."""
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self._last: dict[str, float] = {}
+
+    def due(self, step: Progress, key: str = "") -> bool:
+        now = time.monotonic()
+        if step.done >= step.total or now - self._last.get(key, -math.inf) >= self.interval:
+            self._last[key] = now
+            return True
+        return False
 
 
 def run_sync(

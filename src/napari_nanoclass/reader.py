@@ -90,14 +90,15 @@ def _homogeneity(folder: Path, stem: str, result: dict[str, Any]) -> list[LayerD
         "contrast_limits": (0.0, 1.0), "scale": [*lead, patch, patch],
         "translate": [*([0.0] * len(lead)), (patch - 1) / 2, (patch - 1) / 2],
         "metadata": {"summary": result}}, "image")]
-    if find_output(folder, f"{stem}_cam") is not None:
-        layers.append((_output(folder, f"{stem}_cam"), {"name": f"{stem} defect map", "colormap": "magenta",
-                                              "blending": "additive", "opacity": 0.5}, "image"))
+    cam = find_output(folder, f"{stem}_cam")  # optional (--cam)
+    if cam is not None:
+        layers.append((read_output(cam), {"name": f"{stem} defect map", "colormap": "magenta",
+                                          "blending": "additive", "opacity": 0.5}, "image"))
     return layers
 
 
 def _liposomes(folder: Path, stem: str, result: dict[str, Any]) -> list[LayerData]:
-    from .liposomes import CLASS_COLOURS, OBJECT_COLUMNS
+    from .liposomes import OBJECT_COLUMNS, class_colours
 
     labels = _output(folder, f"{stem}_labels")
     rows = [r for r in _rows(folder / "objects.csv") if r["image"] == stem]
@@ -105,8 +106,7 @@ def _liposomes(folder: Path, stem: str, result: dict[str, Any]) -> list[LayerDat
     for column in OBJECT_COLUMNS[2:]:
         features[column] = [r[column] if column in ("lamellarity", "encapsulation") else float(r[column])
                             for r in rows]
-    colours = {int(r["label"]): CLASS_COLOURS[r["lamellarity"]] for r in rows}
     meta = {"name": f"{stem} liposomes", "features": features,
-            "colormap": {**colours, None: "transparent"},
+            "colormap": class_colours(features["index"], features["lamellarity"]),
             "metadata": {"summary": result, "pixel_size_nm": result.get("pixel_size_nm")}}
     return [(np.asarray(labels), meta, "labels")]

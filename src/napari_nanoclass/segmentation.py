@@ -17,8 +17,8 @@ import dask.array as da
 import numpy as np
 
 from . import engine
-from .images import (Image, as_greyscale, check_output_format, image_stats, output_path, read_image,
-                     write_csv, write_image)
+from .images import (Image, as_greyscale, check_output_format, file_stem, image_stats, output_path,
+                     read_image, write_csv, write_image)
 from .models.registry import LoadedModel, load_model
 from .progress import CancelToken, ProgressCallback, Steps, run_sync, scaled
 
@@ -125,7 +125,7 @@ def segment_files_steps(
     loaded = load_model(model, engine.select_device(device))
     rows: list[dict[str, Any]] = []
     for i, path in enumerate(paths):
-        row: dict[str, Any] = {"image": Path(path).name.split(".")[0], "path": str(path), "model": loaded.info.name}
+        row: dict[str, Any] = {"image": file_stem(path), "path": str(path), "model": loaded.info.name}
         try:
             image = read_image(path)
             workdir = out_dir / f".{image.name}.work"
