@@ -62,21 +62,33 @@ def classification(mix: str, problem: str, method: str, objects, epochs: int, n_
     return result
 
 
+def _rows(r: dict) -> list[tuple[str, dict]]:
+    """(decisions, scores) of one result: the SVM's own, or the CNN's at its chosen operating
+    point and again with balanced decisions."""
+    if r["method"] == "svm":
+        return [("class weights", r)]
+    if "balanced_decisions" not in r:  # cached before operating points existed: those were balanced
+        return [("balanced", r)]
+    strengths = "/".join(f"{t:g}" for t in r["prior_strengths"])
+    return [(f"chosen (strength {strengths})", r), ("balanced", r["balanced_decisions"])]
+
+
 def table(results: list[dict]) -> str:
-    lines = ["| mix | problem | method | input | class | n | TPR | TNR | PPV | NPV | F1 |", "|" + "---|" * 11]
+    lines = ["| mix | problem | method | input | decisions | class | n | TPR | TNR | PPV | NPV | F1 |",
+             "|" + "---|" * 12]
+    matrices = []
     for r in results:
         mode = "features" if r["method"] == "svm" else r.get("input_mode", "masked")
-        for cls, m in r["per_class"].items():
-            lines.append(f"| {r['mix']} | {r['problem']} | {r['method']} | {mode} | {cls} | {m['support']} | "
-                         + " | ".join(f"{m[k]:.3f}" for k in ("TPR", "TNR", "PPV", "NPV", "F1")) + " |")
-    lines.append("")
-    lines.append("Normalised confusion matrices (rows: true class, columns: predicted, in the order above):")
-    lines.append("")
-    for r in results:
-        matrix = np.round(normalised(np.array(r["confusion"])), 3).tolist()
-        mode = "" if r["method"] == "svm" else f" ({r.get('input_mode', 'masked')})"
-        lines.append(f"* {r['mix']} / {r['problem']} / {r['method']}{mode}: {matrix}")
-    return "\n".join(lines)
+        for decisions, scores in _rows(r):
+            for cls, m in scores["per_class"].items():
+                lines.append(f"| {r['mix']} | {r['problem']} | {r['method']} | {mode} | {decisions} | {cls} | "
+                             f"{m['support']} | " + " | ".join(f"{m[k]:.3f}" for k in ("TPR", "TNR", "PPV", "NPV", "F1"))
+                             + " |")
+            matrix = np.round(normalised(np.array(scores["confusion"])), 3).tolist()
+            matrices.append(f"* {r['mix']} / {r['problem']} / {r['method']} ({mode}, {decisions.split(' (')[0]}): "
+                            f"{matrix}")
+    return "\n".join(lines + ["", "Normalised confusion matrices (rows: true class, columns: predicted, in the "
+                                   "order above):", "", *matrices])
 
 
 def main() -> None:

@@ -14,9 +14,12 @@ from napari_nanoclass import liposome_objects
 from napari_nanoclass.evaluation import class_metrics, match_instances
 from napari_nanoclass.liposome_simulator import (BALANCED_MIX, ENCAPSULATION, LAMELLARITY, STUDY_MIX, ClassMix,
                                                  SimulationConfig, simulate_field)
-from napari_nanoclass.liposome_training import (ClassifierConfig, _epoch_indices, _smote, balanced_accuracy,
-                                                cross_validate, detection_target, objects_from_fields,
-                                                predict_objects, train_classifier)
+from napari_nanoclass import liposome_training
+from napari_nanoclass.liposome_training import (PRIOR_STRENGTHS, ClassifierConfig, _epoch_indices, _smote,
+                                                balanced_accuracy, choose_decision, cross_validate, detection_target,
+                                                objects_from_fields, predict_objects, train_classifier, trained_mix)
+from napari_nanoclass.models.lipnet import decide, shift_prior
+from napari_nanoclass.models.registry import load_model
 from napari_nanoclass.liposomes import analyse, analyse_files_steps, instances_from_probabilities, summarise
 from napari_nanoclass.progress import run_sync
 
@@ -174,9 +177,93 @@ def test_lipnet_learns_unilamellar_from_multilamellar_on_held_out_fields(balance
     config = ClassifierConfig(problem="lamellarity", epochs=12, patience=12, batch_size=32)
     result = train_classifier(train, config)
     assert result.history[-1]["loss"] < result.history[0]["loss"]
-    pred = predict_objects(result.module, test).argmax(1)
+    pred = predict_objects(result, test).argmax(1)
     assert balanced_accuracy(test.targets["lamellarity"], pred, 3) > 0.65  # chance: 0.5
     assert result.info.training["problem"] == "lamellarity" and result.info.arch_params["size_input"]
+
+
+def _overcalling_posteriors(n_major: int, n_minor: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Two-class posteriors of a network trained balanced: right on average, but the majority's
+    tail is called minority far more often than there are minority objects."""
+    rng = np.random.default_rng(seed)
+    y = np.r_[np.zeros(n_major, int), np.ones(n_minor, int)]
+    logit = np.where(y == 1, 1.5, -1.5) + rng.normal(0, 1.2, len(y))
+    p1 = 1 / (1 + np.exp(-logit))
+    return np.stack([1 - p1, p1, np.zeros_like(p1)], 1), y
+
+
+def test_prior_shift_moves_decisions_towards_the_expected_mix():
+    probabilities, _ = _overcalling_posteriors(200, 20)
+    ratio = [1.8, 0.2, 1.0]
+    assert np.array_equal(shift_prior(probabilities, ratio, 0.0), probabilities.astype(np.float32))
+    shifted = shift_prior(probabilities, ratio, 1.0)
+    np.testing.assert_allclose(shifted.sum(1), 1, atol=1e-6)
+    expected = probabilities[:, 1] * 0.2 / (probabilities[:, 0] * 1.8 + probabilities[:, 1] * 0.2)
+    np.testing.assert_allclose(shifted[:, 1], expected, rtol=1e-5)
+    called = [np.sum(shift_prior(probabilities, ratio, t).argmax(1) == 1) for t in PRIOR_STRENGTHS]
+    assert called == sorted(called, reverse=True) and called[-1] < called[0]
+
+
+def test_operating_point_is_chosen_by_held_out_f1():
+    from sklearn.metrics import f1_score
+
+    probabilities, y = _overcalling_posteriors(900, 60)
+    data_mix = np.array([900, 60, 0]) / 960
+    decision = choose_decision(probabilities, y, data_mix, trained=np.array([0.5, 0.5, 0.0]))
+    assert decision["prior_ratio"] == pytest.approx([1.875, 0.125, 1.0])
+    assert decision["prior_strength"] > 0  # balanced decisions call ~60 majority objects minority here
+
+    def macro_f1(t: float) -> float:
+        return f1_score(y, shift_prior(probabilities, decision["prior_ratio"], t).argmax(1), labels=[0, 1],
+                        average="macro")
+
+    assert decision["validation_macro_f1"] == pytest.approx(macro_f1(decision["prior_strength"]))
+    assert decision["validation_macro_f1"] > macro_f1(0.0) + 0.02
+    # trained on the data's own mix (no resampling): nothing to correct, balanced stays
+    same = choose_decision(probabilities, y, data_mix, trained=data_mix)
+    assert same["prior_ratio"] == pytest.approx([1, 1, 1]) and same["prior_strength"] == 0.0
+    # nothing held out: the decisions stay balanced
+    assert choose_decision(probabilities[:0], y[:0], data_mix, np.array([0.5, 0.5, 0]))["prior_strength"] == 0.0
+
+
+def test_trained_mix_follows_the_strategy():
+    y = np.r_[np.zeros(80, int), np.ones(20, int)]
+    assert trained_mix(y, 3, ClassifierConfig(strategy="oversample")) == pytest.approx([0.5, 0.5, 0])
+    assert trained_mix(y, 3, ClassifierConfig(strategy="none")) == pytest.approx([0.8, 0.2, 0])
+    assert trained_mix(y, 3, ClassifierConfig(strategy="none", class_weights=True)) == pytest.approx([0.5, 0.5, 0])
+    assert trained_mix(y, 3, ClassifierConfig(strategy="undersample")) == pytest.approx([64 / 84, 20 / 84, 0])
+
+
+def test_imbalanced_training_stores_its_operating_point(balanced_objects, monkeypatch, tiny_liposome_models):
+    """A classifier trained on a 9:1 mix keeps its operating point through save and load, applying
+    it never calls the minority class more often than balanced decisions do, and the analysis
+    uses it unless asked for balanced decisions."""
+    y = balanced_objects.targets["lamellarity"]
+    keep = np.r_[np.flatnonzero(y == 0), np.flatnonzero(y == 1)[: max(2, np.sum(y == 0) // 9)]]
+    objects = balanced_objects.subset(np.sort(keep))
+    monkeypatch.setattr(liposome_training, "MIN_VALIDATION", 1)  # a tiny set still holds images out
+    config = ClassifierConfig(name="tiny-imbalanced", problem="lamellarity", epochs=3, batch_size=32)
+    result = train_classifier(objects, config, register=True)
+    decision = result.info.training["decision"]
+    assert decision["validation_macro_f1"] is not None
+    counts = np.bincount(objects.targets["lamellarity"], minlength=3)
+    assert decision["data_mix"] == pytest.approx(counts / counts.sum(), abs=1e-5)
+    assert decision["prior_ratio"][1] < 1 < decision["prior_ratio"][0] and decision["prior_strength"] in PRIOR_STRENGTHS
+    loaded = load_model("tiny-imbalanced")
+    assert loaded.info.training["decision"] == decision
+    balanced = predict_objects(result, objects, balanced=True)
+    decided = predict_objects(result, objects)
+    np.testing.assert_allclose(decided, decide(balanced, loaded.info.training), rtol=1e-5)
+    assert np.sum(decided.argmax(1) == 1) <= np.sum(balanced.argmax(1) == 1)
+    field = simulate_field(SMALL, seed=99)
+    own = objects_from_fields([field])
+    for flag in (False, True):
+        report = analyse(field.image, 2.5, labels=field.labels, detector=tiny_liposome_models[0],
+                         classifiers={"lamellarity": "tiny-imbalanced"}, balanced_decisions=flag)
+        expected = predict_objects(result, own, balanced=flag)
+        confidences = [row["lamellarity_confidence"] for row in report.objects]
+        np.testing.assert_allclose(confidences, expected.max(1), atol=1e-3)
+        assert [row["lamellarity"] for row in report.objects] == [LAMELLARITY[i] for i in expected.argmax(1)]
 
 
 def test_svm_baseline_cross_validates_by_field(balanced_objects):

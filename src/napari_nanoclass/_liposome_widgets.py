@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from magicgui.widgets import ComboBox, Container, FloatSpinBox, Label, LineEdit, PushButton, SpinBox
+from magicgui.widgets import CheckBox, ComboBox, Container, FloatSpinBox, Label, LineEdit, PushButton, SpinBox
 
 from ._widgets import _base_data, _layer_choices, _ViewerWidget
 from .engine import available_devices
@@ -51,12 +51,15 @@ class LiposomeWidget(_ViewerWidget):
         self.pixel_size = FloatSpinBox(label="pixel size (nm)", value=2.5, min=0.05, max=100.0, step=0.05)
         self.detector = ComboBox(label="detector", choices=_detectors)
         self.models = {p: ComboBox(label=f"{p} model", choices=_classifiers(p)) for p in PROBLEMS}
+        self.balanced = CheckBox(label="balanced decisions", value=False,
+                                 tooltip="classify as if every class were equally common: finds more rare objects, "
+                                         "with more false alarms (default: each classifier's stored operating point)")
         self.colour_by = ComboBox(label="colour by", choices=list(PROBLEMS), value="lamellarity")
         self.device = ComboBox(label="device", choices=available_devices())
         self.summary = Label(value="")
         self.correction = _CorrectionPanel(self)
         super().__init__(napari_viewer, [self.image, self.objects, self.pixel_size, self.detector, *self.models.values(),
-                                         self.colour_by, self.device])
+                                         self.balanced, self.colour_by, self.device])
         self.extend([self.summary, self.correction])
         self._defaults()
         self.result: LiposomeResult | None = None
@@ -91,7 +94,7 @@ class LiposomeWidget(_ViewerWidget):
             np.asarray(_base_data(layer)), self.pixel_size.value,
             labels=None if labels_layer is None else np.asarray(_base_data(labels_layer)),
             detector=self.detector.value, classifiers={p: c.value for p, c in self.models.items()},
-            name=layer.name, device=self.device.value)
+            name=layer.name, balanced_decisions=self.balanced.value, device=self.device.value)
         self.runner.start(steps, lambda result: self.show(result, layer))
 
     def show(self, result: LiposomeResult, source: Any) -> None:

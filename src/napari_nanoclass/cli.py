@@ -152,7 +152,8 @@ def cmd_liposomes(args: argparse.Namespace) -> int:
         return 2
     classifiers = {"lamellarity": args.lamellarity_model, "encapsulation": args.encapsulation_model}
     rows = run_sync(analyse_files_steps(paths, args.out, args.pixel_size, detector=args.detector,
-                                        classifiers=classifiers, device=args.device, output_format=args.format),
+                                        classifiers=classifiers, device=args.device, output_format=args.format,
+                                        balanced_decisions=args.balanced_decisions),
                     progress=_progress(args))
     return _report(rows, args.out)
 
@@ -335,6 +336,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--detector", default="liposome-detector")
     p.add_argument("--lamellarity-model", default="liposome-lamellarity")
     p.add_argument("--encapsulation-model", default="liposome-encapsulation")
+    p.add_argument("--balanced-decisions", action="store_true",
+                   help="classify as if every class were equally common (finds more rare objects, more false "
+                        "alarms) instead of at each classifier's stored operating point")
     p.add_argument("--device", default=None)
     p.add_argument("--format", choices=FORMATS, default="tif", help="how label images and maps are saved")
     p.add_argument("--quiet", action="store_true")

@@ -16,6 +16,10 @@ Imbalance strategies (``ClassifierConfig.strategy``), all per training epoch:
 
 ``class_weights`` (inverse frequency in the loss), ``label_smoothing`` and the augmentations
 (rotate, shift, flip, shear, zoom) combine with any of them.
+
+Resampling makes the network decide as if the classes were equally common. After training, an
+operating point between that and the training data's own class mix is chosen on the held-out
+images (:func:`choose_decision`) and stored with the model; :func:`models.lipnet.decide` applies it.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from sklearn.metrics import f1_score
 from sklearn.model_selection import StratifiedGroupKFold
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
@@ -38,7 +43,7 @@ from . import engine, liposome_objects
 from .datasets import Pair
 from .evaluation import class_metrics, confusion_matrix
 from .liposome_simulator import PROBLEMS, Field
-from .models.lipnet import LipNet, predict_crops
+from .models.lipnet import LipNet, decide, predict_crops, shift_prior
 from .models.registry import ModelInfo, load_model, save_model
 from .progress import Progress, Steps, run_sync
 
@@ -47,6 +52,7 @@ DETECTOR_COLOURS = ["transparent", "#4daf4a", "#e41a1c"]
 STRATEGIES = ("none", "oversample", "undersample", "smote")
 AUGMENTATIONS = ("rotate", "shift", "flip", "shear", "zoom")
 MIN_VALIDATION = 60  # held-out objects needed to choose an epoch by validation
+PRIOR_STRENGTHS = np.round(np.linspace(0.0, 1.0, 11), 2)  # operating points tried on the held-out images
 
 
 # -- detection targets ------------------------------------------------------------------------------
@@ -168,7 +174,8 @@ class ClassifierResult:
     history: list[dict[str, float]]
 
 
-def classifier_info(config: ClassifierConfig, history: list[dict[str, float]]) -> ModelInfo:
+def classifier_info(config: ClassifierConfig, history: list[dict[str, float]],
+                    decision: dict[str, Any] | None = None) -> ModelInfo:
     names = PROBLEMS[config.problem]
     return ModelInfo(
         name=config.name, task="object-classification", architecture="lipnet",
@@ -178,7 +185,7 @@ def classifier_info(config: ClassifierConfig, history: list[dict[str, float]]) -
         pixel_size_nm=config.pixel_size_nm,
         description=f"LipNet-{config.variant} {config.problem} classifier ({config.input_mode} crops)",
         training={"config": asdict(config), "problem": config.problem, "input_mode": config.input_mode,
-                  "history": history[-1:] if history else []},
+                  "history": history[-1:] if history else [], "decision": decision},
     )
 
 
@@ -230,6 +237,37 @@ def _smote(objects: Objects, y: np.ndarray, seed: int) -> tuple[Objects, np.ndar
     grown = Objects(flat[:, :-1].reshape(-1, s, s).astype(np.float32), flat[:, -1].astype(np.float32),
                     np.zeros((len(y), 0)), {}, np.zeros(len(y), np.int64))
     return grown, y
+
+
+def trained_mix(y: np.ndarray, n_classes: int, config: ClassifierConfig) -> np.ndarray:
+    """The class mix the network effectively learnt from: equal shares of the classes present
+    after over-sampling, SMOTE or class weights; the data's own mix (majority less a fifth after
+    under-sampling) otherwise."""
+    counts = np.bincount(y, minlength=n_classes).astype(np.float64)
+    if config.strategy in ("oversample", "smote") or config.class_weights:
+        counts = (counts > 0).astype(np.float64)
+    elif config.strategy == "undersample":
+        counts[counts.argmax()] *= 0.8
+    return counts / counts.sum()
+
+
+def choose_decision(probabilities: np.ndarray, y: np.ndarray, data_mix: np.ndarray,
+                    trained: np.ndarray) -> dict[str, Any]:
+    """The operating point between balanced decisions (strength 0) and the Bayes correction for
+    the data's class mix (strength 1) with the best macro F1 on held-out objects (ties: the
+    weaker shift). F1 weighs the rare objects found against majority objects wrongly called rare,
+    which is what a population count needs. Without held-out objects the decisions stay balanced.
+    """
+    ratio = np.divide(data_mix, trained, out=np.ones_like(data_mix), where=trained > 0)
+    strength, score = 0.0, None
+    if len(y):
+        present = np.unique(y)
+        scores = [f1_score(y, shift_prior(probabilities, ratio, t).argmax(1), labels=present, average="macro",
+                           zero_division=0) for t in PRIOR_STRENGTHS]
+        best = int(np.argmax(scores))
+        strength, score = float(PRIOR_STRENGTHS[best]), float(scores[best])
+    return {"data_mix": data_mix.round(6).tolist(), "prior_ratio": ratio.round(6).tolist(),
+            "prior_strength": strength, "validation_macro_f1": score}
 
 
 def balanced_accuracy(y: np.ndarray, pred: np.ndarray, n_classes: int) -> float:
@@ -335,7 +373,10 @@ def train_classifier_steps(objects: Objects, config: ClassifierConfig, *, regist
             break
     module.load_state_dict(best[1])
     module.cpu().eval()
-    info = classifier_info(config, history)
+    data_mix = np.bincount(y_all, minlength=n_classes) / len(y_all)
+    decision = choose_decision(predict_crops(module, val.crops, val.log_size), y_val, data_mix,
+                               trained_mix(y_all[train_idx], n_classes, config))
+    info = classifier_info(config, history, decision)
     if register:
         save_model(module, info)
     return ClassifierResult(module, info, history)
@@ -347,9 +388,10 @@ def train_classifier(objects: Objects, config: ClassifierConfig, *, progress: An
     return run_sync(train_classifier_steps(objects, config, **kwargs), progress=progress)
 
 
-def predict_objects(module: LipNet, objects: Objects, device: str | torch.device = "cpu") -> np.ndarray:
-    """(N, C) class probabilities of objects."""
-    return predict_crops(module, objects.crops, objects.log_size, device)
+def predict_objects(result: ClassifierResult, objects: Objects, *, balanced: bool = False,
+                    device: str | torch.device = "cpu") -> np.ndarray:
+    """(N, C) class probabilities of objects at the classifier's operating point (or balanced)."""
+    return decide(predict_crops(result.module, objects.crops, objects.log_size, device), result.info.training, balanced)
 
 
 # -- the SVM baseline -----------------------------------------------------------------------------------
@@ -368,24 +410,35 @@ def svm_baseline(features: np.ndarray, y: np.ndarray) -> Pipeline:
 def cross_validate(objects: Objects, problem: str, method: str, *, folds: int = 5, seed: int = 0,
                    config: ClassifierConfig | None = None, progress: Any = None) -> dict[str, Any]:
     """Stratified, grouped ``folds``-fold CV of ``method`` ("cnn" | "svm") on one problem; returns
-    the pooled confusion matrix, per-class TPR/TNR/PPV/NPV/F1 and the held-out predictions."""
+    the pooled confusion matrix, per-class TPR/TNR/PPV/NPV/F1 and accuracies. For the CNN these are
+    at each fold model's chosen operating point, and again under ``"balanced_decisions"``."""
     y = objects.targets[problem]
     names = PROBLEMS[problem]
-    pred = np.full(len(y), -1)
+    pred, pred_balanced = np.full(len(y), -1), np.full(len(y), -1)
     splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         splits = list(splitter.split(np.zeros(len(y)), y, objects.groups))
+    strengths = []
     for k, (train, test) in enumerate(splits):
         if method == "svm":
             pred[test] = svm_baseline(objects.features[train], y[train]).predict(objects.features[test])
         else:
             cfg = replace(config or ClassifierConfig(), problem=problem, seed=seed + k)
             result = run_sync(train_classifier_steps(objects.subset(train), cfg))
-            pred[test] = predict_objects(result.module, objects.subset(test)).argmax(1)
+            probabilities = predict_crops(result.module, objects.crops[test], objects.log_size[test])
+            pred[test] = decide(probabilities, result.info.training).argmax(1)
+            pred_balanced[test] = probabilities.argmax(1)
+            strengths.append(result.info.training["decision"]["prior_strength"])
         if progress is not None:
             progress(Progress(k + 1, folds, f"{method} {problem}: fold {k + 1}/{folds}"))
+    out = {"problem": problem, "method": method, **_scores(y, pred, names)}
+    if method != "svm":
+        out.update(prior_strengths=strengths, balanced_decisions=_scores(y, pred_balanced, names))
+    return out
+
+
+def _scores(y: np.ndarray, pred: np.ndarray, names: Sequence[str]) -> dict[str, Any]:
     confusion = confusion_matrix(pred, y, len(names))
-    return {"problem": problem, "method": method, "confusion": confusion.tolist(),
-            "per_class": class_metrics(confusion, names), "accuracy": float(np.mean(pred == y)),
-            "balanced_accuracy": balanced_accuracy(y, pred, len(names))}
+    return {"confusion": confusion.tolist(), "per_class": class_metrics(confusion, names),
+            "accuracy": float(np.mean(pred == y)), "balanced_accuracy": balanced_accuracy(y, pred, len(names))}

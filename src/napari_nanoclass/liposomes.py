@@ -40,7 +40,7 @@ from skimage.transform import rescale, resize
 from . import engine, liposome_objects
 from .images import (Image, as_greyscale, check_output_format, file_stem, image_stats, output_path,
                      read_image, write_csv, write_image, write_json)
-from .models.lipnet import predict_crops
+from .models.lipnet import decide, predict_crops
 from .models.registry import LoadedModel, load_model
 from .progress import CancelToken, Progress, ProgressCallback, Steps, run_sync, scaled
 
@@ -186,14 +186,17 @@ def detect_steps(image: np.ndarray, detector: LoadedModel, pixel_size_nm: float,
 
 
 def classify(image: np.ndarray, labels: np.ndarray, diameters_nm: np.ndarray,
-             classifiers: Mapping[str, LoadedModel]) -> dict[str, tuple[list[str], np.ndarray]]:
-    """Per problem: class name and confidence (its probability) of every object, in label order."""
+             classifiers: Mapping[str, LoadedModel],
+             balanced_decisions: bool = False) -> dict[str, tuple[list[str], np.ndarray]]:
+    """Per problem: class name and confidence (its probability) of every object, in label order,
+    at each classifier's stored operating point, or as if all classes were equally common."""
     sizes = liposome_objects.log_size(diameters_nm)
     out = {}
     for problem, model in classifiers.items():
         mode = model.info.training.get("input_mode", "masked")
         crops = liposome_objects.crops(image, labels, mode, size=model.info.patch or 32)
-        probabilities = predict_crops(model.module, crops, sizes, model.device)
+        probabilities = decide(predict_crops(model.module, crops, sizes, model.device), model.info.training,
+                               balanced_decisions)
         names = model.info.class_names
         out[problem] = ([names[i] for i in probabilities.argmax(1)], probabilities.max(1, initial=0))
     return out
@@ -251,12 +254,15 @@ def analyse_steps(
     classifiers: Mapping[str, str | LoadedModel] | None = None,
     name: str = "image",
     min_diameter_nm: float = MIN_DIAMETER_NM,
+    balanced_decisions: bool = False,
     device: str | None = None,
 ) -> Steps[LiposomeResult]:
     """Detect (unless ``labels`` are given), classify and summarise the liposomes of a 2-D image.
 
     ``pixel_size_nm`` defaults to the detector's (with a warning): diameters are only right if
-    it is the image's.
+    it is the image's. ``balanced_decisions`` classifies as if every class were equally common
+    (more rare objects found, more false alarms) instead of at the operating point each
+    classifier chose for the class mix it was trained on.
     """
     data = as_greyscale(image.data if isinstance(image, Image) else image)
     if data.ndim != 2:
@@ -278,7 +284,7 @@ def analyse_steps(
         work_labels = _labels_at(labels, work.shape)
     yield Progress(0, 1, "classifying objects")
     rows = liposome_objects.measure(work_labels, working_px)
-    classes = classify(work, work_labels, np.array([r["diameter_nm"] for r in rows]), models)
+    classes = classify(work, work_labels, np.array([r["diameter_nm"] for r in rows]), models, balanced_decisions)
     scale = data.shape[0] / work.shape[0]
     objects = [_object_row(name, r, classes, i, scale) for i, r in enumerate(rows)]
     out_labels = _labels_at(work_labels, data.shape)
@@ -334,7 +340,7 @@ def analyse(image: Any, pixel_size_nm: float | None = None, *, progress: Progres
 def analyse_files_steps(
     paths: Sequence[str | Path], out_dir: str | Path, pixel_size_nm: float | None = None, *,
     detector: str = DEFAULT_DETECTOR, classifiers: Mapping[str, str] | None = None, device: str | None = None,
-    output_format: str = "tif",
+    output_format: str = "tif", balanced_decisions: bool = False,
 ) -> Steps[list[dict[str, Any]]]:
     """Analyse files into ``out_dir``: ``<stem>_labels.tif`` (or ``.ome.zarr``) per image, ``objects.csv`` (one row per
     object, all images), ``summary.csv`` (one row per image, failures included with their error)
@@ -353,7 +359,7 @@ def analyse_files_steps(
             image = read_image(path)
             result = yield from scaled(
                 analyse_steps(image, pixel_size_nm, detector=detector_model, classifiers=models, name=stem,
-                              device=device), i, len(paths), f"{stem} ({i + 1}/{len(paths)})")
+                              balanced_decisions=balanced_decisions, device=device), i, len(paths), f"{stem} ({i + 1}/{len(paths)})")
             write_image(output_path(out_dir, f"{stem}_labels", output_format), result.labels, labels=True)
             objects += result.objects
             counts, edges = result.histogram()

@@ -16,6 +16,9 @@ step) joins the features before the dense layer.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from typing import Any
+
 import numpy as np
 import torch
 from torch import nn
@@ -67,3 +70,26 @@ def predict_crops(module: LipNet, crops: np.ndarray, log_size: np.ndarray, devic
             s = torch.from_numpy(log_size[start : start + batch_size]).to(device)
             out.append(torch.softmax(module(x, s), dim=1).cpu().numpy())
     return np.concatenate(out)
+
+
+def shift_prior(probabilities: np.ndarray, ratio: Sequence[float], strength: float) -> np.ndarray:
+    """Posteriors moved from the class mix a network was trained on towards the mix it will meet:
+    ``p(c|x) · ratio_c ** strength``, renormalised, with ``ratio`` = expected mix / trained mix.
+
+    Why: an oversampled network decides as if every class were equally common, which finds rare
+    objects but calls many majority objects rare, so population counts come out far too high for
+    the rare classes. ``strength`` 1 is the Bayes correction for the expected mix (fewest errors,
+    but rare classes are then seldom called); 0 leaves the balanced decisions.
+    """
+    weights = np.asarray(ratio, np.float64) ** strength
+    shifted = np.asarray(probabilities, np.float64) * weights
+    return (shifted / np.maximum(shifted.sum(axis=1, keepdims=True), 1e-12)).astype(np.float32)
+
+
+def decide(probabilities: np.ndarray, training: Mapping[str, Any], balanced: bool = False) -> np.ndarray:
+    """Probabilities at a classifier's stored operating point (``training["decision"]``: the prior
+    ratio and the strength chosen on held-out images), or unchanged with ``balanced``."""
+    decision = training.get("decision")
+    if balanced or not decision:
+        return probabilities
+    return shift_prior(probabilities, decision["prior_ratio"], decision["prior_strength"])
