@@ -340,6 +340,14 @@ def test_retraining_objects_are_built_at_the_analysis_scale(tiny_liposome_models
     assert np.abs(finer.crops - native.crops).mean() < 0.1
     for problem in ("lamellarity", "encapsulation"):
         assert np.array_equal(finer.targets[problem], native.targets[problem])
+    # a classifier that takes other crops is fine-tuned on its own kind of crop
+    config = ClassifierConfig(name="tiny-cropped-24", problem="lamellarity", input_mode="cropped", input_size=24,
+                              epochs=1)
+    train_classifier(objects_from_fields([field], mode="cropped", size=24), config, register=True)
+    own = training_objects(field.image, field.labels, classes, field.pixel_size_nm, detector,
+                           classifier="tiny-cropped-24")
+    assert own.crops.shape == (len(field.objects), 24, 24)
+    assert np.allclose(own.crops, liposome_objects.crops(field.image, field.labels, "cropped", 24), atol=1e-5)
     # crops taken at the user's own pixel size (what retraining did before) differ more
     z = (image - image.mean()) / image.std()
     unscaled = objects_from_image(z.astype(np.float32), labels, classes, 1.25)

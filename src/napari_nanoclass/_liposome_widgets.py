@@ -197,18 +197,18 @@ class _CorrectionPanel(Container):
             owner.runner.on_error(ValueError("run the analysis and correct the liposome layer first"))
             return
         classes = {int(r["index"]): {p: str(r[p]) for p in PROBLEMS} for _, r in layer.features.iterrows()}
-        objects = training_objects(np.asarray(_base_data(image)), np.asarray(layer.data), classes,
-                                   owner.pixel_size.value, owner.detector.value)
         # a problem whose objects all have one class cannot teach the classifier anything: skip it
-        trainable = [p for p in owner.models if len(np.unique(objects.targets[p])) > 1]
+        trainable = [p for p in owner.models if len({c[p] for c in classes.values()}) > 1]
         if not trainable:
             owner.runner.on_error(ValueError("every object has the same classes: correct some objects to other "
                                              "classes before retraining"))
             return
-        configs = [ClassifierConfig(name=f"{owner.models[p].value}{self.suffix.value}", problem=p,
-                                    init_from=owner.models[p].value, epochs=self.epochs.value,
-                                    patience=self.epochs.value) for p in trainable]
-        owner.runner.start(_chain(objects, configs), self.retrained)
+        jobs = [(training_objects(np.asarray(_base_data(image)), np.asarray(layer.data), classes,
+                                  owner.pixel_size.value, owner.detector.value, classifier=owner.models[p].value),
+                 ClassifierConfig(name=f"{owner.models[p].value}{self.suffix.value}", problem=p,
+                                  init_from=owner.models[p].value, epochs=self.epochs.value,
+                                  patience=self.epochs.value)) for p in trainable]
+        owner.runner.start(_chain(jobs), self.retrained)
 
     def retrained(self, results: list[ClassifierResult]) -> None:
         self.owner.reset_choices()
@@ -217,11 +217,11 @@ class _CorrectionPanel(Container):
         self.owner.runner.status.value = "saved " + ", ".join(r.info.name for r in results)
 
 
-def _chain(objects: Any, configs: list[ClassifierConfig]) -> Steps[list[ClassifierResult]]:
-    """Train the configs one after the other as one job (one progress bar, one Cancel)."""
+def _chain(jobs: list[tuple[Any, ClassifierConfig]]) -> Steps[list[ClassifierResult]]:
+    """Train (objects, config) pairs one after the other as one job (one progress bar, one Cancel)."""
     results = []
-    for i, config in enumerate(configs):
-        result = yield from scaled(train_classifier_steps(objects, config, register=True), i, len(configs),
+    for i, (objects, config) in enumerate(jobs):
+        result = yield from scaled(train_classifier_steps(objects, config, register=True), i, len(jobs),
                                    f"retraining {config.problem}")
         results.append(result)
     return results

@@ -41,7 +41,7 @@ from . import engine, liposome_objects
 from .images import (Image, as_greyscale, check_output_format, file_stem, image_stats, output_path,
                      read_image, write_csv, write_image, write_json)
 from .models.lipnet import decide, predict_crops
-from .models.registry import LoadedModel, load_model
+from .models.registry import LoadedModel, ModelInfo, load_model
 from .progress import CancelToken, Progress, ProgressCallback, Steps, run_sync, scaled
 
 DEFAULT_DETECTOR = "liposome-detector"
@@ -193,8 +193,7 @@ def classify(image: np.ndarray, labels: np.ndarray, diameters_nm: np.ndarray,
     sizes = liposome_objects.log_size(diameters_nm)
     out = {}
     for problem, model in classifiers.items():
-        mode = model.info.training.get("input_mode", "masked")
-        crops = liposome_objects.crops(image, labels, mode, size=model.info.patch or 32)
+        crops = liposome_objects.crops(image, labels, *crop_spec(model.info))
         probabilities = decide(predict_crops(model.module, crops, sizes, model.device), model.info.training,
                                balanced_decisions)
         names = model.info.class_names
@@ -203,6 +202,11 @@ def classify(image: np.ndarray, labels: np.ndarray, diameters_nm: np.ndarray,
 
 
 # -- the whole analysis -------------------------------------------------------------------------------
+
+
+def crop_spec(info: ModelInfo) -> tuple[str, int]:
+    """Crop mode and side a classifier takes (masked 32² unless it was trained otherwise)."""
+    return info.training.get("input_mode", "masked"), info.patch or 32
 
 
 def _load(name: str | LoadedModel, device: str | None) -> LoadedModel:
@@ -234,15 +238,17 @@ def _labels_at(labels: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
 
 
 def training_objects(image: np.ndarray, labels: np.ndarray, classes: dict[int, dict[str, str]],
-                     pixel_size_nm: float, detector: str | LoadedModel = DEFAULT_DETECTOR) -> Any:
+                     pixel_size_nm: float, detector: str | LoadedModel = DEFAULT_DETECTOR,
+                     classifier: str | LoadedModel | None = None) -> Any:
     """Objects of a corrected result (its instance ``labels`` and each label's ``classes``) for
-    retraining the classifiers, at the scale and normalisation :func:`analyse` classifies at.
-    Crops are masked 32² (the shipped classifiers' input); a classifier trained on another crop
-    mode would need objects built in that mode."""
+    retraining a classifier, at the scale and normalisation :func:`analyse` classifies at, and
+    cropped the way ``classifier`` (the model to fine-tune) takes its input (masked 32² if none)."""
     from .liposome_training import objects_from_image
 
+    mode, size = crop_spec(_load(classifier, None).info) if classifier is not None else ("masked", 32)
     work, working_px = working_image(image, pixel_size_nm, _load(detector, None).info.pixel_size_nm)
-    return objects_from_image(work, _labels_at(np.asarray(labels), work.shape), classes, working_px)
+    return objects_from_image(work, _labels_at(np.asarray(labels), work.shape), classes, working_px,
+                              mode=mode, size=size)
 
 
 def analyse_steps(
