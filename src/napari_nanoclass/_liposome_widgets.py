@@ -11,6 +11,7 @@ instances) or "Retrain" (fine-tune both classifiers on the corrected objects).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -23,7 +24,7 @@ from .liposome_training import ClassifierConfig, ClassifierResult, train_classif
 from .liposomes import (DEFAULT_CLASSIFIERS, DEFAULT_DETECTOR, LiposomeResult, analyse_steps, class_colours,
                         training_objects)
 from .models.registry import list_models
-from .progress import Steps, scaled
+from .progress import Progress, Steps, scaled
 
 DETECT = "(detect)"
 
@@ -203,12 +204,16 @@ class _CorrectionPanel(Container):
             owner.runner.on_error(ValueError("every object has the same classes: correct some objects to other "
                                              "classes before retraining"))
             return
-        jobs = [(training_objects(np.asarray(_base_data(image)), np.asarray(layer.data), classes,
-                                  owner.pixel_size.value, owner.detector.value, classifier=owner.models[p].value),
-                 ClassifierConfig(name=f"{owner.models[p].value}{self.suffix.value}", problem=p,
-                                  init_from=owner.models[p].value, epochs=self.epochs.value,
-                                  patience=self.epochs.value)) for p in trainable]
-        owner.runner.start(_chain(jobs), self.retrained)
+        data, labels = np.asarray(_base_data(image)), np.asarray(layer.data)
+        pixel_size, detector = owner.pixel_size.value, owner.detector.value
+
+        def objects_for(classifier: str) -> Any:
+            return training_objects(data, labels, classes, pixel_size, detector, classifier=classifier)
+
+        configs = [ClassifierConfig(name=f"{owner.models[p].value}{self.suffix.value}", problem=p,
+                                    init_from=owner.models[p].value, epochs=self.epochs.value,
+                                    patience=self.epochs.value) for p in trainable]
+        owner.runner.start(_retrain(objects_for, configs), self.retrained)
 
     def retrained(self, results: list[ClassifierResult]) -> None:
         self.owner.reset_choices()
@@ -217,11 +222,14 @@ class _CorrectionPanel(Container):
         self.owner.runner.status.value = "saved " + ", ".join(r.info.name for r in results)
 
 
-def _chain(jobs: list[tuple[Any, ClassifierConfig]]) -> Steps[list[ClassifierResult]]:
-    """Train (objects, config) pairs one after the other as one job (one progress bar, one Cancel)."""
+def _retrain(objects_for: Callable[[str], Any], configs: list[ClassifierConfig]) -> Steps[list[ClassifierResult]]:
+    """Fine-tune the configs one after the other as one job (one progress bar, one Cancel), each on
+    objects built for its classifier's crop mode — inside the job, so the viewer stays responsive."""
     results = []
-    for i, (objects, config) in enumerate(jobs):
-        result = yield from scaled(train_classifier_steps(objects, config, register=True), i, len(jobs),
+    for i, config in enumerate(configs):
+        yield Progress(i, len(configs), f"preparing {config.problem} objects")
+        objects = objects_for(config.init_from)
+        result = yield from scaled(train_classifier_steps(objects, config, register=True), i, len(configs),
                                    f"retraining {config.problem}")
         results.append(result)
     return results
