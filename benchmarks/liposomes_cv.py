@@ -1,9 +1,11 @@
 """Liposome benchmark on simulated cryo-TEM fields: detection precision/recall/F1 at IoU ≥ 0.5 of the
-shipped detector on unseen test fields, and grouped stratified 5-fold CV of LipNet vs the SVM baseline
-per problem and class mix (per-class TPR, TNR, PPV, NPV, F1 and normalised confusion matrices).
+shipped detector on unseen test fields; grouped stratified 5-fold CV of LipNet vs the SVM baseline
+per problem and class mix (per-class TPR, TNR, PPV, NPV, F1 and normalised confusion matrices); and
+the shipped classifiers vs the SVM trained on the same simulated fields, on unseen fields at the
+study's class mix (``--heldout-fields``).
 
     python benchmarks/liposomes_cv.py [--fields 120] [--epochs 15] [--mixes study balanced] [--strategy S]
-        [--input-modes masked cropped surroundings] [--table FILE]
+        [--input-modes masked cropped surroundings] [--heldout-fields 1000] [--table FILE]
 
 Results are cached per setting in benchmarks/out/liposomes/ (delete a file to recompute it); the
 table printed at the end is the one in docs/liposomes.md.
@@ -12,19 +14,31 @@ table printed at the end is the one in docs/liposomes.md.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import time
 from pathlib import Path
 
 import numpy as np
 
+from sklearn.calibration import CalibratedClassifierCV
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.svm import SVC
+
 from napari_nanoclass.evaluation import match_instances, normalised
+from napari_nanoclass.liposome_objects import CROP_MODES
 from napari_nanoclass.liposome_simulator import MIXES, PROBLEMS, SimulationConfig, simulate_field
-from napari_nanoclass.liposome_training import ClassifierConfig, cross_validate, objects_from_fields
-from napari_nanoclass.liposomes import analyse
+from napari_nanoclass.liposome_training import (ClassifierConfig, Objects, choose_decision, classification_scores,
+                                                 cross_validate, objects_from_fields, svm_baseline, trained_mix)
+from napari_nanoclass.liposomes import DEFAULT_CLASSIFIERS, analyse
+from napari_nanoclass.models.lipnet import predict_crops, shift_prior
+from napari_nanoclass.models.registry import ModelInfo, load_model
 
 OUT = Path(__file__).resolve().parent / "out" / "liposomes"
 TEST_SEED = 500_000  # far from the seeds the shipped models were trained on (0 …, 100 000 …)
+HELDOUT_SEED = TEST_SEED + 20_000  # unseen study-mix test fields of the shipped classifiers
+CALIBRATION_SEED = TEST_SEED + 30_000  # study-mix fields on which operating points are chosen
 
 
 def detection(n_fields: int) -> dict:
@@ -62,15 +76,81 @@ def classification(mix: str, problem: str, method: str, objects, epochs: int, n_
     return result
 
 
+@functools.cache
+def _fields_objects(mix: str, first_seed: int, count: int, mode: str) -> Objects:
+    return objects_from_fields([simulate_field(SimulationConfig(mix=MIXES[mix]), first_seed + i)
+                                for i in range(count)], mode=mode)
+
+
+def _training_objects(info: ModelInfo) -> Objects:
+    """The objects of the simulated fields a shipped classifier was trained on, cut its way."""
+    fields = info.training.get("fields")
+    if not fields:
+        raise SystemExit(f"{info.name} does not record its training fields: retrain it with "
+                         "benchmarks/train_default_liposomes.py --only classifiers")
+    return _fields_objects(fields["mix"], fields["first_seed"], fields["count"], info.training["input_mode"])
+
+
+def _calibrated_svm(features: np.ndarray, y: np.ndarray):
+    """The SVM baseline with class probabilities (sigmoid calibration), so it can be given an
+    operating point the same way as the CNN."""
+    svm = SVC(C=10.0, class_weight="balanced")
+    return make_pipeline(StandardScaler(), CalibratedClassifierCV(svm, ensemble=False)).fit(features, y)
+
+
+def heldout(n_test: int, n_calibration: int) -> list[dict]:
+    """Each shipped classifier and the SVM baseline trained on the same simulated fields, on
+    ``n_test`` unseen fields at the study's class mix: both with their own balanced decisions, and
+    both at an operating point for the study mix chosen on ``n_calibration`` other fields."""
+    models = {problem: load_model(name) for problem, name in DEFAULT_CLASSIFIERS.items()}
+    version = "-".join(m.sha256[:8] for m in models.values())  # retrained models are measured afresh
+    path = OUT / f"heldout-{n_test}-{n_calibration}-{version}.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    start = time.perf_counter()
+    results = []
+    for problem, model in models.items():
+        train = _training_objects(model.info)
+        mode = model.info.training["input_mode"]
+        test, calibration = (_fields_objects("study", seed, n, mode)
+                             for seed, n in ((HELDOUT_SEED, n_test), (CALIBRATION_SEED, n_calibration)))
+        names = PROBLEMS[problem]
+        y_train, y_cal, y_test = (o.targets[problem] for o in (train, calibration, test))
+        # the SVM's balanced class weights make it learn from the same equal shares as the CNN
+        trained = trained_mix(y_train, len(names), ClassifierConfig(**model.info.training["config"]))
+        cal_mix = np.bincount(y_cal, minlength=len(names)) / len(y_cal)
+        svm = _calibrated_svm(train.features, y_train)
+        outputs = {
+            "cnn": (predict_crops(model.module, calibration.crops, calibration.log_size),
+                    predict_crops(model.module, test.crops, test.log_size), None),
+            "svm": (svm.predict_proba(calibration.features), svm.predict_proba(test.features),
+                    svm_baseline(train.features, y_train).predict(test.features)),
+        }
+        for method, (p_cal, p_test, own) in outputs.items():
+            decision = choose_decision(p_cal, y_cal, cal_mix, trained)
+            chosen = shift_prior(p_test, decision["prior_ratio"], decision["prior_strength"]).argmax(1)
+            results.append({"problem": problem, "method": method, "mix": "study, unseen fields",
+                            "input_mode": mode,
+                            **classification_scores(y_test, chosen, names),
+                            "prior_strengths": [decision["prior_strength"]],
+                            "balanced_decisions": classification_scores(
+                                y_test, p_test.argmax(1) if own is None else own, names),
+                            "train_objects": len(train), "test_objects": len(test),
+                            "calibration_objects": len(calibration)})
+    for r in results:
+        r["seconds"] = time.perf_counter() - start
+    path.write_text(json.dumps(results, indent=1))
+    return results
+
+
 def _rows(r: dict) -> list[tuple[str, dict]]:
-    """(decisions, scores) of one result: the SVM's own, or the CNN's at its chosen operating
-    point and again with balanced decisions."""
-    if r["method"] == "svm":
-        return [("class weights", r)]
-    if "balanced_decisions" not in r:  # cached before operating points existed: those were balanced
-        return [("balanced", r)]
+    """(decisions, scores) of one result: its own decisions (the SVM's class weights, the CNN's
+    balanced ones) and, where measured, those at a chosen operating point."""
+    own = "class weights" if r["method"] == "svm" else "balanced"
+    if "balanced_decisions" not in r:  # CV of the SVM, or cached before operating points existed
+        return [(own, r)]
     strengths = "/".join(f"{t:g}" for t in r["prior_strengths"])
-    return [(f"chosen (strength {strengths})", r), ("balanced", r["balanced_decisions"])]
+    return [(f"chosen (strength {strengths})", r), (own, r["balanced_decisions"])]
 
 
 def table(results: list[dict]) -> str:
@@ -95,13 +175,18 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--fields", type=int, default=120, help="simulated 512² fields per class mix for the CV")
     ap.add_argument("--epochs", type=int, default=15)
-    ap.add_argument("--mixes", nargs="+", default=["balanced", "study"], choices=sorted(MIXES))
+    ap.add_argument("--mixes", nargs="*", default=["balanced", "study"], choices=sorted(MIXES),
+                    help="class mixes for the CV (none: skip the CV)")
     ap.add_argument("--methods", nargs="+", default=["svm", "cnn"])
-    ap.add_argument("--input-modes", nargs="+", default=["masked"], choices=["masked", "cropped", "surroundings"],
+    ap.add_argument("--input-modes", nargs="+", default=["masked"], choices=CROP_MODES,
                     help="CNN crop modes to compare")
     ap.add_argument("--strategy", default="oversample", choices=["oversample", "undersample", "smote", "none"],
                     help="the CNN's imbalance strategy")
     ap.add_argument("--detection-fields", type=int, default=20)
+    ap.add_argument("--heldout-fields", type=int, default=0,
+                    help="unseen study-mix fields for the shipped classifiers vs the SVM (0: skip)")
+    ap.add_argument("--calibration-fields", type=int, default=300,
+                    help="study-mix fields on which the held-out comparison chooses operating points")
     ap.add_argument("--table", help="also write the Markdown table here")
     args = ap.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
@@ -116,6 +201,8 @@ def main() -> None:
                                                   args.strategy))
                     print(f"{mix} {problem} {method} {mode}: balanced accuracy "
                           f"{results[-1]['balanced_accuracy']:.3f}", flush=True)
+    if args.heldout_fields:
+        results += heldout(args.heldout_fields, args.calibration_fields)
     det = detection(args.detection_fields)
     summary = (f"Detection on {det['fields']} unseen simulated 512² fields (study mix), IoU ≥ 0.5: precision "
                f"{det['precision']:.3f}, recall {det['recall']:.3f}, F1 {det['f1']:.3f} ({det['tp']} TP, {det['fp']} FP, "

@@ -19,7 +19,10 @@ def test_liposome_models_are_shipped_with_metadata():
     for problem, name in DEFAULT_CLASSIFIERS.items():
         info = infos[name]
         assert info.task == "object-classification" and info.training["problem"] == problem
-        assert info.training["input_mode"] == "masked" and info.patch == 32
+        assert info.training["input_mode"] == "masked-local" and info.patch == 32
+        # the benchmark trains the SVM baseline on the same simulated fields
+        assert info.training["fields"]["mix"] == "balanced" and info.training["fields"]["count"] > 0
+        assert info.training["decision"] is None  # balanced decisions: no sample's class mix assumed
     for name in (DEFAULT_DETECTOR, *DEFAULT_CLASSIFIERS.values()):
         loaded = load_model(name)
         assert loaded.path.parent == PACKAGE_DIR and loaded.path.stat().st_size < 2 * 2**20

@@ -15,7 +15,7 @@ from napari_nanoclass.evaluation import class_metrics, match_instances
 from napari_nanoclass.liposome_simulator import (BALANCED_MIX, ENCAPSULATION, LAMELLARITY, STUDY_MIX, ClassMix,
                                                  SimulationConfig, simulate_field)
 from napari_nanoclass import liposome_training
-from napari_nanoclass.liposome_training import (PRIOR_STRENGTHS, ClassifierConfig, _epoch_indices, _smote,
+from napari_nanoclass.liposome_training import (PRIOR_STRENGTHS, ClassifierConfig, Objects, _epoch_indices, _smote,
                                                 balanced_accuracy, choose_decision, cross_validate, detection_target,
                                                 objects_from_fields, predict_objects, train_classifier, trained_mix)
 from napari_nanoclass.models.lipnet import decide, shift_prior
@@ -142,9 +142,37 @@ def test_crop_modes_and_measurements():
     assert features.shape == (2, len(liposome_objects.FEATURE_NAMES)) and np.isfinite(features).all()
 
 
+def test_masked_local_crops_are_relative_to_the_ice_around_each_object():
+    """The same object on thin and on thick ice gives the same masked-local crop, where the plain
+    masked crops differ by the background step; neighbours do not count as ice."""
+    rng = np.random.default_rng(1)
+    yy, xx = np.mgrid[:80, :200]
+    labels = np.zeros((80, 200), np.int32)
+    for label, cx in ((1, 50), (2, 150)):
+        labels[np.hypot(yy - 40, xx - cx) < 14] = label
+    pattern = 0.1 * rng.standard_normal((80, 100)).astype(np.float32)
+    image = np.concatenate([pattern, pattern + 2.0], axis=1) - 0.5 * (labels > 0)  # a thicker right half
+    masked = liposome_objects.crops(image, labels, "masked", size=32)
+    local = liposome_objects.crops(image, labels, "masked-local", size=32)
+    inside = masked[0] != 0
+    assert np.abs(masked[1] - masked[0])[inside].mean() > 1.5
+    np.testing.assert_allclose(local[1][inside], local[0][inside], atol=1e-4)
+    assert local[0][10:22, 10:22].mean() == pytest.approx(-0.5, abs=0.05)  # darker than its ice by 0.5
+    # a dark neighbour in the ring is not ice: the reference stays the free ice level
+    crowded = image.copy()
+    labels[40:48, 64:80] = 3
+    crowded[labels == 3] = -5.0
+    again = liposome_objects.crops(crowded, labels, "masked-local", size=32)[0]
+    np.testing.assert_allclose(again[10:22, 10:22], local[0][10:22, 10:22], atol=0.02)
+
+
 def test_objects_from_fields_carry_classes_and_groups(balanced_objects):
     objects = balanced_objects
     assert objects.crops.shape[1:] == (32, 32) and len(objects) > 150
+    assert objects.crop_mode == ClassifierConfig().input_mode == liposome_objects.DEFAULT_CROP_MODE
+    assert objects.subset(np.arange(5)).crop_mode == objects.crop_mode
+    with pytest.raises(ValueError, match="different modes"):
+        Objects.concatenate([objects, replace(objects, crop_mode="cropped")])
     assert set(np.unique(objects.groups)) <= set(range(40))
     for targets in objects.targets.values():
         assert set(np.unique(targets)) == {0, 1, 2}
@@ -346,8 +374,11 @@ def test_retraining_objects_are_built_at_the_analysis_scale(tiny_liposome_models
     train_classifier(objects_from_fields([field], mode="cropped", size=24), config, register=True)
     own = training_objects(field.image, field.labels, classes, field.pixel_size_nm, detector,
                            classifier="tiny-cropped-24")
-    assert own.crops.shape == (len(field.objects), 24, 24)
+    assert own.crops.shape == (len(field.objects), 24, 24) and own.crop_mode == "cropped"
     assert np.allclose(own.crops, liposome_objects.crops(field.image, field.labels, "cropped", 24), atol=1e-5)
+    # fine-tuning it on crops of another kind is refused, not silently learnt
+    with pytest.raises(ValueError, match="cropped in mode 'masked-local'.*takes 'cropped'"):
+        train_classifier(native, replace(config, init_from="tiny-cropped-24", input_mode="masked-local"))
     # crops taken at the user's own pixel size (what retraining did before) differ more
     z = (image - image.mean()) / image.std()
     unscaled = objects_from_image(z.astype(np.float32), labels, classes, 1.25)

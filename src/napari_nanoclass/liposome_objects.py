@@ -7,7 +7,11 @@ Crop modes (the study compared them; cropped and masked inputs won):
 
 * ``"surroundings"`` — the object's bounding square plus ``margin`` pixels all round;
 * ``"cropped"`` — the bounding square only;
-* ``"masked"`` — the bounding square with everything outside the object set to the mean (0).
+* ``"masked"`` — the bounding square with everything outside the object set to the mean (0);
+* ``"masked-local"`` — as ``"masked"``, less the mean of the free ice in a ring just outside the
+  object. Ice thickness varies across a field, so the object's absolute grey level says little;
+  relative to its own surroundings, a faint interior density (uncertain encapsulation) is no
+  longer lost in the gradient. Masked crops alone cannot see those surroundings.
 
 Crops are resized to a fixed side, so :func:`measure` also gives each object's diameter, which
 the classifiers get as an extra input.
@@ -22,7 +26,9 @@ from scipy import ndimage as ndi
 from skimage.measure import regionprops
 from skimage.transform import resize
 
-CROP_MODES = ("surroundings", "cropped", "masked")
+CROP_MODES = ("surroundings", "cropped", "masked", "masked-local")
+DEFAULT_CROP_MODE = "masked-local"  # what new classifiers train on (the shipped ones included)
+BACKGROUND_RING_PX = (2, 8)  # "masked-local": free ice between these distances from the object
 PROFILE_RINGS = 12  # radial intensity / edge density bins from the centre to 1.3 radii
 HISTOGRAM_BINS = 32
 
@@ -58,7 +64,7 @@ def _cut(image: np.ndarray, top: int, left: int, side: int) -> np.ndarray:
     return out
 
 
-def crops(image: np.ndarray, labels: np.ndarray, mode: str = "masked", size: int = 32,
+def crops(image: np.ndarray, labels: np.ndarray, mode: str = DEFAULT_CROP_MODE, size: int = 32,
           margin: int = 50) -> np.ndarray:
     """(N, size, size) float32 crops of every object, in label order."""
     if mode not in CROP_MODES:
@@ -67,10 +73,23 @@ def crops(image: np.ndarray, labels: np.ndarray, mode: str = "masked", size: int
     for region in regionprops(labels):
         top, left, side = _square(region, margin if mode == "surroundings" else 2)
         crop = _cut(image, top, left, side)
-        if mode == "masked":
+        if mode == "masked-local":
+            crop -= _local_background(image, labels, region)
+        if mode.startswith("masked"):
             crop *= ndi.binary_dilation(_cut(labels == region.label, top, left, side) > 0, iterations=1)
         out.append(resize(crop, (size, size), order=1, anti_aliasing=side > size, preserve_range=True))
     return np.asarray(out, np.float32).reshape(-1, size, size)
+
+
+def _local_background(image: np.ndarray, labels: np.ndarray, region: Any) -> float:
+    """Mean grey level of the pixels :data:`BACKGROUND_RING_PX` from an object that belong to no
+    object (0, the image mean, if there are none: an object buried among its neighbours)."""
+    near, far = BACKGROUND_RING_PX
+    top, left, side = _square(region, far + 1)
+    own = _cut(labels == region.label, top, left, side) > 0
+    ring = ndi.binary_dilation(own, iterations=far) & ~ndi.binary_dilation(own, iterations=near)
+    ring &= _cut(labels == 0, top, left, side) > 0  # _cut pads with 0: outside the image is not ice
+    return float(_cut(image, top, left, side)[ring].mean()) if ring.any() else 0.0
 
 
 def log_size(diameter_nm: np.ndarray) -> np.ndarray:

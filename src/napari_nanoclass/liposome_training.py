@@ -88,24 +88,29 @@ class Objects:
     features: np.ndarray  # (N, F) handcrafted features for the SVM
     targets: dict[str, np.ndarray]  # problem -> (N,) class index
     groups: np.ndarray  # (N,) image index: never split across folds
+    crop_mode: str = liposome_objects.DEFAULT_CROP_MODE  # how the crops were cut (a classifier needs its own)
 
     def __len__(self) -> int:
         return len(self.log_size)
 
     def subset(self, index: np.ndarray) -> Objects:
         return Objects(self.crops[index], self.log_size[index], self.features[index],
-                       {k: v[index] for k, v in self.targets.items()}, self.groups[index])
+                       {k: v[index] for k, v in self.targets.items()}, self.groups[index], self.crop_mode)
 
     @classmethod
     def concatenate(cls, parts: Sequence[Objects]) -> Objects:
+        modes = {p.crop_mode for p in parts}
+        if len(modes) > 1:
+            raise ValueError(f"cannot join objects cropped in different modes: {sorted(modes)}")
         return cls(np.concatenate([p.crops for p in parts]), np.concatenate([p.log_size for p in parts]),
                    np.concatenate([p.features for p in parts]),
                    {k: np.concatenate([p.targets[k] for p in parts]) for k in PROBLEMS},
-                   np.concatenate([p.groups for p in parts]))
+                   np.concatenate([p.groups for p in parts]), modes.pop())
 
 
 def objects_from_image(image: np.ndarray, labels: np.ndarray, classes: dict[int, dict[str, str]],
-                       pixel_size_nm: float, *, mode: str = "masked", size: int = 32, group: int = 0) -> Objects:
+                       pixel_size_nm: float, *, mode: str = liposome_objects.DEFAULT_CROP_MODE, size: int = 32,
+                       group: int = 0) -> Objects:
     """Objects of one z-scored image whose instance ``labels`` have ``classes[label][problem]``
     (class names; a missing problem or label is left out of that problem's training as −1)."""
     measured = liposome_objects.measure(labels, pixel_size_nm)
@@ -116,10 +121,11 @@ def objects_from_image(image: np.ndarray, labels: np.ndarray, classes: dict[int,
     return Objects(liposome_objects.crops(image, labels, mode, size),
                    liposome_objects.log_size(diameters),
                    liposome_objects.features(image, labels, pixel_size_nm),
-                   targets, np.full(len(ids), group, np.int64))
+                   targets, np.full(len(ids), group, np.int64), mode)
 
 
-def objects_from_fields(fields: Sequence[Field], *, mode: str = "masked", size: int = 32) -> Objects:
+def objects_from_fields(fields: Sequence[Field], *, mode: str = liposome_objects.DEFAULT_CROP_MODE,
+                        size: int = 32) -> Objects:
     """Objects of simulated fields with their true classes; group = field index."""
     parts = []
     for i, f in enumerate(fields):
@@ -140,7 +146,7 @@ class ClassifierConfig:
     name: str = "my-liposome-classifier"
     problem: str = "lamellarity"
     variant: str = "4"
-    input_mode: str = "masked"
+    input_mode: str = liposome_objects.DEFAULT_CROP_MODE
     input_size: int = 32
     size_input: bool = True
     strategy: str = "oversample"
@@ -235,7 +241,7 @@ def _smote(objects: Objects, y: np.ndarray, seed: int) -> tuple[Objects, np.ndar
                else RandomOverSampler(random_state=seed))  # SMOTE needs two of a class to interpolate
     flat, y = sampler.fit_resample(flat, y)
     grown = Objects(flat[:, :-1].reshape(-1, s, s).astype(np.float32), flat[:, -1].astype(np.float32),
-                    np.zeros((len(y), 0)), {}, np.zeros(len(y), np.int64))
+                    np.zeros((len(y), 0)), {}, np.zeros(len(y), np.int64), objects.crop_mode)
     return grown, y
 
 
@@ -316,6 +322,9 @@ def train_classifier_steps(objects: Objects, config: ClassifierConfig, *, regist
     too few objects to hold any out, all train and the last epoch is kept.
     """
     module, config = _initial_classifier(config)
+    if objects.crop_mode != config.input_mode:
+        raise ValueError(f"the objects were cropped in mode {objects.crop_mode!r} but the classifier takes "
+                         f"{config.input_mode!r}: build them with mode={config.input_mode!r}")
     y_all = objects.targets[config.problem]
     known = np.flatnonzero(y_all >= 0)
     if len(known) < 2 or len(np.unique(y_all[known])) < 2:
@@ -432,13 +441,14 @@ def cross_validate(objects: Objects, problem: str, method: str, *, folds: int = 
             strengths.append(result.info.training["decision"]["prior_strength"])
         if progress is not None:
             progress(Progress(k + 1, folds, f"{method} {problem}: fold {k + 1}/{folds}"))
-    out = {"problem": problem, "method": method, **_scores(y, pred, names)}
+    out = {"problem": problem, "method": method, **classification_scores(y, pred, names)}
     if method != "svm":
-        out.update(prior_strengths=strengths, balanced_decisions=_scores(y, pred_balanced, names))
+        out.update(prior_strengths=strengths, balanced_decisions=classification_scores(y, pred_balanced, names))
     return out
 
 
-def _scores(y: np.ndarray, pred: np.ndarray, names: Sequence[str]) -> dict[str, Any]:
+def classification_scores(y: np.ndarray, pred: np.ndarray, names: Sequence[str]) -> dict[str, Any]:
+    """Confusion matrix, per-class TPR/TNR/PPV/NPV/F1, accuracy and balanced accuracy."""
     confusion = confusion_matrix(pred, y, len(names))
     return {"confusion": confusion.tolist(), "per_class": class_metrics(confusion, names),
             "accuracy": float(np.mean(pred == y)), "balanced_accuracy": balanced_accuracy(y, pred, len(names))}

@@ -205,7 +205,7 @@ def classify(image: np.ndarray, labels: np.ndarray, diameters_nm: np.ndarray,
 
 
 def crop_spec(info: ModelInfo) -> tuple[str, int]:
-    """Crop mode and side a classifier takes (masked 32² unless it was trained otherwise)."""
+    """Crop mode and side a classifier takes (as recorded at training; masked 32² if not recorded)."""
     return info.training.get("input_mode", "masked"), info.patch or 32
 
 
@@ -242,10 +242,11 @@ def training_objects(image: np.ndarray, labels: np.ndarray, classes: dict[int, d
                      classifier: str | LoadedModel | None = None) -> Any:
     """Objects of a corrected result (its instance ``labels`` and each label's ``classes``) for
     retraining a classifier, at the scale and normalisation :func:`analyse` classifies at, and
-    cropped the way ``classifier`` (the model to fine-tune) takes its input (masked 32² if none)."""
+    cropped the way ``classifier`` (the model to fine-tune) takes its input (the default crop mode
+    at 32² if none)."""
     from .liposome_training import objects_from_image
 
-    mode, size = crop_spec(_load(classifier, None).info) if classifier is not None else ("masked", 32)
+    mode, size = crop_spec(_load(classifier, None).info) if classifier is not None else (liposome_objects.DEFAULT_CROP_MODE, 32)
     work, working_px = working_image(image, pixel_size_nm, _load(detector, None).info.pixel_size_nm)
     return objects_from_image(work, _labels_at(np.asarray(labels), work.shape), classes, working_px,
                               mode=mode, size=size)
