@@ -74,7 +74,7 @@ def train_classifiers(n_fields: int, epochs: int) -> None:
             f"{n_fields} simulated fields at the balanced class mix; held-out balanced accuracy {best:.3f}"),
             # liposomes_cv.py trains the SVM baseline on the same fields. No operating point: the
             # training mix is the simulator's, not any sample's, so the shipped models decide as if
-            # the classes were equally common (calibrate on your own mix, see docs/liposomes.md)
+            # the classes were equally common (fine-tuning on a sample's own objects sets one)
             training=dict(result.info.training, decision=None,
                           fields={"mix": "balanced", "first_seed": TRAIN_SEED, "count": n_fields}))
         save_model(result.module, info, PACKAGE_DIR)
