@@ -54,9 +54,10 @@ def _square(region: Any, margin: int) -> tuple[int, int, int]:
     return (y0 + y1 - side) // 2, (x0 + x1 - side) // 2, side
 
 
-def _cut(image: np.ndarray, top: int, left: int, side: int) -> np.ndarray:
-    """``image[top:top+side, left:left+side]`` with zeros (the mean) outside the image."""
-    out = np.zeros((side, side), np.float32)
+def _cut(image: np.ndarray, top: int, left: int, side: int, fill: float = 0.0,
+         dtype: Any = np.float32) -> np.ndarray:
+    """``image[top:top+side, left:left+side]`` with ``fill`` (default 0, the mean) outside the image."""
+    out = np.full((side, side), fill, dtype)
     ys, xs = max(top, 0), max(left, 0)
     ye, xe = min(top + side, image.shape[0]), min(left + side, image.shape[1])
     if ye > ys and xe > xs:
@@ -76,7 +77,7 @@ def crops(image: np.ndarray, labels: np.ndarray, mode: str = DEFAULT_CROP_MODE, 
         if mode == "masked-local":
             crop -= _local_background(image, labels, region)
         if mode.startswith("masked"):
-            crop *= ndi.binary_dilation(_cut(labels == region.label, top, left, side) > 0, iterations=1)
+            crop *= ndi.binary_dilation(_label_window(labels, top, left, side) == region.label, iterations=1)
         out.append(resize(crop, (size, size), order=1, anti_aliasing=side > size, preserve_range=True))
     return np.asarray(out, np.float32).reshape(-1, size, size)
 
@@ -86,10 +87,17 @@ def _local_background(image: np.ndarray, labels: np.ndarray, region: Any) -> flo
     object (0, the image mean, if there are none: an object buried among its neighbours)."""
     near, far = BACKGROUND_RING_PX
     top, left, side = _square(region, far + 1)
-    own = _cut(labels == region.label, top, left, side) > 0
+    window = _label_window(labels, top, left, side)
+    own = window == region.label
     ring = ndi.binary_dilation(own, iterations=far) & ~ndi.binary_dilation(own, iterations=near)
-    ring &= _cut(labels == 0, top, left, side) > 0  # _cut pads with 0: outside the image is not ice
+    ring &= window == 0  # outside the image (−1) is not ice
     return float(_cut(image, top, left, side)[ring].mean()) if ring.any() else 0.0
+
+
+def _label_window(labels: np.ndarray, top: int, left: int, side: int) -> np.ndarray:
+    """The labels of one square, −1 outside the image: cutting first keeps each object's mask
+    tests to its own window instead of the whole image (which made crops O(objects × pixels))."""
+    return _cut(labels, top, left, side, fill=-1, dtype=np.int64)
 
 
 def log_size(diameter_nm: np.ndarray) -> np.ndarray:
