@@ -21,18 +21,13 @@ from pathlib import Path
 
 import numpy as np
 
-from sklearn.calibration import CalibratedClassifierCV
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
-from sklearn.svm import SVC
-
 from napari_nanoclass.evaluation import match_instances, normalised
 from napari_nanoclass.liposome_objects import CROP_MODES
 from napari_nanoclass.liposome_simulator import MIXES, PROBLEMS, SimulationConfig, simulate_field
 from napari_nanoclass.liposome_training import (ClassifierConfig, Objects, choose_decision, classification_scores,
                                                  cross_validate, objects_from_fields, svm_baseline, trained_mix)
 from napari_nanoclass.liposomes import DEFAULT_CLASSIFIERS, analyse
-from napari_nanoclass.models.lipnet import predict_crops, shift_prior
+from napari_nanoclass.models.lipnet import decide, predict_crops
 from napari_nanoclass.models.registry import ModelInfo, load_model
 
 OUT = Path(__file__).resolve().parent / "out" / "liposomes"
@@ -91,13 +86,6 @@ def _training_objects(info: ModelInfo) -> Objects:
     return _fields_objects(fields["mix"], fields["first_seed"], fields["count"], info.training["input_mode"])
 
 
-def _calibrated_svm(features: np.ndarray, y: np.ndarray):
-    """The SVM baseline with class probabilities (sigmoid calibration), so it can be given an
-    operating point the same way as the CNN."""
-    svm = SVC(C=10.0, class_weight="balanced")
-    return make_pipeline(StandardScaler(), CalibratedClassifierCV(svm, ensemble=False)).fit(features, y)
-
-
 def heldout(n_test: int, n_calibration: int) -> list[dict]:
     """Each shipped classifier and the SVM baseline trained on the same simulated fields, on
     ``n_test`` unseen fields at the study's class mix: both with their own balanced decisions, and
@@ -119,7 +107,7 @@ def heldout(n_test: int, n_calibration: int) -> list[dict]:
         # the SVM's balanced class weights make it learn from the same equal shares as the CNN
         trained = trained_mix(y_train, len(names), ClassifierConfig(**model.info.training["config"]))
         cal_mix = np.bincount(y_cal, minlength=len(names)) / len(y_cal)
-        svm = _calibrated_svm(train.features, y_train)
+        svm = svm_baseline(train.features, y_train, probabilities=True)
         outputs = {
             "cnn": (predict_crops(model.module, calibration.crops, calibration.log_size),
                     predict_crops(model.module, test.crops, test.log_size), None),
@@ -128,7 +116,7 @@ def heldout(n_test: int, n_calibration: int) -> list[dict]:
         }
         for method, (p_cal, p_test, own) in outputs.items():
             decision = choose_decision(p_cal, y_cal, cal_mix, trained)
-            chosen = shift_prior(p_test, decision["prior_ratio"], decision["prior_strength"]).argmax(1)
+            chosen = decide(p_test, {"decision": decision}).argmax(1)
             results.append({"problem": problem, "method": method, "mix": "study, unseen fields",
                             "input_mode": mode,
                             **classification_scores(y_test, chosen, names),

@@ -301,6 +301,20 @@ def test_svm_baseline_cross_validates_by_field(balanced_objects):
     assert set(result["per_class"]) == set(LAMELLARITY)
 
 
+def test_calibrated_svm_baseline_gives_probabilities_that_rank_the_true_class(balanced_objects):
+    """The calibrated baseline (for choosing an operating point) is the same SVM with probabilities:
+    on held-out fields its most probable class beats chance, like the plain one's prediction."""
+    from napari_nanoclass.liposome_training import balanced_accuracy, svm_baseline
+
+    objects, y = balanced_objects, balanced_objects.targets["lamellarity"]
+    train, test = objects.groups < 30, objects.groups >= 30
+    probabilities = svm_baseline(objects.features[train], y[train], probabilities=True).predict_proba(
+        objects.features[test])
+    assert probabilities.shape == (test.sum(), 3)
+    np.testing.assert_allclose(probabilities.sum(1), 1, atol=1e-6)
+    assert balanced_accuracy(y[test], probabilities.argmax(1), 3) > 0.45
+
+
 def test_summary_percentages():
     objects = ([{"lamellarity": "unilamellar", "encapsulation": "full", "diameter_nm": 100}] * 6
                + [{"lamellarity": "multilamellar", "encapsulation": "empty", "diameter_nm": 200}] * 2

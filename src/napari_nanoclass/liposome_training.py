@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from sklearn.calibration import CalibratedClassifierCV
 from sklearn.metrics import f1_score
 from sklearn.model_selection import StratifiedGroupKFold
 from sklearn.pipeline import Pipeline, make_pipeline
@@ -406,10 +407,12 @@ def predict_objects(result: ClassifierResult, objects: Objects, *, balanced: boo
 # -- the SVM baseline -----------------------------------------------------------------------------------
 
 
-def svm_baseline(features: np.ndarray, y: np.ndarray) -> Pipeline:
+def svm_baseline(features: np.ndarray, y: np.ndarray, *, probabilities: bool = False) -> Pipeline:
     """The study's baseline: RBF SVM on standardised handcrafted features, class weights inverse
-    to frequency."""
-    model = make_pipeline(StandardScaler(), SVC(C=10.0, class_weight="balanced"))
+    to frequency. With ``probabilities`` it is sigmoid-calibrated (``predict_proba``), so it can be
+    given an operating point the same way as the CNN."""
+    svm = SVC(C=10.0, class_weight="balanced")
+    model = make_pipeline(StandardScaler(), CalibratedClassifierCV(svm, ensemble=False) if probabilities else svm)
     return model.fit(features, y)
 
 

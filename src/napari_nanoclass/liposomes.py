@@ -246,7 +246,8 @@ def training_objects(image: np.ndarray, labels: np.ndarray, classes: dict[int, d
     at 32² if none)."""
     from .liposome_training import objects_from_image
 
-    mode, size = crop_spec(_load(classifier, None).info) if classifier is not None else (liposome_objects.DEFAULT_CROP_MODE, 32)
+    mode, size = ((liposome_objects.DEFAULT_CROP_MODE, 32) if classifier is None
+                  else crop_spec(_load(classifier, None).info))
     work, working_px = working_image(image, pixel_size_nm, _load(detector, None).info.pixel_size_nm)
     return objects_from_image(work, _labels_at(np.asarray(labels), work.shape), classes, working_px,
                               mode=mode, size=size)
