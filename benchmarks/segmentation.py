@@ -1,12 +1,14 @@
 """The FREM paper's comparison rows on the Drosophila VNC split, under one training budget.
 
-    python benchmarks/segmentation.py [--epochs 30] [--iters 60] [--width 12] [--rows baseline frem ...]
+    python benchmarks/segmentation.py [--epochs 30] [--iters 60] [--batch 4] [--lr 1e-3] [--width 12]
+        [--rows baseline frem ...] [--device cuda]
 
 Rows (same seed, epochs, iterations, crops): U-Net + SE (baseline); the same without the deepest
 layers (depth - 1); + deep supervision at the bottleneck (λ = 0.4); + channel dropout at rate
 B / channels; + FREM (B, X scaled from the paper's B = 8 of 512 channels, X = 250). Trains on
 sections 00-11, evaluates whole sections 12-15 through the tiling engine, prints a Markdown
-table of per-class IoU, mIoU and seconds per epoch.
+table of per-class IoU, mIoU and seconds per epoch, and each row's validation mIoU per epoch.
+Rows are independent: on a GPU, run them as parallel processes (one ``--rows`` each).
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ def main() -> None:
     ap.add_argument("--data", default=str(ROOT.parent / "shared/data/drosophila-vnc"))
     ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--iters", type=int, default=60)
+    ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--width", type=int, default=12)
     ap.add_argument("--frem-b", type=int, default=None, help="default: 8/512 of the bottleneck channels")
     ap.add_argument("--frem-x", type=float, default=250.0)
@@ -45,7 +49,8 @@ def main() -> None:
     ap.add_argument("--device", default=None)
     args = ap.parse_args()
     base = TrainConfig(class_names=DROSOPHILA_CLASSES, width=args.width, depth=4, epochs=args.epochs,
-                       iters_per_epoch=args.iters, patience=args.epochs, seed=0, tile=1024)
+                       iters_per_epoch=args.iters, batch_size=args.batch, lr=args.lr, patience=args.epochs,
+                       seed=0, tile=1024)
     frem_b = args.frem_b or max(1, round(8 / 512 * base.width * 2**base.depth))
     train_pairs = drosophila_pairs(args.data, DROSOPHILA_TRAIN)
     val_pairs = drosophila_pairs(args.data, DROSOPHILA_VAL)
@@ -60,9 +65,12 @@ def main() -> None:
         scores = evaluate(result.module, val_pairs, DROSOPHILA_CLASSES, tile=1024, device=args.device)
         best = max(result.history, key=lambda h: h["val_miou"])["epoch"]
         lines.append(f"| {name} | " + " | ".join(f"{v:.2%}" for v in scores.iou) +
-                     f" | **{scores.miou:.2%}** | {best} | {per_epoch:.0f} |")
+                     f" | **{scores.miou:.2%}** | {best} | {per_epoch:.1f} |")
         print(lines[-1], flush=True)
-    print(f"\nbudget: {args.epochs} epochs × {args.iters} iterations, batch 4, crop 256, width {args.width}, "
+        print(f"{name} validation mIoU per epoch: " + ", ".join(f"{h['val_miou']:.3f}" for h in result.history),
+              flush=True)
+    print(f"\nbudget: {args.epochs} epochs × {args.iters} iterations, batch {args.batch}, lr {args.lr:g}, crop 256, "
+          f"width {args.width}, "
           f"FREM B={frem_b} X={args.frem_x:g}\n")
     print("\n".join(lines))
 

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from napari_nanoclass.datasets import DROSOPHILA_LABEL_MAP, Pair, map_labels
 from napari_nanoclass.evaluation import SegmentationScores, confusion_matrix
 from napari_nanoclass.models.registry import load_model
-from napari_nanoclass.training import TrainConfig, class_weights, evaluate, search_frem, train, train_steps
+from napari_nanoclass.models.unet import SEUNet
+from napari_nanoclass.training import (TrainConfig, class_weights, evaluate, recalibrate_batch_norm, search_frem, train,
+                                      train_steps)
 
 
 def synthetic_pair(seed: int, size: int = 96) -> Pair:
@@ -44,6 +47,26 @@ def test_tiny_model_learns(tmp_path):
     assert result.best_miou == max(h["val_miou"] for h in result.history)
     again = evaluate(result.module, val, CONFIG["class_names"], tile=128).miou
     assert again == pytest.approx(result.best_miou, abs=1e-9)  # returned weights are the best epoch's
+
+
+def test_batch_norm_statistics_are_recalibrated_on_features_without_frem():
+    torch.manual_seed(0)
+    net = SEUNet(width=4, depth=2, n_classes=3, se_window=3, frem_b=16, frem_x=500.0)  # all 16 bottleneck channels
+    x = torch.randn(4, 1, 64, 64)
+    net.train()
+    for _ in range(20):  # training passes fold FREM's ×500 into the decoder's running statistics
+        net(x)
+    norm = net.decoders[0][1]  # the first batch norm after FREM
+    polluted = norm.running_var.clone()
+    recalibrate_batch_norm(net, [x, x])
+    inputs = []
+    hook = net.decoders[0][0].register_forward_hook(lambda module, args, out: inputs.append(out))
+    net(x)  # at inference, what that batch norm normalises
+    hook.remove()
+    expected = inputs[0].var(dim=(0, 2, 3), unbiased=True)
+    assert torch.allclose(norm.running_var, expected, rtol=0.05)
+    assert polluted.mean() > 100 * expected.mean()
+    assert norm.momentum == 0.1 and not net.training
 
 
 def test_resume_continues_from_the_checkpoint(tmp_path):

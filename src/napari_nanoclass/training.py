@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -266,6 +266,9 @@ def train_steps(train: Sequence[Pair], val: Sequence[Pair], config: TrainConfig,
             done = epoch * config.iters_per_epoch + it + 1
             yield Progress(done, total, f"epoch {epoch + 1}/{config.epochs} loss {losses[-1]:.3f}",
                            {"epoch": epoch + 1, "loss": losses[-1]})
+        if module.frem is not None:
+            batches = math.ceil(RECALIBRATION_CROPS / config.batch_size)
+            recalibrate_batch_norm(module, (sampler.batch(config.batch_size)[0].to(dev) for _ in range(batches)))
         scores = evaluate(module, val, config.class_names, tile=config.tile, device=dev)
         record = {"epoch": epoch + 1, "loss": float(np.mean(losses)), "val_miou": scores.miou,
                   **{f"val_{k}": v for k, v in scores.as_dict().items() if k != "miou"}}
@@ -287,6 +290,33 @@ def train_steps(train: Sequence[Pair], val: Sequence[Pair], config: TrainConfig,
     if register:
         save_model(final, info)
     return TrainResult(final, info, state["history"], state["best_miou"])
+
+
+RECALIBRATION_CROPS = 128  # crops whose FREM-free features re-estimate the batch-norm statistics
+
+
+@torch.no_grad()
+def recalibrate_batch_norm(module: torch.nn.Module, batches: Iterable[torch.Tensor]) -> None:
+    """Re-estimate every batch norm's running statistics from ``batches`` with inference features.
+
+    FREM multiplies bottleneck channels by X (hundreds) in training, and the decoder's batch norms
+    fold those amplified features into their running statistics; at inference FREM is the
+    identity, so the statistics no longer match the features (the shipped-model run's validation
+    mIoU jumped between 0.55 and 0.75 from epoch to epoch). Everything but the batch norms runs
+    as at inference (FREM and dropout off); the norms average over all batches (momentum None).
+    """
+    module.eval()
+    norms = [m for m in module.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None
+        m.train()
+    for x in batches:
+        module(x)
+    for m, momentum in zip(norms, momenta):
+        m.momentum = momentum
+    module.eval()
 
 
 def _with_state(config: TrainConfig, state: dict[str, torch.Tensor]) -> SEUNet:
