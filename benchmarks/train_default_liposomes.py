@@ -3,7 +3,7 @@
 LipNet-4 per problem (lamellarity, encapsulation).
 
     python benchmarks/train_default_liposomes.py [--only detector|classifiers] [--fields 160]
-        [--classifier-fields 960]
+        [--classifier-fields 960] [--problems lamellarity encapsulation]
 
 Classifiers are pre-trained on fields at the balanced class mix (every class well represented),
 with oversampling and augmentation; their cross-validated figures at both mixes and the detector's
@@ -60,11 +60,12 @@ def train_detector(n_fields: int, epochs: int, windowed_from_shipped: bool) -> N
     print(f"detector: best val mIoU {result.best_miou:.4f} in {time.perf_counter() - start:.0f} s")
 
 
-def train_classifiers(n_fields: int, epochs: int) -> None:
+def train_classifiers(n_fields: int, epochs: int, problems: list[str]) -> None:
     fields = [simulate_field(SimulationConfig(mix=BALANCED_MIX), TRAIN_SEED + i) for i in range(n_fields)]
     mode = ClassifierConfig().input_mode
     objects = objects_from_fields(fields, mode=mode)
-    for problem, name in DEFAULT_CLASSIFIERS.items():
+    for problem in problems:
+        name = DEFAULT_CLASSIFIERS[problem]
         start = time.perf_counter()
         config = ClassifierConfig(name=name, problem=problem, epochs=epochs, patience=epochs)
         result = train_classifier(objects, config, progress=True)
@@ -88,13 +89,15 @@ def main() -> None:
     ap.add_argument("--detector-epochs", type=int, default=12)
     ap.add_argument("--classifier-fields", type=int, default=960, help="simulated 512² fields for the classifiers")
     ap.add_argument("--classifier-epochs", type=int, default=25)
+    ap.add_argument("--problems", nargs="+", choices=list(DEFAULT_CLASSIFIERS), default=list(DEFAULT_CLASSIFIERS),
+                    help="which classifiers to retrain (each records its own training fields)")
     ap.add_argument("--continue-detector", action="store_true",
                     help="go on from the shipped detector's weights (converted to windowed SE)")
     args = ap.parse_args()
     if args.only in (None, "detector"):
         train_detector(args.fields, args.detector_epochs, args.continue_detector)
     if args.only in (None, "classifiers"):
-        train_classifiers(args.classifier_fields, args.classifier_epochs)
+        train_classifiers(args.classifier_fields, args.classifier_epochs, args.problems)
 
 
 if __name__ == "__main__":
