@@ -25,10 +25,11 @@ from napari_nanoclass.evaluation import match_instances, normalised
 from napari_nanoclass.liposome_objects import CROP_MODES
 from napari_nanoclass.liposome_simulator import MIXES, PROBLEMS, SimulationConfig, simulate_field
 from napari_nanoclass.liposome_training import (ClassifierConfig, Objects, choose_decision, classification_scores,
-                                                 cross_validate, objects_from_fields, svm_baseline, trained_mix)
+                                                 cross_validate, object_probabilities, objects_from_fields, svm_baseline,
+                                                 trained_mix)
 from napari_nanoclass.liposomes import DEFAULT_CLASSIFIERS, analyse
-from napari_nanoclass.models.lipnet import decide, predict_crops
-from napari_nanoclass.models.registry import ModelInfo, load_model
+from napari_nanoclass.models.lipnet import decide
+from napari_nanoclass.models.registry import LoadedModel, ModelInfo, load_model
 
 OUT = Path(__file__).resolve().parent / "out" / "liposomes"
 TEST_SEED = 500_000  # far from the seeds the shipped models were trained on (0 …, 100 000 …)
@@ -56,17 +57,19 @@ def detection(n_fields: int) -> dict:
 
 
 def classification(mix: str, problem: str, method: str, objects, epochs: int, n_fields: int, mode: str,
-                   strategy: str = "oversample") -> dict:
-    suffix = ("" if mode == "masked" else f"-{mode}") + ("" if strategy == "oversample" else f"-{strategy}")
+                   strategy: str = "oversample", feature_input: bool = False) -> dict:
+    feature_input = feature_input and method == "cnn"
+    suffix = (("" if mode == "masked" else f"-{mode}") + ("" if strategy == "oversample" else f"-{strategy}")
+              + ("-features" if feature_input else ""))
     path = OUT / f"cv-{mix}-{problem}-{method}-{n_fields}-{epochs}{suffix}.json"
     if path.exists():
         return json.loads(path.read_text())
     start = time.perf_counter()
     config = ClassifierConfig(problem=problem, epochs=epochs, patience=max(epochs // 3, 3), input_mode=mode,
-                              strategy=strategy)
+                              strategy=strategy, feature_input=feature_input)
     result = cross_validate(objects, problem, method, config=config)
     result.update(mix=mix, seconds=time.perf_counter() - start, objects=len(objects), input_mode=mode,
-                  strategy=strategy)
+                  strategy=strategy, feature_input=feature_input)
     path.write_text(json.dumps(result, indent=1))
     return result
 
@@ -89,44 +92,44 @@ def _training_objects(info: ModelInfo) -> Objects:
 def heldout(n_test: int, n_calibration: int) -> list[dict]:
     """Each shipped classifier and the SVM baseline trained on the same simulated fields, on
     ``n_test`` unseen fields at the study's class mix: both with their own balanced decisions, and
-    both at an operating point for the study mix chosen on ``n_calibration`` other fields."""
-    models = {problem: load_model(name) for problem, name in DEFAULT_CLASSIFIERS.items()}
-    version = "-".join(m.sha256[:8] for m in models.values())  # retrained models are measured afresh
-    path = OUT / f"heldout-{n_test}-{n_calibration}-{version}.json"
+    both at an operating point for the study mix chosen on ``n_calibration`` other fields.
+    Cached per classifier version, so retraining one classifier re-measures only that one."""
+    return [r for problem, name in DEFAULT_CLASSIFIERS.items()
+            for r in _heldout_problem(problem, load_model(name), n_test, n_calibration)]
+
+
+def _heldout_problem(problem: str, model: LoadedModel, n_test: int, n_calibration: int) -> list[dict]:
+    path = OUT / f"heldout-{problem}-{n_test}-{n_calibration}-{model.sha256[:8]}.json"
     if path.exists():
         return json.loads(path.read_text())
     start = time.perf_counter()
+    train = _training_objects(model.info)
+    mode = model.info.training["input_mode"]
+    test, calibration = (_fields_objects("study", seed, n, mode)
+                         for seed, n in ((HELDOUT_SEED, n_test), (CALIBRATION_SEED, n_calibration)))
+    names = PROBLEMS[problem]
+    y_train, y_cal, y_test = (o.targets[problem] for o in (train, calibration, test))
+    # the SVM's balanced class weights make it learn from the same equal shares as the CNN
+    trained = trained_mix(y_train, len(names), ClassifierConfig(**model.info.training["config"]))
+    cal_mix = np.bincount(y_cal, minlength=len(names)) / len(y_cal)
+    svm = svm_baseline(train.features, y_train, probabilities=True)
+    outputs = {
+        "cnn": (object_probabilities(model.module, calibration), object_probabilities(model.module, test), None),
+        "svm": (svm.predict_proba(calibration.features), svm.predict_proba(test.features),
+                svm_baseline(train.features, y_train).predict(test.features)),
+    }
     results = []
-    for problem, model in models.items():
-        train = _training_objects(model.info)
-        mode = model.info.training["input_mode"]
-        test, calibration = (_fields_objects("study", seed, n, mode)
-                             for seed, n in ((HELDOUT_SEED, n_test), (CALIBRATION_SEED, n_calibration)))
-        names = PROBLEMS[problem]
-        y_train, y_cal, y_test = (o.targets[problem] for o in (train, calibration, test))
-        # the SVM's balanced class weights make it learn from the same equal shares as the CNN
-        trained = trained_mix(y_train, len(names), ClassifierConfig(**model.info.training["config"]))
-        cal_mix = np.bincount(y_cal, minlength=len(names)) / len(y_cal)
-        svm = svm_baseline(train.features, y_train, probabilities=True)
-        outputs = {
-            "cnn": (predict_crops(model.module, calibration.crops, calibration.log_size),
-                    predict_crops(model.module, test.crops, test.log_size), None),
-            "svm": (svm.predict_proba(calibration.features), svm.predict_proba(test.features),
-                    svm_baseline(train.features, y_train).predict(test.features)),
-        }
-        for method, (p_cal, p_test, own) in outputs.items():
-            decision = choose_decision(p_cal, y_cal, cal_mix, trained)
-            chosen = decide(p_test, {"decision": decision}).argmax(1)
-            results.append({"problem": problem, "method": method, "mix": "study, unseen fields",
-                            "input_mode": mode,
-                            **classification_scores(y_test, chosen, names),
-                            "prior_strengths": [decision["prior_strength"]],
-                            "balanced_decisions": classification_scores(
-                                y_test, p_test.argmax(1) if own is None else own, names),
-                            "train_objects": len(train), "test_objects": len(test),
-                            "calibration_objects": len(calibration)})
-    for r in results:
-        r["seconds"] = time.perf_counter() - start
+    for method, (p_cal, p_test, own) in outputs.items():
+        decision = choose_decision(p_cal, y_cal, cal_mix, trained)
+        chosen = decide(p_test, {"decision": decision}).argmax(1)
+        results.append({"problem": problem, "method": method, "mix": "study, unseen fields", "input_mode": mode,
+                        "feature_input": model.module.descriptors > 0 and method == "cnn",
+                        **classification_scores(y_test, chosen, names),
+                        "prior_strengths": [decision["prior_strength"]],
+                        "balanced_decisions": classification_scores(
+                            y_test, p_test.argmax(1) if own is None else own, names),
+                        "train_objects": len(train), "test_objects": len(test),
+                        "calibration_objects": len(calibration), "seconds": time.perf_counter() - start})
     path.write_text(json.dumps(results, indent=1))
     return results
 
@@ -146,7 +149,8 @@ def table(results: list[dict]) -> str:
              "|" + "---|" * 12]
     matrices = []
     for r in results:
-        mode = "features" if r["method"] == "svm" else r.get("input_mode", "masked")
+        mode = ("features" if r["method"] == "svm"
+                else r.get("input_mode", "masked") + (" + features" if r.get("feature_input") else ""))
         for decisions, scores in _rows(r):
             for cls, m in scores["per_class"].items():
                 lines.append(f"| {r['mix']} | {r['problem']} | {r['method']} | {mode} | {decisions} | {cls} | "
@@ -170,6 +174,8 @@ def main() -> None:
                     help="CNN crop modes to compare")
     ap.add_argument("--strategy", default="oversample", choices=["oversample", "undersample", "smote", "none"],
                     help="the CNN's imbalance strategy")
+    ap.add_argument("--feature-input", action="store_true",
+                    help="the CNN also takes the SVM's handcrafted features (LipNet descriptors)")
     ap.add_argument("--detection-fields", type=int, default=20)
     ap.add_argument("--heldout-fields", type=int, default=0,
                     help="unseen study-mix fields for the shipped classifiers vs the SVM (0: skip)")
@@ -186,7 +192,7 @@ def main() -> None:
             for problem in PROBLEMS:
                 for method in args.methods if mode == args.input_modes[0] else ["cnn"]:
                     results.append(classification(mix, problem, method, objects, args.epochs, args.fields, mode,
-                                                  args.strategy))
+                                                  args.strategy, args.feature_input))
                     print(f"{mix} {problem} {method} {mode}: balanced accuracy "
                           f"{results[-1]['balanced_accuracy']:.3f}", flush=True)
     if args.heldout_fields:

@@ -3,7 +3,7 @@
 LipNet-4 per problem (lamellarity, encapsulation).
 
     python benchmarks/train_default_liposomes.py [--only detector|classifiers] [--fields 160]
-        [--classifier-fields 960] [--problems lamellarity encapsulation]
+        [--classifier-fields 960] [--problems lamellarity encapsulation] [--feature-input]
 
 Classifiers are pre-trained on fields at the balanced class mix (every class well represented),
 with oversampling and augmentation; their cross-validated figures at both mixes and the detector's
@@ -60,18 +60,20 @@ def train_detector(n_fields: int, epochs: int, windowed_from_shipped: bool) -> N
     print(f"detector: best val mIoU {result.best_miou:.4f} in {time.perf_counter() - start:.0f} s")
 
 
-def train_classifiers(n_fields: int, epochs: int, problems: list[str]) -> None:
+def train_classifiers(n_fields: int, epochs: int, problems: list[str], feature_input: bool = False) -> None:
     fields = [simulate_field(SimulationConfig(mix=BALANCED_MIX), TRAIN_SEED + i) for i in range(n_fields)]
     mode = ClassifierConfig().input_mode
     objects = objects_from_fields(fields, mode=mode)
     for problem in problems:
         name = DEFAULT_CLASSIFIERS[problem]
         start = time.perf_counter()
-        config = ClassifierConfig(name=name, problem=problem, epochs=epochs, patience=epochs)
+        config = ClassifierConfig(name=name, problem=problem, epochs=epochs, patience=epochs,
+                                  feature_input=feature_input)
+        inputs = "size and handcrafted features" if feature_input else "size"
         result = train_classifier(objects, config, progress=True)
         best = max(h["val_balanced_accuracy"] for h in result.history)
         info = replace(result.info, description=(
-            f"LipNet-4 {problem} classifier ({mode} 32×32 crops + size) trained on {len(objects)} objects of "
+            f"LipNet-4 {problem} classifier ({mode} 32×32 crops + {inputs}) trained on {len(objects)} objects of "
             f"{n_fields} simulated fields at the balanced class mix; held-out balanced accuracy {best:.3f}"),
             # liposomes_cv.py trains the SVM baseline on the same fields. No operating point: the
             # training mix is the simulator's, not any sample's, so the shipped models decide as if
@@ -91,13 +93,15 @@ def main() -> None:
     ap.add_argument("--classifier-epochs", type=int, default=25)
     ap.add_argument("--problems", nargs="+", choices=list(DEFAULT_CLASSIFIERS), default=list(DEFAULT_CLASSIFIERS),
                     help="which classifiers to retrain (each records its own training fields)")
+    ap.add_argument("--feature-input", action="store_true",
+                    help="the classifiers also take the SVM baseline's handcrafted features")
     ap.add_argument("--continue-detector", action="store_true",
                     help="go on from the shipped detector's weights (converted to windowed SE)")
     args = ap.parse_args()
     if args.only in (None, "detector"):
         train_detector(args.fields, args.detector_epochs, args.continue_detector)
     if args.only in (None, "classifiers"):
-        train_classifiers(args.classifier_fields, args.classifier_epochs, args.problems)
+        train_classifiers(args.classifier_fields, args.classifier_epochs, args.problems, args.feature_input)
 
 
 if __name__ == "__main__":

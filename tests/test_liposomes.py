@@ -8,6 +8,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+import torch
 from scipy import ndimage as ndi
 
 from napari_nanoclass import liposome_objects
@@ -17,7 +18,8 @@ from napari_nanoclass.liposome_simulator import (BALANCED_MIX, ENCAPSULATION, LA
 from napari_nanoclass import liposome_training
 from napari_nanoclass.liposome_training import (PRIOR_STRENGTHS, ClassifierConfig, Objects, _epoch_indices, _smote,
                                                 balanced_accuracy, choose_decision, cross_validate, detection_target,
-                                                objects_from_fields, predict_objects, train_classifier, trained_mix)
+                                                object_probabilities, objects_from_fields, predict_objects, train_classifier,
+                                                trained_mix)
 from napari_nanoclass.models.lipnet import decide, shift_prior
 from napari_nanoclass.models.registry import load_model
 from napari_nanoclass.liposomes import analyse, analyse_files_steps, instances_from_probabilities, summarise
@@ -208,6 +210,34 @@ def test_lipnet_learns_unilamellar_from_multilamellar_on_held_out_fields(balance
     pred = predict_objects(result, test).argmax(1)
     assert balanced_accuracy(test.targets["lamellarity"], pred, 3) > 0.65  # chance: 0.5
     assert result.info.training["problem"] == "lamellarity" and result.info.arch_params["size_input"]
+
+
+def test_lipnet_learns_from_handcrafted_features_when_its_crops_are_blank(balanced_objects, tiny_liposome_models):
+    """With ``feature_input`` the SVM's features reach the decision: on blank crops the network
+    still tells uni- from multilamellar on held-out fields. Their standardisation travels with the
+    saved weights, and the analysis measures the features for such a classifier itself."""
+    objects = balanced_objects.subset(np.flatnonzero(balanced_objects.targets["lamellarity"] < 2))
+    blank = replace(objects, crops=np.zeros_like(objects.crops))
+    held_out = np.isin(blank.groups, range(30, 40))
+    train, test = blank.subset(~held_out), blank.subset(held_out)
+    config = ClassifierConfig(name="tiny-features", problem="lamellarity", epochs=12, patience=12, batch_size=32,
+                              feature_input=True)
+    result = train_classifier(train, config, register=True)
+    assert balanced_accuracy(test.targets["lamellarity"], predict_objects(result, test, balanced=True).argmax(1),
+                             3) > 0.75  # chance 0.5; crops and sizes alone cannot do this
+    scaling = result.module.descriptor_scale
+    assert scaling.shape == (len(liposome_objects.FEATURE_NAMES),) and not torch.allclose(scaling, torch.ones_like(scaling))
+    loaded = load_model("tiny-features")
+    np.testing.assert_allclose(object_probabilities(loaded.module, test), object_probabilities(result.module, test),
+                               atol=1e-6)
+    with pytest.raises(ValueError, match="handcrafted"):
+        result.module(torch.zeros(1, 1, 32, 32), torch.zeros(1))
+    field = simulate_field(SMALL, seed=98)
+    report = analyse(field.image, 2.5, labels=field.labels, detector=tiny_liposome_models[0],
+                     classifiers={"lamellarity": "tiny-features"})
+    expected = predict_objects(result, objects_from_fields([field]))
+    # the analysis re-normalises the image: float rounding moves the edge-density threshold a little
+    np.testing.assert_allclose([row["lamellarity_confidence"] for row in report.objects], expected.max(1), atol=0.02)
 
 
 def _overcalling_posteriors(n_major: int, n_minor: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -150,6 +150,7 @@ class ClassifierConfig:
     input_mode: str = liposome_objects.DEFAULT_CROP_MODE
     input_size: int = 32
     size_input: bool = True
+    feature_input: bool = False  # the SVM's handcrafted features join the dense layer
     strategy: str = "oversample"
     class_weights: bool = False
     label_smoothing: float = 0.1
@@ -187,7 +188,8 @@ def classifier_info(config: ClassifierConfig, history: list[dict[str, float]],
     return ModelInfo(
         name=config.name, task="object-classification", architecture="lipnet",
         arch_params=dict(variant=config.variant, n_classes=len(names), input_size=config.input_size,
-                         dropout=config.dropout, size_input=config.size_input),
+                         dropout=config.dropout, size_input=config.size_input,
+                         descriptors=len(liposome_objects.FEATURE_NAMES) if config.feature_input else 0),
         class_names=list(names), normalisation={"method": "zscore"}, tile=512, patch=config.input_size,
         pixel_size_nm=config.pixel_size_nm,
         description=f"LipNet-{config.variant} {config.problem} classifier ({config.input_mode} crops)",
@@ -236,13 +238,13 @@ def _smote(objects: Objects, y: np.ndarray, seed: int) -> tuple[Objects, np.ndar
     from imblearn.over_sampling import RandomOverSampler, SMOTE
 
     n, s = objects.crops.shape[0], objects.crops.shape[1]
-    flat = np.concatenate([objects.crops.reshape(n, -1), objects.log_size[:, None]], axis=1)
+    flat = np.concatenate([objects.crops.reshape(n, -1), objects.log_size[:, None], objects.features], axis=1)
     smallest = int(np.bincount(y)[np.bincount(y) > 0].min())
     sampler = (SMOTE(k_neighbors=min(5, smallest - 1), random_state=seed) if smallest > 1
                else RandomOverSampler(random_state=seed))  # SMOTE needs two of a class to interpolate
     flat, y = sampler.fit_resample(flat, y)
-    grown = Objects(flat[:, :-1].reshape(-1, s, s).astype(np.float32), flat[:, -1].astype(np.float32),
-                    np.zeros((len(y), 0)), {}, np.zeros(len(y), np.int64), objects.crop_mode)
+    grown = Objects(flat[:, : s * s].reshape(-1, s, s).astype(np.float32), flat[:, s * s].astype(np.float32),
+                    flat[:, s * s + 1 :], {}, np.zeros(len(y), np.int64), objects.crop_mode)
     return grown, y
 
 
@@ -307,7 +309,8 @@ def _initial_classifier(config: ClassifierConfig) -> tuple[LipNet, ClassifierCon
     base = load_model(config.init_from)
     params = base.info.arch_params
     config = replace(config, variant=params["variant"], input_size=params["input_size"],
-                     size_input=params["size_input"], input_mode=base.info.training.get("input_mode", config.input_mode),
+                     size_input=params["size_input"], feature_input=params.get("descriptors", 0) > 0,
+                     input_mode=base.info.training.get("input_mode", config.input_mode),
                      problem=base.info.training.get("problem", config.problem))
     module = LipNet(**dict(params, dropout=config.dropout))
     module.load_state_dict(base.module.state_dict())
@@ -336,6 +339,8 @@ def train_classifier_steps(objects: Objects, config: ClassifierConfig, *, regist
     val, y_val = objects.subset(val_idx), y_all[val_idx]
     if config.strategy == "smote":
         train, y = _smote(train, y, config.seed)
+    if module.descriptors and config.init_from is None:
+        module.set_descriptor_scaling(train.features)  # a fine-tuned model keeps its base's scaling
     dev = engine.select_device(device)
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
@@ -360,7 +365,8 @@ def train_classifier_steps(objects: Objects, config: ClassifierConfig, *, regist
         for start in range(0, len(order), config.batch_size):
             batch = order[start : start + config.batch_size]
             x = _augment(torch.from_numpy(train.crops[batch, None]), config.augment, generator).to(dev)
-            logits = module(x, torch.from_numpy(train.log_size[batch]).to(dev))
+            descriptors = torch.from_numpy(train.features[batch].astype(np.float32)).to(dev) if module.descriptors else None
+            logits = module(x, torch.from_numpy(train.log_size[batch]).to(dev), descriptors)
             loss = F.cross_entropy(logits, torch.from_numpy(y[batch]).to(dev), weight=weights,
                                    label_smoothing=config.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
@@ -368,7 +374,7 @@ def train_classifier_steps(objects: Objects, config: ClassifierConfig, *, regist
             optimizer.step()
             losses.append(float(loss.detach()))
         validated = len(y_val) > 0
-        score = balanced_accuracy(y_val, predict_crops(module, val.crops, val.log_size, dev).argmax(1), n_classes) \
+        score = balanced_accuracy(y_val, object_probabilities(module, val, dev).argmax(1), n_classes) \
             if validated else float("nan")
         history.append({"epoch": epoch + 1, "loss": float(np.mean(losses)), "val_balanced_accuracy": score})
         if not validated or score > best[0]:
@@ -384,7 +390,7 @@ def train_classifier_steps(objects: Objects, config: ClassifierConfig, *, regist
     module.load_state_dict(best[1])
     module.cpu().eval()
     data_mix = np.bincount(y_all, minlength=n_classes) / len(y_all)
-    decision = choose_decision(predict_crops(module, val.crops, val.log_size), y_val, data_mix,
+    decision = choose_decision(object_probabilities(module, val), y_val, data_mix,
                                trained_mix(y_all[train_idx], n_classes, config))
     info = classifier_info(config, history, decision)
     if register:
@@ -401,7 +407,12 @@ def train_classifier(objects: Objects, config: ClassifierConfig, *, progress: An
 def predict_objects(result: ClassifierResult, objects: Objects, *, balanced: bool = False,
                     device: str | torch.device = "cpu") -> np.ndarray:
     """(N, C) class probabilities of objects at the classifier's operating point (or balanced)."""
-    return decide(predict_crops(result.module, objects.crops, objects.log_size, device), result.info.training, balanced)
+    return decide(object_probabilities(result.module, objects, device), result.info.training, balanced)
+
+
+def object_probabilities(module: LipNet, objects: Objects, device: str | torch.device = "cpu") -> np.ndarray:
+    """(N, C) balanced class probabilities of a LipNet for objects (crops, sizes and features)."""
+    return predict_crops(module, objects.crops, objects.log_size, objects.features, device)
 
 
 # -- the SVM baseline -----------------------------------------------------------------------------------
@@ -438,7 +449,7 @@ def cross_validate(objects: Objects, problem: str, method: str, *, folds: int = 
         else:
             cfg = replace(config or ClassifierConfig(), problem=problem, seed=seed + k)
             result = run_sync(train_classifier_steps(objects.subset(train), cfg))
-            probabilities = predict_crops(result.module, objects.crops[test], objects.log_size[test])
+            probabilities = object_probabilities(result.module, objects.subset(test))
             pred[test] = decide(probabilities, result.info.training).argmax(1)
             pred_balanced[test] = probabilities.argmax(1)
             strengths.append(result.info.training["decision"]["prior_strength"])

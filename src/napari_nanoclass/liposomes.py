@@ -185,16 +185,19 @@ def detect_steps(image: np.ndarray, detector: LoadedModel, pixel_size_nm: float,
 # -- classification ----------------------------------------------------------------------------------
 
 
-def classify(image: np.ndarray, labels: np.ndarray, diameters_nm: np.ndarray,
+def classify(image: np.ndarray, labels: np.ndarray, diameters_nm: np.ndarray, pixel_size_nm: float,
              classifiers: Mapping[str, LoadedModel],
              balanced_decisions: bool = False) -> dict[str, tuple[list[str], np.ndarray]]:
     """Per problem: class name and confidence (its probability) of every object, in label order,
     at each classifier's stored operating point, or as if all classes were equally common."""
     sizes = liposome_objects.log_size(diameters_nm)
+    # handcrafted features only for classifiers trained on them (they cost a pass over the objects)
+    features = (liposome_objects.features(image, labels, pixel_size_nm)
+                if any(m.module.descriptors for m in classifiers.values()) else None)
     out = {}
     for problem, model in classifiers.items():
         crops = liposome_objects.crops(image, labels, *crop_spec(model.info))
-        probabilities = decide(predict_crops(model.module, crops, sizes, model.device), model.info.training,
+        probabilities = decide(predict_crops(model.module, crops, sizes, features, model.device), model.info.training,
                                balanced_decisions)
         names = model.info.class_names
         out[problem] = ([names[i] for i in probabilities.argmax(1)], probabilities.max(1, initial=0))
@@ -292,7 +295,8 @@ def analyse_steps(
         work_labels = _labels_at(labels, work.shape)
     yield Progress(0, 1, "classifying objects")
     rows = liposome_objects.measure(work_labels, working_px)
-    classes = classify(work, work_labels, np.array([r["diameter_nm"] for r in rows]), models, balanced_decisions)
+    classes = classify(work, work_labels, np.array([r["diameter_nm"] for r in rows]), working_px, models,
+                       balanced_decisions)
     scale = data.shape[0] / work.shape[0]
     objects = [_object_row(name, r, classes, i, scale) for i, r in enumerate(rows)]
     out_labels = _labels_at(work_labels, data.shape)

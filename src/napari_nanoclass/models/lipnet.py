@@ -11,7 +11,10 @@ a dense layer and a softmax over the classes; 32×32 inputs):
 
 Crops are resized to a fixed side, so the network cannot see how big an object was; with
 ``size_input`` the object's log diameter (an extra scalar per object, the study's stated next
-step) joins the features before the dense layer.
+step) joins the features before the dense layer. With ``descriptors`` > 0 the object's handcrafted
+features (the SVM baseline's: radial and edge profiles, membrane SNR, size, shape, measured on the
+full-resolution image) join there too, standardised by statistics stored in the model, because
+the 32×32 resized crop blurs the lamellae that those profiles resolve.
 """
 
 from __future__ import annotations
@@ -27,10 +30,10 @@ VARIANTS: dict[str, list[int]] = {"1": [1], "2": [1, 1], "4": [2, 2], "4c": [2, 
 
 
 class LipNet(nn.Module):
-    """Crop (B, 1, S, S) [+ log size (B,)] → ``n_classes`` logits."""
+    """Crop (B, 1, S, S) [+ log size (B,)] [+ handcrafted features (B, D)] → ``n_classes`` logits."""
 
     def __init__(self, variant: str = "4", n_classes: int = 3, input_size: int = 32, channels: int = 32,
-                 dense: int = 128, dropout: float = 0.3, size_input: bool = True) -> None:
+                 dense: int = 128, dropout: float = 0.3, size_input: bool = True, descriptors: int = 0) -> None:
         super().__init__()
         if variant not in VARIANTS:
             raise ValueError(f"unknown LipNet variant {variant!r}; known: {sorted(VARIANTS)}")
@@ -46,29 +49,49 @@ class LipNet(nn.Module):
             side //= 2
         self.features = nn.Sequential(*layers, nn.Flatten(), nn.Dropout(dropout))
         self.size_input = size_input
+        self.descriptors = descriptors
+        if descriptors:  # their standardisation, saved with the weights (set before training)
+            self.register_buffer("descriptor_mean", torch.zeros(descriptors))
+            self.register_buffer("descriptor_scale", torch.ones(descriptors))
         self.head = nn.Sequential(
-            nn.Linear(channels * side * side + int(size_input), dense), nn.ReLU(inplace=True), nn.Dropout(dropout),
-            nn.Linear(dense, n_classes))
+            nn.Linear(channels * side * side + int(size_input) + descriptors, dense), nn.ReLU(inplace=True),
+            nn.Dropout(dropout), nn.Linear(dense, n_classes))
 
-    def forward(self, x: torch.Tensor, log_size: torch.Tensor | None = None) -> torch.Tensor:
-        features = self.features(x)
+    def set_descriptor_scaling(self, features: np.ndarray) -> None:
+        """Standardise the handcrafted features by the mean and spread of these (training) rows."""
+        features = np.asarray(features, np.float64).reshape(-1, self.descriptors)
+        self.descriptor_mean.copy_(torch.from_numpy(features.mean(axis=0)))
+        self.descriptor_scale.copy_(torch.from_numpy(np.maximum(features.std(axis=0), 1e-6)))
+
+    def forward(self, x: torch.Tensor, log_size: torch.Tensor | None = None,
+                descriptors: torch.Tensor | None = None) -> torch.Tensor:
+        features = [self.features(x)]
         if self.size_input:
             if log_size is None:
                 raise ValueError("this LipNet was trained with object sizes: pass log_size")
-            features = torch.cat([features, log_size.reshape(-1, 1).to(features.dtype)], dim=1)
-        return self.head(features)
+            features.append(log_size.reshape(-1, 1).to(features[0].dtype))
+        if self.descriptors:
+            if descriptors is None:
+                raise ValueError("this LipNet was trained with handcrafted object features: pass descriptors")
+            # clipped: one odd measurement (a truncated object at the edge) must not dominate the layer
+            z = (descriptors.to(features[0].dtype) - self.descriptor_mean) / self.descriptor_scale
+            features.append(z.clamp(-6.0, 6.0))
+        return self.head(torch.cat(features, dim=1))
 
 
-def predict_crops(module: LipNet, crops: np.ndarray, log_size: np.ndarray, device: torch.device | str = "cpu",
-                  batch_size: int = 512) -> np.ndarray:
-    """(N, C) class probabilities of (N, S, S) crops, batched, in eval and inference mode."""
+def predict_crops(module: LipNet, crops: np.ndarray, log_size: np.ndarray, features: np.ndarray | None = None,
+                  device: torch.device | str = "cpu", batch_size: int = 512) -> np.ndarray:
+    """(N, C) class probabilities of (N, S, S) crops (with their log sizes and, for a network
+    trained on them, handcrafted features), batched, in eval and inference mode."""
     module.eval()
     out = [np.zeros((0, module.head[-1].out_features), np.float32)]
     with torch.inference_mode():
         for start in range(0, len(crops), batch_size):
-            x = torch.from_numpy(crops[start : start + batch_size, None]).to(device)
-            s = torch.from_numpy(log_size[start : start + batch_size]).to(device)
-            out.append(torch.softmax(module(x, s), dim=1).cpu().numpy())
+            part = slice(start, start + batch_size)
+            x = torch.from_numpy(crops[part, None]).to(device)
+            s = torch.from_numpy(log_size[part]).to(device)
+            d = torch.from_numpy(np.asarray(features[part], np.float32)).to(device) if module.descriptors else None
+            out.append(torch.softmax(module(x, s, d), dim=1).cpu().numpy())
     return np.concatenate(out)
 
 
