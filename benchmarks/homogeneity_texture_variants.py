@@ -30,7 +30,7 @@ from sklearn.preprocessing import StandardScaler
 
 from napari_nanoclass.homogeneity_training import micrographs_from_folders
 from napari_nanoclass.images import image_stats
-from napari_nanoclass.texture_baseline import ANGLES, LEVELS, image_patch_features, quantise
+from napari_nanoclass.texture_baseline import ANGLES, LEVELS, image_patch_features, patch_origins, quantise
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / "benchmarks" / "out" / "homogeneity" / "texture-variants.npz"
@@ -39,15 +39,11 @@ FAMILIES = (("base",), ("base", "far"), ("base", "hessian"), ("base", "far", "he
 C_VALUES = (1.0, 10.0, 100.0)
 
 
-def _grid(shape: tuple[int, int]) -> list[tuple[int, int]]:
-    return [(y, x) for y in range(0, shape[0] - PATCH + 1, PATCH) for x in range(0, shape[1] - PATCH + 1, PATCH)]
-
-
 def far_features(image: np.ndarray) -> np.ndarray:
     """(patches, 31): long-range GLCM, wide LBP and grey-level quantiles per grid patch."""
     q = quantise(image)
     rows = []
-    for y, x in _grid(q.shape):
+    for y, x in patch_origins(q.shape, PATCH):
         p = q[y:y + PATCH, x:x + PATCH]
         glcm = graycomatrix(p, (16, 32), ANGLES, levels=LEVELS, symmetric=True, normed=True)
         parts = [graycoprops(glcm, prop).mean(axis=1) for prop in ("contrast", "homogeneity", "energy", "correlation")]
@@ -68,7 +64,7 @@ def hessian_features(image: np.ndarray) -> np.ndarray:
         # bright blob: both eigenvalues negative, the weaker one measures it; bright ridge: the stronger one
         maps.append((np.clip(-high, 0, None) * sigma**2, np.clip(-low, 0, None) * sigma**2))
     rows = []
-    for y, x in _grid(z.shape):
+    for y, x in patch_origins(z.shape, PATCH):
         row = []
         for blob, ridge in maps:
             b, r = blob[y:y + PATCH, x:x + PATCH], ridge[y:y + PATCH, x:x + PATCH]

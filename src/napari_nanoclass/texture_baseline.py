@@ -46,14 +46,17 @@ def patch_features(patch: np.ndarray) -> np.ndarray:
     return np.concatenate(features)
 
 
+def patch_origins(shape: tuple[int, ...], patch: int = 128) -> list[tuple[int, int]]:
+    """Top-left corners of the whole patches of the grid, row by row."""
+    return [(y, x) for y in range(0, shape[0] - patch + 1, patch) for x in range(0, shape[1] - patch + 1, patch)]
+
+
 def image_patch_features(image: np.ndarray, patch: int = 128) -> np.ndarray:
     """(patches, features) for every whole patch of the grid (at least one, reflect-padded)."""
     q = quantise(image)
     if min(q.shape) < patch:
         q = np.pad(q, [(0, max(0, patch - s)) for s in q.shape], mode="reflect")
-    rows = [patch_features(q[y:y + patch, x:x + patch])
-            for y in range(0, q.shape[0] - patch + 1, patch) for x in range(0, q.shape[1] - patch + 1, patch)]
-    return np.stack(rows)
+    return np.stack([patch_features(q[y:y + patch, x:x + patch]) for y, x in patch_origins(q.shape, patch)])
 
 
 def texture_classifier(patch: int = 128, c: float = 1.0) -> Callable[[Sequence[Micrograph], int], Callable[[np.ndarray], int]]:
