@@ -46,6 +46,28 @@ def test_result_independent_of_tile_size_everywhere(unet):
     assert np.abs(a - b).max() <= 1e-5
 
 
+def test_test_time_augmentation_averages_the_eight_views_and_is_rotation_equivariant(unet):
+    image = np.random.default_rng(2).integers(0, 255, (128, 128)).astype(np.uint8)
+    x = (image - image.mean()) / image.std()
+    views = []
+    with torch.inference_mode():
+        for k in range(4):
+            for flip in (False, True):
+                view = np.rot90(x, k)[:, ::-1] if flip else np.rot90(x, k)
+                y = unet(torch.from_numpy(np.ascontiguousarray(view, np.float32))[None, None])[0].numpy()
+                views.append(np.rot90(y[:, :, ::-1] if flip else y, -k, axes=(1, 2)))
+    expected = torch.softmax(torch.from_numpy(np.mean(views, 0)), 0).numpy()
+    halo = engine.round_up(int(unet.receptive_radius), unet.size_divisor)
+    inner = (slice(None), slice(halo, -halo), slice(halo, -halo))  # unaffected by the border padding
+    whole = run_sync(engine.predict_dense(unet, image, tile=128, tta=True))
+    assert np.abs(whole[inner] - expected[inner]).max() <= 1e-5
+    assert np.abs(whole - whole_image(unet, image)).max() > 1e-3  # the views do differ
+    tiled = run_sync(engine.predict_dense(unet, image, tile=32, tta=True))
+    assert np.abs(tiled[inner] - whole[inner]).max() <= 1e-5
+    turned = run_sync(engine.predict_dense(unet, np.rot90(image).copy(), tile=32, tta=True))
+    assert np.abs(turned - np.rot90(tiled, axes=(1, 2))).max() <= 1e-5  # everywhere, borders included
+
+
 def test_too_small_halo_warns(unet):
     with pytest.warns(UserWarning, match="receptive radius"):
         run_sync(engine.predict_dense(unet, np.zeros((64, 64), np.float32), tile=32, halo=8))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import pickle
+from dataclasses import replace
 
 import pytest
 import torch
@@ -73,6 +74,18 @@ def test_pickled_weight_files_are_refused_without_unpickling(tmp_path):
     evil.write_bytes(pickle.dumps(Boom()))
     with pytest.raises(ModelError, match="Python pickle"):
         load_model(evil)
+
+
+def test_safetensors_whose_header_length_starts_like_a_pickle_load(user_registry):
+    """The 8-byte header length of a safetensors file can begin with 0x80, a pickle's first byte."""
+    info = tiny_info("pickle-lookalike")
+    module = SEUNet(**info.arch_params).eval()
+    for pad in range(256):  # the header grows by one byte per description character
+        path = save_model(module, replace(info, description="x" * pad))
+        if path.read_bytes()[0] == 0x80:
+            break
+    assert path.read_bytes()[0] == 0x80
+    assert load_model("pickle-lookalike").info.description == "x" * pad
 
 
 def test_unknown_name_lists_known_models(tiny_model):

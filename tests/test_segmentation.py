@@ -86,3 +86,37 @@ def test_zarr_stack_gives_the_same_labels_as_in_memory(tiny_model, em_image):
     stack = np.stack([em_image, em_image[:, ::-1]])
     lazy = segment(zarr.array(stack, chunks=(1, 64, 64)), tiny_model)
     np.testing.assert_array_equal(lazy.labels, segment(stack, tiny_model).labels)
+
+
+def test_stored_decision_offsets_are_applied_by_segment_and_evaluate_seg(responsive_model, em_image, tmp_path,
+                                                                         capsys):
+    from dataclasses import replace
+
+    from napari_nanoclass.models.registry import save_model
+
+    loaded = load_model(responsive_model)
+    plain = segment(em_image, loaded).labels
+    assert len(np.unique(plain)) > 1
+    save_model(loaded.module, replace(loaded.info, name="offset-seg", logit_bias=[0.0, 0.0, 1e6]))
+    shifted = segment(em_image, "offset-seg", probabilities=True)
+    assert (shifted.labels == 2).all()
+    np.testing.assert_allclose(shifted.probabilities.sum(0), 1.0, atol=1e-5)
+    (tmp_path / "img").mkdir()
+    (tmp_path / "lab").mkdir()
+    tifffile.imwrite(tmp_path / "img" / "a.tif", em_image)
+    tifffile.imwrite(tmp_path / "lab" / "a.tif", plain)
+    args = ["evaluate-seg", "--images", str(tmp_path / "img"), "--labels", str(tmp_path / "lab"),
+            "--model", "offset-seg", "--json"]
+    assert main(args) == 0
+    assert json.loads(capsys.readouterr().out)["iou_c2"] == pytest.approx((plain == 2).mean())
+    assert main([*args, "--raw"]) == 0
+    assert json.loads(capsys.readouterr().out)["miou"] == 1.0
+
+
+def test_cli_segment_tta_writes_the_augmented_prediction(responsive_model, em_image, tmp_path):
+    tifffile.imwrite(tmp_path / "a.tif", em_image)
+    augmented = segment(em_image, responsive_model, tta=True).labels
+    assert (augmented != segment(em_image, responsive_model).labels).any()
+    assert main(["segment", str(tmp_path / "a.tif"), "--out", str(tmp_path / "out"), "--model", responsive_model,
+                 "--tta", "--quiet"]) == 0
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "out" / "a_labels.tif"), augmented)

@@ -10,8 +10,9 @@ from napari_nanoclass.datasets import DROSOPHILA_LABEL_MAP, Pair, map_labels
 from napari_nanoclass.evaluation import SegmentationScores, confusion_matrix
 from napari_nanoclass.models.registry import load_model
 from napari_nanoclass.models.unet import SEUNet
-from napari_nanoclass.training import (TrainConfig, class_weights, evaluate, recalibrate_batch_norm, search_frem, train,
-                                      train_steps)
+from napari_nanoclass.progress import run_sync
+from napari_nanoclass.training import (TAUS, TrainConfig, class_weights, evaluate, fit_logit_adjustment,
+                                      recalibrate_batch_norm, search_frem, train, train_steps)
 
 
 def synthetic_pair(seed: int, size: int = 96) -> Pair:
@@ -47,6 +48,41 @@ def test_tiny_model_learns(tmp_path):
     assert result.best_miou == max(h["val_miou"] for h in result.history)
     again = evaluate(result.module, val, CONFIG["class_names"], tile=128).miou
     assert again == pytest.approx(result.best_miou, abs=1e-9)  # returned weights are the best epoch's
+    adjustment = result.info.training["logit_adjustment"]  # decision offsets fitted on the training images
+    by_tau = adjustment["train_miou_by_tau"]
+    assert adjustment["tau"] in TAUS and by_tau[f"{adjustment['tau']:.2f}"] == max(by_tau.values())
+    assert result.info.logit_bias == adjustment["logit_bias"] and len(result.info.logit_bias) == 3
+    calibrated = evaluate(result.module, val, CONFIG["class_names"], tile=128, logit_bias=result.info.logit_bias)
+    assert adjustment["val_miou"] == pytest.approx(calibrated.miou, abs=1e-9)
+
+
+class PlantedLogits(torch.nn.Module):
+    """Log-posterior of a known two-class problem plus log w: the logits class-weighted
+    cross-entropy pulls a network towards. Class 0 pixels are N(0, 1), class 1 pixels N(2, 1)."""
+
+    def __init__(self, log_prior: np.ndarray, log_w: np.ndarray, stats: tuple[float, float]) -> None:
+        super().__init__()
+        self.register_buffer("offset", torch.tensor(log_prior + log_w, dtype=torch.float32).view(1, -1, 1, 1))
+        self.mean, self.std = stats  # the engine feeds z-scored images; undo that
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x * self.std + self.mean
+        return torch.cat([-0.5 * x**2, -0.5 * (x - 2.0) ** 2], dim=1) + self.offset
+
+
+def test_logit_adjustment_undoes_the_pull_of_class_weights():
+    rng = np.random.default_rng(0)
+    labels = (rng.random((128, 128)) < 0.1).astype(np.int64)  # a rare foreground
+    image = (2.0 * labels + rng.standard_normal(labels.shape)).astype(np.float32)
+    pairs = [Pair(image, labels, "planted")]
+    weights = class_weights(pairs, 2).numpy()
+    module = PlantedLogits(np.log([0.9, 0.1]), np.log(weights), (float(image.mean()), float(image.std())))
+    fit = run_sync(fit_logit_adjustment(module, pairs, ["bg", "fg"], weights.tolist(), tile=128))
+    by_tau = fit["train_miou_by_tau"]
+    assert fit["tau"] > 0.2 and by_tau[f"{fit['tau']:.2f}"] > by_tau["0.00"]  # a part of the pull is taken back
+    np.testing.assert_allclose(fit["logit_bias"], -fit["tau"] * np.log(weights), atol=1e-5)
+    applied = evaluate(module, pairs, ["bg", "fg"], tile=128, logit_bias=fit["logit_bias"]).miou
+    assert applied == pytest.approx(by_tau[f"{fit['tau']:.2f}"], abs=1e-5)  # the offsets act as fitted
 
 
 def test_batch_norm_statistics_are_recalibrated_on_features_without_frem():
@@ -100,9 +136,11 @@ def test_fine_tune_starts_from_registered_weights(user_registry):
 
 def test_progress_reports_loss_and_validation_miou():
     steps = train_steps([synthetic_pair(1)], [synthetic_pair(2)], cfg(epochs=2))
-    metrics = [s.metrics for s in steps]
-    assert sum("val_miou" in m for m in metrics) == 2
-    assert all("loss" in m for m in metrics)
+    progress = list(steps)
+    training = [s.metrics for s in progress if not s.message.startswith("calibrating")]
+    assert sum("val_miou" in m for m in training) == 2
+    assert all("loss" in m for m in training)
+    assert progress[-1].message.startswith("calibrating decisions") and progress[-1].fraction == 1.0
 
 
 def test_tpe_search_runs_trials():

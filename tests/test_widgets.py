@@ -43,6 +43,18 @@ def test_segment_widget_on_a_stack(viewer, tiny_model, em_image):
     assert viewer.layers[-1].data.shape == (2, *em_image.shape)
 
 
+def test_segment_widget_test_time_augmentation(viewer, responsive_model, em_image):
+    from napari_nanoclass.segmentation import segment
+
+    viewer.add_image(em_image, name="em")
+    widget = SegmentWidget(viewer)
+    widget.model.value = responsive_model
+    widget.tta.value = True
+    widget.runner.synchronous = True
+    widget.run()
+    np.testing.assert_array_equal(viewer.layers[-1].data, segment(em_image, responsive_model, tta=True).labels)
+
+
 def test_errors_clear_the_progress_bar_and_are_shown(viewer, tiny_model, em_image):
     bad = em_image.astype(np.float32)
     bad[0, 0] = np.nan
@@ -105,7 +117,8 @@ def test_train_widget_fine_tunes_on_layers_and_registers(viewer, tiny_model):
     assert widget.runner.last_error is None, widget.runner.last_error
     assert widget.result is not None and len(widget.result.history) == 2
     assert "my-tuned" in {m.name for m in list_models()}
-    assert "val_miou" in widget.runner.status.value or "saved model" in widget.runner.status.value
+    assert "saved model 'my-tuned'" in widget.runner.status.value
+    assert "with calibrated decisions" in widget.runner.status.value
     segment = SegmentWidget(viewer)
     assert "my-tuned" in segment.model.choices
 

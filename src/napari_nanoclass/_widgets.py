@@ -146,7 +146,9 @@ class SegmentWidget(_ViewerWidget):
         self.tile = SpinBox(label="tile (px)", value=0, min=0, max=8192, step=64, tooltip="0 = the model's default")
         self.device = ComboBox(label="device", choices=available_devices())
         self.probabilities = CheckBox(text="add probability layer", value=False)
-        super().__init__(napari_viewer, [self.image, self.model, self.tile, self.device, self.probabilities])
+        self.tta = CheckBox(text="test-time augmentation (8× slower)", value=False,
+                            tooltip="average over the 8 rotations and flips of every tile")
+        super().__init__(napari_viewer, [self.image, self.model, self.tile, self.device, self.probabilities, self.tta])
         if DEFAULT_MODEL in self.model.choices:
             self.model.value = DEFAULT_MODEL
         self.run_button.changed.connect(self.run)
@@ -157,7 +159,7 @@ class SegmentWidget(_ViewerWidget):
             return
         layer, model, workdir = chosen
         steps = segment_steps(_base_data(layer), model, tile=self.tile.value or None,
-                              probabilities=self.probabilities.value, workdir=workdir)
+                              probabilities=self.probabilities.value, workdir=workdir, tta=self.tta.value)
         self.runner.start(steps, lambda result: self.add_layers(result, layer))
 
     def add_layers(self, result: SegmentationResult, source: Any) -> None:
@@ -248,7 +250,9 @@ class TrainWidget(_ViewerWidget):
 
     def finished(self, result: TrainResult) -> None:
         self.result = result
-        self.runner.status.value = f"saved model {result.info.name!r} (best val mIoU {result.best_miou:.3f})"
+        adjusted = result.info.training.get("logit_adjustment", {}).get("val_miou")
+        calibrated = f", {adjusted:.3f} with calibrated decisions" if adjusted is not None else ""
+        self.runner.status.value = f"saved model {result.info.name!r} (best val mIoU {result.best_miou:.3f}{calibrated})"
         self.reset_choices()
 
 

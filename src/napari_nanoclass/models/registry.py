@@ -56,6 +56,9 @@ class ModelInfo:
     halo: int | None = None  # None: derived from the architecture's receptive field
     patch: int | None = None  # for patch classifiers: side of the square patch
     pixel_size_nm: float | None = None
+    # per-class offsets added to the logits before softmax/argmax (segmentation; None: none), see
+    # training.fit_logit_adjustment
+    logit_bias: list[float] | None = None
     description: str = ""
     training: dict[str, Any] = field(default_factory=dict)
 
@@ -134,12 +137,14 @@ def _check_format(path: Path) -> None:
         raise ModelError(f"{path}: model file not found")
     with open(path, "rb") as fh:
         head = fh.read(9)
+    # safetensors: an 8-byte little-endian header length, then the JSON header. Checked first: the
+    # length's low byte can be 0x80, a pickle's first byte
+    if len(head) == 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < path.stat().st_size:
+        return
     if head[:2] == b"PK":
         kind = "a torch.save zip archive (pickle inside)"
     elif head[:1] == b"\x80":
         kind = "a Python pickle"
-    elif len(head) == 9 and head[8:9] == b"{":
-        return
     else:
         kind = "not a safetensors file"
     raise ModelError(
