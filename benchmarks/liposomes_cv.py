@@ -27,7 +27,7 @@ from napari_nanoclass.liposome_simulator import MIXES, PROBLEMS, SimulationConfi
 from napari_nanoclass.liposome_training import (ClassifierConfig, Objects, choose_decision, classification_scores,
                                                  cross_validate, object_probabilities, objects_from_fields, svm_baseline,
                                                  trained_mix)
-from napari_nanoclass.liposomes import DEFAULT_CLASSIFIERS, analyse
+from napari_nanoclass.liposomes import DEFAULT_CLASSIFIERS, DEFAULT_DETECTOR, analyse
 from napari_nanoclass.models.lipnet import decide
 from napari_nanoclass.models.registry import LoadedModel, ModelInfo, load_model
 
@@ -38,7 +38,9 @@ CALIBRATION_SEED = TEST_SEED + 30_000  # study-mix fields on which operating poi
 
 
 def detection(n_fields: int) -> dict:
-    path = OUT / f"detection-{n_fields}.json"
+    """Detection scores and whole-pipeline time per field of the shipped models (cached per their sha256)."""
+    models = [DEFAULT_DETECTOR, *DEFAULT_CLASSIFIERS.values()]
+    path = OUT / f"detection-{n_fields}-{'-'.join(load_model(m).sha256[:8] for m in models)}.json"
     if path.exists():
         return json.loads(path.read_text())
     totals = {"tp": 0, "fp": 0, "fn": 0}

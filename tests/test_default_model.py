@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
+import tifffile
 from skimage.io import imread
 
+from napari_nanoclass.cli import main
 from napari_nanoclass.datasets import DROSOPHILA_CLASSES, DROSOPHILA_LABEL_MAP, map_labels
 from napari_nanoclass.evaluation import SegmentationScores, confusion_matrix
 from napari_nanoclass.models.registry import PACKAGE_DIR, list_models, load_model
@@ -30,3 +32,9 @@ def test_default_model_segments_its_held_out_sample_section():
     scores = SegmentationScores(DROSOPHILA_CLASSES, confusion_matrix(result.labels, truth, 4))
     assert scores.iou[1] > 0.5 and scores.iou[0] > 0.7  # membrane and background clearly found
     assert np.isin(np.unique(result.labels), range(4)).all()
+
+
+def test_demo_command_segments_the_bundled_section(tmp_path):
+    assert main(["demo", "--out", str(tmp_path), "--quiet"]) == 0
+    labels = tifffile.imread(tmp_path / "drosophila_section_labels.tif")
+    np.testing.assert_array_equal(labels, segment(drosophila_section()[0][0], "drosophila-seunet").labels)

@@ -87,6 +87,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     args.images = [str(SAMPLE_DIR / "drosophila_section.tif")]
     args.model, args.tile, args.device, args.probabilities, args.format = "drosophila-seunet", None, None, False, "tif"
+    args.tta = False
     return cmd_segment(args)
 
 
