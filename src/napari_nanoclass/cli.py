@@ -85,10 +85,9 @@ def _report(rows: Sequence[dict], out: str | Path) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from .sample_data import SAMPLE_DIR
 
-    args.images = [str(SAMPLE_DIR / "drosophila_section.tif")]
-    args.model, args.tile, args.device, args.probabilities, args.format = "drosophila-seunet", None, None, False, "tif"
-    args.tta = False
-    return cmd_segment(args)
+    # through the segment parser, so every segment option has its default here too
+    argv = ["segment", str(SAMPLE_DIR / "drosophila_section.tif"), "--out", args.out, "--model", "drosophila-seunet"]
+    return cmd_segment(build_parser().parse_args(argv + (["--quiet"] if args.quiet else [])))
 
 
 def cmd_train_seg(args: argparse.Namespace) -> int:
