@@ -2,7 +2,9 @@
 shipped detector on unseen test fields; grouped stratified 5-fold CV of LipNet vs the SVM baseline
 per problem and class mix (per-class TPR, TNR, PPV, NPV, F1 and normalised confusion matrices); and
 the shipped classifiers vs the SVM trained on the same simulated fields, on unseen fields at the
-study's class mix (``--heldout-fields``).
+study's class mix (``--heldout-fields``): at each method's own decisions, at operating points
+chosen for that mix, at matched specificity (each method's TPR where the other's decisions put the
+TNR) and as one-vs-rest ROC AUC. The CV is compared at matched specificity too.
 
     python benchmarks/liposomes_cv.py [--fields 120] [--epochs 15] [--mixes study balanced] [--strategy S]
         [--input-modes masked cropped surroundings] [--heldout-fields 1000] [--table FILE]
@@ -20,8 +22,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+from sklearn.metrics import roc_auc_score
 
-from napari_nanoclass.evaluation import match_instances, normalised
+from napari_nanoclass.evaluation import match_instances, normalised, tpr_at_tnr
 from napari_nanoclass.liposome_objects import CROP_MODES
 from napari_nanoclass.liposome_simulator import MIXES, PROBLEMS, SimulationConfig, simulate_field
 from napari_nanoclass.liposome_training import (ClassifierConfig, Objects, choose_decision, classification_scores,
@@ -64,8 +67,9 @@ def classification(mix: str, problem: str, method: str, objects, epochs: int, n_
     suffix = (("" if mode == "masked" else f"-{mode}") + ("" if strategy == "oversample" else f"-{strategy}")
               + ("-features" if feature_input else ""))
     path = OUT / f"cv-{mix}-{problem}-{method}-{n_fields}-{epochs}{suffix}.json"
-    if path.exists():
-        return json.loads(path.read_text())
+    cached = json.loads(path.read_text()) if path.exists() else {}
+    if "probabilities" in cached:  # older caches lack the held-out probabilities
+        return cached
     start = time.perf_counter()
     config = ClassifierConfig(problem=problem, epochs=epochs, patience=max(epochs // 3, 3), input_mode=mode,
                               strategy=strategy, feature_input=feature_input)
@@ -102,8 +106,9 @@ def heldout(n_test: int, n_calibration: int) -> list[dict]:
 
 def _heldout_problem(problem: str, model: LoadedModel, n_test: int, n_calibration: int) -> list[dict]:
     path = OUT / f"heldout-{problem}-{n_test}-{n_calibration}-{model.sha256[:8]}.json"
-    if path.exists():
-        return json.loads(path.read_text())
+    cached = json.loads(path.read_text()) if path.exists() else []
+    if cached and all("auc" in r for r in cached):  # older caches lack the matched comparison
+        return cached
     start = time.perf_counter()
     train = _training_objects(model.info)
     mode = model.info.training["input_mode"]
@@ -132,8 +137,68 @@ def _heldout_problem(problem: str, model: LoadedModel, n_test: int, n_calibratio
                             y_test, p_test.argmax(1) if own is None else own, names),
                         "train_objects": len(train), "test_objects": len(test),
                         "calibration_objects": len(calibration), "seconds": time.perf_counter() - start})
+    attach_comparison(results[0], results[1], y_test, outputs["cnn"][1], outputs["svm"][1])
     path.write_text(json.dumps(results, indent=1))
     return results
+
+
+def attach_comparison(cnn: dict, svm: dict, y: np.ndarray, p_cnn: np.ndarray, p_svm: np.ndarray) -> None:
+    """Adds each class's one-vs-rest ROC AUC to both results and, to the CNN's, the comparison at
+    matched specificity: at each decision point of either method (own decisions; the chosen
+    operating point where there is one), per class, that method's TPR and TNR and the other
+    method's TPR when its probability of the class is thresholded at (at least) the same TNR."""
+    names = list(cnn["per_class"])
+    own = {"cnn": cnn["balanced_decisions"], "svm": svm.get("balanced_decisions", svm)}
+    points = {m: {"own": own[m]["per_class"], **({"chosen": r["per_class"]} if "balanced_decisions" in r else {})}
+              for m, r in (("cnn", cnn), ("svm", svm))}
+    probabilities = {"cnn": np.asarray(p_cnn), "svm": np.asarray(p_svm)}
+    for method, r in (("cnn", cnn), ("svm", svm)):
+        r["auc"] = {c: float(roc_auc_score(y == i, probabilities[method][:, i])) if 0 < np.sum(y == i) < len(y)
+                    else float("nan") for i, c in enumerate(names)}
+    rows = []
+    for method, other in (("svm", "cnn"), ("cnn", "svm")):
+        for point, per_class in points[method].items():
+            for i, cls in enumerate(names):
+                if not np.any(y == i):
+                    continue
+                tnr = per_class[cls]["TNR"]
+                other_tpr, other_tnr = tpr_at_tnr(probabilities[other][:, i], y == i, tnr)
+                rows.append({"point": f"{method}, {point}", "class": cls, "tnr": tnr, method: per_class[cls]["TPR"],
+                             other: other_tpr, f"{other}_tnr": other_tnr})
+    cnn["matched"] = rows
+
+
+def matched_table(results: list[dict]) -> str:
+    """The CNN vs SVM comparisons at matched specificity, and each class's one-vs-rest AUC."""
+    lines = ["| mix | problem | input | class | operating point | TNR | TPR CNN | TPR SVM |", "|" + "---|" * 8]
+    auc = ["| mix | problem | input | class | AUC CNN | AUC SVM |", "|" + "---|" * 6]
+    point_names = {"own": "own decisions", "chosen": "chosen"}
+    for r in results:
+        if r["method"] != "cnn" or "matched" not in r:
+            continue
+        svm = next(s for s in results if s["method"] == "svm" and (s["mix"], s["problem"]) == (r["mix"], r["problem"]))
+        mode = r.get("input_mode", "masked") + (" + features" if r.get("feature_input") else "")
+        head = f"| {r['mix']} | {r['problem']} | {mode} |"
+        auc += [f"{head} {c} | {r['auc'][c]:.4f} | {svm['auc'][c]:.4f} |" for c in r["auc"]]
+        for m in r["matched"]:
+            method, point = m["point"].split(", ")
+            cnn_tpr, svm_tpr = (f"{m[k]:.3f}" if k == method else f"**{m[k]:.3f}**" for k in ("cnn", "svm"))
+            lines.append(f"{head} {m['class']} | {method.upper()} {point_names[point]} | {m['tnr']:.3f} | "
+                         f"{cnn_tpr} | {svm_tpr} |")
+    if len(lines) == 2:
+        return ""
+    return "\n".join(["TPR at matched specificity (bold: that method thresholded at the other's TNR):", "", *lines,
+                      "", "One-vs-rest ROC AUC:", "", *auc])
+
+
+def cv_comparisons(results: list[dict]) -> None:
+    """Matched-specificity comparisons of every CV CNN result with the SVM of its mix and problem."""
+    for cnn in (r for r in results if r["method"] == "cnn" and "probabilities" in r and "matched" not in r):
+        svm = next((s for s in results if s["method"] == "svm" and "probabilities" in s
+                    and (s["mix"], s["problem"]) == (cnn["mix"], cnn["problem"])), None)
+        if svm is not None:
+            attach_comparison(cnn, svm, np.array(cnn["targets"]), np.array(cnn["probabilities"]),
+                              np.array(svm["probabilities"]))
 
 
 def _rows(r: dict) -> list[tuple[str, dict]]:
@@ -197,13 +262,14 @@ def main() -> None:
                                                   args.strategy, args.feature_input))
                     print(f"{mix} {problem} {method} {mode}: balanced accuracy "
                           f"{results[-1]['balanced_accuracy']:.3f}", flush=True)
+    cv_comparisons(results)
     if args.heldout_fields:
         results += heldout(args.heldout_fields, args.calibration_fields)
     det = detection(args.detection_fields)
     summary = (f"Detection on {det['fields']} unseen simulated 512² fields (study mix), IoU ≥ 0.5: precision "
                f"{det['precision']:.3f}, recall {det['recall']:.3f}, F1 {det['f1']:.3f} ({det['tp']} TP, {det['fp']} FP, "
                f"{det['fn']} FN; {det['seconds_per_field']:.2f} s per field for the whole pipeline)")
-    text = summary + "\n\n" + table(results)
+    text = "\n\n".join(part for part in (summary, table(results), matched_table(results)) if part)
     print(text)
     if args.table:
         Path(args.table).write_text(text + "\n")

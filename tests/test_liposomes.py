@@ -12,7 +12,7 @@ import torch
 from scipy import ndimage as ndi
 
 from napari_nanoclass import liposome_objects
-from napari_nanoclass.evaluation import class_metrics, match_instances
+from napari_nanoclass.evaluation import class_metrics, match_instances, tpr_at_tnr
 from napari_nanoclass.liposome_simulator import (BALANCED_MIX, ENCAPSULATION, LAMELLARITY, STUDY_MIX, ClassMix,
                                                  SimulationConfig, simulate_field)
 from napari_nanoclass import liposome_training
@@ -122,6 +122,22 @@ def test_class_metrics_one_vs_rest():
     assert metrics["b"]["TNR"] == pytest.approx(8 / 10) and metrics["b"]["NPV"] == pytest.approx(8 / 9)
     assert metrics["b"]["F1"] == pytest.approx(2 * 3 / (2 * 3 + 2 + 1))
     assert np.isnan(metrics["c"]["TPR"]) and metrics["c"]["support"] == 0
+
+
+def test_tpr_at_matched_specificity():
+    rng = np.random.default_rng(0)
+    negatives, positives = rng.uniform(0, 1, 400), rng.uniform(0.5, 1.5, 100)
+    scores = np.concatenate([negatives, positives])
+    positive = np.r_[np.zeros(400, bool), np.ones(100, bool)]
+    for tnr in (0.5, 0.9, 0.975, 1.0):
+        tpr, reached = tpr_at_tnr(scores, positive, tnr)
+        # brute force: the lowest threshold t ("score >= t") that keeps the TNR
+        ok = [t for t in np.unique(scores) if np.mean(negatives < t) >= tnr]
+        threshold = min(ok)
+        assert reached >= tnr and reached == pytest.approx(np.mean(negatives < threshold))
+        assert tpr == pytest.approx(np.mean(positives >= threshold))
+    assert tpr_at_tnr(scores, positive, 1.0)[0] == pytest.approx(np.mean(positives > negatives.max()))
+    assert tpr_at_tnr(-scores, positive, 0.9)[0] < 0.05  # a reversed score finds almost nothing
 
 
 def test_crop_modes_and_measurements():
@@ -329,6 +345,26 @@ def test_svm_baseline_cross_validates_by_field(balanced_objects):
     assert np.array(result["confusion"]).sum() == len(balanced_objects)
     assert result["balanced_accuracy"] > 0.45
     assert set(result["per_class"]) == set(LAMELLARITY)
+    # held-out probabilities for matched-specificity comparisons: one row per object, rows sum to
+    # one, and they rank the true class well above chance
+    y, probabilities = np.array(result["targets"]), np.array(result["probabilities"])
+    assert probabilities.shape == (len(balanced_objects), 3) and y.tolist() == balanced_objects.targets["lamellarity"].tolist()
+    np.testing.assert_allclose(probabilities.sum(1), 1, atol=1e-4)
+    assert balanced_accuracy(y, probabilities.argmax(1), 3) > 0.45
+
+
+def test_cross_validation_probabilities_cover_a_class_missing_from_a_training_fold(balanced_objects):
+    """A class with a single object is absent from the training part of one fold: its column
+    must still line up (zero there), not shift the other classes' columns."""
+    y = balanced_objects.targets["lamellarity"]
+    rare = np.flatnonzero(y == 2)
+    keep = np.concatenate([np.flatnonzero(y != 2), rare[:1]])
+    result = cross_validate(balanced_objects.subset(keep), "lamellarity", "svm", folds=3)
+    probabilities, targets = np.array(result["probabilities"]), np.array(result["targets"])
+    assert probabilities.shape == (len(keep), 3)
+    assert probabilities[targets == 2, 2].item() == 0.0  # never seen in training when it was tested
+    common = targets < 2
+    assert np.mean(probabilities[common].argmax(1) == targets[common]) > 0.6
 
 
 def test_calibrated_svm_baseline_gives_probabilities_that_rank_the_true_class(balanced_objects):

@@ -1,11 +1,13 @@
 """Scores: confusion matrices, per-class IoU and mIoU (segmentation), per-class TPR/TNR/PPV/NPV/F1
-(object classification) and instance matching at an IoU threshold (detection)."""
+(object classification), TPR at a matched specificity (comparing classifiers) and instance
+matching at an IoU threshold (detection)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 import numpy as np
+from sklearn.metrics import roc_curve
 
 
 def confusion_matrix(pred: np.ndarray, target: np.ndarray, n_classes: int, ignore: int | None = None) -> np.ndarray:
@@ -67,6 +69,18 @@ def class_metrics(confusion: np.ndarray, class_names: list[str]) -> dict[str, di
         f1 = _ratio(2 * tp, 2 * tp + fp + fn)
         out[name] = {"TPR": tpr, "TNR": tnr, "PPV": ppv, "NPV": npv, "F1": f1, "support": int(tp + fn)}
     return out
+
+
+def tpr_at_tnr(scores: np.ndarray, positive: np.ndarray, tnr: float) -> tuple[float, float]:
+    """(TPR, TNR) of thresholding a one-vs-rest score at the most sensitive threshold whose
+    true-negative rate is at least ``tnr``.
+
+    Why: two classifiers' TPRs at their own decision points are not comparable when one point is
+    far more specific than the other; at the same TNR they are (one point of the ROC curve).
+    """
+    fpr, tpr, _ = roc_curve(np.asarray(positive, bool), np.asarray(scores, np.float64), drop_intermediate=False)
+    best = np.flatnonzero(fpr <= 1.0 - tnr + 1e-12)[-1]  # fpr and tpr never decrease along the curve
+    return float(tpr[best]), float(1.0 - fpr[best])
 
 
 def _ratio(num: float, den: float) -> float:

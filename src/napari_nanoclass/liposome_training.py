@@ -421,10 +421,20 @@ def object_probabilities(module: LipNet, objects: Objects, device: str | torch.d
 def svm_baseline(features: np.ndarray, y: np.ndarray, *, probabilities: bool = False) -> Pipeline:
     """The study's baseline: RBF SVM on standardised handcrafted features, class weights inverse
     to frequency. With ``probabilities`` it is sigmoid-calibrated (``predict_proba``), so it can be
-    given an operating point the same way as the CNN."""
+    given an operating point the same way as the CNN.
+
+    Calibration cross-validates inside the training data, so every class needs two objects at
+    least: rarer classes are left out of the calibrated model (``classes_`` says which are in;
+    their probability is then zero) and the folds are as many as the rarest class allows, up to 5.
+    """
     svm = SVC(C=10.0, class_weight="balanced")
-    model = make_pipeline(StandardScaler(), CalibratedClassifierCV(svm, ensemble=False) if probabilities else svm)
-    return model.fit(features, y)
+    if not probabilities:
+        return make_pipeline(StandardScaler(), svm).fit(features, y)
+    counts = np.bincount(y)
+    keep = counts[y] >= 2
+    folds = int(min(5, counts[counts >= 2].min()))
+    return make_pipeline(StandardScaler(), CalibratedClassifierCV(svm, cv=folds, ensemble=False)).fit(
+        features[keep], y[keep])
 
 
 # -- cross-validation --------------------------------------------------------------------------------------
@@ -434,10 +444,13 @@ def cross_validate(objects: Objects, problem: str, method: str, *, folds: int = 
                    config: ClassifierConfig | None = None, progress: Any = None) -> dict[str, Any]:
     """Stratified, grouped ``folds``-fold CV of ``method`` ("cnn" | "svm") on one problem; returns
     the pooled confusion matrix, per-class TPR/TNR/PPV/NPV/F1 and accuracies. For the CNN these are
-    at each fold model's chosen operating point, and again under ``"balanced_decisions"``."""
+    at each fold model's chosen operating point, and again under ``"balanced_decisions"``.
+    ``"probabilities"`` holds every object's held-out class probabilities (the CNN's balanced ones;
+    a sigmoid-calibrated SVM's), so methods can also be compared at matched specificity."""
     y = objects.targets[problem]
     names = PROBLEMS[problem]
     pred, pred_balanced = np.full(len(y), -1), np.full(len(y), -1)
+    probabilities = np.zeros((len(y), len(names)), np.float32)
     splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -445,19 +458,30 @@ def cross_validate(objects: Objects, problem: str, method: str, *, folds: int = 
     strengths = []
     for k, (train, test) in enumerate(splits):
         if method == "svm":
-            pred[test] = svm_baseline(objects.features[train], y[train]).predict(objects.features[test])
+            x_train, x_test = objects.features[train], objects.features[test]
+            pred[test] = svm_baseline(x_train, y[train]).predict(x_test)
+            probabilities[test] = _class_columns(svm_baseline(x_train, y[train], probabilities=True), x_test,
+                                                 len(names))
         else:
             cfg = replace(config or ClassifierConfig(), problem=problem, seed=seed + k)
             result = run_sync(train_classifier_steps(objects.subset(train), cfg))
-            probabilities = object_probabilities(result.module, objects.subset(test))
-            pred[test] = decide(probabilities, result.info.training).argmax(1)
-            pred_balanced[test] = probabilities.argmax(1)
+            probabilities[test] = object_probabilities(result.module, objects.subset(test))
+            pred[test] = decide(probabilities[test], result.info.training).argmax(1)
+            pred_balanced[test] = probabilities[test].argmax(1)
             strengths.append(result.info.training["decision"]["prior_strength"])
         if progress is not None:
             progress(Progress(k + 1, folds, f"{method} {problem}: fold {k + 1}/{folds}"))
-    out = {"problem": problem, "method": method, **classification_scores(y, pred, names)}
+    out = {"problem": problem, "method": method, **classification_scores(y, pred, names),
+           "targets": y.tolist(), "probabilities": probabilities.round(5).tolist()}
     if method != "svm":
         out.update(prior_strengths=strengths, balanced_decisions=classification_scores(y, pred_balanced, names))
+    return out
+
+
+def _class_columns(model: Pipeline, x: np.ndarray, n_classes: int) -> np.ndarray:
+    """``predict_proba`` with one column per class index, zero for classes absent from training."""
+    out = np.zeros((len(x), n_classes), np.float32)
+    out[:, model.classes_] = model.predict_proba(x)
     return out
 
 
