@@ -1,7 +1,7 @@
 """Can richer texture features lift the SEM baseline past 90 % two-class accuracy by micrograph?
 
 Per 128² patch, three feature families: ``base`` (the shipped baseline's GLCM at 1–8 px + LBP,
-``texture_baseline.patch_features``), ``far`` (GLCM at 16 and 32 px, LBP with 16 neighbours at
+``models.texture_classifier.patch_features``), ``far`` (GLCM at 16 and 32 px, LBP with 16 neighbours at
 radius 6, grey-level quantiles: structure at fibre-spacing scale) and ``hessian`` (blob and ridge
 strength from Hessian eigenvalues at σ = 1–16 px, scale-normalised: beads are blobs, fibres
 ridges). Patch logistic regression, micrograph = mean of its patch probabilities, as the baseline.
@@ -36,7 +36,8 @@ from sklearn.preprocessing import StandardScaler
 
 from napari_nanoclass.homogeneity_training import micrographs_from_folders
 from napari_nanoclass.images import image_stats
-from napari_nanoclass.texture_baseline import ANGLES, LEVELS, image_patch_features, patch_origins, quantise
+from napari_nanoclass.models.texture_classifier import ANGLES, LEVELS
+from napari_nanoclass.texture_baseline import image_patch_features, patch_origins, quantise
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / "benchmarks" / "out" / "homogeneity" / "texture-variants.npz"

@@ -2,6 +2,7 @@
 in the package (src/napari_nanoclass/weights).
 
     python benchmarks/train_default_homogeneity.py [--mode two] [--strategy mil] [--steps 400]
+    python benchmarks/train_default_homogeneity.py --architecture texture   # nanofibre-texture
 
 Their cross-validated figures (same settings, by micrograph) come from
 ``benchmarks/homogeneity_cv.py`` and are in docs/homogeneity.md.
@@ -14,11 +15,15 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from napari_nanoclass.homogeneity_training import HomogeneityConfig, micrographs_from_folders, train
+from napari_nanoclass.homogeneity_training import MODE_CLASSES, HomogeneityConfig, micrographs_from_folders, train
 from napari_nanoclass.models.registry import PACKAGE_DIR, save_model
+from napari_nanoclass.texture_baseline import fit_texture_model
 
 ROOT = Path(__file__).resolve().parents[1]
 NAMES = {"two": "nanofibre-homogeneity", "three": "nanofibre-defects-3class"}
+TEXTURE_NAMES = {"two": "nanofibre-texture", "three": "nanofibre-texture-3class"}
+SOURCE = ("all 66 micrographs of the Nanofiber SEM data set (Yardimci & Ersoy, doi:10.6084/m9.figshare.28376219); "
+          "cross-validated figures in docs/homogeneity.md")
 
 
 def main() -> None:
@@ -28,16 +33,24 @@ def main() -> None:
     ap.add_argument("--strategy", default="mil", choices=["instance", "mil"])
     ap.add_argument("--head", default="fc", choices=["fc", "gap"])
     ap.add_argument("--steps", type=int, default=200)
+    ap.add_argument("--architecture", default="cnn", choices=["cnn", "texture"])
     args = ap.parse_args()
+    if args.architecture == "texture":
+        start = time.perf_counter()
+        model = fit_texture_model(micrographs_from_folders(args.data, args.mode), MODE_CLASSES[args.mode],
+                                  TEXTURE_NAMES[args.mode])
+        info = replace(model.info, description=f"SEM nanofibre homogeneity ({args.mode}-class), texture statistics + "
+                       f"logistic regression, fitted on {SOURCE}")
+        path = save_model(model.module, info, PACKAGE_DIR)
+        print(f"{path} ({path.stat().st_size / 2**10:.0f} KiB) fitted in {time.perf_counter() - start:.0f} s")
+        return
     config = HomogeneityConfig(name=NAMES[args.mode], mode=args.mode, strategy=args.strategy, head=args.head,
                                steps=args.steps)
     micrographs = micrographs_from_folders(args.data, args.mode)
     start = time.perf_counter()
     model = train(micrographs, config, progress=True)
     info = replace(model.info, description=f"SEM nanofibre homogeneity ({args.mode}-class, {args.strategy} "
-                   f"training, {args.head} head), trained on all 66 micrographs of the Nanofiber SEM data set "
-                   "(Yardimci & Ersoy, doi:10.6084/m9.figshare.28376219); cross-validated figures in "
-                   "docs/homogeneity.md")
+                   f"training, {args.head} head), trained on {SOURCE}")
     path = save_model(model.module, info, PACKAGE_DIR)
     print(f"{path} ({path.stat().st_size / 2**20:.1f} MiB) trained in {time.perf_counter() - start:.0f} s; "
           f"final loss {info.training['final_loss']:.3f}")

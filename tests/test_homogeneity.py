@@ -16,9 +16,10 @@ from napari_nanoclass.homogeneity_training import (HomogeneityConfig, Micrograph
                                                    lse_pool, sample_groups, train)
 from napari_nanoclass.models.fibre_cnn import FibreCNN
 from napari_nanoclass.models.registry import LoadedModel, ModelInfo, load_model
-from napari_nanoclass.texture_baseline import texture_classifier
+from napari_nanoclass.texture_baseline import (fit_patch_regression, fit_texture_model, image_patch_features,
+                                               texture_classifier)
 
-from .synthetic_fibres import fibres
+from .synthetic_fibres import fibres, random_beads
 
 TINY = dict(widths=[8, 16, 16], hidden=16, patch=32, batch_size=16)
 
@@ -216,6 +217,36 @@ def test_texture_baseline_learns_beads_by_micrograph():
     assert scores.as_dict()["accuracy"] >= 0.8
 
 
+def _beaded_set(n: int, seed: int, shape: tuple[int, int] = (128, 256)) -> list[Micrograph]:
+    """Every second micrograph (label 1) with 8 beads among its fibres, patch-sized or larger."""
+    rng = np.random.default_rng(seed)
+    return [Micrograph(fibres(shape, rng, n_fibres=8, beads=random_beads(shape, rng, 8) if i % 2 else []),
+                       f"m{seed}_{i}", label=i % 2) for i in range(n)]
+
+
+def test_texture_model_runs_through_the_engine_as_its_regression(user_registry):
+    train_set, test_set = _beaded_set(12, seed=5), _beaded_set(6, seed=6)
+    model = fit_texture_model(train_set, ["HNF", "NHNF"], "texture-test", patch=64, save=True)
+    assert model.info.architecture == "texture-lr" and model.info.patch == 64 and len(model.sha256) == 64
+    regression = fit_patch_regression(train_set, patch=64)
+    reloaded = load_model("texture-test")  # through safetensors and the registry
+    for m in test_set:
+        result = analyse(m.image, reloaded)
+        # every whole patch of the engine's map is the regression's probability for that patch
+        direct = regression.predict_proba(image_patch_features(m.image, 64))[:, 1]
+        np.testing.assert_allclose(result.p_nhnf.ravel(), direct, atol=1e-4)
+        assert result.summary["verdict"] == ("NHNF" if m.label else "HNF")  # it learnt the beads
+    with pytest.raises(ValueError, match="no class-activation map"):
+        analyse(test_set[0].image, reloaded, cam=True)
+    with pytest.raises(ValueError, match="cannot be fine-tuned as a FibreCNN"):
+        train(train_set, HomogeneityConfig(init_from="texture-test", steps=1, **TINY))
+    with pytest.raises(ValueError, match="every class"):
+        fit_texture_model([m for m in train_set if m.label == 0], ["HNF", "NHNF"], "one-class")
+    marks = np.ones(train_set[0].image.shape, np.uint8)
+    with pytest.raises(ValueError, match="whole-micrograph labels"):
+        fit_texture_model([Micrograph(train_set[0].image, "marked", marks=marks)], ["HNF", "NHNF"], "marked")
+
+
 def test_fibre_cnn_paper_shape_and_heads():
     paper = FibreCNN()
     assert paper(torch.zeros(2, 1, 128, 128)).shape == (2, 2)
@@ -250,6 +281,25 @@ def test_cli_writes_the_output_contract_and_reports_bad_files(bead_model, tmp_pa
     assert tifffile.imread(out / "beaded_cam.tif").shape == (100, 140)
     views = list(csv.DictReader(open(out / "homogeneity_views.csv")))
     assert len([v for v in views if v["image"] == "beaded"]) == 2 * 3  # 64-px views over 100×140
+
+
+def test_cli_fits_a_texture_model_from_class_folders_and_analyses_with_it(tmp_path, user_registry):
+    from PIL import Image
+
+    for m in _beaded_set(10, seed=8, shape=(256, 256)):
+        folder = tmp_path / "data" / ("defective" if m.label else "non_defective")
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(m.image).save(folder / f"{m.name}.png")
+    assert main(["train-homogeneity", "--data", str(tmp_path / "data"), "--name", "cli-texture",
+                 "--architecture", "texture", "--quiet"]) == 0
+    assert load_model("cli-texture").info.architecture == "texture-lr"
+    for m in _beaded_set(2, seed=9, shape=(256, 256)):
+        Image.fromarray(m.image).save(tmp_path / f"{m.name}.png")
+    out = tmp_path / "out"
+    assert main(["homogeneity", str(tmp_path / "m9_0.png"), str(tmp_path / "m9_1.png"), "--out", str(out),
+                 "--model", "cli-texture", "--quiet"]) == 0
+    rows = {r["image"]: r for r in csv.DictReader(open(out / "homogeneity.csv"))}
+    assert rows["m9_0"]["verdict"] == "HNF" and rows["m9_1"]["verdict"] == "NHNF"
 
 
 def test_a_zarr_mosaic_gives_the_same_maps_as_in_memory(tmp_path):

@@ -5,7 +5,7 @@
     nanoclass train-seg --images DIR --labels DIR --name NAME [...]
     nanoclass evaluate-seg --images DIR --labels DIR [--model NAME] [--preset drosophila]
     nanoclass homogeneity IMAGE... --out DIR [--model NAME] [--cam] [--view N] [--device D] [--format F]
-    nanoclass train-homogeneity --data DIR --name NAME [--mode two|three] [--strategy instance|mil] [...]
+    nanoclass train-homogeneity --data DIR --name NAME [--mode two|three] [--architecture cnn|texture] [...]
     nanoclass liposomes IMAGE... --pixel-size NM --out DIR [--detector NAME] [--format F]
     nanoclass simulate-liposomes --out DIR [--n N] [--mix study|balanced]
     nanoclass batch ANALYSIS INPUT... --out DIR [--workers N | --scheduler ADDRESS] [--format F] [--log L]
@@ -133,12 +133,17 @@ def cmd_homogeneity(args: argparse.Namespace) -> int:
 
 
 def cmd_train_homogeneity(args: argparse.Namespace) -> int:
-    from .homogeneity_training import HomogeneityConfig, micrographs_from_folders, train
+    from .homogeneity_training import MODE_CLASSES, HomogeneityConfig, micrographs_from_folders, train
+    from .texture_baseline import fit_texture_model
 
-    config = HomogeneityConfig(name=args.name, mode=args.mode, strategy=args.strategy, head=args.head,
-                               dropout=args.dropout, steps=args.steps, batch_size=args.batch_size, seed=args.seed,
-                               init_from=args.init_from)
-    model = train(micrographs_from_folders(args.data, args.mode), config, progress=_progress(args), save=True)
+    micrographs = micrographs_from_folders(args.data, args.mode)
+    if args.architecture == "texture":
+        model = fit_texture_model(micrographs, MODE_CLASSES[args.mode], args.name, save=True)
+    else:
+        config = HomogeneityConfig(name=args.name, mode=args.mode, strategy=args.strategy, head=args.head,
+                                   dropout=args.dropout, steps=args.steps, batch_size=args.batch_size,
+                                   seed=args.seed, init_from=args.init_from)
+        model = train(micrographs, config, progress=_progress(args), save=True)
     print(json.dumps({"name": model.info.name, "file": str(model.path), "sha256": model.sha256,
                       "final_loss": model.info.training.get("final_loss")}))
     return 0
@@ -320,6 +325,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "slightly_defective, defective")
     p.add_argument("--name", required=True, help="name to register the model under")
     p.add_argument("--mode", choices=["two", "three"], default="two", help="HNF/NHNF, or three defect grades")
+    p.add_argument("--architecture", choices=["cnn", "texture"], default="cnn",
+                   help="FibreCNN, or texture statistics + logistic regression (fitted in seconds; no defect map; "
+                        "the CNN options below do not apply)")
     p.add_argument("--strategy", choices=["instance", "mil"], default="instance",
                    help="patches take the image label (instance) or learn through pooled bags (mil)")
     p.add_argument("--head", choices=["fc", "gap"], default="fc")

@@ -161,6 +161,9 @@ def analyse_steps(
     """
     loaded = model if isinstance(model, LoadedModel) else load_model(model, engine.select_device(device))
     info, patch = loaded.info, int(loaded.info.patch or 128)
+    if cam and not isinstance(loaded.module, FibreCNN):
+        raise ValueError(f"model {info.name!r} ({info.architecture}) has no class-activation map; "
+                         f"run without the defect map, or with a FibreCNN model such as {DEFAULT_MODEL!r}")
     data = as_greyscale(image.data if isinstance(image, Image) else image)
     big = int(np.prod(data.shape)) > IN_MEMORY_LIMIT
     if cam and big and workdir is None:

@@ -180,6 +180,8 @@ def _initial_module(config: HomogeneityConfig) -> FibreCNN:
     module = build(model_info(config))
     if config.init_from:
         base = load_model(config.init_from)
+        if base.info.architecture != "fibre-cnn":
+            raise ValueError(f"{config.init_from}: a {base.info.architecture} model cannot be fine-tuned as a FibreCNN")
         if base.info.class_names != config.class_names:
             raise ValueError(f"{config.init_from}: classes {base.info.class_names} differ from {config.class_names}")
         module.load_state_dict(base.module.state_dict())

@@ -1,49 +1,37 @@
 """The handcrafted baseline the fibre CNN must beat: texture statistics per patch + logistic regression.
 
-Per 128×128 patch: grey-level co-occurrence statistics (contrast, dissimilarity, homogeneity,
-energy, correlation; distances 1, 2, 4, 8 px, averaged over four directions) and a uniform LBP
-histogram (8 neighbours, radius 1 and 3), all from scikit-image, on the image z-scored by its
-whole-image statistics and quantised to 32 levels. Patches take their micrograph's label for
-training (as the CNN's ``instance`` strategy); a micrograph's prediction is the mean of its patch
-probabilities, so CNN and baseline are compared on equal terms.
+Per 128×128 patch, the features of :mod:`models.texture_classifier` (grey-level co-occurrence and
+LBP statistics from scikit-image) on the image z-scored by its whole-image statistics and
+quantised to 32 levels. Patches take their micrograph's label for training (as the CNN's
+``instance`` strategy); a micrograph's prediction is the mean of its patch probabilities, so CNN
+and baseline are compared on equal terms. :func:`fit_texture_model` turns the fitted regression
+into a registry model (``TextureClassifier``) that the homogeneity analysis runs like the CNN.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-from skimage.feature import graycomatrix, graycoprops, local_binary_pattern
+import torch
 from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import make_pipeline
+from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from .homogeneity_training import Micrograph
 from .images import image_stats
+from .models.registry import LoadedModel, ModelInfo, save_model, sha256_of
+from .models.texture_classifier import N_FEATURES, TextureClassifier, patch_features, quantise_z
 
-LEVELS = 32
-DISTANCES = (1, 2, 4, 8)
-ANGLES = (0.0, np.pi / 4, np.pi / 2, 3 * np.pi / 4)
-GLCM_PROPS = ("contrast", "dissimilarity", "homogeneity", "energy", "correlation")
-LBP = ((8, 1.0), (8, 3.0))
+if TYPE_CHECKING:
+    from .homogeneity_training import Micrograph
 
 
 def quantise(image: np.ndarray) -> np.ndarray:
     """z-score by whole-image statistics, clip at ±3σ, map to 0..LEVELS-1."""
     mean, std = image_stats(image)
-    z = np.clip((np.asarray(image, dtype=np.float32) - mean) / std, -3, 3)
-    return ((z + 3) / 6 * (LEVELS - 1)).round().astype(np.uint8)
-
-
-def patch_features(patch: np.ndarray) -> np.ndarray:
-    """Texture feature vector of one quantised patch."""
-    glcm = graycomatrix(patch, DISTANCES, ANGLES, levels=LEVELS, symmetric=True, normed=True)
-    features = [graycoprops(glcm, prop).mean(axis=1) for prop in GLCM_PROPS]
-    for points, radius in LBP:
-        codes = local_binary_pattern(patch, points, radius, method="uniform")
-        features.append(np.bincount(codes.astype(np.int64).ravel(), minlength=points + 2) / codes.size)
-    features.append(np.array([patch.mean() / LEVELS, patch.std() / LEVELS]))
-    return np.concatenate(features)
+    return quantise_z((np.asarray(image, dtype=np.float32) - mean) / std)
 
 
 def patch_origins(shape: tuple[int, ...], patch: int = 128) -> list[tuple[int, int]]:
@@ -59,15 +47,21 @@ def image_patch_features(image: np.ndarray, patch: int = 128) -> np.ndarray:
     return np.stack([patch_features(q[y:y + patch, x:x + patch]) for y, x in patch_origins(q.shape, patch)])
 
 
+def fit_patch_regression(micrographs: Sequence[Micrograph], patch: int = 128, c: float = 1.0) -> Pipeline:
+    """Class-balanced logistic regression on the grid patches of labelled micrographs, each patch
+    labelled with its micrograph's class."""
+    feats = [image_patch_features(m.image, patch) for m in micrographs]
+    x = np.concatenate(feats)
+    y = np.concatenate([np.full(len(f), m.label) for f, m in zip(feats, micrographs)])
+    model = make_pipeline(StandardScaler(), LogisticRegression(C=c, class_weight="balanced", max_iter=2000))
+    return model.fit(x, y)
+
+
 def texture_classifier(patch: int = 128, c: float = 1.0) -> Callable[[Sequence[Micrograph], int], Callable[[np.ndarray], int]]:
-    """Fit function for :func:`homogeneity_training.cross_validate` (class-balanced logistic regression)."""
+    """Fit function for :func:`homogeneity_training.cross_validate`."""
 
     def fit(train_set: Sequence[Micrograph], fold: int) -> Callable[[np.ndarray], int]:
-        feats = [image_patch_features(m.image, patch) for m in train_set]
-        x = np.concatenate(feats)
-        y = np.concatenate([np.full(len(f), m.label) for f, m in zip(feats, train_set)])
-        model = make_pipeline(StandardScaler(), LogisticRegression(C=c, class_weight="balanced", max_iter=2000))
-        model.fit(x, y)
+        model = fit_patch_regression(train_set, patch, c)
 
         def predict(image: np.ndarray) -> int:
             return int(model.classes_[np.argmax(model.predict_proba(image_patch_features(image, patch)).mean(axis=0))])
@@ -75,3 +69,34 @@ def texture_classifier(patch: int = 128, c: float = 1.0) -> Callable[[Sequence[M
         return predict
 
     return fit
+
+
+def fit_texture_model(micrographs: Sequence[Micrograph], class_names: Sequence[str], name: str, *,
+                      patch: int = 128, c: float = 1.0, save: bool = False, directory: Path | None = None
+                      ) -> LoadedModel:
+    """The baseline fitted on labelled micrographs as a registry model (mean pooling, verdict at
+    p ≥ 0.5), ready for :func:`homogeneity.analyse`; with ``save`` also registered (``directory``
+    or the user's model folder)."""
+    if any(m.label is None for m in micrographs):
+        raise ValueError(f"texture model {name!r}: learns from whole-micrograph labels; "
+                         "train a FibreCNN on regions marked by hand")
+    labels = sorted({m.label for m in micrographs})
+    if labels != list(range(len(class_names))):
+        raise ValueError(f"texture model {name!r}: needs micrographs of every class {list(class_names)}, "
+                         f"got class indices {labels}")
+    regression = fit_patch_regression(micrographs, patch, c)
+    scaler, logistic = regression.named_steps["standardscaler"], regression.named_steps["logisticregression"]
+    module = TextureClassifier(N_FEATURES, len(class_names))
+    module.set_regression(scaler.mean_, scaler.scale_, logistic.coef_, logistic.intercept_)
+    module.eval()
+    info = ModelInfo(
+        name=name, task="patch-classification", architecture="texture-lr",
+        arch_params={"n_features": N_FEATURES, "n_classes": len(class_names)}, class_names=list(class_names),
+        class_colours=["#2b83ba", "#fdae61", "#d7191c"][: len(class_names)], tile=patch, patch=patch,
+        description=f"nanofibre homogeneity, {len(class_names)}-class texture statistics + logistic regression",
+        training={"method": "texture + logistic regression", "C": c, "micrographs": len(micrographs),
+                  "patches": "every whole patch of each micrograph's grid",
+                  "aggregation": {"method": "mean", "threshold": 0.5}},
+    )
+    path = save_model(module, info, directory) if save else Path(f"<memory:{name}>")
+    return LoadedModel(info, module, sha256_of(path) if save else "", path, torch.device("cpu"))

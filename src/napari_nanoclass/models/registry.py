@@ -30,11 +30,13 @@ from torch import nn
 from ..atomic import atomic_path
 from .fibre_cnn import FibreCNN
 from .lipnet import LipNet
+from .texture_classifier import TextureClassifier
 from .unet import SEUNet
 
 PACKAGE_DIR = Path(__file__).resolve().parent.parent / "weights"
 METADATA_KEY = "nanoclass"
-ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {"seunet": SEUNet, "fibre-cnn": FibreCNN, "lipnet": LipNet}
+ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {"seunet": SEUNet, "fibre-cnn": FibreCNN, "lipnet": LipNet,
+                                                     "texture-lr": TextureClassifier}
 
 
 class ModelError(RuntimeError):
