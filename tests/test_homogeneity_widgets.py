@@ -57,6 +57,21 @@ def test_homogeneity_widget_adds_aligned_heat_map_cam_views_and_verdict(viewer, 
     assert not widget.runner.bar.visible and widget.run_button.enabled
 
 
+def test_texture_model_in_the_widget_offers_no_defect_map_and_is_no_base_to_fine_tune(viewer, fibre_model):
+    viewer.add_image(fibres((256, 256), np.random.default_rng(2)), name="sem")
+    widget = HomogeneityWidget(viewer)
+    assert widget.cam.enabled and widget.cam.value  # the default CNN can make one
+    widget.model.value = "nanofibre-texture"
+    assert not widget.cam.enabled and not widget.cam.value
+    _run(widget)
+    assert viewer.layers["nanofibre-texture p(NHNF)"].data.shape == (2, 2)
+    assert "nanofibre-texture defect map" not in viewer.layers
+    widget.model.value = fibre_model
+    assert widget.cam.enabled and widget.cam.value
+    trainer = HomogeneityTrainWidget(viewer)
+    assert fibre_model in trainer.base.choices and "nanofibre-texture" not in trainer.base.choices
+
+
 def test_homogeneity_widget_refuses_rgb_with_a_clear_error(viewer, fibre_model):
     viewer.add_image(np.zeros((64, 64, 3), np.uint8), name="colour", rgb=True)
     widget = HomogeneityWidget(viewer)

@@ -13,9 +13,9 @@ from magicgui.widgets import CheckBox, ComboBox, Label, LineEdit, SpinBox
 
 from ._widgets import _base_data, _format_metrics, _layer_choices, _model_choices, _ViewerWidget
 from .engine import available_devices
-from .homogeneity import DEFAULT_MODEL, VIEW, HomogeneityResult, analyse_steps
+from .homogeneity import DEFAULT_MODEL, VIEW, HomogeneityResult, analyse_steps, has_cam
 from .homogeneity_training import MODE_CLASSES, HomogeneityConfig, Micrograph, train_steps
-from .models.registry import LoadedModel, load_model
+from .models.registry import LoadedModel, list_models, load_model
 from .progress import Progress, Steps
 
 TASK = "patch-classification"
@@ -38,9 +38,18 @@ class HomogeneityWidget(_ViewerWidget):
                             tooltip="side of one SEM view; a verdict is given per view")
         self.verdict = Label(value="")
         super().__init__(napari_viewer, [self.image, self.model, self.device, self.cam, self.view, self.verdict])
+        self.model.changed.connect(self._offer_cam)
         if DEFAULT_MODEL in self.model.choices:
             self.model.value = DEFAULT_MODEL
+        self._offer_cam(self.model.value)
         self.run_button.changed.connect(self.run)
+
+    def _offer_cam(self, name: str | None) -> None:
+        """The defect map only for models that can make one (the texture classifier cannot)."""
+        info = next((m for m in list_models() if m.name == name), None)
+        able = info is not None and has_cam(info)
+        if able != self.cam.enabled:
+            self.cam.enabled = self.cam.value = able
 
     def run(self) -> None:
         chosen = self.image_and_model("homogeneity")
@@ -102,7 +111,7 @@ class HomogeneityTrainWidget(_ViewerWidget):
                                                                 *_layer_choices(napari_viewer, "Labels")(w)])
         self.mode = ComboBox(label="classes", choices=["two", "three"], value="two")
         self.whole = ComboBox(label="whole-image label", choices=lambda _w: ["(use marks)", *MODE_CLASSES[self.mode.value]])
-        self.base = ComboBox(label="start from", choices=lambda w: ["(new model)", *_model_choices(TASK)(w)])
+        self.base = ComboBox(label="start from", choices=lambda w: ["(new model)", *_model_choices(TASK, "fibre-cnn")(w)])
         self.save_as = LineEdit(label="save as", value="my-fibre-cnn")
         self.steps = SpinBox(label="steps", value=100, min=1, max=100000)
         super().__init__(napari_viewer, [self.image, self.marks, self.mode, self.whole, self.base, self.save_as,

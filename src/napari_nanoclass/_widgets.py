@@ -98,9 +98,10 @@ def _layer_choices(viewer: Any, kind: str) -> Callable[[Any], list[tuple[str, An
     return choices
 
 
-def _model_choices(task: str) -> Callable[[Any], list[str]]:
+def _model_choices(task: str, architecture: str | None = None) -> Callable[[Any], list[str]]:
     def choices(_widget: Any) -> list[str]:
-        return [info.name for info in list_models() if info.task == task]
+        return [info.name for info in list_models()
+                if info.task == task and architecture in (None, info.architecture)]
 
     return choices
 

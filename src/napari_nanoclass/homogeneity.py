@@ -36,7 +36,7 @@ from . import engine
 from .images import (Image, as_greyscale, check_output_format, file_stem, image_stats, output_path,
                      read_image, write_csv, write_image)
 from .models.fibre_cnn import FibreCNN, grad_cam
-from .models.registry import LoadedModel, load_model
+from .models.registry import LoadedModel, ModelInfo, load_model
 from .progress import CancelToken, ProgressCallback, Steps, run_sync, scaled
 
 DEFAULT_MODEL = "nanofibre-homogeneity"
@@ -133,6 +133,12 @@ def view_summaries(logits: np.ndarray, coverage: np.ndarray, class_names: Sequen
     return rows
 
 
+def has_cam(info: ModelInfo) -> bool:
+    """Whether a model can give a Grad-CAM defect map: it needs a CNN's differentiable feature
+    maps, which the texture classifier (features measured by scikit-image) does not have."""
+    return info.architecture == "fibre-cnn"
+
+
 class _GradCam(nn.Module):
     """Grad-CAM of a FibreCNN as a module, so the engine can tile it like any other model."""
 
@@ -161,7 +167,7 @@ def analyse_steps(
     """
     loaded = model if isinstance(model, LoadedModel) else load_model(model, engine.select_device(device))
     info, patch = loaded.info, int(loaded.info.patch or 128)
-    if cam and not isinstance(loaded.module, FibreCNN):
+    if cam and not has_cam(info):
         raise ValueError(f"model {info.name!r} ({info.architecture}) has no class-activation map; "
                          f"run without the defect map, or with a FibreCNN model such as {DEFAULT_MODEL!r}")
     data = as_greyscale(image.data if isinstance(image, Image) else image)
