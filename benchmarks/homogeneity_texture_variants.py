@@ -29,15 +29,12 @@ from pathlib import Path
 
 import numpy as np
 from skimage.feature import graycomatrix, graycoprops, hessian_matrix, hessian_matrix_eigvals, local_binary_pattern
-from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedGroupKFold
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 
 from napari_nanoclass.homogeneity_training import micrographs_from_folders
 from napari_nanoclass.images import image_stats
 from napari_nanoclass.models.texture_classifier import ANGLES, LEVELS
-from napari_nanoclass.texture_baseline import image_patch_features, patch_origins, quantise
+from napari_nanoclass.texture_baseline import image_patch_features, patch_origins, patch_regression, quantise
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / "benchmarks" / "out" / "homogeneity" / "texture-variants.npz"
@@ -101,7 +98,7 @@ def fit_predict(x: list[np.ndarray], y: np.ndarray, train: np.ndarray, test: np.
     """Patch LR on the training micrographs; class of each test micrograph by mean patch probability."""
     xt = np.concatenate([x[i] for i in train])
     yt = np.concatenate([np.full(len(x[i]), y[i]) for i in train])
-    model = make_pipeline(StandardScaler(), LogisticRegression(C=c, class_weight="balanced", max_iter=3000)).fit(xt, yt)
+    model = patch_regression(c, max_iter=3000).fit(xt, yt)
     return np.array([model.predict_proba(x[i]).mean(axis=0).argmax() for i in test])
 
 
@@ -136,8 +133,7 @@ def _patch_model(x: list[np.ndarray], y: np.ndarray, train: np.ndarray, keep: fl
     """Patch LR (C = 1); with ``keep`` < 1, refitted on the ``keep`` most defective-looking share of
     each NHNF micrograph's patches (all HNF patches stay)."""
     def fit(parts, labels):
-        return make_pipeline(StandardScaler(), LogisticRegression(class_weight="balanced", max_iter=3000)).fit(
-            np.concatenate(parts), np.concatenate(labels))
+        return patch_regression(max_iter=3000).fit(np.concatenate(parts), np.concatenate(labels))
 
     model = fit([x[i] for i in train], [np.full(len(x[i]), y[i]) for i in train])
     if keep >= 1:

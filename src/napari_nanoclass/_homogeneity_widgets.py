@@ -13,7 +13,7 @@ from magicgui.widgets import CheckBox, ComboBox, Label, LineEdit, SpinBox
 
 from ._widgets import _base_data, _format_metrics, _layer_choices, _model_choices, _ViewerWidget
 from .engine import available_devices
-from .homogeneity import DEFAULT_MODEL, VIEW, HomogeneityResult, analyse_steps, has_cam
+from .homogeneity import CNN_ARCHITECTURE, DEFAULT_MODEL, VIEW, HomogeneityResult, analyse_steps, has_cam
 from .homogeneity_training import MODE_CLASSES, HomogeneityConfig, Micrograph, train_steps
 from .models.registry import LoadedModel, list_models, load_model
 from .progress import Progress, Steps
@@ -111,7 +111,7 @@ class HomogeneityTrainWidget(_ViewerWidget):
                                                                 *_layer_choices(napari_viewer, "Labels")(w)])
         self.mode = ComboBox(label="classes", choices=["two", "three"], value="two")
         self.whole = ComboBox(label="whole-image label", choices=lambda _w: ["(use marks)", *MODE_CLASSES[self.mode.value]])
-        self.base = ComboBox(label="start from", choices=lambda w: ["(new model)", *_model_choices(TASK, "fibre-cnn")(w)])
+        self.base = ComboBox(label="start from", choices=lambda w: ["(new model)", *_model_choices(TASK, CNN_ARCHITECTURE)(w)])
         self.save_as = LineEdit(label="save as", value="my-fibre-cnn")
         self.steps = SpinBox(label="steps", value=100, min=1, max=100000)
         super().__init__(napari_viewer, [self.image, self.marks, self.mode, self.whole, self.base, self.save_as,

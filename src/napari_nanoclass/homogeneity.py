@@ -40,6 +40,7 @@ from .models.registry import LoadedModel, ModelInfo, load_model
 from .progress import CancelToken, ProgressCallback, Steps, run_sync, scaled
 
 DEFAULT_MODEL = "nanofibre-homogeneity"
+CNN_ARCHITECTURE = "fibre-cnn"  # FibreCNN's name in the registry: the only homogeneity model with a CAM
 TWO_CLASS = ["HNF", "NHNF"]
 THREE_CLASS = ["non_defective", "slightly_defective", "defective"]
 VIEW = 1024  # side of one SEM view in pixels: verdicts are also given per view
@@ -136,7 +137,7 @@ def view_summaries(logits: np.ndarray, coverage: np.ndarray, class_names: Sequen
 def has_cam(info: ModelInfo) -> bool:
     """Whether a model can give a Grad-CAM defect map: it needs a CNN's differentiable feature
     maps, which the texture classifier (features measured by scikit-image) does not have."""
-    return info.architecture == "fibre-cnn"
+    return info.architecture == CNN_ARCHITECTURE
 
 
 class _GradCam(nn.Module):

@@ -47,14 +47,18 @@ def image_patch_features(image: np.ndarray, patch: int = 128) -> np.ndarray:
     return np.stack([patch_features(q[y:y + patch, x:x + patch]) for y, x in patch_origins(q.shape, patch)])
 
 
+def patch_regression(c: float = 1.0, max_iter: int = 2000) -> Pipeline:
+    """The baseline's (unfitted) patch classifier: standardised features, class-balanced logistic regression."""
+    return make_pipeline(StandardScaler(), LogisticRegression(C=c, class_weight="balanced", max_iter=max_iter))
+
+
 def fit_patch_regression(micrographs: Sequence[Micrograph], patch: int = 128, c: float = 1.0) -> Pipeline:
-    """Class-balanced logistic regression on the grid patches of labelled micrographs, each patch
+    """:func:`patch_regression` fitted on the grid patches of labelled micrographs, each patch
     labelled with its micrograph's class."""
     feats = [image_patch_features(m.image, patch) for m in micrographs]
     x = np.concatenate(feats)
     y = np.concatenate([np.full(len(f), m.label) for f, m in zip(feats, micrographs)])
-    model = make_pipeline(StandardScaler(), LogisticRegression(C=c, class_weight="balanced", max_iter=2000))
-    return model.fit(x, y)
+    return patch_regression(c).fit(x, y)
 
 
 def texture_classifier(patch: int = 128, c: float = 1.0) -> Callable[[Sequence[Micrograph], int], Callable[[np.ndarray], int]]:
