@@ -319,3 +319,15 @@ def test_overview_of_a_large_stack_is_a_small_first_plane(tmp_path):
     assert overview.shape == (367, 300, 3)  # every 3rd pixel: at most 512 a side
     coloured = overview[..., 0] != overview[..., 1]
     assert coloured[:180].mean() > 0.9 and coloured[190:].mean() < 0.05
+
+
+def test_run_records_the_model_that_made_the_defect_maps():
+    from napari_nanoclass.batch import _models
+    from napari_nanoclass.homogeneity import DEFAULT_CAM_MODEL, DEFAULT_MODEL
+
+    default = _models("homogeneity", {"cam": True})
+    assert default["model"].startswith(f"{DEFAULT_MODEL} sha256:")
+    assert default["cam_model"].startswith(f"{DEFAULT_CAM_MODEL} sha256:")  # the texture model has no CAM
+    cnn = _models("homogeneity", {"model": DEFAULT_CAM_MODEL, "cam": True})
+    assert cnn["cam_model"] == cnn["model"]  # a CNN makes its own
+    assert "cam_model" not in _models("homogeneity", {})

@@ -237,7 +237,7 @@ def test_texture_model_runs_through_the_engine_as_its_regression(user_registry):
         np.testing.assert_allclose(result.p_nhnf.ravel(), direct, atol=1e-4)
         assert result.summary["verdict"] == ("NHNF" if m.label else "HNF")  # it learnt the beads
     with pytest.raises(ValueError, match="no class-activation map"):
-        analyse(test_set[0].image, reloaded, cam=True)
+        analyse(test_set[0].image, reloaded, cam=True, cam_model=reloaded)
     with pytest.raises(ValueError, match="cannot be fine-tuned as a FibreCNN"):
         train(train_set, HomogeneityConfig(init_from="texture-test", steps=1, **TINY))
     with pytest.raises(ValueError, match="every class"):
@@ -245,6 +245,27 @@ def test_texture_model_runs_through_the_engine_as_its_regression(user_registry):
     marks = np.ones(train_set[0].image.shape, np.uint8)
     with pytest.raises(ValueError, match="whole-micrograph labels"):
         fit_texture_model([Micrograph(train_set[0].image, "marked", marks=marks)], ["HNF", "NHNF"], "marked")
+
+
+def test_defect_map_of_a_texture_model_is_a_cnn_cam_weighted_by_the_texture_verdicts(bead_model):
+    texture = fit_texture_model(_beaded_set(12, seed=5), ["HNF", "NHNF"], "texture-32", patch=32)
+    y, x, r = 50, 75, 7
+    image = fibres((96, 128), np.random.default_rng(11), n_fibres=6, beads=[(y, x, r)])
+    result = analyse(image, texture, cam=True, cam_model=bead_model)
+    assert result.model_name == "texture-32" and result.cam_model_name == "beads"
+    np.testing.assert_allclose(result.p_nhnf, analyse(image, texture).p_nhnf)  # verdicts: the texture model's
+    cnn = analyse(image, bead_model, cam=True)
+    # the CNN's own map is its Grad-CAM weighted by its p_nhnf; this one, the same Grad-CAM weighted by
+    # the texture model's: so the two differ by p_texture / p_cnn per patch, up to one scale factor
+    per_pixel = np.repeat(np.repeat(result.p_nhnf / cnn.p_nhnf, 32, 0), 32, 1)[:96, :128]
+    lit = cnn.cam > 1e-3
+    ratio = result.cam[lit] / (cnn.cam[lit] * per_pixel[lit])
+    assert lit.sum() > 100 and np.ptp(ratio) < 1e-3 * ratio.mean()
+    peak = np.unravel_index(np.argmax(result.cam), image.shape)
+    assert np.hypot(peak[0] - y, peak[1] - x) <= 2 * r
+    with pytest.raises(ValueError, match="patch size"):
+        analyse(image, fit_texture_model(_beaded_set(8, seed=6), ["HNF", "NHNF"], "texture-64", patch=64),
+                cam=True, cam_model=bead_model)
 
 
 def test_fibre_cnn_paper_shape_and_heads():
@@ -275,6 +296,7 @@ def test_cli_writes_the_output_contract_and_reports_bad_files(bead_model, tmp_pa
     assert {"image", "verdict", "nonhomogeneous_fraction", "p_nhnf"} <= set(rows["beaded"])
     assert rows["beaded"]["verdict"] == "NHNF" and rows["clean"]["verdict"] == "HNF"
     assert rows["broken"]["status"] == "failed" and "broken.tif" in rows["broken"]["error"]
+    assert rows["beaded"]["cam_model"] == "beads"  # a CNN makes its own defect map
     import tifffile
 
     assert tifffile.imread(out / "beaded_pnhnf.tif").shape == (4, 5)  # ⌈100/32⌉ × ⌈140/32⌉

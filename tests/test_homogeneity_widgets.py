@@ -8,6 +8,7 @@ import torch
 from napari.components import ViewerModel
 
 from napari_nanoclass._homogeneity_widgets import HomogeneityTrainWidget, HomogeneityWidget
+from napari_nanoclass.homogeneity import DEFAULT_CAM_MODEL, DEFAULT_MODEL
 from napari_nanoclass.homogeneity_training import HomogeneityConfig, model_info
 from napari_nanoclass.models.fibre_cnn import FibreCNN
 from napari_nanoclass.models.registry import list_models, save_model
@@ -57,19 +58,16 @@ def test_homogeneity_widget_adds_aligned_heat_map_cam_views_and_verdict(viewer, 
     assert not widget.runner.bar.visible and widget.run_button.enabled
 
 
-def test_texture_model_in_the_widget_offers_no_defect_map_and_is_no_base_to_fine_tune(viewer, fibre_model):
+def test_default_texture_model_in_the_widget_gets_its_defect_map_from_the_cnn(viewer, fibre_model):
     viewer.add_image(fibres((256, 256), np.random.default_rng(2)), name="sem")
     widget = HomogeneityWidget(viewer)
-    assert widget.cam.enabled and widget.cam.value  # the default CNN can make one
-    widget.model.value = "nanofibre-texture"
-    assert not widget.cam.enabled and not widget.cam.value
+    assert widget.model.value == DEFAULT_MODEL and widget.cam.value
     _run(widget)
-    assert viewer.layers["nanofibre-texture p(NHNF)"].data.shape == (2, 2)
-    assert "nanofibre-texture defect map" not in viewer.layers
-    widget.model.value = fibre_model
-    assert widget.cam.enabled and widget.cam.value
+    assert viewer.layers[f"{DEFAULT_MODEL} p(NHNF)"].data.shape == (2, 2)
+    cam = viewer.layers[f"{DEFAULT_CAM_MODEL} defect map"]
+    assert cam.data.shape == (256, 256) and cam.metadata["weighted_by"] == DEFAULT_MODEL
     trainer = HomogeneityTrainWidget(viewer)
-    assert fibre_model in trainer.base.choices and "nanofibre-texture" not in trainer.base.choices
+    assert fibre_model in trainer.base.choices and DEFAULT_MODEL not in trainer.base.choices
 
 
 def test_homogeneity_widget_refuses_rgb_with_a_clear_error(viewer, fibre_model):

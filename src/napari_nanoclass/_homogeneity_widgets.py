@@ -13,9 +13,10 @@ from magicgui.widgets import CheckBox, ComboBox, Label, LineEdit, SpinBox
 
 from ._widgets import _base_data, _format_metrics, _layer_choices, _model_choices, _ViewerWidget
 from .engine import available_devices
-from .homogeneity import CNN_ARCHITECTURE, DEFAULT_MODEL, VIEW, HomogeneityResult, analyse_steps, has_cam
+from .homogeneity import (CNN_ARCHITECTURE, DEFAULT_CAM_MODEL, DEFAULT_MODEL, VIEW, HomogeneityResult,
+                          analyse_steps)
 from .homogeneity_training import MODE_CLASSES, HomogeneityConfig, Micrograph, train_steps
-from .models.registry import LoadedModel, list_models, load_model
+from .models.registry import LoadedModel, load_model
 from .progress import Progress, Steps
 
 TASK = "patch-classification"
@@ -23,6 +24,9 @@ TASK = "patch-classification"
 
 class HomogeneityWidget(_ViewerWidget):
     """Image layer → heat map of p(non-homogeneous) per patch, optional Grad-CAM layer, verdict in the dock.
+
+    The defect map comes from the model itself if it is a FibreCNN, else from the shipped CNN
+    (``DEFAULT_CAM_MODEL``), weighted by the chosen model's patch probabilities.
 
     The heat map is blended additively with a black-to-yellow colour map, so homogeneous patches
     add nothing and the fibres stay visible everywhere; images larger than one view also get a
@@ -33,23 +37,15 @@ class HomogeneityWidget(_ViewerWidget):
         self.image = ComboBox(label="image", choices=_layer_choices(napari_viewer, "Image"))
         self.model = ComboBox(label="model", choices=_model_choices(TASK))
         self.device = ComboBox(label="device", choices=available_devices())
-        self.cam = CheckBox(text="add defect map (Grad-CAM)", value=True)
+        self.cam = CheckBox(text="add defect map (Grad-CAM)", value=True,
+                            tooltip=f"made by the model if it is a FibreCNN, else by {DEFAULT_CAM_MODEL}")
         self.view = SpinBox(label="view (px)", value=VIEW, min=128, max=16384, step=128,
                             tooltip="side of one SEM view; a verdict is given per view")
         self.verdict = Label(value="")
         super().__init__(napari_viewer, [self.image, self.model, self.device, self.cam, self.view, self.verdict])
-        self.model.changed.connect(self._offer_cam)
         if DEFAULT_MODEL in self.model.choices:
             self.model.value = DEFAULT_MODEL
-        self._offer_cam(self.model.value)
         self.run_button.changed.connect(self.run)
-
-    def _offer_cam(self, name: str | None) -> None:
-        """The defect map only for models that can make one (the texture classifier cannot)."""
-        info = next((m for m in list_models() if m.name == name), None)
-        able = info is not None and has_cam(info)
-        if able != self.cam.enabled:
-            self.cam.enabled = self.cam.value = able
 
     def run(self) -> None:
         chosen = self.image_and_model("homogeneity")
@@ -72,9 +68,10 @@ class HomogeneityWidget(_ViewerWidget):
                       "model_sha256": result.model_sha256, "summary": result.summary},
         )
         if result.cam is not None:
-            self.viewer.add_image(result.cam, name=f"{result.model_name} defect map", scale=source.scale,
+            self.viewer.add_image(result.cam, name=f"{result.cam_model_name} defect map", scale=source.scale,
                                   translate=source.translate, colormap="magenta", blending="additive",
-                                  opacity=0.5, contrast_limits=(0, 1))
+                                  opacity=0.5, contrast_limits=(0, 1),
+                                  metadata={"model": result.cam_model_name, "weighted_by": result.model_name})
         if len(result.views) > 1:
             self._add_views(result, source)
         s = result.summary

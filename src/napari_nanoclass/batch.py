@@ -28,6 +28,7 @@ input being processed (its tiles); from cluster workers the latter travels as da
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -338,8 +339,12 @@ def _models(analysis: str, options: dict[str, Any]) -> dict[str, str]:
         names = {"model": options.get("model", DEFAULT_MODEL)}
     elif analysis == "homogeneity":
         from .homogeneity import DEFAULT_MODEL as FIBRE_MODEL
+        from .homogeneity import cam_model_name
 
         names = {"model": options.get("model", FIBRE_MODEL)}
+        if options.get("cam"):
+            with contextlib.suppress(Exception):  # an unreadable model is reported under "model" below
+                names["cam_model"] = cam_model_name(names["model"], options.get("cam_model"))
     else:
         from .liposomes import DEFAULT_CLASSIFIERS, DEFAULT_DETECTOR
 

@@ -4,7 +4,7 @@
     nanoclass segment IMAGE... --out DIR [--model NAME] [--tile N] [--device D] [--probabilities] [--format F] [--tta]
     nanoclass train-seg --images DIR --labels DIR --name NAME [...]
     nanoclass evaluate-seg --images DIR --labels DIR [--model NAME] [--preset drosophila]
-    nanoclass homogeneity IMAGE... --out DIR [--model NAME] [--cam] [--view N] [--device D] [--format F]
+    nanoclass homogeneity IMAGE... --out DIR [--model NAME] [--cam [--cam-model NAME]] [--view N] [--device D] [--format F]
     nanoclass train-homogeneity --data DIR --name NAME [--mode two|three] [--architecture cnn|texture] [...]
     nanoclass liposomes IMAGE... --pixel-size NM --out DIR [--detector NAME] [--format F]
     nanoclass simulate-liposomes --out DIR [--n N] [--mix study|balanced]
@@ -119,14 +119,15 @@ def cmd_train_seg(args: argparse.Namespace) -> int:
 
 
 def cmd_homogeneity(args: argparse.Namespace) -> int:
-    from .homogeneity import analyse_files_steps, write_tables
+    from .homogeneity import DEFAULT_MODEL, analyse_files_steps, write_tables
     from .progress import run_sync
 
     paths = _inputs(args.images, "homogeneity")
     if not paths:
         return 2
-    rows, view_rows = run_sync(analyse_files_steps(paths, args.out, args.model, cam=args.cam, view=args.view,
-                                                   device=args.device, output_format=args.format),
+    model = args.model or DEFAULT_MODEL
+    rows, view_rows = run_sync(analyse_files_steps(paths, args.out, model, cam=args.cam, cam_model=args.cam_model,
+                                                   view=args.view, device=args.device, output_format=args.format),
                                progress=_progress(args))
     write_tables(args.out, rows, view_rows)
     return _report(rows, args.out)
@@ -312,8 +313,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("homogeneity", help="SEM nanofibre homogeneity: patch maps and a verdict per image and view")
     p.add_argument("images", nargs="+", help="files, folders or glob patterns (TIFF, PNG, zarr)")
     p.add_argument("--out", required=True, help="output folder (homogeneity.csv, homogeneity_views.csv, maps)")
-    p.add_argument("--model", default="nanofibre-homogeneity")
+    p.add_argument("--model", default=None, help="model for the verdicts and maps (default: the shipped texture "
+                   "model, nanofibre-texture)")
     p.add_argument("--cam", action="store_true", help="also write <stem>_cam.tif, where in the patches defects are")
+    p.add_argument("--cam-model", default=None, help="FibreCNN that makes the defect map (default: the model if it "
+                   "is one, else the shipped CNN, nanofibre-homogeneity)")
     p.add_argument("--view", type=int, default=1024, help="side of a view in pixels for per-view verdicts")
     p.add_argument("--device", default=None)
     p.add_argument("--format", choices=FORMATS, default="tif", help="how label images and maps are saved")

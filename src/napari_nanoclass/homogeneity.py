@@ -17,6 +17,11 @@ Class 0 of every homogeneity model is the homogeneous class; three-class models 
 
 :func:`analyse_steps` is the step generator the napari widget runs; :func:`analyse` runs it
 synchronously; :func:`analyse_files_steps` is ``nanoclass homogeneity`` (contract in docs/cli.md).
+
+Two shipped models share the work: the texture classifier (``DEFAULT_MODEL``) gives the verdicts,
+because it cross-validates best by micrograph, and the FibreCNN (``DEFAULT_CAM_MODEL``) the defect
+map, which needs a CNN's differentiable feature maps. A FibreCNN chosen as the model makes its
+own map.
 """
 
 from __future__ import annotations
@@ -36,10 +41,11 @@ from . import engine
 from .images import (Image, as_greyscale, check_output_format, file_stem, image_stats, output_path,
                      read_image, write_csv, write_image)
 from .models.fibre_cnn import FibreCNN, grad_cam
-from .models.registry import LoadedModel, ModelInfo, load_model
+from .models.registry import LoadedModel, ModelInfo, load_model, read_info, resolve
 from .progress import CancelToken, ProgressCallback, Steps, run_sync, scaled
 
-DEFAULT_MODEL = "nanofibre-homogeneity"
+DEFAULT_MODEL = "nanofibre-texture"  # verdicts: the best cross-validated accuracy by micrograph
+DEFAULT_CAM_MODEL = "nanofibre-homogeneity"  # defect maps for models that cannot make one
 CNN_ARCHITECTURE = "fibre-cnn"  # FibreCNN's name in the registry: the only homogeneity model with a CAM
 TWO_CLASS = ["HNF", "NHNF"]
 THREE_CLASS = ["non_defective", "slightly_defective", "defective"]
@@ -90,6 +96,7 @@ class HomogeneityResult:
     cam: Any | None = None  # ([Z,] Y, X) float32 Grad-CAM, 0–1, or None
     model_name: str = ""
     model_sha256: str = ""
+    cam_model_name: str = ""  # the FibreCNN that made ``cam`` (the model itself, or DEFAULT_CAM_MODEL)
 
     @property
     def probabilities(self) -> np.ndarray:
@@ -140,6 +147,31 @@ def has_cam(info: ModelInfo) -> bool:
     return info.architecture == CNN_ARCHITECTURE
 
 
+def cam_model_name(model: str, cam_model: str | None = None) -> str:
+    """Name of the model :func:`cam_source` takes for ``model``, from the metadata alone (for
+    recording what a batch run used without loading weights)."""
+    if cam_model is not None:
+        return cam_model
+    return model if has_cam(read_info(resolve(model)[0])) else DEFAULT_CAM_MODEL
+
+
+def cam_source(model: LoadedModel, cam_model: str | LoadedModel | None = None,
+               device: str | torch.device = "cpu") -> LoadedModel:
+    """The FibreCNN whose Grad-CAM is the defect map of ``model``'s analysis: ``cam_model`` if
+    given, else ``model`` itself when it can make one, else ``DEFAULT_CAM_MODEL``. Its patch must
+    be ``model``'s, so that the map is weighted by the verdict model's patch probabilities."""
+    if cam_model is None:
+        cam_model = model if has_cam(model.info) else DEFAULT_CAM_MODEL
+    source = cam_model if isinstance(cam_model, LoadedModel) else load_model(cam_model, device)
+    if not has_cam(source.info):
+        raise ValueError(f"model {source.info.name!r} ({source.info.architecture}) has no class-activation map; "
+                         f"choose a FibreCNN for the defect map, such as {DEFAULT_CAM_MODEL!r}")
+    if int(source.info.patch or 128) != int(model.info.patch or 128):
+        raise ValueError(f"defect-map model {source.info.name!r} works on {source.info.patch}-px patches, "
+                         f"{model.info.name!r} on {model.info.patch}-px ones: choose models of one patch size")
+    return source
+
+
 class _GradCam(nn.Module):
     """Grad-CAM of a FibreCNN as a module, so the engine can tile it like any other model."""
 
@@ -156,21 +188,22 @@ def analyse_steps(
     model: str | LoadedModel = DEFAULT_MODEL,
     *,
     cam: bool = False,
+    cam_model: str | LoadedModel | None = None,
     view: int = VIEW,
     batch_size: int | None = None,
     device: str | None = None,
     workdir: str | Path | None = None,
 ) -> Steps[HomogeneityResult]:
-    """Classify every patch of a 2-D image or (Z, Y, X) stack; optionally a Grad-CAM map too.
+    """Classify every patch of a 2-D image or (Z, Y, X) stack; optionally a Grad-CAM map too,
+    made by :func:`cam_source` (``cam_model``, or the model itself if it is a FibreCNN, or
+    ``DEFAULT_CAM_MODEL``).
 
     Patch maps are small (one value per 128² pixels) and always in memory; a CAM of more than
     ``IN_MEMORY_LIMIT`` pixels needs ``workdir`` and is streamed to zarr there.
     """
     loaded = model if isinstance(model, LoadedModel) else load_model(model, engine.select_device(device))
     info, patch = loaded.info, int(loaded.info.patch or 128)
-    if cam and not has_cam(info):
-        raise ValueError(f"model {info.name!r} ({info.architecture}) has no class-activation map; "
-                         f"run without the defect map, or with a FibreCNN model such as {DEFAULT_MODEL!r}")
+    cam_loaded = cam_source(loaded, cam_model, loaded.device) if cam else None
     data = as_greyscale(image.data if isinstance(image, Image) else image)
     big = int(np.prod(data.shape)) > IN_MEMORY_LIMIT
     if cam and big and workdir is None:
@@ -180,18 +213,19 @@ def analyse_steps(
                                    postprocess=None, device=loaded.device)
     logits = yield from (scaled(steps, 0, 2, "patches") if cam else steps)
     cam_map = None
-    if cam:
+    if cam_loaded is not None:
         cam_steps = engine.predict_patches(
-            _GradCam(loaded.module), data, patch=patch, batch_size=batch_size, stats=stats, postprocess=None,
-            device=loaded.device, per_pixel=True, out=Path(workdir) / "cam.zarr" if big else None)
+            _GradCam(cam_loaded.module), data, patch=patch, batch_size=batch_size, stats=stats, postprocess=None,
+            device=cam_loaded.device, per_pixel=True, out=Path(workdir) / "cam.zarr" if big else None)
         cam_map = yield from scaled(cam_steps, 1, 2, "defect map (Grad-CAM)")
     coverage = engine.patch_coverage(data.shape[-2:], patch)
     aggregation = Aggregation.of(loaded)
     summary, views = _summaries(np.asarray(logits), coverage, list(info.class_names), aggregation, patch, view)
     result = HomogeneityResult(np.asarray(logits), coverage, list(info.class_names), patch, summary, views,
                                model_name=info.name, model_sha256=loaded.sha256)
-    if cam_map is not None:
+    if cam_loaded is not None:
         result.cam = _scale_cam(cam_map[0] if not big else da.from_zarr(cam_map)[0], result.p_nhnf, patch)
+        result.cam_model_name = cam_loaded.info.name
     return result
 
 
@@ -234,12 +268,14 @@ def analyse(image: Any, model: str | LoadedModel = DEFAULT_MODEL, *, progress: P
 
 
 SUMMARY_COLUMNS = ["image", "verdict", "nonhomogeneous_fraction", "p_nhnf", "confidence", "predicted_class",
-                   "height", "width", "patches", "views", "model", "model_sha256", "status", "error", "path"]
+                   "height", "width", "patches", "views", "model", "model_sha256", "cam_model", "status", "error",
+                   "path"]
 
 
 def analyse_files_steps(
     paths: Sequence[str | Path], out_dir: str | Path, model: str = DEFAULT_MODEL, *,
-    cam: bool = False, view: int = VIEW, device: str | None = None, output_format: str = "tif",
+    cam: bool = False, cam_model: str | None = None, view: int = VIEW, device: str | None = None,
+    output_format: str = "tif",
 ) -> Steps[tuple[list[dict[str, Any]], list[dict[str, Any]]]]:
     """Analyse files into ``out_dir``: per image ``<stem>_pnhnf.tif`` (patch map of p_nhnf) and
     with ``cam`` ``<stem>_cam.tif`` (``.ome.zarr`` with ``output_format="ome-zarr"``); returns
@@ -249,6 +285,7 @@ def analyse_files_steps(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     loaded = load_model(model, engine.select_device(device))
+    cam_loaded = cam_source(loaded, cam_model, loaded.device) if cam else None  # once, not per file
     rows: list[dict[str, Any]] = []
     view_rows: list[dict[str, Any]] = []
     for i, path in enumerate(paths):
@@ -258,14 +295,15 @@ def analyse_files_steps(
         workdir = out_dir / f".{stem}.work"
         try:
             image = read_image(path)
-            result = yield from scaled(analyse_steps(image, loaded, cam=cam, view=view, workdir=workdir),
+            result = yield from scaled(analyse_steps(image, loaded, cam=cam, cam_model=cam_loaded, view=view,
+                                                     workdir=workdir),
                                        i, len(paths), f"{stem} ({i + 1}/{len(paths)})")
             write_image(output_path(out_dir, f"{stem}_pnhnf", output_format), result.p_nhnf.astype(np.float32))
             if result.cam is not None:
                 write_image(output_path(out_dir, f"{stem}_cam", output_format), result.cam)
             shape = image.data.shape
             row.update(result.summary, height=shape[-2], width=shape[-1], patches=int(result.coverage.size),
-                       views=len(result.views), status="ok", error="")
+                       views=len(result.views), cam_model=result.cam_model_name, status="ok", error="")
             view_rows += [{"image": stem, **v} for v in result.views]
         except Exception as exc:  # one bad file must not stop the others; it is reported
             row.update(status="failed", error=str(exc))
