@@ -58,7 +58,7 @@ def test_homogeneity_widget_adds_aligned_heat_map_cam_views_and_verdict(viewer, 
     assert not widget.runner.bar.visible and widget.run_button.enabled
 
 
-def test_default_texture_model_in_the_widget_gets_its_defect_map_from_the_cnn(viewer, fibre_model):
+def test_default_texture_model_gets_its_defect_map_from_the_cnn_and_is_no_base_to_fine_tune(viewer, fibre_model):
     viewer.add_image(fibres((256, 256), np.random.default_rng(2)), name="sem")
     widget = HomogeneityWidget(viewer)
     assert widget.model.value == DEFAULT_MODEL and widget.cam.value
