@@ -13,8 +13,8 @@ from magicgui.widgets import CheckBox, ComboBox, Label, LineEdit, SpinBox
 
 from ._widgets import _base_data, _format_metrics, _layer_choices, _model_choices, _ViewerWidget
 from .engine import available_devices
-from .homogeneity import (CNN_ARCHITECTURE, DEFAULT_CAM_MODEL, DEFAULT_MODEL, VIEW, HomogeneityResult,
-                          analyse_steps)
+from .homogeneity import (CLASS_COLOURS, CNN_ARCHITECTURE, DEFAULT_CAM_MODEL, DEFAULT_MODEL, VIEW,
+                          HomogeneityResult, analyse_steps)
 from .homogeneity_training import MODE_CLASSES, HomogeneityConfig, Micrograph, train_steps
 from .models.registry import LoadedModel, load_model
 from .progress import Progress, Steps
@@ -87,7 +87,7 @@ class HomogeneityWidget(_ViewerWidget):
         boxes = [np.array([[v["y0"], v["x0"]], [min(v["y0"] + side, height), min(v["x0"] + side, width)]]) - 0.5
                  for v in result.views if v.get("plane", 0) == 0]
         rows = [v for v in result.views if v.get("plane", 0) == 0]
-        colours = ["#d7191c" if v["verdict"] == "NHNF" else "#2b83ba" for v in rows]
+        colours = [CLASS_COLOURS[-1] if v["verdict"] == "NHNF" else CLASS_COLOURS[0] for v in rows]
         self.viewer.add_shapes(boxes, shape_type="rectangle", name=f"{result.model_name} views", edge_color=colours,
                                face_color="transparent", edge_width=4, scale=source.scale[-2:],
                                translate=source.translate[-2:],

@@ -49,6 +49,7 @@ DEFAULT_CAM_MODEL = "nanofibre-homogeneity"  # defect maps for models that canno
 CNN_ARCHITECTURE = "fibre-cnn"  # FibreCNN's name in the registry: the only homogeneity model with a CAM
 TWO_CLASS = ["HNF", "NHNF"]
 THREE_CLASS = ["non_defective", "slightly_defective", "defective"]
+CLASS_COLOURS = ["#2b83ba", "#fdae61", "#d7191c"]  # homogeneous … defective, for every homogeneity model
 VIEW = 1024  # side of one SEM view in pixels: verdicts are also given per view
 IN_MEMORY_LIMIT = 64 * 2**20  # pixels; beyond it a CAM is streamed to zarr in a workdir
 

@@ -31,7 +31,7 @@ from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_f
 from sklearn.model_selection import StratifiedGroupKFold
 from torch.nn import functional as F
 
-from .homogeneity import CNN_ARCHITECTURE, THREE_CLASS, TWO_CLASS, Aggregation, analyse_steps
+from .homogeneity import CLASS_COLOURS, CNN_ARCHITECTURE, THREE_CLASS, TWO_CLASS, Aggregation, analyse_steps
 from .images import as_greyscale, image_stats, read_image
 from .models.fibre_cnn import FibreCNN
 from .models.registry import LoadedModel, ModelInfo, build, load_model, save_model, sha256_of
@@ -195,7 +195,7 @@ def model_info(config: HomogeneityConfig, history: Sequence[dict[str, float]] = 
         training["final_loss"] = history[-1]["loss"]
     return ModelInfo(
         name=config.name, task="patch-classification", architecture=CNN_ARCHITECTURE, arch_params=config.arch_params(),
-        class_names=config.class_names, class_colours=["#2b83ba", "#fdae61", "#d7191c"][: len(config.class_names)],
+        class_names=config.class_names, class_colours=CLASS_COLOURS[: len(config.class_names)],
         tile=config.patch, patch=config.patch, description=f"nanofibre homogeneity, {config.mode}-class, "
         f"{config.strategy} training", training=training,
     )

@@ -20,6 +20,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from .homogeneity import CLASS_COLOURS
 from .images import image_stats
 from .models.registry import LoadedModel, ModelInfo, save_model, sha256_of
 from .models.texture_classifier import N_FEATURES, TextureClassifier, patch_features, quantise_z
@@ -96,7 +97,7 @@ def fit_texture_model(micrographs: Sequence[Micrograph], class_names: Sequence[s
     info = ModelInfo(
         name=name, task="patch-classification", architecture="texture-lr",
         arch_params={"n_features": N_FEATURES, "n_classes": len(class_names)}, class_names=list(class_names),
-        class_colours=["#2b83ba", "#fdae61", "#d7191c"][: len(class_names)], tile=patch, patch=patch,
+        class_colours=CLASS_COLOURS[: len(class_names)], tile=patch, patch=patch,
         description=f"nanofibre homogeneity, {len(class_names)}-class texture statistics + logistic regression",
         training={"method": "texture + logistic regression", "C": c, "micrographs": len(micrographs),
                   "patches": "every whole patch of each micrograph's grid",
