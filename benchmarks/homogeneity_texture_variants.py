@@ -17,9 +17,17 @@ quarter or the fraction of patches called NHNF, each with patch labels as shippe
 multiple-instance way (mi-SVM style: after a first fit, only the half or quarter of each NHNF
 training micrograph's patches that look most defective stay labelled NHNF, and the model is refitted).
 
-    python benchmarks/homogeneity_texture_variants.py [--data ../shared/data/nanofiber-sem] [--repeats 10] [--pooling]
+With ``--fibre-width`` it asks whether measuring the fibres helps where texture fails: a fibre mask
+(local threshold), its skeleton and distance transform give each patch's fibre widths relative to
+the micrograph's median width (beads are places several times wider than the fibre they sit on);
+and the baseline's features measured after rescaling each micrograph to a common median fibre
+width (8 px), so that magnification no longer changes the texture.
 
-Patch features are cached in benchmarks/out/homogeneity/texture-variants.npz (about 80 s to build).
+    python benchmarks/homogeneity_texture_variants.py [--data ../shared/data/nanofiber-sem] [--repeats 10]
+        [--pooling | --fibre-width]
+
+Patch features are cached in benchmarks/out/homogeneity/texture-variants.npz (about 80 s to build)
+and fibre-width.npz (about 40 s).
 """
 
 from __future__ import annotations
@@ -28,7 +36,11 @@ import argparse
 from pathlib import Path
 
 import numpy as np
+from scipy import ndimage as ndi
 from skimage.feature import graycomatrix, graycoprops, hessian_matrix, hessian_matrix_eigvals, local_binary_pattern
+from skimage.filters import gaussian, threshold_local
+from skimage.morphology import skeletonize
+from skimage.transform import rescale
 from sklearn.model_selection import StratifiedGroupKFold
 
 from napari_nanoclass.homogeneity_training import micrographs_from_folders
@@ -38,6 +50,7 @@ from napari_nanoclass.texture_baseline import image_patch_features, patch_origin
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / "benchmarks" / "out" / "homogeneity" / "texture-variants.npz"
+WIDTH_CACHE = CACHE.with_name("fibre-width.npz")
 PATCH = 128
 FAMILIES = (("base",), ("base", "far"), ("base", "hessian"), ("base", "far", "hessian"))
 C_VALUES = (1.0, 10.0, 100.0)
@@ -77,6 +90,52 @@ def hessian_features(image: np.ndarray) -> np.ndarray:
     return np.asarray(rows)
 
 
+def fibre_widths(image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """Fibre mask, local fibre width (2 × distance to the background, px), the fibre skeletons and
+    the micrograph's median width along them. A local threshold, because fibres deeper in the mat
+    are darker than the background next to the top ones."""
+    smooth = gaussian(np.asarray(image, np.float32), 1.5)
+    mask = ndi.binary_opening(smooth > threshold_local(smooth, 61), iterations=1)
+    width = 2 * ndi.distance_transform_edt(mask)
+    skeleton = skeletonize(mask)
+    return mask, width, skeleton, float(np.median(width[skeleton])) if skeleton.any() else 1.0
+
+
+def fibre_width_features(image: np.ndarray) -> np.ndarray:
+    """(patches, 10): per grid patch, skeleton widths relative to the micrograph's median (median,
+    90th, 99th percentile, max, share wider than 1.5× and 2×), regions more than twice as wide,
+    fibre area share, mean relative width over the fibres, and log median width (magnification)."""
+    mask, width, skeleton, median = fibre_widths(image)
+    relative = width / max(median, 1.0)
+    rows = []
+    for y, x in patch_origins(mask.shape, PATCH):
+        cut = np.s_[y:y + PATCH, x:x + PATCH]
+        r, m = relative[cut], mask[cut]
+        w = r[skeleton[cut]] if skeleton[cut].any() else np.ones(1)
+        rows.append([*np.percentile(w, [50, 90, 99]), w.max(), np.mean(w > 1.5), np.mean(w > 2.0),
+                     ndi.label(r > 2.0)[1], m.mean(), r[m].mean() if m.any() else 0.0, np.log(max(median, 1.0))])
+    return np.asarray(rows)
+
+
+def scale_normalised_features(image: np.ndarray, target: float = 8.0) -> np.ndarray:
+    """The baseline's patch features after rescaling the micrograph to a median fibre width of ``target`` px."""
+    scaled = rescale(np.asarray(image, np.float32), target / max(fibre_widths(image)[3], 1.0),
+                     anti_aliasing=True, preserve_range=True)
+    return image_patch_features(scaled, PATCH)
+
+
+def load_width_features(data: str, names: list[str]) -> dict[str, list[np.ndarray]]:
+    """Per micrograph: fibre-width patch features and scale-normalised baseline features (cached)."""
+    if not WIDTH_CACHE.exists():
+        micrographs = micrographs_from_folders(data, "two")
+        if [m.name for m in micrographs] != names:
+            raise RuntimeError(f"{CACHE} was built from other micrographs; delete it")
+        np.savez(WIDTH_CACHE, **{f"width_{i}": fibre_width_features(m.image) for i, m in enumerate(micrographs)},
+                 **{f"normalised_{i}": scale_normalised_features(m.image) for i, m in enumerate(micrographs)})
+    z = np.load(WIDTH_CACHE, allow_pickle=False)
+    return {f: [z[f"{f}_{i}"] for i in range(len(names))] for f in ("width", "normalised")}
+
+
 def load_features(data: str) -> tuple[list[str], np.ndarray, dict[str, list[np.ndarray]]]:
     """Micrograph names, two-class labels and per-family patch features (cached)."""
     if CACHE.exists():
@@ -94,12 +153,18 @@ def load_features(data: str) -> tuple[list[str], np.ndarray, dict[str, list[np.n
     return names, labels, feats
 
 
-def fit_predict(x: list[np.ndarray], y: np.ndarray, train: np.ndarray, test: np.ndarray, c: float) -> np.ndarray:
-    """Patch LR on the training micrographs; class of each test micrograph by mean patch probability."""
+def micrograph_probabilities(x: list[np.ndarray], y: np.ndarray, train: np.ndarray, test: np.ndarray,
+                             c: float) -> np.ndarray:
+    """Patch LR on the training micrographs; (test micrographs, classes) mean patch probabilities."""
     xt = np.concatenate([x[i] for i in train])
     yt = np.concatenate([np.full(len(x[i]), y[i]) for i in train])
     model = patch_regression(c, max_iter=3000).fit(xt, yt)
-    return np.array([model.predict_proba(x[i]).mean(axis=0).argmax() for i in test])
+    return np.stack([model.predict_proba(x[i]).mean(axis=0) for i in test])
+
+
+def fit_predict(x: list[np.ndarray], y: np.ndarray, train: np.ndarray, test: np.ndarray, c: float) -> np.ndarray:
+    """Class of each test micrograph by mean patch probability."""
+    return micrograph_probabilities(x, y, train, test, c).argmax(axis=1)
 
 
 def cv_predictions(x: list[np.ndarray], y: np.ndarray, names: list[str], c: float, seed: int,
@@ -164,14 +229,42 @@ def pooling_table(x: list[np.ndarray], y: np.ndarray, names: list[str], repeats:
     return "\n".join(lines)
 
 
+def fibre_width_table(feats: dict[str, list[np.ndarray]], y: np.ndarray, names: list[str], repeats: int) -> str:
+    """Accuracy (mean ± sd over shuffled grouped 5-fold splits, C = 1) of fibre-width features,
+    alone, with the baseline's and averaged with it, and of scale-normalised baseline features;
+    with the micrographs each misses in every split."""
+    both = [np.concatenate(pair, axis=1) for pair in zip(feats["base"], feats["width"])]
+    # each row: the feature sets of the models whose micrograph probabilities are averaged
+    rows = {"baseline (shipped)": [feats["base"]], "fibre width": [feats["width"]],
+            "baseline + fibre width, one model": [both],
+            "baseline and fibre-width models, p averaged": [feats["base"], feats["width"]],
+            "baseline on scale-normalised micrographs": [feats["normalised"]]}
+    lines = ["| features | accuracy (mean ± sd over splits) | missed in every split |", "|---|---|---|"]
+    for label, models in rows.items():
+        accs, missed = [], np.zeros(len(y), int)
+        for seed in range(repeats):
+            p = np.zeros(len(y))
+            for train, test in StratifiedGroupKFold(5, shuffle=True, random_state=seed).split(np.zeros(len(y)), y, names):
+                p[test] = np.mean([micrograph_probabilities(x, y, train, test, 1.0)[:, 1] for x in models], axis=0)
+            accs.append(float(np.mean((p >= 0.5) == y)))
+            missed += (p >= 0.5) != y
+        always = ", ".join(names[i] for i in np.flatnonzero(missed == repeats)) or "none"
+        lines.append(f"| {label} | {np.mean(accs):.1%} ± {np.std(accs):.1%} | {always} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "nanofiber-sem"))
     ap.add_argument("--repeats", type=int, default=10, help="differently shuffled 5-fold splits")
     ap.add_argument("--nested-repeats", type=int, default=5)
     ap.add_argument("--pooling", action="store_true", help="compare patch pooling and MI refinement instead")
+    ap.add_argument("--fibre-width", action="store_true", help="compare fibre-width and scale-normalised features instead")
     args = ap.parse_args()
     names, y, feats = load_features(args.data)
+    if args.fibre_width:
+        print(fibre_width_table({**feats, **load_width_features(args.data, names)}, y, names, args.repeats))
+        return
     if args.pooling:
         print(pooling_table(feats["base"], y, names, args.repeats))
         return
