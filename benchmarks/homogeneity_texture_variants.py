@@ -1,6 +1,6 @@
 """Can richer texture features lift the SEM baseline past 90 % two-class accuracy by micrograph?
 
-Per 128² patch, three feature families: ``base`` (the shipped baseline's GLCM at 1–8 px + LBP,
+Per 128² patch, three feature families: ``base`` (the simple baseline's GLCM at 1–8 px + LBP,
 ``models.texture_classifier.patch_features``), ``far`` (GLCM at 16 and 32 px, LBP with 16 neighbours at
 radius 6, grey-level quantiles: structure at fibre-spacing scale) and ``hessian`` (blob and ridge
 strength from Hessian eigenvalues at σ = 1–16 px, scale-normalised: beads are blobs, fibres
@@ -12,8 +12,8 @@ training fold — the honest figure, since picking the best row of the first tab
 micrographs flatters it — and the micrographs the baseline misses in every repeat.
 
 With ``--pooling`` it asks instead whether the baseline's features do better when a micrograph's
-patches are pooled differently: the mean (as shipped), the 75th percentile, the mean of the top
-quarter or the fraction of patches called NHNF, each with patch labels as shipped or refined the
+patches are pooled differently: the mean (as the baseline), the 75th percentile, the mean of the top
+quarter or the fraction of patches called NHNF, each with patch labels as the baseline's or refined the
 multiple-instance way (mi-SVM style: after a first fit, only the half or quarter of each NHNF
 training micrograph's patches that look most defective stay labelled NHNF, and the model is refitted).
 
@@ -23,8 +23,14 @@ the micrograph's median width (beads are places several times wider than the fib
 and the baseline's features measured after rescaling each micrograph to a common median fibre
 width (8 px), so that magnification no longer changes the texture.
 
+With ``--region`` it asks how a micrograph's verdict does when a second regression judges the
+statistics of its patch features (mean, spread, percentiles) instead of averaging patch verdicts
+— the shipped texture model's region head: which features and statistics (with a nested CV that
+chooses them and C inside each training fold), whether training windows help it judge views
+smaller than a micrograph, and how it does when whole samples (file-name prefixes) are held out.
+
     python benchmarks/homogeneity_texture_variants.py [--data ../shared/data/nanofiber-sem] [--repeats 10]
-        [--pooling | --fibre-width]
+        [--pooling | --fibre-width | --region]
 
 Patch features are cached in benchmarks/out/homogeneity/texture-variants.npz (about 80 s to build)
 and fibre-width.npz (about 30 s).
@@ -44,10 +50,12 @@ from skimage.morphology import skeletonize
 from skimage.transform import rescale
 from sklearn.model_selection import StratifiedGroupKFold
 
-from napari_nanoclass.homogeneity_training import micrographs_from_folders
+from napari_nanoclass.homogeneity_training import Micrograph, micrographs_from_folders, sample_groups
 from napari_nanoclass.images import image_stats
 from napari_nanoclass.models.texture_classifier import ANGLES, LEVELS
-from napari_nanoclass.texture_baseline import image_patch_features, patch_origins, patch_regression, quantise
+from napari_nanoclass.models.texture_classifier import region_statistics
+from napari_nanoclass.texture_baseline import (image_patch_features, patch_origins, patch_regression, quantise,
+                                               region_examples)
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / "benchmarks" / "out" / "homogeneity" / "texture-variants.npz"
@@ -225,7 +233,7 @@ def _patch_model(x: list[np.ndarray], y: np.ndarray, train: np.ndarray, keep: fl
 def pooling_table(x: list[np.ndarray], y: np.ndarray, names: list[str], repeats: int) -> str:
     """Accuracy (mean ± sd over shuffled grouped 5-fold splits) per patch labelling and pooling."""
     lines = ["| patch labels | pooling | accuracy (mean ± sd over splits) |", "|---|---|---|"]
-    for keep, label in ((1.0, "image label (shipped)"), (0.5, "MI-refined, top half"), (0.25, "MI-refined, top quarter")):
+    for keep, label in ((1.0, "image label (baseline)"), (0.5, "MI-refined, top half"), (0.25, "MI-refined, top quarter")):
         accs: dict[str, list[float]] = {name: [] for name in POOLING}
         for seed in range(repeats):
             scores = {name: np.zeros(len(y)) for name in POOLING}
@@ -247,7 +255,7 @@ def fibre_width_table(feats: dict[str, list[np.ndarray]], y: np.ndarray, names: 
     with the micrographs each misses in every split."""
     both = [np.concatenate(pair, axis=1) for pair in zip(feats["base"], feats["width"])]
     # each row: the feature sets of the models whose micrograph probabilities are averaged
-    rows = {"baseline (shipped)": [feats["base"]], "fibre width": [feats["width"]],
+    rows = {"baseline": [feats["base"]], "fibre width": [feats["width"]],
             "baseline + fibre width, one model": [both],
             "baseline and fibre-width models, p averaged": [feats["base"], feats["width"]],
             "baseline on scale-normalised micrographs": [feats["normalised"]]}
@@ -265,6 +273,80 @@ def fibre_width_table(feats: dict[str, list[np.ndarray]], y: np.ndarray, names: 
     return "\n".join(lines)
 
 
+STATISTICS = {"mean, sd": lambda x: np.concatenate([x.mean(0), x.std(0)]),
+              "mean, sd, quartiles (shipped)": region_statistics,
+              "mean, sd, 10th/90th percentiles": lambda x: np.concatenate([x.mean(0), x.std(0),
+                                                                          *np.quantile(x, (0.1, 0.9), axis=0)])}
+REGION_C = (0.3, 1.0, 3.0, 10.0)
+
+
+def _region_cv(grids: list[np.ndarray], y: np.ndarray, groups: list[str], seed: int, statistics=region_statistics,
+               c: float = 1.0, windows: int = 0, views: dict | None = None, folds: int = 5) -> dict[str, np.ndarray]:
+    """Held-out region-regression predictions per micrograph over one shuffled grouped k-fold split:
+    of whole micrographs and of the ``views`` (name → function cutting a window out of a grid)."""
+    views = {"whole micrograph": lambda g: g, **(views or {})}
+    pred = {name: np.zeros(len(y), int) for name in views}
+    stats = lambda g: statistics(g.reshape(-1, g.shape[-1]))  # noqa: E731
+    for train, test in StratifiedGroupKFold(folds, shuffle=True, random_state=seed).split(np.zeros(len(y)), y, groups):
+        if windows:
+            x, labels = region_examples([grids[i] for i in train], y[train], windows=windows, seed=seed)
+        else:
+            x, labels = np.stack([stats(grids[i]) for i in train]), y[train]
+        model = patch_regression(c, max_iter=10000).fit(x, labels)
+        for name, cut in views.items():
+            pred[name][test] = model.predict(np.stack([stats(cut(grids[i])) for i in test]))
+    return pred
+
+
+def _nested_region(grids: dict, y: np.ndarray, names: list[str], seed: int) -> tuple[float, list]:
+    """Outer 5-fold by micrograph; (features, statistics, C) chosen by an inner 4-fold CV."""
+    keys = [(f, s, c) for f in grids for s in STATISTICS for c in REGION_C]
+    pred, chosen = np.zeros(len(y), int), []
+    for train, test in StratifiedGroupKFold(5, shuffle=True, random_state=seed).split(np.zeros(len(y)), y, names):
+        def inner(key: tuple) -> int:
+            f, s, c = key
+            p = _region_cv([grids[f][i] for i in train], y[train], [names[i] for i in train], 100 + seed,
+                           STATISTICS[s], c, folds=4)["whole micrograph"]
+            return int(np.sum(p == y[train]))
+
+        best = max(keys, key=inner)
+        chosen.append(best)
+        f, s, c = best
+        x = lambda idx: np.stack([STATISTICS[s](grids[f][i].reshape(-1, grids[f][i].shape[-1])) for i in idx])  # noqa: E731
+        pred[test] = patch_regression(c, max_iter=10000).fit(x(train), y[train]).predict(x(test))
+    return float(np.mean(pred == y)), chosen
+
+
+def region_tables(feats: dict[str, list[np.ndarray]], y: np.ndarray, names: list[str],
+                  shapes: list[tuple[int, int]], repeats: int) -> str:
+    """The region regression: statistics and features; nested CV; training windows; held-out samples."""
+    grids = {fams: [np.concatenate([feats[f][i] for f in fams], axis=1).reshape(*shapes[i], -1)
+                    for i in range(len(y))] for fams in (("base",), ("base", "far"))}
+    mean_sd = lambda a: f"{np.mean(a):.1%} ± {np.std(a):.1%}"  # noqa: E731
+    out = ["| features | statistics | accuracy, C = 1 |", "|---|---|---|"]
+    for fams, g in grids.items():
+        for label, statistics in STATISTICS.items():
+            accs = [np.mean(_region_cv(g, y, names, seed, statistics)["whole micrograph"] == y) for seed in range(repeats)]
+            out.append(f"| {' + '.join(fams)} | {label} | {mean_sd(accs)} |")
+    nested = [_nested_region(grids, y, names, seed) for seed in range(repeats)]
+    out.append(f"\nNested CV (features, statistics and C chosen inside each training fold), {repeats} splits: "
+               f"{mean_sd([a for a, _ in nested])}")
+    shipped = grids[("base", "far")]
+    views = {"top two patch rows": lambda g: g[:2], "3 × 3 patches": lambda g: g[1:4, 2:5]}
+    out += ["", "| region regression trained on | " + " | ".join(["whole micrograph", *views]) + " |", "|---|---|---|---|"]
+    for windows in (0, 8):
+        preds = [_region_cv(shipped, y, names, seed, windows=windows, views=views) for seed in range(repeats)]
+        cells = [mean_sd([np.mean(p[v] == y) for p in preds]) for v in preds[0]]
+        label = f"micrographs and {windows} windows each (shipped)" if windows else "whole micrographs"
+        out.append(f"| {label} | " + " | ".join(cells) + " |")
+    samples = sample_groups([Micrograph(np.zeros((1, 1)), n, label=0) for n in names])
+    base = [np.mean(cv_predictions(feats["base"], y, samples, 1.0, seed) == y) for seed in range(repeats)]
+    region = [np.mean(_region_cv(shipped, y, samples, seed, windows=8)["whole micrograph"] == y) for seed in range(repeats)]
+    out += ["", f"Whole samples held out ({len(set(samples))} samples, grouped 5-fold, {repeats} splits): "
+            f"baseline {mean_sd(base)}, shipped recipe {mean_sd(region)}"]
+    return "\n".join(out)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "nanofiber-sem"))
@@ -272,8 +354,13 @@ def main() -> None:
     ap.add_argument("--nested-repeats", type=int, default=5)
     ap.add_argument("--pooling", action="store_true", help="compare patch pooling and MI refinement instead")
     ap.add_argument("--fibre-width", action="store_true", help="compare fibre-width and scale-normalised features instead")
+    ap.add_argument("--region", action="store_true", help="evaluate the region regression on patch-feature statistics")
     args = ap.parse_args()
     names, y, feats = load_features(args.data)
+    if args.region:
+        shapes = [(m.image.shape[0] // PATCH, m.image.shape[1] // PATCH) for m in micrographs_from_folders(args.data, "two")]
+        print(region_tables(feats, y, names, shapes, args.repeats))
+        return
     if args.fibre_width:
         print(fibre_width_table({**feats, **load_width_features(args.data, names)}, y, names, args.repeats))
         return

@@ -16,7 +16,9 @@ from napari_nanoclass.homogeneity_training import (HomogeneityConfig, Micrograph
                                                    lse_pool, sample_groups, train)
 from napari_nanoclass.models.fibre_cnn import FibreCNN
 from napari_nanoclass.models.registry import LoadedModel, ModelInfo, load_model
+from napari_nanoclass.models.texture_classifier import region_statistics
 from napari_nanoclass.texture_baseline import (fit_patch_regression, fit_texture_model, image_patch_features,
+                                               patch_feature_grid, patch_regression, region_examples,
                                                texture_classifier)
 
 from .synthetic_fibres import fibres, random_beads
@@ -73,6 +75,22 @@ def test_aggregation_mean_lse_and_coverage_weights():
     assert Aggregation("mean").pool(logits, np.array([1.0, 1.0, 0.0]))[1] < 0.01  # zero coverage: ignored
     with pytest.raises(ValueError, match="unknown aggregation"):
         Aggregation("median").pool(logits, np.ones(3))
+    with pytest.raises(ValueError, match="region head"):
+        Aggregation("region").pool(logits, np.ones(3), np.ones((4, 3)))
+    with pytest.raises(ValueError, match="no region head"):
+        Aggregation.of(loaded(Brightness(), method="region"))
+
+
+def test_region_statistics_weigh_patches_by_coverage():
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(9, 3))
+    stats = region_statistics(features)
+    np.testing.assert_allclose(stats[:3], features.mean(0))
+    np.testing.assert_allclose(stats[3:6], features.std(0))
+    np.testing.assert_allclose(stats[6:], np.sort(features, axis=0)[[2, 6]].ravel())  # quartiles of 9: 3rd, 7th
+    outlier = np.vstack([features, np.full((1, 3), 1e3)])
+    np.testing.assert_allclose(region_statistics(outlier, np.r_[np.ones(9), 0.0]), stats)  # weight 0: ignored
+    assert region_statistics(outlier, np.r_[np.ones(9), 0.5])[0] > stats[0] + 40  # half a patch: half its pull
 
 
 def test_region_summary_verdict_threshold_and_confidence():
@@ -207,13 +225,14 @@ def test_cross_validation_never_puts_one_micrograph_on_both_sides():
     assert sum(map(sum, d["confusion"])) == 20 and set(d["per_class"]) == {"a", "b"}
 
 
-def test_texture_baseline_learns_beads_by_micrograph():
+@pytest.mark.parametrize("kind", [{"feature_set": "basic", "pooling": "mean"}, {}], ids=["baseline", "shipped"])
+def test_texture_models_learn_beads_by_micrograph(kind):
     rng = np.random.default_rng(4)
     micrographs = []
     for i in range(16):
         beads = [(int(rng.integers(10, 54)), int(rng.integers(10, 118)), 6) for _ in range(6)] if i % 2 else []
         micrographs.append(Micrograph(fibres((64, 128), rng, n_fibres=8, beads=beads), f"t{i}", label=i % 2))
-    scores = cross_validate(micrographs, texture_classifier(patch=64), ["HNF", "NHNF"], folds=4)
+    scores = cross_validate(micrographs, texture_classifier(patch=64, **kind), ["HNF", "NHNF"], folds=4)
     assert scores.as_dict()["accuracy"] >= 0.8
 
 
@@ -224,17 +243,23 @@ def _beaded_set(n: int, seed: int, shape: tuple[int, int] = (128, 256)) -> list[
                        f"m{seed}_{i}", label=i % 2) for i in range(n)]
 
 
-def test_texture_model_runs_through_the_engine_as_its_regression(user_registry):
+def test_texture_model_runs_through_the_engine_as_its_regressions(user_registry):
     train_set, test_set = _beaded_set(12, seed=5), _beaded_set(6, seed=6)
     model = fit_texture_model(train_set, ["HNF", "NHNF"], "texture-test", patch=64, save=True)
     assert model.info.architecture == "texture-lr" and model.info.patch == 64 and len(model.sha256) == 64
-    regression = fit_patch_regression(train_set, patch=64)
+    assert model.info.training["aggregation"]["method"] == "region"
+    patches = fit_patch_regression(train_set, patch=64, feature_set="extended")
+    grids = [patch_feature_grid(m.image, 64, "extended") for m in train_set]
+    regions = patch_regression().fit(*region_examples(grids, [m.label for m in train_set]))
     reloaded = load_model("texture-test")  # through safetensors and the registry
     for m in test_set:
         result = analyse(m.image, reloaded)
-        # every whole patch of the engine's map is the regression's probability for that patch
-        direct = regression.predict_proba(image_patch_features(m.image, 64))[:, 1]
-        np.testing.assert_allclose(result.p_nhnf.ravel(), direct, atol=1e-4)
+        # every whole patch of the engine's map is the patch regression's probability for that patch,
+        features = image_patch_features(m.image, 64, "extended")
+        np.testing.assert_allclose(result.p_nhnf.ravel(), patches.predict_proba(features)[:, 1], atol=1e-4)
+        # and the verdict the region regression's on the statistics of all of them
+        p_region = regions.predict_proba(region_statistics(features)[None])[0, 1]
+        assert result.summary["p_nhnf"] == pytest.approx(p_region, abs=1e-3)
         assert result.summary["verdict"] == ("NHNF" if m.label else "HNF")  # it learnt the beads
     with pytest.raises(ValueError, match="no class-activation map"):
         analyse(test_set[0].image, reloaded, cam=True, cam_model=reloaded)
@@ -245,6 +270,17 @@ def test_texture_model_runs_through_the_engine_as_its_regression(user_registry):
     marks = np.ones(train_set[0].image.shape, np.uint8)
     with pytest.raises(ValueError, match="whole-micrograph labels"):
         fit_texture_model([Micrograph(train_set[0].image, "marked", marks=marks)], ["HNF", "NHNF"], "marked")
+
+
+def test_region_head_judges_each_view_and_each_plane(user_registry):
+    model = fit_texture_model(_beaded_set(12, seed=5), ["HNF", "NHNF"], "texture-views", patch=64)
+    clean, beaded = _beaded_set(2, seed=7)
+    mosaic = np.concatenate([clean.image, beaded.image], axis=1)  # 128 × 512: two 256-px views
+    result = analyse(mosaic, model, view=256)
+    assert [(v["view_col"], v["verdict"]) for v in result.views] == [(0, "HNF"), (1, "NHNF")]
+    assert result.features.shape == (model.module.region_head.linear.in_features // 4, 2, 8)
+    stack = analyse(np.stack([mosaic, mosaic[:, ::-1]]), model, view=256)
+    assert [(v["plane"], v["verdict"]) for v in stack.views] == [(0, "HNF"), (0, "NHNF"), (1, "NHNF"), (1, "HNF")]
 
 
 def test_defect_map_of_a_texture_model_is_a_cnn_cam_weighted_by_the_texture_verdicts(bead_model):

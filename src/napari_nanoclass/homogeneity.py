@@ -5,9 +5,10 @@ The paper this follows classified one chosen 128×128 sub-image per micrograph; 
 classifies all of them (:func:`engine.predict_patches`), edge patches reflect-padded and weighted
 by the fraction of them inside the image. Aggregation, per view and per image:
 
-* ``p_nhnf`` — probability that the region is non-homogeneous, from the patch logits pooled as
-  the model was trained (mean of patch probabilities for patch-label training, log-sum-exp pooling
-  for multiple-instance training; stored in the model's metadata);
+* ``p_nhnf`` — probability that the region is non-homogeneous, from the patches pooled as the
+  model was trained (stored in its metadata): mean of patch probabilities for patch-label
+  training, log-sum-exp pooling of logits for multiple-instance training, or, for a texture model
+  with a region head, a regression on statistics of the region's patch features;
 * ``verdict`` — ``NHNF`` when ``p_nhnf`` ≥ the model's threshold (0.5 unless trained otherwise),
   else ``HNF``; ``confidence`` is the probability of the verdict given;
 * ``nonhomogeneous_fraction`` — area fraction of patches whose own ``p_nhnf`` ≥ 0.5.
@@ -27,8 +28,8 @@ own map.
 from __future__ import annotations
 
 import shutil
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -58,16 +59,28 @@ IN_MEMORY_LIMIT = 64 * 2**20  # pixels; beyond it a CAM is streamed to zarr in a
 class Aggregation:
     """How patch logits become a region's class probabilities (stored with each model)."""
 
-    method: str = "mean"  # "mean" of patch probabilities | "lse" log-sum-exp pooling of logits
+    method: str = "mean"  # "mean" of patch probabilities | "lse" log-sum-exp pooling of logits | "region"
     r: float = 4.0  # sharpness of "lse": → mean of logits as r → 0, → max as r → ∞
     threshold: float = 0.5  # p_nhnf at or above which a region is called NHNF
+    # "region": the model's region head, (N, F) patch features and (N,) weights → (C,) logits
+    region_logits: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = field(default=None, repr=False)
 
     @classmethod
     def of(cls, loaded: LoadedModel) -> Aggregation:
-        return cls(**loaded.info.training.get("aggregation", {}))
+        aggregation = cls(**loaded.info.training.get("aggregation", {}))
+        if aggregation.method == "region":
+            if getattr(loaded.module, "region_head", None) is None:
+                raise ValueError(f"model {loaded.info.name!r} pools by region features but has no region head")
+            aggregation.region_logits = loaded.module.region_logits
+        return aggregation
 
-    def pool(self, logits: np.ndarray, weights: np.ndarray) -> np.ndarray:
-        """(C, N) patch logits and (N,) weights → (C,) class probabilities of the region."""
+    def pool(self, logits: np.ndarray, weights: np.ndarray, features: np.ndarray | None = None) -> np.ndarray:
+        """(C, N) patch logits, (N,) weights and, for "region", (F, N) patch features → (C,)
+        class probabilities of the region."""
+        if self.method == "region":
+            if self.region_logits is None or features is None:
+                raise ValueError("region pooling needs the model's region head and the patches' features")
+            return _softmax(self.region_logits(features.T, weights), axis=0)
         w = weights / max(float(weights.sum()), 1e-12)
         if self.method == "mean":
             return (_softmax(logits, axis=0) * w).sum(axis=1)
@@ -76,7 +89,7 @@ class Aggregation:
             top = scaled_logits.max(axis=1, keepdims=True)
             pooled = (top[:, 0] + np.log((np.exp(scaled_logits - top) * w).sum(axis=1))) / self.r
             return _softmax(pooled, axis=0)
-        raise ValueError(f"unknown aggregation method {self.method!r} (mean or lse)")
+        raise ValueError(f"unknown aggregation method {self.method!r} (mean, lse or region)")
 
 
 def _softmax(x: np.ndarray, axis: int) -> np.ndarray:
@@ -98,6 +111,7 @@ class HomogeneityResult:
     model_name: str = ""
     model_sha256: str = ""
     cam_model_name: str = ""  # the FibreCNN that made ``cam`` (the model itself, or DEFAULT_CAM_MODEL)
+    features: np.ndarray | None = None  # (F, [Z,] gy, gx) patch features a region head pools, or None
 
     @property
     def probabilities(self) -> np.ndarray:
@@ -111,10 +125,12 @@ class HomogeneityResult:
 
 
 def region_summary(logits: np.ndarray, coverage: np.ndarray, class_names: Sequence[str],
-                   aggregation: Aggregation) -> dict[str, Any]:
-    """Verdict of one region from its (C, gy, gx) patch logits and (gy, gx) coverage."""
+                   aggregation: Aggregation, features: np.ndarray | None = None) -> dict[str, Any]:
+    """Verdict of one region from its (C, gy, gx) patch logits, (gy, gx) coverage and, for
+    region pooling, (F, gy, gx) patch features."""
     flat, weights = logits.reshape(logits.shape[0], -1), coverage.ravel()
-    probs = aggregation.pool(flat, weights)
+    flat_features = None if features is None else features.reshape(features.shape[0], -1)
+    probs = aggregation.pool(flat, weights, flat_features)
     p_nhnf = float(1.0 - probs[0])
     nhnf = p_nhnf >= aggregation.threshold
     patch_nhnf = 1.0 - _softmax(flat, axis=0)[0]
@@ -129,16 +145,17 @@ def region_summary(logits: np.ndarray, coverage: np.ndarray, class_names: Sequen
 
 
 def view_summaries(logits: np.ndarray, coverage: np.ndarray, class_names: Sequence[str],
-                   aggregation: Aggregation, patch: int, view: int = VIEW) -> list[dict[str, Any]]:
+                   aggregation: Aggregation, patch: int, view: int = VIEW,
+                   features: np.ndarray | None = None) -> list[dict[str, Any]]:
     """One summary per ``view``×``view`` region of the patch grid (edge views may be smaller)."""
     step = max(view // patch, 1)
     rows = []
     for i in range(0, coverage.shape[0], step):
         for j in range(0, coverage.shape[1], step):
-            part = logits[:, i:i + step, j:j + step]
-            cov = coverage[i:i + step, j:j + step]
+            window = (slice(None), slice(i, i + step), slice(j, j + step))
+            part = None if features is None else features[window]
             rows.append({"view_row": i // step, "view_col": j // step, "y0": i * patch, "x0": j * patch,
-                         **region_summary(part, cov, class_names, aggregation)})
+                         **region_summary(logits[window], coverage[window[1:]], class_names, aggregation, part)})
     return rows
 
 
@@ -209,10 +226,15 @@ def analyse_steps(
     big = int(np.prod(data.shape)) > IN_MEMORY_LIMIT
     if cam and big and workdir is None:
         raise ValueError(f"image of {data.shape} is too large for an in-memory CAM; give a workdir for zarr output")
+    aggregation = Aggregation.of(loaded)
+    pooled_features = aggregation.method == "region"  # the region head needs the patch features too
     stats = [image_stats(plane) for plane in engine.planes(data)]
-    steps = engine.predict_patches(loaded.module, data, patch=patch, batch_size=batch_size, stats=stats,
-                                   postprocess=None, device=loaded.device)
-    logits = yield from (scaled(steps, 0, 2, "patches") if cam else steps)
+    steps = engine.predict_patches(loaded.module.with_features() if pooled_features else loaded.module, data,
+                                   patch=patch, batch_size=batch_size, stats=stats, postprocess=None,
+                                   device=loaded.device)
+    outputs = np.asarray((yield from (scaled(steps, 0, 2, "patches") if cam else steps)))
+    n_classes = len(info.class_names)
+    logits, features = (outputs[:n_classes], outputs[n_classes:]) if pooled_features else (outputs, None)
     cam_map = None
     if cam_loaded is not None:
         cam_steps = engine.predict_patches(
@@ -220,10 +242,9 @@ def analyse_steps(
             device=cam_loaded.device, per_pixel=True, out=Path(workdir) / "cam.zarr" if big else None)
         cam_map = yield from scaled(cam_steps, 1, 2, "defect map (Grad-CAM)")
     coverage = engine.patch_coverage(data.shape[-2:], patch)
-    aggregation = Aggregation.of(loaded)
-    summary, views = _summaries(np.asarray(logits), coverage, list(info.class_names), aggregation, patch, view)
-    result = HomogeneityResult(np.asarray(logits), coverage, list(info.class_names), patch, summary, views,
-                               model_name=info.name, model_sha256=loaded.sha256)
+    summary, views = _summaries(logits, coverage, list(info.class_names), aggregation, patch, view, features)
+    result = HomogeneityResult(logits, coverage, list(info.class_names), patch, summary, views,
+                               model_name=info.name, model_sha256=loaded.sha256, features=features)
     if cam_loaded is not None:
         result.cam = _scale_cam(cam_map[0] if not big else da.from_zarr(cam_map)[0], result.p_nhnf, patch)
         result.cam_model_name = cam_loaded.info.name
@@ -231,16 +252,17 @@ def analyse_steps(
 
 
 def _summaries(logits: np.ndarray, coverage: np.ndarray, names: list[str], aggregation: Aggregation,
-               patch: int, view: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+               patch: int, view: int, features: np.ndarray | None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Image summary over all planes; view rows per plane (with a ``plane`` column for stacks)."""
     if logits.ndim == 3:
-        return (region_summary(logits, coverage, names, aggregation),
-                view_summaries(logits, coverage, names, aggregation, patch, view))
+        return (region_summary(logits, coverage, names, aggregation, features),
+                view_summaries(logits, coverage, names, aggregation, patch, view, features))
     n_planes = logits.shape[1]
     stacked_cov = np.broadcast_to(coverage, (n_planes, *coverage.shape))
     views = [{"plane": z, **row} for z in range(n_planes)
-             for row in view_summaries(logits[:, z], coverage, names, aggregation, patch, view)]
-    return region_summary(logits, stacked_cov, names, aggregation), views
+             for row in view_summaries(logits[:, z], coverage, names, aggregation, patch, view,
+                                       None if features is None else features[:, z])]
+    return region_summary(logits, stacked_cov, names, aggregation, features), views
 
 
 def _scale_cam(cam: Any, p_nhnf: np.ndarray, patch: int) -> Any:

@@ -1,16 +1,24 @@
-"""The SEM texture classifier as a registry model: texture statistics per patch + a linear layer.
+"""The SEM texture classifier as a registry model: texture statistics per patch + linear layers.
 
-The handcrafted baseline of the homogeneity analysis (:mod:`napari_nanoclass.texture_baseline`)
-cross-validates better by micrograph than the FibreCNN on the nanofibre data set, so it is also
-available as a model: the engine hands it 128×128 patches z-scored by whole-image statistics, as
-it does the CNN; it quantises them, measures grey-level co-occurrence and LBP statistics with
-scikit-image on the CPU and applies the fitted logistic regression (standardisation + linear
-layer, stored in safetensors like any model's weights). Nothing differentiable runs before the
-linear layer, so this model has no Grad-CAM.
+The handcrafted models of the homogeneity analysis (:mod:`napari_nanoclass.texture_baseline`)
+cross-validate better by micrograph than the FibreCNN on the nanofibre data set, so they are
+registry models too: the engine hands them 128×128 patches z-scored by whole-image statistics, as
+it does the CNN; they quantise them, measure grey-level co-occurrence and LBP statistics with
+scikit-image on the CPU and apply fitted logistic regressions (standardisation + linear layer,
+stored in safetensors like any model's weights). Nothing differentiable runs before the linear
+layers, so these models have no Grad-CAM.
 
-Per patch: GLCM contrast, dissimilarity, homogeneity, energy and correlation at distances 1, 2, 4,
-8 px averaged over four directions, uniform LBP histograms (8 neighbours at radius 1 and 3), and
-the patch's mean and spread, on 32 grey levels spanning ±3 standard deviations of the image.
+Per patch (``basic`` features): GLCM contrast, dissimilarity, homogeneity, energy and correlation
+at distances 1, 2, 4, 8 px averaged over four directions, uniform LBP histograms (8 neighbours at
+radius 1 and 3), and the patch's mean and spread, on 32 grey levels spanning ±3 standard deviations
+of the image. ``extended`` adds structure at fibre-spacing scale: GLCM at an eighth and a quarter
+of the patch (16 and 32 px at 128), an LBP histogram with 16 neighbours at radius 6 and grey-level
+quantiles.
+
+Two heads: the *patch* regression gives every patch its class probabilities (the map); the
+optional *region* regression gives a region (a view, an image) its class from statistics of its
+patches' features (:func:`region_statistics`) — the distribution of textures across a micrograph
+says more about its homogeneity than the mean of independent patch verdicts.
 """
 
 from __future__ import annotations
@@ -25,7 +33,16 @@ DISTANCES = (1, 2, 4, 8)
 ANGLES = (0.0, np.pi / 4, np.pi / 2, 3 * np.pi / 4)
 GLCM_PROPS = ("contrast", "dissimilarity", "homogeneity", "energy", "correlation")
 LBP = ((8, 1.0), (8, 3.0))
-N_FEATURES = len(GLCM_PROPS) * len(DISTANCES) + sum(points + 2 for points, _ in LBP) + 2
+FAR_PROPS = ("contrast", "homogeneity", "energy", "correlation")
+FAR_LBP = (16, 6.0)
+QUANTILES = (5, 25, 50, 75, 95)
+N_FEATURES = {
+    "basic": len(GLCM_PROPS) * len(DISTANCES) + sum(points + 2 for points, _ in LBP) + 2,
+    "extended": len(GLCM_PROPS) * len(DISTANCES) + sum(points + 2 for points, _ in LBP) + 2
+    + 2 * len(FAR_PROPS) + FAR_LBP[0] + 2 + len(QUANTILES),
+}
+REGION_QUANTILES = (0.25, 0.75)
+N_REGION_STATISTICS = 2 + len(REGION_QUANTILES)  # mean, standard deviation, quantiles
 
 
 def quantise_z(z: np.ndarray) -> np.ndarray:
@@ -33,45 +50,107 @@ def quantise_z(z: np.ndarray) -> np.ndarray:
     return ((np.clip(z, -3, 3) + 3) / 6 * (LEVELS - 1)).round().astype(np.uint8)
 
 
-def patch_features(patch: np.ndarray) -> np.ndarray:
-    """Texture feature vector (``N_FEATURES``) of one quantised patch."""
-    glcm = graycomatrix(patch, DISTANCES, ANGLES, levels=LEVELS, symmetric=True, normed=True)
-    features = [graycoprops(glcm, prop).mean(axis=1) for prop in GLCM_PROPS]
-    for points, radius in LBP:
-        codes = local_binary_pattern(patch, points, radius, method="uniform")
-        features.append(np.bincount(codes.astype(np.int64).ravel(), minlength=points + 2) / codes.size)
+def _glcm(patch: np.ndarray, distances: tuple[int, ...], props: tuple[str, ...]) -> list[np.ndarray]:
+    glcm = graycomatrix(patch, distances, ANGLES, levels=LEVELS, symmetric=True, normed=True)
+    return [graycoprops(glcm, prop).mean(axis=1) for prop in props]
+
+
+def _lbp(patch: np.ndarray, points: int, radius: float) -> np.ndarray:
+    codes = local_binary_pattern(patch, points, radius, method="uniform")
+    return np.bincount(codes.astype(np.int64).ravel(), minlength=points + 2) / codes.size
+
+
+def patch_features(patch: np.ndarray, feature_set: str = "basic") -> np.ndarray:
+    """Texture feature vector (``N_FEATURES[feature_set]``) of one quantised square patch."""
+    features = _glcm(patch, DISTANCES, GLCM_PROPS) + [_lbp(patch, points, radius) for points, radius in LBP]
     features.append(np.array([patch.mean() / LEVELS, patch.std() / LEVELS]))
+    if feature_set == "extended":  # distances relative to the patch, so small test patches still have pairs
+        features += _glcm(patch, (patch.shape[0] // 8, patch.shape[0] // 4), FAR_PROPS)
+        features += [_lbp(patch, *FAR_LBP), np.percentile(patch, QUANTILES) / LEVELS]
+    elif feature_set != "basic":
+        raise ValueError(f"unknown texture feature set {feature_set!r} (basic or extended)")
     return np.concatenate(features)
+
+
+def region_statistics(features: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+    """(N, F) patch features → (``N_REGION_STATISTICS`` × F): their weighted mean, standard
+    deviation and quartiles. ``weights`` (the part of each patch inside the image) let half-empty
+    edge patches count less; the region head is fitted on whole patches (weights 1)."""
+    features = np.asarray(features, np.float64)
+    w = np.ones(len(features)) if weights is None else np.asarray(weights, np.float64)
+    mean = w @ features / w.sum()
+    sd = np.sqrt(w @ (features - mean) ** 2 / w.sum())
+    quartiles = np.quantile(features, REGION_QUANTILES, axis=0, weights=w, method="inverted_cdf")
+    return np.concatenate([mean, sd, *quartiles])
+
+
+class _Regression(nn.Module):
+    """Standardisation + linear layer: a fitted scikit-learn logistic regression in safetensors."""
+
+    def __init__(self, n_in: int, n_classes: int) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(n_in, dtype=torch.float64))
+        self.register_buffer("scale", torch.ones(n_in, dtype=torch.float64))
+        self.linear = nn.Linear(n_in, n_classes, dtype=torch.float64)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear((x.to(self.mean) - self.mean) / self.scale)
+
+    @torch.no_grad()
+    def set(self, mean: np.ndarray, scale: np.ndarray, coef: np.ndarray, intercept: np.ndarray) -> None:
+        """Take scikit-learn's ``mean_``, ``scale_``, ``coef_``, ``intercept_``. A two-class
+        regression has one weight row for class 1; class 0 gets logit 0, which gives the same softmax."""
+        coef, intercept = np.atleast_2d(coef), np.atleast_1d(intercept)
+        if coef.shape[0] == 1 and self.linear.out_features == 2:
+            coef, intercept = np.vstack([np.zeros_like(coef), coef]), np.r_[0.0, intercept]
+        for tensor, value in ((self.mean, mean), (self.scale, scale), (self.linear.weight, coef),
+                              (self.linear.bias, intercept)):
+            tensor.copy_(torch.from_numpy(np.asarray(value, np.float64)))
 
 
 class TextureClassifier(nn.Module):
     """(B, 1, P, P) z-scored patches → (B, ``n_classes``) logits of a logistic regression on
-    their texture features."""
+    their texture features; with ``region_head``, also a region's logits from its patches'
+    feature statistics (:meth:`region_logits`)."""
 
-    def __init__(self, n_features: int = N_FEATURES, n_classes: int = 2) -> None:
+    def __init__(self, n_features: int | None = None, n_classes: int = 2, feature_set: str = "basic",
+                 region_head: bool = False) -> None:
         super().__init__()
-        self.register_buffer("feature_mean", torch.zeros(n_features, dtype=torch.float64))
-        self.register_buffer("feature_scale", torch.ones(n_features, dtype=torch.float64))
-        self.linear = nn.Linear(n_features, n_classes, dtype=torch.float64)
+        if feature_set not in N_FEATURES:
+            raise ValueError(f"unknown texture feature set {feature_set!r} (basic or extended)")
+        if n_features not in (None, N_FEATURES[feature_set]):
+            raise ValueError(f"{feature_set} texture features are {N_FEATURES[feature_set]}, not {n_features}")
+        self.feature_set = feature_set
+        n = N_FEATURES[feature_set]
+        self.patch_head = _Regression(n, n_classes)
+        self.region_head = _Regression(N_REGION_STATISTICS * n, n_classes) if region_head else None
 
     def features(self, x: torch.Tensor) -> np.ndarray:
-        """(B, N_FEATURES) texture features of a batch of z-scored patches."""
+        """(B, F) texture features of a batch of z-scored patches."""
         quantised = quantise_z(x[:, 0].detach().cpu().numpy())
-        return np.stack([patch_features(p) for p in quantised])
+        return np.stack([patch_features(p, self.feature_set) for p in quantised])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        z = (torch.from_numpy(self.features(x)).to(self.feature_mean) - self.feature_mean) / self.feature_scale
-        return self.linear(z).to(x.dtype)
+        return self.patch_head(torch.from_numpy(self.features(x))).to(x.dtype)
+
+    def with_features(self) -> nn.Module:
+        """A module giving (B, C + F): the patch logits, then the features the region head pools
+        (measured once: they are the costly part)."""
+        return _LogitsAndFeatures(self)
 
     @torch.no_grad()
-    def set_regression(self, mean: np.ndarray, scale: np.ndarray, coef: np.ndarray, intercept: np.ndarray) -> None:
-        """Take a fitted standardisation and logistic regression (scikit-learn's ``mean_``,
-        ``scale_``, ``coef_``, ``intercept_``). A two-class regression has one weight row for
-        class 1; class 0 gets logit 0, which gives the same softmax."""
-        coef, intercept = np.atleast_2d(coef), np.atleast_1d(intercept)
-        if coef.shape[0] == 1 and self.linear.out_features == 2:
-            coef, intercept = np.vstack([np.zeros_like(coef), coef]), np.r_[0.0, intercept]
-        self.feature_mean.copy_(torch.from_numpy(np.asarray(mean, np.float64)))
-        self.feature_scale.copy_(torch.from_numpy(np.asarray(scale, np.float64)))
-        self.linear.weight.copy_(torch.from_numpy(np.asarray(coef, np.float64)))
-        self.linear.bias.copy_(torch.from_numpy(np.asarray(intercept, np.float64)))
+    def region_logits(self, features: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+        """(C,) logits of a region from its (N, F) patch features and (N,) weights."""
+        if self.region_head is None:
+            raise ValueError("this texture model has no region head; it pools patch probabilities")
+        return self.region_head(torch.from_numpy(region_statistics(features, weights))).numpy()
+
+
+class _LogitsAndFeatures(nn.Module):
+    def __init__(self, model: TextureClassifier) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        features = torch.from_numpy(self.model.features(x))
+        return torch.cat([self.model.patch_head(features), features], dim=1).to(x.dtype)
