@@ -140,12 +140,18 @@ def scale_normalised_features(image: np.ndarray, median_width: float, target: fl
     return image_patch_features(scaled, PATCH)
 
 
+def _micrographs_of(data: str, names: list[str]) -> list[Micrograph]:
+    """The two-class micrographs, checked to be those the feature cache was built from."""
+    micrographs = micrographs_from_folders(data, "two")
+    if [m.name for m in micrographs] != names:
+        raise RuntimeError(f"{CACHE} was built from other micrographs; delete it")
+    return micrographs
+
+
 def load_width_features(data: str, names: list[str]) -> dict[str, list[np.ndarray]]:
     """Per micrograph: fibre-width patch features and scale-normalised baseline features (cached)."""
     if not WIDTH_CACHE.exists():
-        micrographs = micrographs_from_folders(data, "two")
-        if [m.name for m in micrographs] != names:
-            raise RuntimeError(f"{CACHE} was built from other micrographs; delete it")
+        micrographs = _micrographs_of(data, names)
         arrays = {}
         for i, m in enumerate(micrographs):
             fibres = fibre_widths(m.image)  # measured once, used by both feature sets
@@ -318,8 +324,9 @@ def _nested_region(grids: dict, y: np.ndarray, names: list[str], seed: int) -> t
 
 
 def region_tables(feats: dict[str, list[np.ndarray]], y: np.ndarray, names: list[str],
-                  shapes: list[tuple[int, int]], repeats: int) -> str:
+                  micrographs: list[Micrograph], repeats: int) -> str:
     """The region regression: statistics and features; nested CV; training windows; held-out samples."""
+    shapes = [(m.image.shape[0] // PATCH, m.image.shape[1] // PATCH) for m in micrographs]
     grids = {fams: [np.concatenate([feats[f][i] for f in fams], axis=1).reshape(*shapes[i], -1)
                     for i in range(len(y))] for fams in (("base",), ("base", "far"))}
     mean_sd = lambda a: f"{np.mean(a):.1%} ± {np.std(a):.1%}"  # noqa: E731
@@ -339,7 +346,7 @@ def region_tables(feats: dict[str, list[np.ndarray]], y: np.ndarray, names: list
         cells = [mean_sd([np.mean(p[v] == y) for p in preds]) for v in preds[0]]
         label = f"micrographs and {windows} windows each (shipped)" if windows else "whole micrographs"
         out.append(f"| {label} | " + " | ".join(cells) + " |")
-    samples = sample_groups([Micrograph(np.zeros((1, 1)), n, label=0) for n in names])
+    samples = sample_groups(micrographs)
     base = [np.mean(cv_predictions(feats["base"], y, samples, 1.0, seed) == y) for seed in range(repeats)]
     region = [np.mean(_region_cv(shipped, y, samples, seed, windows=8)["whole micrograph"] == y) for seed in range(repeats)]
     out += ["", f"Whole samples held out ({len(set(samples))} samples, grouped 5-fold, {repeats} splits): "
@@ -358,8 +365,7 @@ def main() -> None:
     args = ap.parse_args()
     names, y, feats = load_features(args.data)
     if args.region:
-        shapes = [(m.image.shape[0] // PATCH, m.image.shape[1] // PATCH) for m in micrographs_from_folders(args.data, "two")]
-        print(region_tables(feats, y, names, shapes, args.repeats))
+        print(region_tables(feats, y, names, _micrographs_of(args.data, names), args.repeats))
         return
     if args.fibre_width:
         print(fibre_width_table({**feats, **load_width_features(args.data, names)}, y, names, args.repeats))

@@ -16,10 +16,9 @@ from napari_nanoclass.homogeneity_training import (HomogeneityConfig, Micrograph
                                                    lse_pool, sample_groups, train)
 from napari_nanoclass.models.fibre_cnn import FibreCNN
 from napari_nanoclass.models.registry import LoadedModel, ModelInfo, load_model
-from napari_nanoclass.models.texture_classifier import region_statistics
-from napari_nanoclass.texture_baseline import (fit_patch_regression, fit_texture_model, image_patch_features,
-                                               patch_feature_grid, patch_regression, region_examples,
-                                               texture_classifier)
+from napari_nanoclass.models.texture_classifier import N_FEATURES, region_statistics
+from napari_nanoclass.texture_baseline import (fit_texture_model, image_patch_features, patch_feature_grid,
+                                               patch_regression, region_examples, texture_classifier)
 
 from .synthetic_fibres import fibres, random_beads
 
@@ -248,8 +247,10 @@ def test_texture_model_runs_through_the_engine_as_its_regressions(user_registry)
     model = fit_texture_model(train_set, ["HNF", "NHNF"], "texture-test", patch=64, save=True)
     assert model.info.architecture == "texture-lr" and model.info.patch == 64 and len(model.sha256) == 64
     assert model.info.training["aggregation"]["method"] == "region"
-    patches = fit_patch_regression(train_set, patch=64, feature_set="extended")
     grids = [patch_feature_grid(m.image, 64, "extended") for m in train_set]
+    patches = patch_regression().fit(np.concatenate([g.reshape(-1, g.shape[-1]) for g in grids]),
+                                     np.concatenate([np.full(g.shape[0] * g.shape[1], m.label)
+                                                     for g, m in zip(grids, train_set)]))
     regions = patch_regression().fit(*region_examples(grids, [m.label for m in train_set]))
     reloaded = load_model("texture-test")  # through safetensors and the registry
     for m in test_set:
@@ -278,7 +279,7 @@ def test_region_head_judges_each_view_and_each_plane(user_registry):
     mosaic = np.concatenate([clean.image, beaded.image], axis=1)  # 128 × 512: two 256-px views
     result = analyse(mosaic, model, view=256)
     assert [(v["view_col"], v["verdict"]) for v in result.views] == [(0, "HNF"), (1, "NHNF")]
-    assert result.features.shape == (model.module.region_head.linear.in_features // 4, 2, 8)
+    assert result.features.shape == (N_FEATURES["extended"], 2, 8)
     stack = analyse(np.stack([mosaic, mosaic[:, ::-1]]), model, view=256)
     assert [(v["plane"], v["verdict"]) for v in stack.views] == [(0, "HNF"), (0, "NHNF"), (1, "NHNF"), (1, "HNF")]
 

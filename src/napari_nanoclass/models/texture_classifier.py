@@ -113,13 +113,10 @@ class TextureClassifier(nn.Module):
     their texture features; with ``region_head``, also a region's logits from its patches'
     feature statistics (:meth:`region_logits`)."""
 
-    def __init__(self, n_features: int | None = None, n_classes: int = 2, feature_set: str = "basic",
-                 region_head: bool = False) -> None:
+    def __init__(self, n_classes: int = 2, feature_set: str = "basic", region_head: bool = False) -> None:
         super().__init__()
         if feature_set not in N_FEATURES:
             raise ValueError(f"unknown texture feature set {feature_set!r} (basic or extended)")
-        if n_features not in (None, N_FEATURES[feature_set]):
-            raise ValueError(f"{feature_set} texture features are {N_FEATURES[feature_set]}, not {n_features}")
         self.feature_set = feature_set
         n = N_FEATURES[feature_set]
         self.patch_head = _Regression(n, n_classes)
