@@ -31,8 +31,8 @@ import torch
 import zarr
 
 from napari_nanoclass import engine
+from napari_nanoclass.core.progress import run_sync
 from napari_nanoclass.models.unet import SEUNet
-from napari_nanoclass.progress import run_sync
 
 
 def make_model() -> SEUNet:

@@ -22,9 +22,15 @@ from pathlib import Path
 
 import torch
 
-from napari_nanoclass.homogeneity_training import (MODE_CLASSES, HomogeneityConfig, cnn_classifier, cross_validate,
-                                                   micrographs_from_folders, sample_groups)
-from napari_nanoclass.texture_baseline import texture_classifier
+from napari_nanoclass.homogeneity.texture import texture_classifier
+from napari_nanoclass.homogeneity.train import (
+    MODE_CLASSES,
+    HomogeneityConfig,
+    cnn_classifier,
+    cross_validate,
+    micrographs_from_folders,
+    sample_groups,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "out" / "homogeneity"

@@ -50,12 +50,16 @@ from skimage.morphology import skeletonize
 from skimage.transform import rescale
 from sklearn.model_selection import StratifiedGroupKFold
 
-from napari_nanoclass.homogeneity_training import Micrograph, micrographs_from_folders, sample_groups
-from napari_nanoclass.images import image_stats
-from napari_nanoclass.models.texture_classifier import ANGLES, LEVELS
-from napari_nanoclass.models.texture_classifier import region_statistics
-from napari_nanoclass.texture_baseline import (image_patch_features, patch_origins, patch_regression, quantise,
-                                               region_examples)
+from napari_nanoclass.homogeneity.texture import (
+    image_patch_features,
+    patch_origins,
+    patch_regression,
+    quantise,
+    region_examples,
+)
+from napari_nanoclass.homogeneity.train import Micrograph, micrographs_from_folders, sample_groups
+from napari_nanoclass.io.images import image_stats
+from napari_nanoclass.models.texture_classifier import ANGLES, LEVELS, region_statistics
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / "benchmarks" / "out" / "homogeneity" / "texture-variants.npz"

@@ -24,13 +24,22 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from napari_nanoclass.evaluation import match_instances, normalised, tpr_at_tnr
-from napari_nanoclass.liposome_objects import CROP_MODES
-from napari_nanoclass.liposome_simulator import MIXES, PROBLEMS, SimulationConfig, simulate_field
-from napari_nanoclass.liposome_training import (ClassifierConfig, Objects, choose_decision, classification_scores,
-                                                 cross_validate, object_probabilities, objects_from_fields, svm_baseline,
-                                                 trained_mix)
-from napari_nanoclass.liposomes import DEFAULT_CLASSIFIERS, DEFAULT_DETECTOR, analyse
+from napari_nanoclass.core.metrics import match_instances, normalised, tpr_at_tnr
+from napari_nanoclass.liposomes import DEFAULT_CLASSIFIERS, DEFAULT_DETECTOR, PROBLEMS
+from napari_nanoclass.liposomes.objects import CROP_MODES
+from napari_nanoclass.liposomes.predict import analyse
+from napari_nanoclass.liposomes.simulator import MIXES, SimulationConfig, simulate_field
+from napari_nanoclass.liposomes.train import (
+    ClassifierConfig,
+    Objects,
+    choose_decision,
+    classification_scores,
+    cross_validate,
+    object_probabilities,
+    objects_from_fields,
+    svm_baseline,
+    trained_mix,
+)
 from napari_nanoclass.models.lipnet import decide
 from napari_nanoclass.models.registry import LoadedModel, ModelInfo, load_model
 

@@ -18,8 +18,8 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from napari_nanoclass.datasets import DROSOPHILA_CLASSES, DROSOPHILA_TRAIN, DROSOPHILA_VAL, drosophila_pairs
-from napari_nanoclass.training import TrainConfig, evaluate, train
+from napari_nanoclass.segmentation.data import DROSOPHILA_CLASSES, DROSOPHILA_TRAIN, DROSOPHILA_VAL, drosophila_pairs
+from napari_nanoclass.segmentation.train import TrainConfig, evaluate, train
 
 ROOT = Path(__file__).resolve().parent.parent
 

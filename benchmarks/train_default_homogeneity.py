@@ -15,9 +15,9 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from napari_nanoclass.homogeneity_training import MODE_CLASSES, HomogeneityConfig, micrographs_from_folders, train
+from napari_nanoclass.homogeneity.texture import fit_texture_model
+from napari_nanoclass.homogeneity.train import MODE_CLASSES, HomogeneityConfig, micrographs_from_folders, train
 from napari_nanoclass.models.registry import PACKAGE_DIR, save_model
-from napari_nanoclass.texture_baseline import fit_texture_model
 
 ROOT = Path(__file__).resolve().parents[1]
 NAMES = {"two": "nanofibre-homogeneity", "three": "nanofibre-defects-3class"}

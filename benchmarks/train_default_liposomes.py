@@ -18,12 +18,18 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from napari_nanoclass.liposome_simulator import BALANCED_MIX, STUDY_MIX, SimulationConfig, simulate_field
-from napari_nanoclass.liposome_training import (DETECTOR_CLASSES, DETECTOR_COLOURS, ClassifierConfig,
-                                                 detector_pairs, objects_from_fields, train_classifier)
 from napari_nanoclass.liposomes import DEFAULT_CLASSIFIERS, DEFAULT_DETECTOR
+from napari_nanoclass.liposomes.simulator import BALANCED_MIX, STUDY_MIX, SimulationConfig, simulate_field
+from napari_nanoclass.liposomes.train import (
+    DETECTOR_CLASSES,
+    DETECTOR_COLOURS,
+    ClassifierConfig,
+    detector_pairs,
+    objects_from_fields,
+    train_classifier,
+)
 from napari_nanoclass.models.registry import PACKAGE_DIR, load_model, save_model
-from napari_nanoclass.training import TrainConfig, train
+from napari_nanoclass.segmentation.train import TrainConfig, train
 
 # seeds of the fields used here; liposomes_cv.py evaluates the detector on seeds from TEST_SEED up
 TRAIN_SEED, VAL_SEED = 0, 100_000

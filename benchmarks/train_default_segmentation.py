@@ -22,12 +22,17 @@ from pathlib import Path
 
 from safetensors import safe_open
 
-from napari_nanoclass.datasets import (DROSOPHILA_CLASSES, DROSOPHILA_COLOURS, DROSOPHILA_TRAIN, DROSOPHILA_VAL,
-                                       drosophila_pairs)
+from napari_nanoclass.core.progress import run_sync
 from napari_nanoclass.engine import select_device
 from napari_nanoclass.models.registry import PACKAGE_DIR, load_model, read_info, save_model
-from napari_nanoclass.progress import run_sync
-from napari_nanoclass.training import TrainConfig, class_weights, evaluate, fit_logit_adjustment, train_steps
+from napari_nanoclass.segmentation.data import (
+    DROSOPHILA_CLASSES,
+    DROSOPHILA_COLOURS,
+    DROSOPHILA_TRAIN,
+    DROSOPHILA_VAL,
+    drosophila_pairs,
+)
+from napari_nanoclass.segmentation.train import TrainConfig, class_weights, evaluate, fit_logit_adjustment, train_steps
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -77,9 +77,13 @@ def tiny_liposome_models(user_registry) -> tuple[str, dict[str, str]]:
     """A tiny random liposome detector and two classifiers trained one epoch, registered."""
     from dataclasses import replace
 
-    from napari_nanoclass.liposome_simulator import BALANCED_MIX, SimulationConfig, simulate_field
-    from napari_nanoclass.liposome_training import (DETECTOR_CLASSES, ClassifierConfig, objects_from_fields,
-                                                    train_classifier)
+    from napari_nanoclass.liposomes.simulator import BALANCED_MIX, SimulationConfig, simulate_field
+    from napari_nanoclass.liposomes.train import (
+        DETECTOR_CLASSES,
+        ClassifierConfig,
+        objects_from_fields,
+        train_classifier,
+    )
 
     torch.manual_seed(0)
     info = replace(tiny_info("tiny-detector"), class_names=DETECTOR_CLASSES, pixel_size_nm=2.5)

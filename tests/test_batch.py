@@ -209,10 +209,10 @@ def test_ome_zarr_outputs_match_tiff_and_open_again(responsive_model, tmp_path):
     assert overview.shape == (96, 80, 3) and (overview[..., 0] != overview[..., 1]).any()
     layer = _open_in_viewer(folder).layers["stack labels"]
     assert np.array_equal(np.asarray(layer.data), labels) and list(layer.features["class"]) == ["c0", "c1", "c2"]
-    from napari_nanoclass.cli import FORMATS
-    from napari_nanoclass.images import OUTPUT_FORMATS
+    from napari_nanoclass.core.analysis import FORMATS
+    from napari_nanoclass.io.images import OUTPUT_FORMATS
 
-    assert FORMATS == list(OUTPUT_FORMATS)  # the CLI offers every format the writer knows
+    assert list(FORMATS) == list(OUTPUT_FORMATS)  # the CLI offers every format the writer knows
     with pytest.raises(SystemExit):  # a format that does not exist is refused before any work
         main(["batch", "segment", str(stack), "--out", str(tmp_path / "x"), "--format", "png"])
     with pytest.raises(ValueError, match="output format"):
@@ -222,8 +222,8 @@ def test_ome_zarr_outputs_match_tiff_and_open_again(responsive_model, tmp_path):
 def test_cli_python_and_widget_agree(responsive_model, tmp_path, qtbot):
     from napari.components import ViewerModel
 
-    from napari_nanoclass._widgets import SegmentWidget
-    from napari_nanoclass.images import read_image
+    from napari_nanoclass._napari.segmentation import SegmentWidget
+    from napari_nanoclass.io.images import read_image
 
     (path,) = _images(tmp_path / "in", 1)
     assert main(["batch", "segment", str(path), "--out", str(tmp_path / "cli"), "--model", responsive_model,
@@ -252,7 +252,7 @@ def test_duplicate_names_and_unknown_analysis_are_refused(tmp_path):
 def _open_in_viewer(folder: Path):
     from napari.components import ViewerModel
 
-    from napari_nanoclass.reader import get_reader
+    from napari_nanoclass.io.reader import get_reader
 
     assert get_reader(str(folder.parent)) is None  # the run folder itself is not one result
     viewer = ViewerModel()
@@ -264,9 +264,9 @@ def _open_in_viewer(folder: Path):
 def test_results_of_each_analysis_open_again_as_layers(responsive_model, tiny_liposome_models, tmp_path, qtbot):
     import torch
 
-    from napari_nanoclass.homogeneity_training import HomogeneityConfig, model_info
-    from napari_nanoclass.liposome_simulator import SimulationConfig, simulate_field
+    from napari_nanoclass.homogeneity.train import HomogeneityConfig, model_info
     from napari_nanoclass.liposomes import CLASS_COLOURS
+    from napari_nanoclass.liposomes.simulator import SimulationConfig, simulate_field
     from napari_nanoclass.models.fibre_cnn import FibreCNN
     from napari_nanoclass.models.registry import save_model
 
@@ -307,27 +307,30 @@ def test_results_of_each_analysis_open_again_as_layers(responsive_model, tiny_li
 def test_overview_of_a_large_stack_is_a_small_first_plane(tmp_path):
     from skimage.io import imread
 
-    from napari_nanoclass.batch import write_overview
-    from napari_nanoclass.images import write_image
+    from napari_nanoclass.batch.runner import write_overview
+    from napari_nanoclass.core.analysis import get
+    from napari_nanoclass.io.images import write_image
 
     source = tmp_path / "big.tif"
     tifffile.imwrite(source, np.random.default_rng(0).integers(0, 255, (3, 1100, 900), dtype=np.uint8))
     labels = np.zeros((3, 1100, 900), np.uint8)
     labels[0, :550] = 1  # the top half of the first plane only
     write_image(tmp_path / "big_labels.ome.zarr", labels, labels=True)
-    overview = imread(write_overview(tmp_path, "big", source))
+    overview = imread(write_overview(get("segment"), tmp_path, "big", source))
     assert overview.shape == (367, 300, 3)  # every 3rd pixel: at most 512 a side
     coloured = overview[..., 0] != overview[..., 1]
     assert coloured[:180].mean() > 0.9 and coloured[190:].mean() < 0.05
 
 
 def test_run_records_the_model_that_made_the_defect_maps():
-    from napari_nanoclass.batch import _models
+    from napari_nanoclass.batch.runner import _models
+    from napari_nanoclass.core.analysis import get
     from napari_nanoclass.homogeneity import DEFAULT_CAM_MODEL, DEFAULT_MODEL
 
-    default = _models("homogeneity", {"cam": True})
+    homogeneity = get("homogeneity")
+    default = _models(homogeneity, {"cam": True})
     assert default["model"].startswith(f"{DEFAULT_MODEL} sha256:")
     assert default["cam_model"].startswith(f"{DEFAULT_CAM_MODEL} sha256:")  # the texture model has no CAM
-    cnn = _models("homogeneity", {"model": DEFAULT_CAM_MODEL, "cam": True})
+    cnn = _models(homogeneity, {"model": DEFAULT_CAM_MODEL, "cam": True})
     assert cnn["cam_model"] == cnn["model"]  # a CNN makes its own
-    assert "cam_model" not in _models("homogeneity", {})
+    assert "cam_model" not in _models(homogeneity, {})

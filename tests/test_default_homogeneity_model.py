@@ -6,9 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_nanoclass.homogeneity import CNN_ARCHITECTURE, DEFAULT_CAM_MODEL, DEFAULT_MODEL, TWO_CLASS, analyse
+from napari_nanoclass._napari.samples import sem_fibres
+from napari_nanoclass.homogeneity import CNN_ARCHITECTURE, DEFAULT_CAM_MODEL, DEFAULT_MODEL, TWO_CLASS
+from napari_nanoclass.homogeneity.predict import analyse
 from napari_nanoclass.models.registry import PACKAGE_DIR, list_models, load_model
-from napari_nanoclass.sample_data import sem_fibres
 
 
 @pytest.mark.parametrize(("name", "architecture", "pooling"),

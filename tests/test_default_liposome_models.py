@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from napari_nanoclass.evaluation import match_instances
-from napari_nanoclass.liposome_simulator import LAMELLARITY, SimulationConfig, simulate_field
-from napari_nanoclass.liposomes import DEFAULT_CLASSIFIERS, DEFAULT_DETECTOR, analyse
+from napari_nanoclass.core.metrics import match_instances
+from napari_nanoclass.liposomes import DEFAULT_CLASSIFIERS, DEFAULT_DETECTOR, LAMELLARITY
+from napari_nanoclass.liposomes.predict import analyse
+from napari_nanoclass.liposomes.simulator import SimulationConfig, simulate_field
 from napari_nanoclass.models.registry import PACKAGE_DIR, list_models, load_model
 
 
@@ -35,7 +36,7 @@ def test_default_pipeline_finds_and_classifies_liposomes_on_an_unseen_field():
     assert scores["recall"] >= 0.7 and scores["precision"] >= 0.7, scores
     assert result.summary["n_objects"] == len(result.objects) == result.labels.max()
     assert all(o["lamellarity"] in LAMELLARITY for o in result.objects)
-    from napari_nanoclass.liposome_objects import measure
+    from napari_nanoclass.liposomes.objects import measure
 
     truth = {r["label"]: r["diameter_nm"] for r in measure(field.labels, 2.5)}
     # diameters of the detected objects: within 15 % of their true masks' (median)
@@ -49,8 +50,9 @@ def test_default_pipeline_finds_and_classifies_liposomes_on_an_unseen_field():
 
 
 def test_default_classifiers_beat_chance_on_true_instances_of_unseen_fields():
-    from napari_nanoclass.liposome_simulator import BALANCED_MIX, ENCAPSULATION
-    from napari_nanoclass.liposome_training import balanced_accuracy
+    from napari_nanoclass.liposomes import ENCAPSULATION
+    from napari_nanoclass.liposomes.simulator import BALANCED_MIX
+    from napari_nanoclass.liposomes.train import balanced_accuracy
 
     truth: dict[str, list[int]] = {"lamellarity": [], "encapsulation": []}
     predicted: dict[str, list[int]] = {"lamellarity": [], "encapsulation": []}

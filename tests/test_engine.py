@@ -10,8 +10,8 @@ import zarr
 from torch import nn
 
 from napari_nanoclass import engine
+from napari_nanoclass.core.progress import Cancelled, CancelToken, run_sync
 from napari_nanoclass.models.unet import SEUNet
-from napari_nanoclass.progress import CancelToken, Cancelled, run_sync
 
 
 @pytest.fixture(scope="module")

@@ -9,16 +9,30 @@ import pytest
 import torch
 from torch import nn
 
-from napari_nanoclass import homogeneity
 from napari_nanoclass.cli import main
-from napari_nanoclass.homogeneity import Aggregation, analyse, region_summary
-from napari_nanoclass.homogeneity_training import (HomogeneityConfig, Micrograph, PatchSampler, _sites, cross_validate,
-                                                   lse_pool, sample_groups, train)
+from napari_nanoclass.homogeneity import predict as homogeneity
+from napari_nanoclass.homogeneity.predict import Aggregation, analyse, region_summary
+from napari_nanoclass.homogeneity.texture import (
+    fit_texture_model,
+    image_patch_features,
+    patch_feature_grid,
+    patch_regression,
+    region_examples,
+    texture_classifier,
+)
+from napari_nanoclass.homogeneity.train import (
+    HomogeneityConfig,
+    Micrograph,
+    PatchSampler,
+    _sites,
+    cross_validate,
+    lse_pool,
+    sample_groups,
+    train,
+)
 from napari_nanoclass.models.fibre_cnn import FibreCNN
 from napari_nanoclass.models.registry import LoadedModel, ModelInfo, load_model
 from napari_nanoclass.models.texture_classifier import N_FEATURES, region_statistics
-from napari_nanoclass.texture_baseline import (fit_texture_model, image_patch_features, patch_feature_grid,
-                                               patch_regression, region_examples, texture_classifier)
 
 from .synthetic_fibres import fibres, random_beads
 
@@ -316,8 +330,9 @@ def test_fibre_cnn_paper_shape_and_heads():
 
 
 def test_cli_writes_the_output_contract_and_reports_bad_files(bead_model, tmp_path, user_registry):
-    from napari_nanoclass.models.registry import save_model
     from PIL import Image
+
+    from napari_nanoclass.models.registry import save_model
 
     save_model(bead_model.module, bead_model.info)
     rng = np.random.default_rng(7)
@@ -376,7 +391,7 @@ def test_a_zarr_mosaic_gives_the_same_maps_as_in_memory(tmp_path):
 
 
 def test_sem_sample_is_a_greyscale_micrograph():
-    from napari_nanoclass.sample_data import sem_fibres
+    from napari_nanoclass._napari.samples import sem_fibres
 
     [(data, meta, kind)] = sem_fibres()
     assert kind == "image" and data.shape == (699, 1024) and data.dtype == np.uint8

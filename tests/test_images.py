@@ -8,8 +8,8 @@ import tifffile
 import zarr
 from skimage.io import imsave
 
-from napari_nanoclass.atomic import atomic_path
-from napari_nanoclass.images import ImageError, as_greyscale, find_images, read_image, write_tiff
+from napari_nanoclass.core.atomic import atomic_path
+from napari_nanoclass.io.images import ImageError, as_greyscale, find_images, read_image, write_tiff
 
 
 def test_reads_tiff_png_zarr_and_ome_zarr(tmp_path):
@@ -29,7 +29,7 @@ def test_reads_tiff_png_zarr_and_ome_zarr(tmp_path):
 def test_large_tiff_is_opened_lazily(tmp_path, monkeypatch):
     stack = np.random.default_rng(0).integers(0, 255, (3, 64, 64)).astype(np.uint8)
     tifffile.imwrite(tmp_path / "s.tif", stack, tile=(32, 32), compression="zlib")  # size not checkable
-    monkeypatch.setattr("napari_nanoclass.images.math.prod", lambda shape: 2**40)  # pretend it is huge
+    monkeypatch.setattr("napari_nanoclass.io.images.math.prod", lambda shape: 2**40)  # pretend it is huge
     image = read_image(tmp_path / "s.tif")
     assert not isinstance(image.data, np.ndarray) and image.is_stack
     np.testing.assert_array_equal(np.asarray(image.data[1, 10:20, 30:40]), stack[1, 10:20, 30:40])

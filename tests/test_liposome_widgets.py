@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 from napari.components import ViewerModel
 
-from napari_nanoclass._liposome_widgets import LiposomeWidget
-from napari_nanoclass.liposome_simulator import SimulationConfig, simulate_field
+from napari_nanoclass._napari.liposomes import LiposomeWidget
+from napari_nanoclass._napari.samples import liposome_field
 from napari_nanoclass.liposomes import CLASS_COLOURS
+from napari_nanoclass.liposomes.simulator import SimulationConfig, simulate_field
 from napari_nanoclass.models.registry import list_models
-from napari_nanoclass.sample_data import liposome_field
 
 
 @pytest.fixture

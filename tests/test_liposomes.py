@@ -11,19 +11,32 @@ import pytest
 import torch
 from scipy import ndimage as ndi
 
-from napari_nanoclass import liposome_objects
-from napari_nanoclass.evaluation import class_metrics, match_instances, tpr_at_tnr
-from napari_nanoclass.liposome_simulator import (BALANCED_MIX, ENCAPSULATION, LAMELLARITY, STUDY_MIX, ClassMix,
-                                                 SimulationConfig, simulate_field)
-from napari_nanoclass import liposome_training
-from napari_nanoclass.liposome_training import (PRIOR_STRENGTHS, ClassifierConfig, Objects, _epoch_indices, _smote,
-                                                balanced_accuracy, choose_decision, cross_validate, detection_target,
-                                                object_probabilities, objects_from_fields, predict_objects, train_classifier,
-                                                trained_mix)
+from napari_nanoclass.core.analysis import files_steps
+from napari_nanoclass.core.metrics import class_metrics, match_instances, tpr_at_tnr
+from napari_nanoclass.core.progress import run_sync
+from napari_nanoclass.liposomes import ENCAPSULATION, LAMELLARITY
+from napari_nanoclass.liposomes import objects as liposome_objects
+from napari_nanoclass.liposomes import train as liposome_training
+from napari_nanoclass.liposomes.predict import analyse, instances_from_probabilities, summarise
+from napari_nanoclass.liposomes.simulator import BALANCED_MIX, STUDY_MIX, ClassMix, SimulationConfig, simulate_field
+from napari_nanoclass.liposomes.train import (
+    PRIOR_STRENGTHS,
+    ClassifierConfig,
+    Objects,
+    _epoch_indices,
+    _smote,
+    balanced_accuracy,
+    choose_decision,
+    cross_validate,
+    detection_target,
+    object_probabilities,
+    objects_from_fields,
+    predict_objects,
+    train_classifier,
+    trained_mix,
+)
 from napari_nanoclass.models.lipnet import decide, shift_prior
 from napari_nanoclass.models.registry import load_model
-from napari_nanoclass.liposomes import analyse, analyse_files_steps, instances_from_probabilities, summarise
-from napari_nanoclass.progress import run_sync
 
 SMALL = SimulationConfig(shape=(192, 192), objects=(4, 7), diameter_nm=(40.0, 160.0), mix=BALANCED_MIX)
 
@@ -370,7 +383,7 @@ def test_cross_validation_probabilities_cover_a_class_missing_from_a_training_fo
 def test_calibrated_svm_baseline_gives_probabilities_that_rank_the_true_class(balanced_objects):
     """The calibrated baseline (for choosing an operating point) is the same SVM with probabilities:
     on held-out fields its most probable class beats chance, like the plain one's prediction."""
-    from napari_nanoclass.liposome_training import balanced_accuracy, svm_baseline
+    from napari_nanoclass.liposomes.train import balanced_accuracy, svm_baseline
 
     objects, y = balanced_objects, balanced_objects.targets["lamellarity"]
     train, test = objects.groups < 30, objects.groups >= 30
@@ -418,7 +431,8 @@ def test_analyse_files_contract_and_bad_files(tiny_liposome_models, tmp_path):
     bad = tmp_path / "bad.tif"
     bad.write_bytes(b"not a tiff")
     out = tmp_path / "out"
-    summaries = run_sync(analyse_files_steps([good, bad], out, 2.5, detector=detector, classifiers=classifiers))
+    summaries = run_sync(files_steps("liposomes", [good, bad], out, pixel_size_nm=2.5, detector=detector,
+                                     classifiers=classifiers))
     assert [s["status"] for s in summaries] == ["ok", "failed"] and "bad.tif" in summaries[1]["error"]
     assert (out / "good_labels.tif").exists() and not (out / "bad_labels.tif").exists()
     with open(out / "summary.csv") as fh:
@@ -432,8 +446,7 @@ def test_analyse_files_contract_and_bad_files(tiny_liposome_models, tmp_path):
 
 
 def test_retraining_objects_are_built_at_the_analysis_scale(tiny_liposome_models):
-    from napari_nanoclass.liposome_training import objects_from_image
-    from napari_nanoclass.liposomes import training_objects
+    from napari_nanoclass.liposomes.train import objects_from_image, training_objects
 
     detector, _ = tiny_liposome_models
     field = simulate_field(SMALL, seed=98)

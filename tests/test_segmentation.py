@@ -10,9 +10,10 @@ import pytest
 import tifffile
 import zarr
 
-from napari_nanoclass import segment, segmentation
+from napari_nanoclass import segment
 from napari_nanoclass.cli import main
 from napari_nanoclass.models.registry import load_model
+from napari_nanoclass.segmentation import predict as segmentation
 
 
 def test_segment_returns_class_indices_and_table(tiny_model, em_image):

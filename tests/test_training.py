@@ -6,13 +6,22 @@ import numpy as np
 import pytest
 import torch
 
-from napari_nanoclass.datasets import DROSOPHILA_LABEL_MAP, Pair, map_labels
-from napari_nanoclass.evaluation import SegmentationScores, confusion_matrix
+from napari_nanoclass.core.metrics import SegmentationScores, confusion_matrix
+from napari_nanoclass.core.progress import run_sync
 from napari_nanoclass.models.registry import load_model
 from napari_nanoclass.models.unet import SEUNet
-from napari_nanoclass.progress import run_sync
-from napari_nanoclass.training import (TAUS, TrainConfig, class_weights, evaluate, fit_logit_adjustment,
-                                      recalibrate_batch_norm, search_frem, train, train_steps)
+from napari_nanoclass.segmentation.data import DROSOPHILA_LABEL_MAP, Pair, map_labels
+from napari_nanoclass.segmentation.train import (
+    TAUS,
+    TrainConfig,
+    class_weights,
+    evaluate,
+    fit_logit_adjustment,
+    recalibrate_batch_norm,
+    search_frem,
+    train,
+    train_steps,
+)
 
 
 def synthetic_pair(seed: int, size: int = 96) -> Pair:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from napari.components import ViewerModel
 
-from napari_nanoclass._widgets import SegmentWidget, TrainWidget
+from napari_nanoclass._napari.segmentation import SegmentWidget, TrainWidget
 from napari_nanoclass.models.registry import list_models
 
 from .test_training import synthetic_pair
@@ -44,7 +44,7 @@ def test_segment_widget_on_a_stack(viewer, tiny_model, em_image):
 
 
 def test_segment_widget_test_time_augmentation(viewer, responsive_model, em_image):
-    from napari_nanoclass.segmentation import segment
+    from napari_nanoclass.segmentation.predict import segment
 
     viewer.add_image(em_image, name="em")
     widget = SegmentWidget(viewer)
@@ -133,7 +133,7 @@ def test_train_widget_needs_layers(viewer):
 def test_segment_widget_on_a_zarr_backed_image_streams_to_disk(viewer, tiny_model, em_image, monkeypatch):
     import zarr
 
-    from napari_nanoclass import segmentation
+    from napari_nanoclass.segmentation import predict as segmentation
 
     expected = segmentation.segment(em_image, tiny_model).labels
     monkeypatch.setattr(segmentation, "IN_MEMORY_LIMIT", 1000)

@@ -1,32 +1,60 @@
 """napari-nanoclass: deep-learning analysis of electron micrographs of nanomaterials.
 
-The compute core (this package minus the ``_*widgets`` modules) never imports napari or Qt, so
-everything the plugin does can be scripted:
+The compute core (everything but :mod:`._napari`) never imports napari or Qt, so everything the
+plugin does can be scripted:
 
->>> from napari_nanoclass import read_image, segment
+>>> from napari_nanoclass import read_image, segment, analyse_homogeneity, analyse_liposomes, run_batch
 >>> result = segment(read_image("section.tif"), "drosophila-seunet", progress=True)
->>> from napari_nanoclass.homogeneity import analyse
->>> fibres = analyse(read_image("mat.png"), cam=True)  # fibres.summary["verdict"], .p_nhnf, .cam
->>> from napari_nanoclass.liposomes import analyse as liposomes
->>> population = liposomes(read_image("cryo.tif"), pixel_size_nm=1.2)  # .objects, .summary, .labels
->>> from napari_nanoclass import run_batch
+>>> fibres = analyse_homogeneity(read_image("mat.png"), cam=True)  # .summary["verdict"], .p_nhnf, .cam
+>>> population = analyse_liposomes(read_image("cryo.tif"), pixel_size_nm=1.2)  # .objects, .summary, .labels
 >>> report = run_batch("segment", ["sections/"], "results/")  # resumable; report.rows, report.failed
+
+The names are imported on first use (module ``__getattr__``): ``import napari_nanoclass`` and
+``nanoclass --help`` stay fast and import neither torch nor dask. The layout is described in
+docs/architecture.md.
 """
 
-from importlib.metadata import PackageNotFoundError, version
+from __future__ import annotations
 
-from .batch import run_batch
-from .images import ImageError, read_image
-from .models import list_models, load_model, save_model
-from .progress import CancelToken, Cancelled, Progress, run_sync
-from .segmentation import segment, segment_files_steps, segment_steps
+import importlib
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
 
 try:
     __version__ = version("napari-nanoclass")
 except PackageNotFoundError:  # running from a source tree
     __version__ = "0.0.0+src"
 
-__all__ = [
-    "CancelToken", "Cancelled", "ImageError", "Progress", "__version__", "list_models", "load_model",
-    "read_image", "run_batch", "run_sync", "save_model", "segment", "segment_files_steps", "segment_steps",
-]
+# public name -> module that defines it
+_API = {
+    "segment": "napari_nanoclass.segmentation.predict",
+    "segment_steps": "napari_nanoclass.segmentation.predict",
+    "analyse_homogeneity": "napari_nanoclass.homogeneity.predict",
+    "analyse_liposomes": "napari_nanoclass.liposomes.predict",
+    "run_batch": "napari_nanoclass.batch.runner",
+    "files_steps": "napari_nanoclass.core.analysis",
+    "read_image": "napari_nanoclass.io.images",
+    "ImageError": "napari_nanoclass.io.images",
+    "load_model": "napari_nanoclass.models.registry",
+    "list_models": "napari_nanoclass.models.registry",
+    "save_model": "napari_nanoclass.models.registry",
+    "CancelToken": "napari_nanoclass.core.progress",
+    "Cancelled": "napari_nanoclass.core.progress",
+    "Progress": "napari_nanoclass.core.progress",
+    "run_sync": "napari_nanoclass.core.progress",
+}
+_RENAMED = {"analyse_homogeneity": "analyse", "analyse_liposomes": "analyse"}  # their names in their modules
+
+__all__ = ["__version__", *sorted(_API)]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _API:
+        raise AttributeError(f"module 'napari_nanoclass' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_API[name]), _RENAMED.get(name, name))
+    globals()[name] = value  # the next lookup skips this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_API))

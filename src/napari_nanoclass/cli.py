@@ -24,9 +24,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import __version__
-
-FORMATS = ["tif", "ome-zarr"]  # images.OUTPUT_FORMATS, without importing the image stack for --help
+from napari_nanoclass import __version__
+from napari_nanoclass.core.analysis import FORMATS, analyses
 
 
 def _progress(args: argparse.Namespace) -> bool | None:
@@ -34,7 +33,7 @@ def _progress(args: argparse.Namespace) -> bool | None:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from .models.registry import list_models
+    from napari_nanoclass.models.registry import list_models
 
     infos = list_models()
     if args.json:
@@ -51,7 +50,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 def _inputs(items: Sequence[str], command: str) -> list[Path]:
     """Files, folders and globs expanded to image paths; says so on stderr when there are none."""
-    from .images import find_images
+    from napari_nanoclass.io.images import find_images
 
     paths = find_images(items)
     if not paths:
@@ -59,18 +58,17 @@ def _inputs(items: Sequence[str], command: str) -> list[Path]:
     return paths
 
 
-def cmd_segment(args: argparse.Namespace) -> int:
-    from .images import write_csv
-    from .progress import run_sync
-    from .segmentation import segment_files_steps
+def cmd_analysis(args: argparse.Namespace) -> int:
+    """``nanoclass ANALYSIS IMAGE… --out DIR``: the analysis' file job over the inputs."""
+    from napari_nanoclass.core.analysis import files_steps, get
+    from napari_nanoclass.core.progress import run_sync
 
-    paths = _inputs(args.images, "segment")
+    analysis = get(args.command)
+    paths = _inputs(args.images, analysis.name)
     if not paths:
         return 2
-    rows = run_sync(segment_files_steps(paths, args.out, args.model, tile=args.tile, device=args.device,
-                                        probabilities=args.probabilities, output_format=args.format, tta=args.tta),
+    rows = run_sync(files_steps(analysis, paths, args.out, **analysis.options_from_args(args)),
                     progress=_progress(args))
-    write_csv(Path(args.out) / "segmentation.csv", rows)
     return _report(rows, args.out)
 
 
@@ -83,17 +81,22 @@ def _report(rows: Sequence[dict], out: str | Path) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .sample_data import SAMPLE_DIR
+    from napari_nanoclass._napari.samples import SAMPLE_DIR
 
     # through the segment parser, so every segment option has its default here too
     argv = ["segment", str(SAMPLE_DIR / "drosophila_section.tif"), "--out", args.out, "--model", "drosophila-seunet"]
-    return cmd_segment(build_parser().parse_args(argv + (["--quiet"] if args.quiet else [])))
+    return cmd_analysis(build_parser().parse_args(argv + (["--quiet"] if args.quiet else [])))
 
 
 def cmd_train_seg(args: argparse.Namespace) -> int:
-    from .datasets import DROSOPHILA_CLASSES, DROSOPHILA_COLOURS, DROSOPHILA_LABEL_MAP, pairs_from_folders
-    from .progress import run_sync
-    from .training import TrainConfig, search_frem, train_steps
+    from napari_nanoclass.core.progress import run_sync
+    from napari_nanoclass.segmentation.data import (
+        DROSOPHILA_CLASSES,
+        DROSOPHILA_COLOURS,
+        DROSOPHILA_LABEL_MAP,
+        pairs_from_folders,
+    )
+    from napari_nanoclass.segmentation.train import TrainConfig, search_frem, train_steps
 
     label_map = DROSOPHILA_LABEL_MAP if args.preset == "drosophila" else None
     classes = args.classes.split(",") if args.classes else (DROSOPHILA_CLASSES if args.preset else None)
@@ -118,24 +121,9 @@ def cmd_train_seg(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_homogeneity(args: argparse.Namespace) -> int:
-    from .homogeneity import DEFAULT_MODEL, analyse_files_steps, write_tables
-    from .progress import run_sync
-
-    paths = _inputs(args.images, "homogeneity")
-    if not paths:
-        return 2
-    model = args.model or DEFAULT_MODEL
-    rows, view_rows = run_sync(analyse_files_steps(paths, args.out, model, cam=args.cam, cam_model=args.cam_model,
-                                                   view=args.view, device=args.device, output_format=args.format),
-                               progress=_progress(args))
-    write_tables(args.out, rows, view_rows)
-    return _report(rows, args.out)
-
-
 def cmd_train_homogeneity(args: argparse.Namespace) -> int:
-    from .homogeneity_training import MODE_CLASSES, HomogeneityConfig, micrographs_from_folders, train
-    from .texture_baseline import fit_texture_model
+    from napari_nanoclass.homogeneity.texture import fit_texture_model
+    from napari_nanoclass.homogeneity.train import MODE_CLASSES, HomogeneityConfig, micrographs_from_folders, train
 
     micrographs = micrographs_from_folders(args.data, args.mode)
     if args.architecture == "texture":
@@ -150,23 +138,8 @@ def cmd_train_homogeneity(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_liposomes(args: argparse.Namespace) -> int:
-    from .liposomes import analyse_files_steps
-    from .progress import run_sync
-
-    paths = _inputs(args.images, "liposomes")
-    if not paths:
-        return 2
-    classifiers = {"lamellarity": args.lamellarity_model, "encapsulation": args.encapsulation_model}
-    rows = run_sync(analyse_files_steps(paths, args.out, args.pixel_size, detector=args.detector,
-                                        classifiers=classifiers, device=args.device, output_format=args.format,
-                                        balanced_decisions=args.balanced_decisions),
-                    progress=_progress(args))
-    return _report(rows, args.out)
-
-
 def cmd_simulate_liposomes(args: argparse.Namespace) -> int:
-    from .liposome_simulator import MIXES, SimulationConfig, simulate_field, write_fields
+    from napari_nanoclass.liposomes.simulator import MIXES, SimulationConfig, simulate_field, write_fields
 
     config = SimulationConfig(shape=(args.size, args.size), pixel_size_nm=args.pixel_size, mix=MIXES[args.mix])
     written = write_fields((simulate_field(config, args.seed + i) for i in range(args.n)), args.out)
@@ -176,9 +149,14 @@ def cmd_simulate_liposomes(args: argparse.Namespace) -> int:
 
 def _batch_options(args: argparse.Namespace) -> dict:
     """Analysis options from --model / --pixel-size / --set KEY=VALUE (VALUE read as JSON if it parses)."""
+    from napari_nanoclass.core.analysis import get
+
     options: dict = {}
     if args.model:
-        options["model" if args.analysis != "liposomes" else "detector"] = args.model
+        model_option = get(args.analysis).model_option
+        if model_option is None:
+            raise ValueError(f"{args.analysis} takes no --model")
+        options[model_option] = args.model
     if args.pixel_size is not None:
         options["pixel_size_nm"] = args.pixel_size
     if args.format != "tif":
@@ -198,7 +176,7 @@ def _batch_progress(log: str, analysis: str) -> tuple:
     """(on_row, on_progress, close) for ``--log``: two bars (the run, with ETA, and the input in
     hand), JSON lines on stderr (one per finished input, and progress at most once a second), or
     nothing."""
-    from .progress import Throttle
+    from napari_nanoclass.core.progress import Throttle
 
     if log == "quiet":
         return None, None, lambda: None
@@ -240,7 +218,7 @@ def _batch_progress(log: str, analysis: str) -> tuple:
 
 
 def cmd_batch(args: argparse.Namespace) -> int:
-    from .batch import BatchConfig, run_batch
+    from napari_nanoclass.batch.runner import BatchConfig, run_batch
 
     if args.config:
         config = BatchConfig.load(args.config)
@@ -271,9 +249,9 @@ def cmd_batch(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate_seg(args: argparse.Namespace) -> int:
-    from .datasets import DROSOPHILA_LABEL_MAP, pairs_from_folders
-    from .models.registry import load_model
-    from .training import evaluate
+    from napari_nanoclass.models.registry import load_model
+    from napari_nanoclass.segmentation.data import DROSOPHILA_LABEL_MAP, pairs_from_folders
+    from napari_nanoclass.segmentation.train import evaluate
 
     model = load_model(args.model, args.device or "cpu")
     label_map = DROSOPHILA_LABEL_MAP if args.preset == "drosophila" else None
@@ -293,36 +271,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="machine-readable: name, task, class names in index order")
     p.set_defaults(func=cmd_models)
 
-    p = sub.add_parser("segment", help="segment images into class labels")
-    p.add_argument("images", nargs="+", help="files, folders or glob patterns (TIFF, PNG, zarr)")
-    p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--model", default="drosophila-seunet")
-    p.add_argument("--tile", type=int, default=None, help="tile size in pixels (default: the model's)")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: best available)")
-    p.add_argument("--probabilities", action="store_true", help="also write <stem>_probabilities.tif")
-    p.add_argument("--format", choices=FORMATS, default="tif", help="how label images and maps are saved")
-    p.add_argument("--tta", action="store_true", help="average over 8 rotations/flips: slightly better, 8x slower")
-    p.add_argument("--quiet", action="store_true")
-    p.set_defaults(func=cmd_segment)
+    for analysis in analyses():
+        p = sub.add_parser(analysis.name, help=analysis.help)
+        p.add_argument("images", nargs="+", help="files, folders or glob patterns (TIFF, PNG, zarr)")
+        p.add_argument("--out", required=True, help=analysis.outputs)
+        for option in analysis.all_options:
+            option.add_to(p)
+        p.add_argument("--quiet", action="store_true")
+        p.set_defaults(func=cmd_analysis)
 
     p = sub.add_parser("demo", help="segment the bundled sample section")
     p.add_argument("--out", default="nanoclass-demo")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_demo)
-
-    p = sub.add_parser("homogeneity", help="SEM nanofibre homogeneity: patch maps and a verdict per image and view")
-    p.add_argument("images", nargs="+", help="files, folders or glob patterns (TIFF, PNG, zarr)")
-    p.add_argument("--out", required=True, help="output folder (homogeneity.csv, homogeneity_views.csv, maps)")
-    p.add_argument("--model", default=None, help="model for the verdicts and maps (default: the shipped texture "
-                   "model, nanofibre-texture)")
-    p.add_argument("--cam", action="store_true", help="also write <stem>_cam.tif, where in the patches defects are")
-    p.add_argument("--cam-model", default=None, help="FibreCNN that makes the defect map (default: the model if it "
-                   "is one, else the shipped CNN, nanofibre-homogeneity)")
-    p.add_argument("--view", type=int, default=1024, help="side of a view in pixels for per-view verdicts")
-    p.add_argument("--device", default=None)
-    p.add_argument("--format", choices=FORMATS, default="tif", help="how label images and maps are saved")
-    p.add_argument("--quiet", action="store_true")
-    p.set_defaults(func=cmd_homogeneity)
 
     p = sub.add_parser("train-homogeneity", help="train a nanofibre patch classifier from labelled micrographs")
     p.add_argument("--data", required=True, help="folder with one sub-folder per class: non_defective, "
@@ -343,21 +304,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_train_homogeneity)
 
-    p = sub.add_parser("liposomes", help="cryo-TEM liposomes: instances, lamellarity, encapsulation, population")
-    p.add_argument("images", nargs="+", help="files, folders or glob patterns (TIFF, PNG, zarr)")
-    p.add_argument("--pixel-size", type=float, required=True, help="nm per pixel of the input images")
-    p.add_argument("--out", required=True, help="output folder (<stem>_labels.tif, objects.csv, summary.csv/json)")
-    p.add_argument("--detector", default="liposome-detector")
-    p.add_argument("--lamellarity-model", default="liposome-lamellarity")
-    p.add_argument("--encapsulation-model", default="liposome-encapsulation")
-    p.add_argument("--balanced-decisions", action="store_true",
-                   help="classify as if every class were equally common (finds more rare objects, more false "
-                        "alarms) instead of at each classifier's stored operating point")
-    p.add_argument("--device", default=None)
-    p.add_argument("--format", choices=FORMATS, default="tif", help="how label images and maps are saved")
-    p.add_argument("--quiet", action="store_true")
-    p.set_defaults(func=cmd_liposomes)
-
     p = sub.add_parser("simulate-liposomes", help="write simulated cryo-TEM liposome fields with ground truth")
     p.add_argument("--out", required=True, help="output folder (<field>.tif, <field>_labels.tif, objects.csv)")
     p.add_argument("--n", type=int, default=10, help="number of fields")
@@ -368,7 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_simulate_liposomes)
 
     p = sub.add_parser("batch", help="run an analysis over many images: resumable, on a dask cluster if asked")
-    p.add_argument("analysis", nargs="?", choices=["segment", "homogeneity", "liposomes"])
+    p.add_argument("analysis", nargs="?", choices=[a.name for a in analyses()])
     p.add_argument("inputs", nargs="*", help="files, folders or glob patterns (TIFF, PNG, zarr / OME-Zarr)")
     p.add_argument("--out", help="output folder: <stem>/ per input, run_summary.csv/json, batch_config.json")
     p.add_argument("--config", help="repeat a run from its batch_config.json")
@@ -431,8 +377,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from .images import ImageError
-    from .models.registry import ModelError
+    from napari_nanoclass.io.images import ImageError
+    from napari_nanoclass.models.registry import ModelError
 
     try:
         return args.func(args)

@@ -1,5 +1,5 @@
 """Networks (:mod:`.unet`) and the model registry (:mod:`.registry`)."""
 
-from .registry import LoadedModel, ModelError, ModelInfo, list_models, load_model, save_model
+from napari_nanoclass.models.registry import LoadedModel, ModelError, ModelInfo, list_models, load_model, save_model
 
 __all__ = ["LoadedModel", "ModelError", "ModelInfo", "list_models", "load_model", "save_model"]

@@ -27,11 +27,11 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from ..atomic import atomic_path
-from .fibre_cnn import FibreCNN
-from .lipnet import LipNet
-from .texture_classifier import TextureClassifier
-from .unet import SEUNet
+from napari_nanoclass.core.atomic import atomic_path
+from napari_nanoclass.models.fibre_cnn import FibreCNN
+from napari_nanoclass.models.lipnet import LipNet
+from napari_nanoclass.models.texture_classifier import TextureClassifier
+from napari_nanoclass.models.unet import SEUNet
 
 PACKAGE_DIR = Path(__file__).resolve().parent.parent / "weights"
 METADATA_KEY = "nanoclass"
@@ -91,7 +91,7 @@ class LoadedModel:
     @property
     def halo(self) -> int:
         """Halo in pixels: the stored one, else the receptive radius rounded up to the divisor."""
-        from ..engine import default_halo
+        from napari_nanoclass.engine import default_halo
 
         return self.info.halo if self.info.halo is not None else default_halo(self.module)
 

@@ -1,13 +1,12 @@
 """Semantic segmentation of EM images with a registered model: image in, class labels out.
 
 :func:`segment_steps` is the step generator the napari widget runs in a worker thread;
-:func:`segment` runs it synchronously; :func:`segment_files` is the headless file-to-file job
-behind ``nanoclass segment`` (output contract in docs/cli.md).
+:func:`segment` runs it synchronously; :class:`SegmentFiles` is the file job behind
+``nanoclass segment`` and ``nanoclass batch segment`` (output contract in docs/cli.md).
 """
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,13 +15,13 @@ from typing import Any
 import dask.array as da
 import numpy as np
 
-from . import engine
-from .images import (Image, as_greyscale, check_output_format, file_stem, image_stats, output_path,
-                     read_image, write_csv, write_image)
-from .models.registry import LoadedModel, load_model
-from .progress import CancelToken, ProgressCallback, Steps, run_sync, scaled
+from napari_nanoclass import engine
+from napari_nanoclass.core.analysis import FileJob
+from napari_nanoclass.core.progress import CancelToken, ProgressCallback, Steps, run_sync
+from napari_nanoclass.io.images import Image, as_greyscale, file_stem, image_stats, output_path, write_csv, write_image
+from napari_nanoclass.models.registry import LoadedModel, load_model
+from napari_nanoclass.segmentation import DEFAULT_MODEL
 
-DEFAULT_MODEL = "drosophila-seunet"
 # beyond this many pixels results are streamed to zarr on disk instead of held in memory
 IN_MEMORY_LIMIT = 64 * 2**20
 
@@ -114,36 +113,35 @@ def segment(image: Any, model: str | LoadedModel = DEFAULT_MODEL, *, progress: P
     return run_sync(segment_steps(image, model, **kwargs), progress=progress, cancel=cancel)
 
 
-def segment_files_steps(
-    paths: Sequence[str | Path], out_dir: str | Path, model: str = DEFAULT_MODEL, *,
-    tile: int | None = None, device: str | None = None, probabilities: bool = False, output_format: str = "tif",
-    tta: bool = False,
-) -> Steps[list[dict[str, Any]]]:
-    """Segment files into ``out_dir``: ``<stem>_labels.tif`` (class index per pixel) and
-    ``<stem>_classes.csv`` per input; optionally ``<stem>_probabilities.tif``; with
-    ``output_format="ome-zarr"`` the images are ``.ome.zarr`` instead. A file that fails is
-    reported in the returned rows (``status``/``error``) and the others go on."""
-    check_output_format(output_format)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    loaded = load_model(model, engine.select_device(device))
-    rows: list[dict[str, Any]] = []
-    for i, path in enumerate(paths):
-        row: dict[str, Any] = {"image": file_stem(path), "path": str(path), "model": loaded.info.name}
-        try:
-            image = read_image(path)
-            workdir = out_dir / f".{image.name}.work"
-            result = yield from scaled(
-                segment_steps(image, loaded, tile=tile, probabilities=probabilities, workdir=workdir, tta=tta),
-                i, len(paths), f"{image.name} ({i + 1}/{len(paths)})",
-            )
-            row.update(_write_result(result, out_dir, image.name, output_format), status="ok", error="")
-        except Exception as exc:  # one bad file must not stop the others; it is reported
-            row.update(status="failed", error=str(exc))
-        finally:
-            shutil.rmtree(out_dir / f".{row['image']}.work", ignore_errors=True)
-        rows.append(row)
-    return rows
+class SegmentFiles(FileJob):
+    """``nanoclass segment``: per input ``<stem>_labels.tif`` (class index per pixel) and
+    ``<stem>_classes.csv``, optionally ``<stem>_probabilities.tif`` (``.ome.zarr`` instead with
+    ``output_format="ome-zarr"``), and ``segmentation.csv`` with one row per input."""
+
+    def __init__(self, model: str | None = None, *, tile: int | None = None, device: str | None = None,
+                 probabilities: bool = False, output_format: str = "tif", tta: bool = False) -> None:
+        self.loaded = load_model(model or DEFAULT_MODEL, engine.select_device(device))
+        self.tile, self.probabilities, self.tta = tile, probabilities, tta
+        self.output_format = output_format or "tif"
+
+    def process(self, image: Image, path: Path, out_dir: Path, workdir: Path) -> Steps[dict[str, Any]]:
+        result = yield from segment_steps(image, self.loaded, tile=self.tile, probabilities=self.probabilities,
+                                          workdir=workdir, tta=self.tta)
+        return {**self._row(image.name, path), **_write_result(result, out_dir, image.name, self.output_format),
+                "status": "ok", "error": ""}
+
+    def failed(self, path: Path, error: str) -> dict[str, Any]:
+        return {**self._row(file_stem(path), path), "status": "failed", "error": error}
+
+    def _row(self, stem: str, path: Path) -> dict[str, Any]:
+        return {"image": stem, "path": str(path), "model": self.loaded.info.name}
+
+    def write_tables(self, out_dir: Path, rows: Sequence[dict[str, Any]]) -> None:
+        write_csv(out_dir / "segmentation.csv", rows)
+
+    @classmethod
+    def model_names(cls, options: dict[str, Any]) -> dict[str, str]:
+        return {"model": options.get("model") or DEFAULT_MODEL}
 
 
 def _write_result(result: SegmentationResult, out_dir: Path, stem: str, output_format: str) -> dict[str, Any]:

@@ -18,7 +18,7 @@ The pipeline, for one 2-D image at a known pixel size:
    efficiency), and a size histogram.
 
 :func:`analyse_steps` is what the napari widget runs; :func:`analyse` runs it synchronously;
-:func:`analyse_files_steps` is ``nanoclass liposomes`` (output contract in docs/cli.md).
+:class:`LiposomeFiles` is ``nanoclass liposomes`` (output contract in docs/cli.md).
 """
 
 from __future__ import annotations
@@ -37,15 +37,24 @@ from skimage.morphology import disk
 from skimage.segmentation import find_boundaries, relabel_sequential, watershed
 from skimage.transform import rescale, resize
 
-from . import engine, liposome_objects
-from .images import (Image, as_greyscale, check_output_format, file_stem, image_stats, output_path,
-                     read_image, write_csv, write_image, write_json)
-from .models.lipnet import decide, predict_crops
-from .models.registry import LoadedModel, ModelInfo, load_model
-from .progress import CancelToken, Progress, ProgressCallback, Steps, run_sync, scaled
+from napari_nanoclass import engine
+from napari_nanoclass.core.analysis import FileJob
+from napari_nanoclass.core.progress import CancelToken, Progress, ProgressCallback, Steps, run_sync
+from napari_nanoclass.io.images import (
+    Image,
+    as_greyscale,
+    file_stem,
+    image_stats,
+    output_path,
+    write_csv,
+    write_image,
+    write_json,
+)
+from napari_nanoclass.liposomes import CLASS_COLOURS, DEFAULT_CLASSIFIERS, DEFAULT_DETECTOR
+from napari_nanoclass.liposomes import objects as liposome_objects
+from napari_nanoclass.models.lipnet import decide, predict_crops
+from napari_nanoclass.models.registry import LoadedModel, ModelInfo, load_model
 
-DEFAULT_DETECTOR = "liposome-detector"
-DEFAULT_CLASSIFIERS = {"lamellarity": "liposome-lamellarity", "encapsulation": "liposome-encapsulation"}
 MIN_DIAMETER_NM = 20.0  # smaller detections are noise (liposomes are ≥ 30 nm)
 MIN_SOLIDITY = 0.9  # liposomes are convex: a ragged detection is split at its necks, or dropped
 MIN_RIM_BOUNDARY = 0.5  # a liposome is enclosed by its membrane: mean p(boundary) along its outer rim
@@ -57,8 +66,6 @@ SUMMARY_COLUMNS = ["image", "n_objects", "n_unilamellar", "n_multilamellar", "n_
                    "n_empty", "n_encapsulation_uncertain", "pct_multilamellar", "pct_loaded", "mean_diameter_nm",
                    "median_diameter_nm", "pixel_size_nm", "detector", "lamellarity_model", "encapsulation_model",
                    "status", "error"]
-CLASS_COLOURS = {"unilamellar": "#377eb8", "multilamellar": "#ff7f00", "full": "#e41a1c", "empty": "#4daf4a",
-                 "uncertain": "#999999"}
 
 
 @dataclass
@@ -212,7 +219,8 @@ def crop_spec(info: ModelInfo) -> tuple[str, int]:
     return info.training.get("input_mode", "masked"), info.patch or 32
 
 
-def _load(name: str | LoadedModel, device: str | None) -> LoadedModel:
+def load_on(name: str | LoadedModel, device: str | None) -> LoadedModel:
+    """A registered model (or one already loaded) on ``device`` (the best available if None)."""
     return name if isinstance(name, LoadedModel) else load_model(name, engine.select_device(device))
 
 
@@ -233,27 +241,11 @@ def working_image(data: np.ndarray, pixel_size_nm: float, working_px: float | No
     return ((data - mean) / std).astype(np.float32), float(working_px)
 
 
-def _labels_at(labels: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+def labels_at(labels: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     """Instance labels resampled (nearest) to ``shape``; unchanged if already that shape."""
     if labels.shape == tuple(shape):
         return labels
     return resize(labels, shape, order=0, preserve_range=True, anti_aliasing=False).astype(labels.dtype)
-
-
-def training_objects(image: np.ndarray, labels: np.ndarray, classes: dict[int, dict[str, str]],
-                     pixel_size_nm: float, detector: str | LoadedModel = DEFAULT_DETECTOR,
-                     classifier: str | LoadedModel | None = None) -> Any:
-    """Objects of a corrected result (its instance ``labels`` and each label's ``classes``) for
-    retraining a classifier, at the scale and normalisation :func:`analyse` classifies at, and
-    cropped the way ``classifier`` (the model to fine-tune) takes its input (the default crop mode
-    at 32² if none)."""
-    from .liposome_training import objects_from_image
-
-    mode, size = ((liposome_objects.DEFAULT_CROP_MODE, 32) if classifier is None
-                  else crop_spec(_load(classifier, None).info))
-    work, working_px = working_image(image, pixel_size_nm, _load(detector, None).info.pixel_size_nm)
-    return objects_from_image(work, _labels_at(np.asarray(labels), work.shape), classes, working_px,
-                              mode=mode, size=size)
 
 
 def analyse_steps(
@@ -279,8 +271,8 @@ def analyse_steps(
     if data.ndim != 2:
         raise ValueError(f"{name}: liposome analysis takes one 2-D image, got shape {tuple(data.shape)}; "
                          "analyse the planes of a stack one by one")
-    detector = _load(detector, device)
-    models = {p: _load(m, device) for p, m in (classifiers or DEFAULT_CLASSIFIERS).items()}
+    detector = load_on(detector, device)
+    models = {p: load_on(m, device) for p, m in (classifiers or DEFAULT_CLASSIFIERS).items()}
     if pixel_size_nm is None:
         pixel_size_nm = detector.info.pixel_size_nm or 1.0
         warnings.warn(f"{name}: no pixel size given; assuming the detector's {pixel_size_nm} nm/px", stacklevel=2)
@@ -292,14 +284,14 @@ def analyse_steps(
         labels = np.asarray(labels)
         if labels.shape != data.shape:
             raise ValueError(f"{name}: labels {labels.shape} do not match the image {data.shape}")
-        work_labels = _labels_at(labels, work.shape)
+        work_labels = labels_at(labels, work.shape)
     yield Progress(0, 1, "classifying objects")
     rows = liposome_objects.measure(work_labels, working_px)
     classes = classify(work, work_labels, np.array([r["diameter_nm"] for r in rows]), working_px, models,
                        balanced_decisions)
     scale = data.shape[0] / work.shape[0]
     objects = [_object_row(name, r, classes, i, scale) for i, r in enumerate(rows)]
-    out_labels = _labels_at(work_labels, data.shape)
+    out_labels = labels_at(work_labels, data.shape)
     names = {"detector": detector.info.name if labels is None else "user labels",
              **{f"{p}_model": m.info.name for p, m in models.items()}}
     summary = summarise(name, objects, pixel_size_nm, names)
@@ -349,37 +341,38 @@ def analyse(image: Any, pixel_size_nm: float | None = None, *, progress: Progres
     return run_sync(analyse_steps(image, pixel_size_nm, **kwargs), progress=progress, cancel=cancel)
 
 
-def analyse_files_steps(
-    paths: Sequence[str | Path], out_dir: str | Path, pixel_size_nm: float | None = None, *,
-    detector: str = DEFAULT_DETECTOR, classifiers: Mapping[str, str] | None = None, device: str | None = None,
-    output_format: str = "tif", balanced_decisions: bool = False,
-) -> Steps[list[dict[str, Any]]]:
-    """Analyse files into ``out_dir``: ``<stem>_labels.tif`` (or ``.ome.zarr``) per image, ``objects.csv`` (one row per
-    object, all images), ``summary.csv`` (one row per image, failures included with their error)
-    and ``summary.json`` (the same plus size histograms). Tables are rewritten atomically after
-    each image, so an interrupted run keeps what it finished."""
-    out_dir = Path(out_dir)
-    check_output_format(output_format)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    detector_model = _load(detector, device)
-    models = {p: _load(m, device) for p, m in (classifiers or DEFAULT_CLASSIFIERS).items()}
-    objects: list[dict[str, Any]] = []
-    summaries: list[dict[str, Any]] = []
-    for i, path in enumerate(paths):
-        stem = file_stem(path)
-        try:
-            image = read_image(path)
-            result = yield from scaled(
-                analyse_steps(image, pixel_size_nm, detector=detector_model, classifiers=models, name=stem,
-                              balanced_decisions=balanced_decisions, device=device), i, len(paths), f"{stem} ({i + 1}/{len(paths)})")
-            write_image(output_path(out_dir, f"{stem}_labels", output_format), result.labels, labels=True)
-            objects += result.objects
-            counts, edges = result.histogram()
-            summaries.append({**result.summary, "path": str(path), "histogram_edges_nm": edges.tolist(),
-                              "histogram": counts.tolist()})
-        except Exception as exc:  # one bad file must not stop the others; it is reported
-            summaries.append({"image": stem, "path": str(path), "n_objects": 0, "status": "failed", "error": str(exc)})
-        write_csv(out_dir / "objects.csv", objects, OBJECT_COLUMNS)
-        write_csv(out_dir / "summary.csv", summaries, SUMMARY_COLUMNS)
-        write_json(out_dir / "summary.json", {"images": summaries})
-    return summaries
+class LiposomeFiles(FileJob):
+    """``nanoclass liposomes``: ``<stem>_labels.tif`` (or ``.ome.zarr``) per image, ``objects.csv``
+    (one row per object, all images), ``summary.csv`` (one row per image, failures included with
+    their error) and ``summary.json`` (the same plus size histograms)."""
+
+    def __init__(self, pixel_size_nm: float | None = None, *, detector: str | None = None,
+                 classifiers: Mapping[str, str] | None = None, device: str | None = None,
+                 output_format: str = "tif", balanced_decisions: bool = False) -> None:
+        self.pixel_size_nm, self.device = pixel_size_nm, device
+        self.detector = load_on(detector or DEFAULT_DETECTOR, device)
+        self.classifiers = {p: load_on(m, device) for p, m in (classifiers or DEFAULT_CLASSIFIERS).items()}
+        self.output_format, self.balanced_decisions = output_format or "tif", balanced_decisions
+        self.objects: list[dict[str, Any]] = []
+
+    def process(self, image: Image, path: Path, out_dir: Path, workdir: Path) -> Steps[dict[str, Any]]:
+        result = yield from analyse_steps(image, self.pixel_size_nm, detector=self.detector,
+                                          classifiers=self.classifiers, name=image.name,
+                                          balanced_decisions=self.balanced_decisions, device=self.device)
+        write_image(output_path(out_dir, f"{image.name}_labels", self.output_format), result.labels, labels=True)
+        self.objects += result.objects
+        counts, edges = result.histogram()
+        return {**result.summary, "path": str(path), "histogram_edges_nm": edges.tolist(), "histogram": counts.tolist()}
+
+    def failed(self, path: Path, error: str) -> dict[str, Any]:
+        return {"image": file_stem(path), "path": str(path), "n_objects": 0, "status": "failed", "error": error}
+
+    def write_tables(self, out_dir: Path, rows: Sequence[dict[str, Any]]) -> None:
+        write_csv(out_dir / "objects.csv", self.objects, OBJECT_COLUMNS)
+        write_csv(out_dir / "summary.csv", rows, SUMMARY_COLUMNS)
+        write_json(out_dir / "summary.json", {"images": list(rows)})
+
+    @classmethod
+    def model_names(cls, options: dict[str, Any]) -> dict[str, str]:
+        return {"detector": options.get("detector") or DEFAULT_DETECTOR,
+                **(options.get("classifiers") or DEFAULT_CLASSIFIERS)}

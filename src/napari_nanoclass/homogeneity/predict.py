@@ -17,7 +17,7 @@ Class 0 of every homogeneity model is the homogeneous class; three-class models 
 ``slightly_defective`` and ``defective`` and also report the most probable class.
 
 :func:`analyse_steps` is the step generator the napari widget runs; :func:`analyse` runs it
-synchronously; :func:`analyse_files_steps` is ``nanoclass homogeneity`` (contract in docs/cli.md).
+synchronously; :class:`HomogeneityFiles` is ``nanoclass homogeneity`` (contract in docs/cli.md).
 
 Two shipped models share the work: the texture classifier (``DEFAULT_MODEL``) gives the verdicts,
 because it cross-validates best by micrograph, and the FibreCNN (``DEFAULT_CAM_MODEL``) the defect
@@ -27,7 +27,7 @@ own map.
 
 from __future__ import annotations
 
-import shutil
+import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,20 +38,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import engine
-from .images import (Image, as_greyscale, check_output_format, file_stem, image_stats, output_path,
-                     read_image, write_csv, write_image)
-from .models.fibre_cnn import FibreCNN, grad_cam
-from .models.registry import LoadedModel, ModelInfo, load_model, read_info, resolve
-from .progress import CancelToken, ProgressCallback, Steps, run_sync, scaled
+from napari_nanoclass import engine
+from napari_nanoclass.core.analysis import FileJob
+from napari_nanoclass.core.progress import CancelToken, ProgressCallback, Steps, run_sync, scaled
+from napari_nanoclass.homogeneity import CNN_ARCHITECTURE, DEFAULT_CAM_MODEL, DEFAULT_MODEL, VIEW
+from napari_nanoclass.io.images import Image, as_greyscale, file_stem, image_stats, output_path, write_csv, write_image
+from napari_nanoclass.models.fibre_cnn import FibreCNN, grad_cam
+from napari_nanoclass.models.registry import LoadedModel, ModelInfo, load_model, read_info, resolve
 
-DEFAULT_MODEL = "nanofibre-texture"  # verdicts: the best cross-validated accuracy by micrograph
-DEFAULT_CAM_MODEL = "nanofibre-homogeneity"  # defect maps for models that cannot make one
-CNN_ARCHITECTURE = "fibre-cnn"  # FibreCNN's name in the registry: the only homogeneity model with a CAM
-TWO_CLASS = ["HNF", "NHNF"]
-THREE_CLASS = ["non_defective", "slightly_defective", "defective"]
-CLASS_COLOURS = ["#2b83ba", "#fdae61", "#d7191c"]  # homogeneous … defective, for every homogeneity model
-VIEW = 1024  # side of one SEM view in pixels: verdicts are also given per view
 IN_MEMORY_LIMIT = 64 * 2**20  # pixels; beyond it a CAM is streamed to zarr in a workdir
 
 
@@ -295,48 +289,45 @@ SUMMARY_COLUMNS = ["image", "verdict", "nonhomogeneous_fraction", "p_nhnf", "con
                    "path"]
 
 
-def analyse_files_steps(
-    paths: Sequence[str | Path], out_dir: str | Path, model: str = DEFAULT_MODEL, *,
-    cam: bool = False, cam_model: str | None = None, view: int = VIEW, device: str | None = None,
-    output_format: str = "tif",
-) -> Steps[tuple[list[dict[str, Any]], list[dict[str, Any]]]]:
-    """Analyse files into ``out_dir``: per image ``<stem>_pnhnf.tif`` (patch map of p_nhnf) and
-    with ``cam`` ``<stem>_cam.tif`` (``.ome.zarr`` with ``output_format="ome-zarr"``); returns
-    (one row per image, one row per view). A file that fails is reported in its row
-    (``status``/``error``) and the others go on."""
-    check_output_format(output_format)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    loaded = load_model(model, engine.select_device(device))
-    cam_loaded = cam_source(loaded, cam_model, loaded.device) if cam else None  # once, not per file
-    rows: list[dict[str, Any]] = []
-    view_rows: list[dict[str, Any]] = []
-    for i, path in enumerate(paths):
-        stem = file_stem(path)
-        row: dict[str, Any] = {"image": stem, "path": str(path), "model": loaded.info.name,
-                               "model_sha256": loaded.sha256}
-        workdir = out_dir / f".{stem}.work"
-        try:
-            image = read_image(path)
-            result = yield from scaled(analyse_steps(image, loaded, cam=cam, cam_model=cam_loaded, view=view,
-                                                     workdir=workdir),
-                                       i, len(paths), f"{stem} ({i + 1}/{len(paths)})")
-            write_image(output_path(out_dir, f"{stem}_pnhnf", output_format), result.p_nhnf.astype(np.float32))
-            if result.cam is not None:
-                write_image(output_path(out_dir, f"{stem}_cam", output_format), result.cam)
-            shape = image.data.shape
-            row.update(result.summary, height=shape[-2], width=shape[-1], patches=int(result.coverage.size),
-                       views=len(result.views), cam_model=result.cam_model_name, status="ok", error="")
-            view_rows += [{"image": stem, **v} for v in result.views]
-        except Exception as exc:  # one bad file must not stop the others; it is reported
-            row.update(status="failed", error=str(exc))
-        finally:
-            shutil.rmtree(workdir, ignore_errors=True)
-        rows.append(row)
-    return rows, view_rows
+class HomogeneityFiles(FileJob):
+    """``nanoclass homogeneity``: per input ``<stem>_pnhnf.tif`` (patch map of p_nhnf) and with
+    ``cam`` ``<stem>_cam.tif`` (``.ome.zarr`` with ``output_format="ome-zarr"``);
+    ``homogeneity.csv`` (one row per image) and ``homogeneity_views.csv`` (one row per view)."""
 
+    def __init__(self, model: str | None = None, *, cam: bool = False, cam_model: str | None = None,
+                 view: int = VIEW, device: str | None = None, output_format: str = "tif") -> None:
+        self.loaded = load_model(model or DEFAULT_MODEL, engine.select_device(device))
+        self.cam_loaded = cam_source(self.loaded, cam_model, self.loaded.device) if cam else None  # once, not per file
+        self.view, self.output_format = view, output_format or "tif"
+        self.view_rows: list[dict[str, Any]] = []
 
-def write_tables(out_dir: str | Path, rows: Sequence[dict[str, Any]], view_rows: Sequence[dict[str, Any]]) -> None:
-    """``homogeneity.csv`` (one row per image) and ``homogeneity_views.csv`` (one per view)."""
-    write_csv(Path(out_dir) / "homogeneity.csv", rows, SUMMARY_COLUMNS)
-    write_csv(Path(out_dir) / "homogeneity_views.csv", view_rows)
+    def process(self, image: Image, path: Path, out_dir: Path, workdir: Path) -> Steps[dict[str, Any]]:
+        stem = image.name
+        result = yield from analyse_steps(image, self.loaded, cam=self.cam_loaded is not None,
+                                          cam_model=self.cam_loaded, view=self.view, workdir=workdir)
+        write_image(output_path(out_dir, f"{stem}_pnhnf", self.output_format), result.p_nhnf.astype(np.float32))
+        if result.cam is not None:
+            write_image(output_path(out_dir, f"{stem}_cam", self.output_format), result.cam)
+        shape = image.data.shape
+        self.view_rows += [{"image": stem, **v} for v in result.views]
+        return {**self._row(stem, path), **result.summary, "height": shape[-2], "width": shape[-1],
+                "patches": int(result.coverage.size), "views": len(result.views),
+                "cam_model": result.cam_model_name, "status": "ok", "error": ""}
+
+    def failed(self, path: Path, error: str) -> dict[str, Any]:
+        return {**self._row(file_stem(path), path), "status": "failed", "error": error}
+
+    def _row(self, stem: str, path: Path) -> dict[str, Any]:
+        return {"image": stem, "path": str(path), "model": self.loaded.info.name, "model_sha256": self.loaded.sha256}
+
+    def write_tables(self, out_dir: Path, rows: Sequence[dict[str, Any]]) -> None:
+        write_csv(out_dir / "homogeneity.csv", rows, SUMMARY_COLUMNS)
+        write_csv(out_dir / "homogeneity_views.csv", self.view_rows)
+
+    @classmethod
+    def model_names(cls, options: dict[str, Any]) -> dict[str, str]:
+        names = {"model": options.get("model") or DEFAULT_MODEL}
+        if options.get("cam"):
+            with contextlib.suppress(Exception):  # an unreadable model fails each file with its own message
+                names["cam_model"] = cam_model_name(names["model"], options.get("cam_model"))
+        return names

@@ -11,18 +11,19 @@ from typing import Any
 import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Label, LineEdit, SpinBox
 
-from ._widgets import _base_data, _format_metrics, _layer_choices, _model_choices, _ViewerWidget
-from .engine import available_devices
-from .homogeneity import (CLASS_COLOURS, CNN_ARCHITECTURE, DEFAULT_CAM_MODEL, DEFAULT_MODEL, VIEW,
-                          HomogeneityResult, analyse_steps)
-from .homogeneity_training import MODE_CLASSES, HomogeneityConfig, Micrograph, train_steps
-from .models.registry import LoadedModel, load_model
-from .progress import Progress, Steps
+from napari_nanoclass._napari.common import ViewerWidget, base_data, format_metrics, layer_choices, model_choices
+from napari_nanoclass.core.devices import available_devices
+from napari_nanoclass.core.progress import Progress, Steps
+from napari_nanoclass.engine.tiling import patch_map_placement
+from napari_nanoclass.homogeneity import CLASS_COLOURS, CNN_ARCHITECTURE, DEFAULT_CAM_MODEL, DEFAULT_MODEL, VIEW
+from napari_nanoclass.homogeneity.predict import HomogeneityResult, analyse_steps
+from napari_nanoclass.homogeneity.train import MODE_CLASSES, HomogeneityConfig, Micrograph, train_steps
+from napari_nanoclass.models.registry import LoadedModel, load_model
 
 TASK = "patch-classification"
 
 
-class HomogeneityWidget(_ViewerWidget):
+class HomogeneityWidget(ViewerWidget):
     """Image layer → heat map of p(non-homogeneous) per patch, optional Grad-CAM layer, verdict in the dock.
 
     The defect map comes from the model itself if it is a FibreCNN, else from the shipped CNN
@@ -34,8 +35,8 @@ class HomogeneityWidget(_ViewerWidget):
     """
 
     def __init__(self, napari_viewer: Any) -> None:
-        self.image = ComboBox(label="image", choices=_layer_choices(napari_viewer, "Image"))
-        self.model = ComboBox(label="model", choices=_model_choices(TASK))
+        self.image = ComboBox(label="image", choices=layer_choices(napari_viewer, "Image"))
+        self.model = ComboBox(label="model", choices=model_choices(TASK))
         self.device = ComboBox(label="device", choices=available_devices())
         self.cam = CheckBox(text="add defect map (Grad-CAM)", value=True,
                             tooltip=f"made by the model if it is a FibreCNN, else by {DEFAULT_CAM_MODEL}")
@@ -52,17 +53,13 @@ class HomogeneityWidget(_ViewerWidget):
         if chosen is None:
             return
         layer, model, workdir = chosen
-        steps = analyse_steps(_base_data(layer), model, cam=self.cam.value, view=self.view.value, workdir=workdir)
+        steps = analyse_steps(base_data(layer), model, cam=self.cam.value, view=self.view.value, workdir=workdir)
         self.runner.start(steps, lambda result: self.add_layers(result, layer))
 
     def add_layers(self, result: HomogeneityResult, source: Any) -> None:
-        scale = np.asarray(source.scale[-2:], dtype=float)
-        translate = np.asarray(source.translate[-2:], dtype=float)
-        lead = list(source.scale[:-2])
-        # a patch-map pixel spans `patch` image pixels; shift so its corner meets the patch's corner
+        scale, translate = patch_map_placement(result.patch, source.scale, source.translate)
         self.viewer.add_image(
-            result.p_nhnf, name=f"{result.model_name} p(NHNF)", scale=[*lead, *(scale * result.patch)],
-            translate=[*source.translate[:-2], *(translate + scale * (result.patch - 1) / 2)],
+            result.p_nhnf, name=f"{result.model_name} p(NHNF)", scale=scale, translate=translate,
             colormap="inferno", blending="additive", opacity=0.4, contrast_limits=(0, 1),
             metadata={"class_names": result.class_names, "model": result.model_name,
                       "model_sha256": result.model_sha256, "summary": result.summary},
@@ -94,7 +91,7 @@ class HomogeneityWidget(_ViewerWidget):
                                features={k: [v[k] for v in rows] for k in rows[0]})
 
 
-class HomogeneityTrainWidget(_ViewerWidget):
+class HomogeneityTrainWidget(ViewerWidget):
     """Train or fine-tune a patch classifier on an image whose regions a user marked on a Labels layer.
 
     Marks: label 1 = the homogeneous class, 2 = the next class, and so on (two-class: 1 HNF,
@@ -103,12 +100,12 @@ class HomogeneityTrainWidget(_ViewerWidget):
     """
 
     def __init__(self, napari_viewer: Any) -> None:
-        self.image = ComboBox(label="image", choices=_layer_choices(napari_viewer, "Image"))
+        self.image = ComboBox(label="image", choices=layer_choices(napari_viewer, "Image"))
         self.marks = ComboBox(label="marks", choices=lambda w: [("(none)", None),
-                                                                *_layer_choices(napari_viewer, "Labels")(w)])
+                                                                *layer_choices(napari_viewer, "Labels")(w)])
         self.mode = ComboBox(label="classes", choices=["two", "three"], value="two")
         self.whole = ComboBox(label="whole-image label", choices=lambda _w: ["(use marks)", *MODE_CLASSES[self.mode.value]])
-        self.base = ComboBox(label="start from", choices=lambda w: ["(new model)", *_model_choices(TASK, CNN_ARCHITECTURE)(w)])
+        self.base = ComboBox(label="start from", choices=lambda w: ["(new model)", *model_choices(TASK, CNN_ARCHITECTURE)(w)])
         self.save_as = LineEdit(label="save as", value="my-fibre-cnn")
         self.steps = SpinBox(label="steps", value=100, min=1, max=100000)
         super().__init__(napari_viewer, [self.image, self.marks, self.mode, self.whole, self.base, self.save_as,
@@ -122,7 +119,7 @@ class HomogeneityTrainWidget(_ViewerWidget):
         """One training micrograph per plane of the chosen image, with marks or the whole-image label."""
         if self.image.value is None:
             raise ValueError("choose an image layer")
-        data = np.asarray(_base_data(self.image.value))
+        data = np.asarray(base_data(self.image.value))
         planes = [data] if data.ndim == 2 else list(data)
         name = self.image.value.name
         if self.whole.value != "(use marks)":
@@ -130,7 +127,7 @@ class HomogeneityTrainWidget(_ViewerWidget):
             return [Micrograph(p, f"{name}[{z}]", label=label) for z, p in enumerate(planes)]
         if self.marks.value is None:
             raise ValueError("choose a marks layer (1 = homogeneous, 2 = defective, ...) or a whole-image label")
-        marks = np.asarray(_base_data(self.marks.value))
+        marks = np.asarray(base_data(self.marks.value))
         mark_planes = [marks] if marks.ndim == 2 else list(marks)
         return [Micrograph(p, f"{name}[{z}]", marks=m) for z, (p, m) in enumerate(zip(planes, mark_planes))]
 
@@ -158,7 +155,7 @@ class HomogeneityTrainWidget(_ViewerWidget):
                 step = next(steps)
             except StopIteration as stop:
                 return stop.value
-            yield Progress(step.done, step.total, step.message + _format_metrics(step.metrics or {}), step.metrics)
+            yield Progress(step.done, step.total, step.message + format_metrics(step.metrics or {}), step.metrics)
 
     def finished(self, result: LoadedModel) -> None:
         self.result = result

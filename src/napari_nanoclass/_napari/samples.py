@@ -12,9 +12,9 @@ from typing import Any
 import numpy as np
 import tifffile
 
-from .images import read_image
+from napari_nanoclass.io.images import read_image
 
-SAMPLE_DIR = Path(__file__).resolve().parent / "samples"
+SAMPLE_DIR = Path(__file__).resolve().parent.parent / "samples"
 DROSOPHILA_CITATION = (
     "Gerhard, Funke, Martel, Cardona, Fetter (2013). Segmented anisotropic ssTEM dataset of neural tissue. "
     "figshare, doi:10.6084/m9.figshare.856713. CC BY-NC-SA 3.0."
@@ -45,7 +45,7 @@ def sem_fibres() -> list[tuple[Any, dict[str, Any], str]]:
 def liposome_field() -> list[tuple[Any, dict[str, Any], str]]:
     """A simulated 768² cryo-TEM field (2.5 nm/px, study class mix) and its true instances, whose
     ``features`` table holds each liposome's true classes (seed fixed: the same field every time)."""
-    from .liposome_simulator import SimulationConfig, simulate_field
+    from napari_nanoclass.liposomes.simulator import SimulationConfig, simulate_field
 
     field = simulate_field(SimulationConfig(shape=(768, 768), objects=(18, 26)), seed=7)
     features = {"index": [o["label"] for o in field.objects],

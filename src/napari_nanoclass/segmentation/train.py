@@ -21,14 +21,15 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch.nn import functional as F
 
-from . import engine
-from .atomic import atomic_path
-from .datasets import IGNORE_INDEX, Pair
-from .evaluation import SegmentationScores, confusion_matrix
-from .images import image_stats
-from .models.registry import ModelInfo, build, load_model, save_model
-from .models.unet import SEUNet
-from .progress import Progress, Steps, run_sync, scaled
+from napari_nanoclass import engine
+from napari_nanoclass.core.atomic import atomic_path
+from napari_nanoclass.core.augment import augment
+from napari_nanoclass.core.metrics import SegmentationScores, confusion_matrix
+from napari_nanoclass.core.progress import Progress, Steps, run_sync, scaled
+from napari_nanoclass.io.images import image_stats
+from napari_nanoclass.models.registry import ModelInfo, build, load_model, save_model
+from napari_nanoclass.models.unet import SEUNet
+from napari_nanoclass.segmentation.data import IGNORE_INDEX, Pair, pair_from_arrays
 
 
 @dataclass
@@ -105,23 +106,23 @@ class CropSampler:
         return image, np.ascontiguousarray(labels, dtype=np.int64)
 
 
-def augment(rng: np.random.Generator, image: np.ndarray, labels: np.ndarray | None = None
-            ) -> tuple[np.ndarray, np.ndarray | None]:
-    """Random rot90 and flip (applied to ``labels`` too), contrast/brightness jitter, Gaussian noise.
+def holdout_pairs(image: np.ndarray, labels: np.ndarray, name: str) -> tuple[list[Pair], list[Pair]]:
+    """Training and validation pairs from one image or stack and its labels: the bottom quarter
+    of every plane is held out, a contiguous block rather than random pixels, so validation
+    measures structures the model did not train on (planes of a stack are split separately)."""
+    planes = [(image, labels)] if image.ndim == 2 else list(zip(image, labels))
+    train, val = [], []
+    for z, (img, lab) in enumerate(planes):
+        cut = img.shape[0] * 3 // 4
+        train.append(pair_from_arrays(img[:cut], lab[:cut], f"{name}[{z}] top"))
+        val.append(pair_from_arrays(img[cut:], lab[cut:], f"{name}[{z}] bottom"))
+    return train, val
 
-    Geometric changes are lossless on purpose: no scaling, so object sizes (membrane thickness,
-    fibre diameter) stay what the model must judge. ``image`` is already z-score normalised.
-    """
-    k = rng.integers(4)
-    flip = rng.random() < 0.5
-    image = np.rot90(image, k)
-    image = image[:, ::-1] if flip else image
-    if labels is not None:
-        labels = np.rot90(labels, k)
-        labels = np.ascontiguousarray(labels[:, ::-1] if flip else labels)
-    image = image * rng.uniform(0.8, 1.25) + rng.uniform(-0.2, 0.2)
-    image = image + rng.normal(0, rng.uniform(0, 0.1), image.shape)
-    return np.ascontiguousarray(image, dtype=np.float32), labels
+
+def default_patience(epochs: int) -> int:
+    """Epochs without validation improvement before stopping, for a run of ``epochs``: a third of
+    them (at least 3), so a short fine-tune is not cut off by one noisy epoch."""
+    return max(3, epochs // 3)
 
 
 def class_weights(pairs: Sequence[Pair], n_classes: int) -> torch.Tensor:

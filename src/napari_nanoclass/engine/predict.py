@@ -1,4 +1,4 @@
-"""The shared tiled inference engine: any image size, through any torch model, headless or in napari.
+"""Running a model over an image: any image size, through any torch model, headless or in napari.
 
 Two ways to push an image through a model, both built on one tile iterator:
 
@@ -24,23 +24,22 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import dask.array as da
 import numpy as np
 import torch
 import zarr
 from torch import nn
 from torch.nn import functional as F
 
-from .atomic import atomic_path
-from .images import image_stats
-from .progress import Progress, Steps
+from napari_nanoclass.core.atomic import atomic_path
+from napari_nanoclass.core.devices import select_device
+from napari_nanoclass.core.progress import Progress, Steps
+from napari_nanoclass.engine.tiling import Window, dense_windows, patch_windows, planes, read_window, round_up
+from napari_nanoclass.io.images import image_stats
 
 Postprocess = Callable[[torch.Tensor], torch.Tensor]
 
@@ -77,119 +76,6 @@ def with_logit_bias(postprocess: Postprocess | None, bias: Sequence[float] | Non
         return logits if postprocess is None else postprocess(logits)
 
     return shifted
-
-
-# -- devices and threads ------------------------------------------------------------------------
-
-
-def available_devices() -> list[str]:
-    """Devices usable here, best first (what a device drop-down offers)."""
-    devices = []
-    if torch.cuda.is_available():
-        devices += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        devices.append("mps")
-    return devices + ["cpu"]
-
-
-def select_device(preference: str | torch.device | None = None) -> torch.device:
-    """CUDA, else MPS, else CPU, unless ``preference`` names one (an unavailable one is an error)."""
-    if preference in (None, "", "auto"):
-        return torch.device(available_devices()[0])
-    device = torch.device(preference)
-    if device.type != "cpu" and not any(d.startswith(device.type) for d in available_devices()):
-        raise RuntimeError(f"device {str(preference)!r} is not available here; available: {available_devices()}")
-    return device
-
-
-def cpu_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        return os.cpu_count() or 1
-
-
-def configure_threads(workers: int = 1) -> int:
-    """Give each of ``workers`` parallel workers an equal share of the cores for torch.
-
-    torch threads × workers never exceeds the cores, which would only make them fight.
-    Returns the torch thread count set.
-    """
-    threads = max(1, cpu_cores() // max(1, workers))
-    torch.set_num_threads(threads)
-    return threads
-
-
-# -- tile geometry ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Window:
-    """A read window (may extend past the image; filled by reflection) and the core it yields."""
-
-    y0: int
-    y1: int
-    x0: int
-    x1: int
-    core: tuple[slice, slice]  # where the kept part goes in the output (plane coordinates)
-    crop: tuple[slice, slice]  # which part of the model output is kept
-
-
-def round_up(value: int, multiple: int) -> int:
-    return -(-value // multiple) * multiple
-
-
-def dense_windows(shape: tuple[int, int], tile: int, halo: int, divisor: int) -> list[Window]:
-    """Tiles covering ``shape``: cores of ``tile`` (≤ image, multiple of ``divisor``) plus halo.
-
-    All windows of one image have the same size, so they batch; cores start at multiples of the
-    tile size and the halo is a multiple of the divisor, so every window starts on the model's
-    pooling grid — the condition for tiled == whole-image results.
-    """
-    halo = round_up(halo, divisor)
-    height, width = shape
-    th = min(round_up(tile, divisor), round_up(height, divisor))
-    tw = min(round_up(tile, divisor), round_up(width, divisor))
-    windows = []
-    for y in range(0, height, th):
-        for x in range(0, width, tw):
-            h, w = min(th, height - y), min(tw, width - x)
-            windows.append(
-                Window(
-                    y - halo, y + th + halo, x - halo, x + tw + halo,
-                    core=(slice(y, y + h), slice(x, x + w)),
-                    crop=(slice(halo, halo + h), slice(halo, halo + w)),
-                )
-            )
-    return windows
-
-
-def patch_windows(shape: tuple[int, int], patch: int) -> list[Window]:
-    """Non-overlapping patches; ``core`` indexes the patch map, ``crop`` the valid pixels."""
-    height, width = shape
-    windows = []
-    for i, y in enumerate(range(0, height, patch)):
-        for j, x in enumerate(range(0, width, patch)):
-            windows.append(
-                Window(
-                    y, y + patch, x, x + patch,
-                    core=(slice(i, i + 1), slice(j, j + 1)),
-                    crop=(slice(0, min(patch, height - y)), slice(0, min(patch, width - x))),
-                )
-            )
-    return windows
-
-
-def read_window(plane: Any, window: Window) -> np.ndarray:
-    """Read a window of a (lazy) plane; parts outside the image are filled by reflection."""
-    height, width = plane.shape
-    ya, yb = max(window.y0, 0), min(window.y1, height)
-    xa, xb = max(window.x0, 0), min(window.x1, width)
-    block = np.asarray(plane[ya:yb, xa:xb], dtype=np.float32)
-    pad = ((ya - window.y0, window.y1 - yb), (xa - window.x0, window.x1 - xb))
-    if any(any(p) for p in pad):
-        block = np.pad(block, pad, mode="reflect" if min(block.shape) > 1 else "edge")
-    return block
 
 
 # -- running the model --------------------------------------------------------------------------
@@ -248,31 +134,6 @@ def iter_batches(
             if postprocess is not None:
                 y = postprocess(y)
         yield batch, y.float().cpu().numpy() if y.is_floating_point() else y.cpu().numpy()
-
-
-class _Plane:
-    """Plane ``z`` of a lazy (zarr / TIFF) stack: slicing reads only that region.
-
-    Indexing a zarr stack with ``[z]`` would read the whole plane, and a dask wrapper would build
-    a task graph for every tile read; this forwards each tile's slices straight to the store.
-    """
-
-    def __init__(self, array: Any, z: int) -> None:
-        self.array, self.z = array, z
-        self.shape, self.dtype, self.ndim = tuple(array.shape[1:]), array.dtype, 2
-        self.chunks = tuple(array.chunks[1:])
-
-    def __getitem__(self, key: tuple[slice, slice]) -> np.ndarray:
-        return self.array[(self.z, *key)]
-
-
-def planes(data: Any) -> list[Any]:
-    """The 2-D planes of an image, none of them read into memory before its tiles are needed."""
-    if data.ndim == 2:
-        return [data]
-    if isinstance(data, (np.ndarray, da.Array)):
-        return [data[z] for z in range(data.shape[0])]
-    return [_Plane(data, z) for z in range(data.shape[0])]
 
 
 def default_halo(model: nn.Module) -> int:
@@ -452,8 +313,3 @@ def predict_patches(
     )
 
 
-def patch_coverage(shape: tuple[int, int], patch: int) -> np.ndarray:
-    """Fraction of each patch that lies inside an image of ``shape`` (1 except at the edges)."""
-    rows = np.minimum(patch, shape[0] - np.arange(0, shape[0], patch)) / patch
-    cols = np.minimum(patch, shape[1] - np.arange(0, shape[1], patch)) / patch
-    return np.outer(rows, cols).astype(np.float32)

@@ -31,13 +31,14 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from .homogeneity import CLASS_COLOURS, analyse
-from .images import image_stats
-from .models.registry import LoadedModel, ModelInfo, save_model, sha256_of
-from .models.texture_classifier import TextureClassifier, patch_features, quantise_z, region_statistics
+from napari_nanoclass.homogeneity import CLASS_COLOURS
+from napari_nanoclass.homogeneity.predict import analyse
+from napari_nanoclass.io.images import image_stats
+from napari_nanoclass.models.registry import LoadedModel, ModelInfo, save_model, sha256_of
+from napari_nanoclass.models.texture_classifier import TextureClassifier, patch_features, quantise_z, region_statistics
 
 if TYPE_CHECKING:
-    from .homogeneity_training import Micrograph
+    from napari_nanoclass.homogeneity.train import Micrograph
 
 WINDOWS = 8  # random windows per micrograph for the region regression
 MIN_WINDOW = 3  # patches per side of the smallest window (or the whole grid side if smaller)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .images import IMAGE_SUFFIXES, ImageError, read_image
+from napari_nanoclass.io.images import IMAGE_SUFFIXES, ImageError, read_image
 
 DROSOPHILA_CLASSES = ["background", "membrane", "mitochondria", "synapse"]
 DROSOPHILA_COLOURS = ["#00000000", "#f2d21b", "#e8432e", "#36c5f0"]

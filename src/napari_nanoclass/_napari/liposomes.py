@@ -17,14 +17,13 @@ from typing import Any
 import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, FloatSpinBox, Label, LineEdit, PushButton, SpinBox
 
-from ._widgets import _base_data, _layer_choices, _ViewerWidget
-from .engine import available_devices
-from .liposome_simulator import PROBLEMS
-from .liposome_training import ClassifierConfig, ClassifierResult, train_classifier_steps
-from .liposomes import (DEFAULT_CLASSIFIERS, DEFAULT_DETECTOR, LiposomeResult, analyse_steps, class_colours,
-                        training_objects)
-from .models.registry import list_models
-from .progress import Progress, Steps, scaled
+from napari_nanoclass._napari.common import ViewerWidget, base_data, layer_choices
+from napari_nanoclass.core.progress import Progress, Steps, scaled
+from napari_nanoclass.core.devices import available_devices
+from napari_nanoclass.liposomes import DEFAULT_CLASSIFIERS, DEFAULT_DETECTOR, PROBLEMS
+from napari_nanoclass.liposomes.predict import LiposomeResult, analyse_steps, class_colours
+from napari_nanoclass.liposomes.train import ClassifierConfig, ClassifierResult, train_classifier_steps, training_objects
+from napari_nanoclass.models.registry import list_models
 
 DETECT = "(detect)"
 
@@ -41,13 +40,13 @@ def _classifiers(problem: str) -> Any:
     return choices
 
 
-class LiposomeWidget(_ViewerWidget):
+class LiposomeWidget(ViewerWidget):
     """Image layer (+ optional instance Labels layer) → liposome instances, classes and report."""
 
     def __init__(self, napari_viewer: Any) -> None:
-        self.image = ComboBox(label="image", choices=_layer_choices(napari_viewer, "Image"))
+        self.image = ComboBox(label="image", choices=layer_choices(napari_viewer, "Image"))
         self.objects = ComboBox(label="objects", choices=lambda w: [(DETECT, None),
-                                                                    *_layer_choices(napari_viewer, "Labels")(w)],
+                                                                    *layer_choices(napari_viewer, "Labels")(w)],
                                 tooltip="detect liposomes, or classify the instances of a Labels layer")
         self.pixel_size = FloatSpinBox(label="pixel size (nm)", value=2.5, min=0.05, max=100.0, step=0.05)
         self.detector = ComboBox(label="detector", choices=_detectors)
@@ -92,8 +91,8 @@ class LiposomeWidget(_ViewerWidget):
             return
         labels_layer = self.objects.value
         steps = analyse_steps(
-            np.asarray(_base_data(layer)), self.pixel_size.value,
-            labels=None if labels_layer is None else np.asarray(_base_data(labels_layer)),
+            np.asarray(base_data(layer)), self.pixel_size.value,
+            labels=None if labels_layer is None else np.asarray(base_data(labels_layer)),
             detector=self.detector.value, classifiers={p: c.value for p, c in self.models.items()},
             name=layer.name, balanced_decisions=self.balanced.value, device=self.device.value)
         self.runner.start(steps, lambda result: self.show(result, layer))
@@ -204,7 +203,7 @@ class _CorrectionPanel(Container):
             owner.runner.on_error(ValueError("every object has the same classes: correct some objects to other "
                                              "classes before retraining"))
             return
-        data, labels = np.asarray(_base_data(image)), np.asarray(layer.data)
+        data, labels = np.asarray(base_data(image)), np.asarray(layer.data)
         pixel_size, detector = owner.pixel_size.value, owner.detector.value
 
         def objects_for(classifier: str) -> Any:

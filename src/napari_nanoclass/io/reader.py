@@ -15,8 +15,11 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .batch import RESULT
-from .images import find_output, read_output
+from napari_nanoclass.core.analysis import get
+from napari_nanoclass.engine.tiling import patch_map_placement
+from napari_nanoclass.io.images import find_output, read_output
+
+RESULT = "result.json"  # what the batch runner writes into each complete input folder
 
 LayerData = tuple[Any, dict[str, Any], str]
 
@@ -40,8 +43,7 @@ def read_results(path: str | list[str]) -> list[LayerData]:
         raise ValueError(f"{path}: not a napari-nanoclass result folder (no {RESULT})")
     stored = json.loads(marker.read_text())
     folder, stem = marker.parent, stored["stem"]
-    reader = {"segment": _segmentation, "homogeneity": _homogeneity, "liposomes": _liposomes}[stored["analysis"]]
-    return reader(folder, stem, stored["result"])
+    return get(stored["analysis"]).read_layers(folder, stem, stored["result"])
 
 
 def _output(folder: Path, name: str) -> Any:
@@ -57,7 +59,7 @@ def _rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(fh))
 
 
-def _segmentation(folder: Path, stem: str, result: dict[str, Any]) -> list[LayerData]:
+def segmentation_layers(folder: Path, stem: str, result: dict[str, Any]) -> list[LayerData]:
     labels = _output(folder, f"{stem}_labels")
     table = _rows(folder / f"{stem}_classes.csv")
     meta: dict[str, Any] = {"name": f"{stem} labels", "features": {k: [r[k] for r in table] for k in table[0]},
@@ -70,7 +72,7 @@ def _segmentation(folder: Path, stem: str, result: dict[str, Any]) -> list[Layer
 
 def _model_info(model: str | None) -> Any:
     """The registered model's info, or None when it is no longer registered here."""
-    from .models.registry import list_models
+    from napari_nanoclass.models.registry import list_models
 
     return next((m for m in list_models() if m.name == model), None)
 
@@ -80,15 +82,14 @@ def _class_colours(model: str | None) -> list[str]:
     return list(info.class_colours) if info is not None else []
 
 
-def _homogeneity(folder: Path, stem: str, result: dict[str, Any]) -> list[LayerData]:
+def homogeneity_layers(folder: Path, stem: str, result: dict[str, Any]) -> list[LayerData]:
     info = _model_info(result.get("model"))
     patch = int(info.patch) if info is not None and info.patch else 128
     p_nhnf = np.asarray(_output(folder, f"{stem}_pnhnf"))
-    lead = [1.0] * (p_nhnf.ndim - 2)
+    scale, translate = patch_map_placement(patch, [1.0] * p_nhnf.ndim, [0.0] * p_nhnf.ndim)
     layers: list[LayerData] = [(p_nhnf, {
         "name": f"{stem} p(NHNF)", "colormap": "inferno", "blending": "additive", "opacity": 0.4,
-        "contrast_limits": (0.0, 1.0), "scale": [*lead, patch, patch],
-        "translate": [*([0.0] * len(lead)), (patch - 1) / 2, (patch - 1) / 2],
+        "contrast_limits": (0.0, 1.0), "scale": scale, "translate": translate,
         "metadata": {"summary": result}}, "image")]
     cam = find_output(folder, f"{stem}_cam")  # optional (--cam)
     if cam is not None:
@@ -97,8 +98,8 @@ def _homogeneity(folder: Path, stem: str, result: dict[str, Any]) -> list[LayerD
     return layers
 
 
-def _liposomes(folder: Path, stem: str, result: dict[str, Any]) -> list[LayerData]:
-    from .liposomes import OBJECT_COLUMNS, class_colours
+def liposome_layers(folder: Path, stem: str, result: dict[str, Any]) -> list[LayerData]:
+    from napari_nanoclass.liposomes.predict import OBJECT_COLUMNS, class_colours
 
     labels = _output(folder, f"{stem}_labels")
     rows = [r for r in _rows(folder / "objects.csv") if r["image"] == stem]

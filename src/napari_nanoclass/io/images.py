@@ -23,7 +23,7 @@ import numpy as np
 import tifffile
 import zarr
 
-from .atomic import atomic_path
+from napari_nanoclass.core.atomic import atomic_path
 
 TIFF_SUFFIXES = {".tif", ".tiff"}
 PLAIN_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif"}

@@ -31,12 +31,13 @@ from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_f
 from sklearn.model_selection import StratifiedGroupKFold
 from torch.nn import functional as F
 
-from .homogeneity import CLASS_COLOURS, CNN_ARCHITECTURE, THREE_CLASS, TWO_CLASS, Aggregation, analyse_steps
-from .images import as_greyscale, image_stats, read_image
-from .models.fibre_cnn import FibreCNN
-from .models.registry import LoadedModel, ModelInfo, build, load_model, save_model, sha256_of
-from .progress import Progress, Steps, run_sync
-from .training import augment
+from napari_nanoclass.core.augment import augment
+from napari_nanoclass.core.progress import Progress, Steps, run_sync
+from napari_nanoclass.homogeneity import CLASS_COLOURS, CNN_ARCHITECTURE, THREE_CLASS, TWO_CLASS
+from napari_nanoclass.homogeneity.predict import Aggregation, analyse_steps
+from napari_nanoclass.io.images import as_greyscale, image_stats, read_image
+from napari_nanoclass.models.fibre_cnn import FibreCNN
+from napari_nanoclass.models.registry import LoadedModel, ModelInfo, build, load_model, save_model, sha256_of
 
 # folder name in ../shared/data/nanofiber-sem → class index, per mode
 FOLDER_CLASSES = {

@@ -28,7 +28,6 @@ input being processed (its tiles); from cluster workers the latter travels as da
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
@@ -38,12 +37,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .images import file_stem, find_images, write_csv, write_json
-from .progress import Progress, ProgressCallback, Throttle, run_sync
+from napari_nanoclass import __version__
+from napari_nanoclass.core.analysis import Analysis, files_steps, get
+from napari_nanoclass.core.progress import Progress, ProgressCallback, Throttle, run_sync
+from napari_nanoclass.io.images import file_stem, find_images, write_csv, write_json
+from napari_nanoclass.io.reader import RESULT
 
-ANALYSES = ("segment", "homogeneity", "liposomes")
 PROGRESS_TOPIC = "napari-nanoclass-progress"
-RESULT = "result.json"
 SUMMARY_COLUMNS = ["input", "stem", "status", "error", "seconds", "output", "skipped"]
 
 
@@ -60,8 +60,7 @@ class BatchConfig:
     scheduler: str | None = None
 
     def __post_init__(self) -> None:
-        if self.analysis not in ANALYSES:
-            raise ValueError(f"unknown analysis {self.analysis!r}; choose one of {ANALYSES}")
+        get(self.analysis)  # an unknown analysis is refused here, naming the known ones
 
     @classmethod
     def load(cls, path: str | Path) -> BatchConfig:
@@ -81,46 +80,10 @@ def _fingerprint(path: Path) -> dict[str, Any]:
     return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
 
 
-def _files_job(analysis: str) -> Callable[..., Any]:
-    """The analysis' own file job (the step generator its single command runs)."""
-    if analysis == "segment":
-        from .segmentation import segment_files_steps
-
-        return segment_files_steps
-    if analysis == "homogeneity":
-        from .homogeneity import analyse_files_steps
-
-        return analyse_files_steps
-    from .liposomes import analyse_files_steps as liposome_files
-
-    return liposome_files
-
-
-def check_options(analysis: str, options: dict[str, Any]) -> None:
-    """Refuse options the analysis does not have, or an unknown output format, before any work —
-    rather than failing every input with the same message."""
-    import inspect
-
-    from .images import check_output_format
-
-    known = set(inspect.signature(_files_job(analysis)).parameters) - {"paths", "out_dir"}
-    unknown = sorted(set(options) - known)
-    if unknown:
-        raise ValueError(f"{analysis} has no option {', '.join(unknown)}; its options: {', '.join(sorted(known))}")
-    check_output_format(options.get("output_format", "tif"))
-
-
 def _run_analysis(analysis: str, path: Path, target: Path, options: dict[str, Any],
                   progress: ProgressCallback | None) -> dict[str, Any]:
     """Run one analysis' file job on one input into ``target``; returns its result row."""
-    result = run_sync(_files_job(analysis)([path], target, **options), progress)
-    if analysis == "homogeneity":
-        from .homogeneity import write_tables
-
-        rows, view_rows = result
-        write_tables(target, rows, view_rows)
-        return rows[0]
-    return result[0]
+    return run_sync(files_steps(analysis, [path], target, **options), progress)[0]
 
 
 def _event_reporter(stem: str, interval: float = 0.5) -> ProgressCallback:
@@ -149,7 +112,7 @@ def process_one(analysis: str, path: str, out: str, options: dict[str, Any], sha
     input: the row says ``failed`` and why.
     """
     if sharing:
-        from .engine import configure_threads
+        from napari_nanoclass.core.devices import configure_threads
 
         configure_threads(sharing)
     source, out_dir = Path(path), Path(out)
@@ -168,7 +131,7 @@ def process_one(analysis: str, path: str, out: str, options: dict[str, Any], sha
         result = _run_analysis(analysis, source, partial, options, progress or None)
         if result.get("status") != "ok":
             raise RuntimeError(result.get("error") or "failed")
-        write_overview(partial, stem, source)
+        write_overview(get(analysis), partial, stem, source)
         row.update(status="ok", error="", seconds=round(time.perf_counter() - start, 3))
         write_json(partial / RESULT, {**row, **marker, "fingerprint": _fingerprint(source), "result": result})
         shutil.rmtree(final, ignore_errors=True)
@@ -179,18 +142,19 @@ def process_one(analysis: str, path: str, out: str, options: dict[str, Any], sha
     return row
 
 
-def write_overview(folder: Path, stem: str, source: Path, size: int = 512) -> Path | None:
-    """``overview.png``: the input (first plane of a stack), at most ``size`` px, with the instance or
-    class labels overlaid in colour, or the p(NHNF) patch map in red — to check a run at a glance."""
+def write_overview(analysis: Analysis, folder: Path, stem: str, source: Path, size: int = 512) -> Path | None:
+    """``overview.png``: the input (first plane of a stack), at most ``size`` px, with the
+    analysis' overview output overlaid: labels in colour, or a 0–1 map (p(NHNF)) in red — to
+    check a run at a glance."""
     import numpy as np
     from skimage.color import label2rgb
     from skimage.io import imsave
     from skimage.transform import resize
 
-    from .atomic import atomic_path
-    from .images import find_output, read_image, read_output
+    from napari_nanoclass.core.atomic import atomic_path
+    from napari_nanoclass.io.images import find_output, read_image, read_output
 
-    found = find_output(folder, f"{stem}_labels") or find_output(folder, f"{stem}_pnhnf")
+    found = find_output(folder, analysis.overview.format(stem=stem))
     if found is None:
         return None
     grey = _thumbnail(read_image(source).data, size).astype(np.float32)
@@ -198,7 +162,7 @@ def write_overview(folder: Path, stem: str, source: Path, size: int = 512) -> Pa
     grey = np.clip((grey - lo) / max(hi - lo, 1e-6), 0, 1)
     overlay = resize(_thumbnail(read_output(found), size), grey.shape, order=0, preserve_range=True,
                      anti_aliasing=False)
-    if found.name.startswith(f"{stem}_labels"):
+    if analysis.overview_kind == "labels":
         rgb = label2rgb(overlay.astype(np.int64), image=grey, alpha=0.35, bg_label=0)
     else:
         alpha = 0.6 * np.clip(overlay, 0, 1)[..., None]
@@ -257,7 +221,8 @@ def run_batch(analysis: str, inputs: Iterable[str | Path], out: str | Path, *, o
     """
     config = BatchConfig(analysis, [str(i) for i in inputs], str(out), dict(options or {}), overwrite, workers,
                          scheduler)
-    check_options(analysis, config.options)
+    spec = get(analysis)
+    spec.check_options(config.options)
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json(out_dir / "batch_config.json", asdict(config))
@@ -278,13 +243,11 @@ def run_batch(analysis: str, inputs: Iterable[str | Path], out: str | Path, *, o
         finished += 1
         if on_row is not None:
             on_row(row, finished, len(paths))
-    from . import __version__  # the package imports this module: read the version late
-
     ordered = [rows[str(p)] for p in paths]
     run = {"analysis": analysis, "options": config.options, "version": __version__, "inputs": len(paths),
            "processed": len(todo), "skipped": len(paths) - len(todo),
            "failed": sum(r["status"] != "ok" for r in ordered), "seconds": round(time.perf_counter() - start, 3),
-           "workers": workers, "scheduler": scheduler, "models": _models(analysis, config.options)}
+           "workers": workers, "scheduler": scheduler, "models": _models(spec, config.options)}
     write_csv(out_dir / "run_summary.csv", ordered, SUMMARY_COLUMNS)
     write_json(out_dir / "run_summary.json", {"run": run, "files": ordered})
     return BatchReport(ordered, run)
@@ -329,29 +292,12 @@ def _execute(analysis: str, paths: Sequence[Path], out_dir: Path, options: dict[
             cluster.close()
 
 
-def _models(analysis: str, options: dict[str, Any]) -> dict[str, str]:
+def _models(analysis: Analysis, options: dict[str, Any]) -> dict[str, str]:
     """Names and sha256 of the models the run used (the options' or the analysis' defaults)."""
-    from .models.registry import resolve, sha256_of
+    from napari_nanoclass.models.registry import resolve, sha256_of
 
-    if analysis == "segment":
-        from .segmentation import DEFAULT_MODEL
-
-        names = {"model": options.get("model", DEFAULT_MODEL)}
-    elif analysis == "homogeneity":
-        from .homogeneity import DEFAULT_MODEL as FIBRE_MODEL
-        from .homogeneity import cam_model_name
-
-        names = {"model": options.get("model", FIBRE_MODEL)}
-        if options.get("cam"):
-            with contextlib.suppress(Exception):  # an unreadable model is reported under "model" below
-                names["cam_model"] = cam_model_name(names["model"], options.get("cam_model"))
-    else:
-        from .liposomes import DEFAULT_CLASSIFIERS, DEFAULT_DETECTOR
-
-        names = {"detector": options.get("detector", DEFAULT_DETECTOR),
-                 **(options.get("classifiers") or DEFAULT_CLASSIFIERS)}
     out = {}
-    for role, name in names.items():
+    for role, name in analysis.job_class().model_names(options).items():
         try:
             out[role] = f"{name} sha256:{sha256_of(resolve(name)[0])}"
         except Exception as exc:  # a missing model fails each file with its own message

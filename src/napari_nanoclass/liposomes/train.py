@@ -40,13 +40,16 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 from torch.nn import functional as F
 
-from . import engine, liposome_objects
-from .datasets import Pair
-from .evaluation import class_metrics, confusion_matrix
-from .liposome_simulator import PROBLEMS, Field
-from .models.lipnet import LipNet, decide, predict_crops, shift_prior
-from .models.registry import ModelInfo, load_model, save_model
-from .progress import Progress, Steps, run_sync
+from napari_nanoclass import engine
+from napari_nanoclass.core.metrics import class_metrics, confusion_matrix
+from napari_nanoclass.core.progress import Progress, Steps, run_sync
+from napari_nanoclass.liposomes import DEFAULT_DETECTOR, PROBLEMS
+from napari_nanoclass.liposomes import objects as liposome_objects
+from napari_nanoclass.liposomes.predict import crop_spec, labels_at, load_on, working_image
+from napari_nanoclass.liposomes.simulator import Field
+from napari_nanoclass.models.lipnet import LipNet, decide, predict_crops, shift_prior
+from napari_nanoclass.models.registry import LoadedModel, ModelInfo, load_model, save_model
+from napari_nanoclass.segmentation.data import Pair
 
 DETECTOR_CLASSES = ["background", "liposome", "boundary"]
 DETECTOR_COLOURS = ["transparent", "#4daf4a", "#e41a1c"]
@@ -123,6 +126,20 @@ def objects_from_image(image: np.ndarray, labels: np.ndarray, classes: dict[int,
                    liposome_objects.log_size(diameters),
                    liposome_objects.features(image, labels, pixel_size_nm),
                    targets, np.full(len(ids), group, np.int64), mode)
+
+
+def training_objects(image: np.ndarray, labels: np.ndarray, classes: dict[int, dict[str, str]],
+                     pixel_size_nm: float, detector: str | LoadedModel = DEFAULT_DETECTOR,
+                     classifier: str | LoadedModel | None = None) -> Any:
+    """Objects of a corrected result (its instance ``labels`` and each label's ``classes``) for
+    retraining a classifier, at the scale and normalisation :func:`analyse` classifies at, and
+    cropped the way ``classifier`` (the model to fine-tune) takes its input (the default crop mode
+    at 32² if none)."""
+    mode, size = ((liposome_objects.DEFAULT_CROP_MODE, 32) if classifier is None
+                  else crop_spec(load_on(classifier, None).info))
+    work, working_px = working_image(image, pixel_size_nm, load_on(detector, None).info.pixel_size_nm)
+    return objects_from_image(work, labels_at(np.asarray(labels), work.shape), classes, working_px,
+                              mode=mode, size=size)
 
 
 def objects_from_fields(fields: Sequence[Field], *, mode: str = liposome_objects.DEFAULT_CROP_MODE,
@@ -235,7 +252,7 @@ def _epoch_indices(y: np.ndarray, strategy: str, rng: np.random.Generator) -> np
 
 def _smote(objects: Objects, y: np.ndarray, seed: int) -> tuple[Objects, np.ndarray]:
     """Training set grown with SMOTE samples of every minority class (crops and sizes)."""
-    from imblearn.over_sampling import RandomOverSampler, SMOTE
+    from imblearn.over_sampling import SMOTE, RandomOverSampler
 
     n, s = objects.crops.shape[0], objects.crops.shape[1]
     flat = np.concatenate([objects.crops.reshape(n, -1), objects.log_size[:, None], objects.features], axis=1)

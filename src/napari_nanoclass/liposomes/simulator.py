@@ -33,9 +33,8 @@ from typing import Any
 import numpy as np
 from scipy import ndimage as ndi
 
-LAMELLARITY = ["unilamellar", "multilamellar", "uncertain"]
-ENCAPSULATION = ["full", "empty", "uncertain"]
-PROBLEMS = {"lamellarity": LAMELLARITY, "encapsulation": ENCAPSULATION}
+from napari_nanoclass.liposomes import ENCAPSULATION, LAMELLARITY
+
 WAVELENGTH_NM = 1.97e-3  # electrons at 300 kV
 BILAYER_GAP_NM = 4.0  # between the two leaflets' head-group lines
 
@@ -310,7 +309,7 @@ def _image(density: np.ndarray, carbon: np.ndarray, config: SimulationConfig, rn
 def write_fields(fields: Iterable[Field], out_dir: str | Path) -> list[Path]:
     """Save fields as ``field_NNNN.tif`` (float32 image), ``field_NNNN_labels.tif`` (instances) and one
     ``objects.csv`` (field, label, classes, diameter, centre): a labelled set to pre-train on."""
-    from .images import write_csv, write_tiff
+    from napari_nanoclass.io.images import write_csv, write_tiff
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,138 @@
+"""What every napari-nanoclass dock widget shares.
+
+:class:`TaskRunner` runs a core step generator in a napari ``thread_worker`` with a progress bar
+and a Cancel button; errors always clear the bar and are shown, never swallowed.
+``runner.synchronous = True`` runs the same generator in the calling thread (tests, scripting).
+:class:`ViewerWidget` is a form bound to a viewer whose combo boxes follow its layer list.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from magicgui.widgets import Container, Label, ProgressBar, PushButton
+
+from napari_nanoclass.core.progress import Progress, Steps, run_sync
+from napari_nanoclass.models.registry import LoadedModel, list_models, load_model
+
+
+class TaskRunner(Container):
+    """Progress bar + Cancel button that run one step generator at a time off the GUI thread."""
+
+    def __init__(self, run_button: PushButton) -> None:
+        self.bar = ProgressBar(value=0, max=1, visible=False)
+        self.cancel_button = PushButton(text="Cancel", enabled=False)
+        self.status = Label(value="")
+        super().__init__(widgets=[self.bar, self.cancel_button, self.status], labels=False)
+        self.run_button = run_button
+        self.synchronous = False
+        self.worker: Any = None
+        self.last_error: BaseException | None = None
+        self.cancel_button.changed.connect(self.cancel)
+
+    def start(self, steps: Steps[Any], on_result: Callable[[Any], None]) -> None:
+        self.last_error = None
+        self._busy(True)
+        if self.synchronous:
+            try:
+                on_result(run_sync(steps, progress=self.show_progress))
+            except Exception as exc:
+                self.on_error(exc)
+            finally:
+                self._busy(False)
+            return
+        from napari.qt.threading import create_worker
+
+        def run() -> Any:
+            return (yield from steps)
+
+        self.worker = create_worker(run, _start_thread=False, _ignore_errors=True)  # on_error shows them
+        self.worker.yielded.connect(self.show_progress)
+        self.worker.returned.connect(on_result)
+        self.worker.errored.connect(self.on_error)
+        self.worker.aborted.connect(lambda: self.status.__setattr__("value", "cancelled"))
+        self.worker.finished.connect(lambda: self._busy(False))
+        self.worker.start()
+
+    def cancel(self) -> None:
+        """Stops the running job at its next step (at most one tile or iteration away)."""
+        if self.worker is not None:
+            self.worker.quit()
+
+    def show_progress(self, step: Progress) -> None:
+        self.bar.max = max(step.total, 1)
+        self.bar.value = min(step.done, self.bar.max)
+        self.status.value = step.message
+
+    def on_error(self, exc: BaseException) -> None:
+        self.last_error = exc
+        self._busy(False)
+        self.status.value = f"error: {exc}"
+        from napari.utils.notifications import show_error
+
+        show_error(f"napari-nanoclass: {exc}")
+
+    def _busy(self, busy: bool) -> None:
+        self.bar.visible = busy
+        if not busy:
+            self.bar.value = 0
+            self.worker = None
+        self.cancel_button.enabled = busy
+        self.run_button.enabled = not busy
+
+
+def layer_choices(viewer: Any, kind: str) -> Callable[[Any], list[tuple[str, Any]]]:
+    def choices(_widget: Any) -> list[tuple[str, Any]]:
+        return [(layer.name, layer) for layer in viewer.layers if type(layer).__name__ == kind]
+
+    return choices
+
+
+def model_choices(task: str, architecture: str | None = None) -> Callable[[Any], list[str]]:
+    def choices(_widget: Any) -> list[str]:
+        return [info.name for info in list_models()
+                if info.task == task and architecture in (None, info.architecture)]
+
+    return choices
+
+
+def base_data(layer: Any) -> Any:
+    """Full-resolution data of a layer (level 0 of a multiscale pyramid)."""
+    return layer.data[0] if getattr(layer, "multiscale", False) else layer.data
+
+
+class ViewerWidget(Container):
+    """A dock widget bound to a viewer whose combo boxes follow the viewer's layer list."""
+
+    def __init__(self, viewer: Any, widgets: list[Any]) -> None:
+        self.viewer = viewer
+        self.run_button = PushButton(text="Run")
+        self.runner = TaskRunner(self.run_button)
+        super().__init__(widgets=[*widgets, self.run_button, self.runner])
+        for event in (viewer.layers.events.inserted, viewer.layers.events.removed):
+            event.connect(lambda _e: self.reset_choices())
+        self.reset_choices()
+
+    def image_and_model(self, analysis: str) -> tuple[Any, LoadedModel, Path] | None:
+        """The chosen greyscale Image layer, its model (cached, not reloaded per click) and a fresh
+        workdir for results too big for memory; None after showing what is missing."""
+        layer = self.image.value
+        if layer is None or self.model.value is None:
+            self.runner.on_error(ValueError("choose an image layer and a model first"))
+            return None
+        if getattr(layer, "rgb", False):
+            self.runner.on_error(ValueError(f"layer {layer.name!r} is RGB; {analysis} needs a greyscale image"))
+            return None
+        model = load_model(self.model.value, self.device.value)
+        workdir = Path(tempfile.gettempdir()) / "napari-nanoclass" / uuid.uuid4().hex  # created only if needed
+        return layer, model, workdir
+
+
+def format_metrics(metrics: dict[str, float]) -> str:
+    parts = [f"{k} {metrics[k]:.3f}" for k in ("loss", "val_miou") if k in metrics]
+    return (" | " + ", ".join(parts)) if parts else ""
+

@@ -1,0 +1,131 @@
+"""napari dock widgets for segmentation: segment an image layer, train or fine-tune on layers.
+
+Thin forms over :mod:`napari_nanoclass.segmentation`: each builds a step generator from the core
+(``segment_steps``, ``train_steps``) and hands it to :class:`.common.TaskRunner`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from magicgui.widgets import CheckBox, ComboBox, FloatSpinBox, LineEdit, SpinBox
+
+from napari_nanoclass._napari.common import ViewerWidget, base_data, format_metrics, layer_choices, model_choices
+from napari_nanoclass.core.devices import available_devices
+from napari_nanoclass.core.progress import Progress, Steps
+from napari_nanoclass.segmentation import DEFAULT_MODEL
+from napari_nanoclass.segmentation.data import Pair
+from napari_nanoclass.segmentation.predict import SegmentationResult, segment_steps
+from napari_nanoclass.segmentation.train import TrainConfig, TrainResult, default_patience, holdout_pairs, train_steps
+
+
+class SegmentWidget(ViewerWidget):
+    """Image layer → Labels layer of classes (colours, names and a per-class features table)."""
+
+    def __init__(self, napari_viewer: Any) -> None:
+        self.image = ComboBox(label="image", choices=layer_choices(napari_viewer, "Image"))
+        self.model = ComboBox(label="model", choices=model_choices("segmentation"))
+        self.tile = SpinBox(label="tile (px)", value=0, min=0, max=8192, step=64, tooltip="0 = the model's default")
+        self.device = ComboBox(label="device", choices=available_devices())
+        self.probabilities = CheckBox(text="add probability layer", value=False)
+        self.tta = CheckBox(text="test-time augmentation (8× slower)", value=False,
+                            tooltip="average over the 8 rotations and flips of every tile")
+        super().__init__(napari_viewer, [self.image, self.model, self.tile, self.device, self.probabilities, self.tta])
+        if DEFAULT_MODEL in self.model.choices:
+            self.model.value = DEFAULT_MODEL
+        self.run_button.changed.connect(self.run)
+
+    def run(self) -> None:
+        chosen = self.image_and_model("segmentation")
+        if chosen is None:
+            return
+        layer, model, workdir = chosen
+        steps = segment_steps(base_data(layer), model, tile=self.tile.value or None,
+                              probabilities=self.probabilities.value, workdir=workdir, tta=self.tta.value)
+        self.runner.start(steps, lambda result: self.add_layers(result, layer))
+
+    def add_layers(self, result: SegmentationResult, source: Any) -> None:
+        from napari.utils.colormaps import DirectLabelColormap
+
+        colours = {i: c for i, c in enumerate(result.class_colours)}
+        colours[None] = "transparent"
+        self.viewer.add_labels(
+            result.labels, name=f"{result.model_name} labels", scale=source.scale, translate=source.translate,
+            features=result.class_table(), colormap=DirectLabelColormap(color_dict=colours) if result.class_colours else None,
+            metadata={"class_names": result.class_names, "model": result.model_name, "model_sha256": result.model_sha256},
+        )
+        if result.probabilities is not None:
+            self.viewer.add_image(result.probabilities, name=f"{result.model_name} probabilities", channel_axis=0,
+                                  scale=source.scale, translate=source.translate, visible=False,
+                                  colormap="magma", contrast_limits=(0, 1))
+        self.runner.status.value = "done: " + ", ".join(
+            f"{r['class']} {r['fraction']:.1%}" for r in result.class_table())
+
+
+class TrainWidget(ViewerWidget):
+    """Train or fine-tune a segmentation model on Image + (hand-corrected) Labels layers.
+
+    The bottom quarter of each image is held out for validation (:func:`holdout_pairs`); the best
+    epoch is saved into the user registry under ``name``, where the Segment widget finds it.
+    """
+
+    def __init__(self, napari_viewer: Any) -> None:
+        self.image = ComboBox(label="image", choices=layer_choices(napari_viewer, "Image"))
+        self.mask = ComboBox(label="labels", choices=layer_choices(napari_viewer, "Labels"))
+        self.base = ComboBox(label="start from", choices=lambda _w: ["(new model)", *model_choices("segmentation")(_w)])
+        self.classes = LineEdit(label="classes (new model)", value="background,foreground")
+        self.save_as = LineEdit(label="save as", value="my-finetuned-seunet")
+        self.epochs = SpinBox(label="epochs", value=10, min=1, max=1000)
+        self.iters = SpinBox(label="iterations/epoch", value=20, min=1, max=10000)
+        self.crop = SpinBox(label="crop (px)", value=256, min=32, max=1024, step=32)
+        self.frem = CheckBox(text="FREM", value=True)
+        self.frem_b = SpinBox(label="FREM B", value=3, min=1, max=4096)
+        self.frem_x = FloatSpinBox(label="FREM X", value=250.0, min=1.0, max=10000.0)
+        super().__init__(napari_viewer, [self.image, self.mask, self.base, self.classes, self.save_as, self.epochs,
+                                         self.iters, self.crop, self.frem, self.frem_b, self.frem_x])
+        self.result: TrainResult | None = None
+        self.run_button.text = "Train"
+        self.run_button.changed.connect(self.run)
+
+    def pairs(self) -> tuple[list[Pair], list[Pair]]:
+        """Training and validation pairs from the chosen layers (planes of stacks separately)."""
+        image, labels = self.image.value, self.mask.value
+        if image is None or labels is None:
+            raise ValueError("choose an image layer and a labels layer")
+        return holdout_pairs(np.asarray(base_data(image)), np.asarray(base_data(labels)), image.name)
+
+    def config(self) -> TrainConfig:
+        base = None if self.base.value in (None, "(new model)") else self.base.value
+        classes = [c.strip() for c in self.classes.value.split(",") if c.strip()]
+        return TrainConfig(name=self.save_as.value.strip(), class_names=classes, init_from=base,
+                           epochs=self.epochs.value, iters_per_epoch=self.iters.value, crop=self.crop.value,
+                           frem_b=self.frem_b.value if self.frem.value else 0, frem_x=self.frem_x.value,
+                           patience=default_patience(self.epochs.value), tile=512)
+
+    def run(self) -> None:
+        try:
+            train, val = self.pairs()
+            steps = train_steps(train, val, self.config(), register=True)
+        except Exception as exc:
+            self.runner.on_error(exc)
+            return
+        self.runner.start(self._with_metrics(steps), self.finished)
+
+    def _with_metrics(self, steps: Steps[TrainResult]) -> Steps[TrainResult]:
+        """Pass progress through, remembering the latest loss / validation mIoU for the dock."""
+        latest: dict[str, float] = {}
+        while True:
+            try:
+                step = next(steps)
+            except StopIteration as stop:
+                return stop.value
+            latest.update(step.metrics or {})
+            yield Progress(step.done, step.total, step.message + format_metrics(latest), step.metrics)
+
+    def finished(self, result: TrainResult) -> None:
+        self.result = result
+        adjusted = result.info.training.get("logit_adjustment", {}).get("val_miou")
+        calibrated = f", {adjusted:.3f} with calibrated decisions" if adjusted is not None else ""
+        self.runner.status.value = f"saved model {result.info.name!r} (best val mIoU {result.best_miou:.3f}{calibrated})"
+        self.reset_choices()

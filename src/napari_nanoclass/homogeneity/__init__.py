@@ -1,0 +1,41 @@
+"""SEM nanofibre homogeneity: homogeneous fibres vs beads and defects, patch by patch.
+
+- :mod:`.predict` — inference: patch maps, verdicts per view and per image, the Grad-CAM defect
+  map, and the file job behind ``nanoclass homogeneity``;
+- :mod:`.train` — training FibreCNNs (patch labels or multiple-instance bags), cross-validation;
+- :mod:`.texture` — the texture-statistics model (GLCM/LBP features, regression heads) that gives
+  the default verdicts.
+
+The networks are :mod:`napari_nanoclass.models.fibre_cnn` and
+:mod:`napari_nanoclass.models.texture_classifier`. This module only describes the analysis and
+its class names (no torch import).
+"""
+
+from napari_nanoclass.core.analysis import Analysis, Option
+
+DEFAULT_MODEL = "nanofibre-texture"  # verdicts: the best cross-validated accuracy by micrograph
+DEFAULT_CAM_MODEL = "nanofibre-homogeneity"  # defect maps for models that cannot make one
+CNN_ARCHITECTURE = "fibre-cnn"  # FibreCNN's name in the registry: the only homogeneity model with a CAM
+TWO_CLASS = ["HNF", "NHNF"]
+THREE_CLASS = ["non_defective", "slightly_defective", "defective"]
+CLASS_COLOURS = ["#2b83ba", "#fdae61", "#d7191c"]  # homogeneous … defective, for every homogeneity model
+VIEW = 1024  # side of one SEM view in pixels: verdicts are also given per view
+
+ANALYSIS = Analysis(
+    name="homogeneity",
+    help="SEM nanofibre homogeneity: patch maps and a verdict per image and view",
+    outputs="output folder (homogeneity.csv, homogeneity_views.csv, maps)",
+    job="napari_nanoclass.homogeneity.predict:HomogeneityFiles",
+    reader="napari_nanoclass.io.reader:homogeneity_layers",
+    overview="{stem}_pnhnf",
+    overview_kind="map",
+    model_option="model",
+    options=(
+        Option("model", "--model", "model for the verdicts and maps (default: the shipped texture model, "
+               f"{DEFAULT_MODEL})", default=DEFAULT_MODEL),
+        Option("cam", "--cam", "also write <stem>_cam.tif, where in the patches defects are", kind=bool),
+        Option("cam_model", "--cam-model", "FibreCNN that makes the defect map (default: the model if it is one, "
+               f"else the shipped CNN, {DEFAULT_CAM_MODEL})"),
+        Option("view", "--view", "side of a view in pixels for per-view verdicts", kind=int, default=VIEW),
+    ),
+)

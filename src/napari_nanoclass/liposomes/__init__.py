@@ -1,0 +1,46 @@
+"""Liposomes in cryo-TEM: find every liposome, classify lamellarity and encapsulation, report
+the population; correct in napari and retrain.
+
+- :mod:`.predict` — the pipeline (rescale, detect, split, classify, summarise) and the file job
+  behind ``nanoclass liposomes``;
+- :mod:`.objects` — per-object measurements, crops and handcrafted features (shared by
+  inference and training, so both see objects the same way);
+- :mod:`.train` — the detector's targets, classifier training with resampling and operating
+  points, the SVM baseline, cross-validation;
+- :mod:`.simulator` — simulated cryo-TEM fields with ground truth, to pre-train on.
+
+The classifier network is :class:`napari_nanoclass.models.lipnet.LipNet`. This module holds the
+class names and the analysis' description only (no torch import).
+"""
+
+from napari_nanoclass.core.analysis import Analysis, Option
+
+LAMELLARITY = ["unilamellar", "multilamellar", "uncertain"]
+ENCAPSULATION = ["full", "empty", "uncertain"]
+PROBLEMS = {"lamellarity": LAMELLARITY, "encapsulation": ENCAPSULATION}
+CLASS_COLOURS = {"unilamellar": "#377eb8", "multilamellar": "#ff7f00", "full": "#e41a1c", "empty": "#4daf4a",
+                 "uncertain": "#999999"}
+DEFAULT_DETECTOR = "liposome-detector"
+DEFAULT_CLASSIFIERS = {"lamellarity": "liposome-lamellarity", "encapsulation": "liposome-encapsulation"}
+
+ANALYSIS = Analysis(
+    name="liposomes",
+    help="cryo-TEM liposomes: instances, lamellarity, encapsulation, population",
+    outputs="output folder (<stem>_labels.tif, objects.csv, summary.csv/json)",
+    job="napari_nanoclass.liposomes.predict:LiposomeFiles",
+    reader="napari_nanoclass.io.reader:liposome_layers",
+    overview="{stem}_labels",
+    overview_kind="labels",
+    model_option="detector",
+    options=(
+        Option("pixel_size_nm", "--pixel-size", "nm per pixel of the input images", kind=float, required=True),
+        Option("detector", "--detector", "registered detector model", default=DEFAULT_DETECTOR),
+        Option("classifiers.lamellarity", "--lamellarity-model", "lamellarity classifier",
+               default=DEFAULT_CLASSIFIERS["lamellarity"]),
+        Option("classifiers.encapsulation", "--encapsulation-model", "encapsulation classifier",
+               default=DEFAULT_CLASSIFIERS["encapsulation"]),
+        Option("balanced_decisions", "--balanced-decisions", "classify as if every class were equally common "
+               "(finds more rare objects, more false alarms) instead of at each classifier's stored operating point",
+               kind=bool),
+    ),
+)

@@ -1,0 +1,31 @@
+"""Segmentation: an EM image into a Labels layer of classes with an SE-U-Net (FREM-trained).
+
+- :mod:`.predict` — inference: :func:`~.predict.segment` (an image in, class labels out) and the
+  file job behind ``nanoclass segment``;
+- :mod:`.train` — training and fine-tuning (FREM, calibrated decision offsets, FREM search);
+- :mod:`.data` — image/label pairs from folders or layers, the Drosophila data set's classes.
+
+The network itself is :class:`napari_nanoclass.models.unet.SEUNet`. This module only describes
+the analysis (no torch import), so the command line can list it cheaply.
+"""
+
+from napari_nanoclass.core.analysis import Analysis, Option
+
+DEFAULT_MODEL = "drosophila-seunet"
+
+ANALYSIS = Analysis(
+    name="segment",
+    help="segment images into class labels",
+    outputs="output folder (<stem>_labels, <stem>_classes.csv, segmentation.csv)",
+    job="napari_nanoclass.segmentation.predict:SegmentFiles",
+    reader="napari_nanoclass.io.reader:segmentation_layers",
+    overview="{stem}_labels",
+    overview_kind="labels",
+    model_option="model",
+    options=(
+        Option("model", "--model", "registered model name or .safetensors file", default=DEFAULT_MODEL),
+        Option("tile", "--tile", "tile size in pixels (default: the model's)", kind=int),
+        Option("probabilities", "--probabilities", "also write <stem>_probabilities.tif", kind=bool),
+        Option("tta", "--tta", "average over 8 rotations/flips: slightly better, 8x slower", kind=bool),
+    ),
+)
