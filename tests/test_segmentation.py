@@ -12,6 +12,7 @@ import zarr
 
 from napari_nanoclass import segment
 from napari_nanoclass.cli import main
+from napari_nanoclass.core.outputs import LOCK_NAME
 from napari_nanoclass.models.registry import load_model
 from napari_nanoclass.segmentation import predict as segmentation
 
@@ -61,7 +62,8 @@ def test_cli_segment_contract_and_bad_files_reported(tiny_model, em_image, tmp_p
     assert rows["notes"]["status"] == "failed"
     err = capsys.readouterr().err
     assert "empty.tif" in err and "notes.png" in err
-    assert not [p for p in out.iterdir() if "partial" in p.name or p.name.startswith(".")]
+    leftovers = [p for p in out.iterdir() if "partial" in p.name or p.name.startswith(".")]
+    assert [p.name for p in leftovers] == [LOCK_NAME]  # only the (released) lock that kept other runs out
 
 
 def test_cli_unknown_model_is_a_usage_error(em_image, tmp_path, capsys):

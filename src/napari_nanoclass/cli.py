@@ -13,7 +13,10 @@
 
 --format tif (default) or ome-zarr: how label images and maps are saved.
 
-Exit status: 0 all good, 1 some inputs failed (each reported with its reason), 2 usage error.
+Exit status: 0 all good, 1 some inputs failed (each reported with its reason), 2 usage error (a bad
+option, no inputs, an unknown model, inputs whose outputs would collide), 3 the output folder cannot
+be used (not writable, or another run is writing into it). Errors are one line; --debug shows the
+traceback.
 """
 
 from __future__ import annotations
@@ -25,7 +28,24 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from napari_nanoclass import __version__
-from napari_nanoclass.core.analysis import FORMATS, analyses
+from napari_nanoclass.core.analysis import FORMATS, PIXEL_SIZES_NM, analyses, argparse_type, number
+
+
+def _num(kind: type, low: float | None = None, high: float | None = None):  # noqa: ANN202 (an argparse type)
+    """An argparse type for a number within [low, high]: refused at parse time, naming the range."""
+    return argparse_type(number(kind, low, high))
+
+
+def _model_name(text: str) -> str:
+    """An argparse type for the name a trained model is saved under (a plain identifier)."""
+    from napari_nanoclass.models.registry import check_name
+
+    return argparse_type(check_name)(text)
+
+
+PIXEL_SIZE = _num(float, *PIXEL_SIZES_NM)
+COUNT = _num(int, 1)
+SEED = _num(int, 0)
 
 
 def _progress(args: argparse.Namespace) -> bool | None:
@@ -48,11 +68,13 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
-def _inputs(items: Sequence[str], command: str) -> list[Path]:
-    """Files, folders and globs expanded to image paths; says so on stderr when there are none."""
+def _inputs(items: Sequence[str], command: str, out: str) -> list[Path]:
+    """Files, folders and globs expanded to image paths, less this tool's own outputs in ``out``
+    (when ``out`` is the input folder); says so on stderr when there are none."""
+    from napari_nanoclass.core.analysis import without_products
     from napari_nanoclass.io.images import find_images
 
-    paths = find_images(items)
+    paths = without_products(find_images(items), out)
     if not paths:
         print(f"nanoclass {command}: no input images found", file=sys.stderr)
     return paths
@@ -64,7 +86,7 @@ def cmd_analysis(args: argparse.Namespace) -> int:
     from napari_nanoclass.core.progress import run_sync
 
     analysis = get(args.command)
-    paths = _inputs(args.images, analysis.name)
+    paths = _inputs(args.images, analysis.name, args.out)
     if not paths:
         return 2
     rows = run_sync(files_steps(analysis, paths, args.out, **analysis.options_from_args(args)),
@@ -194,16 +216,23 @@ def _batch_progress(log: str, analysis: str) -> tuple:
         return row_line, progress_line, lambda: None
     from tqdm.auto import tqdm
 
-    run_bar = tqdm(unit="image", desc=f"nanoclass batch {analysis}", position=0)
-    file_bar = tqdm(total=1.0, position=1, leave=False,
-                    bar_format="{desc} {percentage:3.0f}%|{bar}| {elapsed}<{remaining}")
+    bars: list = []  # (run, input) bars, drawn at the first event: a run refused up front prints only its error
+
+    def ensure() -> tuple:
+        if not bars:
+            bars.append(tqdm(unit="image", desc=f"nanoclass batch {analysis}", position=0))
+            bars.append(tqdm(total=1.0, position=1, leave=False,
+                             bar_format="{desc} {percentage:3.0f}%|{bar}| {elapsed}<{remaining}"))
+        return bars[0], bars[1]
 
     def on_row(row: dict, done: int, total: int) -> None:
+        run_bar, _ = ensure()
         run_bar.total = total
         run_bar.update(done - run_bar.n)
         run_bar.set_postfix_str(f"{row['stem']}: {row['status']}")
 
     def on_progress(stem: str, step) -> None:
+        _, file_bar = ensure()
         if file_bar.desc != stem:
             file_bar.reset(total=1.0)
             file_bar.set_description_str(stem, refresh=False)
@@ -211,8 +240,8 @@ def _batch_progress(log: str, analysis: str) -> tuple:
         file_bar.refresh()
 
     def close() -> None:
-        file_bar.close()
-        run_bar.close()
+        for bar in reversed(bars):
+            bar.close()
 
     return on_row, on_progress, close
 
@@ -265,6 +294,7 @@ def cmd_evaluate_seg(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="nanoclass", description=__doc__.split("\n")[0])
     ap.add_argument("--version", action="version", version=__version__)
+    ap.add_argument("--debug", action="store_true", help="show the Python traceback of an error")
     sub = ap.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("models", help="list registered models")
@@ -288,7 +318,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train-homogeneity", help="train a nanofibre patch classifier from labelled micrographs")
     p.add_argument("--data", required=True, help="folder with one sub-folder per class: non_defective, "
                    "slightly_defective, defective")
-    p.add_argument("--name", required=True, help="name to register the model under")
+    p.add_argument("--name", required=True, type=_model_name,
+                   help="name to register the model under (letters, digits, . _ + -)")
     p.add_argument("--mode", choices=["two", "three"], default="two", help="HNF/NHNF, or three defect grades")
     p.add_argument("--architecture", choices=["cnn", "texture"], default="cnn",
                    help="FibreCNN, or texture statistics + logistic regression (fitted in seconds; no defect map; "
@@ -296,21 +327,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strategy", choices=["instance", "mil"], default="instance",
                    help="patches take the image label (instance) or learn through pooled bags (mil)")
     p.add_argument("--head", choices=["fc", "gap"], default="fc")
-    p.add_argument("--dropout", type=float, default=0.0)
-    p.add_argument("--steps", type=int, default=200, help="training steps (batches of --batch-size patches)")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--dropout", type=_num(float, 0, 0.99), default=0.0)
+    p.add_argument("--steps", type=COUNT, default=200, help="training steps (batches of --batch-size patches)")
+    p.add_argument("--batch-size", type=COUNT, default=32)
+    p.add_argument("--seed", type=SEED, default=0)
     p.add_argument("--init-from", help="registered model or file to fine-tune")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_train_homogeneity)
 
     p = sub.add_parser("simulate-liposomes", help="write simulated cryo-TEM liposome fields with ground truth")
     p.add_argument("--out", required=True, help="output folder (<field>.tif, <field>_labels.tif, objects.csv)")
-    p.add_argument("--n", type=int, default=10, help="number of fields")
-    p.add_argument("--size", type=int, default=512, help="side of a field in pixels")
-    p.add_argument("--pixel-size", type=float, default=2.5, help="nm per pixel")
+    p.add_argument("--n", type=_num(int, 1, 100_000), default=10, help="number of fields")
+    p.add_argument("--size", type=_num(int, 64, 16384), default=512, help="side of a field in pixels")
+    p.add_argument("--pixel-size", type=PIXEL_SIZE, default=2.5, help="nm per pixel")
     p.add_argument("--mix", choices=["study", "balanced"], default="study", help="class frequencies")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=SEED, default=0)
     p.set_defaults(func=cmd_simulate_liposomes)
 
     p = sub.add_parser("batch", help="run an analysis over many images: resumable, on a dask cluster if asked")
@@ -319,12 +350,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output folder: <stem>/ per input, run_summary.csv/json, batch_config.json")
     p.add_argument("--config", help="repeat a run from its batch_config.json")
     p.add_argument("--model", help="model (the detector for liposomes)")
-    p.add_argument("--pixel-size", type=float, help="nm per pixel (liposomes)")
+    p.add_argument("--pixel-size", type=PIXEL_SIZE, help="nm per pixel (liposomes)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="any other option of the analysis, "
                    "e.g. --set cam=true --set tile=1024")
     p.add_argument("--format", choices=FORMATS, default="tif", help="how label images and maps are saved")
     p.add_argument("--overwrite", action="store_true", help="redo inputs whose outputs are complete")
-    p.add_argument("--workers", type=int, default=1, help="local worker processes (dask LocalCluster when > 1)")
+    p.add_argument("--workers", type=_num(int, 1, 256), default=1, help="local worker processes (dask LocalCluster when > 1)")
     p.add_argument("--scheduler", help="address of a running dask.distributed scheduler")
     p.add_argument("--log", choices=["bar", "json", "quiet"], default="bar",
                    help="progress bars (run with ETA, and the current input), JSON lines on stderr, or nothing")
@@ -336,7 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stems", nargs="*", default=None, help="file stems to evaluate (default: all)")
     p.add_argument("--preset", choices=["drosophila"])
     p.add_argument("--model", default="drosophila-seunet")
-    p.add_argument("--tile", type=int, default=None)
+    p.add_argument("--tile", type=_num(int, 16, 65536), default=None)
     p.add_argument("--device", default=None)
     p.add_argument("--raw", action="store_true", help="plain argmax, without the model's calibrated decision offsets")
     p.add_argument("--tta", action="store_true", help="test-time augmentation (8 rotations/flips), as segment --tta")
@@ -352,22 +383,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-stems", nargs="*", default=None)
     p.add_argument("--preset", choices=["drosophila"], help="label values and classes of a known data set")
     p.add_argument("--classes", help="class names, comma-separated, in label-index order")
-    p.add_argument("--name", required=True, help="name to register the model under")
+    p.add_argument("--name", required=True, type=_model_name,
+                   help="name to register the model under (letters, digits, . _ + -)")
     p.add_argument("--init-from", help="registered model or file to fine-tune")
-    p.add_argument("--width", type=int, default=12)
-    p.add_argument("--depth", type=int, default=4)
-    p.add_argument("--frem-b", type=int, default=0, help="FREM: bottleneck channels enhanced (0 = off)")
-    p.add_argument("--frem-x", type=float, default=250.0, help="FREM: enhancement factor")
+    p.add_argument("--width", type=_num(int, 1, 256), default=12)
+    p.add_argument("--depth", type=_num(int, 1, 8), default=4)
+    p.add_argument("--frem-b", type=_num(int, 0), default=0, help="FREM: bottleneck channels enhanced (0 = off)")
+    p.add_argument("--frem-x", type=_num(float, 1e-6), default=250.0, help="FREM: enhancement factor")
     p.add_argument("--deep-supervision", action="store_true")
-    p.add_argument("--epochs", type=int, default=30)
-    p.add_argument("--iters", type=int, default=50, help="iterations per epoch")
-    p.add_argument("--batch-size", type=int, default=4)
-    p.add_argument("--crop", type=int, default=256)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--pixel-size", type=float, default=None, help="nm per pixel of the training images")
+    p.add_argument("--epochs", type=COUNT, default=30)
+    p.add_argument("--iters", type=COUNT, default=50, help="iterations per epoch")
+    p.add_argument("--batch-size", type=COUNT, default=4)
+    p.add_argument("--crop", type=_num(int, 32, 8192), default=256)
+    p.add_argument("--seed", type=SEED, default=0)
+    p.add_argument("--pixel-size", type=PIXEL_SIZE, default=None, help="nm per pixel of the training images")
     p.add_argument("--run-dir", help="checkpoint folder (enables --resume)")
     p.add_argument("--resume", action="store_true")
-    p.add_argument("--search-trials", type=int, default=0, help="TPE search of FREM B and X with this many trials")
+    p.add_argument("--search-trials", type=_num(int, 0), default=0, help="TPE search of FREM B and X with this many trials")
     p.add_argument("--no-calibrate", action="store_true",
                    help="skip fitting the decision offsets on the training images after training")
     p.add_argument("--quiet", action="store_true")
@@ -376,15 +408,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; every failure is one line on stderr with the documented exit status
+    (the traceback only with ``--debug``)."""
     args = build_parser().parse_args(argv)
+    from napari_nanoclass.core.outputs import OutputError
     from napari_nanoclass.io.images import ImageError
     from napari_nanoclass.models.registry import ModelError
 
     try:
         return args.func(args)
     except (ImageError, ModelError, ValueError) as exc:
-        print(f"nanoclass {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        status = 2
+        error = exc
+    except (OutputError, OSError) as exc:
+        status = 3
+        error = exc
+    if args.debug:
+        raise error
+    print(f"nanoclass {args.command}: error: {error}", file=sys.stderr)
+    return status
 
 
 if __name__ == "__main__":

@@ -18,11 +18,16 @@ import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, FloatSpinBox, Label, LineEdit, PushButton, SpinBox
 
 from napari_nanoclass._napari.common import ViewerWidget, base_data, layer_choices
-from napari_nanoclass.core.progress import Progress, Steps, scaled
 from napari_nanoclass.core.devices import available_devices
+from napari_nanoclass.core.progress import Progress, Steps, scaled
 from napari_nanoclass.liposomes import DEFAULT_CLASSIFIERS, DEFAULT_DETECTOR, PROBLEMS
 from napari_nanoclass.liposomes.predict import LiposomeResult, analyse_steps, class_colours
-from napari_nanoclass.liposomes.train import ClassifierConfig, ClassifierResult, train_classifier_steps, training_objects
+from napari_nanoclass.liposomes.train import (
+    ClassifierConfig,
+    ClassifierResult,
+    train_classifier_steps,
+    training_objects,
+)
 from napari_nanoclass.models.registry import list_models
 
 DETECT = "(detect)"

@@ -38,13 +38,14 @@ from pathlib import Path
 from typing import Any
 
 from napari_nanoclass import __version__
-from napari_nanoclass.core.analysis import Analysis, files_steps, get
+from napari_nanoclass.core.analysis import Analysis, check_unique_stems, files_steps, get
+from napari_nanoclass.core.outputs import claim, inside
 from napari_nanoclass.core.progress import Progress, ProgressCallback, Throttle, run_sync
 from napari_nanoclass.io.images import file_stem, find_images, write_csv, write_json
 from napari_nanoclass.io.reader import RESULT
 
 PROGRESS_TOPIC = "napari-nanoclass-progress"
-SUMMARY_COLUMNS = ["input", "stem", "status", "error", "seconds", "output", "skipped"]
+SUMMARY_COLUMNS = ["input", "stem", "status", "error", "seconds", "output", "skipped", "reason"]
 
 
 @dataclass
@@ -61,6 +62,8 @@ class BatchConfig:
 
     def __post_init__(self) -> None:
         get(self.analysis)  # an unknown analysis is refused here, naming the known ones
+        if not isinstance(self.workers, int) or self.workers < 1:
+            raise ValueError(f"workers must be a whole number of at least 1, got {self.workers!r}")
 
     @classmethod
     def load(cls, path: str | Path) -> BatchConfig:
@@ -73,17 +76,66 @@ class BatchConfig:
 # -- one input -------------------------------------------------------------------------------------
 
 
+HASHED_UP_TO = 256 * 2**20  # bytes: inputs up to this size are identified by content, larger ones by size and time
+
+
 def _fingerprint(path: Path) -> dict[str, Any]:
-    """Size and modification time of an input (a folder for zarr): an input changed since its
-    result was written is done again."""
+    """What identifies an input's content: size and modification time, and the sha256 of files
+    small enough to hash cheaply (a copied or touched file with the same bytes is not redone)."""
     stat = path.stat()
-    return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    found: dict[str, Any] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    if path.is_file() and stat.st_size <= HASHED_UP_TO:
+        from napari_nanoclass.models.registry import sha256_of
+
+        found["sha256"] = sha256_of(path)
+    return found
+
+
+def _same_input(old: dict[str, Any], new: dict[str, Any]) -> bool:
+    if old.get("size") != new.get("size"):
+        return False
+    if "sha256" in old and "sha256" in new:
+        return old["sha256"] == new["sha256"]
+    return old.get("mtime_ns") == new.get("mtime_ns")
+
+
+def redo_reason(stored: dict[str, Any] | None, signature: dict[str, Any], path: Path) -> str | None:
+    """Why an input's stored result cannot be reused for a run with ``signature`` (analysis,
+    options, models with their sha256, package version) — None when it can."""
+    if stored is None:
+        return "new input"
+    old = stored.get("signature")
+    if old is None:
+        return "result has no signature (written by an older version)"
+    for key in ("analysis", "options", "models"):
+        if old.get(key) != signature[key]:
+            if isinstance(signature[key], dict) and isinstance(old.get(key), dict):
+                keys = set(old[key]) | set(signature[key])
+                changed = sorted(k for k in keys if old[key].get(k) != signature[key].get(k))
+                return f"{key} changed: {', '.join(changed)}"
+            return f"{key} changed"
+    if old.get("version") != signature["version"]:
+        return f"package version changed: {old.get('version')} -> {signature['version']}"
+    if not _same_input(old.get("input", {}), _fingerprint(path)):
+        return "input changed"
+    return None
+
+
+def _moved(value: Any, partial: str, final: str) -> Any:
+    """``value`` (a result row) with paths inside the ``.partial`` folder pointing to the final one."""
+    if isinstance(value, str) and value.startswith(partial):
+        return final + value[len(partial):]
+    if isinstance(value, dict):
+        return {k: _moved(v, partial, final) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_moved(v, partial, final) for v in value]
+    return value
 
 
 def _run_analysis(analysis: str, path: Path, target: Path, options: dict[str, Any],
                   progress: ProgressCallback | None) -> dict[str, Any]:
     """Run one analysis' file job on one input into ``target``; returns its result row."""
-    return run_sync(files_steps(analysis, [path], target, **options), progress)[0]
+    return run_sync(files_steps(analysis, [path], target, claim_folder=False, **options), progress)[0]
 
 
 def _event_reporter(stem: str, interval: float = 0.5) -> ProgressCallback:
@@ -101,9 +153,11 @@ def _event_reporter(stem: str, interval: float = 0.5) -> ProgressCallback:
     return report
 
 
-def process_one(analysis: str, path: str, out: str, options: dict[str, Any], sharing: int | None = None,
-                progress: ProgressCallback | bool | None = None, overwrite: bool = False) -> dict[str, Any]:
-    """Process one input into ``out/<stem>/`` (built in ``.<stem>.partial`` and renamed when whole).
+def process_one(analysis: str, path: str, out: str, options: dict[str, Any], signature: dict[str, Any],
+                sharing: int | None = None, progress: ProgressCallback | bool | None = None,
+                overwrite: bool = False, reason: str = "") -> dict[str, Any]:
+    """Process one input into ``out/<stem>/`` (built in ``.<stem>.partial`` and renamed when whole);
+    its ``result.json`` records ``signature`` plus the input's fingerprint, and why it was done.
 
     Runs in the calling process or on a dask worker; ``sharing`` workers on this machine split its
     cores for torch. ``progress`` is a callback for this input's own progress, or ``True`` on a
@@ -117,11 +171,12 @@ def process_one(analysis: str, path: str, out: str, options: dict[str, Any], sha
         configure_threads(sharing)
     source, out_dir = Path(path), Path(out)
     stem = file_stem(source)
-    final, partial = out_dir / stem, out_dir / f".{stem}.partial"
+    final, partial = inside(out_dir, stem), inside(out_dir, f".{stem}.partial")
     shutil.rmtree(partial, ignore_errors=True)
     start = time.perf_counter()
-    row: dict[str, Any] = {"input": str(source), "stem": stem, "output": str(final), "skipped": False}
-    marker = {"analysis": analysis, "options": options}
+    row: dict[str, Any] = {"input": str(source), "stem": stem, "output": str(final), "skipped": False,
+                           "reason": reason}
+    marker = {"analysis": analysis, "options": options, "signature": {**signature, "input": _fingerprint(source)}}
     if progress is True:
         progress = _event_reporter(stem)
     try:
@@ -133,7 +188,8 @@ def process_one(analysis: str, path: str, out: str, options: dict[str, Any], sha
             raise RuntimeError(result.get("error") or "failed")
         write_overview(get(analysis), partial, stem, source)
         row.update(status="ok", error="", seconds=round(time.perf_counter() - start, 3))
-        write_json(partial / RESULT, {**row, **marker, "fingerprint": _fingerprint(source), "result": result})
+        result = _moved(result, str(partial), str(final))
+        write_json(partial / RESULT, {**row, **marker, "result": result})
         shutil.rmtree(final, ignore_errors=True)
         os.replace(partial, final)
     except Exception as exc:  # reported in the run summary; the batch goes on
@@ -183,16 +239,12 @@ def _thumbnail(array: Any, size: int) -> Any:
     return np.asarray(array[(*lead, slice(None, None, step), slice(None, None, step))])
 
 
-def _complete(path: Path, out_dir: Path) -> dict[str, Any] | None:
-    """The stored row of an input whose output folder is whole and whose input is unchanged."""
-    marker = out_dir / file_stem(path) / RESULT
+def _stored(path: Path, out_dir: Path) -> dict[str, Any] | None:
+    """The ``result.json`` of an input whose output folder is whole, or None."""
     try:
-        stored = json.loads(marker.read_text())
+        return json.loads((out_dir / file_stem(path) / RESULT).read_text())
     except (OSError, ValueError):
         return None
-    if stored.get("fingerprint") != _fingerprint(path):
-        return None
-    return {k: stored[k] for k in SUMMARY_COLUMNS if k in stored} | {"skipped": True}
 
 
 # -- the run ------------------------------------------------------------------------------------------
@@ -223,54 +275,50 @@ def run_batch(analysis: str, inputs: Iterable[str | Path], out: str | Path, *, o
                          scheduler)
     spec = get(analysis)
     spec.check_options(config.options)
-    out_dir = Path(out)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_json(out_dir / "batch_config.json", asdict(config))
+    signature = {"analysis": analysis, "options": config.options, "models": _models(spec, config.options),
+                 "version": __version__}
     paths = find_images(config.inputs)
-    _check_unique_stems(paths)
-    start = time.perf_counter()
-    rows: dict[str, dict[str, Any]] = {}
-    todo = []
-    for path in paths:
-        done = None if overwrite else _complete(path, out_dir)
-        if done is not None:
-            rows[str(path)] = done
-        else:
-            todo.append(path)
-    finished = len(rows)
-    for row in _execute(analysis, todo, out_dir, config.options, workers, scheduler, on_progress, overwrite):
-        rows[row["input"]] = row
-        finished += 1
-        if on_row is not None:
-            on_row(row, finished, len(paths))
-    ordered = [rows[str(p)] for p in paths]
-    run = {"analysis": analysis, "options": config.options, "version": __version__, "inputs": len(paths),
-           "processed": len(todo), "skipped": len(paths) - len(todo),
-           "failed": sum(r["status"] != "ok" for r in ordered), "seconds": round(time.perf_counter() - start, 3),
-           "workers": workers, "scheduler": scheduler, "models": _models(spec, config.options)}
-    write_csv(out_dir / "run_summary.csv", ordered, SUMMARY_COLUMNS)
-    write_json(out_dir / "run_summary.json", {"run": run, "files": ordered})
+    check_unique_stems(paths)
+    with claim(out) as out_dir:
+        write_json(out_dir / "batch_config.json", asdict(config))
+        start = time.perf_counter()
+        rows: dict[str, dict[str, Any]] = {}
+        todo: list[tuple[Path, str]] = []
+        for path in paths:
+            stored = _stored(path, out_dir)
+            reason = "overwrite" if overwrite else redo_reason(stored, signature, path)
+            if reason is None:
+                rows[str(path)] = {k: stored[k] for k in SUMMARY_COLUMNS if k in stored} | {
+                    "skipped": True, "reason": "complete, same signature"}
+            else:
+                todo.append((path, reason))
+        finished = len(rows)
+        for row in _execute(analysis, todo, out_dir, config.options, signature, workers, scheduler, on_progress,
+                            overwrite):
+            rows[row["input"]] = row
+            finished += 1
+            if on_row is not None:
+                on_row(row, finished, len(paths))
+        ordered = [rows[str(p)] for p in paths]
+        run = {"analysis": analysis, "options": config.options, "version": __version__, "inputs": len(paths),
+               "processed": len(todo), "skipped": len(paths) - len(todo),
+               "failed": sum(r["status"] != "ok" for r in ordered), "seconds": round(time.perf_counter() - start, 3),
+               "workers": workers, "scheduler": scheduler, "models": signature["models"]}
+        write_csv(out_dir / "run_summary.csv", ordered, SUMMARY_COLUMNS)
+        write_json(out_dir / "run_summary.json", {"run": run, "files": ordered})
     return BatchReport(ordered, run)
 
 
-def _check_unique_stems(paths: Sequence[Path]) -> None:
-    seen: dict[str, Path] = {}
-    for path in paths:
-        other = seen.setdefault(file_stem(path), path)
-        if other != path:
-            raise ValueError(f"{other} and {path} share the name {file_stem(path)!r}; their outputs would collide — "
-                             "rename one or run them into separate output folders")
-
-
-def _execute(analysis: str, paths: Sequence[Path], out_dir: Path, options: dict[str, Any], workers: int,
-             scheduler: str | None, on_progress: Callable[[str, Progress], None] | None, overwrite: bool
-             ) -> Iterable[dict[str, Any]]:
+def _execute(analysis: str, todo: Sequence[tuple[Path, str]], out_dir: Path, options: dict[str, Any],
+             signature: dict[str, Any], workers: int, scheduler: str | None,
+             on_progress: Callable[[str, Progress], None] | None, overwrite: bool) -> Iterable[dict[str, Any]]:
     """Rows as inputs finish: here one after another, or on a dask cluster as they complete."""
     if scheduler is None and workers <= 1:
-        for path in paths:
+        for path, reason in todo:
             stem = file_stem(path)
             report = None if on_progress is None else (lambda step, stem=stem: on_progress(stem, step))
-            yield process_one(analysis, str(path), str(out_dir), options, progress=report, overwrite=overwrite)
+            yield process_one(analysis, str(path), str(out_dir), options, signature, progress=report,
+                              overwrite=overwrite, reason=reason)
         return
     from dask.distributed import Client, LocalCluster, as_completed
 
@@ -282,8 +330,8 @@ def _execute(analysis: str, paths: Sequence[Path], out_dir: Path, options: dict[
             client.subscribe_topic(PROGRESS_TOPIC, lambda event: on_progress(
                 event[1]["stem"], Progress(event[1]["done"], event[1]["total"], event[1]["message"])))
         sharing = workers if scheduler is None else None
-        futures = [client.submit(process_one, analysis, str(p), str(out_dir), options, sharing,
-                                 on_progress is not None, overwrite, pure=False) for p in paths]
+        futures = [client.submit(process_one, analysis, str(p), str(out_dir), options, signature, sharing,
+                                 on_progress is not None, overwrite, reason, pure=False) for p, reason in todo]
         for future in as_completed(futures):
             yield future.result()
     finally:
@@ -293,13 +341,9 @@ def _execute(analysis: str, paths: Sequence[Path], out_dir: Path, options: dict[
 
 
 def _models(analysis: Analysis, options: dict[str, Any]) -> dict[str, str]:
-    """Names and sha256 of the models the run used (the options' or the analysis' defaults)."""
+    """Names and sha256 of the models a run uses (the options' or the analysis' defaults); a
+    model that cannot be found stops the run before any work (ModelError)."""
     from napari_nanoclass.models.registry import resolve, sha256_of
 
-    out = {}
-    for role, name in analysis.job_class().model_names(options).items():
-        try:
-            out[role] = f"{name} sha256:{sha256_of(resolve(name)[0])}"
-        except Exception as exc:  # a missing model fails each file with its own message
-            out[role] = f"{name} ({exc})"
-    return out
+    return {role: f"{name} sha256:{sha256_of(resolve(name)[0])}"
+            for role, name in analysis.job_class().model_names(options).items()}

@@ -12,9 +12,11 @@ a result is opened: listing analyses (``nanoclass --help``) imports neither torc
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import math
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,31 @@ from napari_nanoclass.core.progress import Steps, scaled
 
 # the analysis packages, in the order the command line lists them
 REGISTERED = ("napari_nanoclass.segmentation", "napari_nanoclass.homogeneity", "napari_nanoclass.liposomes")
+
+
+PIXEL_SIZES_NM = (0.01, 1000.0)  # nm per pixel a microscope image can plausibly have
+
+
+def number(kind: type, low: float | None = None, high: float | None = None, name: str = "value"
+           ) -> Callable[[Any], Any]:
+    """A converter for a bounded number (an ``argparse`` type, and the check of ``--set`` and
+    Python options): the value as ``kind`` within [low, high], else ValueError naming the range."""
+    def convert(value: Any) -> Any:
+        try:
+            number = kind(value)
+            valid = (math.isfinite(number) and (low is None or number >= low) and (high is None or number <= high)
+                     and not (kind is int and isinstance(value, float) and not value.is_integer()))
+        except (TypeError, ValueError):
+            valid = False
+        if not valid:
+            bounds = (f"between {low:g} and {high:g}" if low is not None and high is not None
+                      else f"at least {low:g}" if low is not None else f"at most {high:g}")
+            what = "a whole number" if kind is int else "a number"
+            raise ValueError(f"{name} must be {what} {bounds}, got {value!r}")
+        return number
+
+    convert.__name__ = kind.__name__  # argparse names the type in its messages
+    return convert
 
 
 @dataclass(frozen=True)
@@ -40,19 +67,49 @@ class Option:
     default: Any = None
     required: bool = False
     choices: tuple[str, ...] | None = None
+    low: float | None = None  # allowed range of a number
+    high: float | None = None
 
     @property
     def key(self) -> str:
         """The file job's keyword argument this option sets."""
         return self.name.split(".")[0]
 
+    def convert(self, value: Any) -> Any:
+        """``value`` as this option's kind, checked against its range and choices (ValueError)."""
+        if value is None:
+            return None
+        if self.kind in (int, float):
+            return number(self.kind, self.low, self.high, self.flag)(value)
+        if self.kind is bool and not isinstance(value, bool):
+            raise ValueError(f"{self.flag} is on or off (true or false), got {value!r}")
+        if self.choices is not None and value not in self.choices:
+            raise ValueError(f"{self.flag} ({self.help}) must be one of {', '.join(self.choices)}, got {value!r}")
+        return value
+
     def add_to(self, parser: Any) -> None:
-        """Add this option to an ``argparse`` parser."""
+        """Add this option to an ``argparse`` parser (numbers checked against their range there)."""
         if self.kind is bool:
             parser.add_argument(self.flag, dest=self.name, action="store_true", help=self.help)
-        else:
-            parser.add_argument(self.flag, dest=self.name, type=self.kind, default=self.default,
-                                required=self.required, choices=self.choices, help=self.help)
+            return
+        kind = number(self.kind, self.low, self.high, self.flag) if self.kind in (int, float) else self.kind
+        parser.add_argument(self.flag, dest=self.name, type=argparse_type(kind), default=self.default,
+                            required=self.required, choices=self.choices, help=self.help,
+                            metavar=None if self.choices else self.flag.lstrip("-").upper().replace("-", "_"))
+
+
+def argparse_type(convert: Callable[[str], Any]) -> Callable[[str], Any]:
+    """``convert`` with its ValueError turned into argparse's usage error (its message kept)."""
+    import argparse
+
+    def parse(text: str) -> Any:
+        try:
+            return convert(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    parse.__name__ = getattr(convert, "__name__", "value")
+    return parse
 
 
 FORMATS = ("tif", "ome-zarr")  # the keys of io.images.OUTPUT_FORMATS, without importing the image stack
@@ -60,7 +117,7 @@ FORMATS = ("tif", "ome-zarr")  # the keys of io.images.OUTPUT_FORMATS, without i
 # options every analysis' file job takes
 COMMON_OPTIONS = (
     Option("device", "--device", "cpu, cuda, cuda:1, mps (default: best available)"),
-    Option("output_format", "--format", "how label images and maps are saved", default="tif", choices=FORMATS),
+    Option("output_format", "--format", "output format of label images and maps", default="tif", choices=FORMATS),
 )
 
 
@@ -75,6 +132,7 @@ class Analysis:
     reader: str  # "module:function" (folder, stem, stored result row) -> napari LayerData tuples
     overview: str  # name of the output overlaid on the input in a batch ``overview.png`` ("{stem}_labels")
     overview_kind: str  # "labels" (instances or classes in colour) or "map" (a 0–1 map in red)
+    products: tuple[str, ...] = ()  # suffixes of the images it writes per input ("_labels"): never inputs
     options: tuple[Option, ...] = ()
     model_option: str | None = None  # the option naming the main model (``nanoclass batch --model``), if any
 
@@ -114,6 +172,10 @@ class Analysis:
         if unknown:
             raise ValueError(f"{self.name} has no option {', '.join(unknown)}; "
                              f"its options: {', '.join(sorted(self.option_keys))}")
+        for option in self.all_options:
+            head, _, entry = option.name.partition(".")
+            value = options.get(head)
+            option.convert(value.get(entry) if entry and isinstance(value, dict) else None if entry else value)
         check_output_format(options.get("output_format") or "tif")
 
 
@@ -163,31 +225,79 @@ class FileJob:
         raise NotImplementedError
 
 
-def files_steps(analysis: str | Analysis, paths: Sequence[str | Path], out_dir: str | Path,
-                **options: Any) -> Steps[list[dict[str, Any]]]:
+def check_unique_stems(paths: Sequence[Path]) -> None:
+    """Refuse inputs whose outputs would collide (``a.x.tif`` and ``a.y.tif`` are both ``a``)."""
+    from napari_nanoclass.io.images import file_stem
+
+    seen: dict[str, Path] = {}
+    for path in paths:
+        other = seen.setdefault(file_stem(path), path)
+        if other != path:
+            raise ValueError(f"{other} and {path} share the name {file_stem(path)!r}; their outputs would collide — "
+                             "rename one or run them into separate output folders")
+
+
+def without_products(paths: Sequence[Path], out_dir: str | Path) -> list[Path]:
+    """``paths`` less the images a previous run wrote into ``out_dir`` for another of them
+    (``a_labels.tif`` beside ``a.tif`` when the output folder is the input folder)."""
+    from napari_nanoclass.io.images import file_stem
+
+    out_dir = Path(out_dir).resolve()
+    stems = {file_stem(p) for p in paths}
+    suffixes = {s for a in analyses() for s in a.products}
+
+    def product(path: Path) -> bool:
+        stem = file_stem(path)
+        return path.resolve().parent == out_dir and any(
+            stem.endswith(s) and stem[: -len(s)] in stems for s in suffixes)
+
+    return [p for p in paths if not product(p)]
+
+
+def _remove_scratch(out_dir: Path) -> None:
+    """Scratch folders (``.<stem>.work``) a killed run left behind; only a run holding the folder
+    calls this, so none of them is in use."""
+    for work in out_dir.glob(".*.work"):
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _naming(path: Path, error: str) -> str:
+    """An error message that names the input file (one line per failure, file first)."""
+    return error if str(path) in error or path.name in error else f"{path}: {error}"
+
+
+def files_steps(analysis: str | Analysis, paths: Sequence[str | Path], out_dir: str | Path, *,
+                claim_folder: bool = True, **options: Any) -> Steps[list[dict[str, Any]]]:
     """Run ``analysis`` over ``paths`` into ``out_dir`` (``nanoclass NAME``; contract in
     docs/cli.md); yields progress, returns one row per input. A file that fails is reported in
-    its row (``status``/``error``) and the others go on."""
+    its row (``status``/``error``) and the others go on.
+
+    Before any compute: the options are checked, inputs whose outputs would collide are refused,
+    and ``out_dir`` is checked writable and held for this run (:func:`.outputs.claim`; the batch
+    runner, which holds the whole output folder itself, passes ``claim_folder=False``).
+    """
+    from napari_nanoclass.core.outputs import check_writable, claim
     from napari_nanoclass.io.images import file_stem, read_image
 
     spec = analysis if isinstance(analysis, Analysis) else get(analysis)
     spec.check_options(options)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    job = spec.job_class()(**options)
-    rows: list[dict[str, Any]] = []
-    for i, path in enumerate(map(Path, paths)):
-        stem = file_stem(path)
-        workdir = out_dir / f".{stem}.work"
-        try:
-            image = read_image(path)
-            row = yield from scaled(job.process(image, path, out_dir, workdir), i, len(paths),
-                                    f"{stem} ({i + 1}/{len(paths)})")
-        except Exception as exc:  # one bad file must not stop the others; it is reported
-            row = job.failed(path, str(exc))
-        finally:
-            shutil.rmtree(workdir, ignore_errors=True)
-        rows.append(row)
-        job.write_tables(out_dir, rows)
+    paths = [Path(p) for p in paths]
+    check_unique_stems(paths)
+    with claim(out_dir) if claim_folder else contextlib.nullcontext(check_writable(out_dir)) as folder:
+        _remove_scratch(folder)
+        job = spec.job_class()(**options)
+        rows: list[dict[str, Any]] = []
+        for i, path in enumerate(paths):
+            stem = file_stem(path)
+            workdir = folder / f".{stem}.work"
+            try:
+                image = read_image(path)
+                row = yield from scaled(job.process(image, path, folder, workdir), i, len(paths),
+                                        f"{stem} ({i + 1}/{len(paths)})")
+            except Exception as exc:  # one bad file must not stop the others; it is reported
+                row = job.failed(path, _naming(path, str(exc)))
+            finally:
+                shutil.rmtree(workdir, ignore_errors=True)
+            rows.append(row)
+            job.write_tables(folder, rows)
     return rows
-

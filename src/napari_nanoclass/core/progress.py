@@ -93,9 +93,10 @@ def run_sync(
     if progress is True:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=0, unit="step", leave=False)
-
         def progress(p: Progress) -> None:
+            nonlocal bar
+            if bar is None:  # drawn at the first step, so a job refused up front prints only its error
+                bar = tqdm(total=0, unit="step", leave=False)
             bar.total = p.total
             bar.set_description_str(p.message, refresh=False)
             bar.n = p.done

@@ -29,6 +29,7 @@ ANALYSIS = Analysis(
     reader="napari_nanoclass.io.reader:homogeneity_layers",
     overview="{stem}_pnhnf",
     overview_kind="map",
+    products=("_pnhnf", "_cam"),
     model_option="model",
     options=(
         Option("model", "--model", "model for the verdicts and maps (default: the shipped texture model, "
@@ -36,6 +37,7 @@ ANALYSIS = Analysis(
         Option("cam", "--cam", "also write <stem>_cam.tif, where in the patches defects are", kind=bool),
         Option("cam_model", "--cam-model", "FibreCNN that makes the defect map (default: the model if it is one, "
                f"else the shipped CNN, {DEFAULT_CAM_MODEL})"),
-        Option("view", "--view", "side of a view in pixels for per-view verdicts", kind=int, default=VIEW),
+        Option("view", "--view", "side of a view in pixels for per-view verdicts", kind=int, default=VIEW, low=16,
+               high=2**20),
     ),
 )

@@ -34,7 +34,7 @@ from sklearn.preprocessing import StandardScaler
 from napari_nanoclass.homogeneity import CLASS_COLOURS
 from napari_nanoclass.homogeneity.predict import analyse
 from napari_nanoclass.io.images import image_stats
-from napari_nanoclass.models.registry import LoadedModel, ModelInfo, save_model, sha256_of
+from napari_nanoclass.models.registry import LoadedModel, ModelInfo, check_name, save_model, sha256_of
 from napari_nanoclass.models.texture_classifier import TextureClassifier, patch_features, quantise_z, region_statistics
 
 if TYPE_CHECKING:
@@ -112,6 +112,8 @@ def fit_texture_model(micrographs: Sequence[Micrograph], class_names: Sequence[s
     """A texture model fitted on labelled micrographs (patch regression, and with ``pooling=
     "region"`` the region regression; verdict at p ≥ 0.5), ready for :func:`homogeneity.analyse`;
     with ``save`` also registered (``directory`` or the user's model folder)."""
+    if save:
+        check_name(name)  # before the compute, not when saving after it
     if pooling not in ("mean", "region"):
         raise ValueError(f"texture model {name!r}: pooling is 'mean' or 'region', not {pooling!r}")
     if any(m.label is None for m in micrographs):

@@ -37,7 +37,15 @@ from napari_nanoclass.homogeneity import CLASS_COLOURS, CNN_ARCHITECTURE, THREE_
 from napari_nanoclass.homogeneity.predict import Aggregation, analyse_steps
 from napari_nanoclass.io.images import as_greyscale, image_stats, read_image
 from napari_nanoclass.models.fibre_cnn import FibreCNN
-from napari_nanoclass.models.registry import LoadedModel, ModelInfo, build, load_model, save_model, sha256_of
+from napari_nanoclass.models.registry import (
+    LoadedModel,
+    ModelInfo,
+    build,
+    check_name,
+    load_model,
+    save_model,
+    sha256_of,
+)
 
 # folder name in ../shared/data/nanofiber-sem → class index, per mode
 FOLDER_CLASSES = {
@@ -215,6 +223,8 @@ def train_steps(micrographs: Sequence[Micrograph], config: HomogeneityConfig, *,
     Returns the trained model, ready for :func:`homogeneity.analyse`; with ``save`` it is also
     written into the registry (``directory`` or the user's model folder).
     """
+    if save:
+        check_name(config.name)  # before the compute, not when saving after it
     if config.strategy == "mil" and any(m.label is None for m in micrographs):
         raise ValueError("multiple-instance training needs a label per image; region marks train with 'instance'")
     rng = np.random.default_rng(config.seed)

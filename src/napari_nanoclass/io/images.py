@@ -84,8 +84,15 @@ def _open_tiff(path: Path) -> Any:
 
 def file_stem(path: str | Path) -> str:
     """The name an input's outputs are called after: the file name up to its first dot, so that
-    ``a.ome.zarr`` and ``a.ome.tif`` are both ``a`` (every writer and the batch runner use this)."""
-    return Path(path).name.split(".")[0]
+    ``a.ome.zarr`` and ``a.ome.tif`` are both ``a`` (every writer and the batch runner use this).
+
+    Leading dots are skipped (``.hidden.tif`` → ``hidden``, a macOS ``._x.tif`` copy → ``_x``):
+    an empty stem would name the output folder itself. The result is never empty, never contains
+    a path separator or a dot, and non-printable characters become ``_``.
+    """
+    name = Path(path).name
+    stem = name.lstrip(".").split(".")[0] or name.replace(".", "_") or "_"
+    return "".join(c if c.isprintable() else "_" for c in stem)
 
 
 def read_image(path: str | Path) -> Image:

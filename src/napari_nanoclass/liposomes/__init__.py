@@ -13,7 +13,7 @@ The classifier network is :class:`napari_nanoclass.models.lipnet.LipNet`. This m
 class names and the analysis' description only (no torch import).
 """
 
-from napari_nanoclass.core.analysis import Analysis, Option
+from napari_nanoclass.core.analysis import PIXEL_SIZES_NM, Analysis, Option
 
 LAMELLARITY = ["unilamellar", "multilamellar", "uncertain"]
 ENCAPSULATION = ["full", "empty", "uncertain"]
@@ -31,9 +31,11 @@ ANALYSIS = Analysis(
     reader="napari_nanoclass.io.reader:liposome_layers",
     overview="{stem}_labels",
     overview_kind="labels",
+    products=("_labels",),
     model_option="detector",
     options=(
-        Option("pixel_size_nm", "--pixel-size", "nm per pixel of the input images", kind=float, required=True),
+        Option("pixel_size_nm", "--pixel-size", "nm per pixel of the input images", kind=float, required=True,
+               low=PIXEL_SIZES_NM[0], high=PIXEL_SIZES_NM[1]),
         Option("detector", "--detector", "registered detector model", default=DEFAULT_DETECTOR),
         Option("classifiers.lamellarity", "--lamellarity-model", "lamellarity classifier",
                default=DEFAULT_CLASSIFIERS["lamellarity"]),

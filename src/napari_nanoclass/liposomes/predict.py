@@ -23,6 +23,7 @@ The pipeline, for one 2-D image at a known pixel size:
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import zarr
 from scipy import ndimage as ndi
 from skimage.feature import peak_local_max
 from skimage.measure import regionprops
@@ -38,8 +40,8 @@ from skimage.segmentation import find_boundaries, relabel_sequential, watershed
 from skimage.transform import rescale, resize
 
 from napari_nanoclass import engine
-from napari_nanoclass.core.analysis import FileJob
-from napari_nanoclass.core.progress import CancelToken, Progress, ProgressCallback, Steps, run_sync
+from napari_nanoclass.core.analysis import PIXEL_SIZES_NM, FileJob, number
+from napari_nanoclass.core.progress import CancelToken, Progress, ProgressCallback, Steps, run_sync, scaled
 from napari_nanoclass.io.images import (
     Image,
     as_greyscale,
@@ -55,6 +57,9 @@ from napari_nanoclass.liposomes import objects as liposome_objects
 from napari_nanoclass.models.lipnet import decide, predict_crops
 from napari_nanoclass.models.registry import LoadedModel, ModelInfo, load_model
 
+STREAM_ABOVE = 4096 * 4096  # input pixels beyond which an image is analysed block by block
+BLOCK_PX = 2048  # side of a block's core in working pixels
+MAX_DIAMETER_NM = 1000.0  # the largest liposome a block's margin holds whole
 MIN_DIAMETER_NM = 20.0  # smaller detections are noise (liposomes are ≥ 30 nm)
 MIN_SOLIDITY = 0.9  # liposomes are convex: a ragged detection is split at its necks, or dropped
 MIN_RIM_BOUNDARY = 0.5  # a liposome is enclosed by its membrane: mean p(boundary) along its outer rim
@@ -72,7 +77,7 @@ SUMMARY_COLUMNS = ["image", "n_objects", "n_unilamellar", "n_multilamellar", "n_
 class LiposomeResult:
     """Instances, one row per object and the population summary of one image."""
 
-    labels: np.ndarray  # (Y, X) int32 instance labels at the input's pixel size
+    labels: Any  # (Y, X) int32 instance labels at the input's pixel size: numpy, or zarr for large images
     objects: list[dict[str, Any]]
     summary: dict[str, Any]
     pixel_size_nm: float
@@ -224,6 +229,15 @@ def load_on(name: str | LoadedModel, device: str | None) -> LoadedModel:
     return name if isinstance(name, LoadedModel) else load_model(name, engine.select_device(device))
 
 
+def _working_scale(pixel_size_nm: float, working_px: float | None) -> tuple[float, float]:
+    """(rescale factor, pixel size the models see): the detector's ``working_px``, unless the
+    image's is within RESCALE_TOLERANCE of it (or there is none): then the image is left alone."""
+    factor = pixel_size_nm / (working_px or pixel_size_nm)
+    if abs(factor - 1) > RESCALE_TOLERANCE:
+        return factor, float(working_px)
+    return 1.0, float(pixel_size_nm)
+
+
 def working_image(data: np.ndarray, pixel_size_nm: float, working_px: float | None) -> tuple[np.ndarray, float]:
     """The image as the models see it, and its pixel size: rescaled to ``working_px`` nm/px (the
     detector's; left alone within RESCALE_TOLERANCE, or if None) and z-scored over the whole image.
@@ -232,13 +246,11 @@ def working_image(data: np.ndarray, pixel_size_nm: float, working_px: float | No
     sees its crops at the same scale and contrast as when it later classifies.
     """
     data = np.asarray(data, np.float32)
-    factor = pixel_size_nm / (working_px or pixel_size_nm)
-    if abs(factor - 1) > RESCALE_TOLERANCE:
+    factor, working_px = _working_scale(pixel_size_nm, working_px)
+    if factor != 1:
         data = rescale(data, factor, anti_aliasing=factor < 1)
-    else:
-        working_px = pixel_size_nm
     mean, std = image_stats(data)
-    return ((data - mean) / std).astype(np.float32), float(working_px)
+    return ((data - mean) / std).astype(np.float32), working_px
 
 
 def labels_at(labels: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
@@ -259,13 +271,16 @@ def analyse_steps(
     min_diameter_nm: float = MIN_DIAMETER_NM,
     balanced_decisions: bool = False,
     device: str | None = None,
+    workdir: str | Path | None = None,
 ) -> Steps[LiposomeResult]:
     """Detect (unless ``labels`` are given), classify and summarise the liposomes of a 2-D image.
 
     ``pixel_size_nm`` defaults to the detector's (with a warning): diameters are only right if
     it is the image's. ``balanced_decisions`` classifies as if every class were equally common
     (more rare objects found, more false alarms) instead of at the operating point each
-    classifier chose for the class mix it was trained on.
+    classifier chose for the class mix it was trained on. Images of more than
+    ``STREAM_ABOVE`` pixels are analysed block by block (:func:`_analyse_blocks`: memory bounded
+    by the block, not the image); with ``workdir`` their labels are a zarr array there.
     """
     data = as_greyscale(image.data if isinstance(image, Image) else image)
     if data.ndim != 2:
@@ -276,6 +291,14 @@ def analyse_steps(
     if pixel_size_nm is None:
         pixel_size_nm = detector.info.pixel_size_nm or 1.0
         warnings.warn(f"{name}: no pixel size given; assuming the detector's {pixel_size_nm} nm/px", stacklevel=2)
+    pixel_size_nm = number(float, *PIXEL_SIZES_NM, name=f"{name}: pixel size (nm/px)")(pixel_size_nm)
+    names = {"detector": detector.info.name if labels is None else "user labels",
+             **{f"{p}_model": m.info.name for p, m in models.items()}}
+    if labels is None and math.prod(data.shape) > STREAM_ABOVE:
+        out_labels, objects = yield from _analyse_blocks(data, pixel_size_nm, detector, models, name, min_diameter_nm,
+                                                         balanced_decisions, workdir)
+        return LiposomeResult(out_labels, objects, summarise(name, objects, pixel_size_nm, names), pixel_size_nm,
+                              names)
     data = np.asarray(data, np.float32)
     work, working_px = working_image(data, pixel_size_nm, detector.info.pixel_size_nm)
     if labels is None:
@@ -292,11 +315,58 @@ def analyse_steps(
     scale = data.shape[0] / work.shape[0]
     objects = [_object_row(name, r, classes, i, scale) for i, r in enumerate(rows)]
     out_labels = labels_at(work_labels, data.shape)
-    names = {"detector": detector.info.name if labels is None else "user labels",
-             **{f"{p}_model": m.info.name for p, m in models.items()}}
     summary = summarise(name, objects, pixel_size_nm, names)
     yield Progress(1, 1, f"{len(objects)} liposomes")
     return LiposomeResult(np.asarray(out_labels, np.int32), objects, summary, pixel_size_nm, names)
+
+
+def _analyse_blocks(data: Any, pixel_size_nm: float, detector: LoadedModel, models: Mapping[str, LoadedModel],
+                    name: str, min_diameter_nm: float, balanced_decisions: bool, workdir: str | Path | None
+                    ) -> Steps[tuple[Any, list[dict[str, Any]]]]:
+    """Detect and classify a large image block by block; returns (instance labels, object rows).
+
+    Each block is a core of ``BLOCK_PX`` working pixels read with a margin wide enough for the
+    largest liposome (``MAX_DIAMETER_NM``) plus the detector's halo, normalised with the whole
+    image's statistics. An object belongs to the block whose core holds its centroid, so it is
+    found whole and exactly once. Only the block in hand is in memory (read lazily from a
+    TIFF or zarr input); labels go to a zarr array in ``workdir`` (in memory without one).
+    """
+    factor, working_px = _working_scale(pixel_size_nm, detector.info.pixel_size_nm)
+    mean, std = image_stats(data, name)
+    height, width = data.shape
+    core = max(1, round(BLOCK_PX / factor))
+    margin = math.ceil(MAX_DIAMETER_NM / 2 / pixel_size_nm + detector.halo / factor)
+    out = (np.zeros((height, width), np.int32) if workdir is None else
+           zarr.open_array(str(Path(workdir) / "labels.zarr"), mode="w", shape=(height, width), dtype=np.int32,
+                           chunks=(1024, 1024)))
+    origins = [(y, x) for y in range(0, height, core) for x in range(0, width, core)]
+    objects: list[dict[str, Any]] = []
+    for i, (y, x) in enumerate(origins):
+        y0, y1 = max(0, y - margin), min(height, y + core + margin)
+        x0, x1 = max(0, x - margin), min(width, x + core + margin)
+        block = np.asarray(data[y0:y1, x0:x1], np.float32)
+        work = rescale(block, factor, anti_aliasing=factor < 1) if factor != 1 else block
+        work = ((work - mean) / std).astype(np.float32)
+        found = yield from scaled(detect_steps(work, detector, working_px, min_diameter_nm), i, len(origins),
+                                  f"block {i + 1}/{len(origins)}")
+        scale = block.shape[0] / work.shape[0]
+        rows = liposome_objects.measure(found, working_px)
+        mine = [r["label"] for r in rows if y <= y0 + r["centroid_y"] * scale < y + core
+                and x <= x0 + r["centroid_x"] * scale < x + core]
+        kept = relabel_sequential(np.where(np.isin(found, mine), found, 0))[0].astype(np.int32)
+        rows = liposome_objects.measure(kept, working_px)
+        classes = classify(work, kept, np.array([r["diameter_nm"] for r in rows]), working_px, models,
+                           balanced_decisions)
+        first = len(objects) + 1
+        for j, r in enumerate(rows):
+            shifted = {**r, "label": first + j, "centroid_y": r["centroid_y"] + y0 / scale,
+                       "centroid_x": r["centroid_x"] + x0 / scale}
+            objects.append(_object_row(name, shifted, classes, j, scale))
+        ids = labels_at(kept, block.shape)
+        region = np.asarray(out[y0:y1, x0:x1])
+        out[y0:y1, x0:x1] = np.where(ids > 0, ids + (first - 1), region)
+    yield Progress(1, 1, f"{len(objects)} liposomes")
+    return out, objects
 
 
 def _object_row(image: str, measured: dict[str, Any], classes: dict[str, tuple[list[str], np.ndarray]], i: int,
@@ -358,7 +428,8 @@ class LiposomeFiles(FileJob):
     def process(self, image: Image, path: Path, out_dir: Path, workdir: Path) -> Steps[dict[str, Any]]:
         result = yield from analyse_steps(image, self.pixel_size_nm, detector=self.detector,
                                           classifiers=self.classifiers, name=image.name,
-                                          balanced_decisions=self.balanced_decisions, device=self.device)
+                                          balanced_decisions=self.balanced_decisions, device=self.device,
+                                          workdir=workdir)
         write_image(output_path(out_dir, f"{image.name}_labels", self.output_format), result.labels, labels=True)
         self.objects += result.objects
         counts, edges = result.histogram()

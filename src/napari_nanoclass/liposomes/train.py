@@ -48,7 +48,7 @@ from napari_nanoclass.liposomes import objects as liposome_objects
 from napari_nanoclass.liposomes.predict import crop_spec, labels_at, load_on, working_image
 from napari_nanoclass.liposomes.simulator import Field
 from napari_nanoclass.models.lipnet import LipNet, decide, predict_crops, shift_prior
-from napari_nanoclass.models.registry import LoadedModel, ModelInfo, load_model, save_model
+from napari_nanoclass.models.registry import LoadedModel, ModelInfo, check_name, load_model, save_model
 from napari_nanoclass.segmentation.data import Pair
 
 DETECTOR_CLASSES = ["background", "liposome", "boundary"]
@@ -342,6 +342,8 @@ def train_classifier_steps(objects: Objects, config: ClassifierConfig, *, regist
     held-out images is kept (early stopping after ``patience`` epochs without improvement); with
     too few objects to hold any out, all train and the last epoch is kept.
     """
+    if register:
+        check_name(config.name)  # before the compute, not when saving after it
     module, config = _initial_classifier(config)
     if objects.crop_mode != config.input_mode:
         raise ValueError(f"the objects were cropped in mode {objects.crop_mode!r} but the classifier takes "

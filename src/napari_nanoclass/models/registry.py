@@ -17,6 +17,8 @@ import functools
 import hashlib
 import json
 import os
+import re
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,6 +30,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from napari_nanoclass.core.atomic import atomic_path
+from napari_nanoclass.core.outputs import inside
 from napari_nanoclass.models.fibre_cnn import FibreCNN
 from napari_nanoclass.models.lipnet import LipNet
 from napari_nanoclass.models.texture_classifier import TextureClassifier
@@ -170,7 +173,27 @@ def read_info(path: Path) -> ModelInfo:
 
 
 def list_models() -> list[ModelInfo]:
-    return [read_info(path) for path, _ in _entries().values()]
+    """The registered models' metadata; an entry whose file is missing or unreadable is left
+    out with a warning naming it, so one bad file does not hide the others."""
+    infos = []
+    for name, (path, _) in _entries().items():
+        try:
+            infos.append(read_info(path))
+        except Exception as exc:  # every reader error: a listing must survive one bad file
+            warnings.warn(f"model {name!r} ({path}) cannot be read and is left out: {exc}", stacklevel=2)
+    return infos
+
+
+MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,99}")
+
+
+def check_name(name: str) -> str:
+    """A model name is a plain identifier (letters, digits, ``_ . + -``; no path, no ``..``),
+    since it becomes a file name in the registry folder; ValueError otherwise."""
+    if not isinstance(name, str) or not MODEL_NAME.fullmatch(name) or ".." in name:
+        raise ValueError(f"model name {name!r} must be 1–100 letters, digits, '_', '.', '+' or '-', starting with a "
+                         "letter or digit, without '..'")
+    return name
 
 
 def resolve(name_or_path: str | os.PathLike, sha256: str | None = None) -> tuple[Path, str | None]:
@@ -234,12 +257,13 @@ def save_model(module: nn.Module, info: ModelInfo, directory: Path | None = None
     always means one model. ``register=False`` writes a standalone file (e.g. a training run's
     best checkpoint) that can still be loaded by path.
     """
+    check_name(info.name)
     directory = Path(directory) if directory is not None else user_dir()
     directory.mkdir(parents=True, exist_ok=True)
     existing = _entries().get(info.name) if register else None
     if existing is not None and existing[0].parent.resolve() != directory.resolve():
         raise ModelError(f"a model named {info.name!r} already exists in {existing[0].parent}; choose another name")
-    target = directory / (filename or f"{info.name}.safetensors")
+    target = inside(directory, filename or f"{info.name}.safetensors")
     state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
     with atomic_path(target) as tmp:
         save_file(state, str(tmp), metadata={METADATA_KEY: info.to_json()})

@@ -21,10 +21,11 @@ ANALYSIS = Analysis(
     reader="napari_nanoclass.io.reader:segmentation_layers",
     overview="{stem}_labels",
     overview_kind="labels",
+    products=("_labels", "_probabilities"),
     model_option="model",
     options=(
         Option("model", "--model", "registered model name or .safetensors file", default=DEFAULT_MODEL),
-        Option("tile", "--tile", "tile size in pixels (default: the model's)", kind=int),
+        Option("tile", "--tile", "tile size in pixels (default: the model's)", kind=int, low=16, high=65536),
         Option("probabilities", "--probabilities", "also write <stem>_probabilities.tif", kind=bool),
         Option("tta", "--tta", "average over 8 rotations/flips: slightly better, 8x slower", kind=bool),
     ),

@@ -27,7 +27,7 @@ from napari_nanoclass.core.augment import augment
 from napari_nanoclass.core.metrics import SegmentationScores, confusion_matrix
 from napari_nanoclass.core.progress import Progress, Steps, run_sync, scaled
 from napari_nanoclass.io.images import image_stats
-from napari_nanoclass.models.registry import ModelInfo, build, load_model, save_model
+from napari_nanoclass.models.registry import ModelInfo, build, check_name, load_model, save_model
 from napari_nanoclass.models.unet import SEUNet
 from napari_nanoclass.segmentation.data import IGNORE_INDEX, Pair, pair_from_arrays
 
@@ -268,6 +268,8 @@ def train_steps(train: Sequence[Pair], val: Sequence[Pair], config: TrainConfig,
     then fitted on ``train`` (:func:`fit_logit_adjustment`) and its validation mIoU with them is
     recorded as ``adjustment["val_miou"]``. ``register`` saves the best model into the user registry.
     """
+    if register:
+        check_name(config.name)  # before the compute, not when saving after it
     if not train or not val:
         raise ValueError("training needs at least one training and one validation image")
     dev = engine.select_device(device)
