@@ -344,9 +344,8 @@ def _analyse_blocks(data: Any, pixel_size_nm: float, detector: LoadedModel, mode
     for i, (y, x) in enumerate(origins):
         y0, y1 = max(0, y - margin), min(height, y + core + margin)
         x0, x1 = max(0, x - margin), min(width, x + core + margin)
-        block = np.asarray(data[y0:y1, x0:x1], np.float32)
-        work = rescale(block, factor, anti_aliasing=factor < 1) if factor != 1 else block
-        work = ((work - mean) / std).astype(np.float32)
+        block = np.asarray(data[y0:y1, x0:x1])
+        work = (_at_scale(block, factor) - mean) / std
         found = yield from scaled(detect_steps(work, detector, working_px, min_diameter_nm), i, len(origins),
                                   f"block {i + 1}/{len(origins)}")
         scale = block.shape[0] / work.shape[0]
@@ -362,11 +361,41 @@ def _analyse_blocks(data: Any, pixel_size_nm: float, detector: LoadedModel, mode
             shifted = {**r, "label": first + j, "centroid_y": r["centroid_y"] + y0 / scale,
                        "centroid_x": r["centroid_x"] + x0 / scale}
             objects.append(_object_row(name, shifted, classes, j, scale))
-        ids = labels_at(kept, block.shape)
-        region = np.asarray(out[y0:y1, x0:x1])
-        out[y0:y1, x0:x1] = np.where(ids > 0, ids + (first - 1), region)
+        _paste(out, kept, first - 1, (y0, y1, x0, x1))
     yield Progress(1, 1, f"{len(objects)} liposomes")
     return out, objects
+
+
+def _paste(out: Any, labels: np.ndarray, offset: int, window: tuple[int, int, int, int], band: int = 1024) -> None:
+    """Write a block's instance ``labels`` (at working scale, nearest-neighbour to the window's
+    size) into ``out[window]`` as ``label + offset``, leaving other pixels as they are; in bands
+    of rows, so no window-sized temporaries are made."""
+    y0, y1, x0, x1 = window
+    rows = np.minimum(((np.arange(y1 - y0) + 0.5) * labels.shape[0] / (y1 - y0)).astype(np.int64), labels.shape[0] - 1)
+    cols = np.minimum(((np.arange(x1 - x0) + 0.5) * labels.shape[1] / (x1 - x0)).astype(np.int64), labels.shape[1] - 1)
+    for start in range(0, y1 - y0, band):
+        ids = labels[rows[start:start + band, None], cols[None, :]]
+        if ids.any():
+            region = np.asarray(out[y0 + start:y0 + start + len(ids), x0:x1])
+            out[y0 + start:y0 + start + len(ids), x0:x1] = np.where(ids > 0, ids + offset, region)
+
+
+def _at_scale(block: np.ndarray, factor: float) -> np.ndarray:
+    """A block (any pixel type) as float32 rescaled by ``factor``. Shrinking by an integer step
+    first averages k × k pixels (edge-padded) in the block's own type, so a block of a finely
+    sampled micrograph is never copied to floating point at full size; only the remainder of the
+    factor is interpolated."""
+    step = int(1 / factor + 1e-6) if factor < 1 else 1
+    if step >= 2:
+        pad = [(0, -n % step) for n in block.shape]
+        padded = np.pad(block, pad, mode="edge")
+        block = padded.reshape(padded.shape[0] // step, step, padded.shape[1] // step, step).mean(
+            axis=(1, 3), dtype=np.float32)
+        factor *= step
+    block = block.astype(np.float32, copy=False)
+    if abs(factor - 1) > 1e-3:
+        block = rescale(block, factor, anti_aliasing=factor < 1)
+    return block.astype(np.float32, copy=False)
 
 
 def _object_row(image: str, measured: dict[str, Any], classes: dict[str, tuple[list[str], np.ndarray]], i: int,
