@@ -96,8 +96,8 @@ def cmd_analysis(args: argparse.Namespace) -> int:
 
 def _report(rows: Sequence[dict], out: str | Path) -> int:
     failed = [r for r in rows if r["status"] != "ok"]
-    for r in failed:
-        print(f"FAILED {r['path']}: {r['error']}", file=sys.stderr)
+    for r in failed:  # the error names the file (core.analysis.files_steps)
+        print(f"FAILED {r['error']}", file=sys.stderr)
     print(f"{len(rows) - len(failed)} of {len(rows)} images done; results in {Path(out).resolve()}")
     return 1 if failed else 0
 
@@ -270,7 +270,8 @@ def cmd_batch(args: argparse.Namespace) -> int:
     finally:
         close()
     for row in report.failed:
-        print(f"FAILED {row['input']}: {row['error']}", file=sys.stderr)
+        error = row["error"] if row["input"] in row["error"] else f"{row['input']}: {row['error']}"
+        print(f"FAILED {error}", file=sys.stderr)
     run = report.run
     print(f"{run['inputs'] - run['failed']} of {run['inputs']} inputs done ({run['skipped']} already complete, "
           f"{run['failed']} failed); results in {Path(config.out).resolve()}")

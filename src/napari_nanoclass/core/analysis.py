@@ -92,7 +92,7 @@ class Option:
         if self.kind is bool:
             parser.add_argument(self.flag, dest=self.name, action="store_true", help=self.help)
             return
-        kind = number(self.kind, self.low, self.high, self.flag) if self.kind in (int, float) else self.kind
+        kind = number(self.kind, self.low, self.high) if self.kind in (int, float) else self.kind
         parser.add_argument(self.flag, dest=self.name, type=argparse_type(kind), default=self.default,
                             required=self.required, choices=self.choices, help=self.help,
                             metavar=None if self.choices else self.flag.lstrip("-").upper().replace("-", "_"))
@@ -262,7 +262,8 @@ def _remove_scratch(out_dir: Path) -> None:
 
 
 def _naming(path: Path, error: str) -> str:
-    """An error message that names the input file (one line per failure, file first)."""
+    """An error message on one line that names the input file (file first)."""
+    error = " ".join(error.split())
     return error if str(path) in error or path.name in error else f"{path}: {error}"
 
 

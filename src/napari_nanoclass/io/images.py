@@ -82,6 +82,21 @@ def _open_tiff(path: Path) -> Any:
     return node if isinstance(node, zarr.Array) else node["0"]  # pyramid: full resolution
 
 
+def _open_plain(path: Path) -> np.ndarray:
+    """A PNG / JPEG / BMP / GIF file; one whose contents are not an image of any kind is named
+    as such (the image library's own message suggests installing plugins, which would not help)."""
+    from PIL import Image as PILImage
+    from PIL import UnidentifiedImageError
+    from skimage.io import imread
+
+    try:
+        PILImage.open(path).close()
+    except UnidentifiedImageError:
+        raise ImageError(f"{path}: not a {path.suffix.lstrip('.').upper()} image (its contents are not an image "
+                         "format this tool reads)") from None
+    return imread(path)
+
+
 def file_stem(path: str | Path) -> str:
     """The name an input's outputs are called after: the file name up to its first dot, so that
     ``a.ome.zarr`` and ``a.ome.tif`` are both ``a`` (every writer and the batch runner use this).
@@ -108,9 +123,7 @@ def read_image(path: str | Path) -> Image:
         elif path.suffix.lower() in TIFF_SUFFIXES:
             data = _open_tiff(path)
         else:
-            from skimage.io import imread
-
-            data = imread(path)
+            data = _open_plain(path)
     except ImageError:
         raise
     except Exception as exc:  # every reader has its own exception types
@@ -154,7 +167,7 @@ def _grey_from_rgb(data: Any, source: str) -> Any:
     return rgb[..., 0]
 
 
-def image_stats(data: Any, source: str = "image") -> tuple[float, float]:
+def image_stats(data: Any, source: str = "") -> tuple[float, float]:
     """Mean and standard deviation over the *whole* image, streamed chunk by chunk if lazy.
 
     Normalising each tile by its own statistics would make tiles disagree at their seams, so the
@@ -166,7 +179,7 @@ def image_stats(data: Any, source: str = "image") -> tuple[float, float]:
         lazy = data if isinstance(data, da.Array) else da.from_array(data, chunks=_chunks(data))
         mean, std = (float(v) for v in da.compute(lazy.mean(dtype=np.float64), lazy.std(dtype=np.float64)))
     if not (math.isfinite(mean) and math.isfinite(std)):
-        raise ImageError(f"{source}: image contains NaN or infinite values")
+        raise ImageError(f"{source + ': ' if source else ''}image contains NaN or infinite values")
     return mean, std if std > 0 else 1.0
 
 
