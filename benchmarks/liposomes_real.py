@@ -79,34 +79,35 @@ def score(labels: np.ndarray, truth: list[dict], iou: float, part: str = "all") 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--pixel-size", type=float, nargs="+", default=[0.2])
-    ap.add_argument("--detector", default=None, help="registered detector (default: the shipped one)")
+    ap.add_argument("--detector", default=None, help="registered detector (default: the analysis' choice for the "
+                    "pixel size)")
     ap.add_argument("--data", type=Path, default=DATA)
     ap.add_argument("--json", type=Path, help="also write the results here")
     args = ap.parse_args()
 
     from napari_nanoclass import analyse_liposomes, read_image
-    from napari_nanoclass.liposomes import DEFAULT_DETECTOR
 
     image = read_image(args.data)
     truth = annotation()
     results = []
     for pixel_size in args.pixel_size:
         start = time.perf_counter()
-        found = analyse_liposomes(image, pixel_size, detector=args.detector or DEFAULT_DETECTOR)
+        found = analyse_liposomes(image, pixel_size, detector=args.detector)
         seconds = time.perf_counter() - start
         labels = np.asarray(found.labels)
-        row = {"pixel_size_nm": pixel_size, "objects": len(found.objects), "seconds": round(seconds, 1)}
+        row = {"pixel_size_nm": pixel_size, "detector": found.summary["detector"], "objects": len(found.objects),
+               "seconds": round(seconds, 1)}
         for iou in (0.3, 0.5):
             for part in ("all", "left", "right"):
                 row[f"{part}@{iou}"] = score(labels, truth, iou, part)
         results.append(row)
         a3, a5 = row["all@0.3"], row["all@0.5"]
-        print(f"{pixel_size:5.2f} nm/px  {row['objects']:3d} objects  box IoU≥0.3: P {a3['precision']:.3f} "
+        print(f"{pixel_size:5.2f} nm/px  {row['detector']:22s} {row['objects']:3d} objects  box IoU≥0.3: P {a3['precision']:.3f} "
               f"R {a3['recall']:.3f} F1 {a3['f1']:.3f}   ≥0.5: P {a5['precision']:.3f} R {a5['recall']:.3f} "
               f"F1 {a5['f1']:.3f}   halves F1@0.3 {row['left@0.3']['f1']:.3f} / {row['right@0.3']['f1']:.3f}  "
               f"({seconds:.1f} s)")
     if args.json:
-        args.json.write_text(json.dumps({"detector": args.detector or DEFAULT_DETECTOR, "results": results}, indent=1))
+        args.json.write_text(json.dumps({"results": results}, indent=1))
 
 
 if __name__ == "__main__":

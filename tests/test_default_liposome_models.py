@@ -65,3 +65,38 @@ def test_default_classifiers_beat_chance_on_true_instances_of_unseen_fields():
                 predicted[problem].append(names.index(row[problem]))
     for problem in truth:
         assert balanced_accuracy(np.array(truth[problem]), np.array(predicted[problem]), 3) > 0.5  # chance 1/3
+
+
+def test_fine_detector_is_shipped_and_chosen_for_high_magnification_images():
+    from napari_nanoclass.liposomes import FINE_BELOW_NM, FINE_DETECTOR, default_detector
+
+    info = load_model(FINE_DETECTOR).info
+    assert info.pixel_size_nm == 1.0 and info.class_names == ["background", "liposome", "boundary"]
+    assert set(info.training["postprocess"]) == {"smoothing", "min_solidity", "min_rim_boundary"}
+    assert default_detector(0.2) == default_detector(FINE_BELOW_NM) == FINE_DETECTOR
+    assert default_detector(2.5) == default_detector(None) == DEFAULT_DETECTOR
+    field = simulate_field(SimulationConfig(shape=(384, 384), pixel_size_nm=1.0, diameter_nm=(25.0, 120.0)),
+                           seed=424_242)  # seeds far from the training fields
+    result = analyse(field.image, 1.0, name="fine")
+    assert result.summary["detector"] == FINE_DETECTOR
+    assert match_instances(result.labels, field.labels)["f1"] >= 0.7
+
+
+def test_default_detection_on_the_real_micrograph_holds():
+    """The shipped pipeline on the real development micrograph (against our annotation; the fine
+    detector's post-processing was chosen on its left half): a guard against regressions, the
+    figures themselves come from benchmarks/liposomes_real.py."""
+    import sys
+    from pathlib import Path
+
+    from tests.conftest import needs_data
+
+    from napari_nanoclass import read_image
+
+    path = needs_data("cryoem-vesicles") / "vesicles_01.tif"
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from liposomes_real import annotation, score
+
+    found = analyse(read_image(path), 0.2)
+    right = score(np.asarray(found.labels), annotation(), 0.3, "right")
+    assert right["f1"] >= 0.8, right

@@ -116,6 +116,23 @@ def test_two_liposomes_seen_as_one_are_cut_at_the_neck():
     assert split.max() == 2 and match_instances(split, truth)["tp"] == 2
 
 
+def test_smoothing_cuts_thin_attachments_and_keeps_the_largest_piece():
+    """Specks of "liposome" joined to a vesicle by the watershed are cut off by the opening; what
+    is left too small goes; no radius leaves the objects as they are."""
+    from napari_nanoclass.liposomes.predict import _smoothed
+
+    yy, xx = np.mgrid[:60, :120]
+    disc = (yy - 30) ** 2 + (xx - 30) ** 2 <= 20 ** 2
+    streak = (np.abs(yy - 30) <= 1) & (xx > 48) & (xx < 75)
+    blob = (yy - 30) ** 2 + (xx - 80) ** 2 <= 6 ** 2  # joined to the disc by the streak
+    small = (yy - 10) ** 2 + (xx - 110) ** 2 <= 4 ** 2
+    instances = np.where(disc | streak | blob, 1, 0) + np.where(small, 2, 0)
+    smoothed = _smoothed(instances.astype(np.int32), radius=3, min_area_px=80)
+    assert set(np.unique(smoothed)) == {0, 1}  # the small object is gone
+    assert match_instances(smoothed, disc.astype(np.int32), iou=0.95)["tp"] == 1  # streak and blob cut off
+    assert np.array_equal(_smoothed(instances, radius=0, min_area_px=80), instances)
+
+
 def test_instance_matching_counts_hits_misses_and_false_alarms():
     truth = np.zeros((50, 50), np.int32)
     truth[5:15, 5:15], truth[30:40, 30:40], truth[5:10, 40:45] = 1, 2, 3

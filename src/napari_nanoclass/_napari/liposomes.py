@@ -20,7 +20,7 @@ from magicgui.widgets import CheckBox, ComboBox, Container, FloatSpinBox, Label,
 from napari_nanoclass._napari.common import ViewerWidget, base_data, layer_choices
 from napari_nanoclass.core.devices import available_devices
 from napari_nanoclass.core.progress import Progress, Steps, scaled
-from napari_nanoclass.liposomes import DEFAULT_CLASSIFIERS, DEFAULT_DETECTOR, PROBLEMS
+from napari_nanoclass.liposomes import DEFAULT_CLASSIFIERS, DEFAULT_DETECTOR, FINE_BELOW_NM, FINE_DETECTOR, PROBLEMS
 from napari_nanoclass.liposomes.predict import LiposomeResult, analyse_steps, class_colours
 from napari_nanoclass.liposomes.train import (
     ClassifierConfig,
@@ -33,8 +33,13 @@ from napari_nanoclass.models.registry import list_models
 DETECT = "(detect)"
 
 
-def _detectors(_widget: Any) -> list[str]:
-    return [m.name for m in list_models() if m.task == "segmentation" and "liposome" in m.class_names]
+AUTO = f"(auto: {FINE_DETECTOR} at ≤ {FINE_BELOW_NM:g} nm/px, else {DEFAULT_DETECTOR})"
+
+
+def _detectors(_widget: Any) -> list[tuple[str, str | None]]:
+    """The automatic choice by pixel size (None), then every registered liposome detector."""
+    return [(AUTO, None), *((m.name, m.name) for m in list_models()
+                            if m.task == "segmentation" and "liposome" in m.class_names)]
 
 
 def _classifiers(problem: str) -> Any:
@@ -75,8 +80,7 @@ class LiposomeWidget(ViewerWidget):
         self._canvas: Any = None
 
     def _defaults(self) -> None:
-        if DEFAULT_DETECTOR in self.detector.choices:
-            self.detector.value = DEFAULT_DETECTOR
+        self.detector.value = None  # the automatic choice
         for problem, combo in self.models.items():
             if DEFAULT_CLASSIFIERS[problem] in combo.choices:
                 combo.value = DEFAULT_CLASSIFIERS[problem]
@@ -89,7 +93,7 @@ class LiposomeWidget(ViewerWidget):
 
     def run(self) -> None:
         layer = self.image.value
-        chosen = {"image": layer, "detector": self.detector.value, **{p: c.value for p, c in self.models.items()}}
+        chosen = {"image": layer, **{p: c.value for p, c in self.models.items()}}
         missing = [name for name, value in chosen.items() if value is None]
         if missing:
             self.runner.on_error(ValueError(f"choose: {', '.join(missing)}"))

@@ -20,7 +20,17 @@ ENCAPSULATION = ["full", "empty", "uncertain"]
 PROBLEMS = {"lamellarity": LAMELLARITY, "encapsulation": ENCAPSULATION}
 CLASS_COLOURS = {"unilamellar": "#377eb8", "multilamellar": "#ff7f00", "full": "#e41a1c", "empty": "#4daf4a",
                  "uncertain": "#999999"}
-DEFAULT_DETECTOR = "liposome-detector"
+DEFAULT_DETECTOR = "liposome-detector"  # works at 2.5 nm/px: liposomes 30–300 nm
+FINE_DETECTOR = "liposome-detector-fine"  # works at 1 nm/px: vesicles 20–150 nm with thin bilayers
+FINE_BELOW_NM = 1.0  # images at this pixel size or finer go to the fine detector
+
+
+def default_detector(pixel_size_nm: float | None) -> str:
+    """The detector for images of ``pixel_size_nm``: high-magnification images (≤ 1 nm/px, fields of
+    view of a few hundred nm, small vesicles whose bilayer a 2.5 nm/px detector cannot resolve) go
+    to the fine detector, the others to the standard one."""
+    return FINE_DETECTOR if pixel_size_nm is not None and pixel_size_nm <= FINE_BELOW_NM else DEFAULT_DETECTOR
+
 DEFAULT_CLASSIFIERS = {"lamellarity": "liposome-lamellarity", "encapsulation": "liposome-encapsulation"}
 
 ANALYSIS = Analysis(
@@ -36,7 +46,8 @@ ANALYSIS = Analysis(
     options=(
         Option("pixel_size_nm", "--pixel-size", "nm per pixel of the input images", kind=float, required=True,
                low=PIXEL_SIZES_NM[0], high=PIXEL_SIZES_NM[1]),
-        Option("detector", "--detector", "registered detector model", default=DEFAULT_DETECTOR),
+        Option("detector", "--detector", f"registered detector model (default: {FINE_DETECTOR} for images at "
+               f"{FINE_BELOW_NM:g} nm/px or finer, else {DEFAULT_DETECTOR})"),
         Option("classifiers.lamellarity", "--lamellarity-model", "lamellarity classifier",
                default=DEFAULT_CLASSIFIERS["lamellarity"]),
         Option("classifiers.encapsulation", "--encapsulation-model", "encapsulation classifier",

@@ -43,7 +43,7 @@ from torch.nn import functional as F
 from napari_nanoclass import engine
 from napari_nanoclass.core.metrics import class_metrics, confusion_matrix
 from napari_nanoclass.core.progress import Progress, Steps, run_sync
-from napari_nanoclass.liposomes import DEFAULT_DETECTOR, PROBLEMS
+from napari_nanoclass.liposomes import PROBLEMS, default_detector
 from napari_nanoclass.liposomes import objects as liposome_objects
 from napari_nanoclass.liposomes.predict import crop_spec, labels_at, load_on, working_image
 from napari_nanoclass.liposomes.simulator import Field
@@ -129,7 +129,7 @@ def objects_from_image(image: np.ndarray, labels: np.ndarray, classes: dict[int,
 
 
 def training_objects(image: np.ndarray, labels: np.ndarray, classes: dict[int, dict[str, str]],
-                     pixel_size_nm: float, detector: str | LoadedModel = DEFAULT_DETECTOR,
+                     pixel_size_nm: float, detector: str | LoadedModel | None = None,
                      classifier: str | LoadedModel | None = None) -> Any:
     """Objects of a corrected result (its instance ``labels`` and each label's ``classes``) for
     retraining a classifier, at the scale and normalisation :func:`analyse` classifies at, and
@@ -137,7 +137,8 @@ def training_objects(image: np.ndarray, labels: np.ndarray, classes: dict[int, d
     at 32² if none)."""
     mode, size = ((liposome_objects.DEFAULT_CROP_MODE, 32) if classifier is None
                   else crop_spec(load_on(classifier, None).info))
-    work, working_px = working_image(image, pixel_size_nm, load_on(detector, None).info.pixel_size_nm)
+    detector = load_on(detector or default_detector(pixel_size_nm), None)
+    work, working_px = working_image(image, pixel_size_nm, detector.info.pixel_size_nm)
     return objects_from_image(work, labels_at(np.asarray(labels), work.shape), classes, working_px,
                               mode=mode, size=size)
 
