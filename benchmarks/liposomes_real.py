@@ -1,6 +1,7 @@
 """Liposome detection on a real cryo-EM micrograph, against our own annotation.
 
     python benchmarks/liposomes_real.py [--pixel-size 0.2 0.3 0.5] [--detector NAME] [--data PATH]
+    python benchmarks/liposomes_real.py --sweep liposome-detector liposome-detector-fine   # post-processing
 
 The micrograph is ``../shared/data/cryoem-vesicles/vesicles_01.tif`` (2217², about 0.2 nm/px; not
 in the repository). Its annotation, ``benchmarks/data/vesicles_01_annotation.csv``, is one circle
@@ -76,6 +77,41 @@ def score(labels: np.ndarray, truth: list[dict], iou: float, part: str = "all") 
             "f1": round(f1, 3)}
 
 
+SWEEP = {"smoothing": (0.0, 0.5, 0.7), "min_solidity": (0.9, 0.8), "min_rim_boundary": (0.5, 0.3)}
+
+
+def sweep(image: object, truth: list[dict], detectors: list[str], pixel_size: float) -> list[dict]:
+    """F1 on the left half, the right half and the whole micrograph for every post-processing in
+    SWEEP and every detector: the choice is made on the left half, the right half reports it."""
+    import itertools
+
+    from napari_nanoclass import engine, load_model
+    from napari_nanoclass.core.progress import run_sync
+    from napari_nanoclass.liposomes.predict import (
+        MIN_DIAMETER_NM,
+        instances_from_probabilities,
+        labels_at,
+        working_image,
+    )
+
+    rows = []
+    for name in detectors:
+        detector = load_model(name)
+        work, working_px = working_image(np.asarray(image.data, np.float32), pixel_size, detector.info.pixel_size_nm)
+        probabilities = run_sync(engine.predict_dense(detector.module, work, tile=detector.info.tile,
+                                                      halo=detector.halo, stats=[(0.0, 1.0)], device=detector.device))
+        min_area = int(np.pi * (MIN_DIAMETER_NM / 2 / working_px) ** 2)
+        for values in itertools.product(*SWEEP.values()):
+            params = dict(zip(SWEEP, values))
+            labels = labels_at(instances_from_probabilities(probabilities, min_area, **params), image.data.shape)
+            f1 = {part: score(labels, truth, 0.3, part)["f1"] for part in ("left", "right", "all")}
+            rows.append({"detector": name, **params, **f1})
+            print(f"{name:24s} {params}  F1 left {f1['left']:.3f}  right {f1['right']:.3f}  all {f1['all']:.3f}")
+    best = max(rows, key=lambda r: r["left"])
+    print(f"chosen on the left half: {best}")
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--pixel-size", type=float, nargs="+", default=[0.2])
@@ -83,12 +119,17 @@ def main() -> None:
                     "pixel size)")
     ap.add_argument("--data", type=Path, default=DATA)
     ap.add_argument("--json", type=Path, help="also write the results here")
+    ap.add_argument("--sweep", nargs="+", metavar="DETECTOR",
+                    help="compare post-processings of these detectors (at the first --pixel-size) instead")
     args = ap.parse_args()
 
     from napari_nanoclass import analyse_liposomes, read_image
 
     image = read_image(args.data)
     truth = annotation()
+    if args.sweep:
+        sweep(image, truth, args.sweep, args.pixel_size[0])
+        return
     results = []
     for pixel_size in args.pixel_size:
         start = time.perf_counter()
