@@ -143,10 +143,10 @@ def main() -> None:
                 row[f"{part}@{iou}"] = score(labels, truth, iou, part)
         results.append(row)
         a3, a5 = row["all@0.3"], row["all@0.5"]
-        print(f"{pixel_size:5.2f} nm/px  {row['detector']:22s} {row['objects']:3d} objects  box IoU≥0.3: P {a3['precision']:.3f} "
-              f"R {a3['recall']:.3f} F1 {a3['f1']:.3f}   ≥0.5: P {a5['precision']:.3f} R {a5['recall']:.3f} "
-              f"F1 {a5['f1']:.3f}   halves F1@0.3 {row['left@0.3']['f1']:.3f} / {row['right@0.3']['f1']:.3f}  "
-              f"({seconds:.1f} s)")
+        print(f"{pixel_size:5.2f} nm/px  {row['detector']:22s} {row['objects']:3d} objects  "
+              f"box IoU≥0.3: P {a3['precision']:.3f} R {a3['recall']:.3f} F1 {a3['f1']:.3f}   "
+              f"≥0.5: P {a5['precision']:.3f} R {a5['recall']:.3f} F1 {a5['f1']:.3f}   "
+              f"halves F1@0.3 {row['left@0.3']['f1']:.3f} / {row['right@0.3']['f1']:.3f}  ({seconds:.1f} s)")
     if args.json:
         args.json.write_text(json.dumps({"results": results}, indent=1))
 
