@@ -136,6 +136,16 @@ def test_out_of_range_numbers_are_refused_with_the_allowed_range(args, capsys, t
     assert not (tmp_path / "o").exists()
 
 
+def test_liposomes_without_a_pixel_size_are_refused_not_guessed(tmp_path):
+    from napari_nanoclass import analyse_liposomes
+
+    with pytest.raises(ValueError, match="no pixel size"):
+        analyse_liposomes(np.zeros((64, 64), np.float32))
+    with pytest.raises(ValueError, match="liposomes needs --pixel-size"):
+        run_batch("liposomes", [_image(tmp_path / "a.tif")], tmp_path / "o")
+    assert not (tmp_path / "o").exists()  # refused before anything was written
+
+
 def test_numbers_are_checked_from_python_and_batch_options_too(tmp_path):
     from napari_nanoclass import analyse_liposomes
 

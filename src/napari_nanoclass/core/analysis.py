@@ -175,7 +175,10 @@ class Analysis:
         for option in self.all_options:
             head, _, entry = option.name.partition(".")
             value = options.get(head)
-            option.convert(value.get(entry) if entry and isinstance(value, dict) else None if entry else value)
+            value = value.get(entry) if entry and isinstance(value, dict) else None if entry else value
+            if option.required and value is None:
+                raise ValueError(f"{self.name} needs {option.flag} ({option.help}; batch option {option.name})")
+            option.convert(value)
         check_output_format(options.get("output_format") or "tif")
 
 

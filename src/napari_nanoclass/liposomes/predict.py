@@ -24,7 +24,6 @@ The pipeline, for one 2-D image at a known pixel size:
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -299,8 +298,9 @@ def analyse_steps(
 ) -> Steps[LiposomeResult]:
     """Detect (unless ``labels`` are given), classify and summarise the liposomes of a 2-D image.
 
-    ``pixel_size_nm`` defaults to the detector's (with a warning): diameters are only right if
-    it is the image's. ``detector`` defaults to the one for that pixel size (:func:`default_detector`). ``balanced_decisions`` classifies as if every class were equally common
+    ``pixel_size_nm`` is required: detection works at a scale chosen from it and diameters are in
+    nm, so a guess would give wrong results without saying so. ``detector`` defaults to the one for
+    that pixel size (:func:`default_detector`). ``balanced_decisions`` classifies as if every class were equally common
     (more rare objects found, more false alarms) instead of at the operating point each
     classifier chose for the class mix it was trained on. Images of more than
     ``STREAM_ABOVE`` pixels are analysed block by block (:func:`_analyse_blocks`: memory bounded
@@ -310,12 +310,12 @@ def analyse_steps(
     if data.ndim != 2:
         raise ValueError(f"{name}: liposome analysis takes one 2-D image, got shape {tuple(data.shape)}; "
                          "analyse the planes of a stack one by one")
+    if pixel_size_nm is None:
+        raise ValueError(f"{name}: no pixel size; liposomes are found and measured in nm, so give the image's "
+                         "pixel size (pixel_size_nm=, --pixel-size, or the widget's 'pixel size (nm)')")
+    pixel_size_nm = number(float, *PIXEL_SIZES_NM, name=f"{name}: pixel size (nm/px)")(pixel_size_nm)
     detector = load_on(detector or default_detector(pixel_size_nm), device)
     models = {p: load_on(m, device) for p, m in (classifiers or DEFAULT_CLASSIFIERS).items()}
-    if pixel_size_nm is None:
-        pixel_size_nm = detector.info.pixel_size_nm or 1.0
-        warnings.warn(f"{name}: no pixel size given; assuming the detector's {pixel_size_nm} nm/px", stacklevel=2)
-    pixel_size_nm = number(float, *PIXEL_SIZES_NM, name=f"{name}: pixel size (nm/px)")(pixel_size_nm)
     names = {"detector": detector.info.name if labels is None else "user labels",
              **{f"{p}_model": m.info.name for p, m in models.items()}}
     if labels is None and math.prod(data.shape) > STREAM_ABOVE:
