@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from napari_nanoclass.cli import main
+from napari_nanoclass.homogeneity import DEFAULT_MODEL
 from napari_nanoclass.homogeneity import predict as homogeneity
 from napari_nanoclass.homogeneity.predict import Aggregation, analyse, region_summary
 from napari_nanoclass.homogeneity.texture import (
@@ -364,9 +365,12 @@ def test_cli_fits_a_texture_model_from_class_folders_and_analyses_with_it(tmp_pa
         folder = tmp_path / "data" / ("defective" if m.label else "non_defective")
         folder.mkdir(parents=True, exist_ok=True)
         Image.fromarray(m.image).save(folder / f"{m.name}.png")
-    assert main(["train-homogeneity", "--data", str(tmp_path / "data"), "--name", "cli-texture",
-                 "--architecture", "texture", "--quiet"]) == 0
-    assert load_model("cli-texture").info.architecture == "texture-lr"
+    assert main(["train-homogeneity", "--data", str(tmp_path / "data"), "--name", "cli-texture", "--quiet"]) == 0
+    fitted, shipped = load_model("cli-texture").info, load_model(DEFAULT_MODEL).info
+    # no options: the recipe of the shipped default model
+    assert fitted.architecture == shipped.architecture == "texture-lr"
+    assert fitted.arch_params == shipped.arch_params and fitted.patch == shipped.patch
+    assert fitted.training["aggregation"]["method"] == shipped.training["aggregation"]["method"] == "region"
     for m in _beaded_set(2, seed=9, shape=(256, 256)):
         Image.fromarray(m.image).save(tmp_path / f"{m.name}.png")
     out = tmp_path / "out"

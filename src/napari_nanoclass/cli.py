@@ -5,7 +5,7 @@
     nanoclass train-seg --images DIR --labels DIR --name NAME [...]
     nanoclass evaluate-seg --images DIR --labels DIR [--model NAME] [--preset drosophila]
     nanoclass homogeneity IMAGE... --out DIR [--model NAME] [--cam [--cam-model NAME]] [--view N] [--device D] [--format F]
-    nanoclass train-homogeneity --data DIR --name NAME [--mode two|three] [--architecture cnn|texture] [...]
+    nanoclass train-homogeneity --data DIR --name NAME [--mode two|three] [--architecture texture|cnn] [...]
     nanoclass liposomes IMAGE... --pixel-size NM --out DIR [--detector NAME] [--format F]
     nanoclass simulate-liposomes --out DIR [--n N] [--mix study|balanced]
     nanoclass batch ANALYSIS INPUT... --out DIR [--workers N | --scheduler ADDRESS] [--format F] [--log L]
@@ -322,9 +322,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", required=True, type=_model_name,
                    help="name to register the model under (letters, digits, . _ + -)")
     p.add_argument("--mode", choices=["two", "three"], default="two", help="HNF/NHNF, or three defect grades")
-    p.add_argument("--architecture", choices=["cnn", "texture"], default="cnn",
-                   help="FibreCNN, or texture statistics + logistic regression (fitted in seconds; no defect map; "
-                        "the CNN options below do not apply)")
+    p.add_argument("--architecture", choices=["texture", "cnn"], default="texture",
+                   help="texture statistics + logistic regressions, the recipe of the shipped default model (fitted "
+                        "in seconds; no defect map of its own; the CNN options below do not apply), or a FibreCNN")
     p.add_argument("--strategy", choices=["instance", "mil"], default="instance",
                    help="patches take the image label (instance) or learn through pooled bags (mil)")
     p.add_argument("--head", choices=["fc", "gap"], default="fc")
