@@ -77,7 +77,11 @@ def tiny_liposome_models(user_registry) -> tuple[str, dict[str, str]]:
     """A tiny random liposome detector and two classifiers trained one epoch, registered."""
     from dataclasses import replace
 
-    from napari_nanoclass.liposomes.simulator import BALANCED_MIX, SimulationConfig, simulate_field
+    from napari_nanoclass.liposomes.simulator import (
+        BALANCED_MIX,
+        SimulationConfig,
+        simulate_field,
+    )
     from napari_nanoclass.liposomes.train import (
         DETECTOR_CLASSES,
         ClassifierConfig,

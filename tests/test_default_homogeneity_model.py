@@ -7,7 +7,12 @@ import numpy as np
 import pytest
 
 from napari_nanoclass._napari.samples import sem_fibres
-from napari_nanoclass.homogeneity import CNN_ARCHITECTURE, DEFAULT_CAM_MODEL, DEFAULT_MODEL, TWO_CLASS
+from napari_nanoclass.homogeneity import (
+    CNN_ARCHITECTURE,
+    DEFAULT_CAM_MODEL,
+    DEFAULT_MODEL,
+    TWO_CLASS,
+)
 from napari_nanoclass.homogeneity.predict import analyse
 from napari_nanoclass.models.registry import PACKAGE_DIR, list_models, load_model
 

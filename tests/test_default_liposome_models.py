@@ -6,7 +6,11 @@ from __future__ import annotations
 import numpy as np
 
 from napari_nanoclass.core.metrics import match_instances
-from napari_nanoclass.liposomes import DEFAULT_CLASSIFIERS, DEFAULT_DETECTOR, LAMELLARITY
+from napari_nanoclass.liposomes import (
+    DEFAULT_CLASSIFIERS,
+    DEFAULT_DETECTOR,
+    LAMELLARITY,
+)
 from napari_nanoclass.liposomes.predict import analyse
 from napari_nanoclass.liposomes.simulator import SimulationConfig, simulate_field
 from napari_nanoclass.models.registry import PACKAGE_DIR, list_models, load_model
@@ -68,7 +72,11 @@ def test_default_classifiers_beat_chance_on_true_instances_of_unseen_fields():
 
 
 def test_fine_detector_is_shipped_and_chosen_for_high_magnification_images():
-    from napari_nanoclass.liposomes import FINE_BELOW_NM, FINE_DETECTOR, default_detector
+    from napari_nanoclass.liposomes import (
+        FINE_BELOW_NM,
+        FINE_DETECTOR,
+        default_detector,
+    )
 
     info = load_model(FINE_DETECTOR).info
     assert info.pixel_size_nm == 1.0 and info.class_names == ["background", "liposome", "boundary"]
@@ -89,9 +97,8 @@ def test_default_detection_on_the_real_micrograph_holds():
     import sys
     from pathlib import Path
 
-    from tests.conftest import needs_data
-
     from napari_nanoclass import read_image
+    from tests.conftest import needs_data
 
     path = needs_data("cryoem-vesicles") / "vesicles_01.tif"
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))

@@ -10,7 +10,11 @@ from napari_nanoclass._napari.samples import drosophila_section
 from napari_nanoclass.cli import main
 from napari_nanoclass.core.metrics import SegmentationScores, confusion_matrix
 from napari_nanoclass.models.registry import PACKAGE_DIR, list_models, load_model
-from napari_nanoclass.segmentation.data import DROSOPHILA_CLASSES, DROSOPHILA_LABEL_MAP, map_labels
+from napari_nanoclass.segmentation.data import (
+    DROSOPHILA_CLASSES,
+    DROSOPHILA_LABEL_MAP,
+    map_labels,
+)
 from napari_nanoclass.segmentation.predict import segment
 
 from .conftest import needs_data

@@ -7,7 +7,10 @@ import pytest
 import torch
 from napari.components import ViewerModel
 
-from napari_nanoclass._napari.homogeneity import HomogeneityTrainWidget, HomogeneityWidget
+from napari_nanoclass._napari.homogeneity import (
+    HomogeneityTrainWidget,
+    HomogeneityWidget,
+)
 from napari_nanoclass.homogeneity import DEFAULT_CAM_MODEL, DEFAULT_MODEL
 from napari_nanoclass.homogeneity.train import HomogeneityConfig, model_info
 from napari_nanoclass.models.fibre_cnn import FibreCNN

@@ -9,7 +9,13 @@ import zarr
 from skimage.io import imsave
 
 from napari_nanoclass.core.atomic import atomic_path
-from napari_nanoclass.io.images import ImageError, as_greyscale, find_images, read_image, write_tiff
+from napari_nanoclass.io.images import (
+    ImageError,
+    as_greyscale,
+    find_images,
+    read_image,
+    write_tiff,
+)
 
 
 def test_reads_tiff_png_zarr_and_ome_zarr(tmp_path):

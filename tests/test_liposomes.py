@@ -17,8 +17,18 @@ from napari_nanoclass.core.progress import run_sync
 from napari_nanoclass.liposomes import ENCAPSULATION, LAMELLARITY
 from napari_nanoclass.liposomes import objects as liposome_objects
 from napari_nanoclass.liposomes import train as liposome_training
-from napari_nanoclass.liposomes.predict import analyse, instances_from_probabilities, summarise
-from napari_nanoclass.liposomes.simulator import BALANCED_MIX, STUDY_MIX, ClassMix, SimulationConfig, simulate_field
+from napari_nanoclass.liposomes.predict import (
+    analyse,
+    instances_from_probabilities,
+    summarise,
+)
+from napari_nanoclass.liposomes.simulator import (
+    BALANCED_MIX,
+    STUDY_MIX,
+    ClassMix,
+    SimulationConfig,
+    simulate_field,
+)
 from napari_nanoclass.liposomes.train import (
     PRIOR_STRENGTHS,
     ClassifierConfig,

@@ -10,7 +10,14 @@ import pytest
 import torch
 
 from napari_nanoclass.cli import main
-from napari_nanoclass.models.registry import ModelError, list_models, load_model, read_info, save_model, sha256_of
+from napari_nanoclass.models.registry import (
+    ModelError,
+    list_models,
+    load_model,
+    read_info,
+    save_model,
+    sha256_of,
+)
 from napari_nanoclass.models.unet import SEUNet
 
 from .conftest import tiny_info

@@ -11,7 +11,14 @@ import numpy as np
 
 from napari_nanoclass.core.analysis import Analysis, FileJob, Option
 from napari_nanoclass.core.progress import Progress, Steps
-from napari_nanoclass.io.images import file_stem, find_output, output_path, read_output, write_csv, write_image
+from napari_nanoclass.io.images import (
+    file_stem,
+    find_output,
+    output_path,
+    read_output,
+    write_csv,
+    write_image,
+)
 
 ANALYSIS = Analysis(
     name="threshold", help="foreground above a fraction of the intensity range", outputs="output folder",
