@@ -28,7 +28,9 @@ def _widget(viewer, models) -> LiposomeWidget:
     return widget
 
 
-def test_classify_existing_labels_then_correct_and_retrain(viewer, tiny_liposome_models):
+def test_classify_existing_labels_then_correct_and_retrain(viewer, tiny_liposome_models, monkeypatch):
+    from napari_nanoclass._napari import liposomes as panel_module
+
     field = simulate_field(SimulationConfig(shape=(160, 160), objects=(4, 6), diameter_nm=(40, 120)), seed=11)
     viewer.add_image(field.image, name="cryo", metadata={"pixel_size_nm": 2.5})
     viewer.add_labels(field.labels, name="mine")
@@ -63,12 +65,36 @@ def test_classify_existing_labels_then_correct_and_retrain(viewer, tiny_liposome
     panel.set_button.clicked.emit()
     assert "no object with label 999" in str(widget.runner.last_error)
 
+    assert list(layer.features["reviewed"]) == [i in (1, 2) for i in layer.features["index"]]
+    seen = {}
+    original = panel_module.training_objects
+
+    def spy(image, labels, classes, *args, **kwargs):
+        seen.update(classes)
+        return original(image, labels, classes, *args, **kwargs)
+
+    monkeypatch.setattr(panel_module, "training_objects", spy)
     panel.epochs.value = 2
     panel.retrain_button.clicked.emit()
+    assert set(seen) == {1, 2}  # only the objects set by hand train the classifiers
     assert widget.runner.last_error is None, widget.runner.last_error
     names = {m.name for m in list_models()}
     assert {"tiny-lamellarity-finetuned", "tiny-encapsulation-finetuned"} <= names
     assert widget.models["lamellarity"].value == "tiny-lamellarity-finetuned"
+
+
+def test_retraining_needs_objects_set_by_hand(viewer, tiny_liposome_models):
+    field = simulate_field(SimulationConfig(shape=(160, 160), objects=(4, 6), diameter_nm=(40, 120)), seed=12)
+    viewer.add_image(field.image, name="cryo", metadata={"pixel_size_nm": 2.5})
+    viewer.add_labels(field.labels, name="mine")
+    widget = _widget(viewer, tiny_liposome_models)
+    widget.objects.value = viewer.layers["mine"]
+    widget.run_button.clicked.emit()
+    layer = viewer.layers["cryo liposomes"]
+    layer.features = layer.features.assign(lamellarity=["unilamellar", "multilamellar"] * (len(layer.features) // 2)
+                                           + ["unilamellar"] * (len(layer.features) % 2))  # edited, not reviewed
+    widget.correction.retrain_button.clicked.emit()
+    assert "0 objects set by hand" in str(widget.runner.last_error)
 
 
 def test_detect_on_the_sample_and_report_errors(viewer, tiny_liposome_models):

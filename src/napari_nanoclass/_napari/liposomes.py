@@ -31,6 +31,7 @@ from napari_nanoclass.liposomes.train import (
 from napari_nanoclass.models.registry import list_models
 
 DETECT = "(detect)"
+REVIEWED = "reviewed"  # features column: the object's classes were set or confirmed by hand
 
 
 AUTO = f"(auto: {FINE_DETECTOR} at ≤ {FINE_BELOW_NM:g} nm/px, else {DEFAULT_DETECTOR})"
@@ -113,11 +114,13 @@ class LiposomeWidget(ViewerWidget):
         self.result = result
         name = f"{source.name} liposomes"
         colormap = DirectLabelColormap(color_dict=result.colours(self.colour_by.value))
+        # "reviewed": set by "Set classes" (changed or confirmed by hand); only those objects retrain
+        features = {**result.features(), REVIEWED: [False] * len(result.objects)}
         if name in self.viewer.layers:
             target = self.viewer.layers[name]
-            target.data, target.features, target.colormap = result.labels, result.features(), colormap
+            target.data, target.features, target.colormap = result.labels, features, colormap
         else:
-            target = self.viewer.add_labels(result.labels, name=name, features=result.features(), colormap=colormap,
+            target = self.viewer.add_labels(result.labels, name=name, features=features, colormap=colormap,
                                             scale=source.scale, translate=source.translate)
             label_box = self.correction.object_label
             target.events.selected_label.connect(lambda _e: setattr(label_box, "value", max(target.selected_label, 1)))
@@ -166,7 +169,8 @@ class LiposomeWidget(ViewerWidget):
 
 
 class _CorrectionPanel(Container):
-    """Set one object's classes in the features table; retrain both classifiers on the corrections."""
+    """Set (change or confirm) one object's classes in the features table; retrain the classifiers
+    on the objects set by hand — never on the model's own, unreviewed, guesses."""
 
     def __init__(self, owner: LiposomeWidget) -> None:
         self.owner = owner
@@ -196,6 +200,9 @@ class _CorrectionPanel(Container):
         for problem, combo in self.classes.items():
             features.loc[rows, problem] = combo.value
             features.loc[rows, f"{problem}_confidence"] = 1.0  # set by hand
+        if REVIEWED not in features:
+            features[REVIEWED] = False
+        features.loc[rows, REVIEWED] = True
         layer.features = features
         self.owner.recolour()
 
@@ -205,13 +212,18 @@ class _CorrectionPanel(Container):
         if layer is None:
             owner.runner.on_error(ValueError("run the analysis and correct the liposome layer first"))
             return
-        classes = {int(r["index"]): {p: str(r[p]) for p in PROBLEMS} for _, r in layer.features.iterrows()}
-        # a problem whose objects all have one class cannot teach the classifier anything: skip it
+        features = layer.features  # a layer opened from saved results has no "reviewed" column yet
+        reviewed = features[features[REVIEWED].astype(bool)] if REVIEWED in features else features.iloc[:0]
+        classes = {int(r["index"]): {p: str(r[p]) for p in PROBLEMS} for _, r in reviewed.iterrows()}
+        # a problem whose reviewed objects all have one class cannot teach the classifier anything: skip it
         trainable = [p for p in owner.models if len({c[p] for c in classes.values()}) > 1]
         if not trainable:
-            owner.runner.on_error(ValueError("every object has the same classes: correct some objects to other "
-                                             "classes before retraining"))
+            owner.runner.on_error(ValueError(f"{len(classes)} objects set by hand, none of two different classes: set "
+                                             "or confirm the classes of objects of each class ('Set classes') before "
+                                             "retraining"))
             return
+        # every object stays in the label image (crops see their neighbours as at analysis time); only
+        # the reviewed ones carry classes, the others are left out of training
         data, labels = np.asarray(base_data(image)), np.asarray(layer.data)
         pixel_size, detector = owner.pixel_size.value, owner.detector.value
 
