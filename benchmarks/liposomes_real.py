@@ -2,6 +2,7 @@
 
     python benchmarks/liposomes_real.py [--pixel-size 0.2 0.3 0.5] [--detector NAME] [--data PATH]
     python benchmarks/liposomes_real.py --sweep liposome-detector liposome-detector-fine   # post-processing
+    python benchmarks/liposomes_real.py --finetune 5 10 20 [--seeds 3]   # adapting to corrected objects
 
 The micrograph is ``../shared/data/cryoem-vesicles/vesicles_01.tif`` (2217², about 0.2 nm/px; not
 in the repository). Its annotation, ``benchmarks/data/vesicles_01_annotation.csv``, is one circle
@@ -112,6 +113,42 @@ def sweep(image: object, truth: list[dict], detectors: list[str], pixel_size: fl
     return rows
 
 
+def disks(truth: list[dict], shape: tuple[int, int]) -> np.ndarray:
+    """Instance labels (1, 2, …) of annotated circles, as a user's corrected objects would be."""
+    yy, xx = np.ogrid[: shape[0], : shape[1]]
+    labels = np.zeros(shape, np.int32)
+    for i, t in enumerate(truth, 1):
+        labels[(yy - t["y"]) ** 2 + (xx - t["x"]) ** 2 <= t["r"] ** 2] = i
+    return labels
+
+
+def finetune(image: object, truth: list[dict], counts: list[int], seeds: int, pixel_size: float) -> None:
+    """Fine-tune the default detector on N certain vesicles of the left half (drawn at random per
+    seed) and score the right half, which no choice has seen."""
+    from napari_nanoclass import analyse_liposomes
+    from napari_nanoclass.core.progress import run_sync
+    from napari_nanoclass.liposomes.train import correction_pairs, finetune_detector_steps
+
+    width = image.data.shape[1]
+    left = [t for t in truth if t["tier"] == "certain" and t["x"] < width / 2]
+    base = score(np.asarray(analyse_liposomes(image, pixel_size).labels), truth, 0.3, "right")
+    print(f"no fine-tuning: right half F1 {base['f1']:.3f} (P {base['precision']:.3f} R {base['recall']:.3f})")
+    for n in counts:
+        f1s = []
+        for seed in range(seeds):
+            chosen = [left[i] for i in np.random.default_rng(seed).choice(len(left), n, replace=False)]
+            pairs = correction_pairs(np.asarray(image.data, np.float32), disks(chosen, image.data.shape), pixel_size)
+            start = time.perf_counter()
+            model = run_sync(finetune_detector_steps(pairs, f"finetuned-{n}-{seed}", pixel_size_nm=pixel_size,
+                                                     seed=seed))
+            seconds = time.perf_counter() - start
+            right = score(np.asarray(analyse_liposomes(image, pixel_size, detector=model).labels), truth, 0.3, "right")
+            f1s.append(right["f1"])
+            print(f"{n:3d} objects, seed {seed}: right half F1 {right['f1']:.3f} (P {right['precision']:.3f} "
+                  f"R {right['recall']:.3f}), fine-tuned in {seconds:.0f} s", flush=True)
+        print(f"{n:3d} objects: right half F1 {np.mean(f1s):.3f} ± {np.std(f1s):.3f} over {seeds} seeds")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--pixel-size", type=float, nargs="+", default=[0.2])
@@ -121,6 +158,9 @@ def main() -> None:
     ap.add_argument("--json", type=Path, help="also write the results here")
     ap.add_argument("--sweep", nargs="+", metavar="DETECTOR",
                     help="compare post-processings of these detectors (at the first --pixel-size) instead")
+    ap.add_argument("--finetune", nargs="+", type=int, metavar="N",
+                    help="fine-tune on N corrected vesicles of the left half, score the right half, instead")
+    ap.add_argument("--seeds", type=int, default=3, help="random draws of the N vesicles (--finetune)")
     args = ap.parse_args()
 
     from napari_nanoclass import analyse_liposomes, read_image
@@ -129,6 +169,9 @@ def main() -> None:
     truth = annotation()
     if args.sweep:
         sweep(image, truth, args.sweep, args.pixel_size[0])
+        return
+    if args.finetune:
+        finetune(image, truth, args.finetune, args.seeds, args.pixel_size[0])
         return
     results = []
     for pixel_size in args.pixel_size:

@@ -533,3 +533,49 @@ def test_large_images_are_analysed_block_by_block_like_in_memory(tmp_path, monke
     agree = np.mean([o["lamellarity"] == by_centre[(round(o["centroid_y"] / 8), round(o["centroid_x"] / 8))][
         "lamellarity"] for o in same])
     assert agree >= 0.9
+
+
+def test_correction_pairs_teach_only_what_the_user_checked(tiny_liposome_models):
+    from napari_nanoclass.liposomes.train import correction_pairs
+    from napari_nanoclass.segmentation.data import IGNORE_INDEX
+
+    detector, _ = tiny_liposome_models
+    field = simulate_field(SimulationConfig(shape=(192, 192), objects=(4, 6), diameter_nm=(40.0, 100.0)), seed=21)
+    chosen = [1, 2]
+    pairs = correction_pairs(field.image, field.labels, 2.5, detector, chosen)
+    assert [p.name for p in pairs] == ["object 1", "object 2"]
+    for pair in pairs:
+        assert pair.image.shape == pair.labels.shape and min(pair.image.shape) >= 48
+        values = set(np.unique(pair.labels))
+        assert {0, 1, 2, IGNORE_INDEX} <= values  # background ring, interior, rim, and the unchecked rest
+    with pytest.raises(ValueError, match="none of the objects"):
+        correction_pairs(field.image, field.labels, 2.5, detector, [99])
+
+
+def test_detector_fine_tuned_on_corrections_learns_them(tiny_liposome_models, tmp_path):
+    """A (random) detector fine-tuned on hand-checked objects predicts them better than before, keeps
+    its base's post-processing and is registered from the command line."""
+    import tifffile
+
+    from napari_nanoclass.cli import main
+    from napari_nanoclass.liposomes.train import correction_pairs, finetune_detector_steps
+    from napari_nanoclass.models.registry import load_model
+    from napari_nanoclass.segmentation.train import evaluate
+
+    detector, _ = tiny_liposome_models
+    field = simulate_field(SimulationConfig(shape=(192, 192), objects=(5, 7), diameter_nm=(40.0, 100.0)), seed=22)
+    pairs = correction_pairs(field.image, field.labels, 2.5, detector)
+    names = ["background", "liposome", "boundary"]
+    before = evaluate(load_model(detector).module, pairs, names, tile=512)
+    tuned = run_sync(finetune_detector_steps(pairs, "tuned", detector, epochs=6, lr=3e-3))
+    after = evaluate(tuned.module, pairs, names, tile=512)
+    assert after.miou > before.miou + 0.1, (before.miou, after.miou)
+    assert tuned.info.training["base"] == detector and tuned.info.pixel_size_nm == 2.5
+
+    tifffile.imwrite(tmp_path / "img.tif", field.image)
+    tifffile.imwrite(tmp_path / "labels.tif", field.labels)
+    assert main(["train-liposome-detector", "--image", str(tmp_path / "img.tif"), "--labels",
+                 str(tmp_path / "labels.tif"), "--pixel-size", "2.5", "--name", "my-detector", "--objects", "1", "2",
+                 "--detector", detector, "--epochs", "1", "--quiet"]) == 0
+    registered = load_model("my-detector").info
+    assert registered.training["objects"] == 2 and registered.training["postprocess"] == {}

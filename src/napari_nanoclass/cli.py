@@ -7,6 +7,7 @@
     nanoclass homogeneity IMAGE... --out DIR [--model NAME] [--cam [--cam-model NAME]] [--view N] [--device D] [--format F]
     nanoclass train-homogeneity --data DIR --name NAME [--mode two|three] [--architecture texture|cnn] [...]
     nanoclass liposomes IMAGE... --pixel-size NM --out DIR [--detector NAME] [--format F]
+    nanoclass train-liposome-detector --image IMG --labels LABELS --pixel-size NM --name NAME [--objects N ...]
     nanoclass simulate-liposomes --out DIR [--n N] [--mix study|balanced]
     nanoclass batch ANALYSIS INPUT... --out DIR [--workers N | --scheduler ADDRESS] [--format F] [--log L]
     nanoclass demo [--out DIR]
@@ -157,6 +158,26 @@ def cmd_train_homogeneity(args: argparse.Namespace) -> int:
         model = train(micrographs, config, progress=_progress(args), save=True)
     print(json.dumps({"name": model.info.name, "file": str(model.path), "sha256": model.sha256,
                       "final_loss": model.info.training.get("final_loss")}))
+    return 0
+
+
+def cmd_train_liposome_detector(args: argparse.Namespace) -> int:
+    """Fine-tune a liposome detector on objects drawn or corrected by hand (an instance label image)."""
+    import numpy as np
+
+    from napari_nanoclass.core.progress import run_sync
+    from napari_nanoclass.io.images import read_image, read_output
+    from napari_nanoclass.liposomes.train import correction_pairs, finetune_detector_steps
+
+    image = read_image(args.image)
+    labels = np.asarray(read_output(args.labels))
+    if labels.shape != image.data.shape:
+        raise ValueError(f"{args.labels}: labels {labels.shape} do not match the image {tuple(image.data.shape)}")
+    pairs = correction_pairs(np.asarray(image.data, np.float32), labels, args.pixel_size, args.detector, args.objects)
+    model = run_sync(finetune_detector_steps(pairs, args.name, args.detector, pixel_size_nm=args.pixel_size,
+                                             epochs=args.epochs, register=True), progress=_progress(args))
+    print(json.dumps({"name": model.info.name, "file": str(model.path), "sha256": model.sha256,
+                      "objects": len(pairs), "base": model.info.training["base"]}))
     return 0
 
 
@@ -336,6 +357,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_train_homogeneity)
 
+    p = sub.add_parser("train-liposome-detector",
+                       help="fine-tune a liposome detector on objects you drew or corrected")
+    p.add_argument("--image", required=True, help="the micrograph")
+    p.add_argument("--labels", required=True, help="instance labels of the corrected objects (TIFF / zarr, same shape)")
+    p.add_argument("--pixel-size", type=PIXEL_SIZE, required=True, help="nm per pixel of the micrograph")
+    p.add_argument("--name", required=True, type=_model_name, help="name to register the fine-tuned detector under")
+    p.add_argument("--objects", type=_num(int, 1), nargs="+", help="labels to learn from (default: all)")
+    p.add_argument("--detector", help="detector to start from (default: the analysis' choice for the pixel size)")
+    p.add_argument("--epochs", type=COUNT, default=5)
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_train_liposome_detector)
+
     p = sub.add_parser("simulate-liposomes", help="write simulated cryo-TEM liposome fields with ground truth")
     p.add_argument("--out", required=True, help="output folder (<field>.tif, <field>_labels.tif, objects.csv)")
     p.add_argument("--n", type=_num(int, 1, 100_000), default=10, help="number of fields")
@@ -356,7 +389,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "e.g. --set cam=true --set tile=1024")
     p.add_argument("--format", choices=FORMATS, default="tif", help="how label images and maps are saved")
     p.add_argument("--overwrite", action="store_true", help="redo inputs whose outputs are complete")
-    p.add_argument("--workers", type=_num(int, 1, 256), default=1, help="local worker processes (dask LocalCluster when > 1)")
+    p.add_argument("--workers", type=_num(int, 1, 256), default=1,
+                   help="local worker processes (dask LocalCluster when > 1)")
     p.add_argument("--scheduler", help="address of a running dask.distributed scheduler")
     p.add_argument("--log", choices=["bar", "json", "quiet"], default="bar",
                    help="progress bars (run with ETA, and the current input), JSON lines on stderr, or nothing")

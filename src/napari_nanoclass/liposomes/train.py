@@ -32,6 +32,8 @@ from typing import Any
 
 import numpy as np
 import torch
+from scipy import ndimage as ndi
+from skimage.measure import regionprops
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.metrics import f1_score
 from sklearn.model_selection import StratifiedGroupKFold
@@ -48,8 +50,9 @@ from napari_nanoclass.liposomes import objects as liposome_objects
 from napari_nanoclass.liposomes.predict import crop_spec, labels_at, load_on, working_image
 from napari_nanoclass.liposomes.simulator import Field
 from napari_nanoclass.models.lipnet import LipNet, decide, predict_crops, shift_prior
-from napari_nanoclass.models.registry import LoadedModel, ModelInfo, check_name, load_model, save_model
-from napari_nanoclass.segmentation.data import Pair
+from napari_nanoclass.models.registry import LoadedModel, ModelInfo, check_name, load_model, save_model, sha256_of
+from napari_nanoclass.segmentation.data import IGNORE_INDEX, Pair
+from napari_nanoclass.segmentation.train import TrainConfig, train_steps
 
 DETECTOR_CLASSES = ["background", "liposome", "boundary"]
 DETECTOR_COLOURS = ["transparent", "#4daf4a", "#e41a1c"]
@@ -78,6 +81,67 @@ def detection_target(labels: np.ndarray, boundary_px: int = 2) -> np.ndarray:
 def detector_pairs(fields: Sequence[Field]) -> list[Pair]:
     """Training pairs for :func:`training.train_steps` from simulated fields."""
     return [Pair(f.image, detection_target(f.labels), f"field {i}") for i, f in enumerate(fields)]
+
+
+# fine-tuning on corrections: chosen on the left half of the real development micrograph, scored only on
+# its vesicles that were not trained on (benchmarks/liposomes_real.py --finetune; docs/liposomes.md)
+RING = 1.0  # background ring around a corrected object, in object radii
+FINETUNE_LR = 2e-4
+
+
+def correction_pairs(image: np.ndarray, labels: np.ndarray, pixel_size_nm: float,
+                     detector: str | LoadedModel | None = None, objects: Sequence[int] | None = None,
+                     side: int = 96) -> list[Pair]:
+    """Training pairs for fine-tuning a detector on objects a user drew or confirmed.
+
+    ``labels`` are instance labels of the image; ``objects`` the labels to learn from (default:
+    all). Each object gives one pair: a square around it at the detector's working scale (as the
+    analysis sees it), its interior and rim as targets, a ring of background around it, and
+    every other pixel ignored — what lies further away, other objects included, was not checked.
+    """
+    detector = load_on(detector or default_detector(pixel_size_nm), None)
+    work, working_px = working_image(image, pixel_size_nm, detector.info.pixel_size_nm)
+    labels = labels_at(np.asarray(labels), work.shape)
+    wanted = set(int(i) for i in (objects if objects is not None else np.unique(labels[labels > 0])))
+    pairs = []
+    for region in regionprops(labels):
+        if region.label not in wanted:
+            continue
+        mine = labels == region.label
+        radius = region.equivalent_diameter_area / 2
+        known = ndi.binary_dilation(mine, iterations=max(3, round(RING * radius)))
+        known &= (labels == 0) | mine  # other objects' pixels: not checked by the user
+        target = np.where(known, detection_target(mine.astype(np.int32)), IGNORE_INDEX).astype(np.int64)
+        half = max(side, round(3 * radius)) // 2
+        cy, cx = (round(c) for c in region.centroid)
+        window = (slice(max(0, cy - half), cy + half), slice(max(0, cx - half), cx + half))
+        pairs.append(Pair(work[window], target[window], f"object {region.label}"))
+    if not pairs:
+        raise ValueError(f"none of the objects {sorted(wanted)} is in the labels")
+    return pairs
+
+
+def finetune_detector_steps(pairs: Sequence[Pair], name: str, detector: str | LoadedModel | None = None,
+                            *, pixel_size_nm: float | None = None, epochs: int = 5, iters_per_epoch: int = 20,
+                            lr: float = FINETUNE_LR, seed: int = 0, register: bool = False) -> Steps[LoadedModel]:
+    """Fine-tune a detector on :func:`correction_pairs` (built with the same ``detector``); the new
+    model keeps the base's working pixel size and post-processing. No pixels are held out for
+    validation (a user's few corrections are all there is): the last epoch is kept."""
+    if register:
+        check_name(name)
+    base = load_on(detector or default_detector(pixel_size_nm), None)
+    crop = max(32, min(min(p.image.shape) for p in pairs) // 8 * 8)
+    config = TrainConfig(name=name, class_names=list(base.info.class_names),
+                         class_colours=list(base.info.class_colours), init_from=str(base.path), epochs=epochs, iters_per_epoch=iters_per_epoch, crop=crop,
+                         batch_size=4, lr=lr, patience=epochs, tile=base.info.tile, seed=seed,
+                         pixel_size_nm=base.info.pixel_size_nm, calibrate=False)
+    result = yield from train_steps(pairs, pairs, config)
+    info = replace(result.info, description=f"{base.info.name} fine-tuned on {len(pairs)} corrected objects",
+                   training=dict(result.info.training, postprocess=base.info.training.get("postprocess", {}),
+                                 base=base.info.name, base_sha256=base.sha256, objects=len(pairs)))
+    module = result.module
+    path = save_model(module, info) if register else None
+    return LoadedModel(info, module.eval(), "" if path is None else sha256_of(path), path, torch.device("cpu"))
 
 
 # -- objects ----------------------------------------------------------------------------------------
