@@ -16,6 +16,7 @@ import contextlib
 import importlib
 import math
 import shutil
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,8 +37,9 @@ def number(kind: type, low: float | None = None, high: float | None = None, name
     Python options): the value as ``kind`` within [low, high], else ValueError naming the range."""
     def convert(value: Any) -> Any:
         try:
-            number = kind(value)
-            valid = (math.isfinite(number) and (low is None or number >= low) and (high is None or number <= high)
+            converted = kind(value)
+            valid = (math.isfinite(converted) and (low is None or converted >= low)
+                     and (high is None or converted <= high)
                      and not (kind is int and isinstance(value, float) and not value.is_integer()))
         except (TypeError, ValueError):
             valid = False
@@ -46,7 +48,7 @@ def number(kind: type, low: float | None = None, high: float | None = None, name
                       else f"at least {low:g}" if low is not None else f"at most {high:g}")
             what = "a whole number" if kind is int else "a number"
             raise ValueError(f"{name} must be {what} {bounds}, got {value!r}")
-        return number
+        return converted
 
     convert.__name__ = kind.__name__  # argparse names the type in its messages
     return convert
@@ -175,7 +177,8 @@ class Analysis:
         for option in self.all_options:
             head, _, entry = option.name.partition(".")
             value = options.get(head)
-            value = value.get(entry) if entry and isinstance(value, dict) else None if entry else value
+            if entry:  # one entry of a mapping option
+                value = value.get(entry) if isinstance(value, dict) else None
             if option.required and value is None:
                 raise ValueError(f"{self.name} needs {option.flag} ({option.help}; batch option {option.name})")
             option.convert(value)
@@ -200,7 +203,7 @@ def get(name: str) -> Analysis:
     raise ValueError(f"unknown analysis {name!r}; choose one of {', '.join(a.name for a in analyses())}")
 
 
-class FileJob:
+class FileJob(ABC):
     """An analysis run over files into one folder: one instance per run, so models load once.
 
     Subclasses take their options as keyword arguments (loading models in ``__init__``) and
@@ -208,24 +211,24 @@ class FileJob:
     supplies the loop, the progress, the per-file error handling and the clean-up.
     """
 
+    @abstractmethod
     def process(self, image: Any, path: Path, out_dir: Path, workdir: Path) -> Steps[dict[str, Any]]:
         """Analyse one image, write its outputs into ``out_dir``; return its table row.
         ``workdir`` is a scratch folder for results too big for memory (removed afterwards)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def failed(self, path: Path, error: str) -> dict[str, Any]:
         """The table row of an input that could not be analysed."""
-        raise NotImplementedError
 
+    @abstractmethod
     def write_tables(self, out_dir: Path, rows: Sequence[dict[str, Any]]) -> None:
         """Write the run's tables for the rows so far (called after every input, so an interrupted
         run keeps what it finished)."""
-        raise NotImplementedError
 
     @classmethod
+    @abstractmethod
     def model_names(cls, options: dict[str, Any]) -> dict[str, str]:
         """Role → name of each model a run with ``options`` uses, without loading any."""
-        raise NotImplementedError
 
 
 def check_unique_stems(paths: Sequence[Path]) -> None:
