@@ -18,8 +18,9 @@ from napari_nanoclass.core.analysis import PIXEL_SIZES_NM, Analysis, Option
 LAMELLARITY = ["unilamellar", "multilamellar", "uncertain"]
 ENCAPSULATION = ["full", "empty", "uncertain"]
 PROBLEMS = {"lamellarity": LAMELLARITY, "encapsulation": ENCAPSULATION}
+# ColorBrewer Set1; "uncertain" is purple, not grey: grey objects on a grey micrograph look unlabelled
 CLASS_COLOURS = {"unilamellar": "#377eb8", "multilamellar": "#ff7f00", "full": "#e41a1c", "empty": "#4daf4a",
-                 "uncertain": "#999999"}
+                 "uncertain": "#984ea3"}
 DEFAULT_DETECTOR = "liposome-detector"  # works at 2.5 nm/px: liposomes 30–300 nm
 FINE_DETECTOR = "liposome-detector-fine"  # works at 1 nm/px: vesicles 20–150 nm with thin bilayers
 FINE_BELOW_NM = 1.0  # images at this pixel size or finer go to the fine detector
