@@ -38,6 +38,22 @@ def test_tiled_equals_whole_image_away_from_border(unet, tile, batch):
     assert np.allclose(tiled.sum(0), 1, atol=1e-5)
 
 
+def test_cpu_runs_in_channels_last_layout_with_the_same_results():
+    """On a CPU the engine converts the model's weights to channels-last (faster convolutions);
+    the results stay those of the contiguous layout."""
+    import copy
+
+    torch.manual_seed(1)
+    model = SEUNet(width=4, depth=2, n_classes=3, se_window=5).eval()
+    contiguous = copy.deepcopy(model)
+    image = np.random.default_rng(2).integers(0, 255, (96, 112)).astype(np.uint8)
+    tiled = run_sync(engine.predict_dense(model, image, tile=64, device="cpu"))
+    weights = next(p for p in model.parameters() if p.ndim == 4)
+    assert weights.is_contiguous(memory_format=torch.channels_last)
+    assert next(p for p in contiguous.parameters() if p.ndim == 4).is_contiguous()  # the reference kept its layout
+    assert np.abs(tiled - whole_image(contiguous, image))[:, 16:-16, 16:-16].max() <= 1e-5
+
+
 def test_result_independent_of_tile_size_everywhere(unet):
     """Even at the border, reflect padding makes every tiling give the same answer."""
     image = np.random.default_rng(3).normal(size=(150, 170)).astype(np.float32)
