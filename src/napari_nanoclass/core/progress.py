@@ -96,7 +96,7 @@ def run_sync(
         def progress(p: Progress) -> None:
             nonlocal bar
             if bar is None:  # drawn at the first step, so a job refused up front prints only its error
-                bar = tqdm(total=0, unit="step", leave=False)
+                bar = tqdm(total=p.total, unit="step", leave=False)
             bar.total = p.total
             bar.set_description_str(p.message, refresh=False)
             bar.n = p.done
