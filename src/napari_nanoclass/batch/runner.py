@@ -6,15 +6,17 @@
   them (docs/cli.md), plus ``overview.png`` (the input with its labels or defect map overlaid). Each is built in ``.<stem>.partial/`` and renamed to ``<stem>/`` only when
   complete, so a folder ``<stem>/`` is always whole: a killed run leaves at most a ``.partial``
   folder, which the next run removes and redoes.
-* ``<stem>/result.json`` — the input's result row plus its input's size and modification time.
+* ``<stem>/result.json`` — the input's result row plus the run's signature (analysis, options,
+  models with their sha256, package version, the input's size, time and content hash).
 * ``run_summary.csv`` / ``run_summary.json`` — one row per input (status, error, seconds, output
   folder) and, in the JSON, the run: analysis, options, package version, models with their
   checksums, timings, counts.
 * ``batch_config.json`` — everything needed to repeat the run exactly (``--config`` reads it).
 
-A rerun skips inputs whose folder is complete and whose input is unchanged (``overwrite``
-redoes them); a file that fails is reported with the reason and the others go on. A folder in the
-way that this tool did not write is never replaced without ``overwrite``.
+A rerun skips inputs whose folder is complete and whose signature is unchanged, and redoes the
+others saying why (``overwrite`` redoes all); a file that fails is reported with the reason and
+the others go on. One run holds the output folder at a time. A folder in the way that this tool
+did not write is never replaced without ``overwrite``.
 
 Inputs are processed in this process by default (torch already uses every core for one image);
 ``workers`` > 1 starts a dask ``LocalCluster`` of that many single-threaded processes with torch

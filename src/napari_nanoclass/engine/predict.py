@@ -125,10 +125,6 @@ def iter_batches(
     """Yield (windows, outputs) batch by batch: normalised windows through ``model`` in eval mode
     (with ``tta``, averaged over the 8 rotations and flips: :func:`dihedral_mean`)."""
     model.eval()
-    if device.type == "cpu":
-        # oneDNN's convolutions run about twice as fast on weights in channels-last layout, with the
-        # same labels (docs/engine.md); converted in place once, a no-op afterwards
-        model.to(memory_format=torch.channels_last)
     for start in range(0, len(windows), batch_size):
         batch = windows[start : start + batch_size]
         x = np.stack([read_window(plane, w) for w in batch])[:, None]
@@ -212,6 +208,10 @@ def _run(
     dev = select_device(device)
     if next(model.parameters(), torch.empty(0)).device != dev:
         model = model.to(dev)
+    if dev.type == "cpu":
+        # oneDNN's convolutions run about twice as fast on weights in channels-last layout, with the
+        # same labels (docs/engine.md); converted in place, a no-op once done
+        model.to(memory_format=torch.channels_last)
     batch_size = batch_size or default_batch_size(dev)
     image_planes = planes(image)
     plane_shape = tuple(image.shape[-2:])

@@ -2,8 +2,9 @@
 
 The pipeline, for one 2-D image at a known pixel size:
 
-1. **Rescale** to the detector's pixel size (2.5 nm/px for the shipped models) when the image's
-   differs by more than 10 %, so objects look as large as in training; results are mapped back.
+1. **Rescale** to the detector's pixel size (2.5 nm/px; 1 nm/px for the fine detector chosen for
+   images at 1 nm/px or finer) when the image's differs by more than 10 %, so objects look as
+   large as in training; results are mapped back.
 2. **Detect**: the SE U-Net gives background / liposome / boundary probabilities per pixel
    (shared tiled engine); interiors become seeds and a watershed grows them into the liposome
    mask, so touching liposomes come out as separate instances; ragged detections are cut at
@@ -373,11 +374,9 @@ def _analyse_blocks(data: Any, pixel_size_nm: float, detector: LoadedModel, mode
         found = yield from scaled(detect_steps(work, detector, working_px, min_diameter_nm), i, len(origins),
                                   f"block {i + 1}/{len(origins)}")
         scale = block.shape[0] / work.shape[0]
-        rows = liposome_objects.measure(found, working_px)
-        mine = [r["label"] for r in rows if y <= y0 + r["centroid_y"] * scale < y + core
-                and x <= x0 + r["centroid_x"] * scale < x + core]
-        kept = relabel_sequential(np.where(np.isin(found, mine), found, 0))[0].astype(np.int32)
-        rows = liposome_objects.measure(kept, working_px)
+        rows = [r for r in liposome_objects.measure(found, working_px)  # in label order, as relabelled below
+                if y <= y0 + r["centroid_y"] * scale < y + core and x <= x0 + r["centroid_x"] * scale < x + core]
+        kept = relabel_sequential(np.where(np.isin(found, [r["label"] for r in rows]), found, 0))[0].astype(np.int32)
         classes = classify(work, kept, np.array([r["diameter_nm"] for r in rows]), working_px, models,
                            balanced_decisions)
         first = len(objects) + 1
