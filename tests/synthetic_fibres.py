@@ -8,15 +8,16 @@ import numpy as np
 
 
 def fibres(shape: tuple[int, int], rng: np.random.Generator, n_fibres: int = 12,
-           beads: Sequence[tuple[int, int, int]] = ()) -> np.ndarray:
-    """uint8 image: ``n_fibres`` random straight fibres (~2 px wide) and bright discs ``(y, x, r)``."""
+           beads: Sequence[tuple[int, int, int]] = (), width: float = 1.2) -> np.ndarray:
+    """uint8 image: ``n_fibres`` random straight fibres (about ``2 * width`` px wide) and bright
+    discs ``(y, x, r)``."""
     yy, xx = np.mgrid[: shape[0], : shape[1]].astype(np.float32)
     img = 40 + 8 * rng.standard_normal(shape).astype(np.float32)
     for _ in range(n_fibres):
         theta = rng.uniform(0, np.pi)
         cy, cx = rng.uniform(0, shape[0]), rng.uniform(0, shape[1])
         distance = np.abs((yy - cy) * np.cos(theta) - (xx - cx) * np.sin(theta))
-        img += 110 * np.exp(-(distance / 1.2) ** 2)
+        img += 110 * np.exp(-(distance / width) ** 2)
     for y, x, r in beads:
         img += 150 * np.clip(1.5 - np.hypot(yy - y, xx - x) / r, 0, 1)
     return np.clip(img, 0, 255).astype(np.uint8)

@@ -14,6 +14,9 @@ from napari_nanoclass.homogeneity import DEFAULT_MODEL
 from napari_nanoclass.homogeneity import predict as homogeneity
 from napari_nanoclass.homogeneity.predict import Aggregation, analyse, region_summary
 from napari_nanoclass.homogeneity.texture import (
+    CANDIDATE_C,
+    DEFAULT_RECIPE,
+    choose_recipe,
     fit_texture_model,
     image_patch_features,
     patch_feature_grid,
@@ -33,7 +36,7 @@ from napari_nanoclass.homogeneity.train import (
 )
 from napari_nanoclass.models.fibre_cnn import FibreCNN
 from napari_nanoclass.models.registry import LoadedModel, ModelInfo, load_model
-from napari_nanoclass.models.texture_classifier import N_FEATURES, region_statistics
+from napari_nanoclass.models.texture_classifier import N_FEATURES, patch_features, region_statistics
 
 from .synthetic_fibres import fibres, random_beads
 
@@ -239,7 +242,8 @@ def test_cross_validation_never_puts_one_micrograph_on_both_sides():
     assert sum(map(sum, d["confusion"])) == 20 and set(d["per_class"]) == {"a", "b"}
 
 
-@pytest.mark.parametrize("kind", [{"feature_set": "basic", "pooling": "mean"}, {}], ids=["baseline", "shipped"])
+@pytest.mark.parametrize("kind", [{"feature_set": "basic", "pooling": "mean"}, {}, {"feature_set": "morphology"}],
+                         ids=["baseline", "shipped", "morphology"])
 def test_texture_models_learn_beads_by_micrograph(kind):
     rng = np.random.default_rng(4)
     micrographs = []
@@ -262,16 +266,21 @@ def test_texture_model_runs_through_the_engine_as_its_regressions(user_registry)
     model = fit_texture_model(train_set, ["HNF", "NHNF"], "texture-test", patch=64, save=True)
     assert model.info.architecture == "texture-lr" and model.info.patch == 64 and len(model.sha256) == 64
     assert model.info.training["aggregation"]["method"] == "region"
-    grids = [patch_feature_grid(m.image, 64, "extended") for m in train_set]
-    patches = patch_regression().fit(np.concatenate([g.reshape(-1, g.shape[-1]) for g in grids]),
-                                     np.concatenate([np.full(g.shape[0] * g.shape[1], m.label)
-                                                     for g, m in zip(grids, train_set)]))
-    regions = patch_regression().fit(*region_examples(grids, [m.label for m in train_set]))
+    # the default recipe chose its feature set and C on the training set (one sample: by micrograph)
+    recipe = model.info.training["recipe"]
+    assert recipe["chosen_by"] == "leave one micrograph out" and len(recipe["candidates"]) == 6
+    assert recipe["candidates"][f"{recipe['feature_set']} C={recipe['C']:g}"] == max(recipe["candidates"].values())
+    feature_set, c = model.info.arch_params["feature_set"], model.info.training["C"]
+    grids = [patch_feature_grid(m.image, 64, feature_set) for m in train_set]
+    patches = patch_regression(c).fit(np.concatenate([g.reshape(-1, g.shape[-1]) for g in grids]),
+                                      np.concatenate([np.full(g.shape[0] * g.shape[1], m.label)
+                                                      for g, m in zip(grids, train_set)]))
+    regions = patch_regression(c).fit(*region_examples(grids, [m.label for m in train_set]))
     reloaded = load_model("texture-test")  # through safetensors and the registry
     for m in test_set:
         result = analyse(m.image, reloaded)
         # every whole patch of the engine's map is the patch regression's probability for that patch,
-        features = image_patch_features(m.image, 64, "extended")
+        features = image_patch_features(m.image, 64, feature_set)
         np.testing.assert_allclose(result.p_nhnf.ravel(), patches.predict_proba(features)[:, 1], atol=1e-4)
         # and the verdict the region regression's on the statistics of all of them
         p_region = regions.predict_proba(region_statistics(features)[None])[0, 1]
@@ -294,7 +303,7 @@ def test_region_head_judges_each_view_and_each_plane(user_registry):
     mosaic = np.concatenate([clean.image, beaded.image], axis=1)  # 128 × 512: two 256-px views
     result = analyse(mosaic, model, view=256)
     assert [(v["view_col"], v["verdict"]) for v in result.views] == [(0, "HNF"), (1, "NHNF")]
-    assert result.features.shape == (N_FEATURES["extended"], 2, 8)
+    assert result.features.shape == (N_FEATURES[model.info.arch_params["feature_set"]], 2, 8)
     stack = analyse(np.stack([mosaic, mosaic[:, ::-1]]), model, view=256)
     assert [(v["plane"], v["verdict"]) for v in stack.views] == [(0, "HNF"), (0, "NHNF"), (1, "NHNF"), (1, "HNF")]
 
@@ -406,3 +415,42 @@ def test_training_that_does_not_learn_says_so():
     micrographs = [Micrograph(np.zeros((48, 48), np.uint8), f"z{i}", label=i % 2) for i in range(4)]
     with pytest.warns(UserWarning, match="chance level"):
         train(micrographs, HomogeneityConfig(steps=3, lr=0.0, **TINY))  # identical inputs, no updates
+
+
+def test_a_sample_is_the_stem_up_to_the_first_separator_in_any_case():
+    names = ["PPC9_05", "ppc9_011_6", "PPC9-", "pp26-01_002", "pp26-01_003", "PP28_01"]
+    micrographs = [Micrograph(np.zeros((4, 4)), n, label=0) for n in names]
+    assert sample_groups(micrographs) == ["ppc9", "ppc9", "ppc9", "pp26", "pp26", "pp28"]
+
+
+def test_morphology_features_measure_beads_relative_to_the_fibre_width():
+    clean = fibres((128, 128), np.random.default_rng(3), n_fibres=10)
+    beads = [(32, 32, 7), (96, 40, 7), (64, 100, 7)]  # on the same fibres (same seed): only the widths change
+    beaded = fibres((128, 128), np.random.default_rng(3), n_fibres=10, beads=beads)
+    zscored = [(im - im.mean()) / im.std() for im in (clean, beaded)]
+    f_clean, f_beaded = (patch_features(z.astype(np.float32), "morphology") for z in zscored)
+    assert f_clean.shape == (N_FEATURES["morphology"],)
+    wide = [6, 7, 8]  # share of the skeleton wider than 2× and 3× the median; mask deeper than 2× (Otsu mask)
+    assert all(f_beaded[i] > f_clean[i] for i in wide)
+    magnified = fibres((256, 256), np.random.default_rng(3), n_fibres=10, width=4.0)
+    ratios = patch_features(((magnified - magnified.mean()) / magnified.std()).astype(np.float32), "morphology")
+    assert ratios[2] > f_clean[2]  # the median radius follows the magnification
+    assert abs(ratios[4] - f_clean[4]) < 0.5  # its 90th percentile relative to it does not
+
+
+def test_recipe_is_chosen_with_whole_samples_held_out():
+    rng = np.random.default_rng(0)
+    labels = [0, 0, 0, 0, 1, 1, 1, 1]
+    samples = ["a", "a", "b", "b", "c", "c", "d", "d"]
+    # "useful" separates the classes; "noise" does not, so every C of it scores lower
+    grids = {"useful": [rng.normal(2.0 * y, 0.3, (2, 2, 3)) for y in labels],
+             "noise": [rng.normal(0.0, 1.0, (2, 2, 3)) for _ in labels]}
+    recipe = choose_recipe(grids, labels, samples, [f"m{i}" for i in range(8)])
+    assert recipe.feature_set == "useful" and recipe.chosen_by == "leave one sample out"
+    assert set(recipe.scores) == {f"{s} C={c:g}" for s in grids for c in CANDIDATE_C}
+    assert recipe.c == CANDIDATE_C[0]  # equals prefer the strongest regularisation
+    one_each = choose_recipe(grids, labels, ["a"] * 4 + ["c"] * 4, [f"m{i}" for i in range(8)])
+    assert one_each.chosen_by == "leave one micrograph out"  # one sample per class: nothing to hold out
+    too_few = choose_recipe(grids, [0, 1], ["a", "c"], ["m0", "m1"])
+    assert (too_few.feature_set, too_few.c) == DEFAULT_RECIPE and too_few.scores == {}
+    assert choose_recipe(grids, labels, samples, samples, c=0.5).c == 0.5

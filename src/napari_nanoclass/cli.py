@@ -132,7 +132,8 @@ def cmd_train_seg(args: argparse.Namespace) -> int:
                          class_colours=DROSOPHILA_COLOURS if args.preset else [], width=args.width, depth=args.depth,
                          frem_b=args.frem_b, frem_x=args.frem_x, epochs=args.epochs, iters_per_epoch=args.iters,
                          batch_size=args.batch_size, crop=args.crop, seed=args.seed, init_from=args.init_from,
-                         pixel_size_nm=args.pixel_size, calibrate=not args.no_calibrate)
+                         pixel_size_nm=args.pixel_size, calibrate=not args.no_calibrate,
+                         augmentation=args.augmentation)
     if args.search_trials:
         study = search_frem(train, val, config, n_trials=args.search_trials, deep_supervision=args.deep_supervision)
         print(json.dumps({"best_params": study.best_params, "best_miou": study.best_value}))
@@ -157,7 +158,8 @@ def cmd_train_homogeneity(args: argparse.Namespace) -> int:
                                    seed=args.seed, init_from=args.init_from)
         model = train(micrographs, config, progress=_progress(args), save=True)
     print(json.dumps({"name": model.info.name, "file": str(model.path), "sha256": model.sha256,
-                      "final_loss": model.info.training.get("final_loss")}))
+                      "final_loss": model.info.training.get("final_loss"),
+                      "recipe": model.info.training.get("recipe")}))
     return 0
 
 
@@ -344,8 +346,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="name to register the model under (letters, digits, . _ + -)")
     p.add_argument("--mode", choices=["two", "three"], default="two", help="HNF/NHNF, or three defect grades")
     p.add_argument("--architecture", choices=["texture", "cnn"], default="texture",
-                   help="texture statistics + logistic regressions, the recipe of the shipped default model (fitted "
-                        "in seconds; no defect map of its own; the CNN options below do not apply), or a FibreCNN")
+                   help="fibre-morphology or texture statistics + logistic regressions, the recipe of the shipped "
+                        "default model: the feature set and regularisation are chosen with whole samples (file stem up "
+                        "to the first _ or -) held out (fitted in a minute; no defect map of its own; the CNN options "
+                        "below do not apply), or a FibreCNN")
     p.add_argument("--strategy", choices=["instance", "mil"], default="instance",
                    help="patches take the image label (instance) or learn through pooled bags (mil)")
     p.add_argument("--head", choices=["fc", "gap"], default="fc")
@@ -430,6 +434,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--iters", type=COUNT, default=50, help="iterations per epoch")
     p.add_argument("--batch-size", type=COUNT, default=4)
     p.add_argument("--crop", type=_num(int, 32, 8192), default=256)
+    p.add_argument("--augmentation", choices=["basic", "stack"], default="basic",
+                   help="basic: rotations, flips, contrast, noise; stack: also scale ±20 %%, gamma, blur and uneven "
+                        "illumination, for a model that must work on other stacks and microscopes")
     p.add_argument("--seed", type=SEED, default=0)
     p.add_argument("--pixel-size", type=PIXEL_SIZE, default=None, help="nm per pixel of the training images")
     p.add_argument("--run-dir", help="checkpoint folder (enables --resume)")

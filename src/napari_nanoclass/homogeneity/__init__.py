@@ -11,6 +11,8 @@ The networks are :mod:`napari_nanoclass.models.fibre_cnn` and
 its class names (no torch import).
 """
 
+import re
+
 from napari_nanoclass.core.analysis import Analysis, Option
 
 DEFAULT_MODEL = "nanofibre-texture"  # verdicts: the best cross-validated accuracy by micrograph
@@ -19,6 +21,16 @@ CNN_ARCHITECTURE = "fibre-cnn"  # FibreCNN's name in the registry: the only homo
 TWO_CLASS = ["HNF", "NHNF"]
 THREE_CLASS = ["non_defective", "slightly_defective", "defective"]
 CLASS_COLOURS = ["#2b83ba", "#fdae61", "#d7191c"]  # homogeneous … defective, for every homogeneity model
+SAMPLE_SEPARATORS = re.compile(r"[_-]")
+
+
+def sample_name(stem: str) -> str:
+    """The sample a micrograph comes from: its file stem up to the first ``_`` or ``-``, case-folded
+    (``PPC9_05``, ``ppc9_011_6`` and ``PPC9-`` are one sample). Splits by sample keep every
+    micrograph of a sample on one side: the class almost follows the sample."""
+    return SAMPLE_SEPARATORS.split(stem, maxsplit=1)[0].lower()
+
+
 VIEW = 1024  # side of one SEM view in pixels: verdicts are also given per view
 
 ANALYSIS = Analysis(

@@ -1,8 +1,8 @@
-"""The handcrafted homogeneity models: texture statistics per patch + logistic regression.
+"""The handcrafted homogeneity models: features per patch + logistic regression.
 
-Per 128×128 patch, the features of :mod:`models.texture_classifier` (grey-level co-occurrence and
-LBP statistics from scikit-image) on the image z-scored by its whole-image statistics and
-quantised to 32 levels. Patches take their micrograph's label for the patch regression (as the
+Per 128×128 patch, one feature set of :mod:`models.texture_classifier` — texture (grey-level
+co-occurrence and LBP statistics from scikit-image, on 32 grey levels) or fibre morphology (fibre
+mask, skeleton, width along it) — on the image z-scored by its whole-image statistics. Patches take their micrograph's label for the patch regression (as the
 CNN's ``instance`` strategy), which gives the patch map.
 
 A region's verdict comes one of two ways (``pooling``):
@@ -12,8 +12,11 @@ A region's verdict comes one of two ways (``pooling``):
 * ``region`` — a second logistic regression on statistics of its patches' features (mean,
   spread, quartiles), fitted on whole micrographs and, so that views smaller than a micrograph
   are judged as well, on random windows of at least 3 × 3 patches of them. It cross-validates
-  better by micrograph (docs/homogeneity.md), so the shipped model and :func:`fit_texture_model`
-  use it, with ``extended`` features.
+  better (docs/homogeneity.md), so the shipped model and :func:`fit_texture_model` use it.
+
+The default recipe does not fix the feature set and regularisation: :func:`choose_recipe` picks
+them on the training micrographs with whole samples held out, so a cross-validation of the recipe
+is nested, and a user's retraining adapts to their samples.
 
 :func:`fit_texture_model` fits a registry model (``TextureClassifier``) that the homogeneity
 analysis runs like the CNN; :func:`texture_classifier` wraps it for cross-validation.
@@ -21,21 +24,29 @@ analysis runs like the CNN; :func:`texture_classifier` wraps it for cross-valida
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import LeaveOneGroupOut, cross_val_predict
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from napari_nanoclass.homogeneity import CLASS_COLOURS
+from napari_nanoclass.homogeneity import CLASS_COLOURS, sample_name
 from napari_nanoclass.homogeneity.predict import analyse
 from napari_nanoclass.io.images import image_stats
 from napari_nanoclass.models.registry import LoadedModel, ModelInfo, check_name, save_model, sha256_of
-from napari_nanoclass.models.texture_classifier import TextureClassifier, patch_features, quantise_z, region_statistics
+from napari_nanoclass.models.texture_classifier import (
+    FEATURE_SETS,
+    TextureClassifier,
+    patch_features,
+    quantise_z,
+    region_statistics,
+)
 
 if TYPE_CHECKING:
     from napari_nanoclass.homogeneity.train import Micrograph
@@ -44,10 +55,15 @@ WINDOWS = 8  # random windows per micrograph for the region regression
 MIN_WINDOW = 3  # patches per side of the smallest window (or the whole grid side if smaller)
 
 
+def zscore(image: np.ndarray) -> np.ndarray:
+    """The image z-scored by its whole-image statistics, as the engine hands patches to the model."""
+    mean, std = image_stats(image)
+    return (np.asarray(image, dtype=np.float32) - mean) / std
+
+
 def quantise(image: np.ndarray) -> np.ndarray:
     """z-score by whole-image statistics, clip at ±3σ, map to 0..LEVELS-1."""
-    mean, std = image_stats(image)
-    return quantise_z((np.asarray(image, dtype=np.float32) - mean) / std)
+    return quantise_z(zscore(image))
 
 
 def patch_origins(shape: tuple[int, ...], patch: int = 128) -> list[tuple[int, int]]:
@@ -57,7 +73,7 @@ def patch_origins(shape: tuple[int, ...], patch: int = 128) -> list[tuple[int, i
 
 def patch_feature_grid(image: np.ndarray, patch: int = 128, feature_set: str = "basic") -> np.ndarray:
     """(rows, cols, features) for the whole patches of the grid (at least one, reflect-padded)."""
-    q = quantise(image)
+    q = zscore(image)
     if min(q.shape) < patch:
         q = np.pad(q, [(0, max(0, patch - s)) for s in q.shape], mode="reflect")
     rows, cols = q.shape[0] // patch, q.shape[1] // patch
@@ -106,16 +122,77 @@ def region_examples(grids: Sequence[np.ndarray], labels: Sequence[int], windows:
     return np.stack(x), np.array(y)
 
 
+CANDIDATE_FEATURE_SETS = ("morphology", "extended")  # in order of preference on ties
+CANDIDATE_C = (0.01, 0.1, 1.0)  # regularisation, strongest first (preferred on ties)
+DEFAULT_RECIPE = ("morphology", 0.1)  # when there are too few micrographs to compare candidates
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """The feature set and regularisation a texture model is fitted with, and how they were chosen."""
+
+    feature_set: str
+    c: float
+    chosen_by: str
+    scores: dict[str, float] = field(default_factory=dict)  # held-out accuracy of each candidate
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"feature_set": self.feature_set, "C": self.c, "chosen_by": self.chosen_by,
+                "candidates": {k: round(v, 4) for k, v in self.scores.items()}}
+
+
+def _recipe_split(labels: np.ndarray, groups: Sequence[str], names: Sequence[str]) -> tuple[str, list[str]] | None:
+    """Groups to compare recipes on: whole samples when every class has two or more, else single
+    micrographs when every class has two or more, else none (nothing to compare on)."""
+    for how, keys in (("leave one sample out", list(groups)), ("leave one micrograph out", list(names))):
+        if all(len({k for k, y in zip(keys, labels) if y == label}) >= 2 for label in set(labels)):
+            return how, keys
+    return None
+
+
+def choose_recipe(grids: Mapping[str, Sequence[np.ndarray]], labels: Sequence[int], groups: Sequence[str],
+                  names: Sequence[str], c: float | None = None) -> Recipe:
+    """The candidate feature set (keys of ``grids``: per micrograph its (rows, cols, F) patch grid)
+    and regularisation (``c`` if given, else each of ``CANDIDATE_C``) whose region regression
+    classifies held-out micrographs best, holding out whole samples. Choosing on the training data
+    only keeps cross-validation of the whole recipe honest (nested), and fits the recipe to the
+    user's own samples when they retrain."""
+    labels = np.asarray(labels)
+    sets, cs = list(grids), [c] if c is not None else list(CANDIDATE_C)
+    if len(sets) == 1 and len(cs) == 1:
+        return Recipe(sets[0], cs[0], "given")
+    split = _recipe_split(labels, groups, names)
+    if split is None:
+        return Recipe(sets[0] if len(sets) == 1 else DEFAULT_RECIPE[0], cs[0] if len(cs) == 1 else DEFAULT_RECIPE[1],
+                      "default (too few micrographs per class to compare)")
+    how, keys = split
+    scores = {}
+    for feature_set in sets:
+        x = np.stack([region_statistics(g.reshape(-1, g.shape[-1])) for g in grids[feature_set]])
+        for value in cs:
+            predicted = cross_val_predict(patch_regression(value), x, labels, groups=keys, cv=LeaveOneGroupOut())
+            scores[f"{feature_set} C={value:g}"] = float(np.mean(predicted == labels))
+    best = max(scores, key=scores.get)  # the first of equals: candidates are in order of preference
+    feature_set, value = best.split(" C=")
+    return Recipe(feature_set, float(value), how, scores)
+
+
 def fit_texture_model(micrographs: Sequence[Micrograph], class_names: Sequence[str], name: str, *,
-                      patch: int = 128, c: float = 1.0, feature_set: str = "extended", pooling: str = "region",
+                      patch: int = 128, c: float | None = None, feature_set: str = "auto", pooling: str = "region",
                       save: bool = False, directory: Path | None = None) -> LoadedModel:
     """A texture model fitted on labelled micrographs (patch regression, and with ``pooling=
     "region"`` the region regression; verdict at p ≥ 0.5), ready for :func:`homogeneity.analyse`;
-    with ``save`` also registered (``directory`` or the user's model folder)."""
+    with ``save`` also registered (``directory`` or the user's model folder).
+
+    ``feature_set="auto"`` and ``c=None`` (the default recipe) choose them among the candidates by
+    :func:`choose_recipe` on these micrographs, their samples named by :func:`sample_name`."""
     if save:
         check_name(name)  # before the compute, not when saving after it
     if pooling not in ("mean", "region"):
         raise ValueError(f"texture model {name!r}: pooling is 'mean' or 'region', not {pooling!r}")
+    if feature_set != "auto" and feature_set not in FEATURE_SETS:
+        raise ValueError(f"texture model {name!r}: feature set is auto or one of {', '.join(FEATURE_SETS)}, "
+                         f"not {feature_set!r}")
     if any(m.label is None for m in micrographs):
         raise ValueError(f"texture model {name!r}: learns from whole-micrograph labels; "
                          "train a FibreCNN on regions marked by hand")
@@ -123,18 +200,26 @@ def fit_texture_model(micrographs: Sequence[Micrograph], class_names: Sequence[s
     if sorted(set(labels)) != list(range(len(class_names))):
         raise ValueError(f"texture model {name!r}: needs micrographs of every class {list(class_names)}, "
                          f"got class indices {sorted(set(labels))}")
-    grids = [patch_feature_grid(m.image, patch, feature_set) for m in micrographs]
-    module = TextureClassifier(n_classes=len(class_names), feature_set=feature_set, region_head=pooling == "region")
-    _set_head(module.patch_head, _fit_patches([g.reshape(-1, g.shape[-1]) for g in grids], labels, c))
+    sets = CANDIDATE_FEATURE_SETS if feature_set == "auto" else (feature_set,)
+    grids = {s: [patch_feature_grid(m.image, patch, s) for m in micrographs] for s in sets}
+    recipe = choose_recipe(grids, labels, [sample_name(m.name) for m in micrographs], [m.name for m in micrographs], c)
+    chosen = grids[recipe.feature_set]
+    module = TextureClassifier(n_classes=len(class_names), feature_set=recipe.feature_set,
+                               region_head=pooling == "region")
+    _set_head(module.patch_head, _fit_patches([g.reshape(-1, g.shape[-1]) for g in chosen], labels, recipe.c))
     if module.region_head is not None:
-        _set_head(module.region_head, patch_regression(c).fit(*region_examples(grids, labels)))
+        _set_head(module.region_head, patch_regression(recipe.c).fit(*region_examples(chosen, labels)))
     module.eval()
     info = ModelInfo(
         name=name, task="patch-classification", architecture="texture-lr",
-        arch_params={"n_classes": len(class_names), "feature_set": feature_set, "region_head": pooling == "region"},
+        arch_params={"n_classes": len(class_names), "feature_set": recipe.feature_set,
+                     "region_head": pooling == "region"},
         class_names=list(class_names), class_colours=CLASS_COLOURS[: len(class_names)], tile=patch, patch=patch,
-        description=f"nanofibre homogeneity, {len(class_names)}-class texture statistics + logistic regression",
-        training={"method": "texture + logistic regression", "C": c, "micrographs": len(micrographs),
+        description=f"nanofibre homogeneity, {len(class_names)}-class {recipe.feature_set} features + "
+                    "logistic regression",
+        training={"method": f"{recipe.feature_set} features + logistic regression", "C": recipe.c,
+                  "recipe": recipe.as_dict(), "micrographs": len(micrographs),
+                  "samples": len({sample_name(m.name) for m in micrographs}),
                   "patches": "every whole patch of each micrograph's grid",
                   "aggregation": {"method": pooling, "threshold": 0.5},
                   **({"region_windows": f"each micrograph and {WINDOWS} random windows of ≥ {MIN_WINDOW}×{MIN_WINDOW} "
@@ -149,7 +234,7 @@ def _set_head(head: torch.nn.Module, regression: Pipeline) -> None:
     head.set(scaler.mean_, scaler.scale_, logistic.coef_, logistic.intercept_)
 
 
-def texture_classifier(patch: int = 128, c: float = 1.0, feature_set: str = "extended", pooling: str = "region"
+def texture_classifier(patch: int = 128, c: float | None = None, feature_set: str = "auto", pooling: str = "region"
                        ) -> Callable[[Sequence[Micrograph], int], Callable[[np.ndarray], int]]:
     """Fit function for :func:`homogeneity_training.cross_validate`: :func:`fit_texture_model`,
     each held-out image judged by :func:`homogeneity.analyse` as a user's would be."""

@@ -33,7 +33,7 @@ from torch.nn import functional as F
 
 from napari_nanoclass.core.augment import augment
 from napari_nanoclass.core.progress import Progress, Steps, run_sync
-from napari_nanoclass.homogeneity import CLASS_COLOURS, CNN_ARCHITECTURE, THREE_CLASS, TWO_CLASS
+from napari_nanoclass.homogeneity import CLASS_COLOURS, CNN_ARCHITECTURE, THREE_CLASS, TWO_CLASS, sample_name
 from napari_nanoclass.homogeneity.predict import Aggregation, analyse_steps
 from napari_nanoclass.io.images import as_greyscale, image_stats, read_image
 from napari_nanoclass.models.fibre_cnn import FibreCNN
@@ -345,8 +345,8 @@ def cross_validate(micrographs: Sequence[Micrograph], fit: Classifier, class_nam
 
 
 def sample_groups(micrographs: Sequence[Micrograph]) -> list[str]:
-    """Sample name of each micrograph (its file stem up to the last ``_``, case-folded)."""
-    return [m.name.rsplit("_", 1)[0].lower() for m in micrographs]
+    """Sample name of each micrograph (:func:`homogeneity.sample_name`)."""
+    return [sample_name(m.name) for m in micrographs]
 
 
 def summary_row(name: str, scores: Scores, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:

@@ -18,8 +18,12 @@ DROSOPHILA_CLASSES = ["background", "membrane", "mitochondria", "synapse"]
 DROSOPHILA_COLOURS = ["#00000000", "#f2d21b", "#e8432e", "#36c5f0"]
 # raw label values of the merged Drosophila labels -> the paper's 4 classes
 DROSOPHILA_LABEL_MAP = {0: 1, 32: 1, 64: 1, 96: 1, 128: 1, 159: 0, 191: 2, 223: 3, 255: 0}
-DROSOPHILA_TRAIN = [f"{i:02d}" for i in range(12)]
+DROSOPHILA_TRAIN = [f"{i:02d}" for i in range(12)]  # the shipped model's split: train and validation only
 DROSOPHILA_VAL = [f"{i:02d}" for i in range(12, 16)]
+# the three-way protocol of benchmarks/segmentation.py: contiguous blocks of sections, so neighbours
+# in z (nearly the same image) never sit on two sides; the test sections are scored once, at the end
+DROSOPHILA_SPLIT = {"train": [f"{i:02d}" for i in range(10)], "validation": ["10", "11", "12"],
+                    "test": ["13", "14", "15"]}
 
 
 @dataclass

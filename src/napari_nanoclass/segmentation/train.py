@@ -19,11 +19,12 @@ from typing import Any
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
+from skimage.transform import resize
 from torch.nn import functional as F
 
 from napari_nanoclass import engine
 from napari_nanoclass.core.atomic import atomic_path
-from napari_nanoclass.core.augment import augment
+from napari_nanoclass.core.augment import AUGMENTATIONS, appearance_shift, augment, scale_factor
 from napari_nanoclass.core.metrics import SegmentationScores, confusion_matrix
 from napari_nanoclass.core.progress import Progress, Steps, run_sync, scaled
 from napari_nanoclass.io.images import image_stats
@@ -48,6 +49,7 @@ class TrainConfig:
     deep_supervision: bool = False
     aux_weight: float = 0.4  # λ of the deep-supervision loss
     crop: int = 256
+    augmentation: str = "basic"  # or "stack": also scale ±20 %, gamma, blur, uneven illumination (core.augment)
     batch_size: int = 4
     epochs: int = 30
     iters_per_epoch: int = 50
@@ -78,14 +80,19 @@ class TrainResult:
 
 
 class CropSampler:
-    """Random augmented crops: rot90, flips, contrast/brightness jitter and Gaussian noise."""
+    """Random augmented crops: rot90, flips, contrast/brightness jitter and Gaussian noise; with
+    ``augmentation="stack"`` also a magnification change of up to ±20 % and an appearance shift
+    (:func:`core.augment.appearance_shift`), for models that must work on other stacks."""
 
-    def __init__(self, pairs: Sequence[Pair], crop: int, rng: np.random.Generator) -> None:
+    def __init__(self, pairs: Sequence[Pair], crop: int, rng: np.random.Generator, augmentation: str = "basic"
+                 ) -> None:
+        if augmentation not in AUGMENTATIONS:
+            raise ValueError(f"unknown augmentation {augmentation!r}; choose from {', '.join(AUGMENTATIONS)}")
         self.images = [((p.image - m) / s).astype(np.float32) for p in pairs for m, s in [image_stats(p.image)]]
         self.labels = [p.labels for p in pairs]
         sizes = np.array([p.image.size for p in pairs], dtype=np.float64)
         self.weights = sizes / sizes.sum()
-        self.crop, self.rng = crop, rng
+        self.crop, self.rng, self.stack = crop, rng, augmentation == "stack"
 
     def batch(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         xs, ys = zip(*(self._one() for _ in range(n)))
@@ -94,14 +101,21 @@ class CropSampler:
     def _one(self) -> tuple[np.ndarray, np.ndarray]:
         i = self.rng.choice(len(self.images), p=self.weights)
         image, labels = self.images[i], self.labels[i]
-        pad = [(0, max(0, self.crop - s)) for s in image.shape]
+        side = int(round(self.crop * scale_factor(self.rng))) if self.stack else self.crop  # source window
+        pad = [(0, max(0, side - s)) for s in image.shape]
         if any(p[1] for p in pad):
             image = np.pad(image, pad, mode="reflect")
             labels = np.pad(labels, pad, constant_values=IGNORE_INDEX)
-        y = self.rng.integers(0, image.shape[0] - self.crop + 1)
-        x = self.rng.integers(0, image.shape[1] - self.crop + 1)
-        image = image[y : y + self.crop, x : x + self.crop]
-        labels = labels[y : y + self.crop, x : x + self.crop]
+        y = self.rng.integers(0, image.shape[0] - side + 1)
+        x = self.rng.integers(0, image.shape[1] - side + 1)
+        image = image[y : y + side, x : x + side]
+        labels = labels[y : y + side, x : x + side]
+        if side != self.crop:  # the window seen at another magnification: labels stay whole classes
+            shape = (self.crop, self.crop)
+            image = resize(image, shape, order=1, anti_aliasing=side > self.crop, preserve_range=True)
+            labels = resize(labels, shape, order=0, anti_aliasing=False, preserve_range=True).astype(labels.dtype)
+        if self.stack:
+            image = appearance_shift(self.rng, image)
         image, labels = augment(self.rng, image, labels)
         return image, np.ascontiguousarray(labels, dtype=np.int64)
 
@@ -288,7 +302,7 @@ def train_steps(train: Sequence[Pair], val: Sequence[Pair], config: TrainConfig,
     best_state = {k: v.detach().clone() for k, v in module.state_dict().items()}
     if best_path is not None and best_path.exists() and state["epoch"]:
         best_state = load_file(str(best_path))
-    sampler = CropSampler(train, config.crop, rng)
+    sampler = CropSampler(train, config.crop, rng, config.augmentation)
     total = config.epochs * config.iters_per_epoch
     generator = torch.Generator().manual_seed(config.seed)
     for epoch in range(state["epoch"], config.epochs):
