@@ -1,25 +1,30 @@
-"""Throughput, peak memory and exactness of the tiling engine.
+"""Speed, memory and exactness of the tiling engine with the shipped segmentation model.
 
-    python benchmarks/engine.py [--sizes 1024 4096 16384] [--tile 512] [--out benchmarks/out]
+    python benchmarks/engine.py [--sizes 1024 2048] [--repeats 3] [--rss-sizes 2048 8192]
+        [--old-src PATH/src] [--out benchmarks/out/engine]
 
-For a small SE U-Net (width 4, depth 2, local SE window 3; receptive radius 33 px → halo 36):
-  (a) raw: the batched model forward alone on the same number of tile-with-halo inputs, no
-      reading, normalising or stitching (the ceiling the engine can reach); timed on every tile,
-      once before and once after (b), and averaged, because a shared CPU's speed drifts by
-      ±20 % over minutes — more than the engine's own overhead;
-  (b) engine: napari_nanoclass.engine.predict_dense, labels (argmax) streamed into a zarr on disk;
-      the 16384² input is itself a zarr on disk;
-  (c) MONAI sliding_window_inference, same tile, 25 % overlap, if MONAI is installed (1024² and
-      4096² only: it holds the whole image and output in memory).
-Each run is a separate process, so "peak RSS" is that run's own maximum resident memory.
-Exactness: max |tiled - whole-image| of class probabilities on the 1024² image, more than one
-halo away from the border.
+Headline (issue #26): the time of ``segment()`` over the time of one whole-image forward of the
+same network (``drosophila-seunet``, fp32, the image z-scored and padded to the size divisor, then
+argmax), measured in one process with the runs interleaved ``--repeats`` times (a shared CPU's
+speed drifts by tens of percent over minutes; the ratio uses medians); throughput in MP/s; and
+agreement of the labels with the whole-image forward's, border included. Rows:
+
+* ``whole`` — the reference forward;
+* ``segment`` — ``segment()`` as users run it (tile from the memory budget);
+* ``segment tile=1024`` — the model's training tile, the windows this engine reads;
+* ``old engine`` (with ``--old-src``, e.g. a ``git worktree`` of an earlier commit) — ``segment()``
+  of that source in a subprocess, timed inside it, interleaved with the others.
+
+Peak RSS: ``segment()`` in a fresh process per size in ``--rss-sizes``; beyond 4096² the input is a
+zarr on disk and labels stream to a zarr work folder, as the CLI does for large images.
+Images are tiled from the unlabelled Drosophila sections of ../shared/data (random noise without it).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -30,125 +35,143 @@ import numpy as np
 import torch
 import zarr
 
-from napari_nanoclass import engine
-from napari_nanoclass.core.progress import run_sync
-from napari_nanoclass.models.unet import SEUNet
+ROOT = Path(__file__).resolve().parents[1]
+SECTIONS = ROOT.parent / "shared" / "data" / "drosophila-vnc" / "unlabeled"
+MODEL = "drosophila-seunet"
 
 
-def make_model() -> SEUNet:
-    torch.manual_seed(0)
-    return SEUNet(width=4, depth=2, n_classes=3, se_window=3).eval()
+def test_image(size: int) -> np.ndarray:
+    """A size² mosaic of real ssTEM sections (mirrored at the joins), or noise without the data."""
+    paths = sorted(SECTIONS.glob("*.tif"))
+    if not paths:
+        return np.random.default_rng(size).integers(0, 255, (size, size), dtype=np.uint8)
+    from napari_nanoclass.io.images import read_image
+
+    section = np.asarray(read_image(paths[0]).data)
+    reps = -(-size // section.shape[0])
+    return np.pad(section, [(0, section.shape[0] * (reps - 1))] * 2, mode="symmetric")[:size, :size].copy()
 
 
-def input_image(size: int, workdir: Path) -> object:
-    """numpy up to 4096²; a zarr on disk (written chunk by chunk) beyond."""
-    rng = np.random.default_rng(size)
-    if size <= 4096:
-        return rng.integers(0, 255, (size, size), dtype=np.uint8)
-    path = workdir / f"input_{size}.zarr"
-    if not path.exists():
-        array = zarr.open_array(str(path), mode="w", shape=(size, size), chunks=(1024, 1024), dtype=np.uint8)
-        for y in range(0, size, 1024):
-            array[y : y + 1024] = rng.integers(0, 255, (1024, size), dtype=np.uint8)
-    return zarr.open_array(str(path), mode="r")
+def whole_forward(loaded, image: np.ndarray) -> tuple[float, np.ndarray]:
+    from napari_nanoclass.io.images import image_stats
 
-
-def peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def run_one(kind: str, size: int, tile: int, workdir: Path) -> dict:
-    model = make_model()
-    image = input_image(size, workdir)
-    halo = engine.round_up(int(model.receptive_radius), model.size_divisor)
-    windows = engine.dense_windows((size, size), tile, halo, model.size_divisor)
-    batch = engine.default_batch_size(torch.device("cpu"))
+    mean, std = image_stats(image)
+    divisor = loaded.module.size_divisor
+    pad = [(0, -s % divisor) for s in image.shape]
+    x = torch.from_numpy(np.pad((image - mean) / std, pad, mode="reflect").astype(np.float32))[None, None]
+    module = loaded.module.to(memory_format=torch.channels_last)
     start = time.perf_counter()
-    if kind == "raw":
-        side = tile + 2 * halo
-        x = torch.randn(batch, 1, side, side)
-        with torch.inference_mode():
-            model(x)  # warm-up
-            start = time.perf_counter()
-            for _ in range(0, len(windows), batch):
-                model(x)
-        seconds = time.perf_counter() - start
-    elif kind == "engine":
-        out = workdir / f"labels_{size}.zarr"
-        run_sync(engine.predict_dense(model, image, tile=tile, batch_size=batch,
-                                      postprocess=engine.labels_from_logits, out=out))
-        seconds = time.perf_counter() - start
-    elif kind == "monai":
-        from monai.inferers import sliding_window_inference
-
-        x = torch.from_numpy(((image - image.mean()) / image.std()).astype(np.float32))[None, None]
-        with torch.inference_mode():
-            sliding_window_inference(x, (tile, tile), batch, model, overlap=0.25).argmax(1)
-        seconds = time.perf_counter() - start
-    return {"kind": kind, "size": size, "tiles": len(windows), "seconds": seconds,
-            "mpix_per_s": size * size / 1e6 / seconds, "peak_rss_mib": peak_rss_mib()}
-
-
-def exactness(tile: int) -> dict:
-    model = make_model()
-    image = np.random.default_rng(0).integers(0, 255, (1024, 1024)).astype(np.uint8)
-    x = torch.from_numpy(((image - image.mean()) / image.std()).astype(np.float32))[None, None]
     with torch.inference_mode():
-        whole = torch.softmax(model(x), 1)[0].numpy()
-    halo = engine.round_up(int(model.receptive_radius), model.size_divisor)
-    inner = (slice(None), slice(halo, -halo), slice(halo, -halo))
-    result = {"halo": halo}
-    tiled = run_sync(engine.predict_dense(model, image, tile=tile))
-    result["engine_max_abs_diff"] = float(np.abs(tiled - whole)[inner].max())
-    try:
-        from monai.inferers import sliding_window_inference
+        logits = module(x)
+        bias = torch.tensor(loaded.info.logit_bias or [0.0] * logits.shape[1]).view(1, -1, 1, 1)
+        labels = (logits + bias).argmax(1)[0, : image.shape[0], : image.shape[1]].numpy()
+    return time.perf_counter() - start, labels
 
-        with torch.inference_mode():
-            monai = torch.softmax(sliding_window_inference(x, (tile, tile), 1, model, overlap=0.25), 1)[0].numpy()
-        result["monai_max_abs_diff"] = float(np.abs(monai - whole)[inner].max())
-    except ImportError:
-        result["monai_max_abs_diff"] = None
-    return result
+
+def timed_segment(loaded, image: np.ndarray, tile: int | None) -> tuple[float, np.ndarray]:
+    from napari_nanoclass.segmentation.predict import segment
+
+    start = time.perf_counter()
+    labels = np.asarray(segment(image, loaded, tile=tile).labels)
+    return time.perf_counter() - start, labels
+
+
+def old_segment(src: str, size: int, out: Path) -> float:
+    """``segment()`` of another source tree on the same image, timed inside its own process."""
+    image_path = out / f"image_{size}.npy"
+    np.save(image_path, test_image(size))
+    code = ("import sys,time,numpy as np;from napari_nanoclass.segmentation.predict import segment;"
+            "from napari_nanoclass.models.registry import load_model;m=load_model(sys.argv[2]);"
+            "im=np.load(sys.argv[1]);segment(im[:256,:256],m);t=time.perf_counter();segment(im,m);"
+            "print(time.perf_counter()-t)")
+    env = {**os.environ, "PYTHONPATH": src}
+    result = subprocess.run([sys.executable, "-c", code, str(image_path), MODEL], capture_output=True, text=True,
+                            env=env, check=True)
+    return float(result.stdout.strip().splitlines()[-1])
+
+
+def speed(sizes: list[int], repeats: int, old_src: str | None, out: Path) -> list[dict]:
+    from napari_nanoclass.engine import budget_tile, select_device
+    from napari_nanoclass.models.registry import load_model
+
+    loaded = load_model(MODEL)
+    rows = []
+    for size in sizes:
+        image = test_image(size)
+        timed_segment(loaded, image[:256, :256], None)  # warm-up: layout conversion, oneDNN kernels
+        runs: dict[str, list[float]] = {}
+        reference = None
+        agreement: dict[str, float] = {}
+        for _ in range(repeats):
+            seconds, reference = whole_forward(loaded, image)
+            runs.setdefault("whole", []).append(seconds)
+            for name, tile in (("segment", None), ("segment tile=1024", 1024)):
+                seconds, labels = timed_segment(loaded, image, tile)
+                runs.setdefault(name, []).append(seconds)
+                agreement[name] = float((labels == reference).mean())
+            if old_src:
+                runs.setdefault("old engine", []).append(old_segment(old_src, size, out))
+        tile = budget_tile(loaded.module, image.shape, loaded.halo, select_device(None))
+        whole = float(np.median(runs["whole"]))
+        for name, seconds in runs.items():
+            median = float(np.median(seconds))
+            rows.append({"size": size, "run": name, "seconds": median, "all": seconds, "ratio": median / whole,
+                         "mp_per_s": size * size / 1e6 / median, "agreement": agreement.get(name),
+                         "tile": list(tile) if name == "segment" else (1024 if name.endswith("1024") else None)})
+            print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+def rss_one(size: int, out: Path) -> dict:
+    from napari_nanoclass.segmentation.predict import segment
+
+    image = test_image(min(size, 4096))
+    if size > 4096:  # on disk, written in strips, as a user's large image would be
+        path = out / f"input_{size}.zarr"
+        if not path.exists():
+            array = zarr.open_array(str(path), mode="w", shape=(size, size), chunks=(1024, 1024), dtype=np.uint8)
+            for y in range(0, size, 4096):
+                for x in range(0, size, 4096):
+                    array[y:y + 4096, x:x + 4096] = image
+        image = zarr.open_array(str(path), mode="r")
+    workdir = out / f"work_{size}"
+    workdir.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    segment(image, MODEL, workdir=workdir)
+    return {"size": size, "seconds": time.perf_counter() - start,
+            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--sizes", type=int, nargs="+", default=[1024, 4096, 16384])
-    ap.add_argument("--tile", type=int, default=512)
-    ap.add_argument("--out", default="benchmarks/out")
-    ap.add_argument("--one", nargs=2, metavar=("KIND", "SIZE"), help=argparse.SUPPRESS)
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--sizes", type=int, nargs="+", default=[1024, 2048])
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--rss-sizes", type=int, nargs="*", default=[2048, 8192])
+    ap.add_argument("--old-src", help="src folder of another version to time beside this one")
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "out" / "engine"))
+    ap.add_argument("--rss-one", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
-    workdir = Path(args.out)
-    workdir.mkdir(parents=True, exist_ok=True)
-    if args.one:
-        print(json.dumps(run_one(args.one[0], int(args.one[1]), args.tile, workdir)))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if args.rss_one:
+        print(json.dumps(rss_one(args.rss_one, out)))
         return
-    try:
-        import monai  # noqa: F401
-
-        kinds = ["raw", "engine", "raw", "monai"]
-    except ImportError:
-        kinds = ["raw", "engine", "raw"]
-    rows = []
-    for size in args.sizes:
-        for kind in kinds:
-            if kind == "monai" and size > 4096:
-                continue
-            cmd = [sys.executable, __file__, "--one", kind, str(size), "--tile", str(args.tile), "--out", args.out]
-            rows.append(json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout))
-            print(rows[-1], flush=True)
-    exact = exactness(args.tile)
-    print(f"\ntorch {torch.__version__}, {torch.get_num_threads()} threads, tile {args.tile}, halo {exact['halo']}\n")
-    print("| image | run | tiles | seconds | MP/s | engine/raw | peak RSS MiB |")
+    rows = speed(args.sizes, args.repeats, args.old_src, out)
+    rss = [json.loads(subprocess.run([sys.executable, __file__, "--rss-one", str(size), "--out", str(out)],
+                                     check=True, capture_output=True, text=True).stdout.splitlines()[-1])
+           for size in args.rss_sizes]
+    print(f"\ntorch {torch.__version__}, {torch.get_num_threads()} threads, model {MODEL}, "
+          f"median of {args.repeats} interleaved runs\n")
+    print("| image | run | tile | seconds (median) | × whole-image forward | MP/s | labels = whole-image forward's |")
     print("|---|---|---|---|---|---|---|")
-    for row in rows:
-        raw = np.mean([r["seconds"] for r in rows if r["size"] == row["size"] and r["kind"] == "raw"])
-        ratio = f"{raw / row['seconds']:.0%}" if row["kind"] == "engine" else ""
-        print(f"| {row['size']}² | {row['kind']} | {row['tiles']} | {row['seconds']:.1f} | {row['mpix_per_s']:.2f} "
-              f"| {ratio} | {row['peak_rss_mib']:.0f} |")
-    print(f"\nmax |engine - whole image| (1024², inner): {exact['engine_max_abs_diff']:.2e}")
-    if exact["monai_max_abs_diff"] is not None:
-        print(f"max |MONAI - whole image| (1024², inner): {exact['monai_max_abs_diff']:.2e}")
+    for r in rows:
+        agree = "" if r["agreement"] is None else f"{r['agreement']:.4%}"
+        print(f"| {r['size']}² | {r['run']} | {r['tile'] or ''} | {r['seconds']:.2f} | {r['ratio']:.2f}× "
+              f"| {r['mp_per_s']:.2f} | {agree} |")
+    if rss:
+        print("\n| image | segment() seconds | peak RSS MiB |\n|---|---|---|")
+        for r in rss:
+            print(f"| {r['size']}² | {r['seconds']:.1f} | {r['peak_rss_mib']:.0f} |")
 
 
 if __name__ == "__main__":

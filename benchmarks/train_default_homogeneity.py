@@ -2,7 +2,7 @@
 in the package (src/napari_nanoclass/weights).
 
     python benchmarks/train_default_homogeneity.py [--mode two] [--strategy mil] [--steps 400]
-    python benchmarks/train_default_homogeneity.py --architecture texture   # nanofibre-texture
+    python benchmarks/train_default_homogeneity.py --architecture texture   # nanofibre-texture (default recipe)
 
 Their cross-validated figures (same settings, by micrograph) come from
 ``benchmarks/homogeneity_cv.py`` and are in docs/homogeneity.md.
@@ -39,10 +39,13 @@ def main() -> None:
         start = time.perf_counter()
         model = fit_texture_model(micrographs_from_folders(args.data, args.mode), MODE_CLASSES[args.mode],
                                   TEXTURE_NAMES[args.mode])
-        info = replace(model.info, description=f"SEM nanofibre homogeneity ({args.mode}-class), texture statistics + "
-                       f"logistic regression, fitted on {SOURCE}")
+        recipe = model.info.training["recipe"]
+        info = replace(model.info, description=f"SEM nanofibre homogeneity ({args.mode}-class), {recipe['feature_set']} "
+                       f"features + logistic regression (C = {recipe['C']:g}, both chosen {recipe['chosen_by']}), "
+                       f"fitted on {SOURCE}")
         path = save_model(model.module, info, PACKAGE_DIR)
-        print(f"{path} ({path.stat().st_size / 2**10:.0f} KiB) fitted in {time.perf_counter() - start:.0f} s")
+        print(f"{path} ({path.stat().st_size / 2**10:.0f} KiB) fitted in {time.perf_counter() - start:.0f} s; "
+              f"recipe {recipe}")
         return
     config = HomogeneityConfig(name=NAMES[args.mode], mode=args.mode, strategy=args.strategy, head=args.head,
                                steps=args.steps)

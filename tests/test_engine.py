@@ -26,16 +26,46 @@ def whole_image(model: nn.Module, image: np.ndarray) -> np.ndarray:
         return torch.softmax(model(torch.from_numpy(x.astype(np.float32))[None, None]), 1)[0].numpy()
 
 
-@pytest.mark.parametrize("tile,batch", [(32, 1), (64, 3), (96, 2), (1024, 1)])
-def test_tiled_equals_whole_image_away_from_border(unet, tile, batch):
+@pytest.mark.parametrize("tile,batch", [(32, 1), (64, 3), (96, 2), (1024, 1), (None, 1)])
+def test_tiled_equals_whole_image_everywhere(unet, tile, batch):
+    """Windows slide inside the image at its edges, so the border too is the whole-image forward's."""
     image = np.random.default_rng(0).integers(0, 255, (208, 240)).astype(np.uint8)
     reference = whole_image(unet, image)
     tiled = run_sync(engine.predict_dense(unet, image, tile=tile, batch_size=batch))
-    halo = engine.round_up(int(unet.receptive_radius), unet.size_divisor)
     assert tiled.shape == reference.shape
-    inner = (slice(None), slice(halo, -halo), slice(halo, -halo))
-    assert np.abs(tiled[inner] - reference[inner]).max() <= 1e-5
+    assert np.abs(tiled - reference).max() <= 1e-5
     assert np.allclose(tiled.sum(0), 1, atol=1e-5)
+
+
+def test_windows_stay_inside_the_image_and_cover_it_once():
+    for shape, tile in [((208, 240), 32), ((3000, 100), 1024), ((1024, 1000), 1024), ((97, 131), 48)]:
+        covered = np.zeros(shape, int)
+        windows = engine.dense_windows(shape, tile, 20, 8)
+        sizes = {(w.y1 - w.y0, w.x1 - w.x0) for w in windows}
+        assert len(sizes) == 1  # equal windows batch
+        for w in windows:
+            assert w.y0 >= 0 and w.x0 >= 0 and w.y0 % 8 == 0 and w.x0 % 8 == 0
+            assert w.y1 <= engine.round_up(shape[0], 8) and w.x1 <= engine.round_up(shape[1], 8)
+            covered[w.core] += 1
+            assert (w.crop[0].stop - w.crop[0].start, w.crop[1].stop - w.crop[1].start) == covered[w.core].shape
+        assert (covered == 1).all()
+    assert len(engine.dense_windows((1024, 1024), 1024, 208, 16)) == 1  # fits: one forward, no halo
+
+
+def test_tile_from_the_memory_budget():
+    """Bigger budgets give fewer, larger windows; an image that fits is one window; longer axes
+    are split into equal cores."""
+    torch.manual_seed(0)
+    model = SEUNet(width=4, depth=2, n_classes=3, se_window=5).eval()
+    per_pixel = engine.activation_bytes_per_pixel(model)
+    assert per_pixel > 4 * 3  # at least the output logits
+    cpu = torch.device("cpu")
+    assert engine.budget_tile(model, (512, 512), 16, cpu, int(per_pixel * 600**2)) == (512, 512)
+    small = engine.budget_tile(model, (512, 512), 16, cpu, int(per_pixel * 200**2))
+    assert small[0] < 512 and small[0] % 4 == 0
+    windows = engine.dense_windows((512, 512), small, 16, 4)
+    assert max(w.y1 - w.y0 for w in windows) <= 200 and len(windows) > 1
+    assert engine.plan_tile((1000, 64), 16, 4, 300) == (252, 64)  # 4 equal cores, not 3 of 268 and a sliver
 
 
 def test_cpu_runs_in_channels_last_layout_with_the_same_results():
@@ -179,8 +209,8 @@ def test_cancel_takes_effect_within_one_tile_and_leaves_no_output(tmp_path):
 
 def test_progress_counts_every_tile_over_stack_planes(unet):
     steps = []
-    run_sync(engine.predict_dense(unet, np.zeros((2, 64, 96), np.float32), tile=32), progress=steps.append)
-    assert [s.done for s in steps] == list(range(13)) and steps[-1].total == 12
+    run_sync(engine.predict_dense(unet, np.zeros((2, 256, 384), np.float32), tile=128), progress=steps.append)
+    assert [s.done for s in steps] == list(range(13)) and steps[-1].total == 12  # 2 × 3 windows per plane
 
 
 def test_device_selection_and_threads():

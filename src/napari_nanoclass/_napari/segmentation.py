@@ -26,7 +26,7 @@ class SegmentWidget(ViewerWidget):
     def __init__(self, napari_viewer: Any) -> None:
         self.image = ComboBox(label="image", choices=layer_choices(napari_viewer, "Image"))
         self.model = ComboBox(label="model", choices=model_choices("segmentation"))
-        self.tile = SpinBox(label="tile (px)", value=0, min=0, max=8192, step=64, tooltip="0 = the model's default")
+        self.tile = SpinBox(label="tile (px)", value=0, min=0, max=8192, step=64, tooltip="0 = the largest that half the memory allows")
         self.device = ComboBox(label="device", choices=available_devices())
         self.probabilities = CheckBox(text="add probability layer", value=False)
         self.tta = CheckBox(text="test-time augmentation (8× slower)", value=False,

@@ -8,6 +8,8 @@ streams large results to zarr. The names below are the engine's public API
 
 from napari_nanoclass.core.devices import available_devices, configure_threads, cpu_cores, select_device
 from napari_nanoclass.engine.predict import (
+                                             activation_bytes_per_pixel,
+                                             budget_tile,
                                              default_batch_size,
                                              default_halo,
                                              dihedral_mean,
@@ -23,13 +25,14 @@ from napari_nanoclass.engine.tiling import (
                                              dense_windows,
                                              patch_coverage,
                                              patch_windows,
+                                             plan_tile,
                                              planes,
                                              read_window,
                                              round_up,
 )
 
 __all__ = [
-    "Window", "available_devices", "configure_threads", "cpu_cores", "default_batch_size", "default_halo",
+    "Window", "activation_bytes_per_pixel", "budget_tile", "plan_tile", "available_devices", "configure_threads", "cpu_cores", "default_batch_size", "default_halo",
     "dense_windows", "dihedral_mean", "iter_batches", "labels_from_logits", "patch_coverage", "patch_windows",
     "planes", "predict_dense", "predict_patches", "read_window", "round_up", "select_device", "softmax",
     "with_logit_bias",

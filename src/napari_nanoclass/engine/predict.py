@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -38,7 +39,15 @@ from torch.nn import functional as F
 from napari_nanoclass.core.atomic import atomic_path
 from napari_nanoclass.core.devices import select_device
 from napari_nanoclass.core.progress import Progress, Steps
-from napari_nanoclass.engine.tiling import Window, dense_windows, patch_windows, planes, read_window, round_up
+from napari_nanoclass.engine.tiling import (
+    Window,
+    dense_windows,
+    patch_windows,
+    plan_tile,
+    planes,
+    read_window,
+    round_up,
+)
 from napari_nanoclass.io.images import image_stats
 
 Postprocess = Callable[[torch.Tensor], torch.Tensor]
@@ -134,6 +143,53 @@ def iter_batches(
             if postprocess is not None:
                 y = postprocess(y)
         yield batch, y.float().cpu().numpy() if y.is_floating_point() else y.cpu().numpy()
+
+
+def activation_bytes_per_pixel(model: nn.Module) -> float:
+    """Bytes of all module outputs of one forward per input pixel: an upper bound of inference
+    memory (most outputs are freed before the next is made), measured once per model on a small
+    input and kept on the module."""
+    cached = getattr(model, "_nanoclass_bytes_per_pixel", None)
+    if cached is not None:
+        return cached
+    side = max(64, 4 * int(getattr(model, "size_divisor", 1)))
+    first = next(model.parameters(), torch.empty(0))
+    total = 0
+
+    def count(_module: nn.Module, _inputs: Any, output: Any) -> None:
+        nonlocal total
+        total += sum(t.numel() * t.element_size() for t in (output if isinstance(output, tuple) else (output,))
+                     if torch.is_tensor(t))
+
+    hooks = [m.register_forward_hook(count) for m in model.modules() if m is not model]
+    try:
+        with torch.inference_mode():
+            model.eval()(torch.zeros(1, 1, side, side, device=first.device, dtype=first.dtype))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    model._nanoclass_bytes_per_pixel = max(total / side**2, 4.0)
+    return model._nanoclass_bytes_per_pixel
+
+
+def default_memory_budget(device: torch.device) -> int:
+    """Bytes the engine may fill with one window's activations: half the free GPU memory, or half
+    the machine's RAM (the per-pixel estimate is an upper bound, so this leaves room to spare)."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0] // 2
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
+    except (ValueError, OSError, AttributeError):  # not POSIX
+        return 4 * 2**30
+
+
+def budget_tile(model: nn.Module, shape: tuple[int, int], halo: int, device: torch.device,
+                memory_budget: int | None = None) -> tuple[int, int]:
+    """The tile for ``shape`` with the largest windows the memory budget allows (:func:`plan_tile`):
+    fewer windows mean less halo computed twice, and an image that fits is run in one forward."""
+    budget = memory_budget or default_memory_budget(device)
+    max_window = int(math.sqrt(budget / activation_bytes_per_pixel(model)))
+    return plan_tile(shape, halo, int(getattr(model, "size_divisor", 1)), max_window)
 
 
 def default_halo(model: nn.Module) -> int:
@@ -241,8 +297,9 @@ def predict_dense(
     model: nn.Module,
     image: Any,
     *,
-    tile: int = 512,
+    tile: int | None = None,
     halo: int | None = None,
+    memory_budget: int | None = None,
     batch_size: int | None = None,
     stats: Sequence[tuple[float, float]] | None = None,
     postprocess: Postprocess | None = softmax,
@@ -253,7 +310,9 @@ def predict_dense(
 ) -> Steps[Any]:
     """Per-pixel prediction of a 2-D image or (Z, Y, X) stack → (C, Y, X) or (C, Z, Y, X).
 
-    ``halo`` defaults to the model's receptive radius rounded up to its size divisor. ``stats``
+    ``tile`` (the core of a window) defaults to the largest that ``memory_budget`` bytes allow
+    (:func:`budget_tile`; by default half the RAM or free GPU memory). ``halo`` defaults to the
+    model's receptive radius rounded up to its size divisor. ``stats``
     gives (mean, std) per plane; by default they are computed over each whole plane. With
     ``out`` a path, the result is a zarr array on disk (streamed, chunked like the tiles). With
     ``tta`` every tile is predicted in its 8 rotations and flips and the logits averaged.
@@ -261,14 +320,17 @@ def predict_dense(
     divisor = int(getattr(model, "size_divisor", 1))
     halo = default_halo(model) if halo is None else halo
     _check_halo(model, halo)
-    tile = round_up(tile, divisor)
+    if tile is None:
+        cores = budget_tile(model, tuple(image.shape[-2:]), halo, select_device(device), memory_budget)
+    else:
+        cores = (round_up(tile, divisor),) * 2
 
     def store(array: Any, z: int | None, window: Window, value: np.ndarray) -> None:
         index = (slice(None),) + ((z,) if z is not None else ()) + window.core
         array[index] = value[(slice(None), *window.crop)]
 
     return _run(
-        model, image, lambda s: dense_windows(s, tile, halo, divisor), lambda s: s, (tile, tile),
+        model, image, lambda s: dense_windows(s, cores, halo, divisor), lambda s: s, cores,
         stats=stats, batch_size=batch_size, device=device, precision=precision,
         postprocess=postprocess, out=out, store=store, tta=tta,
     )

@@ -1,8 +1,9 @@
 """Tile geometry: the windows an image is cut into and how each is read.
 
 Dense prediction cuts a plane into equal windows (core + halo, aligned to the model's size
-divisor) so that they batch and tiled results equal whole-image inference away from the border;
-patch classifiers use non-overlapping patches. Windows past the border are filled by reflection.
+divisor, kept inside the image) so that they batch and tiled results equal whole-image inference;
+patch classifiers use non-overlapping patches. Window parts past the border (rounding to the
+divisor, edge patches) are filled by reflection.
 Pure numpy: no torch here.
 """
 
@@ -32,29 +33,54 @@ def round_up(value: int, multiple: int) -> int:
     return -(-value // multiple) * multiple
 
 
-def dense_windows(shape: tuple[int, int], tile: int, halo: int, divisor: int) -> list[Window]:
-    """Tiles covering ``shape``: cores of ``tile`` (≤ image, multiple of ``divisor``) plus halo.
-
-    All windows of one image have the same size, so they batch; cores start at multiples of the
-    tile size and the halo is a multiple of the divisor, so every window starts on the model's
-    pooling grid — the condition for tiled == whole-image results.
-    """
-    halo = round_up(halo, divisor)
-    height, width = shape
-    th = min(round_up(tile, divisor), round_up(height, divisor))
-    tw = min(round_up(tile, divisor), round_up(width, divisor))
+def _axis_windows(length: int, tile: int, halo: int, divisor: int) -> list[tuple[int, int, int, int]]:
+    """(read start, read end, core start, core end) along one axis; see :func:`dense_windows`."""
+    padded = round_up(length, divisor)
+    core = min(round_up(tile, divisor), padded)
+    size = core + 2 * round_up(halo, divisor)
+    if size >= padded:  # one window holds the whole axis: no tiling, no halo
+        return [(0, padded, 0, length)]
     windows = []
-    for y in range(0, height, th):
-        for x in range(0, width, tw):
-            h, w = min(th, height - y), min(tw, width - x)
-            windows.append(
-                Window(
-                    y - halo, y + th + halo, x - halo, x + tw + halo,
-                    core=(slice(y, y + h), slice(x, x + w)),
-                    crop=(slice(halo, halo + h), slice(halo, halo + w)),
-                )
-            )
+    for start in range(0, length, core):
+        read = min(max(start - (size - core) // 2, 0), padded - size)  # slid inside the image at its edges
+        windows.append((read, read + size, start, min(start + core, length)))
     return windows
+
+
+def dense_windows(shape: tuple[int, int], tile: int | tuple[int, int], halo: int, divisor: int) -> list[Window]:
+    """Tiles covering ``shape``: cores of ``tile`` (a side, or (rows, cols); rounded up to a
+    multiple of ``divisor``) read with ``halo``.
+
+    All windows of one image have the same size, so they batch. Windows stay inside the image
+    (rounded up to the divisor): at an edge a window slides inwards rather than reading a halo of
+    reflected pixels, and an axis no longer than one window is read whole. Every window starts on
+    the model's pooling grid and every core is ``halo`` away from its window's edges except at the
+    image's own edges, so the tiled result equals one forward of the whole image (padded to the
+    divisor) everywhere, the border included, while no pixel outside the image is computed.
+    """
+    (height, width), (tile_y, tile_x) = shape, (tile, tile) if isinstance(tile, int) else tile
+    windows = []
+    for y0, y1, cy0, cy1 in _axis_windows(height, tile_y, halo, divisor):
+        for x0, x1, cx0, cx1 in _axis_windows(width, tile_x, halo, divisor):
+            windows.append(Window(y0, y1, x0, x1, core=(slice(cy0, cy1), slice(cx0, cx1)),
+                                  crop=(slice(cy0 - y0, cy1 - y0), slice(cx0 - x0, cx1 - x0))))
+    return windows
+
+
+def plan_tile(shape: tuple[int, int], halo: int, divisor: int, max_window: int) -> tuple[int, int]:
+    """The tile (core side) that covers ``shape`` with the fewest and then smallest windows no
+    larger than ``max_window`` a side: an axis that fits in one window is read whole, a longer one
+    is split into equal cores (not a fixed tile and a thin remainder, whose halo costs as much)."""
+    halo = round_up(halo, divisor)
+    core_limit = max(divisor, (max_window - 2 * halo) // divisor * divisor)
+    cores = []
+    for length in shape:
+        padded = round_up(length, divisor)
+        if padded <= max(max_window, core_limit):
+            cores.append(padded)
+        else:
+            cores.append(round_up(-(-length // -(-length // core_limit)), divisor))
+    return cores[0], cores[1]
 
 
 def patch_windows(shape: tuple[int, int], patch: int) -> list[Window]:

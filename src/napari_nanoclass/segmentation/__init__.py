@@ -25,7 +25,7 @@ ANALYSIS = Analysis(
     model_option="model",
     options=(
         Option("model", "--model", "registered model name or .safetensors file", default=DEFAULT_MODEL),
-        Option("tile", "--tile", "tile size in pixels (default: the model's)", kind=int, low=16, high=65536),
+        Option("tile", "--tile", "tile size in pixels (default: the largest that half the memory allows)", kind=int, low=16, high=65536),
         Option("probabilities", "--probabilities", "also write <stem>_probabilities.tif", kind=bool),
         Option("tta", "--tta", "average over 8 rotations/flips: slightly better, 8x slower", kind=bool),
     ),

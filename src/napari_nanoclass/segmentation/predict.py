@@ -65,8 +65,9 @@ def segment_steps(
     workdir: str | Path | None = None,
     tta: bool = False,
 ) -> Steps[SegmentationResult]:
-    """Segment a 2-D image or a (Z, Y, X) stack; yields progress per tile. ``tta`` averages each
-    tile over its 8 rotations and flips: a little more accurate, 8× slower.
+    """Segment a 2-D image or a (Z, Y, X) stack; yields progress per tile. ``tile`` defaults to
+    the largest the memory allows (one forward for an image that fits: no halo computed twice).
+    ``tta`` averages each tile over its 8 rotations and flips: a little more accurate, 8× slower.
 
     Large images (more than ``IN_MEMORY_LIMIT`` pixels) need ``workdir``: probabilities and
     labels are then zarr arrays there, streamed chunk by chunk.
@@ -82,7 +83,7 @@ def segment_steps(
                                   loaded.info.logit_bias)
     name = "probabilities.zarr" if probabilities else "labels.zarr"
     out = yield from engine.predict_dense(
-        loaded.module, data, tile=tile or loaded.info.tile, halo=loaded.halo, batch_size=batch_size,
+        loaded.module, data, tile=tile, halo=loaded.halo, batch_size=batch_size,
         stats=stats, device=loaded.device, postprocess=post, out=Path(workdir) / name if big else None, tta=tta,
     )
     if not probabilities:
