@@ -335,7 +335,8 @@ def write_ome_zarr(path: str | Path, data: Any, *, axes: str | None = None, labe
     if len(axes) != data.ndim:
         raise ValueError(f"axes {axes!r} do not match an array of {data.ndim} dimensions")
     spatial = [a for a in axes if a in "yx"]
-    scale = {a: float(pixel_size_nm) for a in spatial} if pixel_size_nm else None
+    # planes of a stack keep scale 1 (their spacing is not known), without a unit
+    scale = {**{a: 1.0 for a in axes if a == "z"}, **{a: float(pixel_size_nm) for a in spatial}} if pixel_size_nm else None
     units = {a: "nanometer" for a in spatial} if pixel_size_nm else None
     chunks = tuple(s if a == "c" else 1 for a, s in zip(axes[:-2], data.shape[:-2]))  # one plane per chunk
     chunks = (*chunks, *(min(chunk, s) for s in data.shape[-2:]))
