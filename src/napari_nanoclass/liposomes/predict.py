@@ -74,7 +74,7 @@ OBJECT_COLUMNS = ["image", "label", "centroid_y", "centroid_x", "diameter_nm", "
 SUMMARY_COLUMNS = ["image", "n_objects", "n_unilamellar", "n_multilamellar", "n_lamellarity_uncertain", "n_full",
                    "n_empty", "n_encapsulation_uncertain", "pct_multilamellar", "pct_loaded", "mean_diameter_nm",
                    "median_diameter_nm", "pixel_size_nm", "pixel_size_source", "detector", "lamellarity_model",
-                   "encapsulation_model", "status", "error"]
+                   "encapsulation_model", "status", "error", "path"]
 
 
 @dataclass
