@@ -188,6 +188,8 @@ def test_progress_within_each_input_and_overall(responsive_model, tmp_path, caps
 def test_ome_zarr_outputs_match_tiff_and_open_again(responsive_model, tmp_path):
     import zarr
 
+    from napari_nanoclass.io.images import read_output
+
     stack = tmp_path / "in" / "stack.tif"
     stack.parent.mkdir()
     tifffile.imwrite(stack, np.random.default_rng(3).integers(0, 255, (2, 96, 80), dtype=np.uint8))
@@ -197,12 +199,12 @@ def test_ome_zarr_outputs_match_tiff_and_open_again(responsive_model, tmp_path):
     folder = tmp_path / "zarr" / "stack"
     group = zarr.open_group(str(folder / "stack_labels.ome.zarr"), mode="r")
     assert "image-label" in group.attrs and [a["name"] for a in group.attrs["multiscales"][0]["axes"]] == ["z", "y", "x"]
-    labels = np.asarray(group["0"])
+    labels = np.asarray(read_output(folder / "stack_labels.ome.zarr"))
     assert np.array_equal(labels, tifffile.imread(tmp_path / "tif" / "stack" / "stack_labels.tif"))
     assert len(np.unique(labels)) > 1 and not list(folder.glob("*.tif"))
     probabilities = zarr.open_group(str(folder / "stack_probabilities.ome.zarr"), mode="r")
     assert [a["name"] for a in probabilities.attrs["multiscales"][0]["axes"]] == ["c", "z", "y", "x"]
-    assert np.allclose(np.asarray(probabilities["0"]).sum(0), 1, atol=1e-5)
+    assert np.allclose(np.asarray(read_output(folder / "stack_probabilities.ome.zarr")).sum(0), 1, atol=1e-5)
     from skimage.io import imread
 
     overview = imread(folder / "overview.png")  # the first plane, its labels overlaid in colour
@@ -254,10 +256,13 @@ def _open_in_viewer(folder: Path):
 
     from napari_nanoclass.io.reader import get_reader
 
-    assert get_reader(str(folder.parent)) is None  # the run folder itself is not one result
     viewer = ViewerModel()
-    for data, meta, kind in get_reader(str(folder))(str(folder)):
+    layers = get_reader(str(folder))(str(folder))
+    for data, meta, kind in layers:
         getattr(viewer, f"add_{kind}")(data, **meta)
+    # the batch root opens every input, this one included
+    root = [meta["name"] for _, meta, _ in get_reader(str(folder.parent))(str(folder.parent))]
+    assert set(root) >= {meta["name"] for _, meta, _ in layers}
     return viewer
 
 

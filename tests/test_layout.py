@@ -109,7 +109,8 @@ def test_a_new_analysis_is_one_package_and_one_registration(monkeypatch, tmp_pat
     report = run_batch("threshold", [image], tmp_path / "batch", options={"level": 0.5})
     assert not report.failed and report.run["models"] == {}
     layers = get_reader(str(tmp_path / "batch" / "img"))(str(tmp_path / "batch" / "img"))
-    assert layers[0][2] == "labels" and layers[0][0].shape == (64, 64)
+    assert [kind for _, _, kind in layers] == ["image", "labels"]  # the source image, then the result
+    assert layers[1][0].shape == (64, 64) and layers[0][1]["name"] == "img"
     assert (tmp_path / "batch" / "img" / "overview.png").is_file()
 
     with pytest.raises(ValueError, match="threshold has no option tile"):

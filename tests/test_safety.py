@@ -141,9 +141,11 @@ def test_liposomes_without_a_pixel_size_are_refused_not_guessed(tmp_path):
 
     with pytest.raises(ValueError, match="no pixel size"):
         analyse_liposomes(np.zeros((64, 64), np.float32))
-    with pytest.raises(ValueError, match="liposomes needs --pixel-size"):
-        run_batch("liposomes", [_image(tmp_path / "a.tif")], tmp_path / "o")
-    assert not (tmp_path / "o").exists()  # refused before anything was written
+    # a file that records no pixel size fails with how to give one, and leaves no result behind
+    report = run_batch("liposomes", [_image(tmp_path / "a.tif")], tmp_path / "o")
+    (failed,) = report.failed
+    assert "a.tif: no pixel size in the file" in failed["error"] and "--pixel-size NM" in failed["error"]
+    assert not (tmp_path / "o" / "a").exists()
 
 
 def test_numbers_are_checked_from_python_and_batch_options_too(tmp_path):

@@ -6,7 +6,7 @@
     nanoclass evaluate-seg --images DIR --labels DIR [--model NAME] [--preset drosophila]
     nanoclass homogeneity IMAGE... --out DIR [--model NAME] [--cam [--cam-model NAME]] [--view N] [--device D] [--format F]
     nanoclass train-homogeneity --data DIR --name NAME [--mode two|three] [--architecture texture|cnn] [...]
-    nanoclass liposomes IMAGE... --pixel-size NM --out DIR [--detector NAME] [--format F]
+    nanoclass liposomes IMAGE... --out DIR [--pixel-size NM] [--detector NAME] [--format F]
     nanoclass train-liposome-detector --image IMG --labels LABELS --pixel-size NM --name NAME [--objects N ...]
     nanoclass simulate-liposomes --out DIR [--n N] [--mix study|balanced]
     nanoclass batch ANALYSIS INPUT... --out DIR [--workers N | --scheduler ADDRESS] [--format F] [--log L]
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -327,7 +328,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     for analysis in analyses():
         p = sub.add_parser(analysis.name, help=analysis.help)
-        p.add_argument("images", nargs="+", help="files, folders or glob patterns (TIFF, PNG, zarr)")
+        p.add_argument("images", nargs="+", help="files, folders or glob patterns (TIFF, MRC, DM3/DM4, EMD, SER, "
+                       "PNG, zarr / OME-Zarr)")
         p.add_argument("--out", required=True, help=analysis.outputs)
         for option in analysis.all_options:
             option.add_to(p)
@@ -449,10 +451,52 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+class _Messages(logging.Handler):
+    """The package's log records (which pixel size an input used, warnings) as
+    ``nanoclass COMMAND: [warning: ]message`` lines on stderr, or JSON events with ``--log json``."""
+
+    def __init__(self, command: str, as_json: bool = False) -> None:
+        super().__init__()
+        self.command, self.as_json = command, as_json
+
+    def emit(self, record: logging.LogRecord) -> None:
+        warning = record.levelno >= logging.WARNING
+        if self.as_json:
+            line = json.dumps({"event": "message", "level": "warning" if warning else "info",
+                               "message": record.getMessage()})
+        else:
+            line = f"nanoclass {self.command}: {'warning: ' if warning else ''}{record.getMessage()}"
+        print(line, file=sys.stderr, flush=True)
+
+
+def _log_to_stderr(args: argparse.Namespace) -> logging.Handler:
+    """Print the package's messages while ``args``' command runs (warnings only with --quiet)."""
+    logger = logging.getLogger("napari_nanoclass")
+    handler = _Messages(args.command, getattr(args, "log", "") == "json")
+    handler.setLevel(logging.WARNING if getattr(args, "quiet", False) or getattr(args, "log", "") == "quiet"
+                     else logging.INFO)
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False  # printed once, here, not again by the root logger
+    return handler
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; every failure is one line on stderr with the documented exit status
     (the traceback only with ``--debug``)."""
     args = build_parser().parse_args(argv)
+    logger = logging.getLogger("napari_nanoclass")
+    level, propagate = logger.level, logger.propagate
+    handler = _log_to_stderr(args)
+    try:
+        return _run(args)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+        logger.propagate = propagate
+
+
+def _run(args: argparse.Namespace) -> int:
     from napari_nanoclass.core.outputs import OutputError
     from napari_nanoclass.io.images import ImageError
     from napari_nanoclass.models.registry import ModelError

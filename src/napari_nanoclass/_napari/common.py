@@ -100,6 +100,22 @@ def model_choices(task: str, architecture: str | None = None) -> Callable[[Any],
     return choices
 
 
+def layer_pixel_size(layer: Any) -> float | None:
+    """The pixel size (nm) recorded with a layer — by this plugin's reader, its samples or a widget
+    — or None: a layer's ``scale`` alone may be in any unit, so it is not taken for nm."""
+    size = (getattr(layer, "metadata", None) or {}).get("pixel_size_nm")
+    try:
+        return float(size) if size else None
+    except (TypeError, ValueError):
+        return None
+
+
+def pixel_size_note(layer: Any) -> str:
+    """What a dock says about the pixel size it used."""
+    size = layer_pixel_size(layer)
+    return f"pixel size {size:g} nm/px" if size else "pixel size unknown (used as is)"
+
+
 def base_data(layer: Any) -> Any:
     """Full-resolution data of a layer (level 0 of a multiscale pyramid)."""
     return layer.data[0] if getattr(layer, "multiscale", False) else layer.data

@@ -11,7 +11,15 @@ from typing import Any
 import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Label, LineEdit, SpinBox
 
-from napari_nanoclass._napari.common import ViewerWidget, base_data, format_metrics, layer_choices, model_choices
+from napari_nanoclass._napari.common import (
+    ViewerWidget,
+    base_data,
+    format_metrics,
+    layer_choices,
+    layer_pixel_size,
+    model_choices,
+    pixel_size_note,
+)
 from napari_nanoclass.core.devices import available_devices
 from napari_nanoclass.core.progress import Progress, Steps
 from napari_nanoclass.engine.tiling import patch_map_placement
@@ -53,11 +61,12 @@ class HomogeneityWidget(ViewerWidget):
         if chosen is None:
             return
         layer, model, workdir = chosen
-        steps = analyse_steps(base_data(layer), model, cam=self.cam.value, view=self.view.value, workdir=workdir)
+        steps = analyse_steps(base_data(layer), model, cam=self.cam.value, view=self.view.value, workdir=workdir,
+                              pixel_size_nm=layer_pixel_size(layer), name=layer.name)
         self.runner.start(steps, lambda result: self.add_layers(result, layer))
 
     def add_layers(self, result: HomogeneityResult, source: Any) -> None:
-        scale, translate = patch_map_placement(result.patch, source.scale, source.translate)
+        scale, translate = patch_map_placement(result.patch_px, source.scale, source.translate)
         self.viewer.add_image(
             result.p_nhnf, name=f"{result.model_name} p(NHNF)", scale=scale, translate=translate,
             colormap="inferno", blending="additive", opacity=0.4, contrast_limits=(0, 1),
@@ -76,7 +85,7 @@ class HomogeneityWidget(ViewerWidget):
         self.verdict.value = (f"{s['verdict']} (p={s['p_nhnf']:.2f}, confidence {s['confidence']:.2f}); "
                               f"{s['nonhomogeneous_fraction']:.0%} of the area non-homogeneous; "
                               f"{n_bad} of {len(result.views)} views NHNF")
-        self.runner.status.value = "done"
+        self.runner.status.value = f"done ({pixel_size_note(source)})"
 
     def _add_views(self, result: HomogeneityResult, source: Any) -> None:
         height, width = source.data.shape[-2:] if not getattr(source, "multiscale", False) else source.data[0].shape[-2:]

@@ -11,7 +11,15 @@ from typing import Any
 import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, FloatSpinBox, LineEdit, SpinBox
 
-from napari_nanoclass._napari.common import ViewerWidget, base_data, format_metrics, layer_choices, model_choices
+from napari_nanoclass._napari.common import (
+    ViewerWidget,
+    base_data,
+    format_metrics,
+    layer_choices,
+    layer_pixel_size,
+    model_choices,
+    pixel_size_note,
+)
 from napari_nanoclass.core.devices import available_devices
 from napari_nanoclass.core.progress import Progress, Steps
 from napari_nanoclass.segmentation import DEFAULT_MODEL
@@ -42,7 +50,8 @@ class SegmentWidget(ViewerWidget):
             return
         layer, model, workdir = chosen
         steps = segment_steps(base_data(layer), model, tile=self.tile.value or None,
-                              probabilities=self.probabilities.value, workdir=workdir, tta=self.tta.value)
+                              probabilities=self.probabilities.value, workdir=workdir, tta=self.tta.value,
+                              pixel_size_nm=layer_pixel_size(layer), name=layer.name)
         self.runner.start(steps, lambda result: self.add_layers(result, layer))
 
     def add_layers(self, result: SegmentationResult, source: Any) -> None:
@@ -53,13 +62,14 @@ class SegmentWidget(ViewerWidget):
         self.viewer.add_labels(
             result.labels, name=f"{result.model_name} labels", scale=source.scale, translate=source.translate,
             features=result.class_table(), colormap=DirectLabelColormap(color_dict=colours) if result.class_colours else None,
-            metadata={"class_names": result.class_names, "model": result.model_name, "model_sha256": result.model_sha256},
+            metadata={"class_names": result.class_names, "model": result.model_name, "model_sha256": result.model_sha256,
+                      "pixel_size_nm": result.pixel_size_nm},
         )
         if result.probabilities is not None:
             self.viewer.add_image(result.probabilities, name=f"{result.model_name} probabilities", channel_axis=0,
                                   scale=source.scale, translate=source.translate, visible=False,
                                   colormap="magma", contrast_limits=(0, 1))
-        self.runner.status.value = "done: " + ", ".join(
+        self.runner.status.value = f"done ({pixel_size_note(source)}): " + ", ".join(
             f"{r['class']} {r['fraction']:.1%}" for r in result.class_table())
 
 

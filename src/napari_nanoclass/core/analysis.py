@@ -137,6 +137,8 @@ class Analysis:
     products: tuple[str, ...] = ()  # suffixes of the images it writes per input ("_labels"): never inputs
     options: tuple[Option, ...] = ()
     model_option: str | None = None  # the option naming the main model (``nanoclass batch --model``), if any
+    table: str = ""  # the table its job writes with one row per input (``image``, ``path``, ``status``): the reader
+    # finds a plain output folder by it
 
     @property
     def all_options(self) -> tuple[Option, ...]:

@@ -13,7 +13,7 @@ its class names (no torch import).
 
 import re
 
-from napari_nanoclass.core.analysis import Analysis, Option
+from napari_nanoclass.core.analysis import PIXEL_SIZES_NM, Analysis, Option
 
 DEFAULT_MODEL = "nanofibre-texture"  # verdicts: the best cross-validated accuracy by micrograph
 DEFAULT_CAM_MODEL = "nanofibre-homogeneity"  # defect maps for models that cannot make one
@@ -37,6 +37,7 @@ ANALYSIS = Analysis(
     name="homogeneity",
     help="SEM nanofibre homogeneity: patch maps and a verdict per image and view",
     outputs="output folder (homogeneity.csv, homogeneity_views.csv, maps)",
+    table="homogeneity.csv",
     job="napari_nanoclass.homogeneity.predict:HomogeneityFiles",
     reader="napari_nanoclass.io.reader:homogeneity_layers",
     overview="{stem}_pnhnf",
@@ -51,5 +52,8 @@ ANALYSIS = Analysis(
                f"else the shipped CNN, {DEFAULT_CAM_MODEL})"),
         Option("view", "--view", "side of a view in pixels for per-view verdicts", kind=int, default=VIEW, low=16,
                high=2**20),
+        Option("pixel_size_nm", "--pixel-size", "nm per pixel of the inputs (default: read from each file); images "
+               "are rescaled to the model's pixel size when it records one", kind=float, low=PIXEL_SIZES_NM[0],
+               high=PIXEL_SIZES_NM[1]),
     ),
 )

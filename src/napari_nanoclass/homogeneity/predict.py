@@ -41,6 +41,7 @@ from torch import nn
 from napari_nanoclass import engine
 from napari_nanoclass.core.analysis import FileJob
 from napari_nanoclass.core.progress import CancelToken, ProgressCallback, Steps, run_sync, scaled
+from napari_nanoclass.engine.scaling import chosen_pixel_size, log, model_scale_factor, rescaled_planes, resized_planes
 from napari_nanoclass.homogeneity import CNN_ARCHITECTURE, DEFAULT_CAM_MODEL, DEFAULT_MODEL, VIEW
 from napari_nanoclass.io.images import Image, as_greyscale, file_stem, image_stats, output_path, write_csv, write_image
 from napari_nanoclass.models.fibre_cnn import FibreCNN, grad_cam
@@ -106,6 +107,11 @@ class HomogeneityResult:
     model_sha256: str = ""
     cam_model_name: str = ""  # the FibreCNN that made ``cam`` (the model itself, or DEFAULT_CAM_MODEL)
     features: np.ndarray | None = None  # (F, [Z,] gy, gx) patch features a region head pools, or None
+    patch_px: float = 0.0  # side of one patch in input pixels (``patch`` unless rescaled to the model's scale)
+    pixel_size_nm: float | None = None  # the input's, when known
+
+    def __post_init__(self) -> None:
+        self.patch_px = self.patch_px or float(self.patch)
 
     @property
     def probabilities(self) -> np.ndarray:
@@ -205,11 +211,16 @@ def analyse_steps(
     batch_size: int | None = None,
     device: str | None = None,
     workdir: str | Path | None = None,
+    pixel_size_nm: float | None = None,
+    name: str = "image",
 ) -> Steps[HomogeneityResult]:
     """Classify every patch of a 2-D image or (Z, Y, X) stack; optionally a Grad-CAM map too,
     made by :func:`cam_source` (``cam_model``, or the model itself if it is a FibreCNN, or
     ``DEFAULT_CAM_MODEL``).
 
+    ``pixel_size_nm`` (default: the Image's own) is compared with the model's: when both are known
+    and differ, patches are cut at the model's scale (a patch then covers ``patch_px`` input
+    pixels), view corners are given in input pixels and the CAM at the input's size.
     Patch maps are small (one value per 128² pixels) and always in memory; a CAM of more than
     ``IN_MEMORY_LIMIT`` pixels needs ``workdir`` and is streamed to zarr there.
     """
@@ -217,6 +228,16 @@ def analyse_steps(
     info, patch = loaded.info, int(loaded.info.patch or 128)
     cam_loaded = cam_source(loaded, cam_model, loaded.device) if cam else None
     data = as_greyscale(image.data if isinstance(image, Image) else image)
+    if isinstance(image, Image):
+        name = image.name
+        pixel_size_nm, _ = chosen_pixel_size(name, pixel_size_nm, image.pixel_size_nm, image.pixel_size_source)
+    input_shape = tuple(data.shape[-2:])
+    factor = model_scale_factor(name, pixel_size_nm, info.pixel_size_nm, info.name)
+    if factor != 1 and int(np.prod(data.shape)) * max(factor, 1) ** 2 > IN_MEMORY_LIMIT:
+        log.warning("%s: too large to rescale in memory; analysed at its own pixels", name)
+        factor = 1.0
+    if factor != 1:
+        data = rescaled_planes(data, factor)
     big = int(np.prod(data.shape)) > IN_MEMORY_LIMIT
     if cam and big and workdir is None:
         raise ValueError(f"image of {data.shape} is too large for an in-memory CAM; give a workdir for zarr output")
@@ -237,10 +258,15 @@ def analyse_steps(
         cam_map = yield from scaled(cam_steps, 1, 2, "defect map (Grad-CAM)")
     coverage = engine.patch_coverage(data.shape[-2:], patch)
     summary, views = _summaries(logits, coverage, list(info.class_names), aggregation, patch, view, features)
+    if factor != 1:  # view corners in the input's pixels
+        views = [{**v, "y0": round(v["y0"] / factor), "x0": round(v["x0"] / factor)} for v in views]
     result = HomogeneityResult(logits, coverage, list(info.class_names), patch, summary, views,
-                               model_name=info.name, model_sha256=loaded.sha256, features=features)
+                               model_name=info.name, model_sha256=loaded.sha256, features=features,
+                               patch_px=patch / factor, pixel_size_nm=pixel_size_nm)
     if cam_loaded is not None:
         result.cam = _scale_cam(cam_map[0] if not big else da.from_zarr(cam_map)[0], result.p_nhnf, patch)
+        if factor != 1:
+            result.cam = resized_planes(result.cam, input_shape, order=1)
         result.cam_model_name = cam_loaded.info.name
     return result
 
@@ -285,8 +311,8 @@ def analyse(image: Any, model: str | LoadedModel = DEFAULT_MODEL, *, progress: P
 
 
 SUMMARY_COLUMNS = ["image", "verdict", "nonhomogeneous_fraction", "p_nhnf", "confidence", "predicted_class",
-                   "height", "width", "patches", "views", "model", "model_sha256", "cam_model", "status", "error",
-                   "path"]
+                   "height", "width", "patches", "views", "patch_px", "pixel_size_nm", "pixel_size_source", "model",
+                   "model_sha256", "cam_model", "status", "error", "path"]
 
 
 class HomogeneityFiles(FileJob):
@@ -295,23 +321,31 @@ class HomogeneityFiles(FileJob):
     ``homogeneity.csv`` (one row per image) and ``homogeneity_views.csv`` (one row per view)."""
 
     def __init__(self, model: str | None = None, *, cam: bool = False, cam_model: str | None = None,
-                 view: int = VIEW, device: str | None = None, output_format: str = "tif") -> None:
+                 view: int = VIEW, device: str | None = None, output_format: str = "tif",
+                 pixel_size_nm: float | None = None) -> None:
         self.loaded = load_model(model or DEFAULT_MODEL, engine.select_device(device))
         self.cam_loaded = cam_source(self.loaded, cam_model, self.loaded.device) if cam else None  # once, not per file
-        self.view, self.output_format = view, output_format or "tif"
+        self.view, self.output_format, self.pixel_size_nm = view, output_format or "tif", pixel_size_nm
         self.view_rows: list[dict[str, Any]] = []
 
     def process(self, image: Image, path: Path, out_dir: Path, workdir: Path) -> Steps[dict[str, Any]]:
         stem = image.name
-        result = yield from analyse_steps(image, self.loaded, cam=self.cam_loaded is not None,
-                                          cam_model=self.cam_loaded, view=self.view, workdir=workdir)
-        write_image(output_path(out_dir, f"{stem}_pnhnf", self.output_format), result.p_nhnf.astype(np.float32))
+        pixel_size, source = chosen_pixel_size(stem, self.pixel_size_nm, image.pixel_size_nm, image.pixel_size_source)
+        if pixel_size is not None:
+            log.info("%s: pixel size %g nm/px (%s)", stem, pixel_size, source)
+        result = yield from analyse_steps(image.data, self.loaded, cam=self.cam_loaded is not None,
+                                          cam_model=self.cam_loaded, view=self.view, workdir=workdir,
+                                          pixel_size_nm=pixel_size, name=stem)
+        map_pixel = pixel_size * result.patch_px if pixel_size else None
+        write_image(output_path(out_dir, f"{stem}_pnhnf", self.output_format), result.p_nhnf.astype(np.float32),
+                    pixel_size_nm=map_pixel)
         if result.cam is not None:
-            write_image(output_path(out_dir, f"{stem}_cam", self.output_format), result.cam)
+            write_image(output_path(out_dir, f"{stem}_cam", self.output_format), result.cam, pixel_size_nm=pixel_size)
         shape = image.data.shape
         self.view_rows += [{"image": stem, **v} for v in result.views]
         return {**self._row(stem, path), **result.summary, "height": shape[-2], "width": shape[-1],
-                "patches": int(result.coverage.size), "views": len(result.views),
+                "patches": int(result.coverage.size), "views": len(result.views), "patch_px": round(result.patch_px, 4),
+                "pixel_size_nm": pixel_size, "pixel_size_source": source,
                 "cam_model": result.cam_model_name, "status": "ok", "error": ""}
 
     def failed(self, path: Path, error: str) -> dict[str, Any]:

@@ -1,16 +1,17 @@
 """The one way napari-nanoclass reads, checks and writes images.
 
-Reading is lazy for TIFF and zarr / OME-Zarr, so images bigger than memory are fine: the engine
-pulls tiles from them on demand. Every problem with an input becomes an :class:`ImageError`
-naming the file and what is wrong (empty, unreadable, wrong dimensionality, colour, NaN).
-Writing always goes through :func:`napari_nanoclass.atomic.atomic_path`.
+Reading is lazy for TIFF, MRC, the microscope formats and zarr / OME-Zarr, so images bigger than
+memory are fine: the engine pulls tiles from them on demand. An image carries its pixel size in nm
+when the file records one, and where it was found (:mod:`.formats`). Every problem with an input
+becomes an :class:`ImageError` naming the file and what is wrong (empty, unreadable, wrong
+dimensionality, colour, NaN). Writing always goes through :func:`napari_nanoclass.atomic.atomic_path`;
+outputs carry the pixel size of their input (TIFF resolution tags, OME-Zarr scale in nm).
 """
 
 from __future__ import annotations
 
 import csv
 import glob
-import itertools
 import json
 import math
 from collections.abc import Iterable, Iterator, Sequence
@@ -24,11 +25,22 @@ import tifffile
 import zarr
 
 from napari_nanoclass.core.atomic import atomic_path
+from napari_nanoclass.io.formats import (
+    MRC_SUFFIXES,
+    RSCIIO_SUFFIXES,
+    UNCALIBRATED,
+    Calibration,
+    ngff_multiscales,
+    open_mrc,
+    open_rsciio,
+    tiff_calibration,
+    zarr_calibration,
+)
 
 TIFF_SUFFIXES = {".tif", ".tiff"}
 PLAIN_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif"}
 ZARR_SUFFIXES = {".zarr"}  # OME-Zarr folders end in .ome.zarr: suffix .zarr
-IMAGE_SUFFIXES = TIFF_SUFFIXES | PLAIN_SUFFIXES | ZARR_SUFFIXES
+IMAGE_SUFFIXES = TIFF_SUFFIXES | PLAIN_SUFFIXES | ZARR_SUFFIXES | MRC_SUFFIXES | set(RSCIIO_SUFFIXES)
 
 
 class ImageError(ValueError):
@@ -37,11 +49,17 @@ class ImageError(ValueError):
 
 @dataclass
 class Image:
-    """A validated greyscale image or stack: ``data`` is (Y, X) or (Z, Y, X), numpy or lazy."""
+    """A validated greyscale image or stack: ``data`` is (Y, X) or (Z, Y, X), numpy or lazy.
+
+    ``pixel_size_nm`` is the file's own pixel size (None if it records none) and
+    ``pixel_size_source`` where it was found, so that results can say which they used.
+    """
 
     data: Any
     name: str
     path: Path | None = None
+    pixel_size_nm: float | None = None
+    pixel_size_source: str = ""
 
     @property
     def is_stack(self) -> bool:
@@ -55,19 +73,24 @@ def _is_zarr(path: Path) -> bool:
 
 
 def _open_zarr(path: Path) -> Any:
+    return _open_zarr_calibrated(path)[0]
+
+
+def _open_zarr_calibrated(path: Path) -> tuple[Any, Calibration]:
+    """A zarr array, or an OME-Zarr's full-resolution level with its scale in nm."""
     node = zarr.open(str(path), mode="r")
     if isinstance(node, zarr.Array):
-        return node
-    multiscales = node.attrs.get("multiscales") or node.attrs.get("ome", {}).get("multiscales")
+        return node, UNCALIBRATED
+    multiscales = ngff_multiscales(node.attrs)
     if multiscales:
-        return node[multiscales[0]["datasets"][0]["path"]]
+        return node[multiscales[0]["datasets"][0]["path"]], zarr_calibration(multiscales)
     arrays = list(node.array_keys())
     if len(arrays) == 1:
-        return node[arrays[0]]
+        return node[arrays[0]], UNCALIBRATED
     raise ImageError(f"{path}: zarr group holds {len(arrays)} arrays and no OME multiscales; open one array")
 
 
-def _open_tiff(path: Path) -> Any:
+def _open_tiff(path: Path) -> tuple[Any, Calibration]:
     with tifffile.TiffFile(path) as tif:
         series = tif.series[0]
         declared = math.prod(series.shape) * series.dtype.itemsize
@@ -76,10 +99,11 @@ def _open_tiff(path: Path) -> Any:
             # an uncompressed TIFF cannot hold fewer bytes than its pixels: truncated or a corrupt header
             raise ImageError(f"{path}: declares {' × '.join(map(str, series.shape))} pixels ({declared / 2**30:.2f} GiB) "
                              f"but the file holds only {tif.filehandle.size} bytes; it is truncated or corrupt")
+        found = tiff_calibration(tif)
     if small:
-        return tifffile.imread(path, series=0)
+        return tifffile.imread(path, series=0), found
     node = zarr.open(tifffile.imread(path, aszarr=True, series=0), mode="r")
-    return node if isinstance(node, zarr.Array) else node["0"]  # pyramid: full resolution
+    return (node if isinstance(node, zarr.Array) else node["0"]), found  # pyramid: full resolution
 
 
 def _open_plain(path: Path) -> np.ndarray:
@@ -111,24 +135,44 @@ def file_stem(path: str | Path) -> str:
 
 
 def read_image(path: str | Path) -> Image:
-    """Open an image file (TIFF, PNG/JPEG, zarr, OME-Zarr) as a validated greyscale Image."""
+    """Open an image file (TIFF, MRC, DM3/DM4, EMD, SER, PNG/JPEG, zarr, OME-Zarr) as a validated
+    greyscale Image with the pixel size the file records (see docs/cli.md for what is read)."""
     path = Path(path)
     if not path.exists():
         raise ImageError(f"{path}: no such file")
     if path.is_file() and path.stat().st_size == 0:
         raise ImageError(f"{path}: file is empty (0 bytes)")
+    suffix = path.suffix.lower()
     try:
         if _is_zarr(path):
-            data = _open_zarr(path)
-        elif path.suffix.lower() in TIFF_SUFFIXES:
-            data = _open_tiff(path)
+            data, found = _open_zarr_calibrated(path)
+        elif suffix in TIFF_SUFFIXES:
+            data, found = _open_tiff(path)
+        elif suffix in MRC_SUFFIXES:
+            data, found = open_mrc(path)
+        elif suffix in RSCIIO_SUFFIXES:
+            data, found = open_rsciio(path)
         else:
-            data = _open_plain(path)
+            data, found = _open_plain(path), UNCALIBRATED
     except ImageError:
         raise
     except Exception as exc:  # every reader has its own exception types
-        raise ImageError(f"{path}: cannot be read as an image ({type(exc).__name__}: {exc})") from exc
-    return Image(as_greyscale(data, str(path)), name=file_stem(path), path=path)
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise ImageError(f"{path}: cannot be read as {_format_name(path)} ({type(exc).__name__}: {reason})") from exc
+    return Image(as_greyscale(data, str(path)), name=file_stem(path), path=path,
+                 pixel_size_nm=found.pixel_size_nm, pixel_size_source=found.source)
+
+
+def _format_name(path: Path) -> str:
+    """What ``path`` was read as, for error messages ("an MRC file", "an image")."""
+    suffix = path.suffix.lower()
+    if suffix in MRC_SUFFIXES:
+        return "an MRC file"
+    if suffix in RSCIIO_SUFFIXES:
+        from napari_nanoclass.io.formats import FORMAT_NAMES
+
+        return f"a {FORMAT_NAMES[suffix]} file"
+    return "an image"
 
 
 def as_greyscale(data: Any, source: str = "image") -> Any:
@@ -196,16 +240,22 @@ def _chunks(data: Any) -> Any:
 # -- writing ------------------------------------------------------------------------------------
 
 
-def write_tiff(path: str | Path, data: Any, tile: int = 512) -> Path:
-    """Write an array as a zlib-compressed TIFF, atomically; lazy arrays are streamed by tiles."""
+def write_tiff(path: str | Path, data: Any, tile: int = 512, pixel_size_nm: float | None = None) -> Path:
+    """Write an array as a zlib-compressed TIFF, atomically; lazy arrays are streamed by tiles.
+
+    With ``pixel_size_nm`` the resolution tags say it (pixels per centimetre, the one metric unit
+    every TIFF reader knows), so Fiji, RosettaSciIO and :func:`read_image` see the physical scale.
+    """
     path = Path(path)
+    resolution = {} if not pixel_size_nm else {"resolution": (1e7 / pixel_size_nm, 1e7 / pixel_size_nm),
+                                                "resolutionunit": "CENTIMETER"}
     with atomic_path(path) as tmp:
         if isinstance(data, np.ndarray):
-            tifffile.imwrite(tmp, data, compression="zlib")
+            tifffile.imwrite(tmp, data, compression="zlib", **resolution)
         else:
             tifffile.imwrite(
                 tmp, _tiles(data, tile), shape=data.shape, dtype=data.dtype, tile=(tile, tile),
-                compression="zlib", bigtiff=True,
+                compression="zlib", bigtiff=True, **resolution,
             )
     return path
 
@@ -230,54 +280,99 @@ def find_output(folder: str | Path, name: str) -> Path | None:
     return next((p for p in (output_path(folder, name, f) for f in OUTPUT_FORMATS) if p.exists()), None)
 
 
-def write_image(path: str | Path, data: Any, *, axes: str | None = None, labels: bool = False) -> Path:
-    """Write a result array as TIFF or OME-Zarr, chosen by the suffix of ``path`` (see :func:`output_path`)."""
+def write_image(path: str | Path, data: Any, *, axes: str | None = None, labels: bool = False,
+                pixel_size_nm: float | None = None, label_metadata: dict[str, Any] | None = None) -> Path:
+    """Write a result array as TIFF or OME-Zarr, chosen by the suffix of ``path`` (see :func:`output_path`),
+    with its physical pixel size when known."""
     if Path(path).suffix == ".zarr":
-        return write_ome_zarr(path, data, axes=axes, labels=labels)
-    return write_tiff(path, data)
+        return write_ome_zarr(path, data, axes=axes, labels=labels, pixel_size_nm=pixel_size_nm,
+                              label_metadata=label_metadata)
+    return write_tiff(path, data, pixel_size_nm=pixel_size_nm)
+
+
+def ngff_label_metadata(colours: dict[int, str], properties: dict[int, dict[str, Any]]) -> dict[str, Any]:
+    """NGFF ``image-label`` ``colors`` (from ``#rrggbb[aa]``) and ``properties`` per label value."""
+    def rgba(hex_colour: str) -> list[int]:
+        digits = hex_colour.lstrip("#")
+        values = [int(digits[i:i + 2], 16) for i in range(0, len(digits), 2)]
+        return (values + [255])[:4]
+
+    return {"colors": [{"label-value": int(v), "rgba": rgba(c)} for v, c in colours.items() if str(c).startswith("#")],
+            "properties": [{"label-value": int(v), **p} for v, p in properties.items()]}
+
+
+PYRAMID_ABOVE = 2048  # images wider or taller than this (pixels) get downsampled levels in OME-Zarr
+PYRAMID_SMALLEST = 1024  # … until the smallest level fits in this
+
+
+def pyramid_factors(shape: Sequence[int]) -> list[int]:
+    """Downsampling factors (2, 4, …) of an OME-Zarr pyramid for an image of ``shape``: none for
+    images a viewer can show whole, else halvings until the smallest level fits PYRAMID_SMALLEST."""
+    side = max(shape[-2:])
+    if side <= PYRAMID_ABOVE:
+        return []
+    return [2**i for i in range(1, math.ceil(math.log2(side / PYRAMID_SMALLEST)) + 1)]
 
 
 def write_ome_zarr(path: str | Path, data: Any, *, axes: str | None = None, labels: bool = False,
-                   chunk: int = 512) -> Path:
-    """Write an array as a single-scale OME-Zarr (NGFF 0.4, zarr format 2), atomically, block by block.
+                   chunk: int = 512, pixel_size_nm: float | None = None,
+                   label_metadata: dict[str, Any] | None = None) -> Path:
+    """Write an array as OME-Zarr (NGFF 0.4, zarr format 2) with ome-zarr-py, atomically.
 
-    NGFF 0.4 is what current viewers and ``ome-zarr-py`` read. ``axes`` names the axes (default
-    ``yx`` or ``zyx``; ``c`` for channels); ``labels`` marks a label image (``image-label``) so
-    viewers show it as labels. Lazy inputs are copied one chunk at a time, never whole.
+    NGFF 0.4 is what napari-ome-zarr, Fiji/MoBIE and older ome-zarr-py read. ``axes`` names the
+    axes (default ``yx`` or ``zyx``; ``c`` for channels). The spatial scale is ``pixel_size_nm`` in
+    nanometres (1 and no unit when unknown). Large images get a multiscale pyramid
+    (:func:`pyramid_factors`; labels downsampled by nearest neighbour, so they stay labels).
+    ``labels`` marks a label image (``image-label``, with ``label_metadata`` such as ``colors``
+    and ``properties``) so viewers show it as labels. Lazy inputs are written chunk by chunk.
     """
+    from ome_zarr.format import FormatV04
+    from ome_zarr.scale import Methods
+    from ome_zarr.writer import write_image as ngff_write_image
+
     path = Path(path)
     axes = axes or "zyx"[-data.ndim:]
     if len(axes) != data.ndim:
         raise ValueError(f"axes {axes!r} do not match an array of {data.ndim} dimensions")
-    kinds = {"c": "channel", "t": "time"}
+    spatial = [a for a in axes if a in "yx"]
+    # planes of a stack keep scale 1 (their spacing is not known), without a unit
+    scale = {**{a: 1.0 for a in axes if a == "z"}, **{a: float(pixel_size_nm) for a in spatial}} if pixel_size_nm else None
+    units = {a: "nanometer" for a in spatial} if pixel_size_nm else None
+    chunks = tuple(s if a == "c" else 1 for a, s in zip(axes[:-2], data.shape[:-2]))  # one plane per chunk
+    chunks = (*chunks, *(min(chunk, s) for s in data.shape[-2:]))
+    lazy = data if isinstance(data, da.Array) else da.from_array(data, chunks=chunks)
     with atomic_path(path) as tmp:
         group = zarr.open_group(str(tmp), mode="w", zarr_format=2)
-        chunks = tuple(s if a == "c" else 1 for a, s in zip(axes[:-2], data.shape[:-2]))  # one plane per chunk
-        array = group.create_array("0", shape=data.shape, dtype=data.dtype,
-                                   chunks=(*chunks, *(min(chunk, s) for s in data.shape[-2:])))
-        for block in _chunk_blocks(array.shape, array.chunks):  # each chunk written once, whole
-            array[block] = np.asarray(data[block])
-        group.attrs["multiscales"] = [{
-            "version": "0.4", "name": file_stem(path),
-            "axes": [{"name": a, "type": kinds.get(a, "space")} for a in axes],
-            "datasets": [{"path": "0", "coordinateTransformations": [{"type": "scale", "scale": [1.0] * data.ndim}]}],
-        }]
+        ngff_write_image(lazy.rechunk(chunks), group, scale_factors=pyramid_factors(data.shape), fmt=FormatV04(),
+                         method=Methods.NEAREST if labels else Methods.RESIZE, axes=axes, scale=scale,
+                         axes_units=units, storage_options={"chunks": chunks}, name=file_stem(path))
         if labels:
-            group.attrs["image-label"] = {"version": "0.4"}
+            group.attrs["image-label"] = {"version": "0.4", **(label_metadata or {})}
     return path
-
-
-def _chunk_blocks(shape: Sequence[int], chunks: Sequence[int]) -> Iterator[tuple[slice, ...]]:
-    """The index of every chunk of an array, as slices."""
-    starts = itertools.product(*(range(0, s, c) for s, c in zip(shape, chunks)))
-    return (tuple(slice(i, i + c) for i, c in zip(start, chunks)) for start in starts)
 
 
 def read_output(path: str | Path) -> Any:
     """A saved result array (TIFF in memory; OME-Zarr / zarr lazily) — without the checks that
     :func:`read_image` applies to micrographs, since results may have a channel axis."""
+    return read_output_calibrated(path)[0]
+
+
+def read_output_calibrated(path: str | Path) -> tuple[Any, Calibration]:
+    """:func:`read_output` and the pixel size the file records (resolution tags or OME-Zarr scale)."""
     path = Path(path)
-    return _open_zarr(path) if _is_zarr(path) else tifffile.imread(path)
+    if _is_zarr(path):
+        return _open_zarr_calibrated(path)
+    with tifffile.TiffFile(path) as tif:
+        return tif.asarray(), tiff_calibration(tif)
+
+
+def output_calibration(path: str | Path) -> Calibration:
+    """The pixel size a saved result records, without reading its pixels."""
+    path = Path(path)
+    if _is_zarr(path):
+        return _open_zarr_calibrated(path)[1]  # lazy: metadata only
+    with tifffile.TiffFile(path) as tif:
+        return tiff_calibration(tif)
 
 
 def _tiles(data: Any, tile: int) -> Iterator[np.ndarray]:

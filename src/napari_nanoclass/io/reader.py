@@ -1,34 +1,64 @@
-"""Open saved results again as napari layers: a batch output folder ``DIR/<stem>/`` (or its
-``result.json``) becomes the layers the widget would have made — class labels with their colours and
-per-class table, the homogeneity map with its colour map and patch scale, liposome instances with
-their per-object ``features`` table and class colours.
+"""Open saved results again as napari layers, at physical scale (nm) wherever the pixel size is known.
 
-Returns napari LayerData tuples without importing napari, so scripts can use it too.
+What opens (:func:`get_reader`):
+
+* a batch input folder ``DIR/<stem>/`` (or its ``result.json``), a batch root ``DIR/`` (every
+  complete input in it), and the output folder of ``nanoclass segment | homogeneity | liposomes``
+  (every input its table lists as done);
+* a single result file (``<stem>_labels.tif``, ``<stem>_pnhnf.ome.zarr``…) in such a folder: that
+  input's results;
+* a micrograph in a microscope format (MRC, DM3/DM4, EMD, SER) as an image layer in nm.
+
+Each input's layers are the source image (when its file can still be found) followed by what
+the widget would have made — class labels with their colours and per-class table, the homogeneity
+map with its colour map and patch scale, liposome instances with their per-object ``features``
+table and class colours. The pixel size is the one the analysis used (recorded in its table),
+else the one the result file or the source image carries; layers then have ``scale`` in nm and
+``metadata["pixel_size_nm"]``.
+
+Returns napari LayerData tuples without importing napari, so scripts can use it too. Analyses
+are reached through :mod:`napari_nanoclass.core.analysis` only: none is named here.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import math
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
-from napari_nanoclass.core.analysis import get
+from napari_nanoclass.core.analysis import Analysis, analyses, get
 from napari_nanoclass.engine.tiling import patch_map_placement
-from napari_nanoclass.io.images import find_output, read_output
+from napari_nanoclass.io.formats import MRC_SUFFIXES, RSCIIO_SUFFIXES
+from napari_nanoclass.io.images import OUTPUT_FORMATS, find_output, read_image, read_output
 
 RESULT = "result.json"  # what the batch runner writes into each complete input folder
+RUN_SUMMARY = "run_summary.json"  # what the batch runner writes into its output folder
 
 LayerData = tuple[Any, dict[str, Any], str]
+Reader = Callable[[str | list[str]], list[LayerData]]
 
 
-def get_reader(path: str | list[str]) -> Callable[[str | list[str]], list[LayerData]] | None:
-    """napari reader hook: a reader for a batch result folder or its result.json, else None."""
+def get_reader(path: str | list[str]) -> Reader | None:
+    """napari reader hook: a reader for anything in the module docstring, else None (so napari's
+    own readers take plain images)."""
     if isinstance(path, list):
         return None
-    return read_results if _marker(Path(path)) is not None else None
+    path = Path(path)
+    if _marker(path) is not None:
+        return read_results
+    if path.is_dir() and (path / RUN_SUMMARY).is_file():
+        return read_batch
+    if path.is_dir() and _folder_analysis(path) is not None:
+        return read_output_folder
+    if _result_file(path) is not None:
+        return read_result_file
+    if path.is_file() and path.suffix.lower() in MRC_SUFFIXES | set(RSCIIO_SUFFIXES):
+        return read_micrograph
+    return None
 
 
 def _marker(path: Path) -> Path | None:
@@ -36,14 +66,148 @@ def _marker(path: Path) -> Path | None:
     return marker if marker.is_file() else None
 
 
+def _one(path: str | list[str]) -> Path:
+    return Path(path if isinstance(path, str) else path[0])
+
+
 def read_results(path: str | list[str]) -> list[LayerData]:
     """The layers of one input's batch results (see the module docstring)."""
-    marker = _marker(Path(path if isinstance(path, str) else path[0]))
+    marker = _marker(_one(path))
     if marker is None:
         raise ValueError(f"{path}: not a napari-nanoclass result folder (no {RESULT})")
     stored = json.loads(marker.read_text())
-    folder, stem = marker.parent, stored["stem"]
-    return get(stored["analysis"]).read_layers(folder, stem, stored["result"])
+    result = {"path": stored.get("input"), **stored["result"]}
+    return input_layers(get(stored["analysis"]), marker.parent, stored["stem"], result)
+
+
+def read_batch(path: str | list[str]) -> list[LayerData]:
+    """The layers of every complete input of a batch output folder, in name order."""
+    root = _one(path)
+    layers: list[LayerData] = []
+    for folder in sorted(p for p in root.iterdir() if (p / RESULT).is_file()):
+        layers += read_results(str(folder))
+    return layers
+
+
+def _folder_analysis(folder: Path) -> Analysis | None:
+    """The analysis whose table lies in ``folder`` (the output folder of ``nanoclass NAME``)."""
+    return next((a for a in analyses() if a.table and (folder / a.table).is_file()), None)
+
+
+def _table_rows(folder: Path, analysis: Analysis) -> list[dict[str, str]]:
+    """The rows of the inputs the analysis finished in ``folder``."""
+    return [r for r in _rows(folder / analysis.table) if r.get("status", "ok") == "ok"]
+
+
+def read_output_folder(path: str | list[str]) -> list[LayerData]:
+    """The layers of every input an output folder of ``nanoclass NAME`` lists as done."""
+    folder = _one(path)
+    analysis = _folder_analysis(folder)
+    if analysis is None:
+        raise ValueError(f"{folder}: not a napari-nanoclass output folder (no table of any analysis)")
+    layers: list[LayerData] = []
+    for row in _table_rows(folder, analysis):
+        layers += input_layers(analysis, folder, row["image"], row)
+    return layers
+
+
+def _result_file(path: Path) -> tuple[Analysis, str] | None:
+    """(analysis, stem) of a result image in an output folder of that analysis, else None."""
+    name = path.name
+    suffix = next((s for s in OUTPUT_FORMATS.values() if name.endswith(s)), None)
+    if suffix is None or not path.exists():
+        return None
+    for analysis in analyses():
+        if not (analysis.table and (path.parent / analysis.table).is_file()) and _marker(path.parent) is None:
+            continue
+        for product in analysis.products:
+            if name.endswith(product + suffix):
+                return analysis, name[: -len(product + suffix)]
+    return None
+
+
+def read_result_file(path: str | list[str]) -> list[LayerData]:
+    """The layers of the input a single result file belongs to."""
+    file = _one(path)
+    found = _result_file(file)
+    if found is None:
+        raise ValueError(f"{file}: not a result file of a napari-nanoclass output folder")
+    if _marker(file.parent) is not None:
+        return read_results(str(file.parent))
+    analysis, stem = found
+    rows = [r for r in _table_rows(file.parent, analysis) if r["image"] == stem]
+    return input_layers(analysis, file.parent, stem, rows[0] if rows else {"image": stem})
+
+
+def read_micrograph(path: str | list[str]) -> list[LayerData]:
+    """A microscope file as an image layer in nm (its pixel size and source in the metadata)."""
+    image = read_image(_one(path))
+    return [_image_layer(image)]
+
+
+def _image_layer(image: Any) -> LayerData:
+    meta: dict[str, Any] = {"name": image.name, "metadata": {"pixel_size_nm": image.pixel_size_nm,
+                                                             "pixel_size_source": image.pixel_size_source}}
+    if image.pixel_size_nm:
+        meta["scale"] = [1.0] * (image.data.ndim - 2) + [image.pixel_size_nm] * 2
+    return image.data, meta, "image"
+
+
+def _number(value: Any) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) and number > 0 else None
+
+
+def input_layers(analysis: Analysis, folder: Path, stem: str, result: dict[str, Any]) -> list[LayerData]:
+    """One input's layers: its source image if found, then the analysis' own, all at physical scale."""
+    from napari_nanoclass.io.images import ImageError
+
+    source = None
+    path = result.get("path")
+    if path and Path(path).exists():
+        try:
+            source = read_image(path)
+        except ImageError:
+            source = None  # the results still open without it
+    pixel_size = _number(result.get("pixel_size_nm"))
+    if pixel_size is None and source is not None:
+        pixel_size = source.pixel_size_nm
+    if pixel_size is None:
+        pixel_size = _output_pixel_size(analysis, folder, stem)
+    layers: list[LayerData] = []
+    if source is not None:  # in input pixels like the results, so all are scaled alike below
+        data, meta, kind = _image_layer(source)
+        meta.pop("scale", None)
+        if result.get("pixel_size_source"):
+            meta["metadata"]["pixel_size_source"] = result["pixel_size_source"]
+        layers.append((data, meta, kind))
+    layers += analysis.read_layers(folder, stem, result)
+    return [_in_nm(layer, pixel_size) for layer in layers] if pixel_size else layers
+
+
+def _output_pixel_size(analysis: Analysis, folder: Path, stem: str) -> float | None:
+    """The pixel size a full-size result file (the overview's) records, if any."""
+    from napari_nanoclass.io.images import output_calibration
+
+    output = find_output(folder, analysis.overview.format(stem=stem))
+    if output is None or analysis.overview_kind != "labels":
+        return None
+    return output_calibration(output).pixel_size_nm
+
+
+def _in_nm(layer: LayerData, pixel_size: float) -> LayerData:
+    """A layer whose y/x ``scale`` and ``translate`` are in input pixels, in nm."""
+    data, meta, kind = layer
+    ndim = len(data.shape) - (1 if meta.get("channel_axis") is not None else 0)
+    scale = list(meta.get("scale") or [1.0] * ndim)
+    translate = list(meta.get("translate") or [0.0] * ndim)
+    scale[-2:] = [s * pixel_size for s in scale[-2:]]
+    translate[-2:] = [t * pixel_size for t in translate[-2:]]
+    metadata = {**(meta.get("metadata") or {}), "pixel_size_nm": pixel_size}
+    return data, {**meta, "scale": scale, "translate": translate, "metadata": metadata}, kind
 
 
 def _output(folder: Path, name: str) -> Any:
@@ -84,7 +248,7 @@ def _class_colours(model: str | None) -> list[str]:
 
 def homogeneity_layers(folder: Path, stem: str, result: dict[str, Any]) -> list[LayerData]:
     info = _model_info(result.get("model"))
-    patch = int(info.patch) if info is not None and info.patch else 128
+    patch = _number(result.get("patch_px")) or (int(info.patch) if info is not None and info.patch else 128)
     p_nhnf = np.asarray(_output(folder, f"{stem}_pnhnf"))
     scale, translate = patch_map_placement(patch, [1.0] * p_nhnf.ndim, [0.0] * p_nhnf.ndim)
     layers: list[LayerData] = [(p_nhnf, {
@@ -102,12 +266,12 @@ def liposome_layers(folder: Path, stem: str, result: dict[str, Any]) -> list[Lay
     from napari_nanoclass.liposomes.predict import OBJECT_COLUMNS, class_colours
 
     labels = _output(folder, f"{stem}_labels")
-    rows = [r for r in _rows(folder / "objects.csv") if r["image"] == stem]
+    rows = [r for r in _rows(folder / "objects.csv") if r["image"] == stem] if (folder / "objects.csv").is_file() else []
     features: dict[str, list[Any]] = {"index": [int(r["label"]) for r in rows]}
     for column in OBJECT_COLUMNS[2:]:
         features[column] = [r[column] if column in ("lamellarity", "encapsulation") else float(r[column])
                             for r in rows]
     meta = {"name": f"{stem} liposomes", "features": features,
             "colormap": class_colours(features["index"], features["lamellarity"]),
-            "metadata": {"summary": result, "pixel_size_nm": result.get("pixel_size_nm")}}
+            "metadata": {"summary": result}}
     return [(np.asarray(labels), meta, "labels")]

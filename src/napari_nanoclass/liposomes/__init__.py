@@ -38,6 +38,7 @@ ANALYSIS = Analysis(
     name="liposomes",
     help="cryo-TEM liposomes: instances, lamellarity, encapsulation, population",
     outputs="output folder (<stem>_labels.tif, objects.csv, summary.csv/json)",
+    table="summary.csv",
     job="napari_nanoclass.liposomes.predict:LiposomeFiles",
     reader="napari_nanoclass.io.reader:liposome_layers",
     overview="{stem}_labels",
@@ -45,8 +46,8 @@ ANALYSIS = Analysis(
     products=("_labels",),
     model_option="detector",
     options=(
-        Option("pixel_size_nm", "--pixel-size", "nm per pixel of the input images", kind=float, required=True,
-               low=PIXEL_SIZES_NM[0], high=PIXEL_SIZES_NM[1]),
+        Option("pixel_size_nm", "--pixel-size", "nm per pixel of the input images (default: read from each file; "
+               "needed for files that record none)", kind=float, low=PIXEL_SIZES_NM[0], high=PIXEL_SIZES_NM[1]),
         Option("detector", "--detector", f"registered detector model (default: {FINE_DETECTOR} for images at "
                f"{FINE_BELOW_NM:g} nm/px or finer, else {DEFAULT_DETECTOR})"),
         Option("classifiers.lamellarity", "--lamellarity-model", "lamellarity classifier",

@@ -42,11 +42,13 @@ from skimage.transform import rescale, resize
 from napari_nanoclass import engine
 from napari_nanoclass.core.analysis import PIXEL_SIZES_NM, FileJob, number
 from napari_nanoclass.core.progress import CancelToken, Progress, ProgressCallback, Steps, run_sync, scaled
+from napari_nanoclass.engine.scaling import chosen_pixel_size, log
 from napari_nanoclass.io.images import (
     Image,
     as_greyscale,
     file_stem,
     image_stats,
+    ngff_label_metadata,
     output_path,
     write_csv,
     write_image,
@@ -71,8 +73,8 @@ OBJECT_COLUMNS = ["image", "label", "centroid_y", "centroid_x", "diameter_nm", "
                   "lamellarity", "lamellarity_confidence", "encapsulation", "encapsulation_confidence"]
 SUMMARY_COLUMNS = ["image", "n_objects", "n_unilamellar", "n_multilamellar", "n_lamellarity_uncertain", "n_full",
                    "n_empty", "n_encapsulation_uncertain", "pct_multilamellar", "pct_loaded", "mean_diameter_nm",
-                   "median_diameter_nm", "pixel_size_nm", "detector", "lamellarity_model", "encapsulation_model",
-                   "status", "error"]
+                   "median_diameter_nm", "pixel_size_nm", "pixel_size_source", "detector", "lamellarity_model",
+                   "encapsulation_model", "status", "error", "path"]
 
 
 @dataclass
@@ -299,8 +301,9 @@ def analyse_steps(
 ) -> Steps[LiposomeResult]:
     """Detect (unless ``labels`` are given), classify and summarise the liposomes of a 2-D image.
 
-    ``pixel_size_nm`` is required: detection works at a scale chosen from it and diameters are in
-    nm, so a guess would give wrong results without saying so. ``detector`` defaults to the one for
+    ``pixel_size_nm`` is required — given, or recorded in the file of an :class:`Image` (an
+    explicit value wins): detection works at a scale chosen from it and diameters are in nm, so a
+    guess would give wrong results without saying so. ``detector`` defaults to the one for
     that pixel size (:func:`default_detector`). ``balanced_decisions`` classifies as if every class were equally common
     (more rare objects found, more false alarms) instead of at the operating point each
     classifier chose for the class mix it was trained on. Images of more than
@@ -311,9 +314,12 @@ def analyse_steps(
     if data.ndim != 2:
         raise ValueError(f"{name}: liposome analysis takes one 2-D image, got shape {tuple(data.shape)}; "
                          "analyse the planes of a stack one by one")
+    if isinstance(image, Image):
+        pixel_size_nm, _ = chosen_pixel_size(name, pixel_size_nm, image.pixel_size_nm, image.pixel_size_source)
     if pixel_size_nm is None:
-        raise ValueError(f"{name}: no pixel size; liposomes are found and measured in nm, so give the image's "
-                         "pixel size (pixel_size_nm=, --pixel-size, or the widget's 'pixel size (nm)')")
+        raise ValueError(f"{name}: no pixel size in the file and none given; liposomes are found and measured in nm, "
+                         "so give the image's pixel size (--pixel-size NM, pixel_size_nm=, or the widget's "
+                         "'pixel size (nm)')")
     pixel_size_nm = number(float, *PIXEL_SIZES_NM, name=f"{name}: pixel size (nm/px)")(pixel_size_nm)
     detector = load_on(detector or default_detector(pixel_size_nm), device)
     models = {p: load_on(m, device) for p, m in (classifiers or DEFAULT_CLASSIFIERS).items()}
@@ -472,20 +478,42 @@ class LiposomeFiles(FileJob):
                  classifiers: Mapping[str, str] | None = None, device: str | None = None,
                  output_format: str = "tif", balanced_decisions: bool = False) -> None:
         self.pixel_size_nm, self.device = pixel_size_nm, device
-        self.detector = load_on(detector or default_detector(pixel_size_nm), device)
+        self.detector_name = detector
+        self.detectors: dict[str, LoadedModel] = {}  # by name: each input's pixel size may pick its own
+        if detector or pixel_size_nm is not None:
+            self._detector(pixel_size_nm)  # an unknown model is refused before any input
         self.classifiers = {p: load_on(m, device) for p, m in (classifiers or DEFAULT_CLASSIFIERS).items()}
         self.output_format, self.balanced_decisions = output_format or "tif", balanced_decisions
         self.objects: list[dict[str, Any]] = []
 
+    def _detector(self, pixel_size_nm: float | None) -> LoadedModel:
+        """The chosen detector, or the default one for ``pixel_size_nm``, loaded once."""
+        name = self.detector_name or default_detector(pixel_size_nm)
+        if name not in self.detectors:
+            self.detectors[name] = load_on(name, self.device)
+        return self.detectors[name]
+
     def process(self, image: Image, path: Path, out_dir: Path, workdir: Path) -> Steps[dict[str, Any]]:
-        result = yield from analyse_steps(image, self.pixel_size_nm, detector=self.detector,
+        pixel_size, source = chosen_pixel_size(image.name, self.pixel_size_nm, image.pixel_size_nm,
+                                               image.pixel_size_source)
+        if pixel_size is None:
+            raise ValueError(f"{path}: no pixel size in the file; liposomes are measured in nm, so give it with "
+                             "--pixel-size NM (nm per pixel; batch: --pixel-size or --set pixel_size_nm=NM)")
+        log.info("%s: pixel size %g nm/px (%s)", image.name, pixel_size, source)
+        result = yield from analyse_steps(image.data, pixel_size, detector=self._detector(pixel_size),
                                           classifiers=self.classifiers, name=image.name,
                                           balanced_decisions=self.balanced_decisions, device=self.device,
                                           workdir=workdir)
-        write_image(output_path(out_dir, f"{image.name}_labels", self.output_format), result.labels, labels=True)
+        colours = result.colours()
+        colours.pop(None, None)
+        metadata = ngff_label_metadata(colours, {o["label"]: {k: o[k] for k in ("lamellarity", "encapsulation")
+                                                              if k in o} for o in result.objects})
+        write_image(output_path(out_dir, f"{image.name}_labels", self.output_format), result.labels, labels=True,
+                    pixel_size_nm=pixel_size, label_metadata=metadata)
         self.objects += result.objects
         counts, edges = result.histogram()
-        return {**result.summary, "path": str(path), "histogram_edges_nm": edges.tolist(), "histogram": counts.tolist()}
+        return {**result.summary, "pixel_size_source": source, "path": str(path),
+                "histogram_edges_nm": edges.tolist(), "histogram": counts.tolist()}
 
     def failed(self, path: Path, error: str) -> dict[str, Any]:
         return {"image": file_stem(path), "path": str(path), "n_objects": 0, "status": "failed", "error": error}

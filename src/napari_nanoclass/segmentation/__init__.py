@@ -9,7 +9,7 @@ The network itself is :class:`napari_nanoclass.models.unet.SEUNet`. This module 
 the analysis (no torch import), so the command line can list it cheaply.
 """
 
-from napari_nanoclass.core.analysis import Analysis, Option
+from napari_nanoclass.core.analysis import PIXEL_SIZES_NM, Analysis, Option
 
 DEFAULT_MODEL = "drosophila-seunet"
 
@@ -17,6 +17,7 @@ ANALYSIS = Analysis(
     name="segment",
     help="segment images into class labels",
     outputs="output folder (<stem>_labels, <stem>_classes.csv, segmentation.csv)",
+    table="segmentation.csv",
     job="napari_nanoclass.segmentation.predict:SegmentFiles",
     reader="napari_nanoclass.io.reader:segmentation_layers",
     overview="{stem}_labels",
@@ -28,5 +29,7 @@ ANALYSIS = Analysis(
         Option("tile", "--tile", "tile size in pixels (default: the largest that half the memory allows)", kind=int, low=16, high=65536),
         Option("probabilities", "--probabilities", "also write <stem>_probabilities.tif", kind=bool),
         Option("tta", "--tta", "average over 8 rotations/flips: slightly better, 8x slower", kind=bool),
+        Option("pixel_size_nm", "--pixel-size", "nm per pixel of the inputs (default: read from each file); images "
+               "are rescaled to the model's pixel size", kind=float, low=PIXEL_SIZES_NM[0], high=PIXEL_SIZES_NM[1]),
     ),
 )

@@ -18,7 +18,17 @@ import numpy as np
 from napari_nanoclass import engine
 from napari_nanoclass.core.analysis import FileJob
 from napari_nanoclass.core.progress import CancelToken, ProgressCallback, Steps, run_sync
-from napari_nanoclass.io.images import Image, as_greyscale, file_stem, image_stats, output_path, write_csv, write_image
+from napari_nanoclass.engine.scaling import chosen_pixel_size, log, model_scale_factor, rescaled_planes, resized_planes
+from napari_nanoclass.io.images import (
+    Image,
+    as_greyscale,
+    file_stem,
+    image_stats,
+    ngff_label_metadata,
+    output_path,
+    write_csv,
+    write_image,
+)
 from napari_nanoclass.models.registry import LoadedModel, load_model
 from napari_nanoclass.segmentation import DEFAULT_MODEL
 
@@ -36,15 +46,23 @@ class SegmentationResult:
     class_colours: list[str]
     model_name: str
     model_sha256: str
+    pixel_size_nm: float | None = None  # the input's, when known (outputs are at the input's size)
 
     def class_table(self) -> list[dict[str, Any]]:
-        """Pixels and area fraction per class: the Labels layer's features table and a CSV."""
+        """Pixels and area fraction per class (and area in nm² when the pixel size is known): the
+        Labels layer's features table and a CSV."""
         counts = _bincount(self.labels, len(self.class_names))
         total = max(int(counts.sum()), 1)
+        area = {} if not self.pixel_size_nm else {"area_nm2": lambda n: round(float(n) * self.pixel_size_nm ** 2, 3)}
         return [
-            {"index": i, "class": name, "pixels": int(n), "fraction": n / total}
+            {"index": i, "class": name, "pixels": int(n), "fraction": n / total, **{k: f(n) for k, f in area.items()}}
             for i, (name, n) in enumerate(zip(self.class_names, counts))
         ]
+
+    def label_metadata(self) -> dict[str, Any]:
+        """NGFF ``image-label`` colours and class names, so OME-Zarr viewers show the classes."""
+        return ngff_label_metadata({i: c for i, c in enumerate(self.class_colours)},
+                                   {i: {"class": n} for i, n in enumerate(self.class_names)})
 
 
 def _bincount(labels: Any, n: int) -> np.ndarray:
@@ -64,16 +82,31 @@ def segment_steps(
     probabilities: bool = False,
     workdir: str | Path | None = None,
     tta: bool = False,
+    pixel_size_nm: float | None = None,
+    name: str = "image",
 ) -> Steps[SegmentationResult]:
     """Segment a 2-D image or a (Z, Y, X) stack; yields progress per tile. ``tile`` defaults to
     the largest the memory allows (one forward for an image that fits: no halo computed twice).
     ``tta`` averages each tile over its 8 rotations and flips: a little more accurate, 8× slower.
 
-    Large images (more than ``IN_MEMORY_LIMIT`` pixels) need ``workdir``: probabilities and
-    labels are then zarr arrays there, streamed chunk by chunk.
+    ``pixel_size_nm`` (default: the Image's own) is compared with the model's: when they differ
+    the image is segmented at the model's scale and the labels brought back to the input's size
+    (:mod:`napari_nanoclass.engine.scaling`). Large images (more than ``IN_MEMORY_LIMIT`` pixels)
+    need ``workdir``: probabilities and labels are then zarr arrays there, streamed chunk by chunk;
+    they are not rescaled.
     """
     loaded = model if isinstance(model, LoadedModel) else load_model(model, engine.select_device(device))
     data = as_greyscale(image.data if isinstance(image, Image) else image)
+    if isinstance(image, Image):
+        name = image.name
+        pixel_size_nm, _ = chosen_pixel_size(name, pixel_size_nm, image.pixel_size_nm, image.pixel_size_source)
+    input_shape = tuple(data.shape[-2:])
+    factor = model_scale_factor(name, pixel_size_nm, loaded.info.pixel_size_nm, loaded.info.name)
+    if factor != 1 and int(np.prod(data.shape)) * max(factor, 1) ** 2 > IN_MEMORY_LIMIT:
+        log.warning("%s: too large to rescale in memory; segmented at its own pixels", name)
+        factor = 1.0
+    if factor != 1:
+        data = rescaled_planes(data, factor)
     big = int(np.prod(data.shape)) > IN_MEMORY_LIMIT
     if big and workdir is None:
         raise ValueError(f"image of {data.shape} is too large to hold in memory; give a workdir for zarr output")
@@ -94,9 +127,12 @@ def segment_steps(
         labels = da.from_zarr(str(labels_path))
     else:
         labels = out.argmax(axis=0).astype(np.uint8)
+    if factor != 1:  # back to the input's size
+        labels = resized_planes(labels, input_shape, order=0)
+        out = resized_planes(out, input_shape, order=1) if probabilities else out
     info = loaded.info
     return SegmentationResult(labels, out if probabilities else None, list(info.class_names),
-                              list(info.class_colours), info.name, loaded.sha256)
+                              list(info.class_colours), info.name, loaded.sha256, pixel_size_nm)
 
 
 def _normalisation(loaded: LoadedModel, data: Any) -> list[tuple[float, float]]:
@@ -120,16 +156,21 @@ class SegmentFiles(FileJob):
     ``output_format="ome-zarr"``), and ``segmentation.csv`` with one row per input."""
 
     def __init__(self, model: str | None = None, *, tile: int | None = None, device: str | None = None,
-                 probabilities: bool = False, output_format: str = "tif", tta: bool = False) -> None:
+                 probabilities: bool = False, output_format: str = "tif", tta: bool = False,
+                 pixel_size_nm: float | None = None) -> None:
         self.loaded = load_model(model or DEFAULT_MODEL, engine.select_device(device))
         self.tile, self.probabilities, self.tta = tile, probabilities, tta
-        self.output_format = output_format or "tif"
+        self.output_format, self.pixel_size_nm = output_format or "tif", pixel_size_nm
 
     def process(self, image: Image, path: Path, out_dir: Path, workdir: Path) -> Steps[dict[str, Any]]:
-        result = yield from segment_steps(image, self.loaded, tile=self.tile, probabilities=self.probabilities,
-                                          workdir=workdir, tta=self.tta)
-        return {**self._row(image.name, path), **_write_result(result, out_dir, image.name, self.output_format),
-                "status": "ok", "error": ""}
+        pixel_size, source = chosen_pixel_size(image.name, self.pixel_size_nm, image.pixel_size_nm,
+                                               image.pixel_size_source)
+        if pixel_size is not None:
+            log.info("%s: pixel size %g nm/px (%s)", image.name, pixel_size, source)
+        result = yield from segment_steps(image.data, self.loaded, tile=self.tile, probabilities=self.probabilities,
+                                          workdir=workdir, tta=self.tta, pixel_size_nm=pixel_size, name=image.name)
+        return {**self._row(image.name, path), "pixel_size_nm": pixel_size, "pixel_size_source": source,
+                **_write_result(result, out_dir, image.name, self.output_format), "status": "ok", "error": ""}
 
     def failed(self, path: Path, error: str) -> dict[str, Any]:
         return {**self._row(file_stem(path), path), "status": "failed", "error": error}
@@ -146,13 +187,15 @@ class SegmentFiles(FileJob):
 
 
 def _write_result(result: SegmentationResult, out_dir: Path, stem: str, output_format: str) -> dict[str, Any]:
-    labels_path = write_image(output_path(out_dir, f"{stem}_labels", output_format), result.labels, labels=True)
+    labels_path = write_image(output_path(out_dir, f"{stem}_labels", output_format), result.labels, labels=True,
+                              pixel_size_nm=result.pixel_size_nm, label_metadata=result.label_metadata())
     table = result.class_table()
     write_csv(out_dir / f"{stem}_classes.csv", table)
     written = {"labels": str(labels_path)}
     if result.probabilities is not None:
         axes = "c" + "zyx"[-(result.probabilities.ndim - 1):]
         written["probabilities"] = str(write_image(output_path(out_dir, f"{stem}_probabilities", output_format),
-                                                   result.probabilities, axes=axes))
+                                                   result.probabilities, axes=axes,
+                                                   pixel_size_nm=result.pixel_size_nm))
     written.update({f"fraction_{r['class']}": round(r["fraction"], 6) for r in table})
     return written

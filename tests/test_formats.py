@@ -1,0 +1,286 @@
+"""Microscope formats and physical units end to end: files written by the libraries themselves
+(mrcfile, tifffile, RosettaSciIO, ome-zarr-py) read with their pixel size, results written with
+it, the analyses using it, and the reader opening every output at nm scale."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+
+import mrcfile
+import numpy as np
+import pytest
+import tifffile
+import torch
+
+from napari_nanoclass.cli import main
+from napari_nanoclass.io.images import ImageError, read_image, read_output_calibrated, write_image
+
+IMG = (np.arange(64 * 80) % 251).astype(np.float32).reshape(64, 80)
+
+
+def _mrc(path, data, voxel_angstrom):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with mrcfile.new(path, overwrite=True) as mrc:
+        mrc.set_data(np.asarray(data, np.float32))
+        mrc.voxel_size = voxel_angstrom
+    return path
+
+
+def _rsciio_signal(data, scale, units):
+    axes = [{"size": n, "scale": scale, "units": units, "name": a, "navigate": False, "offset": 0.0}
+            for a, n in zip("yx", data.shape)]
+    return {"data": data, "axes": axes, "metadata": {"General": {"title": "HAADF"}, "Signal": {"signal_type": ""}},
+            "original_metadata": {}}
+
+
+def _ome_zarr_micrometres(path, data, size_um):
+    import zarr
+    from ome_zarr.writer import write_image as ngff_write
+
+    ngff_write(data, zarr.open_group(str(path), mode="w"), scale_factors=[], axes="yx",
+               scale={"y": size_um, "x": size_um}, axes_units={"y": "micrometer", "x": "micrometer"})
+    return path
+
+
+WRITERS = {
+    "mrc": (lambda p: _mrc(p / "a.mrc", IMG, 2.5), 0.25, "mrc header"),
+    "mrcs stack": (lambda p: _mrc(p / "s.mrcs", np.stack([IMG] * 3), (3.0, 3.0, 1.0)), 0.3, "mrc header"),
+    "imagej nm": (lambda p: tifffile.imwrite(p / "ij.tif", IMG, imagej=True, resolution=(1 / 0.7, 1 / 0.7),
+                                             metadata={"unit": "nm"}) or p / "ij.tif", 0.7, "tiff ImageJ tag"),
+    "imagej micron": (lambda p: tifffile.imwrite(p / "um.tif", IMG, imagej=True, resolution=(1 / 0.0012,) * 2,
+                                                 metadata={"unit": "micron"}) or p / "um.tif", 1.2, "tiff ImageJ tag"),
+    "ome-tiff": (lambda p: tifffile.imwrite(p / "o.ome.tif", IMG, ome=True, metadata={
+        "PhysicalSizeX": 0.9, "PhysicalSizeXUnit": "nm", "PhysicalSizeY": 0.9, "PhysicalSizeYUnit": "nm"})
+        or p / "o.ome.tif", 0.9, "OME-TIFF metadata"),
+    "resolution cm": (lambda p: tifffile.imwrite(p / "cm.tif", IMG, resolution=(1e7 / 1.5,) * 2,
+                                                 resolutionunit="CENTIMETER") or p / "cm.tif", 1.5,
+                      "tiff resolution tag"),
+    "emd (rsciio)": (lambda p: __import__("rsciio.emd", fromlist=["x"]).file_writer(
+        str(p / "b.emd"), _rsciio_signal(IMG, 1.2, "nm")) or p / "b.emd", 1.2, "EMD calibration (HAADF)"),
+    "tiff (rsciio)": (lambda p: __import__("rsciio.tiff", fromlist=["x"]).file_writer(
+        str(p / "r.tif"), _rsciio_signal(IMG, 0.0042, "µm")) or p / "r.tif", 4.2, "tiff ImageJ tag"),
+    "ome-zarr (ome-zarr-py)": (lambda p: _ome_zarr_micrometres(p / "z.ome.zarr", IMG, 0.0031), 3.1,
+                               "OME-Zarr scale"),
+}
+
+
+@pytest.mark.parametrize("kind", list(WRITERS))
+def test_files_written_by_their_libraries_are_read_with_their_pixel_size(tmp_path, kind):
+    write, size_nm, source = WRITERS[kind]
+    image = read_image(write(tmp_path))
+    expected = np.stack([IMG] * 3) if kind == "mrcs stack" else IMG
+    np.testing.assert_array_equal(np.asarray(image.data), expected)
+    assert image.pixel_size_nm == pytest.approx(size_nm, rel=1e-6) and image.pixel_size_source == source
+
+
+def test_files_without_a_calibration_have_no_pixel_size(tmp_path):
+    tifffile.imwrite(tmp_path / "plain.tif", IMG)
+    tifffile.imwrite(tmp_path / "dpi.tif", IMG, resolution=(72, 72), resolutionunit="INCH")  # a print setting
+    _mrc(tmp_path / "unset.mrc", IMG, 0.0)
+    for name in ("plain.tif", "dpi.tif", "unset.mrc"):
+        image = read_image(tmp_path / name)
+        assert image.pixel_size_nm is None and image.pixel_size_source == "", name
+
+
+def test_fei_and_zeiss_sem_tags_as_tifffile_parses_them():
+    # no library writes these vendor tags, so their parsed form (tifffile's) is checked here
+    from napari_nanoclass.io.formats import _fei, _zeiss
+
+    assert _fei({"Scan": {"PixelWidth": 1.25e-9, "PixelHeight": 1.25e-9}}).pixel_size_nm == 1.25
+    assert _fei({"EScan": {"PixelWidth": 3e-9}}).source == "FEI/Thermo tiff tag"
+    assert _zeiss({"ap_image_pixel_size": ("Image Pixel Size", 4.2, "nm")}).pixel_size_nm == 4.2
+    assert _zeiss({"ap_image_pixel_size": ("Image Pixel Size", 1.5, "µm")}).pixel_size_nm == 1500
+    assert _fei({}).pixel_size_nm is None and _zeiss(None).pixel_size_nm is None
+
+
+def test_large_mrc_is_memory_mapped_not_read_whole(tmp_path, monkeypatch):
+    stack = np.random.default_rng(0).normal(size=(3, 64, 80)).astype(np.float32)
+    _mrc(tmp_path / "big.mrcs", stack, 10.0)
+    monkeypatch.setattr("napari_nanoclass.io.formats.IN_MEMORY_BYTES", 0)
+    image = read_image(tmp_path / "big.mrcs")
+    assert isinstance(image.data, np.memmap) and image.pixel_size_nm == 1.0
+    np.testing.assert_array_equal(np.asarray(image.data[1]), stack[1])
+
+
+@pytest.mark.parametrize("name,fmt", [("bad.mrc", "an MRC file"), ("bad.dm4", "a DM4 file"), ("bad.emd", "a EMD file"),
+                                      ("bad.ser", "a TIA SER file")])
+def test_unreadable_microscope_files_get_one_line_naming_the_file(tmp_path, name, fmt):
+    path = tmp_path / name
+    path.write_bytes(b"this is not a micrograph\n" * 40)
+    with pytest.raises(ImageError) as info:
+        read_image(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: cannot be read as {fmt}") and "\n" not in message
+
+
+@pytest.mark.parametrize("suffix", [".tif", ".ome.zarr"])
+def test_results_round_trip_with_their_pixel_size(tmp_path, suffix):
+    labels = np.random.default_rng(1).integers(0, 4, (2, 40, 56)).astype(np.uint8)
+    path = write_image(tmp_path / f"x_labels{suffix}", labels, labels=True, pixel_size_nm=0.85)
+    data, found = read_output_calibrated(path)
+    np.testing.assert_array_equal(np.asarray(data), labels)
+    assert found.pixel_size_nm == pytest.approx(0.85)
+    assert read_image(path).pixel_size_nm == pytest.approx(0.85)  # a result can be an input again
+
+
+def test_ome_zarr_is_ngff_with_nm_scale_a_pyramid_when_large_and_label_metadata(tmp_path, monkeypatch):
+    from ome_zarr.io import parse_url
+    from ome_zarr.reader import Label, Reader
+
+    monkeypatch.setattr("napari_nanoclass.io.images.PYRAMID_ABOVE", 64)
+    monkeypatch.setattr("napari_nanoclass.io.images.PYRAMID_SMALLEST", 32)
+    labels = np.zeros((150, 130), np.int32)
+    labels[20:90, 30:100] = 2
+    write_image(tmp_path / "l.ome.zarr", labels, labels=True, pixel_size_nm=2.5,
+                label_metadata={"colors": [{"label-value": 2, "rgba": [255, 0, 0, 255]}]})
+    (node,) = [n for n in Reader(parse_url(str(tmp_path / "l.ome.zarr")))() if n.load(Label)]
+    assert [a["unit"] for a in node.metadata["axes"]] == ["nanometer", "nanometer"]
+    scales = [t[0]["scale"] for t in node.metadata["coordinateTransformations"]]
+    assert [tuple(d.shape) for d in node.data] == [(150, 130), (75, 65), (37, 32), (18, 16)]  # halved to ≤ 32
+    for scale, level in zip(scales, node.data):  # each level's pixels in nm: the same 375 × 325 nm field
+        assert scale == pytest.approx([2.5 * 150 / level.shape[0], 2.5 * 130 / level.shape[1]])
+    assert set(np.unique(np.asarray(node.data[1]))) == {0, 2}  # nearest neighbour: still labels
+    assert node.zarr.root_attrs["image-label"]["colors"][0]["label-value"] == 2
+
+
+# -- the analyses use the pixel size ---------------------------------------------------------------------
+
+
+def _cryo_mrc(path, voxel_angstrom=25.0):
+    from napari_nanoclass.liposomes.simulator import SimulationConfig, simulate_field
+
+    field = simulate_field(SimulationConfig(shape=(256, 256), objects=(4, 5)), seed=2)  # 2.5 nm/px
+    return _mrc(path, field.image, voxel_angstrom)
+
+
+def test_liposomes_take_the_mrc_header_pixel_size_and_an_option_wins_with_a_warning(tmp_path, capsys):
+    torch.set_num_threads(1)
+    cryo = _cryo_mrc(tmp_path / "cryo.mrc")
+    tifffile.imwrite(tmp_path / "plain.tif", np.asarray(read_image(cryo).data))
+    assert main(["liposomes", str(cryo), str(tmp_path / "plain.tif"), "--out", str(tmp_path / "a")]) == 1
+    err = capsys.readouterr().err
+    assert "nanoclass liposomes: cryo: pixel size 2.5 nm/px (mrc header)" in err
+    assert "plain.tif: no pixel size in the file" in err and "--pixel-size NM" in err  # how to give it
+    import csv
+
+    rows = {r["image"]: r for r in csv.DictReader(open(tmp_path / "a" / "summary.csv"))}
+    assert (rows["cryo"]["pixel_size_nm"], rows["cryo"]["pixel_size_source"]) == ("2.5", "mrc header")
+    assert int(rows["cryo"]["n_objects"]) > 0 and rows["plain"]["status"] == "failed"
+    assert read_output_calibrated(tmp_path / "a" / "cryo_labels.tif")[1].pixel_size_nm == pytest.approx(2.5)
+
+    assert main(["liposomes", str(cryo), "--out", str(tmp_path / "b"), "--pixel-size", "2.0"]) == 0
+    err = capsys.readouterr().err
+    assert "warning: cryo: --pixel-size 2 nm/px overrides the file's 2.5 nm/px (mrc header)" in err
+    row = next(csv.DictReader(open(tmp_path / "b" / "summary.csv")))
+    assert (row["pixel_size_nm"], row["pixel_size_source"]) == ("2.0", "option --pixel-size")
+
+
+@pytest.fixture
+def model_at_4nm(user_registry) -> str:
+    """A tiny segmentation model that says it was trained at 4 nm/px."""
+    from napari_nanoclass.models.registry import save_model
+    from napari_nanoclass.models.unet import SEUNet
+    from tests.conftest import tiny_info
+
+    torch.manual_seed(0)
+    info = replace(tiny_info("tiny-4nm"), pixel_size_nm=4.0)
+    save_model(SEUNet(**info.arch_params).eval(), info)
+    return info.name
+
+
+def test_an_mrc_is_segmented_at_the_models_scale_into_ome_zarr_in_nm(tmp_path, model_at_4nm, caplog):
+    from ome_zarr.io import parse_url
+    from ome_zarr.reader import Reader
+
+    from napari_nanoclass.segmentation.predict import segment
+
+    torch.set_num_threads(1)
+    section = _mrc(tmp_path / "section.mrc", np.random.default_rng(0).normal(size=(96, 120)), 20.0)  # 2 nm/px
+    with caplog.at_level(logging.INFO, logger="napari_nanoclass"):
+        result = segment(read_image(section), model_at_4nm)
+    assert "section: rescaled from 2 to 4 nm/px, the pixel size of model tiny-4nm" in caplog.text
+    assert result.labels.shape == (96, 120) and result.pixel_size_nm == 2.0  # at the input's size
+
+    assert main(["segment", str(section), "--out", str(tmp_path / "out"), "--model", model_at_4nm,
+                 "--format", "ome-zarr", "--quiet"]) == 0
+    (node,) = list(Reader(parse_url(str(tmp_path / "out" / "section_labels.ome.zarr")))())
+    assert node.metadata["coordinateTransformations"][0][0]["scale"] == [2.0, 2.0]
+    assert [a["unit"] for a in node.metadata["axes"]] == ["nanometer", "nanometer"]
+    np.testing.assert_array_equal(np.asarray(node.data[0]), result.labels)
+    classes = node.zarr.root_attrs["image-label"]["properties"]
+    assert [p["class"] for p in classes] == ["c0", "c1", "c2"]
+
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="napari_nanoclass"):
+        plain = segment(np.asarray(read_image(section).data), model_at_4nm)
+    assert "no pixel size in the file, so it cannot be brought to the 4 nm/px" in caplog.text
+    assert plain.labels.shape == (96, 120)
+
+
+# -- the reader opens every output ----------------------------------------------------------------------
+
+
+def _layers(path):
+    from napari.components import ViewerModel
+
+    from napari_nanoclass.io.reader import get_reader
+
+    reader = get_reader(str(path))
+    assert reader is not None, path
+    viewer = ViewerModel()
+    for data, meta, kind in reader(str(path)):
+        getattr(viewer, f"add_{kind}")(data, **meta)
+    return viewer.layers
+
+
+def test_reader_opens_segment_and_liposome_output_folders_and_result_files_in_nm(tmp_path, responsive_model):
+    torch.set_num_threads(1)
+    section = _mrc(tmp_path / "in" / "section.mrc", np.random.default_rng(0).normal(size=(64, 72)), 46.0)
+    assert main(["segment", str(section), "--out", str(tmp_path / "seg"), "--model", responsive_model,
+                 "--quiet"]) == 0
+    layers = _layers(tmp_path / "seg")
+    assert [layer.name for layer in layers] == ["section", "section labels"]  # source image first
+    for layer in layers:
+        assert tuple(layer.scale) == pytest.approx((4.6, 4.6)) and layer.metadata["pixel_size_nm"] == 4.6
+    assert list(layers["section labels"].features["class"]) == ["c0", "c1", "c2"]
+    assert "area_nm2" in layers["section labels"].features.columns
+    same = _layers(tmp_path / "seg" / "section_labels.tif")  # one result file: that input's layers
+    assert [layer.name for layer in same] == ["section", "section labels"]
+
+    cryo = _cryo_mrc(tmp_path / "in" / "cryo.mrc")
+    assert main(["liposomes", str(cryo), "--out", str(tmp_path / "lip"), "--format", "ome-zarr", "--quiet"]) == 0
+    layers = _layers(tmp_path / "lip")
+    assert [layer.name for layer in layers] == ["cryo", "cryo liposomes"]
+    liposomes = layers["cryo liposomes"]
+    assert tuple(liposomes.scale) == pytest.approx((2.5, 2.5)) and len(liposomes.features) > 0
+    assert {"diameter_nm", "lamellarity"} <= set(liposomes.features.columns)
+
+
+def test_reader_opens_a_homogeneity_folder_with_the_map_over_the_image_in_nm(tmp_path):
+    from napari_nanoclass.homogeneity.train import HomogeneityConfig, model_info
+    from napari_nanoclass.models.fibre_cnn import FibreCNN
+    from napari_nanoclass.models.registry import save_model
+
+    torch.manual_seed(0)
+    info = model_info(HomogeneityConfig(name="tiny-fibre", widths=[4, 8], hidden=8, patch=32))
+    save_model(FibreCNN(**info.arch_params).eval(), info)
+    sem = tmp_path / "sem.tif"
+    tifffile.imwrite(sem, np.random.default_rng(4).integers(0, 255, (96, 128), dtype=np.uint8), imagej=True,
+                     resolution=(1 / 5.0, 1 / 5.0), metadata={"unit": "nm"})
+    assert main(["homogeneity", str(sem), "--out", str(tmp_path / "h"), "--model", "tiny-fibre", "--quiet"]) == 0
+    layers = _layers(tmp_path / "h")
+    assert [layer.name for layer in layers] == ["sem", "sem p(NHNF)"]
+    heat = layers["sem p(NHNF)"]
+    assert heat.data.shape == (3, 4) and tuple(heat.scale) == pytest.approx((160.0, 160.0))  # 32 px × 5 nm
+    assert read_output_calibrated(tmp_path / "h" / "sem_pnhnf.tif")[1].pixel_size_nm == pytest.approx(160.0)
+
+
+def test_reader_opens_a_micrograph_in_nm_and_leaves_plain_images_to_napari(tmp_path):
+    from napari_nanoclass.io.reader import get_reader
+
+    layers = _layers(_mrc(tmp_path / "a.mrc", IMG, 12.0))
+    assert tuple(layers["a"].scale) == pytest.approx((1.2, 1.2))
+    assert layers["a"].metadata["pixel_size_source"] == "mrc header"
+    tifffile.imwrite(tmp_path / "plain.tif", IMG)
+    assert get_reader(str(tmp_path / "plain.tif")) is None and get_reader(str(tmp_path)) is None
