@@ -166,7 +166,7 @@ def test_local_cluster_gives_the_same_results(responsive_model, tmp_path):
 def test_progress_within_each_input_and_overall(responsive_model, tmp_path, capsys):
     _images(tmp_path / "in", 2, size=160)  # 3 × 3 tiles of 64 px each
     rows, steps = [], {}
-    run_batch("segment", [tmp_path / "in"], tmp_path / "out", options={"model": responsive_model},
+    run_batch("segment", [tmp_path / "in"], tmp_path / "out", options={"model": responsive_model, "tile": 64},
               on_row=lambda row, done, total: rows.append((row["stem"], done, total)),
               on_progress=lambda stem, step: steps.setdefault(stem, []).append(step.fraction))
     assert rows == [("img00", 1, 2), ("img01", 2, 2)]

@@ -34,7 +34,11 @@ class SegmentWidget(ViewerWidget):
     def __init__(self, napari_viewer: Any) -> None:
         self.image = ComboBox(label="image", choices=layer_choices(napari_viewer, "Image"))
         self.model = ComboBox(label="model", choices=model_choices("segmentation"))
-        self.tile = SpinBox(label="tile (px)", value=0, min=0, max=8192, step=64, tooltip="0 = the largest that half the memory allows")
+        # a fixed tile keeps progress and Cancel moving window by window on big images; 0 runs the
+        # fewest, largest windows the memory allows (faster, but Cancel waits for a whole window)
+        self.tile = SpinBox(label="tile (px)", value=1024, min=0, max=8192, step=64,
+                            tooltip="0 = the largest windows half the memory allows: fastest, but progress and "
+                                    "Cancel move only between windows")
         self.device = ComboBox(label="device", choices=available_devices())
         self.probabilities = CheckBox(text="add probability layer", value=False)
         self.tta = CheckBox(text="test-time augmentation (8× slower)", value=False,
