@@ -3,8 +3,8 @@
 - :mod:`.predict` — inference: patch maps, verdicts per view and per image, the Grad-CAM defect
   map, and the file job behind ``nanoclass homogeneity``;
 - :mod:`.train` — training FibreCNNs (patch labels or multiple-instance bags), cross-validation;
-- :mod:`.texture` — the texture-statistics model (GLCM/LBP features, regression heads) that gives
-  the default verdicts.
+- :mod:`.texture` — the handcrafted model (fibre-morphology or GLCM/LBP texture features per patch,
+  regression heads, the recipe chosen with whole samples held out) that gives the default verdicts.
 
 The networks are :mod:`napari_nanoclass.models.fibre_cnn` and
 :mod:`napari_nanoclass.models.texture_classifier`. This module only describes the analysis and
@@ -15,7 +15,7 @@ import re
 
 from napari_nanoclass.core.analysis import PIXEL_SIZES_NM, Analysis, Option
 
-DEFAULT_MODEL = "nanofibre-texture"  # verdicts: the best cross-validated accuracy by micrograph
+DEFAULT_MODEL = "nanofibre-texture"  # verdicts: the best cross-validated accuracy with samples held out
 DEFAULT_CAM_MODEL = "nanofibre-homogeneity"  # defect maps for models that cannot make one
 CNN_ARCHITECTURE = "fibre-cnn"  # FibreCNN's name in the registry: the only homogeneity model with a CAM
 TWO_CLASS = ["HNF", "NHNF"]
