@@ -72,12 +72,12 @@ def cmd_models(args: argparse.Namespace) -> int:
 def _inputs(items: Sequence[str], command: str, out: str) -> list[Path]:
     """Files, folders and globs expanded to image paths, less this tool's own outputs in ``out``
     (when ``out`` is the input folder); says so on stderr when there are none."""
-    from napari_nanoclass.core.analysis import without_products
-    from napari_nanoclass.io.images import find_images
+    from napari_nanoclass.core.analysis import get, without_products
 
-    paths = without_products(find_images(items), out)
+    analysis = get(command)
+    paths = without_products(analysis.find_inputs(items), out)
     if not paths:
-        print(f"nanoclass {command}: no input images found", file=sys.stderr)
+        print(f"nanoclass {command}: no input {'files' if analysis.inputs else 'images'} found", file=sys.stderr)
     return paths
 
 
@@ -325,7 +325,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     for analysis in analyses():
         p = sub.add_parser(analysis.name, help=analysis.help)
-        p.add_argument("images", nargs="+", help="files, folders or glob patterns (TIFF, PNG, zarr)")
+        kinds = ", ".join(analysis.inputs) if analysis.inputs else "TIFF, PNG, zarr"
+        p.add_argument("images", nargs="+", help=f"files, folders or glob patterns ({kinds})")
         p.add_argument("--out", required=True, help=analysis.outputs)
         for option in analysis.all_options:
             option.add_to(p)
