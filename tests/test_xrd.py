@@ -5,7 +5,6 @@ Python API end to end with a tiny model."""
 from __future__ import annotations
 
 import csv
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -351,3 +350,27 @@ def test_shipped_model_names_simulated_structures_and_is_fast():
         analyse(pattern, model)
     assert (time.perf_counter() - start) / 5 < 0.25, "one pattern takes well under a second on one CPU thread"
     assert prep.points == model.module.length
+
+
+# -- the napari dock widget ---------------------------------------------------------------------------
+
+
+def test_dock_widget_classifies_a_pattern_file_and_plots_it(qtbot, tiny_xrd_model, tmp_path):
+    from napari.components import ViewerModel
+
+    from napari_nanoclass._napari.xrd import XrdWidget
+
+    t = np.linspace(10, 60, 1000)
+    path = _write_xy(tmp_path / "film.xy", t, 20 + _peaks(t, [14, 28.3], [900, 400]))
+    widget = XrdWidget(ViewerModel())
+    widget.runner.synchronous = True
+    widget.model.value = tiny_xrd_model
+    widget.run_button.clicked.emit()
+    assert widget.runner.last_error is not None, "no file chosen yet: an error is shown, not a crash"
+    widget.file.value = path
+    widget.run_button.clicked.emit()
+    assert widget.runner.last_error is None, widget.runner.last_error
+    assert widget.result is not None and widget.result.name == "film"
+    assert widget.verdict.value.startswith(widget.result.predicted) and "top 5" in widget.verdict.value
+    axes = widget.figure.axes
+    assert len(axes) == 2 and len(axes[0].lines) == 1 and len(axes[1].patches) == 3  # pattern; 3 class bars
