@@ -256,6 +256,17 @@ def test_class_activation_is_a_0_to_1_curve_over_the_grid():
         model(torch.zeros(1, 1, 100))
 
 
+def test_peak_evidence_lies_on_the_peaks_only():
+    from napari_nanoclass.models.xrd_cnn import peak_evidence
+
+    torch.manual_seed(0)
+    model = XrdCNN(3, SMALL.points, (4, 8), (5, 3), 8, 0.0).eval()
+    signal = _peaks(SMALL.grid, [20, 40], [1.0, 0.5], width=0.2).astype(np.float32)
+    evidence = peak_evidence(model, torch.from_numpy(signal)[None, None], torch.tensor([0]), smooth=1)[0].numpy()
+    assert evidence.max() == pytest.approx(1.0) and evidence.min() >= 0
+    assert evidence[signal < 1e-6].max() < 1e-4, "no evidence where the pattern is empty"
+
+
 @pytest.fixture
 def tiny_xrd_model(user_registry) -> str:
     """A tiny untrained XRD classifier registered in the test's user folder."""
@@ -298,6 +309,8 @@ def test_nanoclass_xrd_writes_table_and_plots_and_reports_bad_files(tiny_xrd_mod
     for row in rows[1:]:
         assert row["status"] == "ok" and row["space_group"] == row["top1"]
         assert float(row["confidence"]) == float(row["p1"]) >= float(row["p2"]) >= float(row["p3"])
+        peaks = [float(t) for t in row["deciding_peaks"].split(";") if t]
+        assert peaks and all(10 <= t <= 60 for t in peaks)
         assert (out / f"{row['pattern']}_xrd.png").stat().st_size > 5000
     assert main(["xrd", str(inputs / "film_a.xy"), "--out", str(tmp_path / "np"), "--model", tiny_xrd_model,
                  "--no-plots", "--quiet"]) == 0

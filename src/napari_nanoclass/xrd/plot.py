@@ -9,21 +9,25 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from napari_nanoclass.core.atomic import atomic_path
 
 ACTIVATION_COLOUR = "#d7191c"
+EVIDENCE_COLOUR = "#e66101"
 
 
 def draw(figure: Any, result: Any) -> None:
     """Draw ``result`` (an XrdResult) on a matplotlib ``figure``: the prepared pattern with the
-    class activation shaded beneath it (left) and the top-5 probabilities (right)."""
+    class activation (Grad-CAM) shaded light behind it and the peaks that decided (strong
+    gradient × input) filled in orange (left); the top-5 probabilities (right)."""
     figure.clear()
     grid = figure.add_gridspec(1, 2, width_ratios=(4, 1.3))
     ax = figure.add_subplot(grid[0])
     x, signal, activation = result.two_theta, result.signal, result.activation
-    ax.fill_between(x, 0, activation * 1.05, color=ACTIVATION_COLOUR, alpha=0.25, lw=0, label="activation")
+    ax.fill_between(x, 0, activation * 1.05, color=ACTIVATION_COLOUR, alpha=0.15, lw=0,
+                    label="class activation (Grad-CAM)")
+    for low, alpha, label in ((0.15, 0.35, None), (0.5, 0.9, "deciding peaks (gradient × input ≥ 0.5; paler ≥ 0.15)")):
+        ax.fill_between(x, 0, signal, where=result.evidence >= low, color=EVIDENCE_COLOUR, alpha=alpha, lw=0,
+                        label=label)
     ax.plot(x, signal, color="black", lw=0.8, label="pattern (model input)")
     ax.set_xlim(x[0], x[-1])
     ax.set_ylim(0, 1.08)
@@ -53,11 +57,3 @@ def write_plot(path: str | Path, result: Any, dpi: int = 100) -> Path:
     with atomic_path(path) as tmp:
         figure.savefig(tmp, dpi=dpi, format="png")
     return path
-
-
-def activation_peaks(result: Any, threshold: float = 0.5) -> list[float]:
-    """2θ of the grid points where the activation has a local maximum above ``threshold``: the
-    peaks that decided, as numbers (for tables and tests)."""
-    a = result.activation
-    inner = (a[1:-1] >= a[:-2]) & (a[1:-1] > a[2:]) & (a[1:-1] >= threshold)
-    return [float(result.two_theta[i + 1]) for i in np.flatnonzero(inner)]

@@ -25,7 +25,7 @@ from napari_nanoclass.core.devices import select_device
 from napari_nanoclass.core.progress import CancelToken, Progress, ProgressCallback, Steps, run_sync
 from napari_nanoclass.io.images import file_stem, write_csv
 from napari_nanoclass.models.registry import LoadedModel, load_model
-from napari_nanoclass.models.xrd_cnn import class_activation
+from napari_nanoclass.models.xrd_cnn import class_activation, peak_evidence
 from napari_nanoclass.xrd import DEFAULT_MODEL, TOP
 from napari_nanoclass.xrd.patterns import Pattern, PatternError, Preparation, prepare, read_pattern
 
@@ -40,7 +40,8 @@ class XrdResult:
     signal: np.ndarray  # the prepared pattern, 0–1
     probabilities: np.ndarray
     class_names: list[str]
-    activation: np.ndarray  # 0–1 on the grid
+    activation: np.ndarray  # class activation (Grad-CAM) of the predicted class, 0–1 on the grid
+    evidence: np.ndarray  # gradient × input of the predicted class, 0–1 on the grid: the deciding peaks
     model_name: str = ""
     model_sha256: str = ""
 
@@ -58,12 +59,26 @@ class XrdResult:
     def confidence(self) -> float:
         return self.ranked[0][1]
 
+    def deciding_peaks(self, n: int = 3, threshold: float = 0.2, apart: float = 0.5) -> list[float]:
+        """2θ of the ``n`` strongest maxima of the evidence above ``threshold`` and at least
+        ``apart`` degrees from a stronger one (one split peak is one peak), strongest first: the
+        peaks that decided, as numbers."""
+        e = self.evidence
+        peaks = np.flatnonzero((e[1:-1] >= e[:-2]) & (e[1:-1] > e[2:]) & (e[1:-1] >= threshold)) + 1
+        chosen: list[float] = []
+        for i in peaks[np.argsort(-e[peaks])]:
+            if all(abs(self.two_theta[i] - t) >= apart for t in chosen):
+                chosen.append(float(self.two_theta[i]))
+        return [round(t, 2) for t in chosen[:n]]
+
     def row(self, top: int = TOP) -> dict[str, Any]:
-        """The ``xrd.csv`` columns of this pattern: prediction, confidence, top ``top`` ranked."""
+        """The ``xrd.csv`` columns of this pattern: prediction, confidence, top ``top`` ranked,
+        the deciding peaks."""
         row: dict[str, Any] = {"pattern": self.name, "space_group": self.predicted,
                                "confidence": round(self.confidence, 4)}
         for rank, (name, p) in enumerate(self.ranked[:top], 1):
             row[f"top{rank}"], row[f"p{rank}"] = name, round(p, 4)
+        row["deciding_peaks"] = ";".join(f"{t:g}" for t in self.deciding_peaks())
         return row
 
 
@@ -98,9 +113,10 @@ def classify_steps(pattern: Pattern | str | Path | Any, model: str | LoadedModel
     with torch.inference_mode():
         probabilities = torch.softmax(loaded.module(x), dim=1)[0].cpu().numpy()
     activation = class_activation(loaded.module, x)[0].cpu().numpy()
+    evidence = peak_evidence(loaded.module, x)[0].cpu().numpy()
     yield Progress(2, 2, "done")
     return XrdResult(pattern.name, prep.grid, signal, probabilities.astype(np.float64), list(loaded.info.class_names),
-                     activation, loaded.info.name, loaded.sha256)
+                     activation, evidence, loaded.info.name, loaded.sha256)
 
 
 def analyse(pattern: Pattern | str | Path | Any, model: str | LoadedModel = DEFAULT_MODEL, *,
@@ -111,7 +127,7 @@ def analyse(pattern: Pattern | str | Path | Any, model: str | LoadedModel = DEFA
 
 
 COLUMNS = ["pattern", "space_group", "confidence", *(f"{k}{i}" for i in range(1, TOP + 1) for k in ("top", "p")),
-           "points", "two_theta_min", "two_theta_max", "model", "model_sha256", "status", "error", "path"]
+           "deciding_peaks", "points", "two_theta_min", "two_theta_max", "model", "model_sha256", "status", "error", "path"]
 
 
 class XrdFiles(FileJob):
