@@ -9,6 +9,7 @@
     nanoclass liposomes IMAGE... --pixel-size NM --out DIR [--detector NAME] [--format F]
     nanoclass train-liposome-detector --image IMG --labels LABELS --pixel-size NM --name NAME [--objects N ...]
     nanoclass simulate-liposomes --out DIR [--n N] [--mix study|balanced]
+    nanoclass xrd PATTERN... --out DIR [--model NAME] [--lowpass F] [--no-plots]
     nanoclass batch ANALYSIS INPUT... --out DIR [--workers N | --scheduler ADDRESS] [--format F] [--log L]
     nanoclass demo [--out DIR]
 
