@@ -217,6 +217,15 @@ def test_nearest_reference_baseline_finds_the_compound_of_a_clean_pattern(tables
     noisy = simulate(list(tables.values()), names, 60, SMALL, seed=3)
     result = scores(nearest_reference(noisy.x, library, len(names)), noisy.y, names, top=2)
     assert result["top2"] >= result["top1"] > 1 / 3 and np.sum(result["confusion"]) == 60
+    # the same baseline travels inside a model, and its predictions average network and references
+    model = XrdCNN(3, SMALL.points, (4, 8), (5, 3), 8, 0.0, n_references=len(library.y)).eval()
+    model.set_references(torch.from_numpy(library.x), torch.from_numpy(library.y))
+    x = torch.from_numpy(noisy.x[:, None])
+    with torch.no_grad():
+        np.testing.assert_allclose(model.reference_probabilities(x).numpy(),
+                                   nearest_reference(noisy.x, library, len(names)), atol=1e-5)
+        np.testing.assert_allclose(model.probabilities(x).numpy(), (torch.softmax(model(x), 1).numpy()
+                                   + nearest_reference(noisy.x, library, len(names))) / 2, atol=1e-5)
 
 
 # -- the scores and material grouping ------------------------------------------------------------------
@@ -352,6 +361,8 @@ def test_shipped_model_names_simulated_structures_and_is_fast():
 
     model = load_model(DEFAULT_MODEL)
     assert model.info.class_names == SPACE_GROUPS and model.info.training["data"] == "simulated"
+    assert len(model.module.references) == len(model.info.training["references"]) > len(SPACE_GROUPS)
+    assert set(model.module.reference_classes.tolist()) == set(range(len(SPACE_GROUPS)))
     prep = Preparation.from_dict(model.info.normalisation)
     grid = np.linspace(5, 70, 3000)
     cubic = [np.degrees(2 * np.arcsin(1.54184 * np.sqrt(n) / (2 * 6.3))) for n in (1, 2, 3, 4, 5, 6, 8)]

@@ -25,7 +25,8 @@ class XrdCNN(nn.Module):
     """Conv blocks → flatten → FC(``hidden``) → ``n_classes`` logits, for (N, 1, ``length``) inputs."""
 
     def __init__(self, n_classes: int = 7, length: int = 1251, widths: Sequence[int] = (16, 32, 64, 64),
-                 kernels: Sequence[int] = (9, 7, 5, 3), hidden: int = 128, dropout: float = 0.3) -> None:
+                 kernels: Sequence[int] = (9, 7, 5, 3), hidden: int = 128, dropout: float = 0.3,
+                 n_references: int = 0) -> None:
         super().__init__()
         if len(widths) != len(kernels):
             raise ValueError(f"{len(widths)} widths but {len(kernels)} kernel sizes")
@@ -37,7 +38,36 @@ class XrdCNN(nn.Module):
         self.blocks = nn.ModuleList(blocks)
         self.head = nn.Sequential(nn.Flatten(), nn.Dropout(dropout), nn.Linear(channels * size, hidden),
                                   nn.ReLU(inplace=True), nn.Dropout(dropout), nn.Linear(hidden, n_classes))
-        self.length = length
+        self.length, self.n_classes = length, n_classes
+        # ideal simulated patterns of the training compounds and their classes (saved with the
+        # weights), for :meth:`reference_probabilities`; none when n_references is 0
+        self.register_buffer("references", torch.zeros(n_references, length))
+        self.register_buffer("reference_classes", torch.zeros(n_references, dtype=torch.long))
+
+    def set_references(self, patterns: torch.Tensor, classes: torch.Tensor) -> None:
+        """Store the reference library: (R, length) prepared patterns and their (R,) classes."""
+        self.references = torch.as_tensor(patterns, dtype=torch.float32).reshape(-1, self.length).clone()
+        self.reference_classes = torch.as_tensor(classes, dtype=torch.long).clone()
+
+    def reference_probabilities(self, x: torch.Tensor, sharpness: float = 10.0) -> torch.Tensor:
+        """(N, classes) from the nearest reference: each class scores the Pearson correlation of
+        the pattern with its best-matching reference, softmax(sharpness × score). A different view
+        of the same simulated structures than the network's: whole-pattern similarity, which a
+        textured or strained film can keep where the network's learned peak features fail."""
+        def standard(a: torch.Tensor) -> torch.Tensor:
+            a = a - a.mean(dim=-1, keepdim=True)
+            return a / a.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+
+        correlation = standard(x.reshape(-1, self.length)) @ standard(self.references).T
+        best = torch.full((correlation.shape[0], self.n_classes), -1.0, device=x.device)
+        best = best.scatter_reduce(1, self.reference_classes.expand_as(correlation), correlation, "amax")
+        return torch.softmax(sharpness * best, dim=1)
+
+    def probabilities(self, x: torch.Tensor) -> torch.Tensor:
+        """Class probabilities: the network's softmax, averaged with :meth:`reference_probabilities`
+        when the model carries references."""
+        p = torch.softmax(self(x), dim=1)
+        return (p + self.reference_probabilities(x)) / 2 if len(self.references) else p
 
     def features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(last block's activations before pooling, after pooling): Grad-CAM needs the former."""

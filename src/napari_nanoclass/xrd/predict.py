@@ -7,7 +7,10 @@ synchronously (``napari_nanoclass.analyse_xrd``); :class:`XrdFiles` is ``nanocla
 the pattern as the model saw it with the activation shaded under it.
 
 A pattern is prepared as the model was trained (its 2θ grid, background removal and scaling,
-stored in its metadata), so a model and its preparation can never be mismatched.
+stored in its metadata), so a model and its preparation can never be mismatched. A model that
+carries a reference library (the ideal simulated pattern of each training compound) gives the
+mean of the network's probabilities and the nearest-reference ones (docs/xrd.md says why); the
+activation and the peak evidence explain the network's part for the class given.
 """
 
 from __future__ import annotations
@@ -111,9 +114,10 @@ def classify_steps(pattern: Pattern | str | Path | Any, model: str | LoadedModel
     yield Progress(1, 2, "classifying")
     x = torch.from_numpy(signal)[None, None].to(loaded.device)
     with torch.inference_mode():
-        probabilities = torch.softmax(loaded.module(x), dim=1)[0].cpu().numpy()
-    activation = class_activation(loaded.module, x)[0].cpu().numpy()
-    evidence = peak_evidence(loaded.module, x)[0].cpu().numpy()
+        probabilities = loaded.module.probabilities(x)[0].cpu().numpy()
+    target = torch.tensor([int(np.argmax(probabilities))], device=loaded.device)  # explain the class given
+    activation = class_activation(loaded.module, x, target)[0].cpu().numpy()
+    evidence = peak_evidence(loaded.module, x, target)[0].cpu().numpy()
     yield Progress(2, 2, "done")
     return XrdResult(pattern.name, prep.grid, signal, probabilities.astype(np.float64), list(loaded.info.class_names),
                      activation, evidence, loaded.info.name, loaded.sha256)

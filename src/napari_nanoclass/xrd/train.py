@@ -2,7 +2,8 @@
 
 :func:`train` fits an :class:`~napari_nanoclass.models.xrd_cnn.XrdCNN` on patterns drawn by
 :func:`.simulate.simulate` — fresh ones every epoch, so the network never sees the same film twice
-— and returns a registry-ready :class:`~napari_nanoclass.models.registry.LoadedModel`. Its
+— stores the compounds' ideal patterns with it (the nearest-reference half of its predictions),
+and returns a registry-ready :class:`~napari_nanoclass.models.registry.LoadedModel`. Its
 schedule is fixed in :class:`XrdConfig`; the only held-out data it looks at is simulated.
 
 For evaluation: :func:`load_labelled` reads a folder of real patterns in one sub-folder per space
@@ -28,7 +29,7 @@ from napari_nanoclass.core.metrics import confusion_matrix
 from napari_nanoclass.models.registry import LoadedModel, ModelInfo, save_model
 from napari_nanoclass.models.xrd_cnn import XrdCNN
 from napari_nanoclass.xrd.patterns import Preparation, prepare, read_pattern
-from napari_nanoclass.xrd.simulate import Augmentation, PeakTable, SimulatedSet, simulate
+from napari_nanoclass.xrd.simulate import Augmentation, PeakTable, SimulatedSet, references, simulate
 
 
 @dataclass
@@ -47,6 +48,7 @@ class XrdConfig:
     dropout: float = 0.3
     seed: int = 0
     validation: int = 1000  # simulated validation patterns (a seed of their own)
+    references: bool = True  # store the compounds' ideal patterns: predictions average network and nearest reference
     prep: Preparation = field(default_factory=Preparation)
     augmentation: Augmentation = field(default_factory=Augmentation)
 
@@ -78,13 +80,18 @@ def train(tables: Sequence[PeakTable], classes: Sequence[str], config: XrdConfig
                         "seconds": round(time.perf_counter() - start, 1)})
         if log is not None:
             log(history[-1])
+    library = references(tables, classes, prep) if config.references else None
+    if library is not None:
+        model.set_references(torch.from_numpy(library.x), torch.from_numpy(library.y))
     info = ModelInfo(
         name=config.name, task="pattern-classification", architecture="xrd-cnn",
         arch_params={"n_classes": len(classes), "length": prep.points, "widths": list(config.widths),
-                     "kernels": list(config.kernels), "hidden": config.hidden, "dropout": config.dropout},
+                     "kernels": list(config.kernels), "hidden": config.hidden, "dropout": config.dropout,
+                     "n_references": 0 if library is None else len(library.y)},
         class_names=classes, normalisation=prep.to_dict(),
         description="space group of a thin-film XRD pattern (Cu Kα), trained on simulated patterns only",
         training={"data": "simulated", "compounds": sorted({t.name for t in tables}),
+                  "references": [] if library is None else library.compounds,
                   "config": {k: v for k, v in asdict(config).items() if k not in ("prep",)}, "history": history})
     model.eval()
     path = save_model(model, info, directory) if register else Path("")
