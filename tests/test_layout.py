@@ -17,9 +17,10 @@ from napari_nanoclass.core import analysis as registry
 from napari_nanoclass.core.analysis import FileJob, analyses
 
 GUI = ("napari", "qtpy", "PyQt5", "PyQt6", "PySide2", "PySide6", "vispy", "magicgui")
-TRAINING_ONLY = ("optuna", "imblearn", "matplotlib", "sklearn")
+TRAINING_ONLY = ("optuna", "imblearn", "matplotlib", "sklearn", "pymatgen")
 INFERENCE = ("napari_nanoclass.segmentation.predict", "napari_nanoclass.homogeneity.predict",
-             "napari_nanoclass.liposomes.predict", "napari_nanoclass.engine", "napari_nanoclass.io.images",
+             "napari_nanoclass.liposomes.predict", "napari_nanoclass.xrd.predict", "napari_nanoclass.engine",
+             "napari_nanoclass.io.images",
              "napari_nanoclass.io.reader", "napari_nanoclass.batch.runner", "napari_nanoclass.cli")
 
 
@@ -51,7 +52,7 @@ def test_inference_imports_no_training_code_and_no_training_libraries():
 def test_package_import_and_cli_help_do_not_import_torch():
     for code in ("import napari_nanoclass", "import napari_nanoclass; napari_nanoclass.__version__",
                  "from napari_nanoclass.cli import build_parser\n"
-                 "for a in ([], ['segment'], ['homogeneity'], ['liposomes'], ['batch']):\n"
+                 "for a in ([], ['segment'], ['homogeneity'], ['liposomes'], ['xrd'], ['batch']):\n"
                  "    try: build_parser().parse_args([*a, '--help'])\n"
                  "    except SystemExit: pass"):
         loaded = {m.split(".")[0] for m in _loaded_after(code)}

@@ -9,6 +9,7 @@
     nanoclass liposomes IMAGE... --out DIR [--pixel-size NM] [--detector NAME] [--format F]
     nanoclass train-liposome-detector --image IMG --labels LABELS --pixel-size NM --name NAME [--objects N ...]
     nanoclass simulate-liposomes --out DIR [--n N] [--mix study|balanced]
+    nanoclass xrd PATTERN... --out DIR [--model NAME] [--lowpass F] [--no-plots]
     nanoclass batch ANALYSIS INPUT... --out DIR [--workers N | --scheduler ADDRESS] [--format F] [--log L]
     nanoclass demo [--out DIR]
 
@@ -73,12 +74,12 @@ def cmd_models(args: argparse.Namespace) -> int:
 def _inputs(items: Sequence[str], command: str, out: str) -> list[Path]:
     """Files, folders and globs expanded to image paths, less this tool's own outputs in ``out``
     (when ``out`` is the input folder); says so on stderr when there are none."""
-    from napari_nanoclass.core.analysis import without_products
-    from napari_nanoclass.io.images import find_images
+    from napari_nanoclass.core.analysis import get, without_products
 
-    paths = without_products(find_images(items), out)
+    analysis = get(command)
+    paths = without_products(analysis.find_inputs(items), out)
     if not paths:
-        print(f"nanoclass {command}: no input images found", file=sys.stderr)
+        print(f"nanoclass {command}: no input {'files' if analysis.inputs else 'images'} found", file=sys.stderr)
     return paths
 
 
@@ -328,8 +329,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     for analysis in analyses():
         p = sub.add_parser(analysis.name, help=analysis.help)
-        p.add_argument("images", nargs="+", help="files, folders or glob patterns (TIFF, MRC, DM3/DM4, EMD, SER, "
-                       "PNG, zarr / OME-Zarr)")
+        kinds = ", ".join(analysis.inputs) if analysis.inputs else "TIFF, MRC, DM3/DM4, EMD, SER, PNG, zarr / OME-Zarr"
+        p.add_argument("images", nargs="+", help=f"files, folders or glob patterns ({kinds})")
         p.add_argument("--out", required=True, help=analysis.outputs)
         for option in analysis.all_options:
             option.add_to(p)

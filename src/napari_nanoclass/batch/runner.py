@@ -43,7 +43,7 @@ from napari_nanoclass import __version__
 from napari_nanoclass.core.analysis import Analysis, check_unique_stems, files_steps, get
 from napari_nanoclass.core.outputs import claim, inside
 from napari_nanoclass.core.progress import Progress, ProgressCallback, Throttle, run_sync
-from napari_nanoclass.io.images import file_stem, find_images, write_csv, write_json
+from napari_nanoclass.io.images import file_stem, write_csv, write_json
 from napari_nanoclass.io.reader import RESULT
 
 PROGRESS_TOPIC = "napari-nanoclass-progress"
@@ -212,6 +212,8 @@ def write_overview(analysis: Analysis, folder: Path, stem: str, source: Path, si
     from napari_nanoclass.core.atomic import atomic_path
     from napari_nanoclass.io.images import find_output, read_image, read_output
 
+    if not analysis.overview:  # an analysis without an image to overlay (xrd writes its own plot)
+        return None
     found = find_output(folder, analysis.overview.format(stem=stem))
     if found is None:
         return None
@@ -279,7 +281,7 @@ def run_batch(analysis: str, inputs: Iterable[str | Path], out: str | Path, *, o
     spec.check_options(config.options)
     signature = {"analysis": analysis, "options": config.options, "models": _models(spec, config.options),
                  "version": __version__}
-    paths = find_images(config.inputs)
+    paths = spec.find_inputs(config.inputs)
     check_unique_stems(paths)
     with claim(out) as out_dir:
         write_json(out_dir / "batch_config.json", asdict(config))

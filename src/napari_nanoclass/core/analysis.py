@@ -25,7 +25,8 @@ from typing import Any
 from napari_nanoclass.core.progress import Steps, scaled
 
 # the analysis packages, in the order the command line lists them
-REGISTERED = ("napari_nanoclass.segmentation", "napari_nanoclass.homogeneity", "napari_nanoclass.liposomes")
+REGISTERED = ("napari_nanoclass.segmentation", "napari_nanoclass.homogeneity", "napari_nanoclass.liposomes",
+              "napari_nanoclass.xrd")
 
 
 PIXEL_SIZES_NM = (0.01, 1000.0)  # nm per pixel a microscope image can plausibly have
@@ -132,13 +133,16 @@ class Analysis:
     outputs: str  # what ``--out`` receives, for ``--help``
     job: str  # "module:Class" of its :class:`FileJob`
     reader: str  # "module:function" (folder, stem, stored result row) -> napari LayerData tuples
-    overview: str  # name of the output overlaid on the input in a batch ``overview.png`` ("{stem}_labels")
+    overview: str  # name of the output overlaid on the input in a batch ``overview.png`` ("{stem}_labels"; "": none)
     overview_kind: str  # "labels" (instances or classes in colour) or "map" (a 0–1 map in red)
     products: tuple[str, ...] = ()  # suffixes of the images it writes per input ("_labels"): never inputs
     options: tuple[Option, ...] = ()
     model_option: str | None = None  # the option naming the main model (``nanoclass batch --model``), if any
     table: str = ""  # the table its job writes with one row per input (``image``, ``path``, ``status``): the reader
     # finds a plain output folder by it
+    # what it reads: file suffixes picked from a folder (() = images), and "module:function" opening one input
+    inputs: tuple[str, ...] = ()
+    read: str = "napari_nanoclass.io.images:read_image"
 
     @property
     def all_options(self) -> tuple[Option, ...]:
@@ -148,6 +152,12 @@ class Analysis:
     def option_keys(self) -> set[str]:
         """The keyword arguments its file job accepts."""
         return {o.key for o in self.all_options}
+
+    def find_inputs(self, items: Sequence[str | Path]) -> list[Path]:
+        """Files, folders and globs expanded to this analysis' inputs (images unless it says)."""
+        from napari_nanoclass.io.images import find_images
+
+        return find_images(items, self.inputs or None)
 
     def job_class(self) -> type[FileJob]:
         return _resolve(self.job)
@@ -286,9 +296,10 @@ def files_steps(analysis: str | Analysis, paths: Sequence[str | Path], out_dir: 
     runner, which holds the whole output folder itself, passes ``claim_folder=False``).
     """
     from napari_nanoclass.core.outputs import check_writable, claim
-    from napari_nanoclass.io.images import file_stem, read_image
+    from napari_nanoclass.io.images import file_stem
 
     spec = analysis if isinstance(analysis, Analysis) else get(analysis)
+    read_input = _resolve(spec.read)
     spec.check_options(options)
     paths = [Path(p) for p in paths]
     check_unique_stems(paths)
@@ -300,7 +311,7 @@ def files_steps(analysis: str | Analysis, paths: Sequence[str | Path], out_dir: 
             stem = file_stem(path)
             workdir = folder / f".{stem}.work"
             try:
-                image = read_image(path)
+                image = read_input(path)
                 row = yield from scaled(job.process(image, path, folder, workdir), i, len(paths),
                                         f"{stem} ({i + 1}/{len(paths)})")
             except Exception as exc:  # one bad file must not stop the others; it is reported

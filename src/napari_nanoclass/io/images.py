@@ -407,15 +407,18 @@ def write_json(path: str | Path, obj: Any) -> Path:
     return path
 
 
-def find_images(inputs: Iterable[str | Path]) -> list[Path]:
-    """Expand files, folders and glob patterns into a sorted list of image paths."""
+def find_images(inputs: Iterable[str | Path], suffixes: Iterable[str] | None = None) -> list[Path]:
+    """Expand files, folders and glob patterns into a sorted list of image paths (or, with
+    ``suffixes``, of the files in folders that end in one of them: an analysis of other inputs)."""
+    wanted = None if suffixes is None else {s.lower() for s in suffixes}
     found: list[Path] = []
     for item in inputs:
         path = Path(item)
         if any(ch in str(item) for ch in "*?["):
             found += sorted(Path(p) for p in glob.glob(str(item)))
         elif path.is_dir() and not _is_zarr(path):
-            found += sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES or _is_zarr(p))
+            found += sorted(p for p in path.iterdir() if (p.suffix.lower() in wanted and p.is_file() if wanted else
+                                                          p.suffix.lower() in IMAGE_SUFFIXES or _is_zarr(p)))
         else:
             found.append(path)
     return list(dict.fromkeys(found))

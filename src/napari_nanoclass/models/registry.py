@@ -35,11 +35,12 @@ from napari_nanoclass.models.fibre_cnn import FibreCNN
 from napari_nanoclass.models.lipnet import LipNet
 from napari_nanoclass.models.texture_classifier import TextureClassifier
 from napari_nanoclass.models.unet import SEUNet
+from napari_nanoclass.models.xrd_cnn import XrdCNN
 
 PACKAGE_DIR = Path(__file__).resolve().parent.parent / "weights"
 METADATA_KEY = "nanoclass"
 ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {"seunet": SEUNet, "fibre-cnn": FibreCNN, "lipnet": LipNet,
-                                                     "texture-lr": TextureClassifier}
+                                                     "texture-lr": TextureClassifier, "xrd-cnn": XrdCNN}
 
 
 class ModelError(RuntimeError):
