@@ -376,9 +376,10 @@ def test_cli_fits_a_texture_model_from_class_folders_and_analyses_with_it(tmp_pa
         Image.fromarray(m.image).save(folder / f"{m.name}.png")
     assert main(["train-homogeneity", "--data", str(tmp_path / "data"), "--name", "cli-texture", "--quiet"]) == 0
     fitted, shipped = load_model("cli-texture").info, load_model(DEFAULT_MODEL).info
-    # no options: the recipe of the shipped default model
-    assert fitted.architecture == shipped.architecture == "texture-lr"
-    assert fitted.arch_params == shipped.arch_params and fitted.patch == shipped.patch
+    # no options: the recipe of the shipped default model, its choice made on these micrographs
+    assert fitted.architecture == shipped.architecture == "texture-lr" and fitted.patch == shipped.patch
+    assert fitted.arch_params["region_head"] and fitted.arch_params["feature_set"] in ("morphology", "extended")
+    assert set(fitted.training["recipe"]["candidates"]) == set(shipped.training["recipe"]["candidates"])
     assert fitted.training["aggregation"]["method"] == shipped.training["aggregation"]["method"] == "region"
     for m in _beaded_set(2, seed=9, shape=(256, 256)):
         Image.fromarray(m.image).save(tmp_path / f"{m.name}.png")

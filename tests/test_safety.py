@@ -347,12 +347,14 @@ def _done(out: Path) -> int:
 def test_batch_killed_at_random_points_ends_with_the_same_outputs(responsive_model, user_registry, tmp_path):
     for i in range(8):
         _image(tmp_path / "in" / f"img{i}.tif", seed=i, size=160)
-    reference = run_batch("segment", [tmp_path / "in"], tmp_path / "ref", options={"model": responsive_model})
+    # small tiles: many windows per input, so a kill lands part-way through one
+    reference = run_batch("segment", [tmp_path / "in"], tmp_path / "ref", options={"model": responsive_model,
+                                                                                  "tile": 32})
     assert not reference.failed
     out = tmp_path / "out"
     env = {**os.environ, "NANOCLASS_HOME": str(user_registry.parent)}
     command = [sys.executable, "-m", "napari_nanoclass.cli", "batch", "segment", str(tmp_path / "in"), "--out",
-               str(out), "--model", responsive_model, "--log", "quiet"]
+               str(out), "--model", responsive_model, "--set", "tile=32", "--log", "quiet"]
     rng = np.random.default_rng(7)
     after_kill: list[int] = []
     for _ in range(4):  # kill after a random number of finished inputs, part-way through the next
@@ -366,7 +368,7 @@ def test_batch_killed_at_random_points_ends_with_the_same_outputs(responsive_mod
         process.wait()
         after_kill.append(_done(out))
     assert any(0 < n < 8 for n in after_kill), f"no run was killed part-way: {after_kill}"
-    final = run_batch("segment", [tmp_path / "in"], out, options={"model": responsive_model})
+    final = run_batch("segment", [tmp_path / "in"], out, options={"model": responsive_model, "tile": 32})
     assert not final.failed and not list(out.glob(".*.partial"))
     assert sum(row["skipped"] for row in final.rows) == after_kill[-1]  # finished inputs are kept
     for i in range(8):
