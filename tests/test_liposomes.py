@@ -579,3 +579,14 @@ def test_detector_fine_tuned_on_corrections_learns_them(tiny_liposome_models, tm
                  "--detector", detector, "--epochs", "1", "--quiet"]) == 0
     registered = load_model("my-detector").info
     assert registered.training["objects"] == 2 and registered.training["postprocess"] == {}
+
+
+def test_a_run_names_the_detectors_it_may_use():
+    from napari_nanoclass.liposomes import DEFAULT_DETECTOR, FINE_DETECTOR
+    from napari_nanoclass.liposomes.predict import LiposomeFiles
+
+    both = LiposomeFiles.model_names({})  # each input's header picks its detector
+    assert {both["detector"], both["fine_detector"]} == {DEFAULT_DETECTOR, FINE_DETECTOR}
+    assert LiposomeFiles.model_names({"pixel_size_nm": 0.2})["detector"] == FINE_DETECTOR
+    assert "fine_detector" not in LiposomeFiles.model_names({"pixel_size_nm": 2.5})
+    assert LiposomeFiles.model_names({"detector": "mine"})["detector"] == "mine"

@@ -54,7 +54,13 @@ from napari_nanoclass.io.images import (
     write_image,
     write_json,
 )
-from napari_nanoclass.liposomes import CLASS_COLOURS, DEFAULT_CLASSIFIERS, default_detector
+from napari_nanoclass.liposomes import (
+    CLASS_COLOURS,
+    DEFAULT_CLASSIFIERS,
+    DEFAULT_DETECTOR,
+    FINE_DETECTOR,
+    default_detector,
+)
 from napari_nanoclass.liposomes import objects as liposome_objects
 from napari_nanoclass.models.lipnet import decide, predict_crops
 from napari_nanoclass.models.registry import LoadedModel, ModelInfo, load_model
@@ -525,5 +531,10 @@ class LiposomeFiles(FileJob):
 
     @classmethod
     def model_names(cls, options: dict[str, Any]) -> dict[str, str]:
-        return {"detector": options.get("detector") or default_detector(options.get("pixel_size_nm")),
-                **(options.get("classifiers") or DEFAULT_CLASSIFIERS)}
+        """The run's models. Without a detector or a pixel size in the options each input's own
+        pixel size picks the detector, so both are named (each input's row says which it used)."""
+        if options.get("detector") or options.get("pixel_size_nm") is not None:
+            detectors = {"detector": options.get("detector") or default_detector(options.get("pixel_size_nm"))}
+        else:
+            detectors = {"detector": DEFAULT_DETECTOR, "fine_detector": FINE_DETECTOR}
+        return {**detectors, **(options.get("classifiers") or DEFAULT_CLASSIFIERS)}
