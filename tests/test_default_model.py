@@ -42,3 +42,23 @@ def test_demo_command_segments_the_bundled_section(tmp_path):
     assert main(["demo", "--out", str(tmp_path), "--quiet"]) == 0
     labels = tifffile.imread(tmp_path / "drosophila_section_labels.tif")
     np.testing.assert_array_equal(labels, segment(drosophila_section()[0][0], "drosophila-seunet").labels)
+
+
+def test_the_stored_halo_keeps_tiles_within_its_tolerance_of_a_whole_image_forward():
+    """drosophila-seunet stores a measured halo, smaller than its receptive radius: small tiles
+    with it must still give the whole-image forward's labels, and logits within the stated bound."""
+    import torch
+
+    from napari_nanoclass import engine
+    from napari_nanoclass.core.progress import run_sync
+    from napari_nanoclass.io.images import image_stats
+
+    loaded = load_model("drosophila-seunet")
+    assert loaded.halo == loaded.info.training["effective_halo"]["halo"] < loaded.module.receptive_radius
+    image = np.asarray(drosophila_section()[0][0])[:768, :768]
+    mean, std = image_stats(image)
+    with torch.inference_mode():
+        whole = loaded.module(torch.from_numpy(((image - mean) / std).astype(np.float32))[None, None])[0].numpy()
+    tiled = run_sync(engine.predict_dense(loaded.module, image, tile=256, halo=loaded.halo, postprocess=None))
+    assert np.abs(tiled - whole).max() <= 1e-3
+    assert (tiled.argmax(0) == whole.argmax(0)).all()

@@ -200,7 +200,11 @@ def default_halo(model: nn.Module) -> int:
 
 
 def _check_halo(model: nn.Module, halo: int) -> None:
+    """Warn when tiles may show seams: a halo below the receptive radius, unless it is at least the
+    halo measured for this model (``measured_halo``, from its metadata)."""
     radius = getattr(model, "receptive_radius", 0.0)
+    if halo >= getattr(model, "measured_halo", math.inf):
+        return
     if math.isinf(radius):
         warnings.warn("model has global context (receptive field = whole input); tiled results are approximate",
                       stacklevel=3)

@@ -59,7 +59,7 @@ class ModelInfo:
     class_colours: list[str] = field(default_factory=list)
     normalisation: dict[str, Any] = field(default_factory=lambda: {"method": "zscore"})
     tile: int = 512
-    halo: int | None = None  # None: derived from the architecture's receptive field
+    halo: int | None = None  # measured effective halo (training["effective_halo"]); None: the receptive radius
     patch: int | None = None  # for patch classifiers: side of the square patch
     pixel_size_nm: float | None = None
     # per-class offsets added to the logits before softmax/argmax (segmentation; None: none), see
@@ -238,6 +238,8 @@ def _load_cached(path: str, sha256: str, device: str) -> LoadedModel:
     except Exception as exc:
         raise ModelError(f"{path}: weights do not fit architecture {info.architecture!r} ({exc})") from exc
     module.to(device).eval()
+    if info.halo is not None:  # a halo measured for this model (its metadata says to what tolerance)
+        module.measured_halo = info.halo
     return LoadedModel(info, module, sha256, Path(path), torch.device(device))
 
 
