@@ -111,3 +111,17 @@ def test_train_widget_whole_image_label_and_missing_marks(viewer):
     assert [m.label for m in widget.micrographs()] == [0]
     widget.mode.value = "three"
     assert "slightly_defective" in widget.whole.choices
+
+
+def test_homogeneity_rerun_keeps_the_earlier_maps(viewer, fibre_model):
+    viewer.add_image(fibres((200, 300), np.random.default_rng(1)), name="sem")
+    widget = HomogeneityWidget(viewer)
+    widget.model.value = fibre_model
+    widget.view.value = 128
+    _run(widget)
+    first = [viewer.layers[f"{fibre_model} {what}"] for what in ("p(NHNF)", "defect map", "views")]
+    _run(widget)
+    for layer, what in zip(first, ("p(NHNF)", "defect map", "views")):
+        assert viewer.layers[f"{fibre_model} {what} (previous)"] is layer
+        assert viewer.layers[f"{fibre_model} {what}"] is not layer
+    assert "earlier result kept as" in widget.runner.status.value

@@ -108,3 +108,58 @@ def test_detect_on_the_sample_and_report_errors(viewer, tiny_liposome_models):
     widget.image.value = viewer.add_image(np.zeros((2, 64, 64), np.float32), name="stack")
     widget.run_button.clicked.emit()
     assert "2-D image" in str(widget.runner.last_error) and widget.runner.bar.visible is False
+
+
+def _analysed(viewer, models, seed: int = 13):
+    field = simulate_field(SimulationConfig(shape=(160, 160), objects=(4, 6), diameter_nm=(40, 120)), seed=seed)
+    viewer.add_image(field.image, name="cryo", metadata={"pixel_size_nm": 2.5})
+    viewer.add_labels(field.labels, name="mine")
+    widget = _widget(viewer, models)
+    widget.objects.value = viewer.layers["mine"]
+    widget.run_button.clicked.emit()
+    assert widget.runner.last_error is None, widget.runner.last_error
+    return widget, viewer.layers["cryo liposomes"]
+
+
+def _set(widget, label: int, lamellarity: str, encapsulation: str) -> None:
+    panel = widget.correction
+    panel.object_label.value = label
+    panel.classes["lamellarity"].value = lamellarity
+    panel.classes["encapsulation"].value = encapsulation
+    panel.set_button.clicked.emit()
+
+
+def test_set_classes_updates_the_summary_and_histogram_and_can_be_undone(viewer, tiny_liposome_models):
+    from napari_nanoclass.liposomes.predict import summarise
+
+    widget, layer = _analysed(viewer, tiny_liposome_models)
+    before_features = layer.features.copy()
+    labels = list(layer.features["index"])
+    for label in labels:  # every object multilamellar and full: 100 % whatever the tiny models said
+        _set(widget, label, "multilamellar", "full")
+    summary = layer.metadata["summary"]
+    assert summary == summarise("cryo", widget.result.objects, 2.5, widget.result.models)
+    assert (summary["pct_multilamellar"], summary["pct_loaded"], summary["n_multilamellar"]) == (100, 100, len(labels))
+    assert "multilamellar 100.0 %, loaded 100.0 %" in widget.summary.value
+    by_class = widget.result.histogram_by_class("lamellarity")
+    assert list(by_class) == ["multilamellar"] and by_class["multilamellar"][0].sum() == len(labels)
+
+    widget.correction.undo_button.clicked.emit()  # one level: back to before the last "Set classes"
+    last = layer.features[layer.features["index"] == labels[-1]].iloc[0]
+    assert (last["lamellarity"], bool(last["reviewed"])) == (before_features.iloc[-1]["lamellarity"], False)
+    assert layer.metadata["summary"]["n_multilamellar"] == len(labels) - 1 + (last["lamellarity"] == "multilamellar")
+    assert not widget.correction.undo_button.enabled and "undone" in widget.runner.status.value
+    widget.correction.undo_button.clicked.emit()  # nothing more to undo: no change, no error
+    assert widget.runner.last_error is None
+
+
+def test_rerunning_keeps_the_earlier_result_layer(viewer, tiny_liposome_models):
+    widget, first = _analysed(viewer, tiny_liposome_models)
+    _set(widget, int(first.features["index"].iloc[0]), "multilamellar", "empty")
+    corrected = first.features.copy()
+    widget.run_button.clicked.emit()
+    assert widget.runner.last_error is None, widget.runner.last_error
+    assert viewer.layers["cryo liposomes (previous)"] is first and first.features.equals(corrected)
+    assert viewer.layers["cryo liposomes"] is not first
+    assert "earlier result kept as 'cryo liposomes (previous)'" in widget.runner.status.value
+    assert not widget.correction.undo_button.enabled  # an undo would now act on the kept layer

@@ -39,3 +39,26 @@ def test_liposome_widget_on_the_sample_draws_the_size_histogram(make_napari_view
     qtbot.waitUntil(lambda: "simulated liposomes liposomes" in viewer.layers, timeout=120000)
     axes = widget._canvas.figure.axes[0]
     assert sum(bar.get_height() for bar in axes.patches) == len(truth.features)
+
+
+def test_liposome_corrections_redraw_the_summary_and_histogram(make_napari_viewer, qtbot):
+    from matplotlib.colors import to_hex
+
+    from napari_nanoclass.liposomes import CLASS_COLOURS
+
+    viewer = make_napari_viewer()
+    _image, truth = viewer.open_sample("napari-nanoclass", "liposomes")
+    _dock, widget = viewer.window.add_plugin_dock_widget("napari-nanoclass", "Liposomes")
+    widget.reset_choices()
+    widget.objects.value = truth
+    widget.run_button.clicked.emit()
+    qtbot.waitUntil(lambda: "simulated liposomes liposomes" in viewer.layers, timeout=120000)
+    panel = widget.correction
+    panel.classes["lamellarity"].value = "multilamellar"
+    for label in truth.features["index"]:
+        panel.object_label.value = int(label)
+        panel.set_button.clicked.emit()
+    assert "multilamellar 100.0 %" in widget.summary.value
+    axes = widget._canvas.figure.axes[0]
+    assert {to_hex(bar.get_facecolor()) for bar in axes.patches} == {CLASS_COLOURS["multilamellar"]}
+    assert sum(bar.get_height() for bar in axes.patches) == len(truth.features)

@@ -146,3 +146,16 @@ def test_segment_widget_on_a_zarr_backed_image_streams_to_disk(viewer, tiny_mode
     labels = viewer.layers[-1]
     assert not isinstance(labels.data, np.ndarray)  # backed by a zarr on disk, not loaded
     np.testing.assert_array_equal(np.asarray(labels.data), expected)
+
+
+def test_segment_rerun_keeps_the_earlier_labels_layer(viewer, tiny_model, em_image):
+    viewer.add_image(em_image, name="em")
+    widget = SegmentWidget(viewer)
+    widget.model.value = tiny_model
+    widget.runner.synchronous = True
+    widget.run()
+    first = viewer.layers[f"{tiny_model} labels"]
+    widget.run()
+    assert viewer.layers[f"{tiny_model} labels (previous)"] is first
+    assert viewer.layers[f"{tiny_model} labels"] is not first
+    assert f"earlier result kept as '{tiny_model} labels (previous)'" in widget.runner.status.value

@@ -116,6 +116,25 @@ def pixel_size_note(layer: Any) -> str:
     return f"pixel size {size:g} nm/px" if size else "pixel size unknown (used as is)"
 
 
+PREVIOUS = " (previous)"
+
+
+def keep_previous(viewer: Any, name: str) -> str | None:
+    """Rename an existing result layer ``name`` to "<name> (previous)" so a re-run never silently
+    replaces a result (corrections included); returns the kept layer's name, or None if there was none.
+    Renaming, not a dialog: nothing blocks, so scripts and headless tests run the same way."""
+    if name not in viewer.layers:
+        return None
+    layer = viewer.layers[name]
+    layer.name = name + PREVIOUS  # napari appends " [1]" ... if that name is taken too
+    return layer.name
+
+
+def kept_note(kept: str | None) -> str:
+    """What the dock says after a re-run kept the earlier result."""
+    return f"; earlier result kept as {kept!r}" if kept else ""
+
+
 def base_data(layer: Any) -> Any:
     """Full-resolution data of a layer (level 0 of a multiscale pyramid)."""
     return layer.data[0] if getattr(layer, "multiscale", False) else layer.data

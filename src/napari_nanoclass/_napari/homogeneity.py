@@ -15,6 +15,8 @@ from napari_nanoclass._napari.common import (
     ViewerWidget,
     base_data,
     format_metrics,
+    keep_previous,
+    kept_note,
     layer_choices,
     layer_pixel_size,
     model_choices,
@@ -25,7 +27,13 @@ from napari_nanoclass.core.progress import Progress, Steps
 from napari_nanoclass.engine.tiling import patch_map_placement
 from napari_nanoclass.homogeneity import CLASS_COLOURS, CNN_ARCHITECTURE, DEFAULT_CAM_MODEL, DEFAULT_MODEL, VIEW
 from napari_nanoclass.homogeneity.predict import HomogeneityResult, analyse_steps
-from napari_nanoclass.homogeneity.train import MODE_CLASSES, HomogeneityConfig, Micrograph, train_steps
+from napari_nanoclass.homogeneity.train import (
+    MODE_CLASSES,
+    HomogeneityConfig,
+    Micrograph,
+    micrographs_from_arrays,
+    train_steps,
+)
 from napari_nanoclass.models.registry import LoadedModel, load_model
 
 TASK = "patch-classification"
@@ -67,6 +75,9 @@ class HomogeneityWidget(ViewerWidget):
 
     def add_layers(self, result: HomogeneityResult, source: Any) -> None:
         scale, translate = patch_map_placement(result.patch_px, source.scale, source.translate)
+        kept = [keep_previous(self.viewer, f"{result.model_name} {what}") for what in ("p(NHNF)", "views")]
+        if result.cam is not None:
+            kept.append(keep_previous(self.viewer, f"{result.cam_model_name} defect map"))
         self.viewer.add_image(
             result.p_nhnf, name=f"{result.model_name} p(NHNF)", scale=scale, translate=translate,
             colormap="inferno", blending="additive", opacity=0.4, contrast_limits=(0, 1),
@@ -85,7 +96,7 @@ class HomogeneityWidget(ViewerWidget):
         self.verdict.value = (f"{s['verdict']} (p={s['p_nhnf']:.2f}, confidence {s['confidence']:.2f}); "
                               f"{s['nonhomogeneous_fraction']:.0%} of the area non-homogeneous; "
                               f"{n_bad} of {len(result.views)} views NHNF")
-        self.runner.status.value = f"done ({pixel_size_note(source)})"
+        self.runner.status.value = f"done ({pixel_size_note(source)})" + kept_note(", ".join(k for k in kept if k))
 
     def _add_views(self, result: HomogeneityResult, source: Any) -> None:
         height, width = source.data.shape[-2:] if not getattr(source, "multiscale", False) else source.data[0].shape[-2:]
@@ -128,17 +139,13 @@ class HomogeneityTrainWidget(ViewerWidget):
         """One training micrograph per plane of the chosen image, with marks or the whole-image label."""
         if self.image.value is None:
             raise ValueError("choose an image layer")
-        data = np.asarray(base_data(self.image.value))
-        planes = [data] if data.ndim == 2 else list(data)
-        name = self.image.value.name
+        data, name = np.asarray(base_data(self.image.value)), self.image.value.name
         if self.whole.value != "(use marks)":
             label = MODE_CLASSES[self.mode.value].index(self.whole.value)
-            return [Micrograph(p, f"{name}[{z}]", label=label) for z, p in enumerate(planes)]
+            return micrographs_from_arrays(data, name, label=label)
         if self.marks.value is None:
             raise ValueError("choose a marks layer (1 = homogeneous, 2 = defective, ...) or a whole-image label")
-        marks = np.asarray(base_data(self.marks.value))
-        mark_planes = [marks] if marks.ndim == 2 else list(marks)
-        return [Micrograph(p, f"{name}[{z}]", marks=m) for z, (p, m) in enumerate(zip(planes, mark_planes))]
+        return micrographs_from_arrays(data, name, marks=np.asarray(base_data(self.marks.value)))
 
     def config(self) -> HomogeneityConfig:
         base = None if self.base.value in (None, "(new model)") else self.base.value

@@ -17,11 +17,18 @@ from typing import Any
 import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, FloatSpinBox, Label, LineEdit, PushButton, SpinBox
 
-from napari_nanoclass._napari.common import ViewerWidget, base_data, layer_choices
+from napari_nanoclass._napari.common import ViewerWidget, base_data, keep_previous, kept_note, layer_choices
 from napari_nanoclass.core.devices import available_devices
 from napari_nanoclass.core.progress import Progress, Steps, scaled
-from napari_nanoclass.liposomes import DEFAULT_CLASSIFIERS, DEFAULT_DETECTOR, FINE_BELOW_NM, FINE_DETECTOR, PROBLEMS
-from napari_nanoclass.liposomes.predict import LiposomeResult, analyse_steps, class_colours
+from napari_nanoclass.liposomes import (
+    CLASS_COLOURS,
+    DEFAULT_CLASSIFIERS,
+    DEFAULT_DETECTOR,
+    FINE_BELOW_NM,
+    FINE_DETECTOR,
+    PROBLEMS,
+)
+from napari_nanoclass.liposomes.predict import LiposomeResult, analyse_steps, class_colours, summarise
 from napari_nanoclass.liposomes.train import (
     ClassifierConfig,
     ClassifierResult,
@@ -75,7 +82,7 @@ class LiposomeWidget(ViewerWidget):
         self._defaults()
         self.result: LiposomeResult | None = None
         self.run_button.changed.connect(self.run)
-        self.colour_by.changed.connect(lambda _v: self.recolour())
+        self.colour_by.changed.connect(lambda _v: (self.recolour(), self.plot_histogram()))
         self.image.changed.connect(lambda _v: self._pixel_size_from_layer())
         self._pixel_size_from_layer()
         self._canvas: Any = None
@@ -108,7 +115,8 @@ class LiposomeWidget(ViewerWidget):
         self.runner.start(steps, lambda result: self.show(result, layer))
 
     def show(self, result: LiposomeResult, source: Any) -> None:
-        """Add (or update) the "<image> liposomes" Labels layer and the dock's summary and histogram."""
+        """Add the "<image> liposomes" Labels layer (an earlier one is kept, renamed) and the dock's
+        summary and histogram."""
         from napari.utils.colormaps import DirectLabelColormap
 
         self.result = result
@@ -116,22 +124,35 @@ class LiposomeWidget(ViewerWidget):
         colormap = DirectLabelColormap(color_dict=result.colours(self.colour_by.value))
         # "reviewed": set by "Set classes" (changed or confirmed by hand); only those objects retrain
         features = {**result.features(), REVIEWED: [False] * len(result.objects)}
-        if name in self.viewer.layers:
-            target = self.viewer.layers[name]
-            target.data, target.features, target.colormap = result.labels, features, colormap
-        else:
-            target = self.viewer.add_labels(result.labels, name=name, features=features, colormap=colormap,
-                                            scale=source.scale, translate=source.translate)
-            label_box = self.correction.object_label
-            target.events.selected_label.connect(lambda _e: setattr(label_box, "value", max(target.selected_label, 1)))
+        kept = keep_previous(self.viewer, name)
+        target = self.viewer.add_labels(result.labels, name=name, features=features, colormap=colormap,
+                                        scale=source.scale, translate=source.translate)
+        label_box = self.correction.object_label
+        target.events.selected_label.connect(lambda _e: setattr(label_box, "value", max(target.selected_label, 1)))
         target.metadata.update(summary=result.summary, pixel_size_nm=result.pixel_size_nm, models=result.models)
-        s = result.summary
+        self.correction.forget_undo()
+        self.show_summary(result.summary)
+        self.runner.status.value = f"done: {result.summary['n_objects']} liposomes" + kept_note(kept)
+
+    def show_summary(self, s: dict[str, Any]) -> None:
+        """The population summary in the dock, and the histogram drawn from ``self.result``."""
         self.summary.value = (f"{s['n_objects']} liposomes, median {s['median_diameter_nm']:.0f} nm\n"
                               f"multilamellar {s['pct_multilamellar']:.1f} %, loaded {s['pct_loaded']:.1f} %\n"
                               f"uncertain: lamellarity {s['n_lamellarity_uncertain']}, "
                               f"encapsulation {s['n_encapsulation_uncertain']}")
-        self.runner.status.value = f"done: {s['n_objects']} liposomes"
         self.plot_histogram()
+
+    def resummarise(self, layer: Any) -> None:
+        """Recompute the population from the layer's (corrected) features table with the core's
+        :func:`summarise`, so the summary, histogram and ``self.result`` never show stale classes."""
+        objects = layer.features.rename(columns={"index": "label"}).to_dict("records")
+        models = dict(layer.metadata.get("models") or (self.result.models if self.result else {}))
+        pixel_size = float(layer.metadata.get("pixel_size_nm") or self.pixel_size.value)
+        image = self.image.value.name if self.image.value is not None else layer.name
+        summary = summarise(image, objects, pixel_size, models)
+        layer.metadata["summary"] = summary
+        self.result = LiposomeResult(layer.data, objects, summary, pixel_size, models)
+        self.show_summary(summary)
 
     def recolour(self) -> None:
         layer = self.result_layer()
@@ -161,8 +182,13 @@ class LiposomeWidget(ViewerWidget):
         figure = self._canvas.figure
         figure.clear()
         axes = figure.add_subplot()
-        counts, edges = self.result.histogram()
-        axes.bar(edges[:-1], counts, width=np.diff(edges), align="edge", color="#377eb8")
+        problem = self.colour_by.value
+        bottom = None
+        for cls, (counts, edges) in self.result.histogram_by_class(problem).items():
+            axes.bar(edges[:-1], counts, width=np.diff(edges), align="edge", bottom=bottom, label=cls,
+                     color=CLASS_COLOURS.get(cls, "#ffffff"))
+            bottom = counts if bottom is None else bottom + counts
+        axes.legend(fontsize="x-small", title=problem, title_fontsize="x-small")
         axes.set_xlabel("diameter (nm)")
         axes.set_ylabel("liposomes")
         self._canvas.draw_idle()
@@ -178,12 +204,17 @@ class _CorrectionPanel(Container):
                              tooltip="defaults to the Labels layer's selected label")
         self.classes = {p: ComboBox(label=p, choices=names) for p, names in PROBLEMS.items()}
         self.set_button = PushButton(text="Set classes")
+        self.undo_button = PushButton(text="Undo set classes", enabled=False,
+                                      tooltip="restore the classes and summary before the last 'Set classes'")
+        self._undo: tuple[Any, Any] | None = None  # (layer, its features before the last "Set classes")
         self.suffix = LineEdit(label="save retrained as", value="-finetuned")
         self.epochs = SpinBox(label="retrain epochs", value=10, min=1, max=500)
         self.retrain_button = PushButton(text="Retrain classifiers on this layer")
-        super().__init__(widgets=[self.object_label, *self.classes.values(), self.set_button, self.suffix, self.epochs,
+        super().__init__(widgets=[self.object_label, *self.classes.values(), self.set_button, self.undo_button,
+                                  self.suffix, self.epochs,
                                   self.retrain_button])
         self.set_button.changed.connect(self.set_classes)
+        self.undo_button.changed.connect(self.undo)
         self.retrain_button.changed.connect(self.retrain)
 
     def set_classes(self) -> None:
@@ -197,6 +228,7 @@ class _CorrectionPanel(Container):
             self.owner.runner.on_error(ValueError(f"no object with label {self.object_label.value} in {layer.name!r}; "
                                                   "re-analyse after painting new objects"))
             return
+        self._undo = (layer, features.copy())
         for problem, combo in self.classes.items():
             features.loc[rows, problem] = combo.value
             features.loc[rows, f"{problem}_confidence"] = 1.0  # set by hand
@@ -205,6 +237,25 @@ class _CorrectionPanel(Container):
         features.loc[rows, REVIEWED] = True
         layer.features = features
         self.owner.recolour()
+        self.owner.resummarise(layer)
+        self.undo_button.enabled = True
+
+    def undo(self) -> None:
+        """One level of undo: the layer's features table (classes, confidences, "reviewed") as
+        before the last "Set classes", with colours and summary recomputed from it."""
+        if self._undo is None:
+            return
+        layer, features = self._undo
+        self.forget_undo()
+        layer.features = features
+        self.owner.recolour()
+        self.owner.resummarise(layer)
+        self.owner.runner.status.value = "undone: classes as before the last 'Set classes'"
+
+    def forget_undo(self) -> None:
+        """A new result replaces what an undo would restore."""
+        self._undo = None
+        self.undo_button.enabled = False
 
     def retrain(self) -> None:
         owner = self.owner

@@ -15,6 +15,8 @@ from napari_nanoclass._napari.common import (
     ViewerWidget,
     base_data,
     format_metrics,
+    keep_previous,
+    kept_note,
     layer_choices,
     layer_pixel_size,
     model_choices,
@@ -63,6 +65,7 @@ class SegmentWidget(ViewerWidget):
 
         colours = {i: c for i, c in enumerate(result.class_colours)}
         colours[None] = "transparent"
+        kept = keep_previous(self.viewer, f"{result.model_name} labels")
         self.viewer.add_labels(
             result.labels, name=f"{result.model_name} labels", scale=source.scale, translate=source.translate,
             features=result.class_table(), colormap=DirectLabelColormap(color_dict=colours) if result.class_colours else None,
@@ -74,7 +77,7 @@ class SegmentWidget(ViewerWidget):
                                   scale=source.scale, translate=source.translate, visible=False,
                                   colormap="magma", contrast_limits=(0, 1))
         self.runner.status.value = f"done ({pixel_size_note(source)}): " + ", ".join(
-            f"{r['class']} {r['fraction']:.1%}" for r in result.class_table())
+            f"{r['class']} {r['fraction']:.1%}" for r in result.class_table()) + kept_note(kept)
 
 
 class TrainWidget(ViewerWidget):

@@ -42,6 +42,7 @@ from napari_nanoclass import engine
 from napari_nanoclass.core.analysis import FileJob
 from napari_nanoclass.core.progress import CancelToken, ProgressCallback, Steps, run_sync, scaled
 from napari_nanoclass.engine.scaling import chosen_pixel_size, log, model_scale_factor, rescaled_planes, resized_planes
+from napari_nanoclass.engine.tiling import check_min_size
 from napari_nanoclass.homogeneity import CNN_ARCHITECTURE, DEFAULT_CAM_MODEL, DEFAULT_MODEL, VIEW
 from napari_nanoclass.io.images import Image, as_greyscale, file_stem, image_stats, output_path, write_csv, write_image
 from napari_nanoclass.models.fibre_cnn import FibreCNN, grad_cam
@@ -238,6 +239,7 @@ def analyse_steps(
         factor = 1.0
     if factor != 1:
         data = rescaled_planes(data, factor)
+    check_min_size(data.shape, patch, name, info.name, "one patch, the smallest area it classifies")
     big = int(np.prod(data.shape)) > IN_MEMORY_LIMIT
     if cam and big and workdir is None:
         raise ValueError(f"image of {data.shape} is too large for an in-memory CAM; give a workdir for zarr output")

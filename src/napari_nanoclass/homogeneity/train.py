@@ -71,6 +71,37 @@ class Micrograph:
             raise ValueError(f"{self.name}: marks {self.marks.shape} do not match the image {self.image.shape}")
 
 
+def micrographs_from_arrays(image: np.ndarray, name: str, *, marks: np.ndarray | None = None,
+                            label: int | None = None) -> list[Micrograph]:
+    """One micrograph per plane of an in-memory image or (Z, Y, X) stack (e.g. napari layers), with
+    its marks' plane or the whole-image label. The image is checked as greyscale first: an RGB
+    (Y, X, 3) array would otherwise be split into rows and fail later on mismatched shapes."""
+    data = np.asarray(as_greyscale(image, name))
+    planes = [data] if data.ndim == 2 else list(data)
+    if marks is None:
+        return [Micrograph(p, f"{name}[{z}]", label=label) for z, p in enumerate(planes)]
+    marks = np.asarray(marks)
+    while marks.ndim > data.ndim and marks.shape[0] == 1:  # as_greyscale dropped the image's singleton axes
+        marks = marks[0]
+    if marks.shape != data.shape:
+        raise ValueError(f"{name}: marks {marks.shape} do not match the image {data.shape}")
+    mark_planes = [marks] if marks.ndim == 2 else list(marks)
+    return [Micrograph(p, f"{name}[{z}]", marks=m) for z, (p, m) in enumerate(zip(planes, mark_planes))]
+
+
+def check_marks(micrographs: Sequence[Micrograph], class_names: Sequence[str]) -> None:
+    """Refuse marks or labels past the mode's classes (mark k + 1 = class k) before training,
+    naming the values and the classes, instead of an index error inside the loss."""
+    classes = ", ".join(f"{i + 1} {n}" for i, n in enumerate(class_names))
+    for m in micrographs:
+        values = np.unique(m.marks) if m.marks is not None else np.array([m.label + 1])
+        bad = [int(v) for v in values if v > len(class_names) or v < 0]
+        if bad:
+            what = "marks" if m.marks is not None else "image label (as mark)"
+            raise ValueError(f"{m.name}: {what} {', '.join(map(str, bad))} exceed the {len(class_names)} classes "
+                             f"(0 unmarked, {classes}); choose three classes or repaint those regions")
+
+
 def micrographs_from_folders(root: str | Path, mode: str = "two") -> list[Micrograph]:
     """Micrographs from ``root/<class folder>/*``, labelled by folder (see ``FOLDER_CLASSES``)."""
     root, classes = Path(root), FOLDER_CLASSES[mode]
@@ -227,6 +258,7 @@ def train_steps(micrographs: Sequence[Micrograph], config: HomogeneityConfig, *,
         check_name(config.name)  # before the compute, not when saving after it
     if config.strategy == "mil" and any(m.label is None for m in micrographs):
         raise ValueError("multiple-instance training needs a label per image; region marks train with 'instance'")
+    check_marks(micrographs, config.class_names)
     rng = np.random.default_rng(config.seed)
     sampler = PatchSampler(micrographs, config.patch, rng)
     module = _initial_module(config).train()

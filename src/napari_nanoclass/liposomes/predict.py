@@ -97,6 +97,14 @@ class LiposomeResult:
         """Counts of object diameters (nm) per bin."""
         return np.histogram([o["diameter_nm"] for o in self.objects], bins=edges)
 
+    def histogram_by_class(self, problem: str = "lamellarity",
+                           edges: np.ndarray = HISTOGRAM_EDGES_NM) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Counts of object diameters (nm) per bin, per class of ``problem`` (a stacked histogram
+        shows corrections: moving an object to another class moves it between the stacks)."""
+        classes = sorted({str(o.get(problem)) for o in self.objects})
+        return {c: np.histogram([o["diameter_nm"] for o in self.objects if str(o.get(problem)) == c], bins=edges)
+                for c in classes}
+
     def features(self) -> dict[str, list[Any]]:
         """The objects as a napari Labels ``features`` table (``index`` = label value)."""
         columns = {"index": [o["label"] for o in self.objects]}

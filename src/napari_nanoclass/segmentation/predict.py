@@ -19,6 +19,7 @@ from napari_nanoclass import engine
 from napari_nanoclass.core.analysis import FileJob
 from napari_nanoclass.core.progress import CancelToken, ProgressCallback, Steps, run_sync
 from napari_nanoclass.engine.scaling import chosen_pixel_size, log, model_scale_factor, rescaled_planes, resized_planes
+from napari_nanoclass.engine.tiling import check_min_size
 from napari_nanoclass.io.images import (
     Image,
     as_greyscale,
@@ -107,6 +108,8 @@ def segment_steps(
         factor = 1.0
     if factor != 1:
         data = rescaled_planes(data, factor)
+    check_min_size(data.shape, loaded.halo, name, loaded.info.name, "its receptive radius, the context one pixel's class "
+                   "is decided from")
     big = int(np.prod(data.shape)) > IN_MEMORY_LIMIT
     if big and workdir is None:
         raise ValueError(f"image of {data.shape} is too large to hold in memory; give a workdir for zarr output")

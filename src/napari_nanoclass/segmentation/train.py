@@ -27,7 +27,7 @@ from napari_nanoclass.core.atomic import atomic_path
 from napari_nanoclass.core.augment import AUGMENTATIONS, appearance_shift, augment, scale_factor
 from napari_nanoclass.core.metrics import SegmentationScores, confusion_matrix
 from napari_nanoclass.core.progress import Progress, Steps, run_sync, scaled
-from napari_nanoclass.io.images import image_stats
+from napari_nanoclass.io.images import as_greyscale, image_stats
 from napari_nanoclass.models.registry import ModelInfo, build, check_name, load_model, save_model
 from napari_nanoclass.models.unet import SEUNet
 from napari_nanoclass.segmentation.data import IGNORE_INDEX, Pair, pair_from_arrays
@@ -124,6 +124,10 @@ def holdout_pairs(image: np.ndarray, labels: np.ndarray, name: str) -> tuple[lis
     """Training and validation pairs from one image or stack and its labels: the bottom quarter
     of every plane is held out, a contiguous block rather than random pixels, so validation
     measures structures the model did not train on (planes of a stack are split separately)."""
+    image = as_greyscale(image, name)  # an RGB layer is refused here, not split into rows as a "stack"
+    labels = np.asarray(labels)
+    while labels.ndim > image.ndim and labels.shape[0] == 1:  # as_greyscale dropped the image's singleton axes
+        labels = labels[0]
     planes = [(image, labels)] if image.ndim == 2 else list(zip(image, labels))
     train, val = [], []
     for z, (img, lab) in enumerate(planes):
@@ -131,6 +135,19 @@ def holdout_pairs(image: np.ndarray, labels: np.ndarray, name: str) -> tuple[lis
         train.append(pair_from_arrays(img[:cut], lab[:cut], f"{name}[{z}] top"))
         val.append(pair_from_arrays(img[cut:], lab[cut:], f"{name}[{z}] bottom"))
     return train, val
+
+
+def check_label_values(pairs: Sequence[Pair], class_names: Sequence[str]) -> None:
+    """Refuse masks with values past the declared classes before training starts: the loss would
+    stop with "Target 3 is out of bounds" deep inside torch, naming neither the values nor the classes."""
+    allowed = len(class_names)
+    for pair in pairs:
+        values = np.unique(pair.labels)
+        bad = [int(v) for v in values if v >= allowed and v != IGNORE_INDEX]
+        if bad:
+            classes = ", ".join(f"{i} {n}" for i, n in enumerate(class_names))
+            raise ValueError(f"{pair.name}: label values {', '.join(map(str, bad))} exceed the {allowed} declared "
+                             f"classes ({classes}); declare more classes or repaint those pixels")
 
 
 def default_patience(epochs: int) -> int:
@@ -289,6 +306,7 @@ def train_steps(train: Sequence[Pair], val: Sequence[Pair], config: TrainConfig,
     dev = engine.select_device(device)
     torch.manual_seed(config.seed)
     module, config = _initial_module(config)
+    check_label_values([*train, *val], config.class_names)
     module.to(dev)
     optimizer = torch.optim.AdamW(module.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     weights = class_weights(train, len(config.class_names)).to(dev)
