@@ -12,6 +12,7 @@ agreement of the labels with the whole-image forward's, border included. Rows:
 * ``whole`` — the reference forward;
 * ``segment`` — ``segment()`` as users run it (tile from the memory budget);
 * ``segment tile=1024`` — the model's training tile, the windows this engine reads;
+* ``segment bfloat16`` — ``segment(precision="bfloat16")``: opt-in reduced precision (autocast);
 * ``old engine`` (with ``--old-src``, e.g. a ``git worktree`` of an earlier commit) — ``segment()``
   of that source in a subprocess, timed inside it, interleaved with the others.
 
@@ -68,11 +69,12 @@ def whole_forward(loaded, image: np.ndarray) -> tuple[float, np.ndarray]:
     return time.perf_counter() - start, labels
 
 
-def timed_segment(loaded, image: np.ndarray, tile: int | None) -> tuple[float, np.ndarray]:
+def timed_segment(loaded, image: np.ndarray, tile: int | None, precision: str = "float32"
+                  ) -> tuple[float, np.ndarray]:
     from napari_nanoclass.segmentation.predict import segment
 
     start = time.perf_counter()
-    labels = np.asarray(segment(image, loaded, tile=tile).labels)
+    labels = np.asarray(segment(image, loaded, tile=tile, precision=precision).labels)
     return time.perf_counter() - start, labels
 
 
@@ -105,8 +107,9 @@ def speed(sizes: list[int], repeats: int, old_src: str | None, out: Path) -> lis
         for _ in range(repeats):
             seconds, reference = whole_forward(loaded, image)
             runs.setdefault("whole", []).append(seconds)
-            for name, tile in (("segment", None), ("segment tile=1024", 1024)):
-                seconds, labels = timed_segment(loaded, image, tile)
+            for name, tile, precision in (("segment", None, "float32"), ("segment tile=1024", 1024, "float32"),
+                                          ("segment bfloat16", None, "bfloat16")):
+                seconds, labels = timed_segment(loaded, image, tile, precision)
                 runs.setdefault(name, []).append(seconds)
                 agreement[name] = float((labels == reference).mean())
             if old_src:
@@ -117,7 +120,8 @@ def speed(sizes: list[int], repeats: int, old_src: str | None, out: Path) -> lis
             median = float(np.median(seconds))
             rows.append({"size": size, "run": name, "seconds": median, "all": seconds, "ratio": median / whole,
                          "mp_per_s": size * size / 1e6 / median, "agreement": agreement.get(name),
-                         "tile": list(tile) if name == "segment" else (1024 if name.endswith("1024") else None)})
+                         "tile": list(tile) if name in ("segment", "segment bfloat16")
+                         else (1024 if name.endswith("1024") else None)})
             print(json.dumps(rows[-1]), flush=True)
     return rows
 

@@ -240,3 +240,14 @@ def test_labels_from_logits_matches_argmax_including_ties():
     logits[0, 3, :4] = logits[0, 1, :4] = 99.0  # ties: the first maximum wins, as with argmax
     expected = logits.argmax(1, keepdim=True).to(torch.uint8)
     assert torch.equal(engine.labels_from_logits(logits), expected)
+
+
+def test_reduced_precision_is_opt_in_close_and_refused_where_it_cannot_run(unet):
+    image = np.random.default_rng(5).integers(0, 255, (96, 96)).astype(np.uint8)
+    full = run_sync(engine.predict_dense(unet, image, device="cpu"))
+    reduced = run_sync(engine.predict_dense(unet, image, device="cpu", precision="bfloat16"))
+    assert 0 < np.abs(reduced - full).max() < 0.05  # computed in bfloat16: close, not identical
+    with pytest.raises(ValueError, match="GPUs only"):
+        run_sync(engine.predict_dense(unet, image, device="cpu", precision="float16"))
+    with pytest.raises(ValueError, match="precision is one of"):
+        run_sync(engine.predict_dense(unet, image, device="cpu", precision="int8"))

@@ -90,9 +90,18 @@ def with_logit_bias(postprocess: Postprocess | None, bias: Sequence[float] | Non
 # -- running the model --------------------------------------------------------------------------
 
 
+PRECISIONS = ("float32", "bfloat16", "float16")
+
+
 def _autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    if precision == "float32" or device.type == "cpu":
+    """Reduced precision is opt-in: it is faster, but a few labels may change (docs/engine.md).
+    CPUs compute bfloat16 only; float16 there would be emulated, slower than float32."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision is one of {', '.join(PRECISIONS)}, not {precision!r}")
+    if precision == "float32":
         return contextlib.nullcontext()
+    if device.type == "cpu" and precision == "float16":
+        raise ValueError("float16 runs on GPUs only; on a CPU use precision='bfloat16'")
     dtype = {"float16": torch.float16, "bfloat16": torch.bfloat16}[precision]
     return torch.autocast(device_type=device.type, dtype=dtype)
 
