@@ -159,3 +159,31 @@ def test_segment_rerun_keeps_the_earlier_labels_layer(viewer, tiny_model, em_ima
     assert viewer.layers[f"{tiny_model} labels (previous)"] is first
     assert viewer.layers[f"{tiny_model} labels"] is not first
     assert f"earlier result kept as '{tiny_model} labels (previous)'" in widget.runner.status.value
+
+
+def test_a_run_shows_in_napari_activity_dock_and_ends_there(viewer, tiny_model, monkeypatch):
+    import napari.utils
+
+    runs = []
+
+    class Recorded(napari.utils.progress):
+        def __init__(self, *args, **kwargs):
+            self.seen = []
+            super().__init__(*args, **kwargs)
+            runs.append(self)
+
+        def refresh(self, *args, **kwargs):
+            self.seen.append((self.n, self.total))
+            return super().refresh(*args, **kwargs)
+
+    monkeypatch.setattr(napari.utils, "progress", Recorded)
+    viewer.add_image(np.random.default_rng(0).normal(size=(256, 192)).astype(np.float32), name="img")
+    widget = SegmentWidget(viewer)
+    widget.model.value = tiny_model
+    widget.tile.value = 64
+    widget.runner.synchronous = True
+    widget.run()
+    (run,) = runs
+    done = [n for n, total in run.seen if total > 1]
+    assert len(done) > 1 and done == sorted(done) and run.seen[-1][0] == run.seen[-1][1]  # tile by tile, to the end
+    assert widget.runner.activity is None  # closed with the run

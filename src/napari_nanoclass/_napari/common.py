@@ -1,7 +1,8 @@
 """What every napari-nanoclass dock widget shares.
 
 :class:`TaskRunner` runs a core step generator in a napari ``thread_worker`` with a progress bar
-and a Cancel button; errors always clear the bar and are shown, never swallowed.
+and a Cancel button, mirrored in napari's activity dock (``napari.utils.progress``) so a run can be
+followed with its dock closed; errors always clear the bar and are shown, never swallowed.
 ``runner.synchronous = True`` runs the same generator in the calling thread (tests, scripting).
 :class:`ViewerWidget` is a form bound to a viewer whose combo boxes follow its layer list.
 """
@@ -31,6 +32,7 @@ class TaskRunner(Container):
         self.run_button = run_button
         self.synchronous = False
         self.worker: Any = None
+        self.activity: Any = None  # the run's napari.utils.progress (activity dock), while it runs
         self.last_error: BaseException | None = None
         self.cancel_button.changed.connect(self.cancel)
 
@@ -67,6 +69,9 @@ class TaskRunner(Container):
         self.bar.max = max(step.total, 1)
         self.bar.value = min(step.done, self.bar.max)
         self.status.value = step.message
+        if self.activity is not None:
+            self.activity.total, self.activity.n = self.bar.max, self.bar.value
+            self.activity.refresh()
 
     def on_error(self, exc: BaseException) -> None:
         self.last_error = exc
@@ -78,9 +83,16 @@ class TaskRunner(Container):
 
     def _busy(self, busy: bool) -> None:
         self.bar.visible = busy
+        if busy and self.activity is None:
+            from napari.utils import progress
+
+            self.activity = progress(total=1, desc="napari-nanoclass")
         if not busy:
             self.bar.value = 0
             self.worker = None
+            if self.activity is not None:
+                self.activity.close()
+                self.activity = None
         self.cancel_button.enabled = busy
         self.run_button.enabled = not busy
 
