@@ -1,4 +1,5 @@
-"""Shared fixtures: a temporary user registry holding a tiny random segmentation model."""
+"""Shared fixtures: a temporary user registry, tiny random segmentation and fibre models, and a
+napari ViewerModel for widget tests."""
 
 from __future__ import annotations
 
@@ -20,6 +21,26 @@ def user_registry(tmp_path_factory, monkeypatch) -> Path:
     home = tmp_path_factory.mktemp("nanoclass-home")
     monkeypatch.setenv("NANOCLASS_HOME", str(home))
     return home / "models"
+
+
+@pytest.fixture
+def viewer(qtbot):
+    """napari's ViewerModel (layers, no canvas) for widget tests; qtbot gives them a QApplication."""
+    from napari.components import ViewerModel
+
+    return ViewerModel()
+
+
+@pytest.fixture
+def fibre_model(user_registry) -> str:
+    """A tiny random FibreCNN (32-px patches) registered as "tiny-fibre"."""
+    from napari_nanoclass.homogeneity.train import HomogeneityConfig, model_info
+    from napari_nanoclass.models.fibre_cnn import FibreCNN
+
+    torch.manual_seed(0)
+    info = model_info(HomogeneityConfig(name="tiny-fibre", widths=[4, 8], hidden=8, patch=32))
+    save_model(FibreCNN(**info.arch_params).eval(), info)
+    return info.name
 
 
 def tiny_info(name: str = "tiny-seg", classes: int = 3) -> ModelInfo:

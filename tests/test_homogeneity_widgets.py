@@ -4,33 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
-from napari.components import ViewerModel
 
 from napari_nanoclass._napari.homogeneity import (
     HomogeneityTrainWidget,
     HomogeneityWidget,
 )
 from napari_nanoclass.homogeneity import DEFAULT_CAM_MODEL, DEFAULT_MODEL
-from napari_nanoclass.homogeneity.train import HomogeneityConfig, model_info
-from napari_nanoclass.models.fibre_cnn import FibreCNN
-from napari_nanoclass.models.registry import list_models, save_model
+from napari_nanoclass.models.registry import list_models
 
 from .synthetic_fibres import fibres
-
-
-@pytest.fixture
-def viewer(qtbot):
-    return ViewerModel()
-
-
-@pytest.fixture
-def fibre_model(user_registry) -> str:
-    """A tiny random FibreCNN (32-px patches) registered as "tiny-fibre"."""
-    torch.manual_seed(0)
-    info = model_info(HomogeneityConfig(name="tiny-fibre", widths=[4, 8], hidden=8, patch=32))
-    save_model(FibreCNN(**info.arch_params).eval(), info)
-    return info.name
 
 
 def _run(widget) -> None:

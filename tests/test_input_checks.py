@@ -5,33 +5,17 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
-from napari.components import ViewerModel
 
 from napari_nanoclass._napari.homogeneity import HomogeneityTrainWidget, HomogeneityWidget
 from napari_nanoclass._napari.segmentation import SegmentWidget, TrainWidget
 from napari_nanoclass.homogeneity.predict import analyse_steps
-from napari_nanoclass.homogeneity.train import HomogeneityConfig, micrographs_from_arrays, model_info
+from napari_nanoclass.homogeneity.train import micrographs_from_arrays
 from napari_nanoclass.io.images import ImageError
-from napari_nanoclass.models.fibre_cnn import FibreCNN
-from napari_nanoclass.models.registry import load_model, save_model
+from napari_nanoclass.models.registry import load_model
 from napari_nanoclass.segmentation.predict import segment_steps
 from napari_nanoclass.segmentation.train import TrainConfig, holdout_pairs, train_steps
 
 from .test_training import synthetic_pair
-
-
-@pytest.fixture
-def viewer(qtbot):
-    return ViewerModel()
-
-
-@pytest.fixture
-def fibre_model(user_registry) -> str:
-    torch.manual_seed(0)
-    info = model_info(HomogeneityConfig(name="tiny-fibre", widths=[4, 8], hidden=8, patch=32))
-    save_model(FibreCNN(**info.arch_params).eval(), info)
-    return info.name
 
 
 def _run(widget) -> str:

@@ -3,19 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
-from napari.components import ViewerModel
 
 from napari_nanoclass._napari.liposomes import LiposomeWidget
 from napari_nanoclass._napari.samples import liposome_field
 from napari_nanoclass.liposomes import CLASS_COLOURS
 from napari_nanoclass.liposomes.simulator import SimulationConfig, simulate_field
 from napari_nanoclass.models.registry import list_models
-
-
-@pytest.fixture
-def viewer(qtbot):
-    return ViewerModel()
 
 
 def _widget(viewer, models) -> LiposomeWidget:

@@ -3,18 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
-from napari.components import ViewerModel
 
 from napari_nanoclass._napari.segmentation import SegmentWidget, TrainWidget
 from napari_nanoclass.models.registry import list_models
 
 from .test_training import synthetic_pair
-
-
-@pytest.fixture
-def viewer(qtbot):
-    return ViewerModel()
 
 
 def test_segment_widget_adds_labels_with_classes_and_features(viewer, tiny_model, em_image):
