@@ -32,8 +32,8 @@ from napari_nanoclass.engine.tiling import (
 )
 
 __all__ = [
-    "Window", "activation_bytes_per_pixel", "budget_tile", "plan_tile", "available_devices", "configure_threads", "cpu_cores", "default_batch_size", "default_halo",
-    "dense_windows", "dihedral_mean", "iter_batches", "labels_from_logits", "patch_coverage", "patch_windows",
-    "planes", "predict_dense", "predict_patches", "read_window", "round_up", "select_device", "softmax",
-    "with_logit_bias",
+    "Window", "activation_bytes_per_pixel", "available_devices", "budget_tile", "configure_threads", "cpu_cores",
+    "default_batch_size", "default_halo", "dense_windows", "dihedral_mean", "iter_batches", "labels_from_logits",
+    "patch_coverage", "patch_windows", "plan_tile", "planes", "predict_dense", "predict_patches", "read_window",
+    "round_up", "select_device", "softmax", "with_logit_bias",
 ]

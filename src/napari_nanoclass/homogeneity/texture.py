@@ -2,8 +2,9 @@
 
 Per 128×128 patch, one feature set of :mod:`models.texture_classifier` — texture (grey-level
 co-occurrence and LBP statistics from scikit-image, on 32 grey levels) or fibre morphology (fibre
-mask, skeleton, width along it) — on the image z-scored by its whole-image statistics. Patches take their micrograph's label for the patch regression (as the
-CNN's ``instance`` strategy), which gives the patch map.
+mask, skeleton, width along it) — on the image z-scored by its whole-image statistics. Patches
+take their micrograph's label for the patch regression (as the CNN's ``instance`` strategy),
+which gives the patch map.
 
 A region's verdict comes one of two ways (``pooling``):
 
@@ -73,11 +74,11 @@ def patch_origins(shape: tuple[int, ...], patch: int = 128) -> list[tuple[int, i
 
 def patch_feature_grid(image: np.ndarray, patch: int = 128, feature_set: str = "basic") -> np.ndarray:
     """(rows, cols, features) for the whole patches of the grid (at least one, reflect-padded)."""
-    q = zscore(image)
-    if min(q.shape) < patch:
-        q = np.pad(q, [(0, max(0, patch - s)) for s in q.shape], mode="reflect")
-    rows, cols = q.shape[0] // patch, q.shape[1] // patch
-    features = [patch_features(q[y:y + patch, x:x + patch], feature_set) for y, x in patch_origins(q.shape, patch)]
+    z = zscore(image)
+    if min(z.shape) < patch:
+        z = np.pad(z, [(0, max(0, patch - s)) for s in z.shape], mode="reflect")
+    rows, cols = z.shape[0] // patch, z.shape[1] // patch
+    features = [patch_features(z[y:y + patch, x:x + patch], feature_set) for y, x in patch_origins(z.shape, patch)]
     return np.stack(features).reshape(rows, cols, -1)
 
 
@@ -202,7 +203,8 @@ def fit_texture_model(micrographs: Sequence[Micrograph], class_names: Sequence[s
                          f"got class indices {sorted(set(labels))}")
     sets = CANDIDATE_FEATURE_SETS if feature_set == "auto" else (feature_set,)
     grids = {s: [patch_feature_grid(m.image, patch, s) for m in micrographs] for s in sets}
-    recipe = choose_recipe(grids, labels, [sample_name(m.name) for m in micrographs], [m.name for m in micrographs], c)
+    samples = [sample_name(m.name) for m in micrographs]
+    recipe = choose_recipe(grids, labels, samples, [m.name for m in micrographs], c)
     chosen = grids[recipe.feature_set]
     module = TextureClassifier(n_classes=len(class_names), feature_set=recipe.feature_set,
                                region_head=pooling == "region")
@@ -219,7 +221,7 @@ def fit_texture_model(micrographs: Sequence[Micrograph], class_names: Sequence[s
                     "logistic regression",
         training={"method": f"{recipe.feature_set} features + logistic regression", "C": recipe.c,
                   "recipe": recipe.as_dict(), "micrographs": len(micrographs),
-                  "samples": len({sample_name(m.name) for m in micrographs}),
+                  "samples": len(set(samples)),
                   "patches": "every whole patch of each micrograph's grid",
                   "aggregation": {"method": pooling, "threshold": 0.5},
                   **({"region_windows": f"each micrograph and {WINDOWS} random windows of ≥ {MIN_WINDOW}×{MIN_WINDOW} "
