@@ -41,7 +41,7 @@ SECTIONS = ROOT.parent / "shared" / "data" / "drosophila-vnc" / "unlabeled"
 MODEL = "drosophila-seunet"
 
 
-def test_image(size: int) -> np.ndarray:
+def mosaic_image(size: int) -> np.ndarray:
     """A size² mosaic of real ssTEM sections (mirrored at the joins), or noise without the data."""
     paths = sorted(SECTIONS.glob("*.tif"))
     if not paths:
@@ -81,7 +81,7 @@ def timed_segment(loaded, image: np.ndarray, tile: int | None, precision: str = 
 def old_segment(src: str, size: int, out: Path) -> float:
     """``segment()`` of another source tree on the same image, timed inside its own process."""
     image_path = out / f"image_{size}.npy"
-    np.save(image_path, test_image(size))
+    np.save(image_path, mosaic_image(size))
     code = ("import sys,time,numpy as np;from napari_nanoclass.segmentation.predict import segment;"
             "from napari_nanoclass.models.registry import load_model;m=load_model(sys.argv[2]);"
             "im=np.load(sys.argv[1]);segment(im[:256,:256],m);t=time.perf_counter();segment(im,m);"
@@ -99,7 +99,7 @@ def speed(sizes: list[int], repeats: int, old_src: str | None, out: Path) -> lis
     loaded = load_model(MODEL)
     rows = []
     for size in sizes:
-        image = test_image(size)
+        image = mosaic_image(size)
         timed_segment(loaded, image[:256, :256], None)  # warm-up: layout conversion, oneDNN kernels
         runs: dict[str, list[float]] = {}
         reference = None
@@ -129,7 +129,7 @@ def speed(sizes: list[int], repeats: int, old_src: str | None, out: Path) -> lis
 def rss_one(size: int, out: Path) -> dict:
     from napari_nanoclass.segmentation.predict import segment
 
-    image = test_image(min(size, 4096))
+    image = mosaic_image(min(size, 4096))
     if size > 4096:  # on disk, written in strips, as a user's large image would be
         path = out / f"input_{size}.zarr"
         if not path.exists():

@@ -27,7 +27,7 @@ MODEL = "drosophila-seunet"
 
 
 def main() -> None:
-    from engine import test_image  # benchmarks/engine.py: this script's folder is first on the path
+    from engine import mosaic_image  # benchmarks/engine.py: this script's folder is first on the path
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--size", type=int, default=1536)
@@ -35,7 +35,7 @@ def main() -> None:
     ap.add_argument("--halos", type=int, nargs="+", default=[48, 64, 96, 128, 160, 208])
     args = ap.parse_args()
     loaded = load_model(MODEL)
-    image = test_image(args.size)
+    image = mosaic_image(args.size)
     mean, std = image_stats(image)
     x = torch.from_numpy(((image - mean) / std).astype(np.float32))[None, None]
     with torch.inference_mode():
