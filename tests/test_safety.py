@@ -66,8 +66,9 @@ def test_two_runs_started_together_into_one_folder(responsive_model, user_regist
     for i in range(6):
         _image(tmp_path / "in" / f"img{i}.tif", seed=i, size=160)
     out = tmp_path / "out"
+    # small tiles: many windows per input, so the first run still holds the folder when the second starts
     args = ["batch", "segment", str(tmp_path / "in"), "--out", str(out), "--model", responsive_model,
-            "--log", "quiet"]
+            "--set", "tile=32", "--log", "quiet"]
     env = {**os.environ, "NANOCLASS_HOME": str(user_registry.parent)}
     runs = [subprocess.Popen([sys.executable, "-m", "napari_nanoclass.cli", *args], env=env,
                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
@@ -79,8 +80,8 @@ def test_two_runs_started_together_into_one_folder(responsive_model, user_regist
     for i in range(6):
         stored = json.loads((out / f"img{i}" / "result.json").read_text())
         assert stored["status"] == "ok" and Path(stored["result"]["labels"]).is_file()
-    again = run_batch("segment", [tmp_path / "in"], out, options={"model": responsive_model})
-    assert all(row["skipped"] for row in again.rows)
+    again = run_batch("segment", [tmp_path / "in"], out, options={"model": responsive_model, "tile": 32})
+    assert all(row["skipped"] for row in again.rows)  # the same settings: nothing to redo
     with pytest.raises(OutputError, match="another nanoclass run"):  # while one holds it, in-process too
         from napari_nanoclass.core.outputs import claim
 
