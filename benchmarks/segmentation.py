@@ -2,6 +2,7 @@
 
     python benchmarks/segmentation.py [--seeds 0 1 2] [--rows baseline frem stack stack-frem ...]
         [--epochs 45] [--iters 100] [--batch 16] [--lr 2e-3] [--width 12] [--device cuda]
+        [--jobs 12] [--workers 1] [--threads 1] [--out benchmarks/out/segmentation] [--save-models DIR]
 
 Protocol (``segmentation.data.DROSOPHILA_SPLIT``): train on sections 00-09; the epoch is chosen
 on 10-12 (the best validation mIoU) and the decision offsets are fitted on the training sections;
@@ -14,24 +15,36 @@ Rows (same budget): U-Net + SE (baseline); without the deepest level (shallower)
 channels, X = 250); ``stack``: the baseline with the cross-stack augmentation (scale ±20 %, gamma,
 blur, uneven illumination: ``--augmentation stack`` of ``nanoclass train-seg``); ``stack-frem``:
 both. Each (row, seed) result is cached as JSON in benchmarks/out/segmentation/ (delete to redo),
-so runs resume and parallel processes (one ``--rows``/``--seeds`` each, e.g. on a GPU) share a table.
+so runs resume. ``--jobs`` trains that many (row, seed) runs at once in separate processes (on a
+GPU, a small network leaves the card mostly idle; the crops are made on the CPU), each with
+``--workers`` crop-loading processes and ``--threads`` torch threads. ``--save-models`` keeps each
+run's network (safetensors, decision offsets included) to compare or ship.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
+import torch
 
-from napari_nanoclass.segmentation.data import DROSOPHILA_CLASSES, DROSOPHILA_SPLIT, drosophila_pairs
+from napari_nanoclass.core.progress import Progress
+from napari_nanoclass.models.registry import save_model
+from napari_nanoclass.segmentation.data import (
+    DROSOPHILA_CLASSES,
+    DROSOPHILA_COLOURS,
+    DROSOPHILA_SPLIT,
+    drosophila_pairs,
+)
 from napari_nanoclass.segmentation.train import TrainConfig, evaluate, train
 
 ROOT = Path(__file__).resolve().parent.parent
-OUT = ROOT / "benchmarks" / "out" / "segmentation"
 
 
 def rows(base: TrainConfig, frem_b: int, frem_x: float) -> dict[str, TrainConfig]:
@@ -48,16 +61,21 @@ def rows(base: TrainConfig, frem_b: int, frem_x: float) -> dict[str, TrainConfig
     }
 
 
-def run_one(name: str, config: TrainConfig, seed: int, data: str, device: str | None) -> dict:
+def run_one(name: str, config: TrainConfig, seed: int, data: str, device: str | None, out: Path,
+            workers: int = 0, models: Path | None = None) -> dict:
     """Train one row with one seed, choose on validation, score the test sections once; cached."""
     config = replace(config, seed=seed)
-    cache = OUT / f"{name}-seed{seed}-e{config.epochs}x{config.iters_per_epoch}-w{config.width}.json"
+    run = f"{name}-seed{seed}-e{config.epochs}x{config.iters_per_epoch}-w{config.width}"
+    cache = out / f"{run}.json"
     if cache.exists():
         return json.loads(cache.read_text())
     pairs = {part: drosophila_pairs(data, stems) for part, stems in DROSOPHILA_SPLIT.items()}
     start = time.time()
-    result = train(pairs["train"], pairs["validation"], config, device=device)
+    result = train(pairs["train"], pairs["validation"], config, device=device, workers=workers,
+                   progress=lambda step: _log_epoch(run, start, step))
     seconds = time.time() - start
+    if models is not None:
+        save_model(result.module, result.info, models, filename=f"{run}.safetensors", register=False)
     bias = result.info.logit_bias  # decision offsets fitted on the training sections
     calibrated = result.info.training.get("logit_adjustment", {}).get("val_miou", result.best_miou)
     test = evaluate(result.module, pairs["test"], DROSOPHILA_CLASSES, tile=config.tile, device=device, logit_bias=bias)
@@ -65,9 +83,19 @@ def run_one(name: str, config: TrainConfig, seed: int, data: str, device: str | 
               "best_epoch": max(result.history, key=lambda h: h["val_miou"])["epoch"],
               "val_miou": calibrated, "val_miou_per_epoch": [h["val_miou"] for h in result.history],
               "test_miou": test.miou, "test_iou": dict(zip(DROSOPHILA_CLASSES, map(float, test.iou)))}
-    OUT.mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
     cache.write_text(json.dumps(record, indent=1))
     return record
+
+
+def _log_epoch(run: str, start: float, step: Progress) -> None:
+    if step.metrics and "val_miou" in step.metrics:
+        print(f"[{time.time() - start:6.0f} s] {run}: {step.message}", flush=True)
+
+
+def _threads(threads: int | None) -> None:
+    if threads:
+        torch.set_num_threads(threads)
 
 
 def _spread(values: list[float]) -> str:
@@ -101,8 +129,14 @@ def main() -> None:
     ap.add_argument("--frem-x", type=float, default=250.0)
     ap.add_argument("--rows", nargs="*", default=["baseline", "frem", "stack", "stack-frem"])
     ap.add_argument("--device", default=None)
+    ap.add_argument("--jobs", type=int, default=1, help="(row, seed) runs trained at once, one process each")
+    ap.add_argument("--workers", type=int, default=0, help="crop-loading processes per run")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads per run (default: torch's)")
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "out" / "segmentation"), help="result cache")
+    ap.add_argument("--save-models", default=None, help="folder for each run's model")
     args = ap.parse_args()
-    base = TrainConfig(class_names=DROSOPHILA_CLASSES, width=args.width, depth=4, epochs=args.epochs,
+    base = TrainConfig(name="drosophila-seunet", class_names=DROSOPHILA_CLASSES, class_colours=DROSOPHILA_COLOURS,
+                       pixel_size_nm=4.6, width=args.width, depth=4, epochs=args.epochs,
                        iters_per_epoch=args.iters, batch_size=args.batch, lr=args.lr, patience=args.epochs,
                        tile=1024)
     frem_b = args.frem_b or max(1, round(8 / 512 * base.width * 2**base.depth))
@@ -110,12 +144,15 @@ def main() -> None:
     unknown = set(args.rows) - set(configs)
     if unknown:
         ap.error(f"unknown rows {sorted(unknown)}; choose from {', '.join(configs)}")
+    runs = [(name, configs[name], seed, args.data, args.device, Path(args.out), args.workers,
+             Path(args.save_models) if args.save_models else None) for name in args.rows for seed in args.seeds]
+    pool = ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_threads,
+                               initargs=(args.threads,))
     records = []
-    for name in args.rows:
-        for seed in args.seeds:
-            records.append(run_one(name, configs[name], seed, args.data, args.device))
-            print(f"{name} seed {seed}: test mIoU {records[-1]['test_miou']:.3f} "
-                  f"(validation {records[-1]['val_miou']:.3f}, epoch {records[-1]['best_epoch']})", flush=True)
+    for record in pool.map(run_one, *zip(*runs)):
+        records.append(record)
+        print(f"{record['row']} seed {record['seed']}: test mIoU {record['test_miou']:.3f} (validation "
+              f"{record['val_miou']:.3f}, epoch {record['best_epoch']}, {record['seconds']:.0f} s)", flush=True)
     print(f"\nbudget: {args.epochs} epochs × {args.iters} iterations, batch {args.batch}, lr {args.lr:g}, crop 256, "
           f"width {args.width}, FREM B={frem_b} X={args.frem_x:g}\n")
     print(table(records))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -118,6 +118,37 @@ class CropSampler:
             image = appearance_shift(self.rng, image)
         image, labels = augment(self.rng, image, labels)
         return image, np.ascontiguousarray(labels, dtype=np.int64)
+
+
+class CropStream(torch.utils.data.IterableDataset):
+    """Endless batches of :class:`CropSampler` crops, for loading in worker processes.
+
+    Each worker draws from its own generator, seeded by (seed, start epoch, worker), so a run is
+    reproducible for a given number of workers (not across different numbers of workers).
+    """
+
+    def __init__(self, pairs: Sequence[Pair], config: TrainConfig, start_epoch: int) -> None:
+        self.pairs, self.config, self.start_epoch = list(pairs), config, start_epoch
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        worker = torch.utils.data.get_worker_info()
+        rng = np.random.default_rng([self.config.seed, self.start_epoch, worker.id if worker else 0])
+        sampler = CropSampler(self.pairs, self.config.crop, rng, self.config.augmentation)
+        while True:
+            yield sampler.batch(self.config.batch_size)
+
+
+def _batches(sampler: CropSampler, train: Sequence[Pair], config: TrainConfig, start_epoch: int, workers: int
+             ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Training batches: from ``sampler`` in this process, or from ``workers`` loader processes,
+    which prepare crops while the network trains (the stack augmentation costs more than a
+    small network's step)."""
+    if workers <= 0:
+        while True:
+            yield sampler.batch(config.batch_size)
+    loader = torch.utils.data.DataLoader(CropStream(train, config, start_epoch), batch_size=None,
+                                         num_workers=workers, prefetch_factor=4, persistent_workers=True)
+    yield from loader
 
 
 def holdout_pairs(image: np.ndarray, labels: np.ndarray, name: str) -> tuple[list[Pair], list[Pair]]:
@@ -291,13 +322,14 @@ def model_info(config: TrainConfig, history: list[dict[str, float]],
 
 def train_steps(train: Sequence[Pair], val: Sequence[Pair], config: TrainConfig, *,
                 run_dir: str | Path | None = None, resume: bool = False, register: bool = False,
-                device: str | None = None) -> Steps[TrainResult]:
+                device: str | None = None, workers: int = 0) -> Steps[TrainResult]:
     """Train (or fine-tune) on ``train``, validating mIoU on ``val`` after every epoch.
 
     FREM's channels are redrawn at the start of each epoch. Training stops after ``patience``
     epochs without improvement. With ``config.calibrate`` the best model's decision offsets are
     then fitted on ``train`` (:func:`fit_logit_adjustment`) and its validation mIoU with them is
     recorded as ``adjustment["val_miou"]``. ``register`` saves the best model into the user registry.
+    ``workers`` > 0 prepares the training crops in that many loader processes.
     """
     if register:
         check_name(config.name)  # before the compute, not when saving after it
@@ -321,6 +353,7 @@ def train_steps(train: Sequence[Pair], val: Sequence[Pair], config: TrainConfig,
     if best_path is not None and best_path.exists() and state["epoch"]:
         best_state = load_file(str(best_path))
     sampler = CropSampler(train, config.crop, rng, config.augmentation)
+    stream = _batches(sampler, train, config, state["epoch"], workers)
     total = config.epochs * config.iters_per_epoch
     generator = torch.Generator().manual_seed(config.seed)
     for epoch in range(state["epoch"], config.epochs):
@@ -333,7 +366,7 @@ def train_steps(train: Sequence[Pair], val: Sequence[Pair], config: TrainConfig,
         module.train()
         losses = []
         for it in range(config.iters_per_epoch):
-            x, y = sampler.batch(config.batch_size)
+            x, y = next(stream)
             x, y = x.to(dev), y.to(dev)
             logits, aux = module.forward_with_aux(x)
             loss = F.cross_entropy(logits, y, weight=weights, ignore_index=IGNORE_INDEX)
@@ -365,6 +398,7 @@ def train_steps(train: Sequence[Pair], val: Sequence[Pair], config: TrainConfig,
         if checkpoint is not None:
             _save_checkpoint(checkpoint, module, optimizer, state)
         yield Progress(done, total, f"epoch {epoch + 1}: val mIoU {scores.miou:.3f}", dict(record))
+    stream.close()  # ends the loader processes
     final = _with_state(config, best_state)
     adjustment = None
     if config.calibrate:
