@@ -36,7 +36,13 @@ from napari_nanoclass.homogeneity.train import (
 )
 from napari_nanoclass.models.fibre_cnn import FibreCNN
 from napari_nanoclass.models.registry import LoadedModel, ModelInfo, load_model
-from napari_nanoclass.models.texture_classifier import N_FEATURES, patch_features, region_statistics
+from napari_nanoclass.models.texture_classifier import (
+    N_FEATURES,
+    N_REGION_STATISTICS,
+    TextureClassifier,
+    patch_features,
+    region_statistics,
+)
 
 from .synthetic_fibres import fibres, random_beads
 
@@ -108,6 +114,21 @@ def test_region_statistics_weigh_patches_by_coverage():
     outlier = np.vstack([features, np.full((1, 3), 1e3)])
     np.testing.assert_allclose(region_statistics(outlier, np.r_[np.ones(9), 0.0]), stats)  # weight 0: ignored
     assert region_statistics(outlier, np.r_[np.ones(9), 0.5])[0] > stats[0] + 40  # half a patch: half its pull
+
+
+def test_region_head_pools_whole_patches_and_partial_ones_only_without_them():
+    model = TextureClassifier(2, "morphology", region_head=True)
+    n = N_FEATURES["morphology"]
+    coef = np.zeros((1, N_REGION_STATISTICS * n))
+    coef[0, 0] = 1.0  # the class-1 logit is the region's weighted mean of feature 0
+    model.region_head.set(np.zeros(len(coef[0])), np.ones(len(coef[0])), coef, np.zeros(1))
+    features = np.zeros((5, n))
+    features[4, 0] = 100.0  # a reflect-padded edge patch whose mirror seam looks like a bead
+    whole = np.r_[np.ones(4), 0.5]
+    assert model.region_logits(features, whole)[1] == pytest.approx(0.0)  # the edge patch is left out
+    assert model.region_logits(features)[1] == pytest.approx(20.0)  # no weights: every patch counts
+    # a region narrower than a patch has only partial patches: they are pooled, weighted
+    assert model.region_logits(features, np.r_[np.full(4, 0.5), 0.25])[1] == pytest.approx(100 * 0.25 / 2.25)
 
 
 def test_region_summary_verdict_threshold_and_confidence():

@@ -8,7 +8,8 @@ by the fraction of them inside the image. Aggregation, per view and per image:
 * ``p_nhnf`` — probability that the region is non-homogeneous, from the patches pooled as the
   model was trained (stored in its metadata): mean of patch probabilities for patch-label
   training, log-sum-exp pooling of logits for multiple-instance training, or, for a texture model
-  with a region head, a regression on statistics of the region's patch features;
+  with a region head, a regression on statistics of the features of the region's whole patches
+  (its reflect-padded edge patches only when it has no whole one);
 * ``verdict`` — ``NHNF`` when ``p_nhnf`` ≥ the model's threshold (0.5 unless trained otherwise),
   else ``HNF``; ``confidence`` is the probability of the verdict given;
 * ``nonhomogeneous_fraction`` — area fraction of patches whose own ``p_nhnf`` ≥ 0.5.

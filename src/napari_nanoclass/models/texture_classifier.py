@@ -29,7 +29,8 @@ held out than the texture sets (docs/homogeneity.md).
 Two heads: the *patch* regression gives every patch its class probabilities (the map); the
 optional *region* regression gives a region (a view, an image) its class from statistics of its
 patches' features (:func:`region_statistics`) — the distribution of textures across a micrograph
-says more about its homogeneity than the mean of independent patch verdicts.
+says more about its homogeneity than the mean of independent patch verdicts. It pools the patches
+wholly inside the image (:func:`pooled_patches`), as it was fitted.
 """
 
 from __future__ import annotations
@@ -127,13 +128,25 @@ def patch_features(z: np.ndarray, feature_set: str = "basic") -> np.ndarray:
 def region_statistics(features: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
     """(N, F) patch features → (``N_REGION_STATISTICS`` × F): their weighted mean, standard
     deviation and quartiles. ``weights`` (the part of each patch inside the image) let half-empty
-    edge patches count less; the region head is fitted on whole patches (weights 1)."""
+    edge patches count less where a region has only those (:func:`pooled_patches`)."""
     features = np.asarray(features, np.float64)
     w = np.ones(len(features)) if weights is None else np.asarray(weights, np.float64)
     mean = w @ features / w.sum()
     sd = np.sqrt(w @ (features - mean) ** 2 / w.sum())
     quartiles = np.quantile(features, REGION_QUANTILES, axis=0, weights=w, method="inverted_cdf")
     return np.concatenate([mean, sd, *quartiles])
+
+
+def pooled_patches(features: np.ndarray, weights: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
+    """The (N, F) patch features and (N,) coverage weights a region head pools: the patches wholly
+    inside the image when the region has any, else all of them, weighted. The region head is
+    fitted on the statistics of whole patches only; an edge patch is partly a mirror image
+    (reflect padding), so pooling it gives the head statistics of a kind it never saw. A region
+    narrower than one patch has no whole patch and keeps its partial ones."""
+    if weights is None:
+        return features, None
+    whole = np.asarray(weights) >= 1.0
+    return (features[whole], np.asarray(weights)[whole]) if whole.any() else (features, weights)
 
 
 class _Regression(nn.Module):
@@ -191,6 +204,7 @@ class TextureClassifier(nn.Module):
         """(C,) logits of a region from its (N, F) patch features and (N,) weights."""
         if self.region_head is None:
             raise ValueError("this texture model has no region head; it pools patch probabilities")
+        features, weights = pooled_patches(features, weights)
         return self.region_head(torch.from_numpy(region_statistics(features, weights))).numpy()
 
 
