@@ -3,6 +3,7 @@
     python benchmarks/liposomes_real.py [--pixel-size 0.2 0.3 0.5] [--detector NAME] [--data PATH]
     python benchmarks/liposomes_real.py --sweep liposome-detector liposome-detector-fine   # post-processing
     python benchmarks/liposomes_real.py --finetune 5 10 20 [--seeds 3]   # adapting to corrected objects
+    python benchmarks/liposomes_real.py --resample 0.4 1.0 2.0 [--detector NAME]   # other magnifications
 
 The micrograph is ``../shared/data/cryoem-vesicles/vesicles_01.tif`` (2217², about 0.2 nm/px; not
 in the repository). Its annotation, ``benchmarks/data/vesicles_01_annotation.csv``, is one circle
@@ -18,6 +19,10 @@ Matching: each detected object's bounding box against each annotated circle's bo
 neither way, and a ``probable`` vesicle left unmatched is not a miss. Reported per pixel size
 given to the analysis, for the whole micrograph and for its left and right halves (by the
 vesicle's centre; the halves are the fine-tuning split).
+
+``--resample`` records the micrograph again at coarser pixel sizes (area-averaged, as a detector
+with bigger pixels integrates), gives the analysis each true pixel size and scales the annotation
+with it: the same vesicles as a lower magnification would show them.
 """
 
 from __future__ import annotations
@@ -149,6 +154,19 @@ def finetune(image: object, truth: list[dict], counts: list[int], seeds: int, pi
         print(f"{n:3d} objects: right half F1 {np.mean(f1s):.3f} ± {np.std(f1s):.3f} over {seeds} seeds")
 
 
+def resampled(image: object, truth: list[dict], pixel_size: float, native: float) -> tuple[object, list[dict]]:
+    """The micrograph and its annotation as recorded at ``pixel_size`` nm/px instead of ``native``."""
+    from skimage.transform import rescale
+
+    from napari_nanoclass.io.images import Image
+
+    factor = native / pixel_size
+    data = rescale(np.asarray(image.data, np.float32), factor, order=1, anti_aliasing=factor < 1, preserve_range=True)
+    scaled = [{**t, "y": (t["y"] + 0.5) * factor - 0.5, "x": (t["x"] + 0.5) * factor - 0.5, "r": t["r"] * factor}
+              for t in truth]
+    return Image(data.astype(np.float32), name=f"{image.name} at {pixel_size:g} nm/px"), scaled
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--pixel-size", type=float, nargs="+", default=[0.2])
@@ -161,6 +179,9 @@ def main() -> None:
     ap.add_argument("--finetune", nargs="+", type=int, metavar="N",
                     help="fine-tune on N corrected vesicles of the left half, score the right half, instead")
     ap.add_argument("--seeds", type=int, default=3, help="random draws of the N vesicles (--finetune)")
+    ap.add_argument("--resample", nargs="+", type=float, metavar="NM",
+                    help="record the micrograph again at these pixel sizes (from the first --pixel-size, its own) "
+                         "and give the analysis each true pixel size, instead")
     args = ap.parse_args()
 
     from napari_nanoclass import analyse_liposomes, read_image
@@ -173,8 +194,12 @@ def main() -> None:
     if args.finetune:
         finetune(image, truth, args.finetune, args.seeds, args.pixel_size[0])
         return
+    if args.resample:
+        runs = [(nm, *resampled(image, truth, nm, args.pixel_size[0])) for nm in args.resample]
+    else:
+        runs = [(nm, image, truth) for nm in args.pixel_size]
     results = []
-    for pixel_size in args.pixel_size:
+    for pixel_size, image, truth in runs:
         start = time.perf_counter()
         found = analyse_liposomes(image, pixel_size, detector=args.detector)
         seconds = time.perf_counter() - start

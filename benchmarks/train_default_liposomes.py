@@ -4,11 +4,15 @@ LipNet-4 per problem (lamellarity, encapsulation).
 
     python benchmarks/train_default_liposomes.py [--only detector|fine-detector|classifiers] [--fields 160]
         [--classifier-fields 960] [--problems lamellarity encapsulation] [--feature-input]
+        [--fine-recorded MIN MAX] [--fine-native-share S] [--fine-diameter MIN MAX] [--fine-out DIR]
 
 The fine detector (``liposome-detector-fine``, for images at 1 nm/px or finer) goes on from the
 standard detector's weights on fields simulated at 1 nm/px with vesicles 20–150 nm across and a
 wider defocus range (0.5–5 µm); its post-processing (opening, solidity, rim) was chosen on the
 left half of the real development micrograph (benchmarks/liposomes_real.py) and is stored with it.
+``--fine-recorded`` / ``--fine-native-share`` train it instead on fields recorded at coarser pixel
+sizes and resampled to 1 nm/px as the analysis resamples a user's image (candidates compared in
+docs/liposomes.md; not the shipped recipe); ``--fine-out`` writes it elsewhere than the package.
 
 Classifiers are pre-trained on fields at the balanced class mix (every class well represented),
 with oversampling and augmentation; their cross-validated figures at both mixes and the detector's
@@ -22,6 +26,8 @@ import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
+
+import numpy as np
 
 from napari_nanoclass.liposomes import DEFAULT_CLASSIFIERS, DEFAULT_DETECTOR, FINE_DETECTOR
 from napari_nanoclass.liposomes.simulator import BALANCED_MIX, STUDY_MIX, SimulationConfig, simulate_field
@@ -74,25 +80,43 @@ def train_detector(n_fields: int, epochs: int, windowed_from_shipped: bool) -> N
 FINE_POSTPROCESS = {"smoothing": 0.5, "min_solidity": 0.8, "min_rim_boundary": 0.3}
 
 
-def train_fine_detector(n_fields: int, epochs: int) -> None:
-    simulation = SimulationConfig(pixel_size_nm=1.0, diameter_nm=(20.0, 150.0), defocus_nm=(500.0, 5000.0),
-                                  objects=(8, 20), mix=STUDY_MIX)
-    train_pairs = detector_pairs([simulate_field(simulation, TRAIN_SEED + i) for i in range(n_fields)])
-    val_pairs = detector_pairs([simulate_field(simulation, VAL_SEED + i) for i in range(8)])
+def fine_fields(n_fields: int, first_seed: int, recorded_nm: tuple[float, float], diameter_nm: tuple[float, float],
+                native_share: float = 0.0) -> list:
+    """Fields for the fine detector: ``native_share`` of them recorded at 1 nm/px, the others at a
+    pixel size log-uniform in ``recorded_nm`` (sized so that each spans about 512 px at 1 nm/px
+    once resampled); vesicles ``diameter_nm`` across."""
+    fields = []
+    for i in range(n_fields):
+        rng = np.random.default_rng([first_seed, i])
+        native = rng.random() < native_share
+        pixel = 1.0 if native else float(np.exp(rng.uniform(*np.log(recorded_nm))))
+        side = int(round(512 / pixel))
+        simulation = SimulationConfig(shape=(side, side), pixel_size_nm=pixel, diameter_nm=diameter_nm,
+                                      defocus_nm=(500.0, 5000.0), objects=(8, 20), mix=STUDY_MIX)
+        fields.append(simulate_field(simulation, first_seed + i))
+    return fields
+
+
+def train_fine_detector(n_fields: int, epochs: int, recorded_nm: tuple[float, float] = (1.0, 1.0),
+                        diameter_nm: tuple[float, float] = (20.0, 150.0), native_share: float = 0.0,
+                        directory: Path = PACKAGE_DIR) -> None:
+    train_pairs = detector_pairs(fine_fields(n_fields, TRAIN_SEED, recorded_nm, diameter_nm, native_share),
+                                 working_px=1.0)
+    val_pairs = detector_pairs(fine_fields(8, VAL_SEED, recorded_nm, diameter_nm, native_share), working_px=1.0)
     config = TrainConfig(name=FINE_DETECTOR, class_names=DETECTOR_CLASSES, class_colours=DETECTOR_COLOURS,
                          width=8, depth=3, se_window=5, crop=256, batch_size=4, epochs=epochs, iters_per_epoch=50,
-                         init_from=DEFAULT_DETECTOR, lr=1e-3, patience=epochs, tile=512,
-                         pixel_size_nm=simulation.pixel_size_nm)
+                         init_from=DEFAULT_DETECTOR, lr=1e-3, patience=epochs, tile=512, pixel_size_nm=1.0)
     start = time.perf_counter()
     result = train(train_pairs, val_pairs, config, progress=True)
+    recorded = f"{recorded_nm[0]:g}–{recorded_nm[1]:g}" if recorded_nm[0] != recorded_nm[1] else f"{recorded_nm[0]:g}"
     info = replace(result.info, description=(
         "Liposome detector for high-magnification images (SE U-Net, background / liposome / boundary) fine-tuned "
-        f"from {DEFAULT_DETECTOR} on simulated cryo-TEM fields at {simulation.pixel_size_nm} nm/px with vesicles "
-        f"20–150 nm; best validation mIoU {result.best_miou:.4f}"),
+        f"from {DEFAULT_DETECTOR} on simulated cryo-TEM fields recorded at {recorded} nm/px, seen at 1 nm/px, "
+        f"with vesicles {diameter_nm[0]:g}–{diameter_nm[1]:g} nm; best validation mIoU {result.best_miou:.4f}"),
         training=dict(result.info.training, postprocess=FINE_POSTPROCESS,
-                      fields={"pixel_size_nm": 1.0, "diameter_nm": [20, 150], "first_seed": TRAIN_SEED,
-                              "count": n_fields}))
-    save_model(result.module, info, PACKAGE_DIR)
+                      fields={"recorded_nm": list(recorded_nm), "native_share": native_share, "working_nm": 1.0, "diameter_nm": list(diameter_nm),
+                              "first_seed": TRAIN_SEED, "count": n_fields}))
+    save_model(result.module, info, directory, register=directory == PACKAGE_DIR)
     print(f"fine detector: best val mIoU {result.best_miou:.4f} in {time.perf_counter() - start:.0f} s")
 
 
@@ -127,6 +151,11 @@ def main() -> None:
     ap.add_argument("--detector-epochs", type=int, default=12)
     ap.add_argument("--fine-fields", type=int, default=80, help="simulated 512² fields at 1 nm/px")
     ap.add_argument("--fine-epochs", type=int, default=10)
+    ap.add_argument("--fine-recorded", type=float, nargs=2, default=[1.0, 1.0], metavar=("MIN", "MAX"),
+                    help="pixel sizes (nm) the fine detector's fields are recorded at, before 1 nm/px")
+    ap.add_argument("--fine-diameter", type=float, nargs=2, default=[20.0, 150.0], metavar=("MIN", "MAX"))
+    ap.add_argument("--fine-native-share", type=float, default=0.0, help="share of fields recorded at 1 nm/px")
+    ap.add_argument("--fine-out", type=Path, default=PACKAGE_DIR, help="where to write the fine detector")
     ap.add_argument("--classifier-fields", type=int, default=960, help="simulated 512² fields for the classifiers")
     ap.add_argument("--classifier-epochs", type=int, default=25)
     ap.add_argument("--problems", nargs="+", choices=list(DEFAULT_CLASSIFIERS), default=list(DEFAULT_CLASSIFIERS),
@@ -139,7 +168,8 @@ def main() -> None:
     if args.only in (None, "detector"):
         train_detector(args.fields, args.detector_epochs, args.continue_detector)
     if args.only in (None, "fine-detector"):
-        train_fine_detector(args.fine_fields, args.fine_epochs)
+        train_fine_detector(args.fine_fields, args.fine_epochs, tuple(args.fine_recorded), tuple(args.fine_diameter),
+                            args.fine_native_share, args.fine_out)
     if args.only in (None, "classifiers"):
         train_classifiers(args.classifier_fields, args.classifier_epochs, args.problems, args.feature_input)
 

@@ -21,6 +21,7 @@ from napari_nanoclass.liposomes.predict import (
     analyse,
     instances_from_probabilities,
     summarise,
+    working_image,
 )
 from napari_nanoclass.liposomes.simulator import (
     BALANCED_MIX,
@@ -39,6 +40,7 @@ from napari_nanoclass.liposomes.train import (
     choose_decision,
     cross_validate,
     detection_target,
+    detector_pairs,
     object_probabilities,
     objects_from_fields,
     predict_objects,
@@ -590,3 +592,16 @@ def test_a_run_names_the_detectors_it_may_use():
     assert LiposomeFiles.model_names({"pixel_size_nm": 0.2})["detector"] == FINE_DETECTOR
     assert "fine_detector" not in LiposomeFiles.model_names({"pixel_size_nm": 2.5})
     assert LiposomeFiles.model_names({"detector": "mine"})["detector"] == "mine"
+
+
+def test_detector_pairs_bring_coarse_fields_to_the_working_scale_as_the_analysis_does():
+    field = simulate_field(SimulationConfig(shape=(96, 96), pixel_size_nm=2.0, diameter_nm=(30, 60), objects=(2, 3)),
+                           seed=3)
+    (native,) = detector_pairs([field])
+    (working,) = detector_pairs([field], working_px=1.0)
+    assert native.image.shape == (96, 96) and working.image.shape == (192, 192)  # 2 nm/px seen at 1 nm/px
+    expected, _ = working_image(field.image, 2.0, 1.0)
+    np.testing.assert_allclose(working.image, expected)  # the analysis' own resampling and normalisation
+    assert working.labels.shape == working.image.shape and set(np.unique(working.labels)) == {0, 1, 2}
+    # objects cover the same share of the field at either scale (their boundary band is thinner at 1 nm/px)
+    assert (working.labels > 0).mean() == pytest.approx((native.labels > 0).mean(), rel=0.1)

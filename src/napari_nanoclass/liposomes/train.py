@@ -78,9 +78,21 @@ def detection_target(labels: np.ndarray, boundary_px: int = 2) -> np.ndarray:
     return target
 
 
-def detector_pairs(fields: Sequence[Field]) -> list[Pair]:
-    """Training pairs for :func:`training.train_steps` from simulated fields."""
-    return [Pair(f.image, detection_target(f.labels), f"field {i}") for i, f in enumerate(fields)]
+def detector_pairs(fields: Sequence[Field], working_px: float | None = None) -> list[Pair]:
+    """Training pairs for :func:`training.train_steps` from simulated fields.
+
+    With ``working_px`` every field is first brought to that pixel size exactly as the analysis
+    brings a user's image to its detector (:func:`working_image`), so a detector can learn what
+    fields recorded at coarser pixels look like once resampled (smooth, with blob-like noise).
+    """
+    pairs = []
+    for i, f in enumerate(fields):
+        image, labels = f.image, f.labels
+        if working_px is not None:
+            image, _ = working_image(f.image, f.pixel_size_nm, working_px)
+            labels = labels_at(f.labels, image.shape)
+        pairs.append(Pair(image, detection_target(labels), f"field {i}"))
+    return pairs
 
 
 # fine-tuning on corrections: chosen on the left half of the real development micrograph, scored only on
