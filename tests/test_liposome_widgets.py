@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from scipy import ndimage as ndi
 
 from napari_nanoclass._napari.liposomes import LiposomeWidget
 from napari_nanoclass._napari.samples import liposome_field
@@ -156,3 +157,37 @@ def test_rerunning_keeps_the_earlier_result_layer(viewer, tiny_liposome_models):
     assert viewer.layers["cryo liposomes"] is not first
     assert "earlier result kept as 'cryo liposomes (previous)'" in widget.runner.status.value
     assert not widget.correction.undo_button.enabled  # an undo would now act on the kept layer
+
+
+def test_detector_retrains_on_the_objects_drawn_redrawn_or_confirmed(viewer, tiny_liposome_models, monkeypatch):
+    from napari_nanoclass._napari import liposomes as panel_module
+
+    field = simulate_field(SimulationConfig(shape=(160, 160), objects=(4, 6), diameter_nm=(40, 120)), seed=11)
+    viewer.add_image(field.image, name="cryo", metadata={"pixel_size_nm": 2.5})
+    viewer.add_labels(field.labels, name="mine")
+    widget = _widget(viewer, tiny_liposome_models)
+    widget.objects.value = viewer.layers["mine"]
+    widget.run_button.clicked.emit()
+    layer = viewer.layers["cryo liposomes"]
+    panel = widget.correction
+    panel.detector_button.clicked.emit()  # nothing corrected yet: the detector's own objects never teach it
+    assert "no object drawn, redrawn or confirmed" in str(widget.runner.last_error)
+
+    widget.runner.last_error = None
+    data = layer.data
+    empty = next((y, x) for y in range(0, 150, 5) for x in range(0, 150, 5) if not data[y:y + 10, x:x + 10].any())
+    data[empty[0]:empty[0] + 10, empty[1]:empty[1] + 10] = 99  # a missed liposome painted with a new label
+    data[(data == 3) & ~ndi.binary_erosion(data == 3)] = 0  # object 3 redrawn one pixel smaller
+    layer.data = data
+    panel.object_label.value = 1
+    panel.set_button.clicked.emit()  # object 1 confirmed as it is
+    seen = []
+    real = panel_module.correction_pairs
+    monkeypatch.setattr(panel_module, "correction_pairs",
+                        lambda *args, objects, **kwargs: seen.extend(objects) or real(*args, objects=objects, **kwargs))
+    panel.detector_button.clicked.emit()
+    assert widget.runner.last_error is None, widget.runner.last_error
+    assert sorted(seen) == [1, 3, 99]
+    assert "tiny-detector-finetuned" in {m.name for m in list_models()}
+    assert widget.detector.value == "tiny-detector-finetuned"  # selected for the next run
+    assert "3 corrected objects" in widget.runner.status.value and "selected for the next run" in widget.runner.status.value

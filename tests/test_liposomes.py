@@ -38,9 +38,11 @@ from napari_nanoclass.liposomes.train import (
     _smote,
     balanced_accuracy,
     choose_decision,
+    corrected_objects,
     cross_validate,
     detection_target,
     detector_pairs,
+    mask_signatures,
     object_probabilities,
     objects_from_fields,
     predict_objects,
@@ -605,3 +607,20 @@ def test_detector_pairs_bring_coarse_fields_to_the_working_scale_as_the_analysis
     assert working.labels.shape == working.image.shape and set(np.unique(working.labels)) == {0, 1, 2}
     # objects cover the same share of the field at either scale (their boundary band is thinner at 1 nm/px)
     assert (working.labels > 0).mean() == pytest.approx((native.labels > 0).mean(), rel=0.1)
+
+
+def test_corrected_objects_are_those_drawn_redrawn_or_confirmed():
+    labels = np.zeros((40, 40), np.int32)
+    labels[2:8, 2:8], labels[12:20, 12:20], labels[25:30, 25:30], labels[2:6, 30:36] = 1, 2, 3, 4
+    detected = mask_signatures(labels)
+    assert sorted(detected) == [1, 2, 3, 4] and len(set(detected.values())) == 4
+    assert corrected_objects(labels, detected) == []  # the detection as it was: nothing to learn from
+    edited = labels.copy()
+    edited[20, 12:20] = 2  # object 2 redrawn one row taller
+    edited[edited == 4] = 0  # object 4 erased: nothing to learn from it as an object
+    edited[33:38, 2:7] = 7  # a missed object drawn
+    assert corrected_objects(edited, detected, confirmed=[3]) == [2, 3, 7]
+    moved = labels.copy()
+    moved[moved == 1] = 0
+    moved[3:9, 2:8] = 1  # same shape, one pixel lower: redrawn too
+    assert corrected_objects(moved, detected) == [1]

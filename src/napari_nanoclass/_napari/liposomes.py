@@ -6,7 +6,9 @@ in a Labels layer whose ``features`` table holds one row per liposome (classes, 
 diameter) and whose colours show the chosen problem's classes; the dock shows the population
 summary and a size histogram. Correcting is done on that layer: paint or erase objects with
 napari's tools, set an object's classes here, then "Re-analyse" (classify the corrected
-instances) or "Retrain" (fine-tune both classifiers on the corrected objects).
+instances), "Retrain classifiers" (fine-tune both classifiers on the objects whose classes were
+set by hand) or "Retrain detector" (fine-tune the detector on the objects drawn, redrawn or
+confirmed by hand).
 """
 
 from __future__ import annotations
@@ -27,18 +29,24 @@ from napari_nanoclass.liposomes import (
     FINE_BELOW_NM,
     FINE_DETECTOR,
     PROBLEMS,
+    default_detector,
 )
 from napari_nanoclass.liposomes.predict import LiposomeResult, analyse_steps, class_colours, summarise
 from napari_nanoclass.liposomes.train import (
     ClassifierConfig,
     ClassifierResult,
+    corrected_objects,
+    correction_pairs,
+    finetune_detector_steps,
+    mask_signatures,
     train_classifier_steps,
     training_objects,
 )
-from napari_nanoclass.models.registry import list_models
+from napari_nanoclass.models.registry import LoadedModel, list_models
 
 DETECT = "(detect)"
 REVIEWED = "reviewed"  # features column: the object's classes were set or confirmed by hand
+DETECTED = "mask_signatures"  # layer metadata: each object's pixels as the analysis gave them
 
 
 AUTO = f"(auto: {FINE_DETECTOR} at ≤ {FINE_BELOW_NM:g} nm/px, else {DEFAULT_DETECTOR})"
@@ -129,7 +137,8 @@ class LiposomeWidget(ViewerWidget):
                                         scale=source.scale, translate=source.translate)
         label_box = self.correction.object_label
         target.events.selected_label.connect(lambda _e: setattr(label_box, "value", max(target.selected_label, 1)))
-        target.metadata.update(summary=result.summary, pixel_size_nm=result.pixel_size_nm, models=result.models)
+        target.metadata.update(summary=result.summary, pixel_size_nm=result.pixel_size_nm, models=result.models,
+                               **{DETECTED: mask_signatures(result.labels)})
         self.correction.forget_undo()
         self.show_summary(result.summary)
         self.runner.status.value = f"done: {result.summary['n_objects']} liposomes" + kept_note(kept)
@@ -208,14 +217,20 @@ class _CorrectionPanel(Container):
                                       tooltip="restore the classes and summary before the last 'Set classes'")
         self._undo: tuple[Any, Any] | None = None  # (layer, its features before the last "Set classes")
         self.suffix = LineEdit(label="save retrained as", value="-finetuned")
-        self.epochs = SpinBox(label="retrain epochs", value=10, min=1, max=500)
+        self.epochs = SpinBox(label="retrain epochs", value=10, min=1, max=500,
+                              tooltip="epochs for retraining the classifiers (the detector's fine-tuning keeps "
+                                      "its own short schedule)")
         self.retrain_button = PushButton(text="Retrain classifiers on this layer")
+        self.detector_button = PushButton(
+            text="Retrain detector on corrected objects",
+            tooltip="fine-tune the detector on the objects you painted, redrew or confirmed ('Set classes'); "
+                    "the others are the detector's own guesses and are left out")
         super().__init__(widgets=[self.object_label, *self.classes.values(), self.set_button, self.undo_button,
-                                  self.suffix, self.epochs,
-                                  self.retrain_button])
+                                  self.suffix, self.epochs, self.retrain_button, self.detector_button])
         self.set_button.changed.connect(self.set_classes)
         self.undo_button.changed.connect(self.undo)
         self.retrain_button.changed.connect(self.retrain)
+        self.detector_button.changed.connect(self.retrain_detector)
 
     def set_classes(self) -> None:
         layer = self.owner.result_layer()
@@ -286,6 +301,38 @@ class _CorrectionPanel(Container):
                                     patience=self.epochs.value) for p in trainable]
         owner.runner.start(_retrain(objects_for, configs), self.retrained)
 
+    def retrain_detector(self) -> None:
+        """Fine-tune the detector on the objects drawn, redrawn or confirmed in the result layer
+        (core: :func:`corrected_objects`, :func:`correction_pairs`, :func:`finetune_detector_steps`)."""
+        owner = self.owner
+        layer, image = owner.result_layer(), owner.image.value
+        if layer is None:
+            owner.runner.on_error(ValueError("run the analysis and correct the liposome layer first"))
+            return
+        features = layer.features
+        confirmed = features.loc[features[REVIEWED].astype(bool), "index"] if REVIEWED in features else []
+        labels = np.asarray(layer.data)
+        # a layer opened from saved results has no record of the detection: only confirmed objects count
+        detected = layer.metadata.get(DETECTED, mask_signatures(labels))
+        objects = corrected_objects(labels, detected, confirmed)
+        if not objects:
+            owner.runner.on_error(ValueError("no object drawn, redrawn or confirmed in "
+                                             f"{layer.name!r}: paint missed liposomes with a new label, correct "
+                                             "outlines, or confirm objects with 'Set classes' first"))
+            return
+        pixel_size = owner.pixel_size.value
+        base = owner.detector.value or default_detector(pixel_size)
+        name = f"{base}{self.suffix.value}"
+        data = np.asarray(base_data(image))
+        owner.runner.start(_retrain_detector(data, labels, objects, pixel_size, base, name), self.detector_retrained)
+
+    def detector_retrained(self, model: LoadedModel) -> None:
+        self.owner.reset_choices()
+        self.owner.detector.value = model.info.name
+        count = model.info.training["objects"]
+        self.owner.runner.status.value = (f"saved {model.info.name} ({count} corrected object{'s' * (count != 1)}), "
+                                          "selected for the next run")
+
     def retrained(self, results: list[ClassifierResult]) -> None:
         self.owner.reset_choices()
         for result in results:
@@ -304,3 +351,11 @@ def _retrain(objects_for: Callable[[str], Any], configs: list[ClassifierConfig])
                                    f"retraining {config.problem}")
         results.append(result)
     return results
+
+
+def _retrain_detector(data: np.ndarray, labels: np.ndarray, objects: list[int], pixel_size: float, base: str,
+                      name: str) -> Steps[LoadedModel]:
+    """Build the corrected objects' training squares and fine-tune ``base`` on them, as one job."""
+    yield Progress(0, 1, f"preparing {len(objects)} corrected objects")
+    pairs = correction_pairs(data, labels, pixel_size, base, objects=objects)
+    return (yield from finetune_detector_steps(pairs, name, base, pixel_size_nm=pixel_size, register=True))

@@ -24,9 +24,10 @@ images (:func:`choose_decision`) and stored with the model; :func:`models.lipnet
 
 from __future__ import annotations
 
+import hashlib
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -131,6 +132,31 @@ def correction_pairs(image: np.ndarray, labels: np.ndarray, pixel_size_nm: float
     if not pairs:
         raise ValueError(f"none of the objects {sorted(wanted)} is in the labels")
     return pairs
+
+
+def mask_signatures(labels: np.ndarray) -> dict[int, str]:
+    """A short digest of each object's pixels (label → hex). Taken when the analysis hands out its
+    labels, it tells later which objects a user redrew: their digest no longer matches."""
+    labels = np.asarray(labels)
+    signatures = {}
+    for label, box in enumerate(ndi.find_objects(labels), 1):
+        if box is None:
+            continue
+        digest = hashlib.blake2b(digest_size=8)
+        digest.update(np.asarray([(b.start, b.stop) for b in box], np.int64).tobytes())
+        digest.update(np.packbits(labels[box] == label).tobytes())
+        signatures[label] = digest.hexdigest()
+    return signatures
+
+
+def corrected_objects(labels: np.ndarray, detected: Mapping[int, str], confirmed: Iterable[int] = ()) -> list[int]:
+    """The objects of ``labels`` a user drew, redrew or confirmed: labels the detection did not have,
+    objects whose pixels differ from the detection's (``detected``: :func:`mask_signatures` of the
+    analysis' labels), and the ``confirmed`` ones. The rest are the detector's own guesses, which
+    must not teach it (they would only confirm its mistakes)."""
+    confirmed = set(int(c) for c in confirmed)
+    return sorted(label for label, signature in mask_signatures(labels).items()
+                  if label in confirmed or detected.get(label) != signature)
 
 
 def finetune_detector_steps(pairs: Sequence[Pair], name: str, detector: str | LoadedModel | None = None,
