@@ -226,10 +226,25 @@ def _rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(fh))
 
 
+def _columns(rows: list[dict[str, str]]) -> dict[str, list[Any]]:
+    """A CSV table as columns, numbers as numbers (a features table to sort, plot and compute with)."""
+    columns: dict[str, list[Any]] = {}
+    for key in rows[0] if rows else []:
+        values = [r[key] for r in rows]
+        for kind in (int, float):
+            try:
+                values = [kind(v) for v in values]
+                break
+            except ValueError:
+                continue
+        columns[key] = values
+    return columns
+
+
 def segmentation_layers(folder: Path, stem: str, result: dict[str, Any]) -> list[LayerData]:
     labels = _output(folder, f"{stem}_labels")
     table = _rows(folder / f"{stem}_classes.csv")
-    meta: dict[str, Any] = {"name": f"{stem} labels", "features": {k: [r[k] for r in table] for k in table[0]},
+    meta: dict[str, Any] = {"name": f"{stem} labels", "features": _columns(table),
                             "metadata": {"model": result.get("model"), "class_names": [r["class"] for r in table]}}
     colours = _class_colours(result.get("model"))
     if colours:
@@ -271,7 +286,7 @@ def liposome_layers(folder: Path, stem: str, result: dict[str, Any]) -> list[Lay
     labels = _output(folder, f"{stem}_labels")
     rows = [r for r in _rows(folder / "objects.csv") if r["image"] == stem] if (folder / "objects.csv").is_file() else []
     features: dict[str, list[Any]] = {"index": [int(r["label"]) for r in rows]}
-    for column in OBJECT_COLUMNS[2:]:
+    for column in (c for c in OBJECT_COLUMNS[2:] if not rows or c in rows[0]):  # older tables lack some
         features[column] = [r[column] if column in ("lamellarity", "encapsulation") else float(r[column])
                             for r in rows]
     meta = {"name": f"{stem} liposomes", "features": features,
