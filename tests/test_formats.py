@@ -29,7 +29,10 @@ def _mrc(path, data, voxel_angstrom):
 
 def _rsciio_signal(data, scale, units):
     axes = [{"size": n, "scale": scale, "units": units, "name": a, "navigate": False, "offset": 0.0}
-            for a, n in zip("yx", data.shape)]
+            for a, n in zip("yx", data.shape[-2:])]
+    if data.ndim == 3:  # a series of images: the first axis navigates
+        axes.insert(0, {"size": data.shape[0], "scale": 1.0, "units": "s", "name": "time", "navigate": True,
+                        "offset": 0.0})
     return {"data": data, "axes": axes, "metadata": {"General": {"title": "HAADF"}, "Signal": {"signal_type": ""}},
             "original_metadata": {}}
 
@@ -58,6 +61,9 @@ WRITERS = {
                       "tiff resolution tag"),
     "emd (rsciio)": (lambda p: __import__("rsciio.emd", fromlist=["x"]).file_writer(
         str(p / "b.emd"), _rsciio_signal(IMG, 1.2, "nm")) or p / "b.emd", 1.2, "EMD calibration (HAADF)"),
+    "emd µm series (rsciio)": (lambda p: __import__("rsciio.emd", fromlist=["x"]).file_writer(
+        str(p / "series.emd"), _rsciio_signal(np.stack([IMG] * 3), 0.0006, "µm")) or p / "series.emd", 0.6,
+        "EMD calibration (HAADF)"),
     "tiff (rsciio)": (lambda p: __import__("rsciio.tiff", fromlist=["x"]).file_writer(
         str(p / "r.tif"), _rsciio_signal(IMG, 0.0042, "µm")) or p / "r.tif", 4.2, "tiff ImageJ tag"),
     "ome-zarr (ome-zarr-py)": (lambda p: _ome_zarr_micrometres(p / "z.ome.zarr", IMG, 0.0031), 3.1,
@@ -69,7 +75,7 @@ WRITERS = {
 def test_files_written_by_their_libraries_are_read_with_their_pixel_size(tmp_path, kind):
     write, size_nm, source = WRITERS[kind]
     image = read_image(write(tmp_path))
-    expected = np.stack([IMG] * 3) if kind == "mrcs stack" else IMG
+    expected = np.stack([IMG] * 3) if "stack" in kind or "series" in kind else IMG
     np.testing.assert_array_equal(np.asarray(image.data), expected)
     assert image.pixel_size_nm == pytest.approx(size_nm, rel=1e-6) and image.pixel_size_source == source
 
