@@ -29,7 +29,10 @@ def _mrc(path, data, voxel_angstrom):
 
 def _rsciio_signal(data, scale, units):
     axes = [{"size": n, "scale": scale, "units": units, "name": a, "navigate": False, "offset": 0.0}
-            for a, n in zip("yx", data.shape)]
+            for a, n in zip("yx", data.shape[-2:])]
+    if data.ndim == 3:  # a series of images: the first axis navigates
+        axes.insert(0, {"size": data.shape[0], "scale": 1.0, "units": "s", "name": "time", "navigate": True,
+                        "offset": 0.0})
     return {"data": data, "axes": axes, "metadata": {"General": {"title": "HAADF"}, "Signal": {"signal_type": ""}},
             "original_metadata": {}}
 
@@ -58,6 +61,9 @@ WRITERS = {
                       "tiff resolution tag"),
     "emd (rsciio)": (lambda p: __import__("rsciio.emd", fromlist=["x"]).file_writer(
         str(p / "b.emd"), _rsciio_signal(IMG, 1.2, "nm")) or p / "b.emd", 1.2, "EMD calibration (HAADF)"),
+    "emd µm series (rsciio)": (lambda p: __import__("rsciio.emd", fromlist=["x"]).file_writer(
+        str(p / "series.emd"), _rsciio_signal(np.stack([IMG] * 3), 0.0006, "µm")) or p / "series.emd", 0.6,
+        "EMD calibration (HAADF)"),
     "tiff (rsciio)": (lambda p: __import__("rsciio.tiff", fromlist=["x"]).file_writer(
         str(p / "r.tif"), _rsciio_signal(IMG, 0.0042, "µm")) or p / "r.tif", 4.2, "tiff ImageJ tag"),
     "ome-zarr (ome-zarr-py)": (lambda p: _ome_zarr_micrometres(p / "z.ome.zarr", IMG, 0.0031), 3.1,
@@ -69,7 +75,7 @@ WRITERS = {
 def test_files_written_by_their_libraries_are_read_with_their_pixel_size(tmp_path, kind):
     write, size_nm, source = WRITERS[kind]
     image = read_image(write(tmp_path))
-    expected = np.stack([IMG] * 3) if kind == "mrcs stack" else IMG
+    expected = np.stack([IMG] * 3) if "stack" in kind or "series" in kind else IMG
     np.testing.assert_array_equal(np.asarray(image.data), expected)
     assert image.pixel_size_nm == pytest.approx(size_nm, rel=1e-6) and image.pixel_size_source == source
 
@@ -176,6 +182,42 @@ def test_liposomes_take_the_mrc_header_pixel_size_and_an_option_wins_with_a_warn
     assert (row["pixel_size_nm"], row["pixel_size_source"]) == ("2.0", "option --pixel-size")
 
 
+def _unitless(columns, lengths=("centroid", "centre", "diameter", "width", "height", "area", "y0", "x0")):
+    """Columns that hold a length or an area but do not say in what."""
+    return [c for c in columns if any(c.startswith(k) for k in lengths) and not c.endswith(("_px", "_nm", "_nm2"))]
+
+
+def test_liposome_objects_name_their_units_and_centroids_are_where_the_labels_are(tmp_path):
+    import csv
+
+    from skimage.measure import regionprops
+
+    torch.set_num_threads(1)
+    cryo = _cryo_mrc(tmp_path / "cryo.mrc", voxel_angstrom=20.0)  # the file says 2 nm/px
+    assert main(["liposomes", str(cryo), "--out", str(tmp_path / "a"), "--quiet"]) == 0
+    reader = csv.DictReader(open(tmp_path / "a" / "objects.csv"))
+    rows = {int(r["label"]): r for r in reader}
+    assert rows and not _unitless(reader.fieldnames), reader.fieldnames
+    labels, _ = read_output_calibrated(tmp_path / "a" / "cryo_labels.tif")
+    for region in regionprops(np.asarray(labels)):
+        row = rows[region.label]
+        y_px, x_px = float(row["centroid_y_px"]), float(row["centroid_x_px"])
+        assert (y_px, x_px) == pytest.approx(region.centroid, abs=2.0)  # input pixels, not working ones
+        assert (float(row["centroid_y_nm"]), float(row["centroid_x_nm"])) == pytest.approx((2 * y_px, 2 * x_px),
+                                                                                           abs=0.02)
+
+
+def test_simulated_fields_carry_their_pixel_size_and_name_their_units(tmp_path):
+    import csv
+
+    assert main(["simulate-liposomes", "--out", str(tmp_path), "--n", "1", "--size", "128"]) == 0
+    assert read_image(tmp_path / "field_0000.tif").pixel_size_nm == pytest.approx(2.5)
+    reader = csv.DictReader(open(tmp_path / "objects.csv"))
+    row = next(reader)
+    assert not _unitless(reader.fieldnames), reader.fieldnames
+    assert float(row["centre_y_nm"]) == pytest.approx(2.5 * float(row["centre_y_px"]), abs=0.02)
+
+
 @pytest.fixture
 def model_at_4nm(user_registry) -> str:
     """A tiny segmentation model that says it was trained at 4 nm/px."""
@@ -244,7 +286,9 @@ def test_reader_opens_segment_and_liposome_output_folders_and_result_files_in_nm
     for layer in layers:
         assert tuple(layer.scale) == pytest.approx((4.6, 4.6)) and layer.metadata["pixel_size_nm"] == 4.6
     assert list(layers["section labels"].features["class"]) == ["c0", "c1", "c2"]
-    assert "area_nm2" in layers["section labels"].features.columns
+    features = layers["section labels"].features
+    assert features["area_nm2"].tolist() == pytest.approx((features["area_px"] * 4.6**2).tolist(), abs=0.001)
+    assert not _unitless(features.columns)
     same = _layers(tmp_path / "seg" / "section_labels.tif")  # one result file: that input's layers
     assert [layer.name for layer in same] == ["section", "section labels"]
 
@@ -274,6 +318,13 @@ def test_reader_opens_a_homogeneity_folder_with_the_map_over_the_image_in_nm(tmp
     heat = layers["sem p(NHNF)"]
     assert heat.data.shape == (3, 4) and tuple(heat.scale) == pytest.approx((160.0, 160.0))  # 32 px × 5 nm
     assert read_output_calibrated(tmp_path / "h" / "sem_pnhnf.tif")[1].pixel_size_nm == pytest.approx(160.0)
+    import csv
+
+    summary = csv.DictReader(open(tmp_path / "h" / "homogeneity.csv"))
+    row = next(summary)
+    assert (row["height_px"], row["width_px"], row["pixel_size_nm"]) == ("96", "128", "5.0")
+    views = csv.DictReader(open(tmp_path / "h" / "homogeneity_views.csv"))
+    assert not _unitless(summary.fieldnames) and not _unitless(views.fieldnames) and next(views)["x0_px"] == "0"
 
 
 def test_reader_opens_a_micrograph_in_nm_and_leaves_plain_images_to_napari(tmp_path):
@@ -284,3 +335,69 @@ def test_reader_opens_a_micrograph_in_nm_and_leaves_plain_images_to_napari(tmp_p
     assert layers["a"].metadata["pixel_size_source"] == "mrc header"
     tifffile.imwrite(tmp_path / "plain.tif", IMG)
     assert get_reader(str(tmp_path / "plain.tif")) is None and get_reader(str(tmp_path)) is None
+
+
+# -- label images where NGFF viewers look for them ---------------------------------------------------------
+
+
+def _ngff_nodes(path):
+    from ome_zarr.io import parse_url
+    from ome_zarr.reader import Label, Reader
+
+    nodes = list(Reader(parse_url(str(path)))())
+    images = [n for n in nodes if n.data and not n.load(Label)]
+    labels = {n.metadata["name"]: n for n in nodes if n.data and n.load(Label)}
+    return images[0], labels
+
+
+def _scales(node):
+    return [t[0]["scale"] for t in node.metadata["coordinateTransformations"]]
+
+
+def test_simulated_fields_as_ome_zarr_hold_their_instances_under_labels(tmp_path):
+    assert main(["simulate-liposomes", "--out", str(tmp_path / "z"), "--n", "1", "--size", "128",
+                 "--pixel-size", "2", "--format", "ome-zarr"]) == 0
+    assert main(["simulate-liposomes", "--out", str(tmp_path / "t"), "--n", "1", "--size", "128",
+                 "--pixel-size", "2"]) == 0  # same seed: the same field as TIFFs
+    image, labels = _ngff_nodes(tmp_path / "z" / "field_0000.ome.zarr")
+    assert list(labels) == ["instances"]
+    instances = labels["instances"]
+    assert _scales(instances) == _scales(image) == [[2.0, 2.0]]
+    assert [a.get("unit") for a in instances.metadata["axes"]] == ["nanometer", "nanometer"]
+    expected = read_output_calibrated(tmp_path / "t" / "field_0000_labels.tif")[0]
+    np.testing.assert_array_equal(np.asarray(instances.data[0]), expected)
+    assert np.asarray(instances.data[0]).max() > 0
+    field = read_image(tmp_path / "z" / "field_0000.ome.zarr")  # the image itself, as an input again
+    assert field.pixel_size_nm == 2.0
+    np.testing.assert_array_equal(np.asarray(field.data), read_image(tmp_path / "t" / "field_0000.tif").data)
+
+
+def test_labels_added_to_an_ome_zarr_image_take_its_scale_and_pyramid_and_never_overwrite(tmp_path, monkeypatch):
+    from napari_nanoclass.io.images import add_ome_zarr_labels
+
+    monkeypatch.setattr("napari_nanoclass.io.images.PYRAMID_ABOVE", 64)
+    monkeypatch.setattr("napari_nanoclass.io.images.PYRAMID_SMALLEST", 32)
+    cells = np.zeros((150, 130), np.uint16)
+    cells[20:90, 30:100] = 7
+    written = write_image(tmp_path / "ours.ome.zarr", np.random.default_rng(0).random((150, 130)), pixel_size_nm=0.8)
+    theirs = _ome_zarr_micrometres(tmp_path / "theirs.ome.zarr", IMG, 0.0031)  # written by ome-zarr-py itself
+    for path in (written, theirs):
+        add_ome_zarr_labels(path, "cells", cells if path == written else cells[:64, :80],
+                            {"colors": [{"label-value": 7, "rgba": [255, 0, 0, 255]}]})
+        image, labels = _ngff_nodes(path)
+        node = labels["cells"]
+        assert np.allclose(_scales(node), _scales(image)) and node.metadata["axes"] == image.metadata["axes"]
+        assert [tuple(d.shape) for d in node.data] == [tuple(d.shape) for d in image.data]
+        assert node.metadata["color"] == {7: [1.0, 0.0, 0.0, 1.0]}
+        np.testing.assert_array_equal(np.asarray(node.data[0]), cells[: image.data[0].shape[0], : image.data[0].shape[1]])
+    assert len(_scales(_ngff_nodes(written)[1]["cells"])) == 4  # the image's pyramid, level for level
+    assert _ngff_nodes(theirs)[1]["cells"].metadata["axes"][-1]["unit"] == "micrometer"
+
+    for args, problem in (((written, "cells", cells), "already has labels/cells; remove it or choose another name"),
+                          ((written, "small", cells[:10]), "labels 'small' of shape (10, 130) do not match the image"),
+                          ((tmp_path / "none.ome.zarr", "x", cells), "not an OME-Zarr image")):
+        with pytest.raises(ImageError) as info:
+            add_ome_zarr_labels(*args)
+        assert str(info.value).startswith(f"{args[0]}: ") and problem in str(info.value), info.value
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ours.ome.zarr", "theirs.ome.zarr"]  # no scratch left
+    assert _ngff_nodes(written)[1].keys() == {"cells"}

@@ -76,7 +76,7 @@ def test_patch_grid_is_aligned_on_sizes_not_multiple_of_the_patch():
     # views of 128 px = 2×2 patches: 3 rows × 2 cols; only the view holding the hot patches is NHNF
     assert [(v["view_row"], v["view_col"]) for v in result.views] == [(r, c) for r in range(3) for c in range(2)]
     assert [v["verdict"] for v in result.views] == ["HNF"] * 2 + ["NHNF"] + ["HNF"] * 3
-    assert result.views[2]["y0"] == 128 and result.views[2]["x0"] == 0
+    assert result.views[2]["y0_px"] == 128 and result.views[2]["x0_px"] == 0
 
 
 def test_stack_gives_a_map_per_plane_and_views_per_plane():

@@ -528,13 +528,13 @@ def test_large_images_are_analysed_block_by_block_like_in_memory(tmp_path, monke
     agreement = match_instances(labels, whole.labels, iou=0.8)
     assert agreement["f1"] >= 0.95, agreement
     assert sorted(np.unique(labels)[1:]) == [o["label"] for o in blocks.objects]  # labels and rows agree
-    by_centre = {(round(o["centroid_y"] / 8), round(o["centroid_x"] / 8)): o for o in whole.objects}
-    same = [o for o in blocks.objects if (round(o["centroid_y"] / 8), round(o["centroid_x"] / 8)) in by_centre]
+    by_centre = {(round(o["centroid_y_px"] / 8), round(o["centroid_x_px"] / 8)): o for o in whole.objects}
+    same = [o for o in blocks.objects if (round(o["centroid_y_px"] / 8), round(o["centroid_x_px"] / 8)) in by_centre]
     assert len(same) >= 0.8 * len(whole.objects)
     for o in same:
-        ref = by_centre[(round(o["centroid_y"] / 8), round(o["centroid_x"] / 8))]
+        ref = by_centre[(round(o["centroid_y_px"] / 8), round(o["centroid_x_px"] / 8))]
         assert abs(o["diameter_nm"] - ref["diameter_nm"]) < 0.05 * ref["diameter_nm"]
-    agree = np.mean([o["lamellarity"] == by_centre[(round(o["centroid_y"] / 8), round(o["centroid_x"] / 8))][
+    agree = np.mean([o["lamellarity"] == by_centre[(round(o["centroid_y_px"] / 8), round(o["centroid_x_px"] / 8))][
         "lamellarity"] for o in same])
     assert agree >= 0.9
 

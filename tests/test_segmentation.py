@@ -24,7 +24,7 @@ def test_segment_returns_class_indices_and_table(tiny_model, em_image):
     np.testing.assert_array_equal(result.labels, result.probabilities.argmax(0))
     table = result.class_table()
     assert [r["class"] for r in table] == ["c0", "c1", "c2"]
-    assert sum(r["pixels"] for r in table) == em_image.size
+    assert sum(r["area_px"] for r in table) == em_image.size
     assert result.model_sha256 == load_model(tiny_model).sha256
 
 

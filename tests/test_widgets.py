@@ -21,7 +21,7 @@ def test_segment_widget_adds_labels_with_classes_and_features(viewer, tiny_model
     labels = viewer.layers[f"{tiny_model} labels"]
     assert labels.data.shape == em_image.shape and tuple(labels.scale) == (4.6, 4.6)
     assert list(labels.features["class"]) == ["c0", "c1", "c2"]
-    assert labels.features["pixels"].sum() == em_image.size
+    assert labels.features["area_px"].sum() == em_image.size
     assert labels.metadata["class_names"] == ["c0", "c1", "c2"]
     assert f"{tiny_model} probabilities [0]" in viewer.layers or len(viewer.layers) == 5
     assert not widget.runner.bar.visible and widget.run_button.enabled

@@ -337,9 +337,60 @@ def test_batch_xrd_and_its_results_open_in_napari(tiny_xrd_model, tmp_path):
     folder = tmp_path / "batch" / "film"
     assert (folder / "xrd.csv").is_file() and (folder / "film_xrd.png").is_file()
     layers = get_reader(str(folder))(str(folder))
-    assert layers[0][2] == "image" and layers[0][0].ndim == 3 and layers[0][1]["rgb"]
+    assert [kind for _, _, kind in layers] == ["shapes", "image"]  # the curve, then the saved plot
+    assert layers[1][0].ndim == 3 and layers[1][1]["rgb"]
     again = run_batch("xrd", [path], tmp_path / "batch", options={"model": tiny_xrd_model})
     assert again.rows[0]["skipped"], "a complete result is not redone"
+
+
+def _viewer_layers(path):
+    from napari.components import ViewerModel
+
+    from napari_nanoclass.io.reader import get_reader
+
+    reader = get_reader(str(path))
+    assert reader is not None, path
+    viewer = ViewerModel()
+    for data, meta, kind in reader(str(path)):
+        getattr(viewer, f"add_{kind}")(data, **meta)
+    return viewer.layers
+
+
+def test_the_reader_opens_an_xrd_output_folder_as_curves_with_their_table(tiny_xrd_model, tmp_path):
+    from napari_nanoclass.cli import main
+
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    t = np.linspace(10, 60, 1000)
+    _write_xy(inputs / "film_a.xy", t, 20 + _peaks(t, [14, 28.3], [900, 400]))
+    _write_xy(inputs / "film_b.xy", t, 20 + _peaks(t, [12.6, 25.5], [300, 800]))
+    (inputs / "broken.xy").write_text("".join(f"{30 - i} 5\n" for i in range(20)))
+    out = tmp_path / "out"
+    assert main(["xrd", str(inputs), "--out", str(out), "--model", tiny_xrd_model, "--quiet"]) == 1
+    rows = {r["pattern"]: r for r in csv.DictReader((out / "xrd.csv").open())}
+
+    layers = _viewer_layers(out)  # the failed pattern has nothing to show
+    names = ["film_a pattern", f"film_a XRD {rows['film_a']['space_group']}",
+             "film_b pattern", f"film_b XRD {rows['film_b']['space_group']}"]
+    assert [layer.name for layer in layers] == names
+    for stem, tallest in (("film_a", 14.0), ("film_b", 25.5)):
+        curve = layers[f"{stem} pattern"]
+        assert curve.features["space_group"][0] == rows[stem]["space_group"]
+        assert curve.features["p1"][0] == rows[stem]["p1"] and curve.features["path"][0] == rows[stem]["path"]
+        (path,) = curve.data
+        assert path[:, 1].min() == pytest.approx(10) and path[:, 1].max() == pytest.approx(60)  # 2θ across
+        assert path[np.argmin(path[:, 0]), 1] == pytest.approx(tallest, abs=0.1)  # the highest peak is on top
+    plot = layers[names[1]]
+    assert plot.extent.world[:, 1] == pytest.approx([10, 60], abs=0.1)  # under the curve, as wide
+
+    assert main(["xrd", str(inputs / "film_a.xy"), "--out", str(tmp_path / "np"), "--model", tiny_xrd_model,
+                 "--no-plots", "--quiet"]) == 0
+    assert [layer.name for layer in _viewer_layers(tmp_path / "np")] == ["film_a pattern"]
+    (inputs / "film_a.xy").rename(tmp_path / "moved.xy")
+    with pytest.raises(ValueError) as info:  # no plot and no pattern: nothing to show, said on one line
+        _viewer_layers(tmp_path / "np")
+    assert f"film_a: neither film_a_xrd.png nor the pattern file {inputs / 'film_a.xy'}" in str(info.value)
+    assert "\n" not in str(info.value)
 
 
 def test_an_image_model_is_refused_for_xrd(tiny_model, tmp_path):

@@ -189,7 +189,7 @@ def cmd_simulate_liposomes(args: argparse.Namespace) -> int:
     from napari_nanoclass.liposomes.simulator import MIXES, SimulationConfig, simulate_field, write_fields
 
     config = SimulationConfig(shape=(args.size, args.size), pixel_size_nm=args.pixel_size, mix=MIXES[args.mix])
-    written = write_fields((simulate_field(config, args.seed + i) for i in range(args.n)), args.out)
+    written = write_fields((simulate_field(config, args.seed + i) for i in range(args.n)), args.out, args.format)
     print(json.dumps({"fields": len(written), "out": str(Path(args.out).resolve())}))
     return 0
 
@@ -383,6 +383,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pixel-size", type=PIXEL_SIZE, default=2.5, help="nm per pixel")
     p.add_argument("--mix", choices=["study", "balanced"], default="study", help="class frequencies")
     p.add_argument("--seed", type=SEED, default=0)
+    p.add_argument("--format", choices=FORMATS, default="tif",
+                   help="tif: image and labels TIFFs; ome-zarr: one OME-Zarr per field, labels under labels/instances")
     p.set_defaults(func=cmd_simulate_liposomes)
 
     p = sub.add_parser("batch", help="run an analysis over many images: resumable, on a dask cluster if asked")

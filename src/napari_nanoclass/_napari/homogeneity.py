@@ -101,7 +101,8 @@ class HomogeneityWidget(ViewerWidget):
     def _add_views(self, result: HomogeneityResult, source: Any) -> None:
         height, width = source.data.shape[-2:] if not getattr(source, "multiscale", False) else source.data[0].shape[-2:]
         side = self.view.value
-        boxes = [np.array([[v["y0"], v["x0"]], [min(v["y0"] + side, height), min(v["x0"] + side, width)]]) - 0.5
+        boxes = [np.array([[v["y0_px"], v["x0_px"]], [min(v["y0_px"] + side, height), min(v["x0_px"] + side, width)]])
+                 - 0.5
                  for v in result.views if v.get("plane", 0) == 0]
         rows = [v for v in result.views if v.get("plane", 0) == 0]
         colours = [CLASS_COLOURS[-1] if v["verdict"] == "NHNF" else CLASS_COLOURS[0] for v in rows]

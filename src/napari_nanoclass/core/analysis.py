@@ -115,6 +115,7 @@ def argparse_type(convert: Callable[[str], Any]) -> Callable[[str], Any]:
     return parse
 
 
+IMAGE_READER = "napari_nanoclass.io.images:read_image"  # how an analysis of micrographs opens an input
 FORMATS = ("tif", "ome-zarr")  # the keys of io.images.OUTPUT_FORMATS, without importing the image stack
 
 # options every analysis' file job takes
@@ -138,11 +139,12 @@ class Analysis:
     products: tuple[str, ...] = ()  # suffixes of the images it writes per input ("_labels"): never inputs
     options: tuple[Option, ...] = ()
     model_option: str | None = None  # the option naming the main model (``nanoclass batch --model``), if any
-    table: str = ""  # the table its job writes with one row per input (``image``, ``path``, ``status``): the reader
+    table: str = ""  # the table its job writes with one row per input (``path``, ``status`` and ``key``): the reader
     # finds a plain output folder by it
+    key: str = "image"  # the column of ``table`` holding each input's stem (XRD tables name a "pattern", not an image)
     # what it reads: file suffixes picked from a folder (() = images), and "module:function" opening one input
     inputs: tuple[str, ...] = ()
-    read: str = "napari_nanoclass.io.images:read_image"
+    read: str = IMAGE_READER
 
     @property
     def all_options(self) -> tuple[Option, ...]:
@@ -158,6 +160,11 @@ class Analysis:
         from napari_nanoclass.io.images import find_images
 
         return find_images(items, self.inputs or None)
+
+    @property
+    def reads_images(self) -> bool:
+        """Whether its inputs are micrographs (so the reader can show them under the results)."""
+        return self.read == IMAGE_READER
 
     def job_class(self) -> type[FileJob]:
         return _resolve(self.job)

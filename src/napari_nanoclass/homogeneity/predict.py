@@ -156,7 +156,7 @@ def view_summaries(logits: np.ndarray, coverage: np.ndarray, class_names: Sequen
         for j in range(0, coverage.shape[1], step):
             window = (slice(None), slice(i, i + step), slice(j, j + step))
             part = None if features is None else features[window]
-            rows.append({"view_row": i // step, "view_col": j // step, "y0": i * patch, "x0": j * patch,
+            rows.append({"view_row": i // step, "view_col": j // step, "y0_px": i * patch, "x0_px": j * patch,
                          **region_summary(logits[window], coverage[window[1:]], class_names, aggregation, part)})
     return rows
 
@@ -262,7 +262,7 @@ def analyse_steps(
     coverage = engine.patch_coverage(data.shape[-2:], patch)
     summary, views = _summaries(logits, coverage, list(info.class_names), aggregation, patch, view, features)
     if factor != 1:  # view corners in the input's pixels
-        views = [{**v, "y0": round(v["y0"] / factor), "x0": round(v["x0"] / factor)} for v in views]
+        views = [{**v, "y0_px": round(v["y0_px"] / factor), "x0_px": round(v["x0_px"] / factor)} for v in views]
     result = HomogeneityResult(logits, coverage, list(info.class_names), patch, summary, views,
                                model_name=info.name, model_sha256=loaded.sha256, features=features,
                                patch_px=patch / factor, pixel_size_nm=pixel_size_nm)
@@ -314,7 +314,7 @@ def analyse(image: Any, model: str | LoadedModel = DEFAULT_MODEL, *, progress: P
 
 
 SUMMARY_COLUMNS = ["image", "verdict", "nonhomogeneous_fraction", "p_nhnf", "confidence", "predicted_class",
-                   "height", "width", "patches", "views", "patch_px", "pixel_size_nm", "pixel_size_source", "model",
+                   "height_px", "width_px", "patches", "views", "patch_px", "pixel_size_nm", "pixel_size_source", "model",
                    "model_sha256", "cam_model", "status", "error", "path"]
 
 
@@ -346,7 +346,7 @@ class HomogeneityFiles(FileJob):
             write_image(output_path(out_dir, f"{stem}_cam", self.output_format), result.cam, pixel_size_nm=pixel_size)
         shape = image.data.shape
         self.view_rows += [{"image": stem, **v} for v in result.views]
-        return {**self._row(stem, path), **result.summary, "height": shape[-2], "width": shape[-1],
+        return {**self._row(stem, path), **result.summary, "height_px": shape[-2], "width_px": shape[-1],
                 "patches": int(result.coverage.size), "views": len(result.views), "patch_px": round(result.patch_px, 4),
                 "pixel_size_nm": pixel_size, "pixel_size_source": source,
                 "cam_model": result.cam_model_name, "status": "ok", "error": ""}

@@ -314,9 +314,29 @@ def pyramid_factors(shape: Sequence[int]) -> list[int]:
     return [2**i for i in range(1, math.ceil(math.log2(side / PYRAMID_SMALLEST)) + 1)]
 
 
+def _ngff_layout(shape: Sequence[int], axes: str | None, pixel_size_nm: float | None,
+                 chunk: int) -> tuple[str, dict[str, float] | None, dict[str, str] | None, tuple[int, ...]]:
+    """(axes, scale, units, chunks) of an NGFF array of ``shape``: y and x in nm when the pixel size
+    is known (stack planes keep scale 1 without a unit: their spacing is not known), one plane
+    per chunk."""
+    axes = axes or "zyx"[-len(shape):]
+    if len(axes) != len(shape):
+        raise ValueError(f"axes {axes!r} do not match an array of {len(shape)} dimensions")
+    spatial = [a for a in axes if a in "yx"]
+    scale = {**{a: 1.0 for a in axes if a == "z"}, **{a: float(pixel_size_nm) for a in spatial}} if pixel_size_nm else None
+    units = {a: "nanometer" for a in spatial} if pixel_size_nm else None
+    chunks = tuple(s if a == "c" else 1 for a, s in zip(axes[:-2], shape[:-2]))
+    return axes, scale, units, (*chunks, *(min(chunk, s) for s in shape[-2:]))
+
+
+def _as_dask(data: Any, chunks: tuple[int, ...]) -> da.Array:
+    return (data if isinstance(data, da.Array) else da.from_array(data, chunks=chunks)).rechunk(chunks)
+
+
 def write_ome_zarr(path: str | Path, data: Any, *, axes: str | None = None, labels: bool = False,
                    chunk: int = 512, pixel_size_nm: float | None = None,
-                   label_metadata: dict[str, Any] | None = None) -> Path:
+                   label_metadata: dict[str, Any] | None = None,
+                   label_images: dict[str, tuple[Any, dict[str, Any] | None]] | None = None) -> Path:
     """Write an array as OME-Zarr (NGFF 0.4, zarr format 2) with ome-zarr-py, atomically.
 
     NGFF 0.4 is what napari-ome-zarr, Fiji/MoBIE and older ome-zarr-py read. ``axes`` names the
@@ -324,31 +344,94 @@ def write_ome_zarr(path: str | Path, data: Any, *, axes: str | None = None, labe
     nanometres (1 and no unit when unknown). Large images get a multiscale pyramid
     (:func:`pyramid_factors`; labels downsampled by nearest neighbour, so they stay labels).
     ``labels`` marks a label image (``image-label``, with ``label_metadata`` such as ``colors``
-    and ``properties``) so viewers show it as labels. Lazy inputs are written chunk by chunk.
+    and ``properties``) so viewers show it as labels. ``label_images`` (name → (array, its
+    ``image-label`` metadata)) are written under the image's ``labels/`` group, where NGFF
+    viewers look for an image's labels (:func:`add_ome_zarr_labels`), in the same atomic folder.
+    Lazy inputs are written chunk by chunk.
     """
     from ome_zarr.format import FormatV04
     from ome_zarr.scale import Methods
     from ome_zarr.writer import write_image as ngff_write_image
 
     path = Path(path)
-    axes = axes or "zyx"[-data.ndim:]
-    if len(axes) != data.ndim:
-        raise ValueError(f"axes {axes!r} do not match an array of {data.ndim} dimensions")
-    spatial = [a for a in axes if a in "yx"]
-    # planes of a stack keep scale 1 (their spacing is not known), without a unit
-    scale = {**{a: 1.0 for a in axes if a == "z"}, **{a: float(pixel_size_nm) for a in spatial}} if pixel_size_nm else None
-    units = {a: "nanometer" for a in spatial} if pixel_size_nm else None
-    chunks = tuple(s if a == "c" else 1 for a, s in zip(axes[:-2], data.shape[:-2]))  # one plane per chunk
-    chunks = (*chunks, *(min(chunk, s) for s in data.shape[-2:]))
-    lazy = data if isinstance(data, da.Array) else da.from_array(data, chunks=chunks)
+    axes, scale, units, chunks = _ngff_layout(data.shape, axes, pixel_size_nm, chunk)
     with atomic_path(path) as tmp:
         group = zarr.open_group(str(tmp), mode="w", zarr_format=2)
-        ngff_write_image(lazy.rechunk(chunks), group, scale_factors=pyramid_factors(data.shape), fmt=FormatV04(),
+        ngff_write_image(_as_dask(data, chunks), group, scale_factors=pyramid_factors(data.shape), fmt=FormatV04(),
                          method=Methods.NEAREST if labels else Methods.RESIZE, axes=axes, scale=scale,
                          axes_units=units, storage_options={"chunks": chunks}, name=file_stem(path))
         if labels:
             group.attrs["image-label"] = {"version": "0.4", **(label_metadata or {})}
+        for name, (array, metadata) in (label_images or {}).items():
+            _write_labels(group, name, array, metadata, str(path))
     return path
+
+
+def add_ome_zarr_labels(path: str | Path, name: str, labels: Any,
+                        label_metadata: dict[str, Any] | None = None) -> Path:
+    """Add a label image ``name`` to the OME-Zarr image at ``path``, under its ``labels/`` group
+    (``path/labels/name``, listed in ``labels/.zattrs``) where napari-ome-zarr and other NGFF
+    viewers find an image's labels, at the image's own scale and pyramid levels.
+
+    The labels are built in a scratch store beside the image and moved into place whole, then
+    listed; an existing label image of that name is never overwritten (ImageError, one line).
+    """
+    import os
+    import shutil
+
+    path = Path(path)
+    group = _ngff_image_group(path)
+    if (path / "labels" / name).exists():
+        raise ImageError(f"{path}: already has labels/{name}; remove it or choose another name")
+    scratch = path.with_name(f".{path.name}.labels-{os.getpid()}")
+    shutil.rmtree(scratch, ignore_errors=True)
+    try:
+        _write_labels(zarr.open_group(str(scratch), mode="w", zarr_format=2), name, labels, label_metadata,
+                      str(path), like=group)
+        (path / "labels").mkdir(exist_ok=True)
+        os.replace(scratch / "labels" / name, path / "labels" / name)
+        listing = zarr.open_group(str(path / "labels"), mode="a", zarr_format=2)
+        listing.attrs["labels"] = [*listing.attrs.get("labels", []), name]
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return path
+
+
+def _ngff_image_group(path: Path) -> Any:
+    """The root group of the OME-Zarr image at ``path``; ImageError when it is not one."""
+    try:
+        group = zarr.open_group(str(path), mode="r")
+    except Exception as exc:  # zarr raises several kinds for a folder that is not a group
+        raise ImageError(f"{path}: not an OME-Zarr image ({type(exc).__name__})") from None
+    if not ngff_multiscales(group.attrs):
+        raise ImageError(f"{path}: not an OME-Zarr image (no multiscales); labels need an image to belong to")
+    return group
+
+
+def _write_labels(group: Any, name: str, labels: Any, metadata: dict[str, Any] | None, source: str,
+                  like: Any = None) -> None:
+    """ome-zarr-py's ``write_labels`` into ``group/labels/name`` with the axes, full-resolution
+    scale and pyramid of the image ``like`` (default: the image in ``group``), so the labels lie
+    exactly on it in any NGFF viewer; labels of another shape than the image are refused."""
+    from ome_zarr.format import FormatV04
+    from ome_zarr.writer import write_labels
+
+    image = like if like is not None else group
+    multiscale = ngff_multiscales(image.attrs)[0]
+    levels = [d["path"] for d in multiscale["datasets"]]
+    full = image[levels[0]]
+    if tuple(labels.shape) != tuple(full.shape):
+        raise ImageError(f"{source}: labels {name!r} of shape {tuple(labels.shape)} do not match the image "
+                         f"{tuple(full.shape)}")
+    names = [a["name"] for a in multiscale["axes"]]
+    units = {a["name"]: a["unit"] for a in multiscale["axes"] if a.get("unit")} or None
+    first = next((t["scale"] for t in multiscale["datasets"][0]["coordinateTransformations"]
+                  if t.get("type") == "scale"), [1.0] * len(names))
+    factors = [round(full.shape[-1] / image[level].shape[-1]) for level in levels[1:]]
+    chunks = tuple(int(c) for c in full.chunks)
+    write_labels(_as_dask(labels, chunks), group, name=name, scaler=None, scale_factors=factors, fmt=FormatV04(),
+                 axes="".join(names), scale=dict(zip(names, map(float, first))), axes_units=units,
+                 storage_options={"chunks": chunks}, label_metadata=metadata or {})
 
 
 def read_output(path: str | Path) -> Any:

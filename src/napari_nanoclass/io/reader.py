@@ -3,13 +3,14 @@
 What opens (:func:`get_reader`):
 
 * a batch input folder ``DIR/<stem>/`` (or its ``result.json``), a batch root ``DIR/`` (every
-  complete input in it), and the output folder of ``nanoclass segment | homogeneity | liposomes``
-  (every input its table lists as done);
+  complete input in it), and the output folder of any analysis with a table, ``nanoclass segment
+  | homogeneity | liposomes | xrd`` (every input its table lists as done, by its ``key`` column);
 * a single result file (``<stem>_labels.tif``, ``<stem>_pnhnf.ome.zarr``…) in such a folder: that
   input's results;
 * a micrograph in a microscope format (MRC, DM3/DM4, EMD, SER) as an image layer in nm.
 
-Each input's layers are the source image (when its file can still be found) followed by what
+Each input's layers are the source image (when its file can still be found and the analysis
+reads micrographs) followed by what
 the widget would have made — class labels with their colours and per-class table, the homogeneity
 map with its colour map and patch scale, liposome instances with their per-object ``features``
 table and class colours. The pixel size is the one the analysis used (recorded in its table),
@@ -107,7 +108,7 @@ def read_output_folder(path: str | list[str]) -> list[LayerData]:
         raise ValueError(f"{folder}: not a napari-nanoclass output folder (no table of any analysis)")
     layers: list[LayerData] = []
     for row in _table_rows(folder, analysis):
-        layers += input_layers(analysis, folder, row["image"], row)
+        layers += input_layers(analysis, folder, row[analysis.key], row)
     return layers
 
 
@@ -135,8 +136,8 @@ def read_result_file(path: str | list[str]) -> list[LayerData]:
     if _marker(file.parent) is not None:
         return read_results(str(file.parent))
     analysis, stem = found
-    rows = [r for r in _table_rows(file.parent, analysis) if r["image"] == stem]
-    return input_layers(analysis, file.parent, stem, rows[0] if rows else {"image": stem})
+    rows = [r for r in _table_rows(file.parent, analysis) if r.get(analysis.key) == stem]
+    return input_layers(analysis, file.parent, stem, rows[0] if rows else {analysis.key: stem})
 
 
 def read_micrograph(path: str | list[str]) -> list[LayerData]:
@@ -167,7 +168,7 @@ def input_layers(analysis: Analysis, folder: Path, stem: str, result: dict[str, 
 
     source = None
     path = result.get("path")
-    if path and Path(path).exists():
+    if path and analysis.reads_images and Path(path).exists():
         try:
             source = read_image(path)
         except ImageError:
@@ -192,8 +193,10 @@ def _output_pixel_size(analysis: Analysis, folder: Path, stem: str) -> float | N
     """The pixel size a full-size result file (the overview's) records, if any."""
     from napari_nanoclass.io.images import output_calibration
 
+    if analysis.overview_kind != "labels":
+        return None
     output = find_output(folder, analysis.overview.format(stem=stem))
-    if output is None or analysis.overview_kind != "labels":
+    if output is None:
         return None
     return output_calibration(output).pixel_size_nm
 
@@ -223,10 +226,25 @@ def _rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(fh))
 
 
+def _columns(rows: list[dict[str, str]]) -> dict[str, list[Any]]:
+    """A CSV table as columns, numbers as numbers (a features table to sort, plot and compute with)."""
+    columns: dict[str, list[Any]] = {}
+    for key in rows[0] if rows else []:
+        values = [r[key] for r in rows]
+        for kind in (int, float):
+            try:
+                values = [kind(v) for v in values]
+                break
+            except ValueError:
+                continue
+        columns[key] = values
+    return columns
+
+
 def segmentation_layers(folder: Path, stem: str, result: dict[str, Any]) -> list[LayerData]:
     labels = _output(folder, f"{stem}_labels")
     table = _rows(folder / f"{stem}_classes.csv")
-    meta: dict[str, Any] = {"name": f"{stem} labels", "features": {k: [r[k] for r in table] for k in table[0]},
+    meta: dict[str, Any] = {"name": f"{stem} labels", "features": _columns(table),
                             "metadata": {"model": result.get("model"), "class_names": [r["class"] for r in table]}}
     colours = _class_colours(result.get("model"))
     if colours:
@@ -268,7 +286,7 @@ def liposome_layers(folder: Path, stem: str, result: dict[str, Any]) -> list[Lay
     labels = _output(folder, f"{stem}_labels")
     rows = [r for r in _rows(folder / "objects.csv") if r["image"] == stem] if (folder / "objects.csv").is_file() else []
     features: dict[str, list[Any]] = {"index": [int(r["label"]) for r in rows]}
-    for column in OBJECT_COLUMNS[2:]:
+    for column in (c for c in OBJECT_COLUMNS[2:] if not rows or c in rows[0]):  # older tables lack some
         features[column] = [r[column] if column in ("lamellarity", "encapsulation") else float(r[column])
                             for r in rows]
     meta = {"name": f"{stem} liposomes", "features": features,

@@ -75,7 +75,9 @@ MIN_SOLIDITY = 0.9  # liposomes are convex: a ragged detection is split at its n
 MIN_RIM_BOUNDARY = 0.5  # a liposome is enclosed by its membrane: mean p(boundary) along its outer rim
 RESCALE_TOLERANCE = 0.1
 HISTOGRAM_EDGES_NM = np.arange(0, 420, 20)
-OBJECT_COLUMNS = ["image", "label", "centroid_y", "centroid_x", "diameter_nm", "max_width_nm", "area_nm2",
+# lengths name their unit: centroids in the input's pixels (to find the object in its labels) and in nm
+OBJECT_COLUMNS = ["image", "label", "centroid_y_px", "centroid_x_px", "centroid_y_nm", "centroid_x_nm", "diameter_nm",
+                  "max_width_nm", "area_nm2",
                   "lamellarity", "lamellarity_confidence", "encapsulation", "encapsulation_confidence"]
 SUMMARY_COLUMNS = ["image", "n_objects", "n_unilamellar", "n_multilamellar", "n_lamellarity_uncertain", "n_full",
                    "n_empty", "n_encapsulation_uncertain", "pct_multilamellar", "pct_loaded", "mean_diameter_nm",
@@ -358,7 +360,7 @@ def analyse_steps(
     classes = classify(work, work_labels, np.array([r["diameter_nm"] for r in rows]), working_px, models,
                        balanced_decisions)
     scale = data.shape[0] / work.shape[0]
-    objects = [_object_row(name, r, classes, i, scale) for i, r in enumerate(rows)]
+    objects = [_object_row(name, r, classes, i, scale, pixel_size_nm) for i, r in enumerate(rows)]
     out_labels = labels_at(work_labels, data.shape)
     summary = summarise(name, objects, pixel_size_nm, names)
     yield Progress(1, 1, f"{len(objects)} liposomes")
@@ -403,7 +405,7 @@ def _analyse_blocks(data: Any, pixel_size_nm: float, detector: LoadedModel, mode
         for j, r in enumerate(rows):
             shifted = {**r, "label": first + j, "centroid_y": r["centroid_y"] + y0 / scale,
                        "centroid_x": r["centroid_x"] + x0 / scale}
-            objects.append(_object_row(name, shifted, classes, j, scale))
+            objects.append(_object_row(name, shifted, classes, j, scale, pixel_size_nm))
         _paste(out, kept, first - 1, (y0, y1, x0, x1))
     yield Progress(1, 1, f"{len(objects)} liposomes")
     return out, objects
@@ -442,9 +444,13 @@ def _at_scale(block: np.ndarray, factor: float) -> np.ndarray:
 
 
 def _object_row(image: str, measured: dict[str, Any], classes: dict[str, tuple[list[str], np.ndarray]], i: int,
-                scale: float) -> dict[str, Any]:
-    row = {"image": image, "label": measured["label"],
-           "centroid_y": round(measured["centroid_y"] * scale, 2), "centroid_x": round(measured["centroid_x"] * scale, 2),
+                scale: float, pixel_size_nm: float) -> dict[str, Any]:
+    """One ``objects.csv`` row: ``measured`` at the working scale brought to the input's pixels
+    (``scale`` input pixels per working pixel of ``pixel_size_nm``-nm input pixels), every length
+    named with its unit."""
+    y_px, x_px = measured["centroid_y"] * scale, measured["centroid_x"] * scale
+    row = {"image": image, "label": measured["label"], "centroid_y_px": round(y_px, 2), "centroid_x_px": round(x_px, 2),
+           "centroid_y_nm": round(y_px * pixel_size_nm, 2), "centroid_x_nm": round(x_px * pixel_size_nm, 2),
            "diameter_nm": round(measured["diameter_nm"], 2), "max_width_nm": round(measured["max_width_nm"], 2),
            "area_nm2": round(measured["area_nm2"], 1)}
     for problem, (names, confidence) in classes.items():

@@ -306,18 +306,38 @@ def _image(density: np.ndarray, carbon: np.ndarray, config: SimulationConfig, rn
     return ((counts - counts.mean()) / (counts.std() + 1e-6)).astype(np.float32)
 
 
-def write_fields(fields: Iterable[Field], out_dir: str | Path) -> list[Path]:
-    """Save fields as ``field_NNNN.tif`` (float32 image), ``field_NNNN_labels.tif`` (instances) and one
-    ``objects.csv`` (field, label, classes, diameter, centre): a labelled set to pre-train on."""
-    from napari_nanoclass.io.images import write_csv, write_tiff
+def write_fields(fields: Iterable[Field], out_dir: str | Path, output_format: str = "tif") -> list[Path]:
+    """Save fields as ``field_NNNN.tif`` (float32 image), ``field_NNNN_labels.tif`` (instances), both
+    with their pixel size in the resolution tags, and one ``objects.csv`` (field, label, classes,
+    diameter in nm, centre in pixels and nm): a labelled set to pre-train on, read as the
+    analyses read real micrographs. ``output_format="ome-zarr"``: one ``field_NNNN.ome.zarr`` per
+    field instead, the image in nm with its instances under ``labels/instances``, where NGFF
+    viewers find an image's labels."""
+    from napari_nanoclass.io.images import check_output_format, write_csv, write_ome_zarr, write_tiff
+
+    check_output_format(output_format)
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     rows, written = [], []
     for i, f in enumerate(fields):
         stem = f"field_{i:04d}"
-        written.append(write_tiff(out_dir / f"{stem}.tif", f.image))
-        write_tiff(out_dir / f"{stem}_labels.tif", f.labels)
-        rows += [{"field": stem, "pixel_size_nm": f.pixel_size_nm, **o} for o in f.objects]
+        if output_format == "ome-zarr":
+            written.append(write_ome_zarr(out_dir / f"{stem}.ome.zarr", f.image, pixel_size_nm=f.pixel_size_nm,
+                                          label_images={"instances": (f.labels, None)}))
+        else:
+            written.append(write_tiff(out_dir / f"{stem}.tif", f.image, pixel_size_nm=f.pixel_size_nm))
+            write_tiff(out_dir / f"{stem}_labels.tif", f.labels, pixel_size_nm=f.pixel_size_nm)
+        rows += [{"field": stem, "pixel_size_nm": f.pixel_size_nm, **_object_columns(o, f.pixel_size_nm)}
+                 for o in f.objects]
     write_csv(out_dir / "objects.csv", rows)
     return written
+
+
+def _object_columns(obj: dict[str, Any], pixel_size_nm: float) -> dict[str, Any]:
+    """A simulated object as ``objects.csv`` columns, each length named with its unit."""
+    columns = {k: v for k, v in obj.items() if k not in ("centre_y", "centre_x")}
+    for axis in "yx":
+        columns[f"centre_{axis}_px"] = round(obj[f"centre_{axis}"], 2)
+        columns[f"centre_{axis}_nm"] = round(obj[f"centre_{axis}"] * pixel_size_nm, 2)
+    return columns

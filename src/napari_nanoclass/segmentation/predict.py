@@ -50,13 +50,13 @@ class SegmentationResult:
     pixel_size_nm: float | None = None  # the input's, when known (outputs are at the input's size)
 
     def class_table(self) -> list[dict[str, Any]]:
-        """Pixels and area fraction per class (and area in nm² when the pixel size is known): the
-        Labels layer's features table and a CSV."""
+        """Area in pixels and fraction per class (and in nm² when the pixel size is known): the
+        Labels layer's features table and a CSV. Columns name their unit (``area_px``, ``area_nm2``)."""
         counts = _bincount(self.labels, len(self.class_names))
         total = max(int(counts.sum()), 1)
         area = {} if not self.pixel_size_nm else {"area_nm2": lambda n: round(float(n) * self.pixel_size_nm ** 2, 3)}
         return [
-            {"index": i, "class": name, "pixels": int(n), "fraction": n / total, **{k: f(n) for k, f in area.items()}}
+            {"index": i, "class": name, "area_px": int(n), "fraction": n / total, **{k: f(n) for k, f in area.items()}}
             for i, (name, n) in enumerate(zip(self.class_names, counts))
         ]
 

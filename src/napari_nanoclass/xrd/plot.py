@@ -1,7 +1,9 @@
 """The picture of one classified pattern: what the model saw, where its decision came from, and
-the ranked classes. Shared by ``nanoclass xrd`` (a PNG per pattern) and the napari dock widget.
+the ranked classes. Shared by ``nanoclass xrd`` (a PNG per pattern) and the napari dock widget;
+:func:`layers` opens a saved result again in napari (the reader of the ``xrd`` analysis).
 
-matplotlib is imported here only, and only when a plot is drawn: inference stays free of it.
+matplotlib is imported here only, and only when a plot is drawn: inference stays free of it, and
+so does opening results (no torch either).
 """
 
 from __future__ import annotations
@@ -9,10 +11,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from napari_nanoclass.core.atomic import atomic_path
 
 ACTIVATION_COLOUR = "#d7191c"
 EVIDENCE_COLOUR = "#e66101"
+ASPECT = 3.0  # a pattern layer is this many times wider (its 2θ span, degrees) than tall
 
 
 def draw(figure: Any, result: Any) -> None:
@@ -57,3 +62,82 @@ def write_plot(path: str | Path, result: Any, dpi: int = 100) -> Path:
     with atomic_path(path) as tmp:
         figure.savefig(tmp, dpi=dpi, format="png")
     return path
+
+
+# -- opening results in napari ----------------------------------------------------------------------
+
+
+def layers(folder: Path, stem: str, result: dict[str, Any]) -> list[Any]:
+    """One classified pattern of a ``nanoclass xrd`` output folder or a batch folder, as napari
+    LayerData: the pattern itself as a curve over 2θ with its ``xrd.csv`` row as the features
+    (when its file is still where the row says), then the saved picture of what the model saw,
+    below the curve and as wide (``--no-plots``: none).
+
+    Curves share one axis (2θ in degrees across, intensity up), so the patterns of a folder
+    overlay like the curves of one plot and their classes can be compared on the canvas.
+    """
+    pattern = _pattern(result.get("path"))
+    plot = folder / f"{stem}_xrd.png"
+    if pattern is None and not plot.is_file():
+        raise ValueError(f"{folder}: {stem}: neither {plot.name} nor the pattern file "
+                         f"{result.get('path') or '(no path recorded)'} can be found; rerun nanoclass xrd")
+    found: list[Any] = [] if pattern is None else [curve_layer(pattern, stem, result)]
+    if plot.is_file():
+        found.append(_plot_layer(plot, stem, result))
+    return found
+
+
+def _pattern(path: str | None) -> Any:
+    """The pattern at ``path``, or None when it is gone or no longer reads (the results still open)."""
+    from napari_nanoclass.xrd.patterns import PatternError, read_pattern
+
+    if not path or not Path(path).is_file():
+        return None
+    try:
+        return read_pattern(path)
+    except PatternError:
+        return None
+
+
+def _title(stem: str, result: dict[str, Any]) -> str:
+    group, confidence = result.get("space_group") or "", _float(result.get("confidence"))
+    return f"{stem}: {group} ({confidence:.0%})" if group and confidence is not None else stem
+
+
+def _float(value: Any) -> float | None:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def curve_layer(pattern: Any, stem: str, result: dict[str, Any]) -> tuple[Any, dict[str, Any], str]:
+    """A Shapes layer of one path, (-height, 2θ) per point: 2θ across in degrees, the intensity
+    scaled to 0–1 of a height of span / ASPECT, upwards (napari's rows grow downwards).
+    Its one row of ``features`` is the pattern's table row, with a ``title`` shown beside it."""
+    two_theta = np.asarray(pattern.two_theta, np.float64)
+    intensity = np.asarray(pattern.intensity, np.float64)
+    low, high = float(intensity.min()), float(intensity.max())
+    height = (two_theta[-1] - two_theta[0]) / ASPECT
+    up = -(intensity - low) / (high - low or 1.0) * height
+    features = {k: [v] for k, v in result.items() if not isinstance(v, (dict, list))}
+    features["title"] = [_title(stem, result)]
+    meta = {"name": f"{stem} pattern", "shape_type": "path", "edge_width": height / 200, "edge_color": "white",
+            "features": features, "text": {"string": "{title}", "anchor": "upper_left", "size": 10},
+            "metadata": {"summary": result, "axes": ["intensity (0-1, up)", "2θ (degrees)"]}}
+    return [np.column_stack([up, two_theta])], meta, "shapes"
+
+
+def _plot_layer(plot: Path, stem: str, result: dict[str, Any]) -> tuple[Any, dict[str, Any], str]:
+    """The saved PNG as an RGB layer; placed under the curve and as wide as the file's 2θ range
+    when the row records it, so the two line up on the canvas."""
+    from skimage.io import imread
+
+    picture = imread(plot)[..., :3]
+    meta: dict[str, Any] = {"name": f"{stem} XRD {result.get('space_group') or ''}".strip(), "rgb": True,
+                            "metadata": {"summary": result}}
+    low, high = _float(result.get("two_theta_min")), _float(result.get("two_theta_max"))
+    if low is not None and high is not None and high > low:
+        per_pixel = (high - low) / picture.shape[1]
+        meta.update(scale=[per_pixel, per_pixel], translate=[(high - low) / ASPECT * 0.1, low])
+    return picture, meta, "image"

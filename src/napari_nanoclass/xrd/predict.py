@@ -168,14 +168,3 @@ class XrdFiles(FileJob):
     def model_names(cls, options: dict[str, Any]) -> dict[str, str]:
         return {"model": options.get("model") or DEFAULT_MODEL}
 
-
-def layers(folder: Path, stem: str, result: dict[str, Any]) -> list[Any]:
-    """A batch result folder back in napari: the saved plot as an RGB image layer, the row in its
-    metadata (a 1-D pattern has no image of its own)."""
-    from skimage.io import imread
-
-    plot = folder / f"{stem}_xrd.png"
-    if not plot.is_file():
-        raise ValueError(f"{folder}: {plot.name} is missing; rerun the batch with --overwrite")
-    return [(imread(plot)[..., :3], {"name": f"{stem} XRD {result.get('space_group', '')}".strip(), "rgb": True,
-                                     "metadata": {"summary": result}}, "image")]
