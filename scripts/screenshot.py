@@ -1,4 +1,5 @@
-"""Make the screenshots in docs/images: the Segment and Fibre homogeneity widgets run on the bundled samples.
+"""Make the screenshots in docs/images: the Segment, Fibre homogeneity and Liposomes widgets run on the bundled
+samples.
 
     xvfb-run -a .venv/bin/python scripts/screenshot.py
 """
@@ -19,6 +20,7 @@ def shoot(sample: str, widget_name: str, filename: str) -> None:
     widget.run()
     if widget_name == "Segment":
         viewer.layers[-1].opacity = 0.45
+    napari.qt.get_qapp().processEvents()  # let the dock's labels take the size of their new text
     viewer.screenshot(str(IMAGES / filename), canvas_only=False, flash=False)
     print(f"wrote {IMAGES / filename}")
     viewer.close()
@@ -26,3 +28,4 @@ def shoot(sample: str, widget_name: str, filename: str) -> None:
 
 shoot("drosophila", "Segment", "segment-widget.png")
 shoot("sem_fibres", "Fibre homogeneity", "homogeneity-widget.png")
+shoot("liposomes", "Liposomes", "liposome-widget.png")

@@ -29,10 +29,12 @@ def test_homogeneity_widget_adds_aligned_heat_map_cam_views_and_verdict(viewer, 
     widget.view.value = 128
     _run(widget)
     heat = viewer.layers[f"{fibre_model} p(NHNF)"]
-    assert heat.data.shape == (7, 10)  # ⌈200/32⌉ × ⌈300/32⌉
-    assert tuple(heat.scale) == (64.0, 64.0)
-    # patch (0, 0) spans image pixels 0–31: its centre in world coordinates is 10 + 2 × 15.5
-    assert heat.data_to_world((0, 0))[0] == pytest.approx(10 + 2 * 15.5)
+    assert heat.data.shape == image.shape  # drawn over the image, never past its edge
+    assert tuple(heat.scale) == (2.0, 2.0) and tuple(heat.translate) == (10.0, 20.0)
+    pixels = np.asarray(heat.data)
+    # one value per 32 px patch, the last (partial) row and column of patches cut at the image's edge
+    assert pixels[0, 0] == pixels[31, 31] and pixels[199, 299] == pixels[192, 288]
+    assert len(np.unique(pixels[::32, ::32])) > 1 and pixels[::32, ::32].shape == (7, 10)
     assert heat.blending == "additive" and tuple(heat.contrast_limits) == (0, 1)
     cam = viewer.layers[f"{fibre_model} defect map"]
     assert cam.data.shape == image.shape and tuple(cam.translate) == (10.0, 20.0)
@@ -48,7 +50,7 @@ def test_default_texture_model_gets_its_defect_map_from_the_cnn_and_is_no_base_t
     widget = HomogeneityWidget(viewer)
     assert widget.model.value == DEFAULT_MODEL and widget.cam.value
     _run(widget)
-    assert viewer.layers[f"{DEFAULT_MODEL} p(NHNF)"].data.shape == (2, 2)
+    assert viewer.layers[f"{DEFAULT_MODEL} p(NHNF)"].data.shape == (256, 256)
     cam = viewer.layers[f"{DEFAULT_CAM_MODEL} defect map"]
     assert cam.data.shape == (256, 256) and cam.metadata["weighted_by"] == DEFAULT_MODEL
     trainer = HomogeneityTrainWidget(viewer)

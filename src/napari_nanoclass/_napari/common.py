@@ -21,13 +21,20 @@ from napari_nanoclass.core.progress import Progress, Steps, run_sync
 from napari_nanoclass.models.registry import LoadedModel, list_models, load_model
 
 
+def text_label() -> Label:
+    """A read-only text line that wraps: status and verdict lines are longer than a dock is wide."""
+    label = Label(value="")
+    label.native.setWordWrap(True)
+    return label
+
+
 class TaskRunner(Container):
     """Progress bar + Cancel button that run one step generator at a time off the GUI thread."""
 
     def __init__(self, run_button: PushButton) -> None:
         self.bar = ProgressBar(value=0, max=1, visible=False)
         self.cancel_button = PushButton(text="Cancel", enabled=False)
-        self.status = Label(value="")
+        self.status = text_label()
         super().__init__(widgets=[self.bar, self.cancel_button, self.status], labels=False)
         self.run_button = run_button
         self.synchronous = False

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from magicgui.widgets import CheckBox, ComboBox, Label, LineEdit, SpinBox
+from magicgui.widgets import CheckBox, ComboBox, LineEdit, SpinBox
 
 from napari_nanoclass._napari.common import (
     ViewerWidget,
@@ -21,10 +21,11 @@ from napari_nanoclass._napari.common import (
     layer_pixel_size,
     model_choices,
     pixel_size_note,
+    text_label,
 )
 from napari_nanoclass.core.devices import available_devices
 from napari_nanoclass.core.progress import Progress, Steps
-from napari_nanoclass.engine.tiling import patch_map_placement
+from napari_nanoclass.engine.tiling import patch_map_pixels
 from napari_nanoclass.homogeneity import CLASS_COLOURS, CNN_ARCHITECTURE, DEFAULT_CAM_MODEL, DEFAULT_MODEL, VIEW
 from napari_nanoclass.homogeneity.predict import HomogeneityResult, analyse_steps
 from napari_nanoclass.homogeneity.train import (
@@ -58,7 +59,7 @@ class HomogeneityWidget(ViewerWidget):
                             tooltip=f"made by the model if it is a FibreCNN, else by {DEFAULT_CAM_MODEL}")
         self.view = SpinBox(label="view (px)", value=VIEW, min=128, max=16384, step=128,
                             tooltip="side of one SEM view; a verdict is given per view")
-        self.verdict = Label(value="")
+        self.verdict = text_label()
         super().__init__(napari_viewer, [self.image, self.model, self.device, self.cam, self.view, self.verdict])
         if DEFAULT_MODEL in self.model.choices:
             self.model.value = DEFAULT_MODEL
@@ -74,12 +75,13 @@ class HomogeneityWidget(ViewerWidget):
         self.runner.start(steps, lambda result: self.add_layers(result, layer))
 
     def add_layers(self, result: HomogeneityResult, source: Any) -> None:
-        scale, translate = patch_map_placement(result.patch_px, source.scale, source.translate)
         kept = [keep_previous(self.viewer, f"{result.model_name} {what}") for what in ("p(NHNF)", "views")]
         if result.cam is not None:
             kept.append(keep_previous(self.viewer, f"{result.cam_model_name} defect map"))
+        shape = source.data.shape if not getattr(source, "multiscale", False) else source.data[0].shape
         self.viewer.add_image(
-            result.p_nhnf, name=f"{result.model_name} p(NHNF)", scale=scale, translate=translate,
+            patch_map_pixels(result.p_nhnf, result.patch_px, shape), name=f"{result.model_name} p(NHNF)",
+            scale=source.scale, translate=source.translate,
             colormap="inferno", blending="additive", opacity=0.4, contrast_limits=(0, 1),
             metadata={"class_names": result.class_names, "model": result.model_name,
                       "model_sha256": result.model_sha256, "summary": result.summary},

@@ -17,9 +17,9 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from magicgui.widgets import CheckBox, ComboBox, Container, FloatSpinBox, Label, LineEdit, PushButton, SpinBox
+from magicgui.widgets import CheckBox, ComboBox, Container, FloatSpinBox, LineEdit, PushButton, SpinBox
 
-from napari_nanoclass._napari.common import ViewerWidget, base_data, keep_previous, kept_note, layer_choices
+from napari_nanoclass._napari.common import ViewerWidget, base_data, keep_previous, kept_note, layer_choices, text_label
 from napari_nanoclass.core.devices import available_devices
 from napari_nanoclass.core.progress import Progress, Steps, scaled
 from napari_nanoclass.liposomes import (
@@ -82,7 +82,7 @@ class LiposomeWidget(ViewerWidget):
                                          "with more false alarms (default: each classifier's stored operating point)")
         self.colour_by = ComboBox(label="colour by", choices=list(PROBLEMS), value="lamellarity")
         self.device = ComboBox(label="device", choices=available_devices())
-        self.summary = Label(value="")
+        self.summary = text_label()
         self.correction = _CorrectionPanel(self)
         super().__init__(napari_viewer, [self.image, self.objects, self.pixel_size, self.detector, *self.models.values(),
                                          self.balanced, self.colour_by, self.device])

@@ -11,9 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from magicgui.widgets import ComboBox, Container, FileEdit, FloatSpinBox, Label, PushButton
+from magicgui.widgets import ComboBox, Container, FileEdit, FloatSpinBox, PushButton
 
-from napari_nanoclass._napari.common import TaskRunner, model_choices
+from napari_nanoclass._napari.common import TaskRunner, model_choices, text_label
 from napari_nanoclass.core.devices import available_devices
 from napari_nanoclass.models.registry import load_model
 from napari_nanoclass.xrd import DEFAULT_MODEL, INPUT_SUFFIXES
@@ -32,7 +32,7 @@ class XrdWidget(Container):
         self.device = ComboBox(label="device", choices=available_devices())
         self.lowpass = FloatSpinBox(label="FFT low-pass", value=0.0, min=0.0, max=1.0, step=0.05,
                                     tooltip="keep this fraction of the frequencies (0: the model's own setting)")
-        self.verdict = Label(value="")
+        self.verdict = text_label()
         self.run_button = PushButton(text="Classify")
         self.runner = TaskRunner(self.run_button)
         self.figure, canvas = _figure()

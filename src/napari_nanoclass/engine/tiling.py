@@ -154,6 +154,16 @@ def patch_map_placement(patch: int, scale: Sequence[float], translate: Sequence[
     return [*lead_scale, *yx_scale], [*lead_translate, *yx_translate]
 
 
+def patch_map_pixels(grid: Any, patch: int, shape: Sequence[int]) -> Any:
+    """A patch map (…, rows, cols) at image resolution, cropped to the image's (Y, X) ``shape``:
+    every pixel holds its patch's value. Drawn at patch resolution, the last row and column of
+    patches (partly outside the image) ran past the image's edge; this stops where the image does.
+    Lazy (dask), so a large image's map costs no memory until a view of it is drawn."""
+    lazy = da.from_array(np.asarray(grid), chunks=-1)
+    full = da.repeat(da.repeat(lazy, int(patch), axis=-2), int(patch), axis=-1)
+    return full[..., : int(shape[-2]), : int(shape[-1])]
+
+
 def check_min_size(shape: Sequence[int], minimum: int, name: str, model: str, why: str) -> None:
     """Refuse an image whose (Y, X) is smaller than a model's minimum before any compute: below
     it the result is mostly padding (a 20×20 crop "100 % mitochondria"), not a measurement."""
