@@ -11,6 +11,7 @@ from torch import nn
 
 from napari_nanoclass import engine
 from napari_nanoclass.core.progress import Cancelled, CancelToken, run_sync
+from napari_nanoclass.io.images import image_stats
 from napari_nanoclass.models.unet import SEUNet
 
 
@@ -205,6 +206,26 @@ def test_cancel_takes_effect_within_one_tile_and_leaves_no_output(tmp_path):
     assert model.calls == 3
     assert seen[-1].total == 64
     assert not any(tmp_path.iterdir())  # the partial zarr was removed
+
+
+def test_test_time_augmentation_reports_and_stops_between_its_eight_views():
+    model = CountingModel()
+    image = np.random.default_rng(0).normal(size=(64, 64)).astype(np.float32)
+    steps = []
+    whole = run_sync(engine.predict_dense(model, image, tile=64, tta=True, postprocess=None), progress=steps.append)
+    assert [s.done for s in steps] == list(range(9)) and steps[-1].total == 8  # one window, eight forwards
+    mean, std = image_stats(image)
+    expected = engine.dihedral_mean(model, torch.from_numpy((image - mean) / std)[None, None])
+    np.testing.assert_allclose(whole, expected[0].detach().numpy(), atol=1e-5)  # still the mean of the views
+    model.calls, token = 0, CancelToken()
+
+    def cancel_after_two(step):
+        if step.done == 2:
+            token.cancel()
+
+    with pytest.raises(Cancelled):
+        run_sync(engine.predict_dense(model, image, tile=64, tta=True), progress=cancel_after_two, cancel=token)
+    assert model.calls == 2  # stopped two views into the only window, not after all eight
 
 
 def test_progress_counts_every_tile_over_stack_planes(unet):

@@ -106,20 +106,34 @@ def _autocast(device: torch.device, precision: str) -> contextlib.AbstractContex
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
-def dihedral_mean(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """Test-time augmentation: the mean of the model's outputs over the 8 rotations and flips of
-    ``x``, each turned back (spatial outputs) before averaging. EM texture has no preferred
-    orientation, so the 8 views are equally valid inputs and their mean is a steadier prediction
-    (on the shipped segmentation model +0.7 points of validation mIoU, at 8× the compute)."""
+DIHEDRAL = [(k, flip) for k in range(4) for flip in (False, True)]  # the 8 rotations and flips of a square
+
+
+def dihedral_views(model: nn.Module, x: torch.Tensor,
+                   context: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
+                   ) -> Iterator[torch.Tensor | None]:
+    """:func:`dihedral_mean` one view at a time: yields None after each of the first seven views and
+    the mean after the eighth, so that a caller can report progress and stop between views (with
+    test-time augmentation one tile costs eight forwards). Each view runs inside ``context()``,
+    entered and left around it, so no torch mode stays switched on while the caller runs."""
     total = torch.zeros(())
-    for k in range(4):
-        for flip in (False, True):
+    for i, (k, flip) in enumerate(DIHEDRAL):
+        with context():
             view = torch.rot90(x, k, (2, 3))
             y = model(view.flip(3) if flip else view).float()
             if y.ndim == 4:
                 y = torch.rot90(y.flip(3) if flip else y, -k, (2, 3))
             total = total + y
-    return total / 8
+        yield total / len(DIHEDRAL) if i == len(DIHEDRAL) - 1 else None
+
+
+def dihedral_mean(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Test-time augmentation: the mean of the model's outputs over the 8 rotations and flips of
+    ``x``, each turned back (spatial outputs) before averaging. EM texture has no preferred
+    orientation, so the 8 views are equally valid inputs and their mean is a steadier prediction
+    (docs/segmentation.md gives its gain, at 8× the compute)."""
+    *_, mean = dihedral_views(model, x)
+    return mean
 
 
 def default_batch_size(device: torch.device) -> int:
@@ -139,17 +153,31 @@ def iter_batches(
     precision: str = "float32",
     postprocess: Postprocess | None = None,
     tta: bool = False,
-) -> Iterator[tuple[Sequence[Window], np.ndarray]]:
-    """Yield (windows, outputs) batch by batch: normalised windows through ``model`` in eval mode
-    (with ``tta``, averaged over the 8 rotations and flips: :func:`dihedral_mean`)."""
+) -> Iterator[tuple[Sequence[Window], np.ndarray | None]]:
+    """Yield (windows, outputs) batch by batch: normalised windows through ``model`` in eval mode.
+    With ``tta`` the outputs are averaged over the 8 rotations and flips (:func:`dihedral_views`),
+    and (windows, None) is yielded after each of the first seven views: a step to report."""
     model.eval()
+
+    def inference() -> contextlib.ExitStack:
+        stack = contextlib.ExitStack()
+        stack.enter_context(torch.inference_mode())
+        stack.enter_context(_autocast(device, precision))
+        return stack
+
     for start in range(0, len(windows), batch_size):
         batch = windows[start : start + batch_size]
         x = np.stack([read_window(plane, w) for w in batch])[:, None]
         x = torch.from_numpy((x - mean) / std).to(device)
-        with torch.inference_mode(), _autocast(device, precision):
-            y = dihedral_mean(model, x) if tta else model(x)
-            if postprocess is not None:
+        if tta:
+            for y in dihedral_views(model, x, inference):
+                if y is None:
+                    yield batch, None
+        else:
+            with inference():
+                y = model(x)
+        if postprocess is not None:
+            with inference():
                 y = postprocess(y)
         yield batch, y.float().cpu().numpy() if y.is_floating_point() else y.cpu().numpy()
 
@@ -285,7 +313,8 @@ def _run(
     image_planes = planes(image)
     plane_shape = tuple(image.shape[-2:])
     windows = layout(plane_shape)
-    total = len(windows) * len(image_planes)
+    views = len(DIHEDRAL) if tta else 1  # progress counts each forward: 8 per window with tta
+    total = len(windows) * len(image_planes) * views
     spatial = (*image.shape[:-2], *out_spatial(plane_shape))
     output = _Output(spatial, chunk, out)
     done = 0
@@ -295,10 +324,11 @@ def _run(
             mean, std = stats[z] if stats is not None else image_stats(plane)
             for batch, result in iter_batches(model, plane, windows, mean=mean, std=std, batch_size=batch_size,
                                               device=dev, precision=precision, postprocess=postprocess, tta=tta):
-                array = output.ensure(result.shape[1], result.dtype)
-                for window, value in zip(batch, result):
-                    store(array, z if image.ndim == 3 else None, window, value)
                 done += len(batch)
+                if result is not None:
+                    array = output.ensure(result.shape[1], result.dtype)
+                    for window, value in zip(batch, result):
+                        store(array, z if image.ndim == 3 else None, window, value)
                 yield Progress(done, total, f"plane {z + 1}/{len(image_planes)}" if len(image_planes) > 1 else "tiles")
         return output.finish()
     except BaseException:
