@@ -318,6 +318,22 @@ def test_texture_model_runs_through_the_engine_as_its_regressions(user_registry)
         fit_texture_model([Micrograph(train_set[0].image, "marked", marks=marks)], ["HNF", "NHNF"], "marked")
 
 
+def test_a_micrograph_with_edge_patches_is_judged_on_the_whole_patch_statistics_the_head_was_fitted_on():
+    # the region head is fitted on whole grid patches (region_examples); judged through the engine,
+    # whose grid also holds reflect-padded edge patches, the verdict must come from the same
+    # statistics (benchmarks/homogeneity_recipe_cv.py relies on it)
+    train_set = _beaded_set(12, seed=5)
+    model = fit_texture_model(train_set, ["HNF", "NHNF"], "texture-edges", patch=64, feature_set="morphology", c=1.0)
+    grids = [patch_feature_grid(m.image, 64, "morphology") for m in train_set]
+    regions = patch_regression(1.0).fit(*region_examples(grids, [m.label for m in train_set]))
+    for m in _beaded_set(4, seed=6, shape=(160, 300)):  # 2 × 4 whole patches, a half row and a 69 % column
+        result = analyse(m.image, model)
+        assert result.coverage.shape == (3, 5) and (result.coverage < 1).sum() == 7
+        whole = image_patch_features(m.image, 64, "morphology")
+        p_region = regions.predict_proba(region_statistics(whole)[None])[0, 1]
+        assert result.summary["p_nhnf"] == pytest.approx(p_region, abs=1e-3)
+
+
 def test_region_head_judges_each_view_and_each_plane(user_registry):
     model = fit_texture_model(_beaded_set(12, seed=5), ["HNF", "NHNF"], "texture-views", patch=64)
     clean, beaded = _beaded_set(2, seed=7)
