@@ -36,9 +36,10 @@ def _timed(widget: Any, cancel_after: float | None, timeout: float = 900) -> dic
     """Start ``widget``'s run; record when progress arrives; optionally press Cancel."""
     runner = widget.runner
     stamps: list[float] = []
+    messages: list[str] = []
     start = time.perf_counter()
     widget.run()
-    runner.worker.yielded.connect(lambda _step: stamps.append(time.perf_counter()))
+    runner.worker.yielded.connect(lambda step: (stamps.append(time.perf_counter()), messages.append(step.message)))
     pressed = None
     if cancel_after is not None:
         _wait(lambda: time.perf_counter() - start >= cancel_after or widget.run_button.enabled, timeout)
@@ -48,7 +49,8 @@ def _timed(widget: Any, cancel_after: float | None, timeout: float = 900) -> dic
     end = time.perf_counter()
     marks = [start, *stamps, end]
     gaps = np.diff(marks)
-    return {"seconds": end - start, "updates": len(stamps), "first_update": (stamps[0] - start) if stamps else None,
+    after = (["(start)", *messages][int(gaps.argmax())])
+    return {"longest_after": after, "seconds": end - start, "updates": len(stamps), "first_update": (stamps[0] - start) if stamps else None,
             "median_gap": float(np.median(gaps)), "max_gap": float(gaps.max()),
             "cancel_latency": None if pressed is None else end - pressed, "status": runner.status.value}
 
@@ -113,7 +115,7 @@ def main() -> None:
     ap.add_argument("--cancel-after", type=float, default=0.5, help="seconds into the second run")
     args = ap.parse_args()
     QApplication.instance() or QApplication([])
-    print("| widget run | seconds | updates | first update (s) | median / largest gap (s) | Cancel latency (s) |")
+    print("| widget run | seconds | updates | first update (s) | median / largest gap (s) | Cancel latency (s), status |")
     print("|---|---|---|---|---|---|")
     for name in args.runs:
         widget = RUNS[name](ViewerModel())
@@ -121,7 +123,8 @@ def main() -> None:
         cancelled = _timed(widget, args.cancel_after)
         first = "—" if full["first_update"] is None else f"{full['first_update']:.2f}"
         print(f"| {name} | {full['seconds']:.1f} | {full['updates']} | {first} | {full['median_gap']:.2f} / "
-              f"{full['max_gap']:.2f} | {cancelled['cancel_latency']:.2f} ({cancelled['status']}) |", flush=True)
+              f"{full['max_gap']:.2f} (after {full['longest_after']!r}) | {cancelled['cancel_latency']:.2f} "
+              f"({cancelled['status'][:40]}) |", flush=True)
 
 
 if __name__ == "__main__":

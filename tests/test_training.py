@@ -8,7 +8,7 @@ import torch
 
 from napari_nanoclass.core.augment import appearance_shift
 from napari_nanoclass.core.metrics import SegmentationScores, confusion_matrix
-from napari_nanoclass.core.progress import run_sync
+from napari_nanoclass.core.progress import Cancelled, CancelToken, run_sync
 from napari_nanoclass.models.registry import load_model
 from napari_nanoclass.models.unet import SEUNet
 from napari_nanoclass.segmentation.data import DROSOPHILA_LABEL_MAP, Pair, map_labels
@@ -75,6 +75,25 @@ def test_loader_workers_train_reproducibly_and_learn():
     assert [h["loss"] for h in runs[0].history] == [h["loss"] for h in runs[1].history]  # same seed, same batches
     in_process = train(train_pairs, val, cfg(epochs=4, calibrate=False))
     assert [h["loss"] for h in in_process.history] != [h["loss"] for h in runs[0].history]  # the workers' own draws
+
+
+def test_epoch_end_work_reports_progress_and_can_be_cancelled():
+    train_pairs, val = [synthetic_pair(i) for i in range(2)], [synthetic_pair(10, size=256)]
+    steps = []
+    train(train_pairs, val, cfg(epochs=2, iters_per_epoch=2, frem_b=2, frem_x=5.0, tile=64), progress=steps.append)
+    messages = [s.message for s in steps]
+    assert sum("validating" in m for m in messages) >= 2 * 16  # every tile of the 256² validation image, per epoch
+    assert any("re-estimating batch-norm statistics" in m for m in messages)  # FREM's recalibration
+    assert all(0 <= s.done <= s.total for s in steps)
+    token = CancelToken()
+
+    def cancel_while_validating(step):
+        if "validating" in step.message:
+            token.cancel()
+
+    net_steps = train_steps(train_pairs, val, cfg(epochs=2, iters_per_epoch=2, tile=64))
+    with pytest.raises(Cancelled):
+        run_sync(net_steps, progress=cancel_while_validating, cancel=token)
 
 
 class PlantedLogits(torch.nn.Module):

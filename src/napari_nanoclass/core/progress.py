@@ -118,6 +118,18 @@ def run_sync(
             bar.close()
 
 
+def held(steps: Steps[T], at: Progress) -> Steps[T]:
+    """Run a sub-job inside a step of a larger job: each of its steps is reported as ``at`` (the
+    bar stays where the larger job is, with ``at``'s message), so the job still yields — and can be
+    cancelled — while the sub-job runs. Returns the sub-job's result."""
+    while True:
+        try:
+            next(steps)
+        except StopIteration as stop:
+            return stop.value
+        yield at
+
+
 def scaled(steps: Steps[T], index: int, count: int, message: str = "") -> Steps[T]:
     """Re-express sub-job ``index`` of ``count`` (a plane, a file) as part of the whole job.
 

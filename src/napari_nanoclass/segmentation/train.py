@@ -26,7 +26,7 @@ from napari_nanoclass import engine
 from napari_nanoclass.core.atomic import atomic_path
 from napari_nanoclass.core.augment import AUGMENTATIONS, appearance_shift, augment, scale_factor
 from napari_nanoclass.core.metrics import SegmentationScores, confusion_matrix
-from napari_nanoclass.core.progress import Progress, Steps, run_sync, scaled
+from napari_nanoclass.core.progress import Progress, Steps, held, run_sync, scaled
 from napari_nanoclass.io.images import as_greyscale, image_stats
 from napari_nanoclass.models.registry import ModelInfo, build, check_name, load_model, save_model
 from napari_nanoclass.models.unet import SEUNet
@@ -203,19 +203,26 @@ def class_weights(pairs: Sequence[Pair], n_classes: int) -> torch.Tensor:
 # -- evaluation -------------------------------------------------------------------------------
 
 
-def evaluate(module: torch.nn.Module, pairs: Sequence[Pair], class_names: Sequence[str], *,
-             tile: int = 1024, device: str | torch.device | None = None,
-             logit_bias: Sequence[float] | None = None, tta: bool = False) -> SegmentationScores:
+def evaluate_steps(module: torch.nn.Module, pairs: Sequence[Pair], class_names: Sequence[str], *,
+                   tile: int = 1024, device: str | torch.device | None = None,
+                   logit_bias: Sequence[float] | None = None, tta: bool = False) -> Steps[SegmentationScores]:
     """Per-class IoU and mIoU over whole images, predicted through the tiling engine, with the
     decision offsets ``logit_bias`` if given (as :func:`segmentation.segment` applies a model's)
-    and optionally test-time augmentation."""
+    and optionally test-time augmentation; progress per tile."""
     n = len(class_names)
     confusion = np.zeros((n, n), dtype=np.int64)
     post = engine.with_logit_bias(engine.labels_from_logits, logit_bias)
-    for pair in pairs:
-        labels = run_sync(engine.predict_dense(module, pair.image, tile=tile, device=device, postprocess=post, tta=tta))
+    for i, pair in enumerate(pairs):
+        labels = yield from scaled(engine.predict_dense(module, pair.image, tile=tile, device=device, postprocess=post,
+                                                        tta=tta), i, len(pairs), f"evaluating {i + 1}/{len(pairs)}")
         confusion += confusion_matrix(labels[0], pair.labels, n, ignore=IGNORE_INDEX)
     return SegmentationScores(list(class_names), confusion)
+
+
+def evaluate(module: torch.nn.Module, pairs: Sequence[Pair], class_names: Sequence[str], **kwargs: Any
+             ) -> SegmentationScores:
+    """Synchronous :func:`evaluate_steps`."""
+    return run_sync(evaluate_steps(module, pairs, class_names, **kwargs))
 
 
 TAUS = tuple(round(float(t), 2) for t in np.linspace(0.0, 1.0, 21))  # strengths tried by fit_logit_adjustment
@@ -379,10 +386,14 @@ def train_steps(train: Sequence[Pair], val: Sequence[Pair], config: TrainConfig,
             done = epoch * config.iters_per_epoch + it + 1
             yield Progress(done, total, f"epoch {epoch + 1}/{config.epochs} loss {losses[-1]:.3f}",
                            {"epoch": epoch + 1, "loss": losses[-1]})
+        so_far = {"epoch": epoch + 1, "loss": losses[-1]}  # the epoch's end still reports (and can stop)
         if module.frem is not None:
             batches = math.ceil(RECALIBRATION_CROPS / config.batch_size)
-            recalibrate_batch_norm(module, (sampler.batch(config.batch_size)[0].to(dev) for _ in range(batches)))
-        scores = evaluate(module, val, config.class_names, tile=config.tile, device=dev)
+            yield from held(recalibration_steps(module, (sampler.batch(config.batch_size)[0].to(dev)
+                                                         for _ in range(batches))),
+                            Progress(done, total, f"epoch {epoch + 1}: re-estimating batch-norm statistics", so_far))
+        scores = yield from held(evaluate_steps(module, val, config.class_names, tile=config.tile, device=dev),
+                                 Progress(done, total, f"epoch {epoch + 1}: validating", so_far))
         record = {"epoch": epoch + 1, "loss": float(np.mean(losses)), "val_miou": scores.miou,
                   **{f"val_{k}": v for k, v in scores.as_dict().items() if k != "miou"}}
         state["history"].append(record)
@@ -418,8 +429,12 @@ def train_steps(train: Sequence[Pair], val: Sequence[Pair], config: TrainConfig,
 RECALIBRATION_CROPS = 128  # crops whose FREM-free features re-estimate the batch-norm statistics
 
 
-@torch.no_grad()
 def recalibrate_batch_norm(module: torch.nn.Module, batches: Iterable[torch.Tensor]) -> None:
+    """Synchronous :func:`recalibration_steps`."""
+    run_sync(recalibration_steps(module, batches))
+
+
+def recalibration_steps(module: torch.nn.Module, batches: Iterable[torch.Tensor]) -> Steps[None]:
     """Re-estimate every batch norm's running statistics from ``batches`` with inference features.
 
     FREM multiplies bottleneck channels by X (hundreds) in training, and the decoder's batch norms
@@ -427,6 +442,8 @@ def recalibrate_batch_norm(module: torch.nn.Module, batches: Iterable[torch.Tens
     identity, so the statistics no longer match the features (the shipped-model run's validation
     mIoU jumped between 0.55 and 0.75 from epoch to epoch). Everything but the batch norms runs
     as at inference (FREM and dropout off); the norms average over all batches (momentum None).
+    Yields after each batch; stopped early, the norms keep their momenta and the module is left
+    in eval mode.
     """
     module.eval()
     norms = [m for m in module.modules() if isinstance(m, torch.nn.BatchNorm2d)]
@@ -435,11 +452,15 @@ def recalibrate_batch_norm(module: torch.nn.Module, batches: Iterable[torch.Tens
         m.reset_running_stats()
         m.momentum = None
         m.train()
-    for x in batches:
-        module(x)
-    for m, momentum in zip(norms, momenta):
-        m.momentum = momentum
-    module.eval()
+    try:
+        for i, x in enumerate(batches):
+            with torch.no_grad():
+                module(x)
+            yield Progress(i + 1, 0, "re-estimating batch-norm statistics")
+    finally:
+        for m, momentum in zip(norms, momenta):
+            m.momentum = momentum
+        module.eval()
 
 
 def _with_state(config: TrainConfig, state: dict[str, torch.Tensor]) -> SEUNet:
