@@ -191,3 +191,14 @@ def test_detector_retrains_on_the_objects_drawn_redrawn_or_confirmed(viewer, tin
     assert "tiny-detector-finetuned" in {m.name for m in list_models()}
     assert widget.detector.value == "tiny-detector-finetuned"  # selected for the next run
     assert "3 corrected objects" in widget.runner.status.value and "selected for the next run" in widget.runner.status.value
+
+
+def test_the_dock_shows_a_colour_legend_for_the_classes_it_colours_by(viewer, tiny_liposome_models):
+    from napari_nanoclass.liposomes import CLASS_COLOURS
+
+    widget, _layer = _analysed(viewer, tiny_liposome_models)
+    legend = widget.legend.value
+    assert all(name in legend and CLASS_COLOURS[name] in legend for name in ("unilamellar", "multilamellar"))
+    widget.colour_by.value = "encapsulation"
+    assert "empty" in widget.legend.value and CLASS_COLOURS["empty"] in widget.legend.value
+    assert "unilamellar" not in widget.legend.value

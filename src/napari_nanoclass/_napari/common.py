@@ -9,9 +9,10 @@ followed with its dock closed; errors always clear the bar and are shown, never 
 
 from __future__ import annotations
 
+import html
 import tempfile
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,17 @@ def text_label() -> Label:
     label = Label(value="")
     label.native.setWordWrap(True)
     return label
+
+
+def legend_html(entries: Sequence[tuple[str, str]], title: str = "") -> str:
+    """A colour legend for a dock label: a swatch in each colour, then its name. A transparent
+    colour (a background class that is not drawn) gets an empty swatch."""
+    def swatch(colour: str) -> str:
+        clear = len(colour) == 9 and colour.endswith("00")
+        return "□" if clear else f"<span style='color:{colour[:7]}'>■</span>"
+
+    items = "&nbsp;&nbsp;".join(f"{swatch(colour)}&nbsp;{html.escape(name)}" for name, colour in entries)
+    return f"<b>{html.escape(title)}</b>&nbsp;&nbsp;{items}" if title else items
 
 
 class TaskRunner(Container):

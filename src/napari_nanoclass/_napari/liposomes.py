@@ -19,7 +19,15 @@ from typing import Any
 import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, FloatSpinBox, LineEdit, PushButton, SpinBox
 
-from napari_nanoclass._napari.common import ViewerWidget, base_data, keep_previous, kept_note, layer_choices, text_label
+from napari_nanoclass._napari.common import (
+    ViewerWidget,
+    base_data,
+    keep_previous,
+    kept_note,
+    layer_choices,
+    legend_html,
+    text_label,
+)
 from napari_nanoclass.core.devices import available_devices
 from napari_nanoclass.core.progress import Progress, Steps, scaled
 from napari_nanoclass.liposomes import (
@@ -83,10 +91,11 @@ class LiposomeWidget(ViewerWidget):
         self.colour_by = ComboBox(label="colour by", choices=list(PROBLEMS), value="lamellarity")
         self.device = ComboBox(label="device", choices=available_devices())
         self.summary = text_label()
+        self.legend = text_label()
         self.correction = _CorrectionPanel(self)
         super().__init__(napari_viewer, [self.image, self.objects, self.pixel_size, self.detector, *self.models.values(),
                                          self.balanced, self.colour_by, self.device])
-        self.extend([self.summary, self.correction])
+        self.extend([self.legend, self.summary, self.correction])
         self._defaults()
         self.result: LiposomeResult | None = None
         self.run_button.changed.connect(self.run)
@@ -140,6 +149,7 @@ class LiposomeWidget(ViewerWidget):
         target.metadata.update(summary=result.summary, pixel_size_nm=result.pixel_size_nm, models=result.models,
                                **{DETECTED: mask_signatures(result.labels)})
         self.correction.forget_undo()
+        self.recolour()
         self.show_summary(result.summary)
         self.runner.status.value = f"done: {result.summary['n_objects']} liposomes" + kept_note(kept)
 
@@ -165,6 +175,8 @@ class LiposomeWidget(ViewerWidget):
 
     def recolour(self) -> None:
         layer = self.result_layer()
+        problem = self.colour_by.value
+        self.legend.value = legend_html([(c, CLASS_COLOURS[c]) for c in PROBLEMS[problem]], problem)
         if layer is not None:
             from napari.utils.colormaps import DirectLabelColormap
 
