@@ -439,8 +439,8 @@ def recalibration_steps(module: torch.nn.Module, batches: Iterable[torch.Tensor]
 
     FREM multiplies bottleneck channels by X (hundreds) in training, and the decoder's batch norms
     fold those amplified features into their running statistics; at inference FREM is the
-    identity, so the statistics no longer match the features (the shipped-model run's validation
-    mIoU jumped between 0.55 and 0.75 from epoch to epoch). Everything but the batch norms runs
+    identity, so the statistics no longer match the features (validation mIoU then jumps from
+    epoch to epoch; docs/segmentation.md). Everything but the batch norms runs
     as at inference (FREM and dropout off); the norms average over all batches (momentum None).
     Yields after each batch; stopped early, the norms keep their momenta and the module is left
     in eval mode.
