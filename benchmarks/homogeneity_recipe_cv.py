@@ -29,7 +29,6 @@ from pathlib import Path
 import numpy as np
 from sklearn.model_selection import LeaveOneGroupOut, StratifiedGroupKFold
 
-from napari_nanoclass.homogeneity import sample_name
 from napari_nanoclass.homogeneity.texture import (
     CANDIDATE_FEATURE_SETS,
     choose_recipe,
@@ -37,7 +36,7 @@ from napari_nanoclass.homogeneity.texture import (
     patch_regression,
     region_examples,
 )
-from napari_nanoclass.homogeneity.train import MODE_CLASSES, Micrograph, Scores, micrographs_from_folders
+from napari_nanoclass.homogeneity.train import MODE_CLASSES, Micrograph, Scores, micrographs_from_folders, sample_groups
 from napari_nanoclass.models.texture_classifier import region_statistics
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -108,7 +107,7 @@ def main() -> None:
         grids = {s: feature_grids(micrographs, s) for s in CANDIDATE_FEATURE_SETS}
         labels = np.array([m.label for m in micrographs])
         names = np.array([m.name for m in micrographs])
-        samples = np.array([sample_name(m.name) for m in micrographs])
+        samples = np.array(sample_groups(micrographs))
         runs, chosen = [], []
         for seed in args.seeds:
             predicted, recipes = nested_verdicts(grids, labels, samples, names, seed)

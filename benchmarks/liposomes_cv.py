@@ -22,12 +22,12 @@ import time
 from pathlib import Path
 
 import numpy as np
+from liposomes_scale import field_detection  # benchmarks/liposomes_scale.py, beside this file
 from sklearn.metrics import roc_auc_score
 
-from napari_nanoclass.core.metrics import match_instances, normalised, tpr_at_tnr
+from napari_nanoclass.core.metrics import normalised, tpr_at_tnr
 from napari_nanoclass.liposomes import DEFAULT_CLASSIFIERS, DEFAULT_DETECTOR, PROBLEMS
 from napari_nanoclass.liposomes.objects import CROP_MODES
-from napari_nanoclass.liposomes.predict import analyse
 from napari_nanoclass.liposomes.simulator import MIXES, SimulationConfig, simulate_field
 from napari_nanoclass.liposomes.train import (
     ClassifierConfig,
@@ -55,17 +55,9 @@ def detection(n_fields: int) -> dict:
     path = OUT / f"detection-{n_fields}-{'-'.join(load_model(m).sha256[:8] for m in models)}.json"
     if path.exists():
         return json.loads(path.read_text())
-    totals = {"tp": 0, "fp": 0, "fn": 0}
     start = time.perf_counter()
-    for i in range(n_fields):
-        field = simulate_field(SimulationConfig(), TEST_SEED + i)
-        result = analyse(field.image, field.pixel_size_nm)
-        scores = match_instances(result.labels, field.labels)
-        for k in totals:
-            totals[k] += scores[k]
-    tp, fp, fn = totals["tp"], totals["fp"], totals["fn"]
-    out = {**totals, "fields": n_fields, "precision": tp / max(tp + fp, 1), "recall": tp / max(tp + fn, 1),
-           "f1": 2 * tp / max(2 * tp + fp + fn, 1), "seconds_per_field": (time.perf_counter() - start) / n_fields}
+    scores = field_detection(SimulationConfig(), TEST_SEED, n_fields)
+    out = {**scores, "fields": n_fields, "seconds_per_field": (time.perf_counter() - start) / n_fields}
     path.write_text(json.dumps(out, indent=1))
     return out
 

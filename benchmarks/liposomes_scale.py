@@ -25,20 +25,25 @@ from napari_nanoclass.models.registry import load_model
 SCALE_SEED = 560_000  # beside liposomes_cv.py's test seeds, far from the training seeds (0 …, 100 000 …)
 
 
-def score(detector: str, pixel_size: float, n_fields: int, diameter: tuple[float, float]) -> dict:
+def field_detection(config: SimulationConfig, first_seed: int, n_fields: int, detector: object = None) -> dict:
+    """Detection counts over ``n_fields`` simulated fields from ``first_seed``, each analysed at its
+    true pixel size, with precision, recall and F1 of the pooled counts (0 where undefined)."""
     totals = {"tp": 0, "fp": 0, "fn": 0}
-    config = SimulationConfig(pixel_size_nm=pixel_size, diameter_nm=diameter, mix=STUDY_MIX)
-    chosen = None if detector == "auto" else load_model(Path(detector) if detector.endswith(".safetensors")
-                                                         else detector)
     for i in range(n_fields):
-        field = simulate_field(config, SCALE_SEED + i)
-        result = analyse(field.image, pixel_size, detector=chosen)
-        scores = match_instances(result.labels, field.labels)
+        field = simulate_field(config, first_seed + i)
+        scores = match_instances(analyse(field.image, field.pixel_size_nm, detector=detector).labels, field.labels)
         for k in totals:
             totals[k] += scores[k]
     tp, fp, fn = totals["tp"], totals["fp"], totals["fn"]
     return {**totals, "precision": tp / max(tp + fp, 1), "recall": tp / max(tp + fn, 1),
             "f1": 2 * tp / max(2 * tp + fp + fn, 1)}
+
+
+def score(detector: str, pixel_size: float, n_fields: int, diameter: tuple[float, float]) -> dict:
+    config = SimulationConfig(pixel_size_nm=pixel_size, diameter_nm=diameter, mix=STUDY_MIX)
+    chosen = None if detector == "auto" else load_model(Path(detector) if detector.endswith(".safetensors")
+                                                         else detector)
+    return field_detection(config, SCALE_SEED, n_fields, chosen)
 
 
 def main() -> None:

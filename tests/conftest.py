@@ -120,3 +120,17 @@ def tiny_liposome_models(user_registry) -> tuple[str, dict[str, str]]:
         train_classifier(objects, ClassifierConfig(name=f"tiny-{problem}", problem=problem, epochs=1), register=True)
         names[problem] = f"tiny-{problem}"
     return "tiny-detector", names
+
+
+def reader_layers(path):
+    """The layers napari gets when it opens ``path`` with this plugin's reader (on a ViewerModel)."""
+    from napari.components import ViewerModel
+
+    from napari_nanoclass.io.reader import get_reader
+
+    reader = get_reader(str(path))
+    assert reader is not None, path
+    viewer = ViewerModel()
+    for data, meta, kind in reader(str(path)):
+        getattr(viewer, f"add_{kind}")(data, **meta)
+    return viewer.layers

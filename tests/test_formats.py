@@ -15,6 +15,7 @@ import torch
 
 from napari_nanoclass.cli import main
 from napari_nanoclass.io.images import ImageError, read_image, read_output_calibrated, write_image
+from tests.conftest import reader_layers
 
 IMG = (np.arange(64 * 80) % 251).astype(np.float32).reshape(64, 80)
 
@@ -263,25 +264,12 @@ def test_an_mrc_is_segmented_at_the_models_scale_into_ome_zarr_in_nm(tmp_path, m
 # -- the reader opens every output ----------------------------------------------------------------------
 
 
-def _layers(path):
-    from napari.components import ViewerModel
-
-    from napari_nanoclass.io.reader import get_reader
-
-    reader = get_reader(str(path))
-    assert reader is not None, path
-    viewer = ViewerModel()
-    for data, meta, kind in reader(str(path)):
-        getattr(viewer, f"add_{kind}")(data, **meta)
-    return viewer.layers
-
-
 def test_reader_opens_segment_and_liposome_output_folders_and_result_files_in_nm(tmp_path, responsive_model):
     torch.set_num_threads(1)
     section = _mrc(tmp_path / "in" / "section.mrc", np.random.default_rng(0).normal(size=(64, 72)), 46.0)
     assert main(["segment", str(section), "--out", str(tmp_path / "seg"), "--model", responsive_model,
                  "--quiet"]) == 0
-    layers = _layers(tmp_path / "seg")
+    layers = reader_layers(tmp_path / "seg")
     assert [layer.name for layer in layers] == ["section", "section labels"]  # source image first
     for layer in layers:
         assert tuple(layer.scale) == pytest.approx((4.6, 4.6)) and layer.metadata["pixel_size_nm"] == 4.6
@@ -289,12 +277,12 @@ def test_reader_opens_segment_and_liposome_output_folders_and_result_files_in_nm
     features = layers["section labels"].features
     assert features["area_nm2"].tolist() == pytest.approx((features["area_px"] * 4.6**2).tolist(), abs=0.001)
     assert not _unitless(features.columns)
-    same = _layers(tmp_path / "seg" / "section_labels.tif")  # one result file: that input's layers
+    same = reader_layers(tmp_path / "seg" / "section_labels.tif")  # one result file: that input's layers
     assert [layer.name for layer in same] == ["section", "section labels"]
 
     cryo = _cryo_mrc(tmp_path / "in" / "cryo.mrc")
     assert main(["liposomes", str(cryo), "--out", str(tmp_path / "lip"), "--format", "ome-zarr", "--quiet"]) == 0
-    layers = _layers(tmp_path / "lip")
+    layers = reader_layers(tmp_path / "lip")
     assert [layer.name for layer in layers] == ["cryo", "cryo liposomes"]
     liposomes = layers["cryo liposomes"]
     assert tuple(liposomes.scale) == pytest.approx((2.5, 2.5)) and len(liposomes.features) > 0
@@ -313,7 +301,7 @@ def test_reader_opens_a_homogeneity_folder_with_the_map_over_the_image_in_nm(tmp
     tifffile.imwrite(sem, np.random.default_rng(4).integers(0, 255, (96, 128), dtype=np.uint8), imagej=True,
                      resolution=(1 / 5.0, 1 / 5.0), metadata={"unit": "nm"})
     assert main(["homogeneity", str(sem), "--out", str(tmp_path / "h"), "--model", "tiny-fibre", "--quiet"]) == 0
-    layers = _layers(tmp_path / "h")
+    layers = reader_layers(tmp_path / "h")
     assert [layer.name for layer in layers] == ["sem", "sem p(NHNF)"]
     heat = layers["sem p(NHNF)"]
     assert heat.data.shape == (3, 4) and tuple(heat.scale) == pytest.approx((160.0, 160.0))  # 32 px × 5 nm
@@ -330,7 +318,7 @@ def test_reader_opens_a_homogeneity_folder_with_the_map_over_the_image_in_nm(tmp
 def test_reader_opens_a_micrograph_in_nm_and_leaves_plain_images_to_napari(tmp_path):
     from napari_nanoclass.io.reader import get_reader
 
-    layers = _layers(_mrc(tmp_path / "a.mrc", IMG, 12.0))
+    layers = reader_layers(_mrc(tmp_path / "a.mrc", IMG, 12.0))
     assert tuple(layers["a"].scale) == pytest.approx((1.2, 1.2))
     assert layers["a"].metadata["pixel_size_source"] == "mrc header"
     tifffile.imwrite(tmp_path / "plain.tif", IMG)

@@ -78,13 +78,7 @@ def test_classify_existing_labels_then_correct_and_retrain(viewer, tiny_liposome
 
 
 def test_retraining_needs_objects_set_by_hand(viewer, tiny_liposome_models):
-    field = simulate_field(SimulationConfig(shape=(160, 160), objects=(4, 6), diameter_nm=(40, 120)), seed=12)
-    viewer.add_image(field.image, name="cryo", metadata={"pixel_size_nm": 2.5})
-    viewer.add_labels(field.labels, name="mine")
-    widget = _widget(viewer, tiny_liposome_models)
-    widget.objects.value = viewer.layers["mine"]
-    widget.run_button.clicked.emit()
-    layer = viewer.layers["cryo liposomes"]
+    widget, layer = _analysed(viewer, tiny_liposome_models, seed=12)
     layer.features = layer.features.assign(lamellarity=["unilamellar", "multilamellar"] * (len(layer.features) // 2)
                                            + ["unilamellar"] * (len(layer.features) % 2))  # edited, not reviewed
     widget.correction.retrain_button.clicked.emit()
@@ -162,13 +156,7 @@ def test_rerunning_keeps_the_earlier_result_layer(viewer, tiny_liposome_models):
 def test_detector_retrains_on_the_objects_drawn_redrawn_or_confirmed(viewer, tiny_liposome_models, monkeypatch):
     from napari_nanoclass._napari import liposomes as panel_module
 
-    field = simulate_field(SimulationConfig(shape=(160, 160), objects=(4, 6), diameter_nm=(40, 120)), seed=11)
-    viewer.add_image(field.image, name="cryo", metadata={"pixel_size_nm": 2.5})
-    viewer.add_labels(field.labels, name="mine")
-    widget = _widget(viewer, tiny_liposome_models)
-    widget.objects.value = viewer.layers["mine"]
-    widget.run_button.clicked.emit()
-    layer = viewer.layers["cryo liposomes"]
+    widget, layer = _analysed(viewer, tiny_liposome_models, seed=11)
     panel = widget.correction
     panel.detector_button.clicked.emit()  # nothing corrected yet: the detector's own objects never teach it
     assert "no object drawn, redrawn or confirmed" in str(widget.runner.last_error)

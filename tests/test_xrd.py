@@ -22,7 +22,7 @@ from napari_nanoclass.xrd.patterns import (
     read_pattern,
     resample,
 )
-from tests.conftest import DATA
+from tests.conftest import DATA, reader_layers
 
 SMALL = Preparation(start=10.0, stop=60.0, points=251)  # 0.2° steps: tiny models, fast tests
 
@@ -300,7 +300,9 @@ def test_analyse_xrd_from_python(tiny_xrd_model, tmp_path):
     assert not np.allclose(low.signal, result.signal), "--lowpass reaches the preparation"
 
 
-def test_nanoclass_xrd_writes_table_and_plots_and_reports_bad_files(tiny_xrd_model, tmp_path):
+def _xrd_run(tmp_path, model: str):
+    """``nanoclass xrd`` over a folder of two films, a broken pattern and a stray file: (inputs, out).
+    Exit status 1: the broken pattern fails, the others are written."""
     from napari_nanoclass.cli import main
 
     inputs = tmp_path / "in"
@@ -311,7 +313,14 @@ def test_nanoclass_xrd_writes_table_and_plots_and_reports_bad_files(tiny_xrd_mod
     (inputs / "broken.xy").write_text("".join(f"{30 - i} 5\n" for i in range(20)))
     (inputs / "notes.md").write_text("not a pattern, not picked from the folder")
     out = tmp_path / "out"
-    assert main(["xrd", str(inputs), "--out", str(out), "--model", tiny_xrd_model, "--quiet"]) == 1
+    assert main(["xrd", str(inputs), "--out", str(out), "--model", model, "--quiet"]) == 1
+    return inputs, out
+
+
+def test_nanoclass_xrd_writes_table_and_plots_and_reports_bad_files(tiny_xrd_model, tmp_path):
+    from napari_nanoclass.cli import main
+
+    inputs, out = _xrd_run(tmp_path, tiny_xrd_model)
     rows = list(csv.DictReader((out / "xrd.csv").open()))
     assert [r["pattern"] for r in rows] == ["broken", "film_a", "film_b"]
     assert rows[0]["status"] == "failed" and "not strictly increasing" in rows[0]["error"]
@@ -343,33 +352,13 @@ def test_batch_xrd_and_its_results_open_in_napari(tiny_xrd_model, tmp_path):
     assert again.rows[0]["skipped"], "a complete result is not redone"
 
 
-def _viewer_layers(path):
-    from napari.components import ViewerModel
-
-    from napari_nanoclass.io.reader import get_reader
-
-    reader = get_reader(str(path))
-    assert reader is not None, path
-    viewer = ViewerModel()
-    for data, meta, kind in reader(str(path)):
-        getattr(viewer, f"add_{kind}")(data, **meta)
-    return viewer.layers
-
-
 def test_the_reader_opens_an_xrd_output_folder_as_curves_with_their_table(tiny_xrd_model, tmp_path):
     from napari_nanoclass.cli import main
 
-    inputs = tmp_path / "in"
-    inputs.mkdir()
-    t = np.linspace(10, 60, 1000)
-    _write_xy(inputs / "film_a.xy", t, 20 + _peaks(t, [14, 28.3], [900, 400]))
-    _write_xy(inputs / "film_b.xy", t, 20 + _peaks(t, [12.6, 25.5], [300, 800]))
-    (inputs / "broken.xy").write_text("".join(f"{30 - i} 5\n" for i in range(20)))
-    out = tmp_path / "out"
-    assert main(["xrd", str(inputs), "--out", str(out), "--model", tiny_xrd_model, "--quiet"]) == 1
+    inputs, out = _xrd_run(tmp_path, tiny_xrd_model)
     rows = {r["pattern"]: r for r in csv.DictReader((out / "xrd.csv").open())}
 
-    layers = _viewer_layers(out)  # the failed pattern has nothing to show
+    layers = reader_layers(out)  # the failed pattern has nothing to show
     names = ["film_a pattern", f"film_a XRD {rows['film_a']['space_group']}",
              "film_b pattern", f"film_b XRD {rows['film_b']['space_group']}"]
     assert [layer.name for layer in layers] == names
@@ -385,10 +374,10 @@ def test_the_reader_opens_an_xrd_output_folder_as_curves_with_their_table(tiny_x
 
     assert main(["xrd", str(inputs / "film_a.xy"), "--out", str(tmp_path / "np"), "--model", tiny_xrd_model,
                  "--no-plots", "--quiet"]) == 0
-    assert [layer.name for layer in _viewer_layers(tmp_path / "np")] == ["film_a pattern"]
+    assert [layer.name for layer in reader_layers(tmp_path / "np")] == ["film_a pattern"]
     (inputs / "film_a.xy").rename(tmp_path / "moved.xy")
     with pytest.raises(ValueError) as info:  # no plot and no pattern: nothing to show, said on one line
-        _viewer_layers(tmp_path / "np")
+        reader_layers(tmp_path / "np")
     assert f"film_a: neither film_a_xrd.png nor the pattern file {inputs / 'film_a.xy'}" in str(info.value)
     assert "\n" not in str(info.value)
 
