@@ -291,7 +291,7 @@ def test_results_of_each_analysis_open_again_as_layers(responsive_model, tiny_li
     tifffile.imwrite(mat, np.random.default_rng(4).integers(0, 255, (96, 128), dtype=np.uint8))
     run_batch("homogeneity", [mat], tmp_path / "fib", options={"model": "tiny-fibre"})
     heat = _open_in_viewer(tmp_path / "fib" / "mat").layers["mat p(NHNF)"]
-    assert heat.data.shape == (3, 4) and tuple(heat.scale) == (32, 32) and heat.colormap.name == "inferno"
+    assert heat.data.shape == (96, 128) and tuple(heat.scale) == (1, 1) and heat.colormap.name == "inferno"
 
     _, classifiers = tiny_liposome_models  # the shipped detector, so that there are objects to read back
     cryo = tmp_path / "in" / "cryo.tif"

@@ -302,9 +302,13 @@ def test_reader_opens_a_homogeneity_folder_with_the_map_over_the_image_in_nm(tmp
                      resolution=(1 / 5.0, 1 / 5.0), metadata={"unit": "nm"})
     assert main(["homogeneity", str(sem), "--out", str(tmp_path / "h"), "--model", "tiny-fibre", "--quiet"]) == 0
     layers = reader_layers(tmp_path / "h")
-    assert [layer.name for layer in layers] == ["sem", "sem p(NHNF)"]
-    heat = layers["sem p(NHNF)"]
-    assert heat.data.shape == (3, 4) and tuple(heat.scale) == pytest.approx((160.0, 160.0))  # 32 px × 5 nm
+    assert [layer.name for layer in layers] == ["sem", "sem NHNF patches", "sem p(NHNF)"]
+    heat, image = layers["sem p(NHNF)"], layers["sem"]
+    # over the image pixel for pixel (not past its edge), in nm like the image
+    assert heat.data.shape == (96, 128) and tuple(heat.scale) == pytest.approx((5.0, 5.0)) == tuple(image.scale)
+    grid = tifffile.imread(tmp_path / "h" / "sem_pnhnf.tif")
+    assert np.allclose(np.asarray(heat.data)[::32, ::32], grid)  # one value per 32 px patch
+    assert layers["sem NHNF patches"].data.shape == (96, 128)
     assert read_output_calibrated(tmp_path / "h" / "sem_pnhnf.tif")[1].pixel_size_nm == pytest.approx(160.0)
     import csv
 

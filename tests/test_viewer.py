@@ -28,6 +28,17 @@ def test_train_widget_docks_from_the_manifest(make_napari_viewer):
     assert widget.run_button.text == "Train"
 
 
+def test_all_docks_open_as_tabs_of_one_dock_no_taller_than_the_window(make_napari_viewer):
+    viewer = make_napari_viewer(show=True)
+    viewer.window._qt_window.resize(1400, 900)
+    dock, tabs = viewer.window.add_plugin_dock_widget("napari-nanoclass", "All analyses (tabs)")
+    for index in range(tabs.count()):  # the tallest dock (liposomes) scrolls inside its tab
+        tabs.setCurrentIndex(index)
+    assert viewer.window._qt_window.height() <= 900 and len(tabs.docks) == tabs.count()
+    for name, widget in tabs.docks.items():  # long model names are elided rather than widening the dock
+        assert getattr(widget, "native", widget).minimumSizeHint().width() < 400, name
+
+
 def test_liposome_widget_on_the_sample_draws_the_size_histogram(make_napari_viewer, qtbot):
     viewer = make_napari_viewer()
     image, truth = viewer.open_sample("napari-nanoclass", "liposomes")

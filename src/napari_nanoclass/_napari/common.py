@@ -16,28 +16,56 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from magicgui.widgets import Container, Label, ProgressBar, PushButton
+from magicgui.widgets import ComboBox, Container, FloatSpinBox, Label, ProgressBar, PushButton
 
 from napari_nanoclass.core.progress import Progress, Steps, run_sync
+from napari_nanoclass.core.settings import load_settings, save_settings
+from napari_nanoclass.engine.scaling import scale_note
 from napari_nanoclass.models.registry import LoadedModel, list_models, load_model
 
 
+class WrappedLabel(Label):
+    """A read-only text that wraps and takes the height its wrapped lines need: a dock lays a
+    label out at its one-line height, so a longer status or verdict line was cut off."""
+
+    def __init__(self) -> None:
+        from qtpy.QtWidgets import QSizePolicy
+
+        super().__init__(value="")
+        self.native.setWordWrap(True)
+        self.native.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Minimum)
+
+    @property
+    def value(self) -> str:
+        return str(Label.value.fget(self))
+
+    @value.setter
+    def value(self, text: str) -> None:
+        Label.value.fset(self, text)
+        native = self.native
+        native.setMinimumHeight(max(native.heightForWidth(max(native.width(), 200)), 0))
+
+
 def text_label() -> Label:
-    """A read-only text line that wraps: status and verdict lines are longer than a dock is wide."""
-    label = Label(value="")
-    label.native.setWordWrap(True)
-    return label
+    """A status, verdict or legend line under a dock's form."""
+    return WrappedLabel()
+
+
+def results_panel(*lines: Label) -> Container:
+    """Result lines under a dock's form, outside its label column: in the form's rows a wrapped
+    line is laid out one line high and cut off."""
+    return Container(widgets=list(lines), labels=False)
 
 
 def legend_html(entries: Sequence[tuple[str, str]], title: str = "") -> str:
-    """A colour legend for a dock label: a swatch in each colour, then its name. A transparent
+    """A colour legend for a dock label: a swatch in each colour, then its name; lines break between entries only. A transparent
     colour (a background class that is not drawn) gets an empty swatch."""
     def swatch(colour: str) -> str:
         clear = len(colour) == 9 and colour.endswith("00")
         return "□" if clear else f"<span style='color:{colour[:7]}'>■</span>"
 
-    items = "&nbsp;&nbsp;".join(f"{swatch(colour)}&nbsp;{html.escape(name)}" for name, colour in entries)
-    return f"<b>{html.escape(title)}</b>&nbsp;&nbsp;{items}" if title else items
+    items = "&nbsp; ".join(f"{swatch(colour)}&nbsp;{html.escape(name)}" for name, colour in entries)
+    return f"<b>{html.escape(title)}</b>&nbsp; {items}" if title else items
 
 
 class TaskRunner(Container):
@@ -141,9 +169,40 @@ def layer_pixel_size(layer: Any) -> float | None:
         return None
 
 
-def pixel_size_note(layer: Any) -> str:
+class PixelSize:
+    """A pixel-size field (nm/px; 0 = unknown) for a dock's form, filled from the chosen layer, and
+    the line under the form that says at which scale the chosen model will see the image: a
+    mismatch or a missing pixel size is seen before a run, not after the results are misread."""
+
+    def __init__(self, image: ComboBox, model: ComboBox) -> None:
+        self.field = FloatSpinBox(label="pixel size (nm/px)", value=0.0, min=0.0, max=100000.0, step=0.1,
+                                  tooltip="0 = unknown: the image is analysed at its own pixels; filled in from "
+                                          "the layer when its file records a pixel size")
+        self.note = text_label()
+        self.image, self.model = image, model
+        image.changed.connect(lambda _v: self.from_layer())
+        for widget in (model, self.field):
+            widget.changed.connect(lambda _v: self.update_note())
+        self.from_layer()
+
+    @property
+    def value(self) -> float | None:
+        return float(self.field.value) or None
+
+    def from_layer(self) -> None:
+        self.field.value = layer_pixel_size(self.image.value) or 0.0
+        self.update_note()
+
+    def update_note(self) -> None:
+        if self.model.value is None:
+            self.note.value = ""
+            return
+        info = next((m for m in list_models() if m.name == self.model.value), None)
+        self.note.value = scale_note(self.value, info.pixel_size_nm if info else None, self.model.value)
+
+
+def pixel_size_note(size: float | None) -> str:
     """What a dock says about the pixel size it used."""
-    size = layer_pixel_size(layer)
     return f"pixel size {size:g} nm/px" if size else "pixel size unknown (used as is)"
 
 
@@ -174,11 +233,15 @@ def base_data(layer: Any) -> Any:
 class ViewerWidget(Container):
     """A dock widget bound to a viewer whose combo boxes follow the viewer's layer list."""
 
-    def __init__(self, viewer: Any, widgets: list[Any]) -> None:
+    def __init__(self, viewer: Any, widgets: list[Any], notes: Sequence[Any] = ()) -> None:
         self.viewer = viewer
         self.run_button = PushButton(text="Run")
         self.runner = TaskRunner(self.run_button)
-        super().__init__(widgets=[*widgets, self.run_button, self.runner])
+        # the form's label column holds the inputs only: notes, buttons, status and results below
+        # it get the dock's full width
+        self.form = Container(widgets=widgets)
+        super().__init__(widgets=[self.form, *notes, self.run_button, self.runner], labels=False)
+        narrow_choices(self.native)
         for event in (viewer.layers.events.inserted, viewer.layers.events.removed):
             event.connect(lambda _e: self.reset_choices())
         self.reset_choices()
@@ -196,6 +259,39 @@ class ViewerWidget(Container):
         model = load_model(self.model.value, self.device.value)
         workdir = Path(tempfile.gettempdir()) / "napari-nanoclass" / uuid.uuid4().hex  # created only if needed
         return layer, model, workdir
+
+
+def narrow_choices(native: Any) -> None:
+    """Let every drop-down under ``native`` be narrower than its longest entry (shown elided): a
+    long model name must not widen the dock and squeeze napari's canvas."""
+    from qtpy.QtWidgets import QComboBox
+
+    for combo in native.findChildren(QComboBox):
+        combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        combo.setMinimumContentsLength(12)
+
+
+def remember(dock: Any, *widgets: Any) -> None:
+    """Give ``widgets`` of ``dock`` the values they had when such a dock was last used, and keep
+    them up to date (magicgui's ``persist``, for a form that is not one function's signature). A
+    remembered choice that no longer exists (a model removed) leaves the default."""
+    name = type(dock).__name__
+    saved = load_settings(name)
+    for widget in widgets:
+        if widget.label in saved:
+            _restore(widget, saved[widget.label])
+    for widget in widgets:
+        widget.changed.connect(lambda _v: save_settings(name, {w.label: w.value for w in widgets}))
+
+
+def _restore(widget: Any, value: Any) -> None:
+    choices = getattr(widget, "choices", None)
+    if choices is not None and value not in choices:
+        return
+    try:
+        widget.value = value
+    except (TypeError, ValueError):  # out of the widget's range since it was saved
+        pass
 
 
 def format_metrics(metrics: dict[str, float]) -> str:

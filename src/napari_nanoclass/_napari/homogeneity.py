@@ -12,20 +12,22 @@ import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, LineEdit, SpinBox
 
 from napari_nanoclass._napari.common import (
+    PixelSize,
     ViewerWidget,
     base_data,
     format_metrics,
     keep_previous,
     kept_note,
     layer_choices,
-    layer_pixel_size,
+    legend_html,
     model_choices,
     pixel_size_note,
+    remember,
+    results_panel,
     text_label,
 )
 from napari_nanoclass.core.devices import available_devices
 from napari_nanoclass.core.progress import Progress, Steps
-from napari_nanoclass.engine.tiling import patch_map_pixels
 from napari_nanoclass.homogeneity import CLASS_COLOURS, CNN_ARCHITECTURE, DEFAULT_CAM_MODEL, DEFAULT_MODEL, VIEW
 from napari_nanoclass.homogeneity.predict import HomogeneityResult, analyse_steps
 from napari_nanoclass.homogeneity.train import (
@@ -35,9 +37,21 @@ from napari_nanoclass.homogeneity.train import (
     micrographs_from_arrays,
     train_steps,
 )
+from napari_nanoclass.io.reader import NHNF_OUTLINE, homogeneity_map_layers
 from napari_nanoclass.models.registry import LoadedModel, load_model
 
 TASK = "patch-classification"
+
+
+def homogeneity_legend(cam: bool, views: bool) -> str:
+    """What the result layers' colours mean, with the class names spelled out."""
+    entries = [("NHNF patch outline (p(NHNF) ≥ 0.5)", NHNF_OUTLINE)]
+    if cam:
+        entries.append(("defect map: where the CNN saw defects", "#ff00ff"))
+    if views:
+        entries += [("HNF view", CLASS_COLOURS[0]), ("NHNF view", CLASS_COLOURS[-1])]
+    return (legend_html(entries) + "<br>HNF = homogeneous nanofibres; NHNF = non-homogeneous (beads, "
+            "defects). The p(NHNF) heat map layer is hidden: tick it in the layer list.")
 
 
 class HomogeneityWidget(ViewerWidget):
@@ -54,15 +68,20 @@ class HomogeneityWidget(ViewerWidget):
     def __init__(self, napari_viewer: Any) -> None:
         self.image = ComboBox(label="image", choices=layer_choices(napari_viewer, "Image"))
         self.model = ComboBox(label="model", choices=model_choices(TASK))
+        self.pixel_size = PixelSize(self.image, self.model)
         self.device = ComboBox(label="device", choices=available_devices())
         self.cam = CheckBox(text="add defect map (Grad-CAM)", value=True,
                             tooltip=f"made by the model if it is a FibreCNN, else by {DEFAULT_CAM_MODEL}")
         self.view = SpinBox(label="view (px)", value=VIEW, min=128, max=16384, step=128,
                             tooltip="side of one SEM view; a verdict is given per view")
         self.verdict = text_label()
-        super().__init__(napari_viewer, [self.image, self.model, self.device, self.cam, self.view, self.verdict])
+        self.legend = text_label()
+        super().__init__(napari_viewer, [self.image, self.model, self.pixel_size.field, self.device, self.cam,
+                                         self.view], notes=[self.pixel_size.note])
+        self.extend([results_panel(self.verdict, self.legend)])
         if DEFAULT_MODEL in self.model.choices:
             self.model.value = DEFAULT_MODEL
+        remember(self, self.model, self.device, self.cam, self.view)
         self.run_button.changed.connect(self.run)
 
     def run(self) -> None:
@@ -71,26 +90,27 @@ class HomogeneityWidget(ViewerWidget):
             return
         layer, model, workdir = chosen
         steps = analyse_steps(base_data(layer), model, cam=self.cam.value, view=self.view.value, workdir=workdir,
-                              pixel_size_nm=layer_pixel_size(layer), name=layer.name)
+                              pixel_size_nm=self.pixel_size.value, name=layer.name)
         self.runner.start(steps, lambda result: self.add_layers(result, layer))
 
     def add_layers(self, result: HomogeneityResult, source: Any) -> None:
-        kept = [keep_previous(self.viewer, f"{result.model_name} {what}") for what in ("p(NHNF)", "views")]
+        from napari.layers import Layer
+
+        names = [f"{result.model_name} {what}" for what in ("NHNF patches", "p(NHNF)", "views")]
         if result.cam is not None:
-            kept.append(keep_previous(self.viewer, f"{result.cam_model_name} defect map"))
-        shape = source.data.shape if not getattr(source, "multiscale", False) else source.data[0].shape
-        self.viewer.add_image(
-            patch_map_pixels(result.p_nhnf, result.patch_px, shape), name=f"{result.model_name} p(NHNF)",
-            scale=source.scale, translate=source.translate,
-            colormap="inferno", blending="additive", opacity=0.4, contrast_limits=(0, 1),
-            metadata={"class_names": result.class_names, "model": result.model_name,
-                      "model_sha256": result.model_sha256, "summary": result.summary},
-        )
-        if result.cam is not None:
-            self.viewer.add_image(result.cam, name=f"{result.cam_model_name} defect map", scale=source.scale,
-                                  translate=source.translate, colormap="magenta", blending="additive",
-                                  opacity=0.5, contrast_limits=(0, 1),
-                                  metadata={"model": result.cam_model_name, "weighted_by": result.model_name})
+            names.append(f"{result.cam_model_name} defect map")
+        kept = [keep_previous(self.viewer, name) for name in names]
+        shape = base_data(source).shape
+        metadata = {"class_names": result.class_names, "model": result.model_name,
+                    "model_sha256": result.model_sha256, "summary": result.summary}
+        for data, meta, kind in homogeneity_map_layers(
+                result.p_nhnf, result.patch_px, shape, result.model_name, cam=result.cam,
+                cam_name=result.cam_model_name, metadata=metadata,
+                cam_metadata={"model": result.cam_model_name, "weighted_by": result.model_name}):
+            layer = self.viewer.add_layer(Layer.create(data, {**meta, "scale": source.scale,
+                                                              "translate": source.translate}, kind))
+            if kind == "image":
+                layer.colorbar.visible = True
         if len(result.views) > 1:
             self._add_views(result, source)
         s = result.summary
@@ -98,7 +118,8 @@ class HomogeneityWidget(ViewerWidget):
         self.verdict.value = (f"{s['verdict']} (p={s['p_nhnf']:.2f}, confidence {s['confidence']:.2f}); "
                               f"{s['nonhomogeneous_fraction']:.0%} of the area non-homogeneous; "
                               f"{n_bad} of {len(result.views)} views NHNF")
-        self.runner.status.value = f"done ({pixel_size_note(source)})" + kept_note(", ".join(k for k in kept if k))
+        self.legend.value = homogeneity_legend(result.cam is not None, len(result.views) > 1)
+        self.runner.status.value = f"done ({pixel_size_note(result.pixel_size_nm)})" + kept_note(", ".join(k for k in kept if k))
 
     def _add_views(self, result: HomogeneityResult, source: Any) -> None:
         height, width = source.data.shape[-2:] if not getattr(source, "multiscale", False) else source.data[0].shape[-2:]
@@ -126,14 +147,18 @@ class HomogeneityTrainWidget(ViewerWidget):
         self.image = ComboBox(label="image", choices=layer_choices(napari_viewer, "Image"))
         self.marks = ComboBox(label="marks", choices=lambda w: [("(none)", None),
                                                                 *layer_choices(napari_viewer, "Labels")(w)])
-        self.mode = ComboBox(label="classes", choices=["two", "three"], value="two")
+        self.mode = ComboBox(label="classes", choices=["two", "three"], value="two",
+                             tooltip="two: HNF / NHNF; three: homogeneous, slightly and strongly defective")
         self.whole = ComboBox(label="whole-image label", choices=lambda _w: ["(use marks)", *MODE_CLASSES[self.mode.value]])
         self.base = ComboBox(label="start from", choices=lambda w: ["(new model)", *model_choices(TASK, CNN_ARCHITECTURE)(w)])
-        self.save_as = LineEdit(label="save as", value="my-fibre-cnn")
-        self.steps = SpinBox(label="steps", value=100, min=1, max=100000)
+        self.save_as = LineEdit(label="save as", value="my-fibre-cnn",
+                                tooltip="name in your model registry; the Fibre homogeneity dock lists it after training")
+        self.steps = SpinBox(label="steps", value=100, min=1, max=100000,
+                             tooltip="optimiser steps, each on a batch of random patches from the marked regions")
         super().__init__(napari_viewer, [self.image, self.marks, self.mode, self.whole, self.base, self.save_as,
                                          self.steps])
         self.mode.changed.connect(lambda _v: self.whole.reset_choices())
+        remember(self, self.mode, self.base, self.save_as, self.steps)
         self.result: LoadedModel | None = None
         self.run_button.text = "Train"
         self.run_button.changed.connect(self.run)

@@ -26,6 +26,7 @@ from napari_nanoclass._napari.common import (
     kept_note,
     layer_choices,
     legend_html,
+    remember,
     text_label,
 )
 from napari_nanoclass.core.devices import available_devices
@@ -97,6 +98,8 @@ class LiposomeWidget(ViewerWidget):
                                          self.balanced, self.colour_by, self.device])
         self.extend([self.legend, self.summary, self.correction])
         self._defaults()
+        remember(self, self.pixel_size, self.detector, *self.models.values(), self.balanced, self.colour_by,
+                 self.device)
         self.result: LiposomeResult | None = None
         self.run_button.changed.connect(self.run)
         self.colour_by.changed.connect(lambda _v: (self.recolour(), self.plot_histogram()))

@@ -12,15 +12,18 @@ import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, FloatSpinBox, LineEdit, SpinBox
 
 from napari_nanoclass._napari.common import (
+    PixelSize,
     ViewerWidget,
     base_data,
     format_metrics,
     keep_previous,
     kept_note,
     layer_choices,
-    layer_pixel_size,
+    legend_html,
     model_choices,
     pixel_size_note,
+    remember,
+    text_label,
 )
 from napari_nanoclass.core.devices import available_devices
 from napari_nanoclass.core.progress import Progress, Steps
@@ -41,13 +44,18 @@ class SegmentWidget(ViewerWidget):
         self.tile = SpinBox(label="tile (px)", value=1024, min=0, max=8192, step=64,
                             tooltip="0 = the largest windows half the memory allows: fastest, but progress and "
                                     "Cancel move only between windows")
+        self.pixel_size = PixelSize(self.image, self.model)
         self.device = ComboBox(label="device", choices=available_devices())
         self.probabilities = CheckBox(text="add probability layer", value=False)
         self.tta = CheckBox(text="test-time augmentation (8× slower)", value=False,
                             tooltip="average over the 8 rotations and flips of every tile")
-        super().__init__(napari_viewer, [self.image, self.model, self.tile, self.device, self.probabilities, self.tta])
+        super().__init__(napari_viewer, [self.image, self.model, self.pixel_size.field, self.tile, self.device,
+                                         self.probabilities, self.tta], notes=[self.pixel_size.note])
+        self.legend = text_label()
+        self.extend([self.legend])
         if DEFAULT_MODEL in self.model.choices:
             self.model.value = DEFAULT_MODEL
+        remember(self, self.model, self.tile, self.device, self.probabilities, self.tta)
         self.run_button.changed.connect(self.run)
 
     def run(self) -> None:
@@ -57,7 +65,7 @@ class SegmentWidget(ViewerWidget):
         layer, model, workdir = chosen
         steps = segment_steps(base_data(layer), model, tile=self.tile.value or None,
                               probabilities=self.probabilities.value, workdir=workdir, tta=self.tta.value,
-                              pixel_size_nm=layer_pixel_size(layer), name=layer.name)
+                              pixel_size_nm=self.pixel_size.value, name=layer.name)
         self.runner.start(steps, lambda result: self.add_layers(result, layer))
 
     def add_layers(self, result: SegmentationResult, source: Any) -> None:
@@ -73,10 +81,13 @@ class SegmentWidget(ViewerWidget):
                       "pixel_size_nm": result.pixel_size_nm},
         )
         if result.probabilities is not None:
-            self.viewer.add_image(result.probabilities, name=f"{result.model_name} probabilities", channel_axis=0,
-                                  scale=source.scale, translate=source.translate, visible=False,
-                                  colormap="magma", contrast_limits=(0, 1))
-        self.runner.status.value = f"done ({pixel_size_note(source)}): " + ", ".join(
+            for layer in self.viewer.add_image(result.probabilities, name=f"{result.model_name} probabilities",
+                                               channel_axis=0, scale=source.scale, translate=source.translate,
+                                               visible=False, colormap="magma", contrast_limits=(0, 1)):
+                layer.colorbar.visible = True
+        self.legend.value = (legend_html(list(zip(result.class_names, result.class_colours)), "classes")
+                             if result.class_colours else "")
+        self.runner.status.value = f"done ({pixel_size_note(result.pixel_size_nm)}): " + ", ".join(
             f"{r['class']} {r['fraction']:.1%}" for r in result.class_table()) + kept_note(kept)
 
 
@@ -90,17 +101,29 @@ class TrainWidget(ViewerWidget):
     def __init__(self, napari_viewer: Any) -> None:
         self.image = ComboBox(label="image", choices=layer_choices(napari_viewer, "Image"))
         self.mask = ComboBox(label="labels", choices=layer_choices(napari_viewer, "Labels"))
-        self.base = ComboBox(label="start from", choices=lambda _w: ["(new model)", *model_choices("segmentation")(_w)])
-        self.classes = LineEdit(label="classes (new model)", value="background,foreground")
-        self.save_as = LineEdit(label="save as", value="my-finetuned-seunet")
-        self.epochs = SpinBox(label="epochs", value=10, min=1, max=1000)
-        self.iters = SpinBox(label="iterations/epoch", value=20, min=1, max=10000)
-        self.crop = SpinBox(label="crop (px)", value=256, min=32, max=1024, step=32)
-        self.frem = CheckBox(text="FREM", value=True)
-        self.frem_b = SpinBox(label="FREM B", value=3, min=1, max=4096)
-        self.frem_x = FloatSpinBox(label="FREM X", value=250.0, min=1.0, max=10000.0)
+        self.base = ComboBox(label="start from", choices=lambda _w: ["(new model)", *model_choices("segmentation")(_w)],
+                             tooltip="fine-tune a registered model (keeps its classes), or train a new one")
+        self.classes = LineEdit(label="classes (new model)", value="background,foreground",
+                                tooltip="class names in label order, comma-separated: label 0 is the first")
+        self.save_as = LineEdit(label="save as", value="my-finetuned-seunet",
+                                tooltip="name in your model registry; the Segment dock lists it after training")
+        self.epochs = SpinBox(label="epochs", value=10, min=1, max=1000,
+                              tooltip="the epoch with the best validation mIoU (bottom quarter of the image) is kept")
+        self.iters = SpinBox(label="iterations/epoch", value=20, min=1, max=10000,
+                             tooltip="random crops per epoch, each one optimiser step")
+        self.crop = SpinBox(label="crop (px)", value=256, min=32, max=1024, step=32,
+                            tooltip="side of the random training crops; larger sees more context, costs more")
+        self.frem = CheckBox(text="FREM", value=True,
+                             tooltip="Feature Random Enhancement Module: in training only, multiplies B randomly "
+                                     "chosen bottleneck channels by X, redrawn every epoch")
+        self.frem_b = SpinBox(label="FREM B", value=3, min=1, max=4096,
+                              tooltip="FREM: how many bottleneck channels are amplified (at most the bottleneck's width)")
+        self.frem_x = FloatSpinBox(label="FREM X", value=250.0, min=1.0, max=10000.0,
+                                   tooltip="FREM: the factor those channels are multiplied by")
         super().__init__(napari_viewer, [self.image, self.mask, self.base, self.classes, self.save_as, self.epochs,
                                          self.iters, self.crop, self.frem, self.frem_b, self.frem_x])
+        remember(self, self.base, self.classes, self.save_as, self.epochs, self.iters, self.crop, self.frem,
+                 self.frem_b, self.frem_x)
         self.result: TrainResult | None = None
         self.run_button.text = "Train"
         self.run_button.changed.connect(self.run)

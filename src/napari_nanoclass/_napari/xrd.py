@@ -13,7 +13,7 @@ from typing import Any
 
 from magicgui.widgets import ComboBox, Container, FileEdit, FloatSpinBox, PushButton
 
-from napari_nanoclass._napari.common import TaskRunner, model_choices, text_label
+from napari_nanoclass._napari.common import TaskRunner, model_choices, remember, text_label
 from napari_nanoclass.core.devices import available_devices
 from napari_nanoclass.models.registry import load_model
 from napari_nanoclass.xrd import DEFAULT_MODEL, INPUT_SUFFIXES
@@ -44,6 +44,7 @@ class XrdWidget(Container):
         self.result: XrdResult | None = None
         if DEFAULT_MODEL in self.model.choices:
             self.model.value = DEFAULT_MODEL
+        remember(self, self.model, self.device, self.lowpass)
         self.run_button.changed.connect(self.run)
 
     def run(self) -> None:

@@ -56,6 +56,23 @@ def model_scale_factor(name: str, image_nm: float | None, model_nm: float | None
     return factor
 
 
+def scale_note(image_nm: float | None, model_nm: float | None, model: str) -> str:
+    """One line saying, before a run, at which scale ``model`` will see an image of ``image_nm``
+    (the decision :func:`model_scale_factor` takes), so a wrong or missing pixel size is seen
+    before the results are misread."""
+    if model_nm is None:
+        size = f"{image_nm:g} nm/px" if image_nm else "unknown"
+        return f"pixel size {size}; {model} records none, so the image is analysed at its own pixels"
+    if image_nm is None:
+        return (f"⚠ pixel size unknown: {model} was trained at {model_nm:g} nm/px and the image is analysed at "
+                "its own pixels; give the pixel size to rescale it")
+    factor = image_nm / model_nm
+    if abs(factor - 1) <= RESCALE_TOLERANCE:
+        return f"pixel size {image_nm:g} nm/px, as {model} was trained at ({model_nm:g} nm/px)"
+    return (f"pixel size {image_nm:g} nm/px; {model} was trained at {model_nm:g} nm/px, so the image is resampled "
+            f"×{factor:.2g} to the model's scale and the results brought back to its size")
+
+
 def rescaled_planes(data: Any, factor: float) -> np.ndarray:
     """Every (Y, X) plane of ``data`` resampled by ``factor`` (anti-aliased when shrinking), float32."""
     from skimage.transform import rescale

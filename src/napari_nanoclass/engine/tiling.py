@@ -143,25 +143,67 @@ def patch_coverage(shape: tuple[int, int], patch: int) -> np.ndarray:
     return np.outer(rows, cols).astype(np.float32)
 
 
-def patch_map_placement(patch: int, scale: Sequence[float], translate: Sequence[float]
-                        ) -> tuple[list[float], list[float]]:
-    """Scale and translate that lay a patch map over an image shown at ``scale``/``translate``:
-    one map pixel spans ``patch`` image pixels, shifted so its corner meets its patch's corner
-    (napari puts pixel centres at integer coordinates). Leading (plane) axes keep the image's."""
-    lead_scale, lead_translate = list(scale[:-2]), list(translate[:-2])
-    yx_scale = [float(s) * patch for s in scale[-2:]]
-    yx_translate = [float(t) + float(s) * (patch - 1) / 2 for s, t in zip(scale[-2:], translate[-2:])]
-    return [*lead_scale, *yx_scale], [*lead_translate, *yx_translate]
+MAP_CHUNK = 2048  # side of the blocks a patch map is drawn in: bounded memory for any image size
 
 
-def patch_map_pixels(grid: Any, patch: int, shape: Sequence[int]) -> Any:
-    """A patch map (…, rows, cols) at image resolution, cropped to the image's (Y, X) ``shape``:
-    every pixel holds its patch's value. Drawn at patch resolution, the last row and column of
-    patches (partly outside the image) ran past the image's edge; this stops where the image does.
-    Lazy (dask), so a large image's map costs no memory until a view of it is drawn."""
-    lazy = da.from_array(np.asarray(grid), chunks=-1)
-    full = da.repeat(da.repeat(lazy, int(patch), axis=-2), int(patch), axis=-1)
-    return full[..., : int(shape[-2]), : int(shape[-1])]
+def _patch_index(length: int, patch: float, n: int) -> np.ndarray:
+    """Patch row (or column) of each of ``length`` pixels; ``patch`` may be fractional (an image
+    rescaled to a model's pixel size), so it is not rounded, which would drift over a wide image."""
+    return np.minimum((np.arange(length) / float(patch)).astype(np.int64), n - 1)
+
+
+def _drawn(grid: Any, shape: Sequence[int], draw: Any, dtype: Any) -> Any:
+    """A lazy (…, Y, X) image whose blocks ``draw(grid, ys, xs)`` paints from the patch ``grid``
+    (…, rows, cols) for pixel rows ``ys`` and columns ``xs``."""
+    grid = np.asarray(grid)
+    full = (*grid.shape[:-2], int(shape[-2]), int(shape[-1]))
+    chunks = (*grid.shape[:-2], min(MAP_CHUNK, full[-2]), min(MAP_CHUNK, full[-1]))
+
+    def block(_b: np.ndarray, block_info: dict[Any, Any]) -> np.ndarray:
+        (y0, y1), (x0, x1) = block_info[None]["array-location"][-2:]
+        return draw(grid, np.arange(y0, y1), np.arange(x0, x1)).astype(dtype)
+
+    return da.zeros(full, chunks=chunks, dtype=dtype).map_blocks(block, dtype=dtype)
+
+
+def patch_map_pixels(grid: Any, patch: float, shape: Sequence[int]) -> Any:
+    """A patch map (…, rows, cols) at image resolution over an image of (Y, X) ``shape``: every
+    pixel holds its patch's value. Drawn at patch resolution, the last row and column of patches
+    (partly outside the image) ran past the image's edge; this stops where the image does. Lazy
+    (dask, in blocks), so a large image's map costs no memory until a view of it is drawn."""
+    rows, cols = np.asarray(grid).shape[-2:]
+
+    def draw(g: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
+        return g[..., _patch_index(int(shape[-2]), patch, rows)[ys], :][..., _patch_index(int(shape[-1]), patch, cols)[xs]]
+
+    return _drawn(grid, shape, draw, np.asarray(grid).dtype)
+
+
+def patch_outline_pixels(mask: Any, patch: float, shape: Sequence[int], width: int) -> Any:
+    """The outline, ``width`` pixels wide, of the regions the boolean patch ``mask`` (…, rows,
+    cols) marks, at image resolution (uint8 0/1, lazy like :func:`patch_map_pixels`): a line
+    around flagged patches leaves the micrograph inside them visible, which a colour wash hides.
+    Lines run inside the regions and along the image's edge where a region meets it."""
+    mask = np.asarray(mask, bool)
+    rows, cols = mask.shape[-2:]
+    height, breadth = int(shape[-2]), int(shape[-1])
+    padded = np.pad(mask, [(0, 0)] * (mask.ndim - 2) + [(0, 1), (0, 1)])  # index -1 = outside: not flagged
+
+    def index(pixels: np.ndarray, length: int, n: int) -> np.ndarray:
+        inside = (pixels >= 0) & (pixels < length)
+        return np.where(inside, _patch_index(length, patch, n)[np.clip(pixels, 0, length - 1)], -1)
+
+    def draw(g: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
+        r, c = index(ys, height, rows), index(xs, breadth, cols)
+        at = padded[..., r[:, None], c[None, :]]
+        interior = at.copy()
+        for dr in (index(ys - width, height, rows), index(ys + width, height, rows)):
+            interior &= padded[..., dr[:, None], c[None, :]]
+        for dc in (index(xs - width, breadth, cols), index(xs + width, breadth, cols)):
+            interior &= padded[..., r[:, None], dc[None, :]]
+        return at & ~interior
+
+    return _drawn(mask, shape, draw, np.uint8)
 
 
 def check_min_size(shape: Sequence[int], minimum: int, name: str, model: str, why: str) -> None:

@@ -26,13 +26,14 @@ from __future__ import annotations
 import csv
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
 from napari_nanoclass.core.analysis import Analysis, analyses, get
-from napari_nanoclass.engine.tiling import patch_map_placement
+from napari_nanoclass.engine.tiling import patch_map_pixels, patch_outline_pixels
 from napari_nanoclass.io.formats import MRC_SUFFIXES, RSCIIO_SUFFIXES
 from napari_nanoclass.io.images import OUTPUT_FORMATS, find_output, read_image, read_output
 
@@ -264,20 +265,48 @@ def _class_colours(model: str | None) -> list[str]:
     return list(info.class_colours) if info is not None else []
 
 
+NHNF_OUTLINE = "#d7191c"  # the defective end of homogeneity.CLASS_COLOURS
+CAM_LIMITS = (0.25, 1.0)  # a defect map's weak tail adds no colour, so the fibres around defects stay grey
+
+
+def outline_width(shape: Sequence[int]) -> int:
+    """Outline width in pixels that stays visible when the whole image fills the window."""
+    return max(2, round(max(int(s) for s in shape[-2:]) / 400))
+
+
+def homogeneity_map_layers(p_nhnf: Any, patch_px: float, shape: Sequence[int], name: str, *, cam: Any = None,
+                           cam_name: str = "", metadata: dict[str, Any] | None = None,
+                           cam_metadata: dict[str, Any] | None = None) -> list[LayerData]:
+    """The layers a homogeneity result is shown with, over an image of (Y, X) ``shape``, for the
+    widget and the reader alike: outlines of the non-homogeneous patches (p(NHNF) ≥ 0.5, the
+    patches the NHNF area fraction counts), shown; the p(NHNF) heat map, hidden (a colour field
+    over every patch hides the fibres; it is one click away); the Grad-CAM defect map, which is
+    near zero away from defects and so only tints them."""
+    p_nhnf = np.asarray(p_nhnf)
+    layers: list[LayerData] = [
+        (patch_outline_pixels(p_nhnf >= 0.5, patch_px, shape, outline_width(shape)),
+         {"name": f"{name} NHNF patches", "opacity": 1.0, "blending": "translucent_no_depth",
+          "colormap": {0: "transparent", 1: NHNF_OUTLINE, None: "transparent"},
+          "metadata": {"what": "outline of the patches with p(NHNF) ≥ 0.5", **(metadata or {})}}, "labels"),
+        (patch_map_pixels(p_nhnf, patch_px, shape),
+         {"name": f"{name} p(NHNF)", "colormap": "inferno", "blending": "additive", "opacity": 0.6,
+          "contrast_limits": (0.0, 1.0), "visible": False, "metadata": dict(metadata or {})}, "image")]
+    if cam is not None:
+        layers.append((cam, {"name": f"{cam_name} defect map", "colormap": "magenta", "blending": "additive",
+                             "opacity": 0.45, "contrast_limits": CAM_LIMITS, "metadata": dict(cam_metadata or {})},
+                       "image"))
+    return layers
+
+
 def homogeneity_layers(folder: Path, stem: str, result: dict[str, Any]) -> list[LayerData]:
     info = _model_info(result.get("model"))
     patch = _number(result.get("patch_px")) or (int(info.patch) if info is not None and info.patch else 128)
     p_nhnf = np.asarray(_output(folder, f"{stem}_pnhnf"))
-    scale, translate = patch_map_placement(patch, [1.0] * p_nhnf.ndim, [0.0] * p_nhnf.ndim)
-    layers: list[LayerData] = [(p_nhnf, {
-        "name": f"{stem} p(NHNF)", "colormap": "inferno", "blending": "additive", "opacity": 0.4,
-        "contrast_limits": (0.0, 1.0), "scale": scale, "translate": translate,
-        "metadata": {"summary": result}}, "image")]
+    height, width = _number(result.get("height_px")), _number(result.get("width_px"))
+    shape = (int(height), int(width)) if height and width else tuple(int(n * patch) for n in p_nhnf.shape[-2:])
     cam = find_output(folder, f"{stem}_cam")  # optional (--cam)
-    if cam is not None:
-        layers.append((read_output(cam), {"name": f"{stem} defect map", "colormap": "magenta",
-                                          "blending": "additive", "opacity": 0.5}, "image"))
-    return layers
+    return homogeneity_map_layers(p_nhnf, patch, shape, stem, cam=None if cam is None else read_output(cam),
+                                  cam_name=stem, metadata={"summary": result})
 
 
 def liposome_layers(folder: Path, stem: str, result: dict[str, Any]) -> list[LayerData]:

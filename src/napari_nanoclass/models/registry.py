@@ -31,6 +31,7 @@ from torch import nn
 
 from napari_nanoclass.core.atomic import atomic_path
 from napari_nanoclass.core.outputs import inside
+from napari_nanoclass.core.settings import home_dir
 from napari_nanoclass.models.fibre_cnn import FibreCNN
 from napari_nanoclass.models.lipnet import LipNet
 from napari_nanoclass.models.texture_classifier import TextureClassifier
@@ -101,9 +102,7 @@ class LoadedModel:
 
 
 def user_dir() -> Path:
-    home = os.environ.get("NANOCLASS_HOME")
-    base = Path(home) if home else Path.home() / ".local" / "share" / "napari-nanoclass"
-    return base / "models"
+    return home_dir() / "models"
 
 
 def search_dirs() -> list[Path]:
