@@ -1,7 +1,7 @@
 """Speed, memory and exactness of the tiling engine with the shipped segmentation model.
 
     python benchmarks/engine.py [--sizes 1024 2048] [--repeats 3] [--rss-sizes 2048 8192]
-        [--old-src PATH/src] [--out benchmarks/out/engine]
+        [--old-src PATH/src] [--compile] [--out benchmarks/out/engine]
 
 Headline (issue #26): the time of ``segment()`` over the time of one whole-image forward of the
 same network (``drosophila-seunet``, fp32, the image z-scored and padded to the size divisor, then
@@ -13,6 +13,8 @@ agreement of the labels with the whole-image forward's, border included. Rows:
 * ``segment`` — ``segment()`` as users run it (tile from the memory budget);
 * ``segment tile=1024`` — the model's training tile, the windows this engine reads;
 * ``segment bfloat16`` — ``segment(precision="bfloat16")``: opt-in reduced precision (autocast);
+* ``segment tile=1024 compiled`` (with ``--compile``) — ``segment(tile=1024, compile=True)``, timed
+  after one untimed run that compiles; the compile run's seconds are printed as ``compile run``;
 * ``old engine`` (with ``--old-src``, e.g. a ``git worktree`` of an earlier commit) — ``segment()``
   of that source in a subprocess, timed inside it, interleaved with the others.
 
@@ -69,12 +71,12 @@ def whole_forward(loaded, image: np.ndarray) -> tuple[float, np.ndarray]:
     return time.perf_counter() - start, labels
 
 
-def timed_segment(loaded, image: np.ndarray, tile: int | None, precision: str = "float32"
+def timed_segment(loaded, image: np.ndarray, tile: int | None, precision: str = "float32", compile: bool = False
                   ) -> tuple[float, np.ndarray]:
     from napari_nanoclass.segmentation.predict import segment
 
     start = time.perf_counter()
-    labels = np.asarray(segment(image, loaded, tile=tile, precision=precision).labels)
+    labels = np.asarray(segment(image, loaded, tile=tile, precision=precision, compile=compile).labels)
     return time.perf_counter() - start, labels
 
 
@@ -92,7 +94,7 @@ def old_segment(src: str, size: int, out: Path) -> float:
     return float(result.stdout.strip().splitlines()[-1])
 
 
-def speed(sizes: list[int], repeats: int, old_src: str | None, out: Path) -> list[dict]:
+def speed(sizes: list[int], repeats: int, old_src: str | None, out: Path, compile: bool = False) -> list[dict]:
     from napari_nanoclass.engine import budget_tile, select_device
     from napari_nanoclass.models.registry import load_model
 
@@ -102,14 +104,19 @@ def speed(sizes: list[int], repeats: int, old_src: str | None, out: Path) -> lis
         image = mosaic_image(size)
         timed_segment(loaded, image[:256, :256], None)  # warm-up: layout conversion, oneDNN kernels
         runs: dict[str, list[float]] = {}
+        variants = [("segment", None, "float32", False), ("segment tile=1024", 1024, "float32", False),
+                    ("segment bfloat16", None, "bfloat16", False)]
+        if compile:
+            seconds, _ = timed_segment(loaded, image, 1024, compile=True)
+            print(json.dumps({"size": size, "run": "compile run", "seconds": seconds}), flush=True)
+            variants.append(("segment tile=1024 compiled", 1024, "float32", True))
         reference = None
         agreement: dict[str, float] = {}
         for _ in range(repeats):
             seconds, reference = whole_forward(loaded, image)
             runs.setdefault("whole", []).append(seconds)
-            for name, tile, precision in (("segment", None, "float32"), ("segment tile=1024", 1024, "float32"),
-                                          ("segment bfloat16", None, "bfloat16")):
-                seconds, labels = timed_segment(loaded, image, tile, precision)
+            for name, tile, precision, compiled in variants:
+                seconds, labels = timed_segment(loaded, image, tile, precision, compiled)
                 runs.setdefault(name, []).append(seconds)
                 agreement[name] = float((labels == reference).mean())
             if old_src:
@@ -152,6 +159,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--rss-sizes", type=int, nargs="*", default=[2048, 8192])
     ap.add_argument("--old-src", help="src folder of another version to time beside this one")
+    ap.add_argument("--compile", action="store_true", help="add the torch.compile row")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "out" / "engine"))
     ap.add_argument("--rss-one", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -160,7 +168,7 @@ def main() -> None:
     if args.rss_one:
         print(json.dumps(rss_one(args.rss_one, out)))
         return
-    rows = speed(args.sizes, args.repeats, args.old_src, out)
+    rows = speed(args.sizes, args.repeats, args.old_src, out, args.compile)
     rss = [json.loads(subprocess.run([sys.executable, __file__, "--rss-one", str(size), "--out", str(out)],
                                      check=True, capture_output=True, text=True).stdout.splitlines()[-1])
            for size in args.rss_sizes]

@@ -85,6 +85,23 @@ def test_cpu_runs_in_channels_last_layout_with_the_same_results():
     assert np.abs(tiled - whole_image(contiguous, image))[:, 16:-16, 16:-16].max() <= 1e-5
 
 
+def test_compiled_network_gives_the_eager_results_and_is_compiled_once():
+    """``compile=True`` runs the network through torch.compile (one graph: windows are one size),
+    kept for the next image; results are the eager network's."""
+    torch.manual_seed(3)
+    model = SEUNet(width=4, depth=2, n_classes=3, se_window=5).eval()
+    image = np.random.default_rng(5).integers(0, 255, (96, 112)).astype(np.uint8)
+    eager = run_sync(engine.predict_dense(model, image, tile=64, device="cpu"))
+    torch._dynamo.reset()
+    engine.compiled.cache_clear()
+    fast = run_sync(engine.predict_dense(model, image, tile=64, device="cpu", compile=True))
+    again = run_sync(engine.predict_dense(model, image[::-1].copy(), tile=64, device="cpu", compile=True))
+    assert engine.compiled.cache_info().currsize == 1 and engine.compiled.cache_info().hits == 1
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 1  # no recompile for the second image
+    assert np.abs(fast - eager).max() <= 1e-4
+    assert again.shape == eager.shape
+
+
 def test_result_independent_of_tile_size_everywhere(unet):
     """Even at the border, reflect padding makes every tiling give the same answer."""
     image = np.random.default_rng(3).normal(size=(150, 170)).astype(np.float32)

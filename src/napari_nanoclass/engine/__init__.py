@@ -10,6 +10,7 @@ from napari_nanoclass.core.devices import available_devices, configure_threads, 
 from napari_nanoclass.engine.predict import (
                                              activation_bytes_per_pixel,
                                              budget_tile,
+                                             compiled,
                                              default_batch_size,
                                              default_halo,
                                              dihedral_mean,
@@ -32,7 +33,7 @@ from napari_nanoclass.engine.tiling import (
 )
 
 __all__ = [
-    "Window", "activation_bytes_per_pixel", "available_devices", "budget_tile", "configure_threads", "cpu_cores",
+    "Window", "activation_bytes_per_pixel", "available_devices", "budget_tile", "compiled", "configure_threads", "cpu_cores",
     "default_batch_size", "default_halo", "dense_windows", "dihedral_mean", "iter_batches", "labels_from_logits",
     "patch_coverage", "patch_windows", "plan_tile", "planes", "predict_dense", "predict_patches", "read_window",
     "round_up", "select_device", "softmax", "with_logit_bias",

@@ -23,6 +23,7 @@ No napari or Qt import here: this runs in scripts, CLI workers and dask workers 
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import os
 import warnings
@@ -134,6 +135,14 @@ def dihedral_mean(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     (docs/segmentation.md gives its gain, at 8× the compute)."""
     *_, mean = dihedral_views(model, x)
     return mean
+
+
+@functools.lru_cache(maxsize=4)
+def compiled(model: nn.Module) -> nn.Module:
+    """``model`` through ``torch.compile``, once per model: compiling takes a minute or more on a
+    CPU (on the first window, which progress then waits for) and pays off only over many windows,
+    so it is opt-in and kept for the next image of a run. Windows are all one size, so one graph."""
+    return torch.compile(model, dynamic=False)
 
 
 def default_batch_size(device: torch.device) -> int:
@@ -300,6 +309,7 @@ def _run(
     out: str | Path | None,
     store: Callable[[Any, int | None, Window, np.ndarray], None],
     tta: bool = False,
+    compile: bool = False,
 ) -> Steps[Any]:
     """Shared loop of dense and patch prediction over planes, windows and batches."""
     dev = select_device(device)
@@ -309,6 +319,8 @@ def _run(
         # oneDNN's convolutions run about twice as fast on weights in channels-last layout, with the
         # same labels (docs/engine.md); converted in place, a no-op once done
         model.to(memory_format=torch.channels_last)
+    if compile:
+        model = compiled(model)
     batch_size = batch_size or default_batch_size(dev)
     image_planes = planes(image)
     plane_shape = tuple(image.shape[-2:])
@@ -350,6 +362,7 @@ def predict_dense(
     precision: str = "float32",
     out: str | Path | None = None,
     tta: bool = False,
+    compile: bool = False,
 ) -> Steps[Any]:
     """Per-pixel prediction of a 2-D image or (Z, Y, X) stack → (C, Y, X) or (C, Z, Y, X).
 
@@ -358,7 +371,8 @@ def predict_dense(
     model's receptive radius rounded up to its size divisor. ``stats``
     gives (mean, std) per plane; by default they are computed over each whole plane. With
     ``out`` a path, the result is a zarr array on disk (streamed, chunked like the tiles). With
-    ``tta`` every tile is predicted in its 8 rotations and flips and the logits averaged.
+    ``tta`` every tile is predicted in its 8 rotations and flips and the logits averaged. With
+    ``compile`` the network runs through :func:`compiled` (long runs only).
     """
     divisor = int(getattr(model, "size_divisor", 1))
     halo = default_halo(model) if halo is None else halo
@@ -375,7 +389,7 @@ def predict_dense(
     return _run(
         model, image, lambda s: dense_windows(s, cores, halo, divisor), lambda s: s, cores,
         stats=stats, batch_size=batch_size, device=device, precision=precision,
-        postprocess=postprocess, out=out, store=store, tta=tta,
+        postprocess=postprocess, out=out, store=store, tta=tta, compile=compile,
     )
 
 

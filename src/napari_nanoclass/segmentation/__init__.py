@@ -31,6 +31,8 @@ ANALYSIS = Analysis(
         Option("tta", "--tta", "average over 8 rotations/flips: slightly better, 8x slower", kind=bool),
         Option("precision", "--precision", "bfloat16: faster on recent CPUs and GPUs, a few labels may change "
                "(docs/engine.md); float16: GPUs only", default="float32", choices=("float32", "bfloat16", "float16")),
+        Option("compile", "--compile", "compile the network first (torch.compile): a minute or more up front, "
+               "then faster tiles; for long runs (docs/engine.md)", kind=bool),
         Option("pixel_size_nm", "--pixel-size", "nm per pixel of the inputs (default: read from each file); images "
                "are rescaled to the model's pixel size", kind=float, low=PIXEL_SIZES_NM[0], high=PIXEL_SIZES_NM[1]),
     ),

@@ -86,12 +86,14 @@ def segment_steps(
     pixel_size_nm: float | None = None,
     name: str = "image",
     precision: str = "float32",
+    compile: bool = False,
 ) -> Steps[SegmentationResult]:
     """Segment a 2-D image or a (Z, Y, X) stack; yields progress per tile. ``tile`` defaults to
     the largest the memory allows (one forward for an image that fits: no halo computed twice).
     ``tta`` averages each tile over its 8 rotations and flips: a little more accurate, 8× slower.
     ``precision="bfloat16"`` runs the network in reduced precision: faster where the CPU or GPU
     computes it natively, at the cost of a few changed labels (opt-in; docs/engine.md).
+    ``compile`` compiles the network first (``engine.compiled``): for long runs, never the default.
 
     ``pixel_size_nm`` (default: the Image's own) is compared with the model's: when they differ
     the image is segmented at the model's scale and the labels brought back to the input's size
@@ -124,7 +126,7 @@ def segment_steps(
     out = yield from engine.predict_dense(
         loaded.module, data, tile=tile, halo=loaded.halo, batch_size=batch_size,
         stats=stats, device=loaded.device, postprocess=post, out=Path(workdir) / name if big else None, tta=tta,
-        precision=precision,
+        precision=precision, compile=compile,
     )
     if not probabilities:
         labels = da.from_zarr(out)[0] if big else out[0]
@@ -164,10 +166,10 @@ class SegmentFiles(FileJob):
 
     def __init__(self, model: str | None = None, *, tile: int | None = None, device: str | None = None,
                  probabilities: bool = False, output_format: str = "tif", tta: bool = False,
-                 pixel_size_nm: float | None = None, precision: str = "float32") -> None:
+                 pixel_size_nm: float | None = None, precision: str = "float32", compile: bool = False) -> None:
         self.loaded = load_model(model or DEFAULT_MODEL, engine.select_device(device))
         self.tile, self.probabilities, self.tta, self.precision = tile, probabilities, tta, precision or "float32"
-        self.output_format, self.pixel_size_nm = output_format or "tif", pixel_size_nm
+        self.output_format, self.pixel_size_nm, self.compile = output_format or "tif", pixel_size_nm, compile
 
     def process(self, image: Image, path: Path, out_dir: Path, workdir: Path) -> Steps[dict[str, Any]]:
         pixel_size, source = chosen_pixel_size(image.name, self.pixel_size_nm, image.pixel_size_nm,
@@ -176,7 +178,7 @@ class SegmentFiles(FileJob):
             log.info("%s: pixel size %g nm/px (%s)", image.name, pixel_size, source)
         result = yield from segment_steps(image.data, self.loaded, tile=self.tile, probabilities=self.probabilities,
                                           workdir=workdir, tta=self.tta, pixel_size_nm=pixel_size, name=image.name,
-                                          precision=self.precision)
+                                          precision=self.precision, compile=self.compile)
         return {**self._row(image.name, path), "pixel_size_nm": pixel_size, "pixel_size_source": source,
                 **_write_result(result, out_dir, image.name, self.output_format), "status": "ok", "error": ""}
 
