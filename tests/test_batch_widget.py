@@ -54,7 +54,7 @@ def test_dock_runs_a_folder_with_progress_and_opens_the_results(viewer, responsi
     assert gaps.max() < 1.5, f"longest wait for progress {gaps.max():.2f} s"
     assert widget.table.data.to_list() == [[f"img0{i}", "done", widget.table.data.to_list()[i][2]] for i in range(3)]
     assert all(detail.startswith("new input;") for _, _, detail in widget.table.data.to_list())
-    assert widget.summary.value.startswith("3 done, 0 skipped as already done, 0 failed")
+    assert widget.summary.value == "3 done, 0 skipped, 0 failed (3 of 3)"
     # the results, read back by the plugin's reader: the source images and their labels
     assert [layer.name for layer in viewer.layers] == ["img00", "img00 labels", "img01", "img01 labels", "img02",
                                                        "img02 labels"]
@@ -79,8 +79,9 @@ def test_rerun_skips_finished_inputs_and_redoes_a_changed_one(viewer, responsive
     table = widget.table.data.to_list()
     assert [row[:2] for row in table] == [["broken", "failed"], ["img00", "skipped"], ["img01", "done"],
                                          ["img02", "skipped"]]
-    assert "broken.tif" in table[0][2] and table[2][2].startswith("input changed;")
-    assert widget.summary.value.startswith("1 done, 2 skipped as already done, 1 failed (4 of 4 inputs)")
+    assert table[0][2].startswith("broken.tif: ") and table[2][2].startswith("input changed;")
+    assert table[1][2] == "already done, nothing changed"
+    assert widget.summary.value == "1 done, 2 skipped, 1 failed (4 of 4)"
     # the skipped inputs are not opened twice; the redone one keeps its earlier labels as "(previous)"
     names = [layer.name for layer in viewer.layers]
     assert sorted(names) == sorted(["img00", "img00 labels", "img01 (previous)", "img01 labels (previous)",

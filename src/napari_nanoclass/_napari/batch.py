@@ -14,9 +14,20 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, FloatSpinBox, PushButton, SpinBox, Table, Widget
+from magicgui.widgets import (
+    CheckBox,
+    ComboBox,
+    Container,
+    FileEdit,
+    FloatSpinBox,
+    Label,
+    PushButton,
+    SpinBox,
+    Table,
+    Widget,
+)
 
-from napari_nanoclass._napari.common import TaskRunner, keep_previous, model_choices, text_label
+from napari_nanoclass._napari.common import TaskRunner, keep_previous, model_choices
 from napari_nanoclass.batch.runner import BatchProgress, BatchReport, batch_steps, check_folders
 from napari_nanoclass.core.analysis import COMMON_OPTIONS, Analysis, Option, analyses, get
 from napari_nanoclass.core.devices import available_devices
@@ -47,7 +58,7 @@ class BatchWidget(Container):
         self.open_results = CheckBox(text="open results when done", value=True)
         self.run_button = PushButton(text="Run")
         self.runner = TaskRunner(self.run_button)
-        self.summary = text_label()
+        self.summary = Label(value="")  # one short line: a wrapped one is squeezed by the table below
         self.table = _rows_table()
         super().__init__(widgets=[self.analysis, self.model, self.folder, self.out,
                                   *(widget for _, widget in self.fields.values()), self.device, self.overwrite,
@@ -158,8 +169,7 @@ class BatchWidget(Container):
         done = sum(r["status"] == "ok" and not r["skipped"] for r in self.rows)
         skipped = sum(r["skipped"] for r in self.rows)
         failed = sum(r["status"] != "ok" for r in self.rows)
-        self.summary.value = (f"{done} done, {skipped} skipped as already done, {failed} failed "
-                              f"({len(self.rows)} of {count} inputs)") if count else ""
+        self.summary.value = f"{done} done, {skipped} skipped, {failed} failed ({len(self.rows)} of {count})" if count else ""
 
 
 def _option_fields(options: list[Option]) -> dict[str, tuple[Option, Widget]]:
