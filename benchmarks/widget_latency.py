@@ -1,7 +1,7 @@
 """Progress and Cancel as a user sees them: each dock widget run threaded on its bundled sample with
 the shipped models, as in napari.
 
-    xvfb-run -a python benchmarks/widget_latency.py [--runs segment segment-tta homogeneity liposomes train]
+    xvfb-run -a python benchmarks/widget_latency.py [--runs segment segment-tta homogeneity liposomes train batch]
 
 Per run: the gaps between progress updates reaching the widget (median and largest, from the start
 of the run until it ends), the time to the first update, and the Cancel latency — Cancel is pressed
@@ -103,9 +103,31 @@ def _train(viewer: ViewerModel) -> Any:
     return widget
 
 
+def _batch(viewer: ViewerModel) -> Any:
+    """The Batch folder dock segmenting the bundled section and its three rotations (1024² each),
+    redoing finished inputs so that the second, cancelled run has work to do."""
+    import tempfile
+    from pathlib import Path
+
+    import tifffile
+
+    from napari_nanoclass._napari.batch import BatchWidget
+    from napari_nanoclass._napari.samples import drosophila_section
+
+    folder = Path(tempfile.mkdtemp(prefix="nanoclass-latency-"))
+    (folder / "in").mkdir()
+    (section, _kwargs, _kind), = drosophila_section()
+    for k in range(4):
+        tifffile.imwrite(folder / "in" / f"section_{k}.tif", np.rot90(np.asarray(section), k))
+    widget = BatchWidget(viewer)
+    widget.folder.value, widget.out.value = str(folder / "in"), str(folder / "out")
+    widget.overwrite.value = True
+    return widget
+
+
 RUNS: dict[str, Callable[[ViewerModel], Any]] = {
     "segment": lambda v: _segment(v, False), "segment-tta": lambda v: _segment(v, True),
-    "homogeneity": _homogeneity, "liposomes": _liposomes, "train": _train,
+    "homogeneity": _homogeneity, "liposomes": _liposomes, "train": _train, "batch": _batch,
 }
 
 

@@ -45,6 +45,11 @@ def test_docks_remember_their_settings_and_fall_back_to_defaults(viewer, user_re
     saved = json.loads(settings_file("SegmentWidget").read_text())
     settings_file("SegmentWidget").write_text(json.dumps({**saved, "model": "deleted-model"}))
     assert SegmentWidget(viewer).model.value == DEFAULT_MODEL and SegmentWidget(viewer).tile.value == 512
+    from napari_nanoclass._napari.batch import BatchWidget
+
+    batch = BatchWidget(viewer)
+    batch.analysis.value, batch.folder.value = "homogeneity", user_registry.parent
+    assert (BatchWidget(viewer).analysis.value, BatchWidget(viewer).folder.value) == ("homogeneity", user_registry.parent)
     settings_file("SegmentWidget").write_text("{not json")
     assert SegmentWidget(viewer).tile.value == 1024
     assert settings_file("SegmentWidget").is_relative_to(user_registry.parent)  # never the user's real home

@@ -39,6 +39,23 @@ def test_all_docks_open_as_tabs_of_one_dock_no_taller_than_the_window(make_napar
         assert getattr(widget, "native", widget).minimumSizeHint().width() < 400, name
 
 
+def test_batch_folder_docks_from_the_manifest_and_opens_its_results(make_napari_viewer, tiny_model, tmp_path, qtbot):
+    import tifffile
+
+    viewer = make_napari_viewer()
+    (section,) = viewer.open_sample("napari-nanoclass", "drosophila")
+    (tmp_path / "in").mkdir()
+    tifffile.imwrite(tmp_path / "in" / "corner.tif", section.data[:256, :256])
+    _dock, widget = viewer.window.add_plugin_dock_widget("napari-nanoclass", "Batch folder")
+    widget.reset_choices()
+    widget.model.value = tiny_model
+    widget.folder.value, widget.out.value = str(tmp_path / "in"), str(tmp_path / "out")
+    widget.run_button.clicked.emit()
+    qtbot.waitUntil(lambda: "corner labels" in viewer.layers, timeout=120000)
+    assert viewer.layers["corner labels"].data.shape == (256, 256)
+    assert widget.table.data.to_list()[0][:2] == ["corner", "done"]
+
+
 def test_liposome_widget_on_the_sample_draws_the_size_histogram(make_napari_viewer, qtbot):
     viewer = make_napari_viewer()
     image, truth = viewer.open_sample("napari-nanoclass", "liposomes")

@@ -35,6 +35,7 @@ _API = {
     "analyse_xrd": "napari_nanoclass.xrd.predict",
     "read_pattern": "napari_nanoclass.xrd.patterns",
     "run_batch": "napari_nanoclass.batch.runner",
+    "batch_steps": "napari_nanoclass.batch.runner",
     "files_steps": "napari_nanoclass.core.analysis",
     "read_image": "napari_nanoclass.io.images",
     "ImageError": "napari_nanoclass.io.images",

@@ -83,12 +83,16 @@ class TaskRunner(Container):
         self.last_error: BaseException | None = None
         self.cancel_button.changed.connect(self.cancel)
 
-    def start(self, steps: Steps[Any], on_result: Callable[[Any], None]) -> None:
+    def start(self, steps: Steps[Any], on_result: Callable[[Any], None],
+              on_step: Callable[[Progress], None] | None = None) -> None:
+        """Run ``steps``, then ``on_result`` with what it returns; ``on_step`` sees every step too
+        (in the GUI thread, after the bar), for docks that show more than a bar."""
         self.last_error = None
         self._busy(True)
+        show = self.show_progress if on_step is None else (lambda step: (self.show_progress(step), on_step(step)))
         if self.synchronous:
             try:
-                on_result(run_sync(steps, progress=self.show_progress))
+                on_result(run_sync(steps, progress=show))
             except Exception as exc:
                 self.on_error(exc)
             finally:
@@ -100,10 +104,13 @@ class TaskRunner(Container):
             return (yield from steps)
 
         self.worker = create_worker(run, _start_thread=False, _ignore_errors=True)  # on_error shows them
-        self.worker.yielded.connect(self.show_progress)
+        self.worker.yielded.connect(show)
         self.worker.returned.connect(on_result)
         self.worker.errored.connect(self.on_error)
         self.worker.aborted.connect(lambda: self.status.__setattr__("value", "cancelled"))
+        # a cancelled job is left suspended by the worker: close it, so its clean-up (partial outputs,
+        # locks) is done before Run is enabled again rather than whenever it is garbage-collected
+        self.worker.finished.connect(steps.close)
         self.worker.finished.connect(lambda: self._busy(False))
         self.worker.start()
 

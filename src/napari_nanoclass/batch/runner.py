@@ -23,9 +23,14 @@ Inputs are processed in this process by default (torch already uses every core f
 threads shared out so that threads × workers ≤ cores, and ``scheduler`` sends the inputs to an
 existing dask.distributed cluster. Models are cached per process, so each worker loads a model once.
 
-Progress comes at two levels: ``on_row`` as each input finishes, and ``on_progress`` within the
-input being processed (its tiles); from cluster workers the latter travels as dask events on
-:data:`PROGRESS_TOPIC`, at most twice a second per input.
+The run is a step generator, :func:`batch_steps` (see :mod:`..core.progress`), which the napari
+dock drives in a worker thread (progress bar, per-input list, Cancel) and :func:`run_batch` drives
+here: it yields :class:`BatchProgress` as it checks the inputs, within the input being processed
+(its tiles) and as each input is settled (done, skipped or failed, with its summary row). Closing
+it stops the run at the next step: finished inputs stay, the one in hand leaves no ``.partial``
+folder. From cluster workers an input's progress travels as dask events on
+:data:`PROGRESS_TOPIC`, at most twice a second per input. :func:`run_batch` turns the steps into
+two callbacks: ``on_row`` as each processed input finishes, and ``on_progress`` within an input.
 """
 
 from __future__ import annotations
@@ -42,12 +47,13 @@ from typing import Any
 from napari_nanoclass import __version__
 from napari_nanoclass.core.analysis import Analysis, check_unique_stems, files_steps, get
 from napari_nanoclass.core.outputs import claim, inside
-from napari_nanoclass.core.progress import Progress, ProgressCallback, Throttle, run_sync
-from napari_nanoclass.io.images import file_stem, write_csv, write_json
+from napari_nanoclass.core.progress import Progress, ProgressCallback, Steps, Throttle, run_sync
+from napari_nanoclass.io.images import IMAGE_SUFFIXES, file_stem, write_csv, write_json
 from napari_nanoclass.io.reader import RESULT
 
 PROGRESS_TOPIC = "napari-nanoclass-progress"
 SUMMARY_COLUMNS = ["input", "stem", "status", "error", "seconds", "output", "skipped", "reason"]
+POLL = 0.05  # seconds between looks at a cluster's finished inputs and progress events
 
 
 @dataclass
@@ -134,12 +140,6 @@ def _moved(value: Any, partial: str, final: str) -> Any:
     return value
 
 
-def _run_analysis(analysis: str, path: Path, target: Path, options: dict[str, Any],
-                  progress: ProgressCallback | None) -> dict[str, Any]:
-    """Run one analysis' file job on one input into ``target``; returns its result row."""
-    return run_sync(files_steps(analysis, [path], target, claim_folder=False, **options), progress)[0]
-
-
 def _event_reporter(stem: str, interval: float = 0.5) -> ProgressCallback:
     """Progress of one input on a dask worker, sent to the client as events on PROGRESS_TOPIC
     (the first, then at most one per ``interval`` seconds, and the last)."""
@@ -158,19 +158,26 @@ def _event_reporter(stem: str, interval: float = 0.5) -> ProgressCallback:
 def process_one(analysis: str, path: str, out: str, options: dict[str, Any], signature: dict[str, Any],
                 sharing: int | None = None, progress: ProgressCallback | bool | None = None,
                 overwrite: bool = False, reason: str = "") -> dict[str, Any]:
-    """Process one input into ``out/<stem>/`` (built in ``.<stem>.partial`` and renamed when whole);
-    its ``result.json`` records ``signature`` plus the input's fingerprint, and why it was done.
-
-    Runs in the calling process or on a dask worker; ``sharing`` workers on this machine split its
-    cores for torch. ``progress`` is a callback for this input's own progress, or ``True`` on a
-    dask worker to send it to the client as events. A folder ``<stem>/`` that this tool did not
-    write (no ``result.json``) is never replaced unless ``overwrite``. Never raises for a bad
-    input: the row says ``failed`` and why.
-    """
+    """:func:`process_one_steps` driven to its row, in the calling process or on a dask worker;
+    ``sharing`` workers on this machine split its cores for torch. ``progress`` is a callback for
+    this input's own progress, or ``True`` on a dask worker to send it to the client as events."""
     if sharing:
         from napari_nanoclass.core.devices import configure_threads
 
         configure_threads(sharing)
+    if progress is True:
+        progress = _event_reporter(file_stem(Path(path)))
+    return run_sync(process_one_steps(analysis, path, out, options, signature, overwrite, reason), progress or None)
+
+
+def process_one_steps(analysis: str, path: str | Path, out: str | Path, options: dict[str, Any],
+                      signature: dict[str, Any], overwrite: bool = False, reason: str = "") -> Steps[dict[str, Any]]:
+    """Process one input into ``out/<stem>/`` (built in ``.<stem>.partial`` and renamed when whole),
+    yielding its progress; its ``result.json`` records ``signature`` plus the input's fingerprint,
+    and why it was done. A folder ``<stem>/`` that this tool did not write (no ``result.json``) is
+    never replaced unless ``overwrite``. Never raises for a bad input: the row says ``failed`` and
+    why. Closed part-way (Cancel, Ctrl-C), it removes its ``.partial`` folder.
+    """
     source, out_dir = Path(path), Path(out)
     stem = file_stem(source)
     final, partial = inside(out_dir, stem), inside(out_dir, f".{stem}.partial")
@@ -179,13 +186,12 @@ def process_one(analysis: str, path: str, out: str, options: dict[str, Any], sig
     row: dict[str, Any] = {"input": str(source), "stem": stem, "output": str(final), "skipped": False,
                            "reason": reason}
     marker = {"analysis": analysis, "options": options, "signature": {**signature, "input": _fingerprint(source)}}
-    if progress is True:
-        progress = _event_reporter(stem)
     try:
         if final.exists() and not (final / RESULT).is_file() and not overwrite:
             raise FileExistsError(f"{final} exists and is not a napari-nanoclass result; move it away or "
                                   "rerun with --overwrite to replace it")
-        result = _run_analysis(analysis, source, partial, options, progress or None)
+        results = yield from files_steps(analysis, [source], partial, claim_folder=False, **options)
+        result = results[0]
         if result.get("status") != "ok":
             raise RuntimeError(result.get("error") or "failed")
         write_overview(get(analysis), partial, stem, source)
@@ -195,8 +201,9 @@ def process_one(analysis: str, path: str, out: str, options: dict[str, Any], sig
         shutil.rmtree(final, ignore_errors=True)
         os.replace(partial, final)
     except Exception as exc:  # reported in the run summary; the batch goes on
-        shutil.rmtree(partial, ignore_errors=True)
         row.update(status="failed", error=str(exc), seconds=round(time.perf_counter() - start, 3))
+    finally:  # gone already when the input is complete
+        shutil.rmtree(partial, ignore_errors=True)
     return row
 
 
@@ -266,14 +273,88 @@ class BatchReport:
         return [r for r in self.rows if r["status"] != "ok"]
 
 
+@dataclass(frozen=True)
+class BatchProgress(Progress):
+    """A step of a batch run. ``done``/``total`` count thousandths of an input over the whole run,
+    so a bar moves within inputs; ``stem`` is the input in hand and ``step`` its own progress; the
+    step that settles an input (done, skipped or failed) carries its summary ``row``. ``finished``
+    of ``count`` inputs are settled."""
+
+    stem: str = ""
+    step: Progress | None = None
+    row: dict[str, Any] | None = None
+    finished: int = 0
+    count: int = 0
+
+
+def _at(finished: float, count: int, stem: str, message: str, step: Progress | None = None,
+        row: dict[str, Any] | None = None) -> BatchProgress:
+    return BatchProgress(int(1000 * finished), 1000 * count, message, stem=stem, step=step, row=row,
+                         finished=int(finished), count=count)
+
+
+def _settled(row: dict[str, Any], finished: int, count: int) -> BatchProgress:
+    """The step that reports a settled input, saying how."""
+    how = "already done" if row["skipped"] else "done" if row["status"] == "ok" else "failed"
+    return _at(finished, count, row["stem"], f"{row['stem']}: {how} ({finished}/{count})", row=row)
+
+
+def check_folders(analysis: str, folder: str | Path | None, out: str | Path | None) -> list[Path]:
+    """The inputs a batch of ``analysis`` over ``folder`` into ``out`` would process; ValueError
+    with what to change otherwise: no folder chosen or no such folder, nothing in it the analysis
+    reads, no output folder, or an output folder that is the input folder or one of the inputs
+    (results would be mixed with the inputs, and a rerun would take its run summary for an
+    input). For forms, where folders are picked rather than typed as a command line."""
+    spec = get(analysis)
+    if not folder or not str(folder).strip():
+        raise ValueError("choose an input folder")
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ValueError(f"{folder}: no such folder" if not folder.exists() else f"{folder} is a file, not a folder")
+    inputs = spec.find_inputs([folder])
+    if not inputs:
+        suffixes = spec.inputs or sorted(IMAGE_SUFFIXES)
+        raise ValueError(f"{folder} holds nothing {analysis} reads (files ending in {', '.join(suffixes)})")
+    if not out or not str(out).strip():
+        raise ValueError("choose an output folder")
+    target = Path(out).resolve()
+    if target == folder.resolve():
+        raise ValueError(f"{out} is the input folder; choose another output folder (a new subfolder is fine)")
+    if any(target == p.resolve() or p.resolve() in target.parents for p in inputs):
+        raise ValueError(f"{out} is one of the inputs; choose another output folder")
+    if target.is_file():
+        raise ValueError(f"{out} is a file; choose a folder for the results")
+    return inputs
+
+
 def run_batch(analysis: str, inputs: Iterable[str | Path], out: str | Path, *, options: dict[str, Any] | None = None,
               overwrite: bool = False, workers: int = 1, scheduler: str | None = None,
               on_row: Callable[[dict[str, Any], int, int], None] | None = None,
               on_progress: Callable[[str, Progress], None] | None = None) -> BatchReport:
     """Run ``analysis`` over ``inputs`` (files, folders, globs) into ``out``; see the module docstring.
 
-    ``on_row(row, done, total)`` is called as each input finishes, ``on_progress(stem, progress)``
-    as an input's work advances (progress bars, logs; from a cluster, in the client's thread).
+    ``on_row(row, done, total)`` is called as each processed input finishes (``done`` counts the
+    skipped ones too), ``on_progress(stem, progress)`` as an input's work advances (progress bars,
+    logs). Both are called in this thread, also when the inputs run on a cluster.
+    """
+    def report(step: BatchProgress) -> None:
+        if step.row is not None:
+            if on_row is not None and not step.row["skipped"]:
+                on_row(step.row, step.finished, step.count)
+        elif step.step is not None and on_progress is not None:
+            on_progress(step.stem, step.step)
+
+    return run_sync(batch_steps(analysis, inputs, out, options=options, overwrite=overwrite, workers=workers,
+                                scheduler=scheduler), report)
+
+
+def batch_steps(analysis: str, inputs: Iterable[str | Path], out: str | Path, *, options: dict[str, Any] | None = None,
+                overwrite: bool = False, workers: int = 1, scheduler: str | None = None) -> Steps[BatchReport]:
+    """:func:`run_batch` as a step generator: yields :class:`BatchProgress`, returns the report.
+
+    Everything that can be refused (options, models, names, the output folder) is refused before
+    the first step. Closed part-way, the output folder keeps the finished inputs and is released;
+    no run summary is written, and a rerun does the rest.
     """
     config = BatchConfig(analysis, [str(i) for i in inputs], str(out), dict(options or {}), overwrite, workers,
                          scheduler)
@@ -286,23 +367,14 @@ def run_batch(analysis: str, inputs: Iterable[str | Path], out: str | Path, *, o
     with claim(out) as out_dir:
         write_json(out_dir / "batch_config.json", asdict(config))
         start = time.perf_counter()
-        rows: dict[str, dict[str, Any]] = {}
-        todo: list[tuple[Path, str]] = []
-        for path in paths:
-            stored = _stored(path, out_dir)
-            reason = "overwrite" if overwrite else redo_reason(stored, signature, path)
-            if reason is None:
-                rows[str(path)] = {k: stored[k] for k in SUMMARY_COLUMNS if k in stored} | {
-                    "skipped": True, "reason": "complete, same signature"}
-            else:
-                todo.append((path, reason))
-        finished = len(rows)
-        for row in _execute(analysis, todo, out_dir, config.options, signature, workers, scheduler, on_progress,
-                            overwrite):
-            rows[row["input"]] = row
-            finished += 1
-            if on_row is not None:
-                on_row(row, finished, len(paths))
+        todo, skipped = yield from _triage(paths, out_dir, signature, overwrite)
+        if scheduler is None and workers <= 1:
+            processed = yield from _in_process(analysis, todo, out_dir, config.options, signature, overwrite,
+                                               len(skipped), len(paths))
+        else:
+            processed = yield from _on_cluster(analysis, todo, out_dir, config.options, signature, overwrite,
+                                               len(skipped), len(paths), workers, scheduler)
+        rows = {r["input"]: r for r in [*skipped, *processed]}
         ordered = [rows[str(p)] for p in paths]
         run = {"analysis": analysis, "options": config.options, "version": __version__, "inputs": len(paths),
                "processed": len(todo), "skipped": len(paths) - len(todo),
@@ -313,35 +385,95 @@ def run_batch(analysis: str, inputs: Iterable[str | Path], out: str | Path, *, o
     return BatchReport(ordered, run)
 
 
-def _execute(analysis: str, todo: Sequence[tuple[Path, str]], out_dir: Path, options: dict[str, Any],
-             signature: dict[str, Any], workers: int, scheduler: str | None,
-             on_progress: Callable[[str, Progress], None] | None, overwrite: bool) -> Iterable[dict[str, Any]]:
-    """Rows as inputs finish: here one after another, or on a dask cluster as they complete."""
-    if scheduler is None and workers <= 1:
-        for path, reason in todo:
-            stem = file_stem(path)
-            report = None if on_progress is None else (lambda step, stem=stem: on_progress(stem, step))
-            yield process_one(analysis, str(path), str(out_dir), options, signature, progress=report,
-                              overwrite=overwrite, reason=reason)
-        return
+def _triage(paths: Sequence[Path], out_dir: Path, signature: dict[str, Any], overwrite: bool
+            ) -> Steps[tuple[list[tuple[Path, str]], list[dict[str, Any]]]]:
+    """The inputs to do (with why) and the rows of those complete with the same signature, which
+    are skipped. Checking an input may hash it, so this yields after each one."""
+    todo: list[tuple[Path, str]] = []
+    skipped: list[dict[str, Any]] = []
+    for i, path in enumerate(paths):
+        stored = _stored(path, out_dir)
+        reason = "overwrite" if overwrite else redo_reason(stored, signature, path)
+        if reason is None:
+            skipped.append({k: stored[k] for k in SUMMARY_COLUMNS if k in stored} | {
+                "skipped": True, "reason": "complete, same signature"})
+            yield _settled(skipped[-1], len(skipped), len(paths))
+        else:
+            todo.append((path, reason))
+            yield _at(len(skipped), len(paths), "", f"checking inputs ({i + 1}/{len(paths)})")
+    return todo, skipped
+
+
+def _in_process(analysis: str, todo: Sequence[tuple[Path, str]], out_dir: Path, options: dict[str, Any],
+                signature: dict[str, Any], overwrite: bool, finished: int, count: int) -> Steps[list[dict[str, Any]]]:
+    """The inputs one after another in this process, each yielding its own progress."""
+    rows = []
+    for path, reason in todo:
+        stem = file_stem(path)
+        label = f"{stem} ({finished + 1}/{count})"
+        steps = process_one_steps(analysis, path, out_dir, options, signature, overwrite, reason)
+        rows.append((yield from _within(steps, finished, count, stem, label)))
+        finished += 1
+        yield _settled(rows[-1], finished, count)
+    return rows
+
+
+def _within(steps: Steps[dict[str, Any]], finished: int, count: int, stem: str, label: str
+            ) -> Steps[dict[str, Any]]:
+    """An input's own steps as steps of the run; closing the run closes them at once."""
+    try:
+        while True:
+            try:
+                step = next(steps)
+            except StopIteration as stop:
+                return stop.value
+            yield _at(finished + step.fraction, count, stem, label, step=step)
+    finally:
+        steps.close()
+
+
+def _on_cluster(analysis: str, todo: Sequence[tuple[Path, str]], out_dir: Path, options: dict[str, Any],
+                signature: dict[str, Any], overwrite: bool, finished: int, count: int, workers: int,
+                scheduler: str | None) -> Steps[list[dict[str, Any]]]:
+    """The inputs on a dask cluster (a LocalCluster of ``workers``, or ``scheduler``'s): each
+    settled as it completes, with the workers' progress events passed on from this thread."""
+    from queue import SimpleQueue
+
     from dask.distributed import Client, LocalCluster, as_completed
 
     cluster = None if scheduler else LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
                                                   dashboard_address=None)
     client = Client(scheduler or cluster)
+    events: SimpleQueue = SimpleQueue()  # filled in the client's thread
+    rows: list[dict[str, Any]] = []
     try:
-        if on_progress is not None:
-            client.subscribe_topic(PROGRESS_TOPIC, lambda event: on_progress(
-                event[1]["stem"], Progress(event[1]["done"], event[1]["total"], event[1]["message"])))
+        client.subscribe_topic(PROGRESS_TOPIC, lambda event: events.put(event[1]))
         sharing = workers if scheduler is None else None
-        futures = [client.submit(process_one, analysis, str(p), str(out_dir), options, signature, sharing,
-                                 on_progress is not None, overwrite, reason, pure=False) for p, reason in todo]
-        for future in as_completed(futures):
-            yield future.result()
+        pending = as_completed([client.submit(process_one, analysis, str(p), str(out_dir), options, signature,
+                                              sharing, True, overwrite, reason, pure=False) for p, reason in todo])
+        while True:
+            yield from _events(events, finished, count)
+            for future in pending.next_batch(block=False):
+                rows.append(future.result())
+                finished += 1
+                yield _settled(rows[-1], finished, count)
+            if pending.is_empty():
+                break
+            time.sleep(POLL)
+        yield from _events(events, finished, count)
     finally:
         client.close()
         if cluster is not None:
             cluster.close()
+    return rows
+
+
+def _events(events: Any, finished: int, count: int) -> Steps[None]:
+    """The progress events received from cluster workers so far, as steps of the run."""
+    while not events.empty():
+        event = events.get()
+        step = Progress(event["done"], event["total"], event["message"])
+        yield _at(finished, count, event["stem"], f"{event['stem']}: {step.fraction:.0%}", step=step)
 
 
 def _models(analysis: Analysis, options: dict[str, Any]) -> dict[str, str]:

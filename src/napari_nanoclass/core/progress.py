@@ -122,23 +122,29 @@ def held(steps: Steps[T], at: Progress) -> Steps[T]:
     """Run a sub-job inside a step of a larger job: each of its steps is reported as ``at`` (the
     bar stays where the larger job is, with ``at``'s message), so the job still yields — and can be
     cancelled — while the sub-job runs. Returns the sub-job's result."""
-    while True:
-        try:
-            next(steps)
-        except StopIteration as stop:
-            return stop.value
-        yield at
+    try:
+        while True:
+            try:
+                next(steps)
+            except StopIteration as stop:
+                return stop.value
+            yield at
+    finally:
+        steps.close()  # closing the job closes the sub-job now (its clean-up runs), not when it is collected
 
 
 def scaled(steps: Steps[T], index: int, count: int, message: str = "") -> Steps[T]:
     """Re-express sub-job ``index`` of ``count`` (a plane, a file) as part of the whole job.
 
     The outer progress counts thousandths of a sub-job, so the bar moves smoothly and
-    monotonically whatever unit each sub-job counts in.
+    monotonically whatever unit each sub-job counts in. Closing the job closes the sub-job now.
     """
-    while True:
-        try:
-            step = next(steps)
-        except StopIteration as stop:
-            return stop.value
-        yield Progress(int(1000 * (index + step.fraction)), 1000 * count, message or step.message, step.metrics)
+    try:
+        while True:
+            try:
+                step = next(steps)
+            except StopIteration as stop:
+                return stop.value
+            yield Progress(int(1000 * (index + step.fraction)), 1000 * count, message or step.message, step.metrics)
+    finally:
+        steps.close()

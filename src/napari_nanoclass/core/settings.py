@@ -44,4 +44,4 @@ def load_settings(name: str) -> dict[str, Any]:
 
 def save_settings(name: str, values: dict[str, Any]) -> None:
     with atomic_path(settings_file(name)) as tmp:
-        tmp.write_text(json.dumps(values, indent=1, sort_keys=True))
+        tmp.write_text(json.dumps(values, indent=1, sort_keys=True, default=str))  # paths as text
