@@ -2,6 +2,7 @@
 
     python benchmarks/engine.py [--sizes 1024 2048] [--repeats 3] [--rss-sizes 2048 8192]
         [--old-src PATH/src] [--compile] [--out benchmarks/out/engine]
+    python benchmarks/engine.py --cam-cost [--repeats 5]
 
 Headline (issue #26): the time of ``segment()`` over the time of one whole-image forward of the
 same network (``drosophila-seunet``, fp32, the image z-scored and padded to the size divisor, then
@@ -17,6 +18,10 @@ agreement of the labels with the whole-image forward's, border included. Rows:
   after one untimed run that compiles; the compile run's seconds are printed as ``compile run``;
 * ``old engine`` (with ``--old-src``, e.g. a ``git worktree`` of an earlier commit) — ``segment()``
   of that source in a subprocess, timed inside it, interleaved with the others.
+
+Defect-map cost (``--cam-cost``): ``homogeneity.analyse`` of the bundled SEM sample with and
+without ``cam=True``, for the shipped texture model (its defect map comes from the CNN) and the
+shipped CNN, interleaved ``--repeats`` times; the ratio of the medians is the defect map's cost.
 
 Peak RSS: ``segment()`` in a fresh process per size in ``--rss-sizes``; beyond 4096² the input is a
 zarr on disk and labels stream to a zarr work folder, as the CLI does for large images.
@@ -133,6 +138,30 @@ def speed(sizes: list[int], repeats: int, old_src: str | None, out: Path, compil
     return rows
 
 
+def cam_cost(repeats: int) -> list[dict]:
+    from napari_nanoclass.homogeneity.predict import analyse
+    from napari_nanoclass.io.images import read_image
+    from napari_nanoclass.models.registry import load_model
+
+    sample = ROOT / "src" / "napari_nanoclass" / "samples" / "sem_fibres_defective.png"
+    image = np.asarray(read_image(sample).data)
+    rows = []
+    for name in ("nanofibre-texture", "nanofibre-homogeneity"):
+        loaded = load_model(name)
+        analyse(image[:256, :256], loaded, cam=True)  # warm-up
+        runs: dict[bool, list[float]] = {False: [], True: []}
+        for _ in range(repeats):
+            for cam in (False, True):
+                start = time.perf_counter()
+                analyse(image, loaded, cam=cam)
+                runs[cam].append(time.perf_counter() - start)
+        plain, with_cam = float(np.median(runs[False])), float(np.median(runs[True]))
+        rows.append({"model": name, "image": list(image.shape), "verdicts_s": plain, "with_cam_s": with_cam,
+                     "ratio": with_cam / plain})
+        print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
 def rss_one(size: int, out: Path) -> dict:
     from napari_nanoclass.segmentation.predict import segment
 
@@ -160,6 +189,7 @@ def main() -> None:
     ap.add_argument("--rss-sizes", type=int, nargs="*", default=[2048, 8192])
     ap.add_argument("--old-src", help="src folder of another version to time beside this one")
     ap.add_argument("--compile", action="store_true", help="add the torch.compile row")
+    ap.add_argument("--cam-cost", action="store_true", help="only the defect-map cost of homogeneity")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "out" / "engine"))
     ap.add_argument("--rss-one", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -167,6 +197,9 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     if args.rss_one:
         print(json.dumps(rss_one(args.rss_one, out)))
+        return
+    if args.cam_cost:
+        cam_cost(args.repeats)
         return
     rows = speed(args.sizes, args.repeats, args.old_src, out, args.compile)
     rss = [json.loads(subprocess.run([sys.executable, __file__, "--rss-one", str(size), "--out", str(out)],

@@ -188,6 +188,26 @@ def test_cam_has_the_image_shape_and_peaks_on_a_planted_defect(bead_model):
     assert np.hypot(peak[0] - y, peak[1] - x) <= 2 * r
 
 
+def test_grad_cam_differentiates_the_head_only_and_equals_textbook_grad_cam():
+    """Grad-CAM's weights are the score's gradient at the last block, which only the pool and head
+    shape: the convolutions may run without autograd (inside inference mode, as the engine does)."""
+    from torch.nn import functional as F
+
+    from napari_nanoclass.models.fibre_cnn import defect_score, grad_cam
+
+    torch.manual_seed(0)
+    model = FibreCNN(widths=[4, 8], hidden=8, patch=32, init_std=0.2).eval()
+    x = torch.randn(3, 1, 32, 32)
+    last, pooled = model.features(x.requires_grad_(True))  # textbook: one graph through the whole network
+    (grads,) = torch.autograd.grad(defect_score(model.head(pooled)).sum(), last)
+    reference = F.interpolate(F.relu((grads.mean((2, 3), keepdim=True) * last).sum(1, keepdim=True)),
+                              size=(32, 32), mode="bilinear", align_corners=False)
+    with torch.inference_mode():
+        cam = grad_cam(model, x.detach())
+    assert cam.shape == (3, 1, 32, 32) and cam.max() > 0
+    torch.testing.assert_close(cam, reference.detach(), rtol=1e-5, atol=1e-6)
+
+
 def test_cam_streamed_to_zarr_for_big_images_equals_in_memory(bead_model, tmp_path, monkeypatch):
     image = fibres((96, 128), np.random.default_rng(3), n_fibres=6, beads=[(40, 40, 7)])
     small = analyse(image, bead_model, cam=True)

@@ -78,13 +78,15 @@ def grad_cam(model: FibreCNN, x: torch.Tensor) -> torch.Tensor:
     """Grad-CAM of the defect score, (N, 1, H, W) at input resolution, ≥ 0, not normalised.
 
     Not normalised per patch on purpose: a homogeneous patch keeps its small values instead of
-    being stretched to look as hot as a real defect. Works inside ``torch.inference_mode`` (the
-    engine's default) by leaving it for this computation.
+    being stretched to look as hot as a real defect. The gradient Grad-CAM weighs by is the
+    score's with respect to the last block's activations, which flows through the pool and the
+    head only: the convolutions run without autograd (as fast as a plain forward, in the
+    engine's ``torch.inference_mode``), and only the head is differentiated.
     """
+    last = model.features(x)[0]
     with torch.inference_mode(False), torch.enable_grad():
-        x = x.clone()
-        last, pooled = model.features(x)
-        score = defect_score(model.head(pooled))
+        last = last.clone().requires_grad_(True)  # a normal tensor: inference tensors take no grad
+        score = defect_score(model.head(F.max_pool2d(last, 2)))
         (grads,) = torch.autograd.grad(score.sum(), last)
         weights = grads.mean(dim=(2, 3), keepdim=True)
         cam = F.relu((weights * last).sum(dim=1, keepdim=True))
