@@ -261,9 +261,13 @@ def _open_in_viewer(folder: Path):
     for data, meta, kind in layers:
         getattr(viewer, f"add_{kind}")(data, **meta)
     # the batch root opens every input, this one included
-    root = [meta["name"] for _, meta, _ in get_reader(str(folder.parent))(str(folder.parent))]
-    assert set(root) >= {meta["name"] for _, meta, _ in layers}
+    assert _layer_names(get_reader(str(folder.parent))(str(folder.parent))) >= _layer_names(layers)
     return viewer
+
+
+def _layer_names(layers) -> set[str]:
+    """The names of the layers LayerData tuples make (a list of them with a channel axis)."""
+    return {name for _, meta, _ in layers for name in (meta["name"] if isinstance(meta["name"], list) else [meta["name"]])}
 
 
 def test_results_of_each_analysis_open_again_as_layers(responsive_model, tiny_liposome_models, tmp_path, qtbot):

@@ -31,6 +31,7 @@ from napari_nanoclass._napari.common import (
 )
 from napari_nanoclass.core.devices import available_devices
 from napari_nanoclass.core.progress import Progress, Steps, scaled
+from napari_nanoclass.io.reader import explanation_layer
 from napari_nanoclass.liposomes import (
     CLASS_COLOURS,
     DEFAULT_CLASSIFIERS,
@@ -89,13 +90,16 @@ class LiposomeWidget(ViewerWidget):
         self.balanced = CheckBox(label="balanced decisions", value=False,
                                  tooltip="classify as if every class were equally common: finds more rare objects, "
                                          "with more false alarms (default: each classifier's stored operating point)")
+        self.explain = CheckBox(label="explain", value=False,
+                                tooltip="add a map per problem of where in each object its classifier saw evidence "
+                                        "for the class it gave (Grad-CAM, 0-1 per object)")
         self.colour_by = ComboBox(label="colour by", choices=list(PROBLEMS), value="lamellarity")
         self.device = ComboBox(label="device", choices=available_devices())
         self.summary = text_label()
         self.legend = text_label()
         self.correction = _CorrectionPanel(self)
         super().__init__(napari_viewer, [self.image, self.objects, self.pixel_size, self.detector, *self.models.values(),
-                                         self.balanced, self.colour_by, self.device])
+                                         self.balanced, self.explain, self.colour_by, self.device])
         self.extend([self.legend, self.summary, self.correction])
         self._defaults()
         remember(self, self.pixel_size, self.detector, *self.models.values(), self.balanced, self.colour_by,
@@ -131,7 +135,8 @@ class LiposomeWidget(ViewerWidget):
             np.asarray(base_data(layer)), self.pixel_size.value,
             labels=None if labels_layer is None else np.asarray(base_data(labels_layer)),
             detector=self.detector.value, classifiers={p: c.value for p, c in self.models.items()},
-            name=layer.name, balanced_decisions=self.balanced.value, device=self.device.value)
+            name=layer.name, balanced_decisions=self.balanced.value, explain=self.explain.value,
+            device=self.device.value)
         self.runner.start(steps, lambda result: self.show(result, layer))
 
     def show(self, result: LiposomeResult, source: Any) -> None:
@@ -152,9 +157,18 @@ class LiposomeWidget(ViewerWidget):
         target.metadata.update(summary=result.summary, pixel_size_nm=result.pixel_size_nm, models=result.models,
                                **{DETECTED: mask_signatures(result.labels)})
         self.correction.forget_undo()
+        self.show_explanations(result, source)
         self.recolour()
         self.show_summary(result.summary)
         self.runner.status.value = f"done: {result.summary['n_objects']} liposomes" + kept_note(kept)
+
+    def show_explanations(self, result: LiposomeResult, source: Any) -> None:
+        """One image layer per explained problem, above the objects and aligned with them (the
+        source's scale and translate); the first shown, the others hidden so colours never mix."""
+        for i, (problem, values) in enumerate(result.explanations.items()):
+            data, meta, _ = explanation_layer(values, source.name, problem, visible=i == 0)
+            keep_previous(self.viewer, meta["name"])
+            self.viewer.add_image(data, **meta, scale=source.scale, translate=source.translate)
 
     def show_summary(self, s: dict[str, Any]) -> None:
         """The population summary in the dock, and the histogram drawn from ``self.result``."""

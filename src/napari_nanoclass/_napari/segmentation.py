@@ -27,6 +27,7 @@ from napari_nanoclass._napari.common import (
 )
 from napari_nanoclass.core.devices import available_devices
 from napari_nanoclass.core.progress import Progress, Steps
+from napari_nanoclass.io.reader import probability_layer
 from napari_nanoclass.segmentation import DEFAULT_MODEL
 from napari_nanoclass.segmentation.data import Pair
 from napari_nanoclass.segmentation.predict import SegmentationResult, segment_steps
@@ -46,7 +47,8 @@ class SegmentWidget(ViewerWidget):
                                     "Cancel move only between windows")
         self.pixel_size = PixelSize(self.image, self.model)
         self.device = ComboBox(label="device", choices=available_devices())
-        self.probabilities = CheckBox(text="add probability layer", value=False)
+        self.probabilities = CheckBox(text="add probability layers", value=False,
+                                      tooltip="one layer per class: its softmax probability at every pixel")
         self.tta = CheckBox(text="test-time augmentation (8× slower)", value=False,
                             tooltip="average over the 8 rotations and flips of every tile")
         super().__init__(napari_viewer, [self.image, self.model, self.pixel_size.field, self.tile, self.device,
@@ -81,9 +83,10 @@ class SegmentWidget(ViewerWidget):
                       "pixel_size_nm": result.pixel_size_nm},
         )
         if result.probabilities is not None:
-            for layer in self.viewer.add_image(result.probabilities, name=f"{result.model_name} probabilities",
-                                               channel_axis=0, scale=source.scale, translate=source.translate,
-                                               visible=False, colormap="magma", contrast_limits=(0, 1)):
+            data, meta, _ = probability_layer(result.probabilities, result.class_names, result.model_name)
+            for name in meta["name"]:
+                keep_previous(self.viewer, name)
+            for layer in self.viewer.add_image(data, **meta, scale=source.scale, translate=source.translate):
                 layer.colorbar.visible = True
         self.legend.value = (legend_html(list(zip(result.class_names, result.class_colours)), "classes")
                              if result.class_colours else "")

@@ -240,22 +240,27 @@ def _chunks(data: Any) -> Any:
 # -- writing ------------------------------------------------------------------------------------
 
 
-def write_tiff(path: str | Path, data: Any, tile: int = 512, pixel_size_nm: float | None = None) -> Path:
+def write_tiff(path: str | Path, data: Any, tile: int = 512, pixel_size_nm: float | None = None,
+               channel_names: Sequence[str] | None = None) -> Path:
     """Write an array as a zlib-compressed TIFF, atomically; lazy arrays are streamed by tiles.
 
     With ``pixel_size_nm`` the resolution tags say it (pixels per centimetre, the one metric unit
     every TIFF reader knows), so Fiji, RosettaSciIO and :func:`read_image` see the physical scale.
+    ``channel_names`` (of the first axis) go into tifffile's JSON description
+    (``TiffFile.shaped_metadata[0]["channel_names"]``).
     """
     path = Path(path)
-    resolution = {} if not pixel_size_nm else {"resolution": (1e7 / pixel_size_nm, 1e7 / pixel_size_nm),
-                                                "resolutionunit": "CENTIMETER"}
+    options: dict[str, Any] = {} if not pixel_size_nm else {"resolution": (1e7 / pixel_size_nm, 1e7 / pixel_size_nm),
+                                                             "resolutionunit": "CENTIMETER"}
+    if channel_names is not None:
+        options["metadata"] = {"channel_names": list(channel_names)}
     with atomic_path(path) as tmp:
         if isinstance(data, np.ndarray):
-            tifffile.imwrite(tmp, data, compression="zlib", **resolution)
+            tifffile.imwrite(tmp, data, compression="zlib", **options)
         else:
             tifffile.imwrite(
                 tmp, _tiles(data, tile), shape=data.shape, dtype=data.dtype, tile=(tile, tile),
-                compression="zlib", bigtiff=True, **resolution,
+                compression="zlib", bigtiff=True, **options,
             )
     return path
 
@@ -281,13 +286,14 @@ def find_output(folder: str | Path, name: str) -> Path | None:
 
 
 def write_image(path: str | Path, data: Any, *, axes: str | None = None, labels: bool = False,
-                pixel_size_nm: float | None = None, label_metadata: dict[str, Any] | None = None) -> Path:
+                pixel_size_nm: float | None = None, label_metadata: dict[str, Any] | None = None,
+                channel_names: Sequence[str] | None = None) -> Path:
     """Write a result array as TIFF or OME-Zarr, chosen by the suffix of ``path`` (see :func:`output_path`),
-    with its physical pixel size when known."""
+    with its physical pixel size when known and the names of its channels (axis ``c``, first) if given."""
     if Path(path).suffix == ".zarr":
         return write_ome_zarr(path, data, axes=axes, labels=labels, pixel_size_nm=pixel_size_nm,
-                              label_metadata=label_metadata)
-    return write_tiff(path, data, pixel_size_nm=pixel_size_nm)
+                              label_metadata=label_metadata, channel_names=channel_names)
+    return write_tiff(path, data, pixel_size_nm=pixel_size_nm, channel_names=channel_names)
 
 
 def ngff_label_metadata(colours: dict[int, str], properties: dict[int, dict[str, Any]]) -> dict[str, Any]:
@@ -317,13 +323,13 @@ def pyramid_factors(shape: Sequence[int]) -> list[int]:
 def _ngff_layout(shape: Sequence[int], axes: str | None, pixel_size_nm: float | None,
                  chunk: int) -> tuple[str, dict[str, float] | None, dict[str, str] | None, tuple[int, ...]]:
     """(axes, scale, units, chunks) of an NGFF array of ``shape``: y and x in nm when the pixel size
-    is known (stack planes keep scale 1 without a unit: their spacing is not known), one plane
-    per chunk."""
+    is known (stack planes and channels keep scale 1 without a unit: their spacing is not known),
+    one plane per chunk."""
     axes = axes or "zyx"[-len(shape):]
     if len(axes) != len(shape):
         raise ValueError(f"axes {axes!r} do not match an array of {len(shape)} dimensions")
     spatial = [a for a in axes if a in "yx"]
-    scale = {**{a: 1.0 for a in axes if a == "z"}, **{a: float(pixel_size_nm) for a in spatial}} if pixel_size_nm else None
+    scale = {**{a: 1.0 for a in axes if a in "cz"}, **{a: float(pixel_size_nm) for a in spatial}} if pixel_size_nm else None
     units = {a: "nanometer" for a in spatial} if pixel_size_nm else None
     chunks = tuple(s if a == "c" else 1 for a, s in zip(axes[:-2], shape[:-2]))
     return axes, scale, units, (*chunks, *(min(chunk, s) for s in shape[-2:]))
@@ -336,7 +342,8 @@ def _as_dask(data: Any, chunks: tuple[int, ...]) -> da.Array:
 def write_ome_zarr(path: str | Path, data: Any, *, axes: str | None = None, labels: bool = False,
                    chunk: int = 512, pixel_size_nm: float | None = None,
                    label_metadata: dict[str, Any] | None = None,
-                   label_images: dict[str, tuple[Any, dict[str, Any] | None]] | None = None) -> Path:
+                   label_images: dict[str, tuple[Any, dict[str, Any] | None]] | None = None,
+                   channel_names: Sequence[str] | None = None) -> Path:
     """Write an array as OME-Zarr (NGFF 0.4, zarr format 2) with ome-zarr-py, atomically.
 
     NGFF 0.4 is what napari-ome-zarr, Fiji/MoBIE and older ome-zarr-py read. ``axes`` names the
@@ -347,6 +354,7 @@ def write_ome_zarr(path: str | Path, data: Any, *, axes: str | None = None, labe
     and ``properties``) so viewers show it as labels. ``label_images`` (name → (array, its
     ``image-label`` metadata)) are written under the image's ``labels/`` group, where NGFF
     viewers look for an image's labels (:func:`add_ome_zarr_labels`), in the same atomic folder.
+    ``channel_names`` label the ``c`` axis (NGFF ``omero`` channels, shown by napari-ome-zarr).
     Lazy inputs are written chunk by chunk.
     """
     from ome_zarr.format import FormatV04
@@ -362,6 +370,10 @@ def write_ome_zarr(path: str | Path, data: Any, *, axes: str | None = None, labe
                          axes_units=units, storage_options={"chunks": chunks}, name=file_stem(path))
         if labels:
             group.attrs["image-label"] = {"version": "0.4", **(label_metadata or {})}
+        if channel_names is not None:
+            group.attrs["omero"] = {"channels": [{"label": str(n), "active": True, "color": "FFFFFF",
+                                                  "window": {"start": 0.0, "end": 1.0, "min": 0.0, "max": 1.0}}
+                                                 for n in channel_names]}
         for name, (array, metadata) in (label_images or {}).items():
             _write_labels(group, name, array, metadata, str(path))
     return path
@@ -459,10 +471,10 @@ def output_calibration(path: str | Path) -> Calibration:
 
 
 def _tiles(data: Any, tile: int) -> Iterator[np.ndarray]:
-    """Row-major (tile, tile) blocks of each plane, zero-padded at the edges, as TIFF wants."""
+    """Row-major (tile, tile) blocks of each plane (planes in C order over every leading axis, so
+    (C, Z, Y, X) probabilities too), zero-padded at the edges, as TIFF wants."""
     height, width = data.shape[-2:]
-    for z in range(data.shape[0] if data.ndim == 3 else 1):
-        plane = (z,) if data.ndim == 3 else ()
+    for plane in np.ndindex(*data.shape[:-2]):
         for y in range(0, height, tile):
             for x in range(0, width, tile):
                 block = np.asarray(data[(*plane, slice(y, y + tile), slice(x, x + tile))])

@@ -13,9 +13,11 @@ Each input's layers are the source image (when its file can still be found and t
 reads micrographs) followed by what
 the widget would have made — class labels with their colours and per-class table, the homogeneity
 map with its colour map and patch scale, liposome instances with their per-object ``features``
-table and class colours. The pixel size is the one the analysis used (recorded in its table),
-else the one the result file or the source image carries; layers then have ``scale`` in nm and
-``metadata["pixel_size_nm"]``.
+table and class colours — and the optional maps saved with them: the defect map, class
+probabilities and liposome explanations (the last two as the widgets show them:
+:func:`probability_layer`, :func:`explanation_layer`). The pixel size is the one the analysis
+used (recorded in its table), else the one the result file or the source image carries; layers
+then have ``scale`` in nm and ``metadata["pixel_size_nm"]``.
 
 Returns napari LayerData tuples without importing napari, so scripts can use it too. Analyses
 are reached through :mod:`napari_nanoclass.core.analysis` only: none is named here.
@@ -245,12 +247,37 @@ def _columns(rows: list[dict[str, str]]) -> dict[str, list[Any]]:
 def segmentation_layers(folder: Path, stem: str, result: dict[str, Any]) -> list[LayerData]:
     labels = _output(folder, f"{stem}_labels")
     table = _rows(folder / f"{stem}_classes.csv")
+    class_names = [r["class"] for r in table]
     meta: dict[str, Any] = {"name": f"{stem} labels", "features": _columns(table),
-                            "metadata": {"model": result.get("model"), "class_names": [r["class"] for r in table]}}
+                            "metadata": {"model": result.get("model"), "class_names": class_names}}
     colours = _class_colours(result.get("model"))
     if colours:
         meta["colormap"] = {**dict(enumerate(colours)), None: "transparent"}
-    return [(labels, meta, "labels")]
+    layers: list[LayerData] = [(labels, meta, "labels")]
+    probabilities = find_output(folder, f"{stem}_probabilities")  # optional (--probabilities)
+    if probabilities is not None:
+        layers.append(probability_layer(read_output(probabilities), class_names, stem))
+    return layers
+
+
+def probability_layer(probabilities: Any, class_names: list[str], name: str) -> LayerData:
+    """Per-class probabilities (C, [Z,] Y, X) as one image layer per class ("<name> p(<class>)"),
+    hidden at first: a probability layer over the labels hides them, so the user picks which to see."""
+    meta = {"name": [f"{name} p({c})" for c in class_names], "channel_axis": 0, "colormap": "magma",
+            "contrast_limits": (0.0, 1.0), "visible": False, "metadata": {"class_names": list(class_names)}}
+    return probabilities, meta, "image"
+
+
+EXPLANATION_COLORMAPS = {"lamellarity": "inferno", "encapsulation": "cyan"}  # black at 0: adds nothing there
+
+
+def explanation_layer(values: Any, name: str, problem: str, visible: bool = True) -> LayerData:
+    """A liposome explanation map (0–1, 0 outside objects) as an image layer added onto what lies
+    below, so the micrograph and the objects stay readable; black adds nothing."""
+    meta = {"name": f"{name} {problem} explanation", "colormap": EXPLANATION_COLORMAPS[problem],
+            "blending": "additive", "contrast_limits": (0.0, 1.0), "opacity": 0.7, "visible": visible,
+            "metadata": {"problem": problem}}
+    return values, meta, "image"
 
 
 def _model_info(model: str | None) -> Any:
@@ -321,4 +348,13 @@ def liposome_layers(folder: Path, stem: str, result: dict[str, Any]) -> list[Lay
     meta = {"name": f"{stem} liposomes", "features": features,
             "colormap": class_colours(features["index"], features["lamellarity"]),
             "metadata": {"summary": result}}
-    return [(np.asarray(labels), meta, "labels")]
+    return [(np.asarray(labels), meta, "labels"), *_explanation_layers(folder, stem)]
+
+
+def _explanation_layers(folder: Path, stem: str) -> list[LayerData]:
+    """The explanation maps saved with ``--explain`` (none without), the first one shown."""
+    from napari_nanoclass.liposomes import EXPLANATION_PRODUCT, PROBLEMS
+
+    found = [(p, find_output(folder, f"{stem}{EXPLANATION_PRODUCT}{p}")) for p in PROBLEMS]
+    found = [(p, path) for p, path in found if path is not None]
+    return [explanation_layer(read_output(path), stem, p, visible=i == 0) for i, (p, path) in enumerate(found)]

@@ -33,6 +33,7 @@ def default_detector(pixel_size_nm: float | None) -> str:
     return FINE_DETECTOR if pixel_size_nm is not None and pixel_size_nm <= FINE_BELOW_NM else DEFAULT_DETECTOR
 
 DEFAULT_CLASSIFIERS = {"lamellarity": "liposome-lamellarity", "encapsulation": "liposome-encapsulation"}
+EXPLANATION_PRODUCT = "_cam_"  # <stem>_cam_<problem>: where each object's crop argued for its class
 
 ANALYSIS = Analysis(
     name="liposomes",
@@ -43,7 +44,7 @@ ANALYSIS = Analysis(
     reader="napari_nanoclass.io.reader:liposome_layers",
     overview="{stem}_labels",
     overview_kind="labels",
-    products=("_labels",),
+    products=("_labels", *(f"{EXPLANATION_PRODUCT}{p}" for p in PROBLEMS)),
     model_option="detector",
     options=(
         Option("pixel_size_nm", "--pixel-size", "nm per pixel of the input images (default: read from each file; "
@@ -56,6 +57,9 @@ ANALYSIS = Analysis(
                default=DEFAULT_CLASSIFIERS["encapsulation"]),
         Option("balanced_decisions", "--balanced-decisions", "classify as if every class were equally common "
                "(finds more rare objects, more false alarms) instead of at each classifier's stored operating point",
+               kind=bool),
+        Option("explain", "--explain", "also write <stem>_cam_lamellarity.tif and <stem>_cam_encapsulation.tif: "
+               "where in each object its classifier saw evidence for the class it gave (Grad-CAM, 0-1 per object)",
                kind=bool),
     ),
 )

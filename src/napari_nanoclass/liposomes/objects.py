@@ -1,7 +1,8 @@
 """Per-liposome inputs: measurements, crops for the CNNs and handcrafted features for the SVM.
 
 Everything here takes a z-scored image and an instance Labels array at the same pixel size and
-returns one row per label, in increasing label order.
+returns one row per label, in increasing label order; :func:`paste_maps` goes the other way, one
+map per object's crop back into image coordinates.
 
 Crop modes (the study compared them; cropped and masked inputs won):
 
@@ -72,7 +73,7 @@ def crops(image: np.ndarray, labels: np.ndarray, mode: str = DEFAULT_CROP_MODE, 
         raise ValueError(f"unknown crop mode {mode!r}; choose one of {CROP_MODES}")
     out = []
     for region in regionprops(labels):
-        top, left, side = _square(region, margin if mode == "surroundings" else 2)
+        top, left, side = _crop_square(region, mode, margin)
         crop = _cut(image, top, left, side)
         if mode == "masked-local":
             crop -= _local_background(image, labels, region)
@@ -80,6 +81,34 @@ def crops(image: np.ndarray, labels: np.ndarray, mode: str = DEFAULT_CROP_MODE, 
             crop *= ndi.binary_dilation(_label_window(labels, top, left, side) == region.label, iterations=1)
         out.append(resize(crop, (size, size), order=1, anti_aliasing=side > size, preserve_range=True))
     return np.asarray(out, np.float32).reshape(-1, size, size)
+
+
+def _crop_square(region: Any, mode: str, margin: int) -> tuple[int, int, int]:
+    """Top, left and side of the square :func:`crops` cuts around an object in ``mode``."""
+    return _square(region, margin if mode == "surroundings" else 2)
+
+
+def paste_maps(maps: np.ndarray, labels: np.ndarray, mode: str = DEFAULT_CROP_MODE, margin: int = 50) -> np.ndarray:
+    """Per-object (N, s, s) maps over the crops :func:`crops` cut (same ``mode`` and ``margin``), in
+    label order, put back where each crop came from: a (Y, X) float32 image map.
+
+    Each map is resized to its crop's square and kept on its own object's pixels only, scaled to
+    0–1 there, and is 0 elsewhere. Own pixels only, because crop squares of neighbours overlap and
+    a pixel should speak for the object it belongs to; scaled per object, because the question is
+    where in each object the evidence lies, and one scale for all would leave small objects dark.
+    """
+    out = np.zeros(labels.shape, np.float32)
+    for values, region in zip(maps, regionprops(labels)):
+        top, left, side = _crop_square(region, mode, margin)
+        own = _label_window(labels, top, left, side) == region.label
+        placed = resize(np.asarray(values, np.float32), (side, side), order=1, preserve_range=True) * own
+        top_value = float(placed.max())
+        if top_value > 0:
+            placed /= top_value
+        ys, xs = max(top, 0), max(left, 0)
+        ye, xe = min(top + side, out.shape[0]), min(left + side, out.shape[1])
+        out[ys:ye, xs:xe] = np.maximum(out[ys:ye, xs:xe], placed[ys - top : ye - top, xs - left : xe - left])
+    return out
 
 
 def _local_background(image: np.ndarray, labels: np.ndarray, region: Any) -> float:

@@ -13,7 +13,9 @@ The pipeline, for one 2-D image at a known pixel size:
    (``labels=``) and skip detection.
 3. **Classify** every object twice — lamellarity (unilamellar / multilamellar / uncertain) and
    encapsulation (full / empty / uncertain) — with one LipNet per problem, on the crop mode the
-   model was trained with, plus the object's size.
+   model was trained with, plus the object's size. With ``explain``, each classifier's Grad-CAM
+   for the class it gave (:func:`~napari_nanoclass.models.lipnet.explain_crops`) is put back
+   over each object (:func:`~.objects.paste_maps`): one 0–1 map per problem at the input's size.
 4. **Report**: one row per object (:data:`OBJECT_COLUMNS`), one summary per image
    (:data:`SUMMARY_COLUMNS`) with counts, % multilamellar and % loaded (encapsulation
    efficiency), and a size histogram.
@@ -25,7 +27,7 @@ The pipeline, for one 2-D image at a known pixel size:
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,7 +44,7 @@ from skimage.transform import rescale, resize
 from napari_nanoclass import engine
 from napari_nanoclass.core.analysis import PIXEL_SIZES_NM, FileJob, number
 from napari_nanoclass.core.progress import CancelToken, Progress, ProgressCallback, Steps, run_sync, scaled
-from napari_nanoclass.engine.scaling import chosen_pixel_size, log
+from napari_nanoclass.engine.scaling import chosen_pixel_size, log, resized_planes
 from napari_nanoclass.io.images import (
     Image,
     as_greyscale,
@@ -58,11 +60,12 @@ from napari_nanoclass.liposomes import (
     CLASS_COLOURS,
     DEFAULT_CLASSIFIERS,
     DEFAULT_DETECTOR,
+    EXPLANATION_PRODUCT,
     FINE_DETECTOR,
     default_detector,
 )
 from napari_nanoclass.liposomes import objects as liposome_objects
-from napari_nanoclass.models.lipnet import decide, predict_crops
+from napari_nanoclass.models.lipnet import decide, explain_crops, predict_crops
 from napari_nanoclass.models.registry import LoadedModel, ModelInfo, load_model
 
 STREAM_ABOVE = 4096 * 4096  # input pixels beyond which an image is analysed block by block
@@ -94,6 +97,8 @@ class LiposomeResult:
     summary: dict[str, Any]
     pixel_size_nm: float
     models: dict[str, str] = field(default_factory=dict)  # role ("detector", "<problem>_model") -> name
+    # with explain: problem -> (Y, X) float32 0–1 map at the labels' size, 0 outside objects (numpy or zarr)
+    explanations: dict[str, Any] = field(default_factory=dict)
 
     def histogram(self, edges: np.ndarray = HISTOGRAM_EDGES_NM) -> tuple[np.ndarray, np.ndarray]:
         """Counts of object diameters (nm) per bin."""
@@ -239,22 +244,38 @@ def detect_steps(image: np.ndarray, detector: LoadedModel, pixel_size_nm: float,
 # -- classification ----------------------------------------------------------------------------------
 
 
+@dataclass
+class Decisions:
+    """One problem's verdicts on every object of an image, in label order."""
+
+    names: list[str]  # class of each object
+    confidence: np.ndarray  # its probability
+    explanation: np.ndarray | None = None  # (Y, X) 0–1 map at the labels' size: where each crop argued for its class
+
+
 def classify(image: np.ndarray, labels: np.ndarray, diameters_nm: np.ndarray, pixel_size_nm: float,
-             classifiers: Mapping[str, LoadedModel],
-             balanced_decisions: bool = False) -> dict[str, tuple[list[str], np.ndarray]]:
+             classifiers: Mapping[str, LoadedModel], balanced_decisions: bool = False,
+             explain: bool = False) -> dict[str, Decisions]:
     """Per problem: class name and confidence (its probability) of every object, in label order,
-    at each classifier's stored operating point, or as if all classes were equally common."""
+    at each classifier's stored operating point, or as if all classes were equally common; with
+    ``explain`` also the map of where each object's crop argued for the class it was given."""
     sizes = liposome_objects.log_size(diameters_nm)
     # handcrafted features only for classifiers trained on them (they cost a pass over the objects)
     features = (liposome_objects.features(image, labels, pixel_size_nm)
                 if any(m.module.descriptors for m in classifiers.values()) else None)
     out = {}
     for problem, model in classifiers.items():
-        crops = liposome_objects.crops(image, labels, *crop_spec(model.info))
+        mode, size = crop_spec(model.info)
+        crops = liposome_objects.crops(image, labels, mode, size)
         probabilities = decide(predict_crops(model.module, crops, sizes, features, model.device), model.info.training,
                                balanced_decisions)
+        chosen = probabilities.argmax(1)
+        explanation = None
+        if explain:
+            cams = explain_crops(model.module, crops, sizes, chosen, features, model.device)
+            explanation = liposome_objects.paste_maps(cams, labels, mode)
         names = model.info.class_names
-        out[problem] = ([names[i] for i in probabilities.argmax(1)], probabilities.max(1, initial=0))
+        out[problem] = Decisions([names[i] for i in chosen], probabilities.max(1, initial=0), explanation)
     return out
 
 
@@ -312,6 +333,7 @@ def analyse_steps(
     name: str = "image",
     min_diameter_nm: float = MIN_DIAMETER_NM,
     balanced_decisions: bool = False,
+    explain: bool = False,
     device: str | None = None,
     workdir: str | Path | None = None,
 ) -> Steps[LiposomeResult]:
@@ -322,9 +344,11 @@ def analyse_steps(
     guess would give wrong results without saying so. ``detector`` defaults to the one for
     that pixel size (:func:`default_detector`). ``balanced_decisions`` classifies as if every class were equally common
     (more rare objects found, more false alarms) instead of at the operating point each
-    classifier chose for the class mix it was trained on. Images of more than
+    classifier chose for the class mix it was trained on. ``explain`` adds, per problem, the map
+    of where in each object the classifier saw evidence for the class it gave
+    (:attr:`LiposomeResult.explanations`). Images of more than
     ``STREAM_ABOVE`` pixels are analysed block by block (:func:`_analyse_blocks`: memory bounded
-    by the block, not the image); with ``workdir`` their labels are a zarr array there.
+    by the block, not the image); with ``workdir`` their labels (and maps) are zarr arrays there.
     """
     data = as_greyscale(image.data if isinstance(image, Image) else image)
     if data.ndim != 2:
@@ -342,10 +366,10 @@ def analyse_steps(
     names = {"detector": detector.info.name if labels is None else "user labels",
              **{f"{p}_model": m.info.name for p, m in models.items()}}
     if labels is None and math.prod(data.shape) > STREAM_ABOVE:
-        out_labels, objects = yield from _analyse_blocks(data, pixel_size_nm, detector, models, name, min_diameter_nm,
-                                                         balanced_decisions, workdir)
+        out_labels, objects, explanations = yield from _analyse_blocks(
+            data, pixel_size_nm, detector, models, name, min_diameter_nm, balanced_decisions, explain, workdir)
         return LiposomeResult(out_labels, objects, summarise(name, objects, pixel_size_nm, names), pixel_size_nm,
-                              names)
+                              names, explanations)
     data = np.asarray(data, np.float32)
     work, working_px = working_image(data, pixel_size_nm, detector.info.pixel_size_nm)
     if labels is None:
@@ -355,37 +379,45 @@ def analyse_steps(
         if labels.shape != data.shape:
             raise ValueError(f"{name}: labels {labels.shape} do not match the image {data.shape}")
         work_labels = labels_at(labels, work.shape)
-    yield Progress(0, 1, "classifying objects")
+    yield Progress(0, 1, "classifying and explaining objects" if explain else "classifying objects")
     rows = liposome_objects.measure(work_labels, working_px)
     classes = classify(work, work_labels, np.array([r["diameter_nm"] for r in rows]), working_px, models,
-                       balanced_decisions)
+                       balanced_decisions, explain)
     scale = data.shape[0] / work.shape[0]
     objects = [_object_row(name, r, classes, i, scale, pixel_size_nm) for i, r in enumerate(rows)]
-    out_labels = labels_at(work_labels, data.shape)
+    out_labels = np.asarray(labels_at(work_labels, data.shape), np.int32)
+    explanations = {p: explanation_at(d.explanation, out_labels) for p, d in classes.items()
+                    if d.explanation is not None}
     summary = summarise(name, objects, pixel_size_nm, names)
     yield Progress(1, 1, f"{len(objects)} liposomes")
-    return LiposomeResult(np.asarray(out_labels, np.int32), objects, summary, pixel_size_nm, names)
+    return LiposomeResult(out_labels, objects, summary, pixel_size_nm, names, explanations)
+
+
+def explanation_at(values: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """An explanation map made at the working scale brought to the size of ``labels`` (linear),
+    kept on their objects only, so that it lies exactly on the Labels layer it explains."""
+    return resized_planes(values, labels.shape, order=1) * (labels > 0)
 
 
 def _analyse_blocks(data: Any, pixel_size_nm: float, detector: LoadedModel, models: Mapping[str, LoadedModel],
-                    name: str, min_diameter_nm: float, balanced_decisions: bool, workdir: str | Path | None
-                    ) -> Steps[tuple[Any, list[dict[str, Any]]]]:
-    """Detect and classify a large image block by block; returns (instance labels, object rows).
+                    name: str, min_diameter_nm: float, balanced_decisions: bool, explain: bool,
+                    workdir: str | Path | None) -> Steps[tuple[Any, list[dict[str, Any]], dict[str, Any]]]:
+    """Detect and classify a large image block by block; returns (instance labels, object rows,
+    explanation maps by problem — none without ``explain``).
 
     Each block is a core of ``BLOCK_PX`` working pixels read with a margin wide enough for the
     largest liposome (``MAX_DIAMETER_NM``) plus the detector's halo, normalised with the whole
     image's statistics. An object belongs to the block whose core holds its centroid, so it is
     found whole and exactly once. Only the block in hand is in memory (read lazily from a
-    TIFF or zarr input); labels go to a zarr array in ``workdir`` (in memory without one).
+    TIFF or zarr input); labels and maps go to zarr arrays in ``workdir`` (in memory without one).
     """
     factor, working_px = _working_scale(pixel_size_nm, detector.info.pixel_size_nm)
     mean, std = image_stats(data, name)
     height, width = data.shape
     core = max(1, round(BLOCK_PX / factor))
     margin = math.ceil(MAX_DIAMETER_NM / 2 / pixel_size_nm + detector.halo / factor)
-    out = (np.zeros((height, width), np.int32) if workdir is None else
-           zarr.open_array(str(Path(workdir) / "labels.zarr"), mode="w", shape=(height, width), dtype=np.int32,
-                           chunks=(1024, 1024)))
+    out = _block_output(workdir, "labels", (height, width), np.int32)
+    maps = {p: _block_output(workdir, f"cam_{p}", (height, width), np.float32) for p in models} if explain else {}
     origins = [(y, x) for y in range(0, height, core) for x in range(0, width, core)]
     objects: list[dict[str, Any]] = []
     for i, (y, x) in enumerate(origins):
@@ -400,29 +432,43 @@ def _analyse_blocks(data: Any, pixel_size_nm: float, detector: LoadedModel, mode
                 if y <= y0 + r["centroid_y"] * scale < y + core and x <= x0 + r["centroid_x"] * scale < x + core]
         kept = relabel_sequential(np.where(np.isin(found, [r["label"] for r in rows]), found, 0))[0].astype(np.int32)
         classes = classify(work, kept, np.array([r["diameter_nm"] for r in rows]), working_px, models,
-                           balanced_decisions)
+                           balanced_decisions, explain)
         first = len(objects) + 1
         for j, r in enumerate(rows):
             shifted = {**r, "label": first + j, "centroid_y": r["centroid_y"] + y0 / scale,
                        "centroid_x": r["centroid_x"] + x0 / scale}
             objects.append(_object_row(name, shifted, classes, j, scale, pixel_size_nm))
-        _paste(out, kept, first - 1, (y0, y1, x0, x1))
+        window = (y0, y1, x0, x1)
+        _paste(out, kept, window, lambda region, ids, offset=first - 1: np.where(ids > 0, ids + offset, region))
+        for problem, target in maps.items():  # each map is 0 off its block's kept objects
+            _paste(target, classes[problem].explanation, window, np.maximum)
     yield Progress(1, 1, f"{len(objects)} liposomes")
-    return out, objects
+    return out, objects, maps
 
 
-def _paste(out: Any, labels: np.ndarray, offset: int, window: tuple[int, int, int, int], band: int = 1024) -> None:
-    """Write a block's instance ``labels`` (at working scale, nearest-neighbour to the window's
-    size) into ``out[window]`` as ``label + offset``, leaving other pixels as they are; in bands
-    of rows, so no window-sized temporaries are made."""
+def _block_output(workdir: str | Path | None, name: str, shape: tuple[int, int], dtype: Any) -> Any:
+    """A whole-image result of the block-wise analysis: zeros in memory, or a zarr array
+    ``name.zarr`` in ``workdir`` (the blocks fill it, so the image is never held whole)."""
+    if workdir is None:
+        return np.zeros(shape, dtype)
+    return zarr.open_array(str(Path(workdir) / f"{name}.zarr"), mode="w", shape=shape, dtype=dtype,
+                           chunks=(1024, 1024))
+
+
+def _paste(out: Any, block: np.ndarray, window: tuple[int, int, int, int],
+           combine: Callable[[np.ndarray, np.ndarray], np.ndarray], band: int = 1024) -> None:
+    """Write a block's result (at working scale, nearest-neighbour to the window's size, so maps
+    land on the very pixels their labels do) into ``out[window]`` as ``combine(what is there,
+    block values)``; in bands of rows, so no window-sized temporaries are made, skipping bands
+    where the block is all 0."""
     y0, y1, x0, x1 = window
-    rows = np.minimum(((np.arange(y1 - y0) + 0.5) * labels.shape[0] / (y1 - y0)).astype(np.int64), labels.shape[0] - 1)
-    cols = np.minimum(((np.arange(x1 - x0) + 0.5) * labels.shape[1] / (x1 - x0)).astype(np.int64), labels.shape[1] - 1)
+    rows = np.minimum(((np.arange(y1 - y0) + 0.5) * block.shape[0] / (y1 - y0)).astype(np.int64), block.shape[0] - 1)
+    cols = np.minimum(((np.arange(x1 - x0) + 0.5) * block.shape[1] / (x1 - x0)).astype(np.int64), block.shape[1] - 1)
     for start in range(0, y1 - y0, band):
-        ids = labels[rows[start:start + band, None], cols[None, :]]
-        if ids.any():
-            region = np.asarray(out[y0 + start:y0 + start + len(ids), x0:x1])
-            out[y0 + start:y0 + start + len(ids), x0:x1] = np.where(ids > 0, ids + offset, region)
+        values = block[rows[start:start + band, None], cols[None, :]]
+        if values.any():
+            region = np.asarray(out[y0 + start:y0 + start + len(values), x0:x1])
+            out[y0 + start:y0 + start + len(values), x0:x1] = combine(region, values)
 
 
 def _at_scale(block: np.ndarray, factor: float) -> np.ndarray:
@@ -443,7 +489,7 @@ def _at_scale(block: np.ndarray, factor: float) -> np.ndarray:
     return block.astype(np.float32, copy=False)
 
 
-def _object_row(image: str, measured: dict[str, Any], classes: dict[str, tuple[list[str], np.ndarray]], i: int,
+def _object_row(image: str, measured: dict[str, Any], classes: dict[str, Decisions], i: int,
                 scale: float, pixel_size_nm: float) -> dict[str, Any]:
     """One ``objects.csv`` row: ``measured`` at the working scale brought to the input's pixels
     (``scale`` input pixels per working pixel of ``pixel_size_nm``-nm input pixels), every length
@@ -453,9 +499,9 @@ def _object_row(image: str, measured: dict[str, Any], classes: dict[str, tuple[l
            "centroid_y_nm": round(y_px * pixel_size_nm, 2), "centroid_x_nm": round(x_px * pixel_size_nm, 2),
            "diameter_nm": round(measured["diameter_nm"], 2), "max_width_nm": round(measured["max_width_nm"], 2),
            "area_nm2": round(measured["area_nm2"], 1)}
-    for problem, (names, confidence) in classes.items():
-        row[problem] = names[i]
-        row[f"{problem}_confidence"] = round(float(confidence[i]), 4)
+    for problem, decided in classes.items():
+        row[problem] = decided.names[i]
+        row[f"{problem}_confidence"] = round(float(decided.confidence[i]), 4)
     return row
 
 
@@ -490,20 +536,21 @@ def analyse(image: Any, pixel_size_nm: float | None = None, *, progress: Progres
 
 
 class LiposomeFiles(FileJob):
-    """``nanoclass liposomes``: ``<stem>_labels.tif`` (or ``.ome.zarr``) per image, ``objects.csv``
-    (one row per object, all images), ``summary.csv`` (one row per image, failures included with
-    their error) and ``summary.json`` (the same plus size histograms)."""
+    """``nanoclass liposomes``: ``<stem>_labels.tif`` (or ``.ome.zarr``) per image, with ``explain``
+    ``<stem>_cam_lamellarity.tif`` and ``<stem>_cam_encapsulation.tif`` too, ``objects.csv`` (one
+    row per object, all images), ``summary.csv`` (one row per image, failures included with their
+    error) and ``summary.json`` (the same plus size histograms)."""
 
     def __init__(self, pixel_size_nm: float | None = None, *, detector: str | None = None,
                  classifiers: Mapping[str, str] | None = None, device: str | None = None,
-                 output_format: str = "tif", balanced_decisions: bool = False) -> None:
+                 output_format: str = "tif", balanced_decisions: bool = False, explain: bool = False) -> None:
         self.pixel_size_nm, self.device = pixel_size_nm, device
         self.detector_name = detector
         self.detectors: dict[str, LoadedModel] = {}  # by name: each input's pixel size may pick its own
         if detector or pixel_size_nm is not None:
             self._detector(pixel_size_nm)  # an unknown model is refused before any input
         self.classifiers = {p: load_on(m, device) for p, m in (classifiers or DEFAULT_CLASSIFIERS).items()}
-        self.output_format, self.balanced_decisions = output_format or "tif", balanced_decisions
+        self.output_format, self.balanced_decisions, self.explain = output_format or "tif", balanced_decisions, explain
         self.objects: list[dict[str, Any]] = []
 
     def _detector(self, pixel_size_nm: float | None) -> LoadedModel:
@@ -522,14 +569,17 @@ class LiposomeFiles(FileJob):
         log.info("%s: pixel size %g nm/px (%s)", image.name, pixel_size, source)
         result = yield from analyse_steps(image.data, pixel_size, detector=self._detector(pixel_size),
                                           classifiers=self.classifiers, name=image.name,
-                                          balanced_decisions=self.balanced_decisions, device=self.device,
-                                          workdir=workdir)
+                                          balanced_decisions=self.balanced_decisions, explain=self.explain,
+                                          device=self.device, workdir=workdir)
         colours = result.colours()
         colours.pop(None, None)
         metadata = ngff_label_metadata(colours, {o["label"]: {k: o[k] for k in ("lamellarity", "encapsulation")
                                                               if k in o} for o in result.objects})
         write_image(output_path(out_dir, f"{image.name}_labels", self.output_format), result.labels, labels=True,
                     pixel_size_nm=pixel_size, label_metadata=metadata)
+        for problem, values in result.explanations.items():
+            write_image(output_path(out_dir, f"{image.name}{EXPLANATION_PRODUCT}{problem}", self.output_format), values,
+                        pixel_size_nm=pixel_size)
         self.objects += result.objects
         counts, edges = result.histogram()
         return {**result.summary, "pixel_size_source": source, "path": str(path),

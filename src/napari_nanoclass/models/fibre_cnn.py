@@ -9,7 +9,8 @@ parameters so tests can train a tiny one in seconds.
 
 :func:`grad_cam` explains a batch of patches: which pixels pushed a patch towards "defective".
 The network ends in a fully connected layer, not global pooling, so plain CAM does not apply;
-Grad-CAM weights the last block's feature maps by the gradient of the defect score.
+Grad-CAM (:mod:`.cam`, shared with the liposome classifiers) weights the last block's feature
+maps by the gradient of the defect score.
 """
 
 from __future__ import annotations
@@ -19,6 +20,9 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from napari_nanoclass.models import cam
+from napari_nanoclass.models.cam import log_odds
 
 
 class FibreCNN(nn.Module):
@@ -71,24 +75,15 @@ class FibreCNN(nn.Module):
 
 def defect_score(logits: torch.Tensor) -> torch.Tensor:
     """Log-odds of "not homogeneous" per sample; class 0 is the homogeneous class by convention."""
-    return torch.logsumexp(logits[:, 1:], dim=1) - logits[:, 0]
+    return log_odds(logits, torch.arange(logits.shape[1], device=logits.device) > 0)
 
 
 def grad_cam(model: FibreCNN, x: torch.Tensor) -> torch.Tensor:
-    """Grad-CAM of the defect score, (N, 1, H, W) at input resolution, ≥ 0, not normalised.
+    """Grad-CAM of the defect score on the last block's activations (before its pool), (N, 1, H, W)
+    at input resolution, ≥ 0, not normalised.
 
     Not normalised per patch on purpose: a homogeneous patch keeps its small values instead of
-    being stretched to look as hot as a real defect. The gradient Grad-CAM weighs by is the
-    score's with respect to the last block's activations, which flows through the pool and the
-    head only: the convolutions run without autograd (as fast as a plain forward, in the
-    engine's ``torch.inference_mode``), and only the head is differentiated.
+    being stretched to look as hot as a real defect.
     """
-    last = model.features(x)[0]
-    with torch.inference_mode(False), torch.enable_grad():
-        last = last.clone().requires_grad_(True)  # a normal tensor: inference tensors take no grad
-        score = defect_score(model.head(F.max_pool2d(last, 2)))
-        (grads,) = torch.autograd.grad(score.sum(), last)
-        weights = grads.mean(dim=(2, 3), keepdim=True)
-        cam = F.relu((weights * last).sum(dim=1, keepdim=True))
-        cam = F.interpolate(cam, size=x.shape[-2:], mode="bilinear", align_corners=False)
-    return cam.detach()
+    return cam.grad_cam(lambda x: model.features(x)[0],
+                        lambda last: defect_score(model.head(F.max_pool2d(last, 2))), x)

@@ -15,6 +15,8 @@ step) joins the features before the dense layer. With ``descriptors`` > 0 the ob
 features (the SVM baseline's: radial and edge profiles, membrane SNR, size, shape, measured on the
 full-resolution image) join there too, standardised by statistics stored in the model, because
 the 32×32 resized crop blurs the lamellae that those profiles resolve.
+
+:func:`explain_crops` says where in each crop the evidence for a class lay (Grad-CAM, :mod:`.cam`).
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+
+from napari_nanoclass.models.cam import grad_cam, log_odds
 
 VARIANTS: dict[str, list[int]] = {"1": [1], "2": [1, 1], "4": [2, 2], "4c": [2, 2], "6": [2, 2, 2]}
 
@@ -65,7 +69,19 @@ class LipNet(nn.Module):
 
     def forward(self, x: torch.Tensor, log_size: torch.Tensor | None = None,
                 descriptors: torch.Tensor | None = None) -> torch.Tensor:
-        features = [self.features(x)]
+        return self.classify(self.features(x), log_size, descriptors)
+
+    def feature_maps(self) -> tuple[nn.Sequential, nn.Sequential]:
+        """``self.features`` cut after its last activation: (crop → last convolutional feature maps,
+        those maps → the flat vector :meth:`classify` takes). Grad-CAM weights the former; the
+        parts share the network's modules, so the weights are the trained ones."""
+        last = max(i for i, m in enumerate(self.features) if isinstance(m, nn.ReLU))
+        return self.features[: last + 1], self.features[last + 1 :]
+
+    def classify(self, flat: torch.Tensor, log_size: torch.Tensor | None = None,
+                 descriptors: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits from the crop's flattened features plus the object's size and descriptors."""
+        features = [flat]
         if self.size_input:
             if log_size is None:
                 raise ValueError("this LipNet was trained with object sizes: pass log_size")
@@ -92,6 +108,28 @@ def predict_crops(module: LipNet, crops: np.ndarray, log_size: np.ndarray, featu
             s = torch.from_numpy(log_size[part]).to(device)
             d = torch.from_numpy(np.asarray(features[part], np.float32)).to(device) if module.descriptors else None
             out.append(torch.softmax(module(x, s, d), dim=1).cpu().numpy())
+    return np.concatenate(out)
+
+
+def explain_crops(module: LipNet, crops: np.ndarray, log_size: np.ndarray, classes: np.ndarray,
+                  features: np.ndarray | None = None, device: torch.device | str = "cpu",
+                  batch_size: int = 512) -> np.ndarray:
+    """(N, S, S) Grad-CAM of each crop for its class in ``classes``: where in the crop the evidence
+    for that class against the others lies (≥ 0, not normalised), with the object's size and
+    handcrafted features held as they are. Batched like :func:`predict_crops`, in eval mode."""
+    module.eval()
+    maps, rest = module.feature_maps()
+    n_classes = module.head[-1].out_features
+    out = [np.zeros((0, *crops.shape[1:]), np.float32)]
+    for start in range(0, len(crops), batch_size):
+        part = slice(start, start + batch_size)
+        x = torch.from_numpy(crops[part, None]).to(device)
+        s = torch.from_numpy(log_size[part]).to(device)
+        d = torch.from_numpy(np.asarray(features[part], np.float32)).to(device) if module.descriptors else None
+        chosen = torch.from_numpy(np.asarray(classes[part], np.int64)).to(device)
+        positive = torch.nn.functional.one_hot(chosen, n_classes).bool()
+        cam = grad_cam(maps, lambda m: log_odds(module.classify(rest(m), s, d), positive), x)
+        out.append(cam[:, 0].cpu().numpy())
     return np.concatenate(out)
 
 

@@ -42,7 +42,7 @@ class SegmentationResult:
     """Class index per pixel, optional class probabilities, and what the classes are."""
 
     labels: Any  # (Y, X) or (Z, Y, X), uint8; numpy, or dask over a zarr on disk
-    probabilities: Any | None  # (C, Y, X) or (C, Z, Y, X) float32
+    probabilities: Any | None  # (C, Y, X) or (C, Z, Y, X) float32 softmax; argmax over C is ``labels``
     class_names: list[str]
     class_colours: list[str]
     model_name: str
@@ -100,6 +100,11 @@ def segment_steps(
     (:mod:`napari_nanoclass.engine.scaling`). Large images (more than ``IN_MEMORY_LIMIT`` pixels)
     need ``workdir``: probabilities and labels are then zarr arrays there, streamed chunk by chunk;
     they are not rescaled.
+
+    ``probabilities`` keeps the softmax per class (with the model's decision offsets, so that the
+    labels are its argmax) from the same tiled pass, instead of labels only: the labels are then
+    taken from it, and both are brought back to the input's size by nearest neighbour, so the
+    argmax of the probabilities is the labels at every pixel.
     """
     loaded = model if isinstance(model, LoadedModel) else load_model(model, engine.select_device(device))
     data = as_greyscale(image.data if isinstance(image, Image) else image)
@@ -138,7 +143,7 @@ def segment_steps(
         labels = out.argmax(axis=0).astype(np.uint8)
     if factor != 1:  # back to the input's size
         labels = resized_planes(labels, input_shape, order=0)
-        out = resized_planes(out, input_shape, order=1) if probabilities else out
+        out = resized_planes(out, input_shape, order=0) if probabilities else out
     info = loaded.info
     return SegmentationResult(labels, out if probabilities else None, list(info.class_names),
                               list(info.class_colours), info.name, loaded.sha256, pixel_size_nm)
@@ -205,7 +210,7 @@ def _write_result(result: SegmentationResult, out_dir: Path, stem: str, output_f
     if result.probabilities is not None:
         axes = "c" + "zyx"[-(result.probabilities.ndim - 1):]
         written["probabilities"] = str(write_image(output_path(out_dir, f"{stem}_probabilities", output_format),
-                                                   result.probabilities, axes=axes,
-                                                   pixel_size_nm=result.pixel_size_nm))
+                                                   result.probabilities, axes=axes, pixel_size_nm=result.pixel_size_nm,
+                                                   channel_names=result.class_names))
     written.update({f"fraction_{r['class']}": round(r["fraction"], 6) for r in table})
     return written

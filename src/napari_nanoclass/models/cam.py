@@ -1,0 +1,49 @@
+"""Grad-CAM, the one implementation every CNN here explains itself with.
+
+Grad-CAM (Selvaraju et al., ICCV 2017) weights a convolutional layer's feature maps by the mean
+gradient of a score with respect to them and keeps the positive part: where in the input the
+evidence for that score lies, at the layer's resolution, brought to the input's. It needs only
+the feature maps and a way to finish the forward pass from them, so the fibre patch classifier
+(:mod:`.fibre_cnn`) and the liposome crop classifiers (:mod:`.lipnet`) share it.
+
+The score explained is a log-odds (:func:`log_odds`), not a raw logit: the gradient of one logit
+also rewards features that raise every class alike, which argue for none of them; and unlike the
+log-probability it does not vanish when the network is already sure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch.nn import functional as F
+
+
+def log_odds(logits: torch.Tensor, positive: torch.Tensor) -> torch.Tensor:
+    """log P(the ``positive`` classes) − log P(the others), per sample, from (N, C) logits and a
+    (C,) or (N, C) boolean mask with at least one class on each side."""
+    positive = positive.to(logits.device).expand_as(logits)
+    floor = torch.finfo(logits.dtype).min
+    return (torch.logsumexp(logits.masked_fill(~positive, floor), dim=1)
+            - torch.logsumexp(logits.masked_fill(positive, floor), dim=1))
+
+
+def grad_cam(maps: Callable[[torch.Tensor], torch.Tensor], score: Callable[[torch.Tensor], torch.Tensor],
+             x: torch.Tensor) -> torch.Tensor:
+    """Grad-CAM of ``score(maps(x))`` — ``maps`` gives the (N, K, h, w) feature maps to weight,
+    ``score`` finishes the forward pass from them to one value per sample — as (N, 1, H, W) at
+    ``x``'s resolution, ≥ 0 and not normalised (the caller knows what to compare a map with).
+
+    The gradient is the score's with respect to the feature maps, which flows through ``score``
+    only: ``maps`` runs without autograd (as fast as a plain forward, in the engine's
+    ``torch.inference_mode``), and only the rest of the network is differentiated.
+    """
+    with torch.no_grad():
+        features = maps(x)
+    with torch.inference_mode(False), torch.enable_grad():
+        features = features.clone().requires_grad_(True)  # a normal tensor: inference tensors take no grad
+        (grads,) = torch.autograd.grad(score(features).sum(), features)
+        weights = grads.mean(dim=(2, 3), keepdim=True)
+        cam = F.relu((weights * features).sum(dim=1, keepdim=True))
+        cam = F.interpolate(cam, size=x.shape[-2:], mode="bilinear", align_corners=False)
+    return cam.detach()
