@@ -161,7 +161,7 @@ def test_each_analysis_offers_its_models_and_options(viewer, tiny_liposome_model
         shown[analysis] = {name for name, (_, field) in widget.fields.items() if not field.native.isHidden()}
         assert widget.model.value in widget.model.choices
     assert shown["segment"] >= {"tile", "tta", "pixel_size_nm", "output_format"} and "cam" not in shown["segment"]
-    assert shown["liposomes"] == {"pixel_size_nm", "balanced_decisions", "output_format"}
+    assert shown["liposomes"] == {"pixel_size_nm", "balanced_decisions", "explain", "output_format"}
     assert shown["xrd"] == {"lowpass", "no_plots", "output_format"}
     widget.analysis.value = "liposomes"
     assert widget.model.value is None and "tiny-detector" in widget.model.choices  # automatic, by pixel size
