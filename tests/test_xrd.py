@@ -206,6 +206,70 @@ def test_a_tiny_cnn_learns_from_simulated_patterns(tables):
     assert all(np.abs(cams[a] - cams[b]).mean() > 0.02 for a, b in ((0, 1), (0, 2), (1, 2)))
 
 
+def test_measured_augmentation_moves_peaks_by_braggs_law_and_keeps_the_pattern_prepared():
+    from napari_nanoclass.xrd.augment import MeasuredAugmentation, augment_measured, strained
+
+    grid = Preparation().grid
+    x = _peaks(grid, [14.0, 28.4, 40.5], [1.0, 0.7, 0.4], width=0.1)
+    moved = strained(x, grid, 0.02, 0.0)
+    for centre in (14.0, 28.4, 40.5):  # a 2 % larger lattice: sin θ' = sin θ / 1.02
+        expected = 2 * np.degrees(np.arcsin(np.sin(np.radians(centre / 2)) / 1.02))
+        near = np.abs(grid - expected) < 1.0
+        assert grid[near][np.argmax(moved[near])] == pytest.approx(expected, abs=0.05)
+    assert grid[np.argmax(strained(x, grid, 0.0, 0.1))] == pytest.approx(14.1, abs=0.03)  # zero shift
+    rng = np.random.default_rng(0)
+    films = np.stack([augment_measured(x, grid, rng) for _ in range(20)])
+    assert np.allclose(films.max(axis=1), 1.0) and films.min() >= 0 and films.dtype == np.float32
+    assert np.corrcoef(films)[np.triu_indices(20, 1)].mean() < 0.9, "each draw is another film"
+    quiet = MeasuredAugmentation(strain=0, zero_shift=0, scatter=0, drop=0, noise=0, crop=0)
+    np.testing.assert_allclose(augment_measured(x, grid, rng, quiet), x / x.max(), atol=1e-6)
+
+
+def test_training_with_measured_patterns_learns_what_simulation_does_not_show(tables):
+    """Two "measured" classes the simulated structures do not describe (peaks where no simulated
+    compound has them) are learnt from a few patterns each and recognised in held-out films of
+    them, far better than by the same training without them; the patterns join the reference
+    library."""
+    from napari_nanoclass.xrd.augment import augment_measured
+    from napari_nanoclass.xrd.train import Labelled, XrdConfig, draw_measured, predict_logits, train
+
+    torch.set_num_threads(1)
+    names = ["Fm-3m", "P6_3/mmc", "Pm-3m"]
+    grid, rng = SMALL.grid, np.random.default_rng(1)
+
+    def film(centres):
+        return prepare(read_pattern_like(grid, 5 + _peaks(grid, centres, [900, 500, 300], width=0.3)), SMALL)
+
+    odd = {0: [17.0, 33.0, 51.0], 1: [21.0, 26.0, 44.0]}  # class index → peaks of its "films"
+    x = np.stack([film(np.add(odd[c], 0.3 * k)) for c in odd for k in range(3)])
+    y = np.repeat(list(odd), 3)
+    measured = Labelled([Path(f"m{c}_{k}.xy") for c in odd for k in range(3)], x, y, [f"m{c}" for c in y])
+    drawn = draw_measured(measured, 200, grid, rng, XrdConfig().measured_augmentation)
+    assert set(drawn.y.tolist()) == {0, 1} and abs((drawn.y == 0).mean() - 0.5) < 0.15
+    config = XrdConfig(name="tiny-xrd-measured", epochs=4, per_epoch=384, batch_size=32, widths=(8, 16),
+                       kernels=(5, 3), hidden=16, dropout=0.0, validation=30, prep=SMALL, lr=5e-3, pool=300)
+    result = train(list(tables.values()), names, config, measured=measured)
+    held_out = np.stack([augment_measured(film(np.add(odd[c], 0.15)), grid, rng) for c in odd for _ in range(15)])
+    truth = np.repeat(list(odd), 15)
+    accuracy = (predict_logits(result.model.module, held_out).argmax(1) == truth).mean()
+    without = train(list(tables.values()), names, config).model.module  # the same run, simulated patterns only
+    assert accuracy > 0.8 and accuracy > (predict_logits(without, held_out).argmax(1) == truth).mean() + 0.25, accuracy
+    info = result.model.info
+    assert info.training["data"] == "simulated + measured" and len(info.training["measured"]) == 6
+    assert len(result.model.module.references) == len(tables) + 6
+
+
+def test_grouped_folds_keep_a_films_scans_together_and_spread_each_class():
+    from napari_nanoclass.xrd.train import Labelled, grouped_folds
+
+    materials = ["a", "a", "b", "c", "d", "e", "e", "f"]
+    y = np.array([0, 0, 0, 0, 1, 1, 1, 2])
+    data = Labelled([Path(f"{m}.xy") for m in materials], np.zeros((8, 3)), y, materials)
+    folds = grouped_folds(data, 2, seed=0)
+    assert folds[0] == folds[1] and folds[5] == folds[6]
+    assert set(folds[:4]) == {0, 1} and folds[4] != folds[5]  # class 0 and class 1 in both folds
+
+
 def test_nearest_reference_baseline_finds_the_compound_of_a_clean_pattern(tables):
     from napari_nanoclass.xrd.simulate import references, simulate
     from napari_nanoclass.xrd.train import nearest_reference, scores
@@ -392,7 +456,7 @@ def test_an_image_model_is_refused_for_xrd(tiny_model, tmp_path):
 # -- the shipped model --------------------------------------------------------------------------------
 
 
-def test_shipped_model_names_simulated_structures_and_is_fast():
+def test_shipped_model_names_what_it_was_trained_on_and_is_fast():
     import time
 
     from napari_nanoclass.models.registry import load_model
@@ -400,8 +464,10 @@ def test_shipped_model_names_simulated_structures_and_is_fast():
     from napari_nanoclass.xrd.predict import analyse
 
     model = load_model(DEFAULT_MODEL)
-    assert model.info.class_names == SPACE_GROUPS and model.info.training["data"] == "simulated"
-    assert len(model.module.references) == len(model.info.training["references"]) > len(SPACE_GROUPS)
+    assert model.info.class_names == SPACE_GROUPS and model.info.training["data"] == "simulated + measured"
+    training = model.info.training
+    assert len(model.module.references) == len(training["references"]) == len(training["compounds"]) + len(
+        training["measured"]) and training["measured"]
     assert set(model.module.reference_classes.tolist()) == set(range(len(SPACE_GROUPS)))
     prep = Preparation.from_dict(model.info.normalisation)
     grid = np.linspace(5, 70, 3000)

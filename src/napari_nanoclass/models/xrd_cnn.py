@@ -39,8 +39,9 @@ class XrdCNN(nn.Module):
         self.head = nn.Sequential(nn.Flatten(), nn.Dropout(dropout), nn.Linear(channels * size, hidden),
                                   nn.ReLU(inplace=True), nn.Dropout(dropout), nn.Linear(hidden, n_classes))
         self.length, self.n_classes = length, n_classes
-        # ideal simulated patterns of the training compounds and their classes (saved with the
-        # weights), for :meth:`reference_probabilities`; none when n_references is 0
+        # reference patterns (the training compounds' ideal ones, and measured ones a model was
+        # trained with) and their classes, saved with the weights, for
+        # :meth:`reference_probabilities`; none when n_references is 0
         self.register_buffer("references", torch.zeros(n_references, length))
         self.register_buffer("reference_classes", torch.zeros(n_references, dtype=torch.long))
 
@@ -52,8 +53,9 @@ class XrdCNN(nn.Module):
     def reference_probabilities(self, x: torch.Tensor, sharpness: float = 10.0) -> torch.Tensor:
         """(N, classes) from the nearest reference: each class scores the Pearson correlation of
         the pattern with its best-matching reference, softmax(sharpness × score). A different view
-        of the same simulated structures than the network's: whole-pattern similarity, which a
-        textured or strained film can keep where the network's learned peak features fail."""
+        of the training data than the network's (the compounds' ideal patterns, and the measured
+        films a model was trained with): whole-pattern similarity, which a textured or strained
+        film can keep where the network's learned peak features fail."""
         def standard(a: torch.Tensor) -> torch.Tensor:
             a = a - a.mean(dim=-1, keepdim=True)
             return a / a.norm(dim=-1, keepdim=True).clamp_min(1e-12)

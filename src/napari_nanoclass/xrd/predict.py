@@ -8,9 +8,10 @@ the pattern as the model saw it with the activation shaded under it.
 
 A pattern is prepared as the model was trained (its 2θ grid, background removal and scaling,
 stored in its metadata), so a model and its preparation can never be mismatched. A model that
-carries a reference library (the ideal simulated pattern of each training compound) gives the
-mean of the network's probabilities and the nearest-reference ones (docs/xrd.md says why); the
-activation and the peak evidence explain the network's part for the class given.
+carries a reference library (the ideal simulated pattern of each training compound, and the
+measured patterns it was trained with, if any) gives the mean of the network's probabilities and
+the nearest-reference ones (docs/xrd.md says why); the activation and the peak evidence explain
+the network's part for the class given.
 """
 
 from __future__ import annotations
