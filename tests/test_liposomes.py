@@ -624,3 +624,74 @@ def test_corrected_objects_are_those_drawn_redrawn_or_confirmed():
     moved[moved == 1] = 0
     moved[3:9, 2:8] = 1  # same shape, one pixel lower: redrawn too
     assert corrected_objects(moved, detected) == [1]
+
+
+def test_correction_target_learns_erased_detections_as_background_and_ignores_untouched_ones():
+    from napari_nanoclass.liposomes.train import correction_target, erased_area
+    from napari_nanoclass.segmentation.data import IGNORE_INDEX
+
+    detection = np.zeros((80, 80), np.int32)
+    detection[5:17, 5:17], detection[40:52, 40:52], detection[60:72, 8:20] = 1, 2, 3
+    corrected = np.where(detection == 2, 0, detection)  # 2 erased (a false detection), 3 left as it was
+    erased = erased_area(corrected, detection)
+    assert erased.sum() == 144 and erased[40:52, 40:52].all()
+    target = correction_target(corrected, corrected_objects(corrected, mask_signatures(detection), [1]), erased)
+    assert (target[40:52, 40:52] == 0).all()  # "no liposome here": counted by the loss
+    assert (target[60:72, 8:20] == IGNORE_INDEX).all()  # untouched detection: neither confirmed nor denied
+    assert target[11, 11] == 1 and target[5, 11] == 2 and target[20, 11] == 0  # confirmed: interior, rim, ring
+    assert target[30, 70] == IGNORE_INDEX and target[54, 46] == IGNORE_INDEX  # ice nobody looked at
+
+
+def test_fine_tuning_lowers_the_detector_on_an_erased_false_detection(tiny_liposome_models):
+    """Erased objects are negatives: after fine-tuning with them their area is less "liposome" than
+    after fine-tuning on the same confirmed objects without them, and than before."""
+    from napari_nanoclass.liposomes.train import correction_pairs, erased_area, finetune_detector_steps
+    from napari_nanoclass.segmentation.data import IGNORE_INDEX
+
+    detector, _ = tiny_liposome_models
+    field = simulate_field(SimulationConfig(shape=(192, 192), objects=(5, 7), diameter_nm=(60.0, 120.0)), seed=22)
+    false = int(field.labels.max())  # a (real-looking) detection the user erased as false
+    corrected = np.where(field.labels == false, 0, field.labels)
+    confirmed = [1, 2]
+    erased = erased_area(corrected, field.labels)
+    with_erased = correction_pairs(field.image, corrected, 2.5, detector, confirmed, erased=erased)
+    without = correction_pairs(field.image, corrected, 2.5, detector, confirmed)
+    assert [p.name for p in with_erased] == ["object 1", "object 2", "erased 1"]
+    assert (with_erased[-1].labels == 0).sum() > (with_erased[-1].labels != IGNORE_INDEX).sum() / 2
+
+    def liposome_probability(model) -> float:
+        with torch.no_grad():
+            p = torch.softmax(model(torch.from_numpy(field.image[None, None])), 1)[0].numpy()
+        return float((1 - p[0])[erased].mean())
+
+    before = liposome_probability(load_model(detector).module.eval())
+    tuned = {name: run_sync(finetune_detector_steps(pairs, name, detector, epochs=10, lr=3e-3)).module.eval()
+             for name, pairs in (("with", with_erased), ("without", without))}
+    after = {name: liposome_probability(module) for name, module in tuned.items()}
+    assert after["with"] < before - 0.1 and after["with"] < after["without"] - 0.05, (before, after)
+
+
+def test_command_line_fine_tuning_learns_only_what_changed_against_the_detection(tiny_liposome_models, tmp_path,
+                                                                                capsys):
+    import json
+
+    import tifffile
+
+    from napari_nanoclass.cli import main
+
+    detector, _ = tiny_liposome_models
+    field = simulate_field(SimulationConfig(shape=(160, 160), objects=(4, 6), diameter_nm=(40.0, 100.0)), seed=23)
+    corrected = np.where(field.labels == 3, 0, field.labels)  # a false detection erased
+    corrected[corrected == 2] = 0
+    corrected[ndi.binary_dilation(field.labels == 2)] = 2  # an outline redrawn
+    for name, array in (("img", field.image), ("detection", field.labels), ("corrected", corrected)):
+        tifffile.imwrite(tmp_path / f"{name}.tif", array)
+    command = ["train-liposome-detector", "--image", str(tmp_path / "img.tif"), "--labels",
+               str(tmp_path / "corrected.tif"), "--detection", str(tmp_path / "detection.tif"), "--pixel-size", "2.5",
+               "--name", "my-detector", "--detector", detector, "--epochs", "1", "--quiet"]
+    assert main([*command, "--objects", "1"]) == 0  # object 1 confirmed; the others untouched: not learnt
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert (printed["objects"], printed["erased"]) == (2, 1)  # objects 1 and 2; object 3's area as background
+    unchanged = [*command[:4], str(tmp_path / "detection.tif"), *command[5:]]
+    assert main(unchanged) == 2
+    assert "unchanged" in capsys.readouterr().err

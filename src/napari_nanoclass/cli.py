@@ -7,7 +7,8 @@
     nanoclass homogeneity IMAGE... --out DIR [--model NAME] [--cam [--cam-model NAME]] [--view N] [--device D] [--format F]
     nanoclass train-homogeneity --data DIR --name NAME [--mode two|three] [--architecture texture|cnn] [...]
     nanoclass liposomes IMAGE... --out DIR [--pixel-size NM] [--detector NAME] [--format F]
-    nanoclass train-liposome-detector --image IMG --labels LABELS --pixel-size NM --name NAME [--objects N ...]
+    nanoclass train-liposome-detector --image IMG --labels LABELS --pixel-size NM --name NAME [--detection LABELS]
+                                      [--objects N ...]
     nanoclass simulate-liposomes --out DIR [--n N] [--mix study|balanced]
     nanoclass xrd PATTERN... --out DIR [--model NAME] [--lowpass F] [--no-plots]
     nanoclass batch ANALYSIS INPUT... --out DIR [--workers N | --scheduler ADDRESS] [--format F] [--log L]
@@ -166,23 +167,51 @@ def cmd_train_homogeneity(args: argparse.Namespace) -> int:
 
 
 def cmd_train_liposome_detector(args: argparse.Namespace) -> int:
-    """Fine-tune a liposome detector on objects drawn or corrected by hand (an instance label image)."""
+    """Fine-tune a liposome detector on objects drawn or corrected by hand (an instance label image).
+
+    With ``--detection`` (the labels the analysis gave, before the corrections) only what the user
+    changed teaches it: objects drawn or redrawn, the ``--objects`` confirmed, and the detections
+    erased, as background; without it every object of ``--labels`` (or the ``--objects``) does."""
     import numpy as np
 
     from napari_nanoclass.core.progress import run_sync
     from napari_nanoclass.io.images import read_image, read_output
-    from napari_nanoclass.liposomes.train import correction_pairs, finetune_detector_steps
+    from napari_nanoclass.liposomes.train import (
+        corrected_objects,
+        correction_pairs,
+        erased_area,
+        finetune_detector_steps,
+        mask_signatures,
+    )
 
     image = read_image(args.image)
-    labels = np.asarray(read_output(args.labels))
-    if labels.shape != image.data.shape:
-        raise ValueError(f"{args.labels}: labels {labels.shape} do not match the image {tuple(image.data.shape)}")
-    pairs = correction_pairs(np.asarray(image.data, np.float32), labels, args.pixel_size, args.detector, args.objects)
+    labels = _same_shape(args.labels, read_output(args.labels), image.data.shape)
+    objects, erased = args.objects, None
+    if args.detection:
+        detection = _same_shape(args.detection, read_output(args.detection), image.data.shape)
+        objects = corrected_objects(labels, mask_signatures(detection), args.objects or ())
+        erased = erased_area(labels, detection)
+        if not objects and not erased.any():
+            raise ValueError(f"{args.labels} is the detection {args.detection} unchanged: draw, redraw or erase "
+                             "objects, or name the ones you confirm with --objects")
+    pairs = correction_pairs(np.asarray(image.data, np.float32), labels, args.pixel_size, args.detector, objects,
+                             erased=erased)
     model = run_sync(finetune_detector_steps(pairs, args.name, args.detector, pixel_size_nm=args.pixel_size,
                                              epochs=args.epochs, register=True), progress=_progress(args))
     print(json.dumps({"name": model.info.name, "file": str(model.path), "sha256": model.sha256,
-                      "objects": len(pairs), "base": model.info.training["base"]}))
+                      "objects": model.info.training["objects"], "erased": model.info.training["erased"],
+                      "base": model.info.training["base"]}))
     return 0
+
+
+def _same_shape(path: str, labels: object, shape: tuple[int, ...]):  # noqa: ANN202 (an array)
+    """``labels`` as an array, refused (naming ``path``) unless it has the image's ``shape``."""
+    import numpy as np
+
+    labels = np.asarray(labels)
+    if labels.shape != tuple(shape):
+        raise ValueError(f"{path}: labels {labels.shape} do not match the image {tuple(shape)}")
+    return labels
 
 
 def cmd_simulate_liposomes(args: argparse.Namespace) -> int:
@@ -370,7 +399,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--labels", required=True, help="instance labels of the corrected objects (TIFF / zarr, same shape)")
     p.add_argument("--pixel-size", type=PIXEL_SIZE, required=True, help="nm per pixel of the micrograph")
     p.add_argument("--name", required=True, type=_model_name, help="name to register the fine-tuned detector under")
-    p.add_argument("--objects", type=_num(int, 1), nargs="+", help="labels to learn from (default: all)")
+    p.add_argument("--objects", type=_num(int, 1), nargs="+",
+                   help="labels to learn from (default: all); with --detection, the unchanged ones you confirm")
+    p.add_argument("--detection", help="the labels the analysis gave before your corrections (<stem>_labels.tif of "
+                   "'nanoclass liposomes'): learn only what you drew, redrew, confirmed or erased (as background)")
     p.add_argument("--detector", help="detector to start from (default: the analysis' choice for the pixel size)")
     p.add_argument("--epochs", type=COUNT, default=5)
     p.add_argument("--quiet", action="store_true")
