@@ -9,7 +9,7 @@
     nanoclass liposomes IMAGE... --out DIR [--pixel-size NM] [--detector NAME] [--format F]
     nanoclass train-liposome-detector --image IMG --labels LABELS --pixel-size NM --name NAME [--detection LABELS]
                                       [--objects N ...]
-    nanoclass simulate-liposomes --out DIR [--n N] [--mix study|balanced]
+    nanoclass simulate-liposomes --out DIR [--n N] [--mix study|balanced] [--pixel-size NM [MAX]] [--microscope]
     nanoclass xrd PATTERN... --out DIR [--model NAME] [--lowpass F] [--no-plots]
     nanoclass batch ANALYSIS INPUT... --out DIR [--workers N | --scheduler ADDRESS] [--format F] [--log L]
     nanoclass demo [--out DIR]
@@ -215,9 +215,15 @@ def _same_shape(path: str, labels: object, shape: tuple[int, ...]):  # noqa: ANN
 
 
 def cmd_simulate_liposomes(args: argparse.Namespace) -> int:
-    from napari_nanoclass.liposomes.simulator import MIXES, SimulationConfig, simulate_field, write_fields
+    from napari_nanoclass.liposomes.simulator import MICROSCOPE, MIXES, SimulationConfig, simulate_field, write_fields
 
-    config = SimulationConfig(shape=(args.size, args.size), pixel_size_nm=args.pixel_size, mix=MIXES[args.mix])
+    if len(args.pixel_size) > 2:
+        raise ValueError("--pixel-size takes one size or a range MIN MAX")
+    config = SimulationConfig(shape=(args.size, args.size), pixel_size_nm=args.pixel_size[0], mix=MIXES[args.mix],
+                              pixel_size_range_nm=(min(args.pixel_size), max(args.pixel_size))
+                              if len(args.pixel_size) == 2 else None,
+                              **({"diameter_nm": tuple(args.diameter)} if args.diameter else {}),
+                              **(MICROSCOPE if args.microscope else {}))
     written = write_fields((simulate_field(config, args.seed + i) for i in range(args.n)), args.out, args.format)
     print(json.dumps({"fields": len(written), "out": str(Path(args.out).resolve())}))
     return 0
@@ -409,10 +415,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train_liposome_detector)
 
     p = sub.add_parser("simulate-liposomes", help="write simulated cryo-TEM liposome fields with ground truth")
-    p.add_argument("--out", required=True, help="output folder (<field>.tif, <field>_labels.tif, objects.csv)")
+    p.add_argument("--out", required=True, help="output folder (<field>.tif, <field>_labels.tif, objects.csv, fields.csv)")
     p.add_argument("--n", type=_num(int, 1, 100_000), default=10, help="number of fields")
     p.add_argument("--size", type=_num(int, 64, 16384), default=512, help="side of a field in pixels")
-    p.add_argument("--pixel-size", type=PIXEL_SIZE, default=2.5, help="nm per pixel")
+    p.add_argument("--pixel-size", type=PIXEL_SIZE, nargs="+", default=[2.5], metavar="NM",
+                   help="nm per pixel, or MIN MAX: each field's drawn log-uniformly (e.g. 0.1 5)")
+    p.add_argument("--diameter", type=_num(float, 1), nargs=2, metavar=("MIN", "MAX"),
+                   help="liposome diameters in nm (default 30 300); each is capped to fit its field")
+    p.add_argument("--microscope", action="store_true",
+                   help="image formation with astigmatism, detector MTF, ice crystals / contamination and "
+                        "defocus 0.5-5 um, all drawn per field (docs/liposomes.md)")
     p.add_argument("--mix", choices=["study", "balanced"], default="study", help="class frequencies")
     p.add_argument("--seed", type=SEED, default=0)
     p.add_argument("--format", choices=FORMATS, default="tif",
