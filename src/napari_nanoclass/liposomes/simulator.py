@@ -349,7 +349,6 @@ def _contamination(labels: np.ndarray, carbon: np.ndarray, config: SimulationCon
     if not count:
         return thickness, placed
     occupied = ndi.binary_dilation(labels > 0, iterations=3) | carbon
-    yy, xx = np.mgrid[: shape[0], : shape[1]].astype(np.float32)
     lo, hi = np.log(config.contamination_nm)
     for _ in range(count):
         radius = np.exp(rng.uniform(lo, hi)) / 2 / config.pixel_size_nm
@@ -357,6 +356,8 @@ def _contamination(labels: np.ndarray, carbon: np.ndarray, config: SimulationCon
         kind = "crystal" if rng.random() < 0.5 else "blob"
         for _ in range(30):
             cy, cx = rng.uniform(0, shape[0]), rng.uniform(0, shape[1])
+            box = _box(shape, cy, cx, 1.4 * radius + 4)  # room for the shape, its blur and its clearance
+            yy, xx = np.mgrid[box].astype(np.float32)
             angle = np.arctan2(yy - cy, xx - cx)
             if kind == "crystal":  # a regular hexagon: distance to its edge at each angle
                 sector = np.mod(angle - rng.uniform(0, np.pi / 3), np.pi / 3) - np.pi / 6
@@ -365,12 +366,12 @@ def _contamination(labels: np.ndarray, carbon: np.ndarray, config: SimulationCon
                 phases = rng.uniform(0, 2 * np.pi, 3)
                 edge = radius * (1 + sum(0.12 * np.cos(k * angle + p) for k, p in zip((2, 3, 5), phases)))
             mask = np.hypot(yy - cy, xx - cx) <= edge
-            if mask.any() and not (mask & occupied).any():
+            if mask.any() and not (mask & occupied[box]).any():
                 break
         else:
             continue
-        occupied |= ndi.binary_dilation(mask, iterations=3)
-        thickness = np.maximum(thickness, ndi.gaussian_filter(mask.astype(np.float32), 0.7))
+        occupied[box] |= ndi.binary_dilation(mask, iterations=3)
+        thickness[box] = np.maximum(thickness[box], ndi.gaussian_filter(mask.astype(np.float32), 0.7))
         placed.append({"kind": kind, "centre_y": round(float(cy), 2), "centre_x": round(float(cx), 2),
                        "diameter_nm": round(float(2 * radius * config.pixel_size_nm), 1)})
     return thickness, placed
