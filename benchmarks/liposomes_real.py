@@ -2,7 +2,7 @@
 
     python benchmarks/liposomes_real.py [--pixel-size 0.2 0.3 0.5] [--detector NAME] [--data PATH]
     python benchmarks/liposomes_real.py --sweep liposome-detector liposome-detector-fine   # post-processing
-    python benchmarks/liposomes_real.py --finetune 5 10 20 [--seeds 3]   # adapting to corrected objects
+    python benchmarks/liposomes_real.py --finetune 5 10 20 [--seeds 3] [--erase]   # adapting to corrected objects
     python benchmarks/liposomes_real.py --resample 0.4 1.0 2.0 [--detector NAME]   # other magnifications
 
 The micrograph is ``../shared/data/cryoem-vesicles/vesicles_01.tif`` (2217², about 0.2 nm/px; not
@@ -57,25 +57,31 @@ def _box_iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
     return inter / union if union > 0 else 0.0
 
 
-def score(labels: np.ndarray, truth: list[dict], iou: float, part: str = "all") -> dict:
-    """Precision, recall, F1 of instance ``labels`` against the annotated circles at box ``iou``;
-    ``part`` = "all", "left" or "right" (objects and vesicles by their centre's half)."""
-    height, width = labels.shape
-    boxes = [(*r.bbox, *r.centroid) for r in regionprops(labels)]
+def _matching(labels: np.ndarray, truth: list[dict], iou: float, part: str) -> tuple[list, list, list]:
+    """The detected regions and annotated vesicles of ``part`` ("all", "left" or "right", by their
+    centre's half) and their one-to-one matches (detection index, vesicle index) at box ``iou``."""
+    width = labels.shape[1]
+    regions = regionprops(labels)
     true_boxes = [(t["y"] - t["r"], t["x"] - t["r"], t["y"] + t["r"], t["x"] + t["r"], t["y"], t["x"]) for t in truth]
 
     def inside(cx: float) -> bool:
         return part == "all" or (cx < width / 2) == (part == "left")
 
-    boxes = [b for b in boxes if inside(b[5])]
+    regions = [r for r in regions if inside(r.centroid[1])]
+    boxes = [r.bbox for r in regions]
     kept = [(b, t) for b, t in zip(true_boxes, truth) if inside(b[5])]
-    cost = np.array([[_box_iou(b[:4], tb[:4]) for tb, _ in kept] for b in boxes]).reshape(len(boxes), len(kept))
+    cost = np.array([[_box_iou(b, tb[:4]) for tb, _ in kept] for b in boxes]).reshape(len(boxes), len(kept))
     rows, cols = linear_sum_assignment(-cost) if cost.size else ([], [])
-    matched = [(i, j) for i, j in zip(rows, cols) if cost[i, j] >= iou]
-    tp = sum(kept[j][1]["tier"] == "certain" for _, j in matched)
-    matched_det = {i for i, _ in matched}
-    fp = len(boxes) - len(matched_det)
-    fn = sum(t["tier"] == "certain" for _, t in kept) - tp
+    return regions, [t for _, t in kept], [(i, j) for i, j in zip(rows, cols) if cost[i, j] >= iou]
+
+
+def score(labels: np.ndarray, truth: list[dict], iou: float, part: str = "all") -> dict:
+    """Precision, recall, F1 of instance ``labels`` against the annotated circles at box ``iou``;
+    ``part`` = "all", "left" or "right" (objects and vesicles by their centre's half)."""
+    regions, kept, matched = _matching(labels, truth, iou, part)
+    tp = sum(kept[j]["tier"] == "certain" for _, j in matched)
+    fp = len(regions) - len(matched)
+    fn = sum(t["tier"] == "certain" for t in kept) - tp
     precision = tp / (tp + fp) if tp + fp else 0.0
     recall = tp / (tp + fn) if tp + fn else 0.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
@@ -127,22 +133,38 @@ def disks(truth: list[dict], shape: tuple[int, int]) -> np.ndarray:
     return labels
 
 
-def finetune(image: object, truth: list[dict], counts: list[int], seeds: int, pixel_size: float) -> None:
+def false_detections(labels: np.ndarray, truth: list[dict], part: str) -> np.ndarray:
+    """Where the detections of ``part`` that match no annotated vesicle (certain or probable, box
+    IoU ≥ 0.3) are: what a user correcting that part would erase."""
+    regions, _, matched = _matching(labels, truth, 0.3, part)
+    unmatched = {regions[i].label for i in set(range(len(regions))) - {i for i, _ in matched}}
+    return np.isin(labels, sorted(unmatched))
+
+
+def finetune(image: object, truth: list[dict], counts: list[int], seeds: int, pixel_size: float,
+             erase: bool = False) -> None:
     """Fine-tune the default detector on N certain vesicles of the left half (drawn at random per
-    seed) and score the right half, which no choice has seen."""
+    seed) — with ``erase`` also on the left half's false detections, erased as a user would — and
+    score the right half, which no choice has seen."""
     from napari_nanoclass import analyse_liposomes
     from napari_nanoclass.core.progress import run_sync
-    from napari_nanoclass.liposomes.train import correction_pairs, finetune_detector_steps
+    from napari_nanoclass.liposomes.train import correction_pairs, erased_area, finetune_detector_steps
 
     width = image.data.shape[1]
     left = [t for t in truth if t["tier"] == "certain" and t["x"] < width / 2]
-    base = score(np.asarray(analyse_liposomes(image, pixel_size).labels), truth, 0.3, "right")
+    detected = np.asarray(analyse_liposomes(image, pixel_size).labels)
+    base = score(detected, truth, 0.3, "right")
     print(f"no fine-tuning: right half F1 {base['f1']:.3f} (P {base['precision']:.3f} R {base['recall']:.3f})")
+    false = false_detections(detected, truth, "left") if erase else None
+    if erase:
+        print(f"erasing {len(np.unique(detected[false]))} false detections of the left half")
     for n in counts:
         f1s = []
         for seed in range(seeds):
             chosen = [left[i] for i in np.random.default_rng(seed).choice(len(left), n, replace=False)]
-            pairs = correction_pairs(np.asarray(image.data, np.float32), disks(chosen, image.data.shape), pixel_size)
+            corrected = disks(chosen, image.data.shape)
+            erased = None if false is None else erased_area(corrected, false)
+            pairs = correction_pairs(np.asarray(image.data, np.float32), corrected, pixel_size, erased=erased)
             start = time.perf_counter()
             model = run_sync(finetune_detector_steps(pairs, f"finetuned-{n}-{seed}", pixel_size_nm=pixel_size,
                                                      seed=seed))
@@ -179,6 +201,8 @@ def main() -> None:
     ap.add_argument("--finetune", nargs="+", type=int, metavar="N",
                     help="fine-tune on N corrected vesicles of the left half, score the right half, instead")
     ap.add_argument("--seeds", type=int, default=3, help="random draws of the N vesicles (--finetune)")
+    ap.add_argument("--erase", action="store_true",
+                    help="--finetune also learns the left half's false detections, erased, as background")
     ap.add_argument("--resample", nargs="+", type=float, metavar="NM",
                     help="record the micrograph again at these pixel sizes (from the first --pixel-size, its own) "
                          "and give the analysis each true pixel size, instead")
@@ -192,7 +216,7 @@ def main() -> None:
         sweep(image, truth, args.sweep, args.pixel_size[0])
         return
     if args.finetune:
-        finetune(image, truth, args.finetune, args.seeds, args.pixel_size[0])
+        finetune(image, truth, args.finetune, args.seeds, args.pixel_size[0], args.erase)
         return
     if args.resample:
         runs = [(nm, *resampled(image, truth, nm, args.pixel_size[0])) for nm in args.resample]

@@ -2,13 +2,17 @@
 
     python benchmarks/liposomes_scale.py [--pixel-sizes 1 1.5 2 2.5 3 5] [--fields 10]
         [--detectors auto liposome-detector liposome-detector-fine PATH] [--diameter 20 300]
+        [--imaging default astigmatism mtf contamination defocus microscope]
 
 Each field is simulated at the given pixel size (512² pixels, vesicles log-uniform in
 ``--diameter`` nm, the simulator's default defocus and dose, study class mix; seeds far from any
 training seed), given to the analysis with its true pixel size, and scored one-to-one at mask
 IoU ≥ 0.5 (``core.metrics.match_instances``). ``auto`` is the analysis' own choice of detector for
-the pixel size (``liposomes.default_detector``). Same simulator as the training fields: this says
-whether the working scale is handled, not how real micrographs fare (benchmarks/liposomes_real.py).
+the pixel size (``liposomes.default_detector``). ``--imaging`` adds the simulator's microscope
+effects one at a time at their ``MICROSCOPE`` ranges (or all of them: ``microscope``), which the
+shipped detectors never saw in training; ``default`` is the image formation they were trained on.
+Same simulator otherwise: this says whether the working scale and those effects are handled, not
+how real micrographs fare (benchmarks/liposomes_real.py).
 """
 
 from __future__ import annotations
@@ -19,10 +23,13 @@ from pathlib import Path
 from napari_nanoclass.core.metrics import match_instances
 from napari_nanoclass.liposomes import default_detector
 from napari_nanoclass.liposomes.predict import analyse
-from napari_nanoclass.liposomes.simulator import STUDY_MIX, SimulationConfig, simulate_field
+from napari_nanoclass.liposomes.simulator import MICROSCOPE, STUDY_MIX, SimulationConfig, simulate_field
 from napari_nanoclass.models.registry import load_model
 
 SCALE_SEED = 560_000  # beside liposomes_cv.py's test seeds, far from the training seeds (0 …, 100 000 …)
+IMAGING = {"default": {}, "microscope": MICROSCOPE, **{name: {key: MICROSCOPE[key]} for name, key in (
+    ("astigmatism", "astigmatism_nm"), ("mtf", "mtf_nyquist"), ("contamination", "contamination"),
+    ("defocus", "defocus_nm"))}}
 
 
 def field_detection(config: SimulationConfig, first_seed: int, n_fields: int, detector: object = None) -> dict:
@@ -39,8 +46,9 @@ def field_detection(config: SimulationConfig, first_seed: int, n_fields: int, de
             "f1": 2 * tp / max(2 * tp + fp + fn, 1)}
 
 
-def score(detector: str, pixel_size: float, n_fields: int, diameter: tuple[float, float]) -> dict:
-    config = SimulationConfig(pixel_size_nm=pixel_size, diameter_nm=diameter, mix=STUDY_MIX)
+def score(detector: str, pixel_size: float, n_fields: int, diameter: tuple[float, float],
+          imaging: str = "default") -> dict:
+    config = SimulationConfig(pixel_size_nm=pixel_size, diameter_nm=diameter, mix=STUDY_MIX, **IMAGING[imaging])
     chosen = None if detector == "auto" else load_model(Path(detector) if detector.endswith(".safetensors")
                                                          else detector)
     return field_detection(config, SCALE_SEED, n_fields, chosen)
@@ -52,13 +60,16 @@ def main() -> None:
     ap.add_argument("--fields", type=int, default=10)
     ap.add_argument("--detectors", nargs="+", default=["auto"])
     ap.add_argument("--diameter", type=float, nargs=2, default=[20.0, 300.0])
+    ap.add_argument("--imaging", nargs="+", choices=list(IMAGING), default=["default"])
     args = ap.parse_args()
-    print("| detector | nm/px | P | R | F1 |\n|---|---|---|---|---|")
+    print("| detector | nm/px | imaging | P | R | F1 |\n|---|---|---|---|---|---|")
     for detector in args.detectors:
         for pixel_size in args.pixel_sizes:
-            s = score(detector, pixel_size, args.fields, tuple(args.diameter))
-            name = f"auto ({default_detector(pixel_size)})" if detector == "auto" else detector
-            print(f"| {name} | {pixel_size:g} | {s['precision']:.3f} | {s['recall']:.3f} | {s['f1']:.3f} |", flush=True)
+            for imaging in args.imaging:
+                s = score(detector, pixel_size, args.fields, tuple(args.diameter), imaging)
+                name = f"auto ({default_detector(pixel_size)})" if detector == "auto" else detector
+                print(f"| {name} | {pixel_size:g} | {imaging} | {s['precision']:.3f} | {s['recall']:.3f} | "
+                      f"{s['f1']:.3f} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -153,32 +153,43 @@ def test_rerunning_keeps_the_earlier_result_layer(viewer, tiny_liposome_models):
     assert not widget.correction.undo_button.enabled  # an undo would now act on the kept layer
 
 
-def test_detector_retrains_on_the_objects_drawn_redrawn_or_confirmed(viewer, tiny_liposome_models, monkeypatch):
+def test_detector_retrains_on_the_objects_drawn_redrawn_confirmed_or_erased(viewer, tiny_liposome_models,
+                                                                           monkeypatch):
     from napari_nanoclass._napari import liposomes as panel_module
 
     widget, layer = _analysed(viewer, tiny_liposome_models, seed=11)
     panel = widget.correction
     panel.detector_button.clicked.emit()  # nothing corrected yet: the detector's own objects never teach it
-    assert "no object drawn, redrawn or confirmed" in str(widget.runner.last_error)
+    assert "no object drawn, redrawn, confirmed or erased" in str(widget.runner.last_error)
 
     widget.runner.last_error = None
     data = layer.data
     empty = next((y, x) for y in range(0, 150, 5) for x in range(0, 150, 5) if not data[y:y + 10, x:x + 10].any())
     data[empty[0]:empty[0] + 10, empty[1]:empty[1] + 10] = 99  # a missed liposome painted with a new label
-    data[(data == 3) & ~ndi.binary_erosion(data == 3)] = 0  # object 3 redrawn one pixel smaller
+    trimmed = (data == 3) & ~ndi.binary_erosion(data == 3)
+    data[trimmed] = 0  # object 3 redrawn one pixel smaller
+    false = data == 2
+    data[false] = 0  # object 2 erased: a false detection
     layer.data = data
     panel.object_label.value = 1
     panel.set_button.clicked.emit()  # object 1 confirmed as it is
-    seen = []
+    seen, erased = [], []
     real = panel_module.correction_pairs
-    monkeypatch.setattr(panel_module, "correction_pairs",
-                        lambda *args, objects, **kwargs: seen.extend(objects) or real(*args, objects=objects, **kwargs))
+
+    def spy(*args, objects, **kwargs):
+        seen.extend(objects)
+        erased.append(kwargs["erased"])
+        return real(*args, objects=objects, **kwargs)
+
+    monkeypatch.setattr(panel_module, "correction_pairs", spy)
     panel.detector_button.clicked.emit()
     assert widget.runner.last_error is None, widget.runner.last_error
-    assert sorted(seen) == [1, 3, 99]
+    assert sorted(seen) == [1, 3, 99]  # object 2 is not learnt as an object, and the untouched ones not at all
+    assert np.array_equal(erased[0], false | trimmed)  # taken from the detection: background from now on
     assert "tiny-detector-finetuned" in {m.name for m in list_models()}
     assert widget.detector.value == "tiny-detector-finetuned"  # selected for the next run
-    assert "3 corrected objects" in widget.runner.status.value and "selected for the next run" in widget.runner.status.value
+    status = widget.runner.status.value
+    assert "3 corrected objects" in status and "1 erased region)" in status and "selected for the next run" in status
 
 
 def test_the_dock_shows_a_colour_legend_for_the_classes_it_colours_by(viewer, tiny_liposome_models):

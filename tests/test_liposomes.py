@@ -624,3 +624,159 @@ def test_corrected_objects_are_those_drawn_redrawn_or_confirmed():
     moved[moved == 1] = 0
     moved[3:9, 2:8] = 1  # same shape, one pixel lower: redrawn too
     assert corrected_objects(moved, detected) == [1]
+
+
+def test_correction_target_learns_erased_detections_as_background_and_ignores_untouched_ones():
+    from napari_nanoclass.liposomes.train import correction_target, erased_area
+    from napari_nanoclass.segmentation.data import IGNORE_INDEX
+
+    detection = np.zeros((80, 80), np.int32)
+    detection[5:17, 5:17], detection[40:52, 40:52], detection[60:72, 8:20] = 1, 2, 3
+    corrected = np.where(detection == 2, 0, detection)  # 2 erased (a false detection), 3 left as it was
+    erased = erased_area(corrected, detection)
+    assert erased.sum() == 144 and erased[40:52, 40:52].all()
+    target = correction_target(corrected, corrected_objects(corrected, mask_signatures(detection), [1]), erased)
+    assert (target[40:52, 40:52] == 0).all()  # "no liposome here": counted by the loss
+    assert (target[60:72, 8:20] == IGNORE_INDEX).all()  # untouched detection: neither confirmed nor denied
+    assert target[11, 11] == 1 and target[5, 11] == 2 and target[20, 11] == 0  # confirmed: interior, rim, ring
+    assert target[30, 70] == IGNORE_INDEX and target[54, 46] == IGNORE_INDEX  # ice nobody looked at
+
+
+def test_fine_tuning_lowers_the_detector_on_an_erased_false_detection(tiny_liposome_models):
+    """Erased objects are negatives: after fine-tuning with them their area is less "liposome" than
+    after fine-tuning on the same confirmed objects without them, and than before."""
+    from napari_nanoclass.liposomes.train import correction_pairs, erased_area, finetune_detector_steps
+    from napari_nanoclass.segmentation.data import IGNORE_INDEX
+
+    detector, _ = tiny_liposome_models
+    field = simulate_field(SimulationConfig(shape=(192, 192), objects=(5, 7), diameter_nm=(60.0, 120.0)), seed=22)
+    false = int(field.labels.max())  # a (real-looking) detection the user erased as false
+    corrected = np.where(field.labels == false, 0, field.labels)
+    confirmed = [1, 2]
+    erased = erased_area(corrected, field.labels)
+    with_erased = correction_pairs(field.image, corrected, 2.5, detector, confirmed, erased=erased)
+    without = correction_pairs(field.image, corrected, 2.5, detector, confirmed)
+    assert [p.name for p in with_erased] == ["object 1", "object 2", "erased 1"]
+    assert (with_erased[-1].labels == 0).sum() > (with_erased[-1].labels != IGNORE_INDEX).sum() / 2
+
+    def liposome_probability(model) -> float:
+        with torch.no_grad():
+            p = torch.softmax(model(torch.from_numpy(field.image[None, None])), 1)[0].numpy()
+        return float((1 - p[0])[erased].mean())
+
+    before = liposome_probability(load_model(detector).module.eval())
+    tuned = {name: run_sync(finetune_detector_steps(pairs, name, detector, epochs=10, lr=3e-3)).module.eval()
+             for name, pairs in (("with", with_erased), ("without", without))}
+    after = {name: liposome_probability(module) for name, module in tuned.items()}
+    assert after["with"] < before - 0.1 and after["with"] < after["without"] - 0.05, (before, after)
+
+
+def test_command_line_fine_tuning_learns_only_what_changed_against_the_detection(tiny_liposome_models, tmp_path,
+                                                                                capsys):
+    import json
+
+    import tifffile
+
+    from napari_nanoclass.cli import main
+
+    detector, _ = tiny_liposome_models
+    field = simulate_field(SimulationConfig(shape=(160, 160), objects=(4, 6), diameter_nm=(40.0, 100.0)), seed=23)
+    corrected = np.where(field.labels == 3, 0, field.labels)  # a false detection erased
+    corrected[corrected == 2] = 0
+    corrected[ndi.binary_dilation(field.labels == 2)] = 2  # an outline redrawn
+    for name, array in (("img", field.image), ("detection", field.labels), ("corrected", corrected)):
+        tifffile.imwrite(tmp_path / f"{name}.tif", array)
+    command = ["train-liposome-detector", "--image", str(tmp_path / "img.tif"), "--labels",
+               str(tmp_path / "corrected.tif"), "--detection", str(tmp_path / "detection.tif"), "--pixel-size", "2.5",
+               "--name", "my-detector", "--detector", detector, "--epochs", "1", "--quiet"]
+    assert main([*command, "--objects", "1"]) == 0  # object 1 confirmed; the others untouched: not learnt
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert (printed["objects"], printed["erased"]) == (2, 1)  # objects 1 and 2; object 3's area as background
+    unchanged = [*command[:4], str(tmp_path / "detection.tif"), *command[5:]]
+    assert main(unchanged) == 2
+    assert "unchanged" in capsys.readouterr().err
+
+
+def _first_thon_ring(image: np.ndarray, pixel_size_nm: float, angle: float) -> float:
+    """Spatial frequency (1/nm) of the deepest power minimum between 0.22 and 0.38 /nm in a ±20° wedge
+    around ``angle``, against the spectrum's log-linear trend."""
+    power = np.abs(np.fft.fft2(image)) ** 2
+    ky, kx = np.fft.fftfreq(image.shape[0], pixel_size_nm)[:, None], np.fft.fftfreq(image.shape[1], pixel_size_nm)
+    k = np.hypot(ky, kx)
+    wedge = np.abs(np.angle(np.exp(2j * (np.arctan2(ky, kx) - angle)))) < np.radians(40)
+    edges = np.arange(0.22, 0.38, 0.005)
+    log_power = np.log([power[wedge & (k >= e) & (k < e + 0.005)].mean() for e in edges])
+    log_power -= np.polyval(np.polyfit(edges, log_power, 1), edges)
+    return float(edges[np.argmin(log_power)] + 0.0025)
+
+
+def test_astigmatism_makes_the_thon_rings_elliptical():
+    from napari_nanoclass.liposomes.simulator import WAVELENGTH_NM
+
+    def ring(defocus_nm: float) -> float:  # first zero of the CTF at 10 % amplitude contrast
+        return np.sqrt((np.pi - np.arctan(0.1 / np.sqrt(0.99))) / (np.pi * WAVELENGTH_NM * defocus_nm))
+
+    for astigmatism in (0.0, 2000.0):  # ice texture only, almost no shot noise: the rings show clearly
+        config = SimulationConfig(pixel_size_nm=0.5, objects=(0, 0), carbon_probability=0.0, dose=(1e8, 1e8),
+                                  defocus_nm=(5000.0, 5000.0), astigmatism_nm=(astigmatism, astigmatism))
+        field = simulate_field(config, seed=1)
+        axis = np.radians(field.imaging["astigmatism_angle_deg"])
+        assert field.imaging["astigmatism_nm"] == astigmatism
+        # more defocus along the astigmatic axis, less across it: the first ring is nearer / further
+        along, across = (_first_thon_ring(field.image, 0.5, a) for a in (axis, axis + np.pi / 2))
+        assert along == pytest.approx(ring(5000 + astigmatism / 2), abs=0.008)
+        assert across == pytest.approx(ring(5000 - astigmatism / 2), abs=0.008)
+
+
+def test_detector_mtf_lowers_high_frequency_power():
+    def band_power(image: np.ndarray, low: float, high: float) -> float:  # frequencies as fractions of Nyquist
+        k = np.hypot(*np.meshgrid(np.fft.fftfreq(image.shape[0]), np.fft.fftfreq(image.shape[1]),
+                                  indexing="ij")) / 0.5
+        return float((np.abs(np.fft.fft2(image)) ** 2)[(k >= low) & (k < high)].mean())
+
+    ideal = simulate_field(SMALL, seed=4)
+    blurred = simulate_field(replace(SMALL, mtf_nyquist=(0.2, 0.2)), seed=4)
+    assert np.array_equal(ideal.labels, blurred.labels) and blurred.imaging["mtf_nyquist"] == 0.2
+    ratio = [band_power(blurred.image, *band) / band_power(ideal.image, *band) for band in ((0.05, 0.15), (0.9, 1.0))]
+    # relative to the low frequencies, power near Nyquist falls by the MTF squared (0.2² at Nyquist)
+    assert ratio[1] / ratio[0] == pytest.approx(0.2 ** (2 * 0.95**2), rel=0.3)
+
+
+def test_contamination_adds_dark_blobs_in_the_free_ice():
+    clean = simulate_field(replace(SMALL, carbon_probability=0.0), seed=6)
+    dirty = simulate_field(replace(SMALL, carbon_probability=0.0, contamination=(3, 3), contamination_nm=(40, 80)),
+                           seed=6)
+    assert np.array_equal(clean.labels, dirty.labels)  # the same liposomes: only the ice is dirtier
+    blobs = dirty.imaging["contamination"]
+    assert len(blobs) == 3 and {b["kind"] for b in blobs} <= {"crystal", "blob"}
+    yy, xx = np.mgrid[:192, :192]
+    for blob in blobs:
+        core = np.hypot(yy - blob["centre_y"], xx - blob["centre_x"]) < 0.25 * blob["diameter_nm"] / 2.5
+        assert not (dirty.labels[core] > 0).any()  # never over a liposome
+        assert dirty.image[core].mean() < clean.image[core].mean() - 1.0  # dark: dense and absorbing
+
+
+def test_pixel_sizes_are_drawn_across_a_range_and_liposomes_fit_their_field():
+    config = SimulationConfig(shape=(256, 256), pixel_size_range_nm=(0.1, 5.0), diameter_nm=(20.0, 300.0))
+    fields = [simulate_field(config, seed) for seed in range(8)]
+    sizes = [f.pixel_size_nm for f in fields]
+    assert all(0.1 <= s <= 5.0 for s in sizes) and min(sizes) < 0.5 and max(sizes) > 1.0
+    for f in fields:  # at 0.1 nm/px a field is 25.6 nm across: what is drawn is capped to fit
+        assert f.objects and max(o["diameter_nm"] for o in f.objects) <= 0.9 * 256 * f.pixel_size_nm
+
+
+def test_simulate_command_draws_pixel_sizes_and_microscope_settings(tmp_path):
+    from napari_nanoclass import read_image
+    from napari_nanoclass.cli import main
+
+    assert main(["simulate-liposomes", "--out", str(tmp_path), "--n", "3", "--size", "96", "--pixel-size", "0.5", "2",
+                 "--diameter", "20", "60", "--microscope"]) == 0
+    with open(tmp_path / "fields.csv", newline="") as fh:
+        fields = list(csv.DictReader(fh))
+    assert [f["field"] for f in fields] == ["field_0000", "field_0001", "field_0002"]
+    for f in fields:
+        assert 0.5 <= float(f["pixel_size_nm"]) <= 2.0 and 500 <= float(f["defocus_nm"]) <= 5000
+        assert 0.1 <= float(f["mtf_nyquist"]) <= 0.8 and float(f["astigmatism_nm"]) <= 1000
+        image = read_image(tmp_path / f"{f['field']}.tif")
+        assert image.pixel_size_nm == pytest.approx(float(f["pixel_size_nm"]), rel=1e-3)
+    assert main(["simulate-liposomes", "--out", str(tmp_path), "--pixel-size", "1", "2", "3"]) == 2

@@ -7,8 +7,9 @@
     nanoclass homogeneity IMAGE... --out DIR [--model NAME] [--cam [--cam-model NAME]] [--view N] [--device D] [--format F]
     nanoclass train-homogeneity --data DIR --name NAME [--mode two|three] [--architecture texture|cnn] [...]
     nanoclass liposomes IMAGE... --out DIR [--pixel-size NM] [--detector NAME] [--format F]
-    nanoclass train-liposome-detector --image IMG --labels LABELS --pixel-size NM --name NAME [--objects N ...]
-    nanoclass simulate-liposomes --out DIR [--n N] [--mix study|balanced]
+    nanoclass train-liposome-detector --image IMG --labels LABELS --pixel-size NM --name NAME [--detection LABELS]
+                                      [--objects N ...]
+    nanoclass simulate-liposomes --out DIR [--n N] [--mix study|balanced] [--pixel-size NM [MAX]] [--microscope]
     nanoclass xrd PATTERN... --out DIR [--model NAME] [--lowpass F] [--no-plots]
     nanoclass batch ANALYSIS INPUT... --out DIR [--workers N | --scheduler ADDRESS] [--format F] [--log L]
     nanoclass demo [--out DIR]
@@ -166,29 +167,63 @@ def cmd_train_homogeneity(args: argparse.Namespace) -> int:
 
 
 def cmd_train_liposome_detector(args: argparse.Namespace) -> int:
-    """Fine-tune a liposome detector on objects drawn or corrected by hand (an instance label image)."""
+    """Fine-tune a liposome detector on objects drawn or corrected by hand (an instance label image).
+
+    With ``--detection`` (the labels the analysis gave, before the corrections) only what the user
+    changed teaches it: objects drawn or redrawn, the ``--objects`` confirmed, and the detections
+    erased, as background; without it every object of ``--labels`` (or the ``--objects``) does."""
     import numpy as np
 
     from napari_nanoclass.core.progress import run_sync
     from napari_nanoclass.io.images import read_image, read_output
-    from napari_nanoclass.liposomes.train import correction_pairs, finetune_detector_steps
+    from napari_nanoclass.liposomes.train import (
+        corrected_objects,
+        correction_pairs,
+        erased_area,
+        finetune_detector_steps,
+        mask_signatures,
+    )
 
     image = read_image(args.image)
-    labels = np.asarray(read_output(args.labels))
-    if labels.shape != image.data.shape:
-        raise ValueError(f"{args.labels}: labels {labels.shape} do not match the image {tuple(image.data.shape)}")
-    pairs = correction_pairs(np.asarray(image.data, np.float32), labels, args.pixel_size, args.detector, args.objects)
+    labels = _same_shape(args.labels, read_output(args.labels), image.data.shape)
+    objects, erased = args.objects, None
+    if args.detection:
+        detection = _same_shape(args.detection, read_output(args.detection), image.data.shape)
+        objects = corrected_objects(labels, mask_signatures(detection), args.objects or ())
+        erased = erased_area(labels, detection)
+        if not objects and not erased.any():
+            raise ValueError(f"{args.labels} is the detection {args.detection} unchanged: draw, redraw or erase "
+                             "objects, or name the ones you confirm with --objects")
+    pairs = correction_pairs(np.asarray(image.data, np.float32), labels, args.pixel_size, args.detector, objects,
+                             erased=erased)
     model = run_sync(finetune_detector_steps(pairs, args.name, args.detector, pixel_size_nm=args.pixel_size,
                                              epochs=args.epochs, register=True), progress=_progress(args))
     print(json.dumps({"name": model.info.name, "file": str(model.path), "sha256": model.sha256,
-                      "objects": len(pairs), "base": model.info.training["base"]}))
+                      "objects": model.info.training["objects"], "erased": model.info.training["erased"],
+                      "base": model.info.training["base"]}))
     return 0
 
 
-def cmd_simulate_liposomes(args: argparse.Namespace) -> int:
-    from napari_nanoclass.liposomes.simulator import MIXES, SimulationConfig, simulate_field, write_fields
+def _same_shape(path: str, labels: object, shape: tuple[int, ...]):  # noqa: ANN202 (an array)
+    """``labels`` as an array, refused (naming ``path``) unless it has the image's ``shape``."""
+    import numpy as np
 
-    config = SimulationConfig(shape=(args.size, args.size), pixel_size_nm=args.pixel_size, mix=MIXES[args.mix])
+    labels = np.asarray(labels)
+    if labels.shape != tuple(shape):
+        raise ValueError(f"{path}: labels {labels.shape} do not match the image {tuple(shape)}")
+    return labels
+
+
+def cmd_simulate_liposomes(args: argparse.Namespace) -> int:
+    from napari_nanoclass.liposomes.simulator import MICROSCOPE, MIXES, SimulationConfig, simulate_field, write_fields
+
+    if len(args.pixel_size) > 2:
+        raise ValueError("--pixel-size takes one size or a range MIN MAX")
+    config = SimulationConfig(shape=(args.size, args.size), pixel_size_nm=args.pixel_size[0], mix=MIXES[args.mix],
+                              pixel_size_range_nm=(min(args.pixel_size), max(args.pixel_size))
+                              if len(args.pixel_size) == 2 else None,
+                              **({"diameter_nm": tuple(args.diameter)} if args.diameter else {}),
+                              **(MICROSCOPE if args.microscope else {}))
     written = write_fields((simulate_field(config, args.seed + i) for i in range(args.n)), args.out, args.format)
     print(json.dumps({"fields": len(written), "out": str(Path(args.out).resolve())}))
     return 0
@@ -370,17 +405,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--labels", required=True, help="instance labels of the corrected objects (TIFF / zarr, same shape)")
     p.add_argument("--pixel-size", type=PIXEL_SIZE, required=True, help="nm per pixel of the micrograph")
     p.add_argument("--name", required=True, type=_model_name, help="name to register the fine-tuned detector under")
-    p.add_argument("--objects", type=_num(int, 1), nargs="+", help="labels to learn from (default: all)")
+    p.add_argument("--objects", type=_num(int, 1), nargs="+",
+                   help="labels to learn from (default: all); with --detection, the unchanged ones you confirm")
+    p.add_argument("--detection", help="the labels the analysis gave before your corrections (<stem>_labels.tif of "
+                   "'nanoclass liposomes'): learn only what you drew, redrew, confirmed or erased (as background)")
     p.add_argument("--detector", help="detector to start from (default: the analysis' choice for the pixel size)")
     p.add_argument("--epochs", type=COUNT, default=5)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_train_liposome_detector)
 
     p = sub.add_parser("simulate-liposomes", help="write simulated cryo-TEM liposome fields with ground truth")
-    p.add_argument("--out", required=True, help="output folder (<field>.tif, <field>_labels.tif, objects.csv)")
+    p.add_argument("--out", required=True, help="output folder (<field>.tif, <field>_labels.tif, objects.csv, fields.csv)")
     p.add_argument("--n", type=_num(int, 1, 100_000), default=10, help="number of fields")
     p.add_argument("--size", type=_num(int, 64, 16384), default=512, help="side of a field in pixels")
-    p.add_argument("--pixel-size", type=PIXEL_SIZE, default=2.5, help="nm per pixel")
+    p.add_argument("--pixel-size", type=PIXEL_SIZE, nargs="+", default=[2.5], metavar="NM",
+                   help="nm per pixel, or MIN MAX: each field's drawn log-uniformly (e.g. 0.1 5)")
+    p.add_argument("--diameter", type=_num(float, 1), nargs=2, metavar=("MIN", "MAX"),
+                   help="liposome diameters in nm (default 30 300); each is capped to fit its field")
+    p.add_argument("--microscope", action="store_true",
+                   help="image formation with astigmatism, detector MTF, ice crystals / contamination and "
+                        "defocus 0.5-5 um, all drawn per field (docs/liposomes.md)")
     p.add_argument("--mix", choices=["study", "balanced"], default="study", help="class frequencies")
     p.add_argument("--seed", type=SEED, default=0)
     p.add_argument("--format", choices=FORMATS, default="tif",

@@ -8,7 +8,7 @@ summary and a size histogram. Correcting is done on that layer: paint or erase o
 napari's tools, set an object's classes here, then "Re-analyse" (classify the corrected
 instances), "Retrain classifiers" (fine-tune both classifiers on the objects whose classes were
 set by hand) or "Retrain detector" (fine-tune the detector on the objects drawn, redrawn or
-confirmed by hand).
+confirmed by hand, and on the ones erased as background).
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ from napari_nanoclass.liposomes.train import (
     ClassifierResult,
     corrected_objects,
     correction_pairs,
+    erased_area,
     finetune_detector_steps,
     mask_signatures,
     train_classifier_steps,
@@ -57,6 +58,7 @@ from napari_nanoclass.models.registry import LoadedModel, list_models
 DETECT = "(detect)"
 REVIEWED = "reviewed"  # features column: the object's classes were set or confirmed by hand
 DETECTED = "mask_signatures"  # layer metadata: each object's pixels as the analysis gave them
+DETECTED_AREA = "detected_area"  # layer metadata: where the analysis found liposomes (what erasing removes from)
 
 
 AUTO = f"(auto: {FINE_DETECTOR} at ≤ {FINE_BELOW_NM:g} nm/px, else {DEFAULT_DETECTOR})"
@@ -155,7 +157,8 @@ class LiposomeWidget(ViewerWidget):
         label_box = self.correction.object_label
         target.events.selected_label.connect(lambda _e: setattr(label_box, "value", max(target.selected_label, 1)))
         target.metadata.update(summary=result.summary, pixel_size_nm=result.pixel_size_nm, models=result.models,
-                               **{DETECTED: mask_signatures(result.labels)})
+                               **{DETECTED: mask_signatures(result.labels),
+                                  DETECTED_AREA: np.asarray(result.labels) > 0})
         self.correction.forget_undo()
         self.show_explanations(result, source)
         self.recolour()
@@ -252,8 +255,9 @@ class _CorrectionPanel(Container):
         self.retrain_button = PushButton(text="Retrain classifiers on this layer")
         self.detector_button = PushButton(
             text="Retrain detector on corrected objects",
-            tooltip="fine-tune the detector on the objects you painted, redrew or confirmed ('Set classes'); "
-                    "the others are the detector's own guesses and are left out")
+            tooltip="fine-tune the detector on the objects you painted, redrew or confirmed ('Set classes') and "
+                    "on the ones you erased, as background; the others are the detector's own guesses and are "
+                    "left out")
         super().__init__(widgets=[self.object_label, *self.classes.values(), self.set_button, self.undo_button,
                                   self.suffix, self.epochs, self.retrain_button, self.detector_button])
         self.set_button.changed.connect(self.set_classes)
@@ -331,8 +335,9 @@ class _CorrectionPanel(Container):
         owner.runner.start(_retrain(objects_for, configs), self.retrained)
 
     def retrain_detector(self) -> None:
-        """Fine-tune the detector on the objects drawn, redrawn or confirmed in the result layer
-        (core: :func:`corrected_objects`, :func:`correction_pairs`, :func:`finetune_detector_steps`)."""
+        """Fine-tune the detector on the objects drawn, redrawn or confirmed in the result layer, and
+        on the detections erased from it as background (core: :func:`corrected_objects`,
+        :func:`erased_area`, :func:`correction_pairs`, :func:`finetune_detector_steps`)."""
         owner = self.owner
         layer, image = owner.result_layer(), owner.image.value
         if layer is None:
@@ -344,23 +349,26 @@ class _CorrectionPanel(Container):
         # a layer opened from saved results has no record of the detection: only confirmed objects count
         detected = layer.metadata.get(DETECTED, mask_signatures(labels))
         objects = corrected_objects(labels, detected, confirmed)
-        if not objects:
-            owner.runner.on_error(ValueError("no object drawn, redrawn or confirmed in "
+        erased = erased_area(labels, layer.metadata.get(DETECTED_AREA, np.zeros(labels.shape, bool)))
+        if not objects and not erased.any():
+            owner.runner.on_error(ValueError("no object drawn, redrawn, confirmed or erased in "
                                              f"{layer.name!r}: paint missed liposomes with a new label, correct "
-                                             "outlines, or confirm objects with 'Set classes' first"))
+                                             "outlines, erase false ones, or confirm objects with 'Set classes' "
+                                             "first"))
             return
         pixel_size = owner.pixel_size.value
         base = owner.detector.value or default_detector(pixel_size)
         name = f"{base}{self.suffix.value}"
         data = np.asarray(base_data(image))
-        owner.runner.start(_retrain_detector(data, labels, objects, pixel_size, base, name), self.detector_retrained)
+        owner.runner.start(_retrain_detector(data, labels, objects, erased, pixel_size, base, name),
+                           self.detector_retrained)
 
     def detector_retrained(self, model: LoadedModel) -> None:
         self.owner.reset_choices()
         self.owner.detector.value = model.info.name
-        count = model.info.training["objects"]
-        self.owner.runner.status.value = (f"saved {model.info.name} ({count} corrected object{'s' * (count != 1)}), "
-                                          "selected for the next run")
+        count, erased = model.info.training["objects"], model.info.training["erased"]
+        self.owner.runner.status.value = (f"saved {model.info.name} ({count} corrected object{'s' * (count != 1)}, "
+                                          f"{erased} erased region{'s' * (erased != 1)}), selected for the next run")
 
     def retrained(self, results: list[ClassifierResult]) -> None:
         self.owner.reset_choices()
@@ -382,9 +390,10 @@ def _retrain(objects_for: Callable[[str], Any], configs: list[ClassifierConfig])
     return results
 
 
-def _retrain_detector(data: np.ndarray, labels: np.ndarray, objects: list[int], pixel_size: float, base: str,
-                      name: str) -> Steps[LoadedModel]:
-    """Build the corrected objects' training squares and fine-tune ``base`` on them, as one job."""
+def _retrain_detector(data: np.ndarray, labels: np.ndarray, objects: list[int], erased: np.ndarray,
+                      pixel_size: float, base: str, name: str) -> Steps[LoadedModel]:
+    """Build the training squares of the corrected objects and erased regions and fine-tune ``base``
+    on them, as one job."""
     yield Progress(0, 1, f"preparing {len(objects)} corrected objects")
-    pairs = correction_pairs(data, labels, pixel_size, base, objects=objects)
+    pairs = correction_pairs(data, labels, pixel_size, base, objects=objects, erased=erased)
     return (yield from finetune_detector_steps(pairs, name, base, pixel_size_nm=pixel_size, register=True))

@@ -15,8 +15,18 @@ low dose:
 2. **Background** — vitreous ice thickness as a linear gradient plus smooth undulation, a carbon
    film beyond a curved edge in some fields, and fine texture: random 1/f noise, or a real
    micrograph's texture passed as ``texture`` (its high-pass residual, cropped at random).
+   Optionally (``contamination``) ice crystals and contamination on the ice: dark, strongly
+   absorbing hexagonal crystals or rounded blobs in the free ice, never over a liposome.
 3. **Imaging** — phase contrast through a contrast transfer function at the field's defocus (dark
-   membranes with bright Fresnel fringes), then Poisson shot noise at ``dose`` electrons per pixel.
+   membranes with bright Fresnel fringes), optionally astigmatic (``astigmatism_nm``: the defocus
+   differs between two perpendicular axes, so the Thon rings are ellipses), then Poisson shot noise
+   at ``dose`` electrons per pixel, then optionally the detector's modulation transfer function
+   (``mtf_nyquist``), which blurs each recorded electron over neighbouring pixels.
+
+The optional effects are off in :class:`SimulationConfig`'s defaults, which reproduce the fields
+the shipped models were trained and measured on; :data:`MICROSCOPE` turns them on with wide ranges,
+and ``pixel_size_range_nm`` draws each field's pixel size. Their random draws come from a generator
+spawned from the field's seed, so fields without them are exactly as before.
 
 Class frequencies follow a :class:`ClassMix`; :data:`STUDY_MIX` is the imbalance of the real data
 sets of the study this project follows, :data:`BALANCED_MIX` equal thirds. Everything is drawn
@@ -26,7 +36,7 @@ from one ``numpy`` generator, so a seed reproduces a field exactly.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +77,16 @@ class SimulationConfig:
     carbon_probability: float = 0.4
     touching_probability: float = 0.2  # chance that an object is placed touching another
     texture: np.ndarray | None = field(default=None, repr=False)  # a real micrograph to borrow texture from
+    pixel_size_range_nm: tuple[float, float] | None = None  # draw the pixel size log-uniformly (overrides the above)
+    astigmatism_nm: tuple[float, float] = (0.0, 0.0)  # defocus difference between the astigmatic axes
+    mtf_nyquist: tuple[float, float] = (1.0, 1.0)  # detector MTF at Nyquist: 1 = ideal, lower = blurrier
+    contamination: tuple[int, int] = (0, 0)  # ice crystals / contamination blobs per field
+    contamination_nm: tuple[float, float] = (20.0, 300.0)  # their size, log-uniform
+
+
+# image formation like a microscope's: astigmatism, detector MTF, contamination (SimulationConfig(**MICROSCOPE))
+MICROSCOPE = {"defocus_nm": (500.0, 5000.0), "astigmatism_nm": (0.0, 1000.0), "mtf_nyquist": (0.1, 0.8),
+              "contamination": (0, 3)}
 
 
 @dataclass
@@ -77,12 +97,17 @@ class Field:
     labels: np.ndarray  # (Y, X) int32 instance labels, 0 = background
     objects: list[dict[str, Any]]  # per label: classes, diameter, centre
     pixel_size_nm: float
+    imaging: dict[str, Any] = field(default_factory=dict)  # the drawn microscope settings (defocus, ...)
 
 
 def simulate_field(config: SimulationConfig | None = None, seed: int | np.random.Generator = 0) -> Field:
     """Draw one field of view (see the module docstring for what goes into it)."""
     config = config or SimulationConfig()
     rng = np.random.default_rng(seed)
+    optional = rng.spawn(1)[0]  # draws of the optional effects: the main stream stays as without them
+    if config.pixel_size_range_nm is not None:
+        low, high = np.log(config.pixel_size_range_nm)
+        config = replace(config, pixel_size_nm=float(np.exp(optional.uniform(low, high))))
     shape = tuple(config.shape)
     density = np.zeros(shape, np.float32)
     labels = np.zeros(shape, np.int32)
@@ -96,10 +121,11 @@ def simulate_field(config: SimulationConfig | None = None, seed: int | np.random
         obj["label"] = len(objects) + 1
         _render(obj, density, labels, config.pixel_size_nm, leaflets, rng)
         objects.append(obj)
-    image = _image(density, carbon, config, rng)
+    crystals, blobs = _contamination(labels, carbon, config, optional)
+    image, imaging = _image(density, carbon, crystals, config, rng, optional)
     for obj in objects:
         obj.pop("geometry")
-    return Field(image, labels, objects, config.pixel_size_nm)
+    return Field(image, labels, objects, config.pixel_size_nm, {**imaging, "contamination": blobs})
 
 
 def _carbon_mask(shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
@@ -123,6 +149,7 @@ def _draw_object(config: SimulationConfig, rng: np.random.Generator, labels: np.
     lamellarity = _choice(rng, LAMELLARITY, config.mix.lamellarity)
     encapsulation = _choice(rng, ENCAPSULATION, config.mix.encapsulation)
     lo, hi = np.log(config.diameter_nm)
+    hi = max(lo, min(hi, np.log(0.9 * min(labels.shape) * config.pixel_size_nm)))  # it must fit in the field
     diameter_nm = float(np.exp(rng.uniform(lo, hi)))
     radius = diameter_nm / 2 / config.pixel_size_nm
     a, b = radius, radius / (1 + rng.uniform(0, config.ellipticity))
@@ -283,34 +310,109 @@ def _background(shape: tuple[int, ...], carbon: np.ndarray, config: SimulationCo
     return background + film * (rng.uniform(1.0, 1.8) + 0.25 * _texture(shape, rng, None))
 
 
-def _ctf(shape: tuple[int, ...], pixel_size_nm: float, defocus_nm: float, amplitude: float = 0.1) -> np.ndarray:
-    """Phase-contrast transfer (with amplitude contrast and a B-factor envelope) on the FFT grid."""
+def _ctf(shape: tuple[int, ...], pixel_size_nm: float, defocus_nm: float, amplitude: float = 0.1,
+         astigmatism_nm: float = 0.0, astigmatism_angle: float = 0.0) -> np.ndarray:
+    """Phase-contrast transfer (with amplitude contrast and a B-factor envelope) on the FFT grid.
+
+    With astigmatism the defocus is ``defocus_nm ± astigmatism_nm / 2`` along two perpendicular
+    axes (the first at ``astigmatism_angle`` from x), so the rings of zero contrast are ellipses."""
     ky = np.fft.fftfreq(shape[0], d=pixel_size_nm)
     kx = np.fft.rfftfreq(shape[1], d=pixel_size_nm)
     k2 = ky[:, None] ** 2 + kx[None, :] ** 2
+    if astigmatism_nm:
+        azimuth = np.arctan2(ky[:, None], kx[None, :])
+        defocus_nm = defocus_nm + astigmatism_nm / 2 * np.cos(2 * (azimuth - astigmatism_angle))
     chi = np.pi * WAVELENGTH_NM * defocus_nm * k2
     envelope = np.exp(-25.0 * k2)  # B ≈ 100 Å²: damps the finest fringes
     return (np.sqrt(1 - amplitude**2) * np.sin(chi) + amplitude * np.cos(chi)) * envelope
 
 
-def _image(density: np.ndarray, carbon: np.ndarray, config: SimulationConfig, rng: np.random.Generator) -> np.ndarray:
-    """Image the projected density: CTF phase contrast, then shot noise; normalised counts."""
+def _mtf(shape: tuple[int, ...], at_nyquist: float) -> np.ndarray:
+    """A detector's modulation transfer on the rFFT grid: 1 at zero frequency falling as a Gaussian
+    to ``at_nyquist`` at the Nyquist frequency (a scintillator camera ~0.1, a counting one ~0.6)."""
+    ky = np.fft.fftfreq(shape[0])
+    kx = np.fft.rfftfreq(shape[1])
+    k2 = (ky[:, None] ** 2 + kx[None, :] ** 2) / 0.5**2  # (frequency / Nyquist)²
+    return np.exp(np.log(at_nyquist) * k2)
+
+
+def _contamination(labels: np.ndarray, carbon: np.ndarray, config: SimulationConfig,
+                   rng: np.random.Generator) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    """Ice crystals and contamination on the ice, as projected thickness (0–1 per pixel) and a list of
+    what was placed. Half are hexagonal crystals (faceted, sharp-edged), half rounded irregular
+    blobs; each lies in free ice, clear of every liposome, so they are pure distractors: dark
+    things the detector must not call liposomes."""
+    shape = labels.shape
+    thickness = np.zeros(shape, np.float32)
+    placed: list[dict[str, Any]] = []
+    count = int(rng.integers(config.contamination[0], config.contamination[1] + 1))
+    if not count:
+        return thickness, placed
+    occupied = ndi.binary_dilation(labels > 0, iterations=3) | carbon
+    lo, hi = np.log(config.contamination_nm)
+    for _ in range(count):
+        radius = np.exp(rng.uniform(lo, hi)) / 2 / config.pixel_size_nm
+        radius = min(radius, 0.3 * min(shape))
+        kind = "crystal" if rng.random() < 0.5 else "blob"
+        for _ in range(30):
+            cy, cx = rng.uniform(0, shape[0]), rng.uniform(0, shape[1])
+            box = _box(shape, cy, cx, 1.4 * radius + 4)  # room for the shape, its blur and its clearance
+            yy, xx = np.mgrid[box].astype(np.float32)
+            angle = np.arctan2(yy - cy, xx - cx)
+            if kind == "crystal":  # a regular hexagon: distance to its edge at each angle
+                sector = np.mod(angle - rng.uniform(0, np.pi / 3), np.pi / 3) - np.pi / 6
+                edge = radius * np.cos(np.pi / 6) / np.cos(sector)
+            else:  # a lumpy round blob
+                phases = rng.uniform(0, 2 * np.pi, 3)
+                edge = radius * (1 + sum(0.12 * np.cos(k * angle + p) for k, p in zip((2, 3, 5), phases)))
+            mask = np.hypot(yy - cy, xx - cx) <= edge
+            if mask.any() and not (mask & occupied[box]).any():
+                break
+        else:
+            continue
+        occupied[box] |= ndi.binary_dilation(mask, iterations=3)
+        thickness[box] = np.maximum(thickness[box], ndi.gaussian_filter(mask.astype(np.float32), 0.7))
+        placed.append({"kind": kind, "centre_y": round(float(cy), 2), "centre_x": round(float(cx), 2),
+                       "diameter_nm": round(float(2 * radius * config.pixel_size_nm), 1)})
+    return thickness, placed
+
+
+def _image(density: np.ndarray, carbon: np.ndarray, crystals: np.ndarray, config: SimulationConfig,
+           rng: np.random.Generator, optional: np.random.Generator) -> tuple[np.ndarray, dict[str, Any]]:
+    """Image the projected density: CTF phase contrast, absorption, shot noise, detector MTF;
+    normalised counts and the settings drawn. Contamination is dense: it shifts the phase (fringes
+    at its edges) and absorbs strongly (dark)."""
     shape = density.shape
     potential = density + _background(shape, carbon, config, rng)
     defocus = rng.uniform(*config.defocus_nm)
-    contrast = np.fft.irfft2(np.fft.rfft2(potential) * _ctf(shape, config.pixel_size_nm, defocus), s=shape)
+    astigmatism = optional.uniform(*config.astigmatism_nm)
+    angle = optional.uniform(0, np.pi)
+    mtf = optional.uniform(*config.mtf_nyquist)
+    opacity = optional.uniform(1.0, 2.5)  # contamination's absorption, in e-folds of intensity
+    if crystals.any():
+        potential = potential + 2.0 * crystals
+    ctf = _ctf(shape, config.pixel_size_nm, defocus, astigmatism_nm=astigmatism, astigmatism_angle=angle)
+    contrast = np.fft.irfft2(np.fft.rfft2(potential) * ctf, s=shape)
     # low frequencies (ice thickness, carbon) pass as amplitude contrast: absorption darkens them
     intensity = np.exp(-0.35 * ndi.gaussian_filter(potential, 6.0)) * (1 - 0.9 * contrast)
+    if crystals.any():
+        intensity = intensity * np.exp(-opacity * crystals)
     dose = rng.uniform(*config.dose)
     counts = rng.poisson(np.clip(intensity, 0.05, None) * dose).astype(np.float32)
-    return ((counts - counts.mean()) / (counts.std() + 1e-6)).astype(np.float32)
+    if mtf < 1.0:
+        counts = np.fft.irfft2(np.fft.rfft2(counts) * _mtf(shape, mtf), s=shape).astype(np.float32)
+    imaging = {"defocus_nm": round(float(defocus), 1), "astigmatism_nm": round(float(astigmatism), 1),
+               "astigmatism_angle_deg": round(float(np.degrees(angle)), 1), "dose_per_px": round(float(dose), 1),
+               "mtf_nyquist": round(float(mtf), 3)}
+    return ((counts - counts.mean()) / (counts.std() + 1e-6)).astype(np.float32), imaging
 
 
 def write_fields(fields: Iterable[Field], out_dir: str | Path, output_format: str = "tif") -> list[Path]:
     """Save fields as ``field_NNNN.tif`` (float32 image), ``field_NNNN_labels.tif`` (instances), both
-    with their pixel size in the resolution tags, and one ``objects.csv`` (field, label, classes,
-    diameter in nm, centre in pixels and nm): a labelled set to pre-train on, read as the
-    analyses read real micrographs. ``output_format="ome-zarr"``: one ``field_NNNN.ome.zarr`` per
+    with their pixel size in the resolution tags, one ``objects.csv`` (field, label, classes,
+    diameter in nm, centre in pixels and nm) and one ``fields.csv`` (each field's pixel size and
+    drawn microscope settings, to score a model per setting): a labelled set to pre-train on, read
+    as the analyses read real micrographs. ``output_format="ome-zarr"``: one ``field_NNNN.ome.zarr`` per
     field instead, the image in nm with its instances under ``labels/instances``, where NGFF
     viewers find an image's labels."""
     from napari_nanoclass.io.images import check_output_format, write_csv, write_ome_zarr, write_tiff
@@ -319,7 +421,7 @@ def write_fields(fields: Iterable[Field], out_dir: str | Path, output_format: st
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    rows, written = [], []
+    rows, settings, written = [], [], []
     for i, f in enumerate(fields):
         stem = f"field_{i:04d}"
         if output_format == "ome-zarr":
@@ -330,7 +432,11 @@ def write_fields(fields: Iterable[Field], out_dir: str | Path, output_format: st
             write_tiff(out_dir / f"{stem}_labels.tif", f.labels, pixel_size_nm=f.pixel_size_nm)
         rows += [{"field": stem, "pixel_size_nm": f.pixel_size_nm, **_object_columns(o, f.pixel_size_nm)}
                  for o in f.objects]
+        settings.append({"field": stem, "pixel_size_nm": round(f.pixel_size_nm, 4),
+                         **{k: v for k, v in f.imaging.items() if k != "contamination"},
+                         "contamination": len(f.imaging.get("contamination", []))})
     write_csv(out_dir / "objects.csv", rows)
+    write_csv(out_dir / "fields.csv", settings)
     return written
 
 

@@ -100,38 +100,69 @@ def detector_pairs(fields: Sequence[Field], working_px: float | None = None) -> 
 # its vesicles that were not trained on (benchmarks/liposomes_real.py --finetune; docs/liposomes.md)
 RING = 1.0  # background ring around a corrected object, in object radii
 FINETUNE_LR = 2e-4
+ERASED = "erased"  # name of a training pair around a region the user erased
 
 
 def correction_pairs(image: np.ndarray, labels: np.ndarray, pixel_size_nm: float,
                      detector: str | LoadedModel | None = None, objects: Sequence[int] | None = None,
-                     side: int = 96) -> list[Pair]:
-    """Training pairs for fine-tuning a detector on objects a user drew or confirmed.
+                     side: int = 96, erased: np.ndarray | None = None) -> list[Pair]:
+    """Training pairs for fine-tuning a detector on what a user drew, confirmed or erased.
 
     ``labels`` are instance labels of the image; ``objects`` the labels to learn from (default:
-    all). Each object gives one pair: a square around it at the detector's working scale (as the
-    analysis sees it), its interior and rim as targets, a ring of background around it, and
-    every other pixel ignored — what lies further away, other objects included, was not checked.
+    all); ``erased`` (the image's shape, :func:`erased_area`) the pixels the user took away from
+    the detection. The target (:func:`correction_target`, at the detector's working scale, as the
+    analysis sees the image) holds what the user checked and nothing else: the objects' interiors
+    and rims, a ring of background around each, and the erased pixels as background — a false
+    detection the user removed teaches "no liposome here". Every other pixel is ignored by the loss:
+    untouched objects and the ice around them are the detector's own guesses, and learning them
+    would only confirm its mistakes. One pair per object and per erased region beyond the objects'
+    rings (a trimmed outline is learnt with its object): a square around it.
     """
     detector = load_on(detector or default_detector(pixel_size_nm), None)
-    work, working_px = working_image(image, pixel_size_nm, detector.info.pixel_size_nm)
+    work, _ = working_image(image, pixel_size_nm, detector.info.pixel_size_nm)
     labels = labels_at(np.asarray(labels), work.shape)
-    wanted = set(int(i) for i in (objects if objects is not None else np.unique(labels[labels > 0])))
+    wanted = [int(i) for i in (objects if objects is not None else np.unique(labels[labels > 0]))]
+    removed = np.zeros(work.shape, bool) if erased is None else labels_at(np.asarray(erased, np.uint8), work.shape) > 0
+    target = correction_target(labels, wanted)
+    removed &= labels == 0
+    alone = removed & (target == IGNORE_INDEX)  # erased beyond the objects' rings (not a trimmed outline)
+    target[removed] = 0
+    regions = [(f"object {r.label}", r) for r in regionprops(np.where(np.isin(labels, wanted), labels, 0))]
+    regions += [(f"{ERASED} {r.label}", r) for r in regionprops(ndi.label(alone)[0])]
+    if not regions:
+        raise ValueError(f"none of the objects {sorted(wanted)} is in the labels, and nothing was erased")
     pairs = []
-    for region in regionprops(labels):
-        if region.label not in wanted:
-            continue
-        mine = labels == region.label
-        radius = region.equivalent_diameter_area / 2
-        known = ndi.binary_dilation(mine, iterations=max(3, round(RING * radius)))
-        known &= (labels == 0) | mine  # other objects' pixels: not checked by the user
-        target = np.where(known, detection_target(mine.astype(np.int32)), IGNORE_INDEX).astype(np.int64)
-        half = max(side, round(3 * radius)) // 2
+    for name, region in regions:
+        half = max(side, round(1.5 * region.equivalent_diameter_area)) // 2
         cy, cx = (round(c) for c in region.centroid)
         window = (slice(max(0, cy - half), cy + half), slice(max(0, cx - half), cx + half))
-        pairs.append(Pair(work[window], target[window], f"object {region.label}"))
-    if not pairs:
-        raise ValueError(f"none of the objects {sorted(wanted)} is in the labels")
+        pairs.append(Pair(work[window], target[window], name))
     return pairs
+
+
+def correction_target(labels: np.ndarray, objects: Sequence[int], erased: np.ndarray | None = None) -> np.ndarray:
+    """Detector classes where the user checked the image, :data:`IGNORE_INDEX` elsewhere: each of
+    ``objects`` with its rim (:func:`detection_target`) and a ring of :data:`RING` radii of
+    background around it (other objects' pixels stay unknown: not checked), and ``erased`` pixels
+    not covered by an object as background."""
+    corrected = np.where(np.isin(labels, objects), labels, 0)
+    known = corrected > 0
+    for region in regionprops(corrected):
+        reach = max(3, round(RING * region.equivalent_diameter_area / 2))
+        around = tuple(slice(max(0, b.start - reach), b.stop + reach) for b in region.slice)
+        ring = ndi.binary_dilation(corrected[around] == region.label, iterations=reach)
+        known[around] |= ring & (labels[around] == 0)
+    target = np.where(known, detection_target(corrected), IGNORE_INDEX).astype(np.int64)
+    if erased is not None:
+        target[erased & (labels == 0)] = 0
+    return target
+
+
+def erased_area(labels: np.ndarray, detection: np.ndarray) -> np.ndarray:
+    """Pixels the detection gave to a liposome (``detection``: its instance labels, or where it found
+    any) that the user's corrected ``labels`` leave as background: false detections erased, outlines
+    trimmed. They are the only negatives a user gives, so fine-tuning learns them as background."""
+    return (np.asarray(detection) > 0) & (np.asarray(labels) == 0)
 
 
 def mask_signatures(labels: np.ndarray) -> dict[int, str]:
@@ -163,8 +194,9 @@ def finetune_detector_steps(pairs: Sequence[Pair], name: str, detector: str | Lo
                             *, pixel_size_nm: float | None = None, epochs: int = 5, iters_per_epoch: int = 20,
                             lr: float = FINETUNE_LR, seed: int = 0, register: bool = False) -> Steps[LoadedModel]:
     """Fine-tune a detector on :func:`correction_pairs` (built with the same ``detector``); the new
-    model keeps the base's working pixel size and post-processing. No pixels are held out for
-    validation (a user's few corrections are all there is): the last epoch is kept."""
+    model keeps the base's working pixel size and post-processing, and records how many objects
+    and erased regions it learnt from. No pixels are held out for validation (a user's few
+    corrections are all there is)."""
     if register:
         check_name(name)
     base = load_on(detector or default_detector(pixel_size_nm), None)
@@ -174,9 +206,12 @@ def finetune_detector_steps(pairs: Sequence[Pair], name: str, detector: str | Lo
                          batch_size=4, lr=lr, patience=epochs, tile=base.info.tile, seed=seed,
                          pixel_size_nm=base.info.pixel_size_nm, calibrate=False)
     result = yield from train_steps(pairs, pairs, config)
-    info = replace(result.info, description=f"{base.info.name} fine-tuned on {len(pairs)} corrected objects",
+    erased = sum(p.name.startswith(ERASED) for p in pairs)
+    info = replace(result.info, description=f"{base.info.name} fine-tuned on {len(pairs) - erased} corrected objects "
+                                            f"and {erased} erased regions",
                    training=dict(result.info.training, postprocess=base.info.training.get("postprocess", {}),
-                                 base=base.info.name, base_sha256=base.sha256, objects=len(pairs)))
+                                 base=base.info.name, base_sha256=base.sha256, objects=len(pairs) - erased,
+                                 erased=erased))
     module = result.module
     path = save_model(module, info) if register else None
     return LoadedModel(info, module.eval(), "" if path is None else sha256_of(path), path, torch.device("cpu"))
