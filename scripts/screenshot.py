@@ -20,6 +20,13 @@ import tifffile
 IMAGES = Path(__file__).resolve().parent.parent / "docs" / "images"
 
 
+def settle() -> None:
+    """Let the docks lay out again: a label that grows posts a layout request that its dock handles
+    only on a later pass of the event loop."""
+    for _ in range(3):
+        napari.qt.get_qapp().processEvents()
+
+
 def shoot(sample: str, widget_name: str, filename: str, before: Callable[[Any], None] = lambda _w: None,
           after: Callable[[Any, Any], None] = lambda _v, _w: None) -> None:
     viewer = napari.Viewer(show=True)
@@ -30,7 +37,7 @@ def shoot(sample: str, widget_name: str, filename: str, before: Callable[[Any], 
     before(widget)
     widget.run()
     after(viewer, widget)
-    napari.qt.get_qapp().processEvents()  # let the dock's labels take the size of their new text
+    settle()
     viewer.screenshot(str(IMAGES / filename), canvas_only=False, flash=False)
     print(f"wrote {IMAGES / filename}")
     viewer.close()
@@ -56,7 +63,7 @@ def shoot_batch(filename: str = "batch-widget.png") -> None:
     (folder / "sections" / "notes.tif").write_text("a note saved as .tif")
     widget.run()
     viewer.layers[-1].opacity = 0.45
-    napari.qt.get_qapp().processEvents()
+    settle()
     viewer.screenshot(str(IMAGES / filename), canvas_only=False, flash=False)
     print(f"wrote {IMAGES / filename}")
     viewer.close()
@@ -75,7 +82,7 @@ def outlined_objects(viewer: Any, _widget: Any) -> None:
     canvas wide enough for the whole field."""
     viewer.layers["simulated liposomes liposomes"].contour = 2
     viewer.window.resize(1600, 1100)
-    napari.qt.get_qapp().processEvents()
+    settle()
     viewer.reset_view()
 
 
