@@ -133,7 +133,7 @@ def speed(sizes: list[int], repeats: int, old_src: str | None, out: Path, compil
             rows.append({"size": size, "run": name, "seconds": median, "all": seconds, "ratio": median / whole,
                          "mp_per_s": size * size / 1e6 / median, "agreement": agreement.get(name),
                          "tile": list(tile) if name in ("segment", "segment bfloat16")
-                         else (1024 if name.endswith("1024") else None)})
+                         else (1024 if "tile=1024" in name else None)})
             print(json.dumps(rows[-1]), flush=True)
     return rows
 

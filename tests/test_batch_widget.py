@@ -150,6 +150,11 @@ def test_the_dock_run_is_the_python_run(viewer, responsive_model, tmp_path):
     assert widget.options() == {"model": responsive_model, "tile": 1024, "tta": True} and not viewer.layers
     report = run_batch("segment", [tmp_path / "in"], tmp_path / "out", options=widget.options())
     assert all(row["skipped"] for row in report.rows)
+    # as the command line runs it: no tile (it changes how, not what), the model and tta given
+    report = run_batch("segment", [tmp_path / "in"], tmp_path / "out", options={"model": responsive_model, "tta": True})
+    assert all(row["skipped"] for row in report.rows)
+    report = run_batch("segment", [tmp_path / "in"], tmp_path / "out", options={"model": responsive_model})
+    assert not any(row["skipped"] for row in report.rows)  # without tta the results differ: redone
     assert [p.name for p in check_folders("segment", tmp_path / "in", tmp_path / "out")] == ["img00.tif", "img01.tif"]
 
 

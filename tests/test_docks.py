@@ -37,7 +37,7 @@ def test_docks_remember_their_settings_and_fall_back_to_defaults(viewer, user_re
     first = SegmentWidget(viewer)
     first.tile.value, first.tta.value = 512, True
     again = SegmentWidget(viewer)
-    assert (again.tile.value, again.tta.value) == (512, True)
+    assert (again.tile.value, again.tta.value, again.probabilities.value) == (512, True, False)
     trainer = TrainWidget(viewer)
     trainer.frem_b.value, trainer.save_as.value = 7, "mine"
     assert (TrainWidget(viewer).frem_b.value, TrainWidget(viewer).save_as.value) == (7, "mine")
@@ -48,7 +48,9 @@ def test_docks_remember_their_settings_and_fall_back_to_defaults(viewer, user_re
     from napari_nanoclass._napari.batch import BatchWidget
 
     batch = BatchWidget(viewer)
-    batch.analysis.value, batch.folder.value = "homogeneity", user_registry.parent
+    batch.analysis.value = "homogeneity"
+    assert not BatchWidget(viewer).folder.line_edit.value  # an empty folder stays empty, not "."
+    batch.folder.value = user_registry.parent
     assert (BatchWidget(viewer).analysis.value, BatchWidget(viewer).folder.value) == ("homogeneity", user_registry.parent)
     settings_file("SegmentWidget").write_text("{not json")
     assert SegmentWidget(viewer).tile.value == 1024
@@ -99,6 +101,12 @@ def test_patch_maps_stop_at_the_image_edge_and_outlines_surround_flagged_regions
     assert outline[0, 10:30].all() and outline[0:20, 10].all()  # image edge, and the border to HNF
     assert not outline[5, 15] and not outline[5, 20]  # inside the region, between two flagged patches
     assert outline[12, 19] and not outline[12, 17]  # the border to the HNF patch (1, 2) only
+    stack = np.stack([grid, grid[:, ::-1]])  # (Z, rows, cols): drawn a plane at a time
+    lazy = patch_outline_pixels(stack >= 0.5, 10, (20, 30), width=2)
+    assert lazy.chunksize[0] == 1 and np.array_equal(np.asarray(lazy[0]), outline)
+    assert np.array_equal(np.asarray(lazy[1]), outline[:, ::-1])
+    assert np.array_equal(np.asarray(patch_map_pixels(stack, 10.5, (20, 30))[1]),
+                          np.asarray(patch_map_pixels(grid[:, ::-1], 10.5, (20, 30))))
 
 
 def test_homogeneity_dock_outlines_defects_keeps_the_heat_map_hidden_with_legend_and_colour_bars(viewer, qtbot):

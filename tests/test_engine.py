@@ -93,6 +93,7 @@ def test_compiled_network_gives_the_eager_results_and_is_compiled_once():
     image = np.random.default_rng(5).integers(0, 255, (96, 112)).astype(np.uint8)
     eager = run_sync(engine.predict_dense(model, image, tile=64, device="cpu"))
     torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
     engine.compiled.cache_clear()
     fast = run_sync(engine.predict_dense(model, image, tile=64, device="cpu", compile=True))
     again = run_sync(engine.predict_dense(model, image[::-1].copy(), tile=64, device="cpu", compile=True))

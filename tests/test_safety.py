@@ -378,3 +378,20 @@ def test_batch_killed_at_random_points_ends_with_the_same_outputs(responsive_mod
                                       tifffile.imread(tmp_path / "ref" / stem / f"{stem}_labels.tif"))
         assert ((out / stem / f"{stem}_classes.csv").read_text()
                 == (tmp_path / "ref" / stem / f"{stem}_classes.csv").read_text())
+
+
+def test_a_folder_is_replaced_only_once_its_successor_is_in_place(tmp_path, monkeypatch):
+    from napari_nanoclass.core import atomic
+
+    target, new = tmp_path / "result", tmp_path / "result.partial"
+    (target).mkdir()
+    (target / "old.txt").write_text("old")
+    new.mkdir()
+    (new / "new.txt").write_text("new")
+    moves = []
+    real_replace = os.replace
+    monkeypatch.setattr(atomic.os, "replace", lambda a, b: (moves.append((Path(a).name, Path(b).name)),
+                                                             real_replace(a, b)))
+    atomic.replace(new, target)
+    assert moves == [("result", ".result.old"), ("result.partial", "result")]  # never a moment with neither
+    assert [p.name for p in target.iterdir()] == ["new.txt"] and sorted(p.name for p in tmp_path.iterdir()) == ["result"]

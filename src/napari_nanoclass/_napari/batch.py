@@ -54,7 +54,8 @@ class BatchWidget(Container):
         self.device = ComboBox(label="device", choices=[("best available", None), *((d, d) for d in available_devices())])
         self.overwrite = CheckBox(text="redo finished inputs", value=False,
                                   tooltip="off: inputs done before with the same analysis, options, models and "
-                                          "input are skipped")
+                                          "input are skipped. On: every input is done again and its folder in the "
+                                          "output replaced, also one this tool did not write (--overwrite)")
         self.open_results = CheckBox(text="open results when done", value=True)
         self.run_button = PushButton(text="Run")
         self.runner = TaskRunner(self.run_button)
@@ -69,7 +70,8 @@ class BatchWidget(Container):
         self.analysis.changed.connect(lambda _v: self._show_analysis())
         self.run_button.changed.connect(self.run)
         self._show_analysis()
-        remember(self, self.analysis, self.folder, self.out, self.device, self.open_results)
+        remember(self, analysis=self.analysis, folder=self.folder, out=self.out, device=self.device,
+                 open_results=self.open_results)
         narrow_choices(self.native)
 
     @property

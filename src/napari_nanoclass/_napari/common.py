@@ -278,22 +278,29 @@ def narrow_choices(native: Any) -> None:
         combo.setMinimumContentsLength(12)
 
 
-def remember(dock: Any, *widgets: Any) -> None:
-    """Give ``widgets`` of ``dock`` the values they had when such a dock was last used, and keep
-    them up to date (magicgui's ``persist``, for a form that is not one function's signature). A
-    remembered choice that no longer exists (a model removed) leaves the default."""
+def remember(dock: Any, **widgets: Any) -> None:
+    """Give ``widgets`` (by the names they are saved under) of ``dock`` the values they had when
+    such a dock was last used, and keep them up to date (magicgui's ``persist``, for a form that is
+    not one function's signature). A remembered choice that no longer exists (a model removed), or
+    a path left empty, leaves the default."""
     name = type(dock).__name__
     saved = load_settings(name)
-    for widget in widgets:
-        if widget.label in saved:
-            _restore(widget, saved[widget.label])
-    for widget in widgets:
-        widget.changed.connect(lambda _v: save_settings(name, {w.label: w.value for w in widgets}))
+    for key, widget in widgets.items():
+        if key in saved:
+            _restore(widget, saved[key])
+    for widget in widgets.values():
+        widget.changed.connect(lambda _v: save_settings(name, {k: _saved(w) for k, w in widgets.items()}))
+
+
+def _saved(widget: Any) -> Any:
+    """A widget's value as remembered: a path field as its text ("" when empty, not ".")."""
+    line_edit = getattr(widget, "line_edit", None)
+    return line_edit.value if line_edit is not None else widget.value
 
 
 def _restore(widget: Any, value: Any) -> None:
     choices = getattr(widget, "choices", None)
-    if choices is not None and value not in choices:
+    if (choices is not None and value not in choices) or value == "":
         return
     try:
         widget.value = value

@@ -81,7 +81,7 @@ class HomogeneityWidget(ViewerWidget):
         self.extend([results_panel(self.verdict, self.legend)])
         if DEFAULT_MODEL in self.model.choices:
             self.model.value = DEFAULT_MODEL
-        remember(self, self.model, self.device, self.cam, self.view)
+        remember(self, model=self.model, device=self.device, cam=self.cam, view=self.view)
         self.run_button.changed.connect(self.run)
 
     def run(self) -> None:
@@ -158,7 +158,7 @@ class HomogeneityTrainWidget(ViewerWidget):
         super().__init__(napari_viewer, [self.image, self.marks, self.mode, self.whole, self.base, self.save_as,
                                          self.steps])
         self.mode.changed.connect(lambda _v: self.whole.reset_choices())
-        remember(self, self.mode, self.base, self.save_as, self.steps)
+        remember(self, mode=self.mode, base=self.base, save_as=self.save_as, steps=self.steps)
         self.result: LoadedModel | None = None
         self.run_button.text = "Train"
         self.run_button.changed.connect(self.run)

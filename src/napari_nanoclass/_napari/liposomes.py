@@ -104,8 +104,9 @@ class LiposomeWidget(ViewerWidget):
                                          self.balanced, self.explain, self.colour_by, self.device])
         self.extend([self.legend, self.summary, self.correction])
         self._defaults()
-        remember(self, self.pixel_size, self.detector, *self.models.values(), self.balanced, self.colour_by,
-                 self.device)
+        # not the pixel size: a layer that records none must not silently get last session's
+        remember(self, detector=self.detector, balanced=self.balanced, colour_by=self.colour_by, device=self.device,
+                 **{f"{problem}_model": combo for problem, combo in self.models.items()})
         self.result: LiposomeResult | None = None
         self.run_button.changed.connect(self.run)
         self.colour_by.changed.connect(lambda _v: (self.recolour(), self.plot_histogram()))

@@ -57,7 +57,8 @@ class SegmentWidget(ViewerWidget):
         self.extend([self.legend])
         if DEFAULT_MODEL in self.model.choices:
             self.model.value = DEFAULT_MODEL
-        remember(self, self.model, self.tile, self.device, self.probabilities, self.tta)
+        remember(self, model=self.model, tile=self.tile, device=self.device, probabilities=self.probabilities,
+                 tta=self.tta)
         self.run_button.changed.connect(self.run)
 
     def run(self) -> None:
@@ -125,8 +126,8 @@ class TrainWidget(ViewerWidget):
                                    tooltip="FREM: the factor those channels are multiplied by")
         super().__init__(napari_viewer, [self.image, self.mask, self.base, self.classes, self.save_as, self.epochs,
                                          self.iters, self.crop, self.frem, self.frem_b, self.frem_x])
-        remember(self, self.base, self.classes, self.save_as, self.epochs, self.iters, self.crop, self.frem,
-                 self.frem_b, self.frem_x)
+        remember(self, base=self.base, classes=self.classes, save_as=self.save_as, epochs=self.epochs,
+                 iters=self.iters, crop=self.crop, frem=self.frem, frem_b=self.frem_b, frem_x=self.frem_x)
         self.result: TrainResult | None = None
         self.run_button.text = "Train"
         self.run_button.changed.connect(self.run)

@@ -44,7 +44,7 @@ class XrdWidget(Container):
         self.result: XrdResult | None = None
         if DEFAULT_MODEL in self.model.choices:
             self.model.value = DEFAULT_MODEL
-        remember(self, self.model, self.device, self.lowpass)
+        remember(self, model=self.model, device=self.device, lowpass=self.lowpass)
         self.run_button.changed.connect(self.run)
 
     def run(self) -> None:

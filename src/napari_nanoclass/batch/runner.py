@@ -36,7 +36,6 @@ two callbacks: ``on_row`` as each processed input finishes, and ``on_progress`` 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -46,6 +45,7 @@ from typing import Any
 
 from napari_nanoclass import __version__
 from napari_nanoclass.core.analysis import Analysis, check_unique_stems, files_steps, get
+from napari_nanoclass.core.atomic import replace
 from napari_nanoclass.core.outputs import claim, inside
 from napari_nanoclass.core.progress import Progress, ProgressCallback, Steps, Throttle, run_sync
 from napari_nanoclass.io.images import IMAGE_SUFFIXES, file_stem, write_csv, write_json
@@ -198,8 +198,7 @@ def process_one_steps(analysis: str, path: str | Path, out: str | Path, options:
         row.update(status="ok", error="", seconds=round(time.perf_counter() - start, 3))
         result = _moved(result, str(partial), str(final))
         write_json(partial / RESULT, {**row, **marker, "result": result})
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(partial, final)
+        replace(partial, final)
     except Exception as exc:  # reported in the run summary; the batch goes on
         row.update(status="failed", error=str(exc), seconds=round(time.perf_counter() - start, 3))
     finally:  # gone already when the input is complete
@@ -360,7 +359,8 @@ def batch_steps(analysis: str, inputs: Iterable[str | Path], out: str | Path, *,
                          scheduler)
     spec = get(analysis)
     spec.check_options(config.options)
-    signature = {"analysis": analysis, "options": config.options, "models": _models(spec, config.options),
+    signature = {"analysis": analysis, "options": spec.result_options(config.options),
+                 "models": _models(spec, config.options),
                  "version": __version__}
     paths = spec.find_inputs(config.inputs)
     check_unique_stems(paths)

@@ -72,6 +72,9 @@ class Option:
     choices: tuple[str, ...] | None = None
     low: float | None = None  # allowed range of a number
     high: float | None = None
+    # False for options that change how the work is done, not its result (tile size, compiling):
+    # a batch rerun that differs only in them reuses what is done
+    changes_result: bool = True
 
     @property
     def key(self) -> str:
@@ -149,6 +152,12 @@ class Analysis:
     @property
     def all_options(self) -> tuple[Option, ...]:
         return (*self.options, *COMMON_OPTIONS)
+
+    def result_options(self, options: dict[str, Any]) -> dict[str, Any]:
+        """``options`` without those that leave the results unchanged: what a batch run's
+        signature records, so that the dock, the command line and Python agree on what is done."""
+        inert = {o.key for o in self.all_options if not o.changes_result}
+        return {name: value for name, value in options.items() if name not in inert}
 
     @property
     def option_keys(self) -> set[str]:

@@ -36,8 +36,20 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     _remove(tmp)
     try:
         yield tmp
-        if target.is_dir() and tmp.is_dir():
-            _remove(target)  # a folder cannot be replaced in one step; the old one goes first
-        os.replace(tmp, target)
+        replace(tmp, target)
     finally:
         _remove(tmp)
+
+
+def replace(new: Path, target: Path) -> None:
+    """Move ``new`` onto ``target``. A folder cannot be replaced in one step, so an old one is
+    first renamed aside and removed only once the new one is in place: a crash in between leaves
+    it as ``.<name>.old``, never lost."""
+    if not (target.is_dir() and new.is_dir()):
+        os.replace(new, target)
+        return
+    old = target.with_name(f".{target.name}.old")
+    _remove(old)
+    os.replace(target, old)
+    os.replace(new, target)
+    _remove(old)

@@ -139,9 +139,10 @@ def dihedral_mean(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 @functools.lru_cache(maxsize=4)
 def compiled(model: nn.Module) -> nn.Module:
-    """``model`` through ``torch.compile``, once per model: compiling takes a minute or more on a
-    CPU (on the first window, which progress then waits for) and pays off only over many windows,
-    so it is opt-in and kept for the next image of a run. Windows are all one size, so one graph."""
+    """``model`` through ``torch.compile``, once per model: compiling is slow (it happens on the
+    first window, which progress then waits for) and pays off only over many windows, so it is
+    opt-in and kept for the next image of a run. Windows of one size share one graph; another
+    window or batch size compiles another."""
     return torch.compile(model, dynamic=False)
 
 

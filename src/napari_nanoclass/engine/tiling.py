@@ -146,10 +146,11 @@ def patch_coverage(shape: tuple[int, int], patch: int) -> np.ndarray:
 MAP_CHUNK = 2048  # side of the blocks a patch map is drawn in: bounded memory for any image size
 
 
-def _patch_index(length: int, patch: float, n: int) -> np.ndarray:
-    """Patch row (or column) of each of ``length`` pixels; ``patch`` may be fractional (an image
-    rescaled to a model's pixel size), so it is not rounded, which would drift over a wide image."""
-    return np.minimum((np.arange(length) / float(patch)).astype(np.int64), n - 1)
+def _patch_index(pixels: np.ndarray, patch: float, n: int) -> np.ndarray:
+    """Patch row (or column) of each pixel row (or column) in ``pixels``; ``patch`` may be
+    fractional (an image rescaled to a model's pixel size), so it is not rounded, which would
+    drift over a wide image."""
+    return np.minimum((pixels / float(patch)).astype(np.int64), n - 1)
 
 
 def _drawn(grid: Any, shape: Sequence[int], draw: Any, dtype: Any) -> Any:
@@ -157,11 +158,12 @@ def _drawn(grid: Any, shape: Sequence[int], draw: Any, dtype: Any) -> Any:
     (…, rows, cols) for pixel rows ``ys`` and columns ``xs``."""
     grid = np.asarray(grid)
     full = (*grid.shape[:-2], int(shape[-2]), int(shape[-1]))
-    chunks = (*grid.shape[:-2], min(MAP_CHUNK, full[-2]), min(MAP_CHUNK, full[-1]))
+    chunks = (*(1,) * (grid.ndim - 2), min(MAP_CHUNK, full[-2]), min(MAP_CHUNK, full[-1]))  # a plane at a time
 
     def block(_b: np.ndarray, block_info: dict[Any, Any]) -> np.ndarray:
-        (y0, y1), (x0, x1) = block_info[None]["array-location"][-2:]
-        return draw(grid, np.arange(y0, y1), np.arange(x0, x1)).astype(dtype)
+        *lead, (y0, y1), (x0, x1) = block_info[None]["array-location"]
+        plane = grid[tuple(slice(a, b) for a, b in lead)]
+        return draw(plane, np.arange(y0, y1), np.arange(x0, x1)).astype(dtype)
 
     return da.zeros(full, chunks=chunks, dtype=dtype).map_blocks(block, dtype=dtype)
 
@@ -174,7 +176,7 @@ def patch_map_pixels(grid: Any, patch: float, shape: Sequence[int]) -> Any:
     rows, cols = np.asarray(grid).shape[-2:]
 
     def draw(g: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
-        return g[..., _patch_index(int(shape[-2]), patch, rows)[ys], :][..., _patch_index(int(shape[-1]), patch, cols)[xs]]
+        return g[..., _patch_index(ys, patch, rows), :][..., _patch_index(xs, patch, cols)]
 
     return _drawn(grid, shape, draw, np.asarray(grid).dtype)
 
@@ -187,13 +189,13 @@ def patch_outline_pixels(mask: Any, patch: float, shape: Sequence[int], width: i
     mask = np.asarray(mask, bool)
     rows, cols = mask.shape[-2:]
     height, breadth = int(shape[-2]), int(shape[-1])
-    padded = np.pad(mask, [(0, 0)] * (mask.ndim - 2) + [(0, 1), (0, 1)])  # index -1 = outside: not flagged
 
     def index(pixels: np.ndarray, length: int, n: int) -> np.ndarray:
         inside = (pixels >= 0) & (pixels < length)
-        return np.where(inside, _patch_index(length, patch, n)[np.clip(pixels, 0, length - 1)], -1)
+        return np.where(inside, _patch_index(np.clip(pixels, 0, length - 1), patch, n), -1)
 
     def draw(g: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
+        padded = np.pad(g, [(0, 0)] * (g.ndim - 2) + [(0, 1), (0, 1)])  # index -1 = outside: not flagged
         r, c = index(ys, height, rows), index(xs, breadth, cols)
         at = padded[..., r[:, None], c[None, :]]
         interior = at.copy()

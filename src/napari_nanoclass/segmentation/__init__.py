@@ -26,13 +26,14 @@ ANALYSIS = Analysis(
     model_option="model",
     options=(
         Option("model", "--model", "registered model name or .safetensors file", default=DEFAULT_MODEL),
-        Option("tile", "--tile", "tile size in pixels (default: the largest that half the memory allows)", kind=int, low=16, high=65536),
+        Option("tile", "--tile", "tile size in pixels (default: the largest that half the memory allows)", kind=int,
+               low=16, high=65536, changes_result=False),
         Option("probabilities", "--probabilities", "also write <stem>_probabilities.tif", kind=bool),
         Option("tta", "--tta", "average over 8 rotations/flips: slightly better, 8x slower", kind=bool),
         Option("precision", "--precision", "bfloat16: faster on recent CPUs and GPUs, a few labels may change "
                "(docs/engine.md); float16: GPUs only", default="float32", choices=("float32", "bfloat16", "float16")),
-        Option("compile", "--compile", "compile the network first (torch.compile): a minute or more up front, "
-               "then faster tiles; for long runs (docs/engine.md)", kind=bool),
+        Option("compile", "--compile", "compile the network first (torch.compile): slow up front, then faster "
+               "tiles; for long runs (docs/engine-benchmark.md)", kind=bool, changes_result=False),
         Option("pixel_size_nm", "--pixel-size", "nm per pixel of the inputs (default: read from each file); images "
                "are rescaled to the model's pixel size", kind=float, low=PIXEL_SIZES_NM[0], high=PIXEL_SIZES_NM[1]),
     ),
