@@ -201,3 +201,14 @@ def test_the_manifest_docks_it_as_batch_folder():
     widget = next(w for w in manifest.contributions.widgets if w.display_name == "Batch folder")
     command = next(c for c in manifest.contributions.commands if c.id == widget.command)
     assert command.python_name == "napari_nanoclass._napari.batch:BatchWidget"
+
+
+def test_a_skipped_input_s_probability_layers_are_not_opened_twice(viewer, responsive_model, tmp_path):
+    _images(tmp_path / "in", 1)
+    widget = _dock(viewer, responsive_model, tmp_path / "in", tmp_path / "out", probabilities=True)
+    widget.runner.synchronous = True
+    widget.run()
+    opened = [layer.name for layer in viewer.layers]
+    assert sum("p(" in name for name in opened) == 3  # one layer per class
+    widget.run()  # everything skipped as done: nothing opened again, nothing renamed
+    assert [layer.name for layer in viewer.layers] == opened

@@ -166,6 +166,10 @@ def test_liposome_widget_explain_adds_aligned_map_layers(viewer, tiny_liposome_m
         assert tuple(layer.scale) == tuple(objects.scale) == (2.5, 2.5) and layer.blending == "additive"
         assert viewer.layers.index(layer) > viewer.layers.index(objects)  # drawn over the objects
     assert not widget.runner.bar.visible and widget.run_button.enabled
+    widget.explain.value = False  # a run without explanations keeps the last ones, renamed
+    widget.run_button.clicked.emit()
+    assert all(f"cryo {problem} explanation" not in viewer.layers for problem in PROBLEMS)
+    assert all(f"cryo {problem} explanation (previous)" in viewer.layers for problem in PROBLEMS)
 
 
 # -- segmentation ---------------------------------------------------------------------------------

@@ -109,3 +109,6 @@ def test_homogeneity_rerun_keeps_the_earlier_maps(viewer, fibre_model):
         assert viewer.layers[f"{fibre_model} {what} (previous)"] is layer
         assert viewer.layers[f"{fibre_model} {what}"] is not layer
     assert "earlier result kept as" in widget.runner.status.value
+    widget.cam.value = False  # a run without a defect map must not leave the last one passing for its own
+    _run(widget)
+    assert f"{fibre_model} defect map" not in viewer.layers

@@ -153,9 +153,11 @@ class BatchWidget(Container):
         added = 0
         for i, row in enumerate(done):
             for data, meta, kind in get_reader(row["output"])(row["output"]):
-                if row["skipped"] and meta["name"] in self.viewer.layers:
+                names = meta["name"] if isinstance(meta["name"], list) else [meta["name"]]  # one per channel
+                if row["skipped"] and all(name in self.viewer.layers for name in names):
                     continue
-                keep_previous(self.viewer, meta["name"])
+                for name in names:
+                    keep_previous(self.viewer, name)
                 visible = meta.get("visible", True) and i == len(done) - 1
                 getattr(self.viewer, f"add_{kind}")(data, **{**meta, "visible": visible})
                 added += 1

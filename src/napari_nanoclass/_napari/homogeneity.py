@@ -96,9 +96,11 @@ class HomogeneityWidget(ViewerWidget):
     def add_layers(self, result: HomogeneityResult, source: Any) -> None:
         from napari.layers import Layer
 
+        # an earlier defect map is kept as "(previous)" even when this run makes none: under its
+        # own name it would pass for the new result's
         names = [f"{result.model_name} {what}" for what in ("NHNF patches", "p(NHNF)", "views")]
-        if result.cam is not None:
-            names.append(f"{result.cam_model_name} defect map")
+        names += [layer.name for layer in self.viewer.layers if layer.name.endswith(" defect map")
+                  and layer.metadata.get("weighted_by") == result.model_name]
         kept = [keep_previous(self.viewer, name) for name in names]
         shape = base_data(source).shape
         metadata = {"class_names": result.class_names, "model": result.model_name,

@@ -168,10 +168,13 @@ class LiposomeWidget(ViewerWidget):
 
     def show_explanations(self, result: LiposomeResult, source: Any) -> None:
         """One image layer per explained problem, above the objects and aligned with them (the
-        source's scale and translate); the first shown, the others hidden so colours never mix."""
+        source's scale and translate); the first shown, the others hidden so colours never mix.
+        An earlier run's maps are kept as "(previous)" even when this run explains nothing: under
+        their own name they would pass for explanations of the new objects."""
+        for problem in PROBLEMS:
+            keep_previous(self.viewer, explanation_layer(None, source.name, problem)[1]["name"])
         for i, (problem, values) in enumerate(result.explanations.items()):
             data, meta, _ = explanation_layer(values, source.name, problem, visible=i == 0)
-            keep_previous(self.viewer, meta["name"])
             self.viewer.add_image(data, **meta, scale=source.scale, translate=source.translate)
 
     def show_summary(self, s: dict[str, Any]) -> None:
