@@ -780,3 +780,7 @@ def test_simulate_command_draws_pixel_sizes_and_microscope_settings(tmp_path):
         image = read_image(tmp_path / f"{f['field']}.tif")
         assert image.pixel_size_nm == pytest.approx(float(f["pixel_size_nm"]), rel=1e-3)
     assert main(["simulate-liposomes", "--out", str(tmp_path), "--pixel-size", "1", "2", "3"]) == 2
+    # a rerun into the same folder would mix its fields with these: refused, nothing touched
+    before = {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()}
+    assert main(["simulate-liposomes", "--out", str(tmp_path), "--n", "1", "--size", "96"]) == 3
+    assert {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()} == before

@@ -420,6 +420,10 @@ def write_fields(fields: Iterable[Field], out_dir: str | Path, output_format: st
     check_output_format(output_format)
 
     out_dir = Path(out_dir)
+    earlier = sorted(out_dir.glob("field_*")) + [p for p in (out_dir / "objects.csv", out_dir / "fields.csv") if p.exists()]
+    if earlier:  # a smaller rerun would leave stale fields that neither table lists
+        raise FileExistsError(f"{out_dir}: already holds simulated fields ({earlier[0].name}, …); choose an empty "
+                              "folder or remove them first")
     out_dir.mkdir(parents=True, exist_ok=True)
     rows, settings, written = [], [], []
     for i, f in enumerate(fields):

@@ -123,10 +123,10 @@ def correction_pairs(image: np.ndarray, labels: np.ndarray, pixel_size_nm: float
     labels = labels_at(np.asarray(labels), work.shape)
     wanted = [int(i) for i in (objects if objects is not None else np.unique(labels[labels > 0]))]
     removed = np.zeros(work.shape, bool) if erased is None else labels_at(np.asarray(erased, np.uint8), work.shape) > 0
-    target = correction_target(labels, wanted)
     removed &= labels == 0
-    alone = removed & (target == IGNORE_INDEX)  # erased beyond the objects' rings (not a trimmed outline)
-    target[removed] = 0
+    # erased beyond the objects' rings (not a trimmed outline, which is learnt with its object)
+    alone = removed & (correction_target(labels, wanted) == IGNORE_INDEX)
+    target = correction_target(labels, wanted, removed)
     regions = [(f"object {r.label}", r) for r in regionprops(np.where(np.isin(labels, wanted), labels, 0))]
     regions += [(f"{ERASED} {r.label}", r) for r in regionprops(ndi.label(alone)[0])]
     if not regions:

@@ -4,7 +4,8 @@ Grad-CAM (Selvaraju et al., ICCV 2017) weights a convolutional layer's feature m
 gradient of a score with respect to them and keeps the positive part: where in the input the
 evidence for that score lies, at the layer's resolution, brought to the input's. It needs only
 the feature maps and a way to finish the forward pass from them, so the fibre patch classifier
-(:mod:`.fibre_cnn`) and the liposome crop classifiers (:mod:`.lipnet`) share it.
+(:mod:`.fibre_cnn`), the liposome crop classifiers (:mod:`.lipnet`) and, over 2θ, the XRD
+network (:mod:`.xrd_cnn`) share it.
 
 The score explained is a log-odds (:func:`log_odds`), not a raw logit: the gradient of one logit
 also rewards features that raise every class alike, which argue for none of them; and unlike the
@@ -30,9 +31,10 @@ def log_odds(logits: torch.Tensor, positive: torch.Tensor) -> torch.Tensor:
 
 def grad_cam(maps: Callable[[torch.Tensor], torch.Tensor], score: Callable[[torch.Tensor], torch.Tensor],
              x: torch.Tensor) -> torch.Tensor:
-    """Grad-CAM of ``score(maps(x))`` — ``maps`` gives the (N, K, h, w) feature maps to weight,
-    ``score`` finishes the forward pass from them to one value per sample — as (N, 1, H, W) at
-    ``x``'s resolution, ≥ 0 and not normalised (the caller knows what to compare a map with).
+    """Grad-CAM of ``score(maps(x))`` — ``maps`` gives the (N, K, h, w) (or, for 1-D signals,
+    (N, K, l)) feature maps to weight, ``score`` finishes the forward pass from them to one value
+    per sample — as (N, 1, H, W) (or (N, 1, L)) at ``x``'s resolution, ≥ 0 and not normalised
+    (the caller knows what to compare a map with).
 
     The gradient is the score's with respect to the feature maps, which flows through ``score``
     only: ``maps`` runs without autograd (as fast as a plain forward, in the engine's
@@ -43,7 +45,8 @@ def grad_cam(maps: Callable[[torch.Tensor], torch.Tensor], score: Callable[[torc
     with torch.inference_mode(False), torch.enable_grad():
         features = features.clone().requires_grad_(True)  # a normal tensor: inference tensors take no grad
         (grads,) = torch.autograd.grad(score(features).sum(), features)
-        weights = grads.mean(dim=(2, 3), keepdim=True)
+        weights = grads.mean(dim=tuple(range(2, grads.ndim)), keepdim=True)
         cam = F.relu((weights * features).sum(dim=1, keepdim=True))
-        cam = F.interpolate(cam, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        mode = "linear" if cam.ndim == 3 else "bilinear"
+        cam = F.interpolate(cam, size=tuple(x.shape[2:]), mode=mode, align_corners=False)
     return cam.detach()

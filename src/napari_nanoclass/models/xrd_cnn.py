@@ -20,6 +20,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from napari_nanoclass.models.cam import grad_cam
+
 
 class XrdCNN(nn.Module):
     """Conv blocks → flatten → FC(``hidden``) → ``n_classes`` logits, for (N, 1, ``length``) inputs."""
@@ -89,16 +91,12 @@ def class_activation(model: XrdCNN, x: torch.Tensor, target: torch.Tensor | None
     """Grad-CAM of class ``target`` (default: each pattern's predicted class), (N, length), each
     row scaled to a maximum of 1 (a pattern's own strongest evidence is the reference: the plot
     shades where the decision came from, not how sure it was — the probability says that)."""
-    with torch.inference_mode(False), torch.enable_grad():
-        x = x.clone().requires_grad_(False)
-        last, pooled = model.features(x)
-        logits = model.head(pooled)
-        if target is None:
-            target = logits.argmax(dim=1)
-        score = logits.gather(1, target.view(-1, 1)).sum()
-        (grads,) = torch.autograd.grad(score, last)
-        cam = F.relu((grads.mean(dim=2, keepdim=True) * last).sum(dim=1, keepdim=True))
-        cam = F.interpolate(cam, size=x.shape[-1], mode="linear", align_corners=False)[:, 0]
+    def score(last: torch.Tensor) -> torch.Tensor:
+        logits = model.head(F.max_pool1d(last, 2))
+        chosen = logits.argmax(dim=1) if target is None else target
+        return logits.gather(1, chosen.view(-1, 1))[:, 0]
+
+    cam = grad_cam(lambda signal: model.features(signal)[0], score, x)[:, 0]
     top = cam.amax(dim=1, keepdim=True)
     return (cam / torch.where(top > 0, top, torch.ones_like(top))).detach()
 
