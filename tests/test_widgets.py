@@ -180,3 +180,35 @@ def test_a_run_shows_in_napari_activity_dock_and_ends_there(viewer, tiny_model, 
     done = [n for n, total in run.seen if total > 1]
     assert len(done) > 1 and done == sorted(done) and run.seen[-1][0] == run.seen[-1][1]  # tile by tile, to the end
     assert widget.runner.activity is None  # closed with the run
+
+
+def test_cancel_cleans_up_the_job_in_its_worker_thread_before_run_is_enabled(viewer, qtbot):
+    """A cancelled job is closed where it ran (its output folder lock is thread-bound) and before
+    the dock takes a new run, never left suspended for the garbage collector."""
+    import threading
+    import time
+
+    from magicgui.widgets import PushButton
+
+    from napari_nanoclass._napari.common import TaskRunner
+    from napari_nanoclass.core.progress import Progress
+
+    cleaned: list[tuple[str, bool]] = []
+
+    def job():
+        try:
+            for i in range(1000):
+                time.sleep(0.01)
+                yield Progress(i, 1000, "working")
+        finally:
+            cleaned.append((threading.current_thread().name, run_button.enabled))
+
+    run_button = PushButton()
+    runner = TaskRunner(run_button)
+    results = []
+    runner.start(job(), results.append)
+    qtbot.waitUntil(lambda: runner.bar.value > 2, timeout=10000)
+    runner.cancel_button.clicked.emit()
+    qtbot.waitUntil(lambda: run_button.enabled, timeout=5000)
+    assert cleaned and cleaned[0][0] != threading.main_thread().name and not cleaned[0][1]
+    assert runner.status.value == "cancelled" and not results

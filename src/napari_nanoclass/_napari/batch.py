@@ -123,9 +123,7 @@ class BatchWidget(Container):
             return
         self.rows, self.report, self.target = [], None, out
         self._show_rows()
-        self.runner.start(steps, self.finished, on_step=self.on_step)
-        if self.runner.worker is not None:
-            self.runner.worker.aborted.connect(self._cancelled)
+        self.runner.start(steps, self.finished, on_step=self.on_step, on_cancel=self._cancelled)
 
     def on_step(self, step: Progress) -> None:
         """List each input as it is settled (done, skipped as already done, failed and why)."""

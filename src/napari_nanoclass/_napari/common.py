@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import html
 import tempfile
+import threading
 import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -68,6 +69,26 @@ def legend_html(entries: Sequence[tuple[str, str]], title: str = "") -> str:
     return f"<b>{html.escape(title)}</b>&nbsp; {items}" if title else items
 
 
+CANCELLED = object()  # what a job stopped by Cancel returns
+
+
+def _until_cancelled(steps: Steps[Any], cancelled: threading.Event) -> Steps[Any]:
+    """``steps`` until it ends or ``cancelled`` is set, then closed — in the worker thread that ran
+    it, so its clean-up (partial outputs removed, output folder and its lock released, a dask
+    cluster closed) is done where it ran and before Run is enabled again. napari's own ``quit``
+    would leave the job suspended, cleaned up whenever and wherever it is garbage-collected."""
+    try:
+        while not cancelled.is_set():
+            try:
+                step = next(steps)
+            except StopIteration as stop:
+                return stop.value
+            yield step
+        return CANCELLED
+    finally:
+        steps.close()
+
+
 class TaskRunner(Container):
     """Progress bar + Cancel button that run one step generator at a time off the GUI thread."""
 
@@ -79,14 +100,17 @@ class TaskRunner(Container):
         self.run_button = run_button
         self.synchronous = False
         self.worker: Any = None
+        self.cancelled = threading.Event()  # set by Cancel; a new one per run
         self.activity: Any = None  # the run's napari.utils.progress (activity dock), while it runs
         self.last_error: BaseException | None = None
         self.cancel_button.changed.connect(self.cancel)
 
     def start(self, steps: Steps[Any], on_result: Callable[[Any], None],
-              on_step: Callable[[Progress], None] | None = None) -> None:
+              on_step: Callable[[Progress], None] | None = None,
+              on_cancel: Callable[[], None] | None = None) -> None:
         """Run ``steps``, then ``on_result`` with what it returns; ``on_step`` sees every step too
-        (in the GUI thread, after the bar), for docks that show more than a bar."""
+        (in the GUI thread, after the bar), for docks that show more than a bar; ``on_cancel``
+        runs after a Cancel, once the job has cleaned up (default: the status says "cancelled")."""
         self.last_error = None
         self._busy(True)
         show = self.show_progress if on_step is None else (lambda step: (self.show_progress(step), on_step(step)))
@@ -100,24 +124,20 @@ class TaskRunner(Container):
             return
         from napari.qt.threading import create_worker
 
-        def run() -> Any:
-            return (yield from steps)
-
-        self.worker = create_worker(run, _start_thread=False, _ignore_errors=True)  # on_error shows them
+        self.cancelled = threading.Event()
+        self.worker = create_worker(_until_cancelled, steps, self.cancelled, _start_thread=False,
+                                    _ignore_errors=True)  # on_error shows them
         self.worker.yielded.connect(show)
-        self.worker.returned.connect(on_result)
+        cancelled = on_cancel or (lambda: self.status.__setattr__("value", "cancelled"))
+        self.worker.returned.connect(lambda result: cancelled() if result is CANCELLED else on_result(result))
         self.worker.errored.connect(self.on_error)
-        self.worker.aborted.connect(lambda: self.status.__setattr__("value", "cancelled"))
-        # a cancelled job is left suspended by the worker: close it, so its clean-up (partial outputs,
-        # locks) is done before Run is enabled again rather than whenever it is garbage-collected
-        self.worker.finished.connect(steps.close)
         self.worker.finished.connect(lambda: self._busy(False))
         self.worker.start()
 
     def cancel(self) -> None:
         """Stops the running job at its next step (at most one tile or iteration away)."""
         if self.worker is not None:
-            self.worker.quit()
+            self.cancelled.set()
 
     def show_progress(self, step: Progress) -> None:
         self.bar.max = max(step.total, 1)
