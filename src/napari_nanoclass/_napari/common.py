@@ -9,6 +9,7 @@ followed with its dock closed; errors always clear the bar and are shown, never 
 
 from __future__ import annotations
 
+import functools
 import html
 import tempfile
 import threading
@@ -22,7 +23,7 @@ from magicgui.widgets import ComboBox, Container, FloatSpinBox, Label, ProgressB
 from napari_nanoclass.core.progress import Progress, Steps, run_sync
 from napari_nanoclass.core.settings import load_settings, save_settings
 from napari_nanoclass.engine.scaling import scale_note
-from napari_nanoclass.models.registry import LoadedModel, list_models, load_model
+from napari_nanoclass.models.registry import LoadedModel, list_models, load_model, read_info, resolve
 
 
 class WrappedLabel(Label):
@@ -224,8 +225,23 @@ class PixelSize:
         if self.model.value is None:
             self.note.value = ""
             return
-        info = next((m for m in list_models() if m.name == self.model.value), None)
+        info = model_info(self.model.value)
         self.note.value = scale_note(self.value, info.pixel_size_nm if info else None, self.model.value)
+
+
+def model_info(name: str) -> Any:
+    """A registered model's metadata, or None: its file's header, read again only when the file
+    changed (a model retrained under the same name), not on every tick of a spin box."""
+    try:
+        path = resolve(name)[0]
+        return _header(path, path.stat().st_mtime_ns)
+    except Exception:  # a model removed or unreadable since the list was made
+        return None
+
+
+@functools.lru_cache(maxsize=64)
+def _header(path: Path, _modified: int) -> Any:
+    return read_info(path)
 
 
 def pixel_size_note(size: float | None) -> str:
@@ -257,6 +273,11 @@ def base_data(layer: Any) -> Any:
     return layer.data[0] if getattr(layer, "multiscale", False) else layer.data
 
 
+def fresh_workdir() -> Path:
+    """A new folder name for one run's results too big for memory (created only if needed)."""
+    return Path(tempfile.gettempdir()) / "napari-nanoclass" / uuid.uuid4().hex
+
+
 class ViewerWidget(Container):
     """A dock widget bound to a viewer whose combo boxes follow the viewer's layer list."""
 
@@ -283,9 +304,7 @@ class ViewerWidget(Container):
         if getattr(layer, "rgb", False):
             self.runner.on_error(ValueError(f"layer {layer.name!r} is RGB; {analysis} needs a greyscale image"))
             return None
-        model = load_model(self.model.value, self.device.value)
-        workdir = Path(tempfile.gettempdir()) / "napari-nanoclass" / uuid.uuid4().hex  # created only if needed
-        return layer, model, workdir
+        return layer, load_model(self.model.value, self.device.value), fresh_workdir()
 
 
 def narrow_choices(native: Any) -> None:

@@ -22,6 +22,7 @@ from magicgui.widgets import CheckBox, ComboBox, Container, FloatSpinBox, LineEd
 from napari_nanoclass._napari.common import (
     ViewerWidget,
     base_data,
+    fresh_workdir,
     keep_previous,
     kept_note,
     layer_choices,
@@ -139,7 +140,7 @@ class LiposomeWidget(ViewerWidget):
             labels=None if labels_layer is None else np.asarray(base_data(labels_layer)),
             detector=self.detector.value, classifiers={p: c.value for p, c in self.models.items()},
             name=layer.name, balanced_decisions=self.balanced.value, explain=self.explain.value,
-            device=self.device.value)
+            device=self.device.value, workdir=fresh_workdir())
         self.runner.start(steps, lambda result: self.show(result, layer))
 
     def show(self, result: LiposomeResult, source: Any) -> None:
