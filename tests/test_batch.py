@@ -102,8 +102,9 @@ def test_killed_run_resumes_to_the_same_results(responsive_model, user_registry,
     reference = run_batch("segment", [tmp_path / "in"], tmp_path / "ref", options={"model": responsive_model})
     assert not reference.failed
     out = tmp_path / "out"
+    # small tiles make each input many steps, so that the run is still going when Ctrl-C arrives
     command = [sys.executable, "-m", "napari_nanoclass.cli", "batch", "segment", str(tmp_path / "in"), "--out",
-               str(out), "--model", responsive_model, "--log", "quiet"]
+               str(out), "--model", responsive_model, "--set", "tile=32", "--log", "quiet"]
     env = {**os.environ, "NANOCLASS_HOME": str(user_registry.parent)}
     process = subprocess.Popen(command, env=env)
     deadline = time.time() + 120
@@ -124,8 +125,9 @@ def test_killed_run_resumes_to_the_same_results(responsive_model, user_registry,
 def test_ctrl_c_stops_cleanly_and_the_rerun_completes(responsive_model, user_registry, tmp_path):
     _images(tmp_path / "in", 12, size=192)
     out = tmp_path / "out"
+    # small tiles make each input many steps, so that the run is still going when Ctrl-C arrives
     command = [sys.executable, "-m", "napari_nanoclass.cli", "batch", "segment", str(tmp_path / "in"), "--out",
-               str(out), "--model", responsive_model, "--log", "quiet"]
+               str(out), "--model", responsive_model, "--set", "tile=32", "--log", "quiet"]
     env = {**os.environ, "NANOCLASS_HOME": str(user_registry.parent)}
     process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
