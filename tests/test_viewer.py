@@ -90,3 +90,10 @@ def test_liposome_corrections_redraw_the_summary_and_histogram(make_napari_viewe
     axes = widget._canvas.figure.axes[0]
     assert {to_hex(bar.get_facecolor()) for bar in axes.patches} == {CLASS_COLOURS["multilamellar"]}
     assert sum(bar.get_height() for bar in axes.patches) == len(truth.features)
+
+
+def test_the_real_vesicle_sample_opens_in_nm(make_napari_viewer):
+    viewer = make_napari_viewer()
+    (layer,) = viewer.open_sample("napari-nanoclass", "cryoem_vesicles")
+    assert layer.data.shape == (1024, 1024) and tuple(layer.scale) == (0.2, 0.2)
+    assert layer.metadata["pixel_size_nm"] == 0.2 and "vesicle-picker" in layer.metadata["source"]
