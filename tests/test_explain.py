@@ -139,6 +139,11 @@ def test_cli_explain_writes_maps_that_the_reader_opens(tiny_liposome_models, tmp
     assert main(["liposomes", str(image_path), "--out", str(tmp_path / "plain"), "--pixel-size", "2.5",
                  "--detector", detector, "--quiet"]) == 0
     assert not list((tmp_path / "plain").glob("*_cam_*"))
+    # a rerun without --explain into the same folder: the earlier maps stay on disk, but they are
+    # not this result's, so the reader does not open them over the new objects
+    assert main(["liposomes", str(image_path), "--out", str(out), "--pixel-size", "2.5", "--detector", detector,
+                 "--quiet"]) == 0
+    assert list(out.glob("*_cam_*")) and not any(layer.name.endswith("explanation") for layer in reader_layers(out))
 
 
 def test_liposome_widget_explain_adds_aligned_map_layers(viewer, tiny_liposome_models):

@@ -254,7 +254,8 @@ def segmentation_layers(folder: Path, stem: str, result: dict[str, Any]) -> list
     if colours:
         meta["colormap"] = {**dict(enumerate(colours)), None: "transparent"}
     layers: list[LayerData] = [(labels, meta, "labels")]
-    probabilities = find_output(folder, f"{stem}_probabilities")  # optional (--probabilities)
+    # optional (--probabilities): only when this run wrote them, not a file an earlier run left
+    probabilities = find_output(folder, f"{stem}_probabilities") if result.get("probabilities") else None
     if probabilities is not None:
         layers.append(probability_layer(read_output(probabilities), class_names, stem))
     return layers
@@ -348,13 +349,15 @@ def liposome_layers(folder: Path, stem: str, result: dict[str, Any]) -> list[Lay
     meta = {"name": f"{stem} liposomes", "features": features,
             "colormap": class_colours(features["index"], features["lamellarity"]),
             "metadata": {"summary": result}}
-    return [(np.asarray(labels), meta, "labels"), *_explanation_layers(folder, stem)]
+    return [(np.asarray(labels), meta, "labels"), *_explanation_layers(folder, stem, result)]
 
 
-def _explanation_layers(folder: Path, stem: str) -> list[LayerData]:
-    """The explanation maps saved with ``--explain`` (none without), the first one shown."""
+def _explanation_layers(folder: Path, stem: str, result: dict[str, Any]) -> list[LayerData]:
+    """The explanation maps the run that made ``result`` saved (``--explain``; none without), the
+    first one shown. Maps an earlier run left in the folder are not this result's: not opened."""
     from napari_nanoclass.liposomes import EXPLANATION_PRODUCT, PROBLEMS
 
-    found = [(p, find_output(folder, f"{stem}{EXPLANATION_PRODUCT}{p}")) for p in PROBLEMS]
+    explained = str(result.get("explained") or "").split()
+    found = [(p, find_output(folder, f"{stem}{EXPLANATION_PRODUCT}{p}")) for p in PROBLEMS if p in explained]
     found = [(p, path) for p, path in found if path is not None]
     return [explanation_layer(read_output(path), stem, p, visible=i == 0) for i, (p, path) in enumerate(found)]

@@ -85,7 +85,7 @@ OBJECT_COLUMNS = ["image", "label", "centroid_y_px", "centroid_x_px", "centroid_
 SUMMARY_COLUMNS = ["image", "n_objects", "n_unilamellar", "n_multilamellar", "n_lamellarity_uncertain", "n_full",
                    "n_empty", "n_encapsulation_uncertain", "pct_multilamellar", "pct_loaded", "mean_diameter_nm",
                    "median_diameter_nm", "pixel_size_nm", "pixel_size_source", "detector", "lamellarity_model",
-                   "encapsulation_model", "status", "error", "path"]
+                   "encapsulation_model", "explained", "status", "error", "path"]
 
 
 @dataclass
@@ -583,6 +583,7 @@ class LiposomeFiles(FileJob):
         self.objects += result.objects
         counts, edges = result.histogram()
         return {**result.summary, "pixel_size_source": source, "path": str(path),
+                "explained": " ".join(result.explanations),  # which maps this run wrote: the reader opens those
                 "histogram_edges_nm": edges.tolist(), "histogram": counts.tolist()}
 
     def failed(self, path: Path, error: str) -> dict[str, Any]:
