@@ -347,8 +347,9 @@ def analyse_steps(
     classifier chose for the class mix it was trained on. ``explain`` adds, per problem, the map
     of where in each object the classifier saw evidence for the class it gave
     (:attr:`LiposomeResult.explanations`). Images of more than
-    ``STREAM_ABOVE`` pixels are analysed block by block (:func:`_analyse_blocks`: memory bounded
-    by the block, not the image); with ``workdir`` their labels (and maps) are zarr arrays there.
+    ``STREAM_ABOVE`` pixels are analysed block by block (:func:`_analyse_blocks`: the computation
+    is bounded by the block, not the image); with ``workdir`` their labels (and maps) are zarr
+    arrays there, without one they are held in memory whole.
     """
     data = as_greyscale(image.data if isinstance(image, Image) else image)
     if data.ndim != 2:

@@ -237,7 +237,8 @@ def load_labelled(folder: str | Path, classes: Sequence[str], prep: Preparation)
 def grouped_folds(data: Labelled, k: int, seed: int) -> np.ndarray:
     """Fold (0 … k-1) of each pattern, grouped by material and stratified by class: each class's
     films, shuffled by ``seed``, are dealt round the folds in turn (continuing where the previous
-    class stopped, so the folds come out the same size), and all scans of a film share its fold."""
+    class stopped, so the folds hold the same number of films, give or take one), and all scans
+    of a film share its fold."""
     rng = np.random.default_rng(seed)
     materials = np.asarray(data.materials)
     fold: dict[str, int] = {}
