@@ -129,7 +129,10 @@ def test_ctrl_c_stops_cleanly_and_the_rerun_completes(responsive_model, user_reg
     command = [sys.executable, "-m", "napari_nanoclass.cli", "batch", "segment", str(tmp_path / "in"), "--out",
                str(out), "--model", responsive_model, "--set", "tile=32", "--log", "quiet"]
     env = {**os.environ, "NANOCLASS_HOME": str(user_registry.parent)}
-    process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
+    # a suite started in the background (``cmd &``) hands its children SIGINT ignored: a user's
+    # terminal does not, so the child gets the default disposition back
+    process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 120
     while time.time() < deadline and len(list(out.glob("*/result.json"))) < 2:
         time.sleep(0.05)
