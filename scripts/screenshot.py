@@ -7,6 +7,7 @@ the bundled section.
 Without names, all of them.
 """
 
+import os
 import sys
 import tempfile
 from collections.abc import Callable
@@ -18,6 +19,8 @@ import numpy as np
 import tifffile
 
 IMAGES = Path(__file__).resolve().parent.parent / "docs" / "images"
+# docks start from their defaults, not from settings this user's docks remembered
+os.environ["NANOCLASS_HOME"] = tempfile.mkdtemp(prefix="nanoclass-screenshot-")
 
 
 def settle() -> None:
