@@ -54,6 +54,7 @@ from napari_nanoclass.io.reader import RESULT
 PROGRESS_TOPIC = "napari-nanoclass-progress"
 SUMMARY_COLUMNS = ["input", "stem", "status", "error", "seconds", "output", "skipped", "reason"]
 POLL = 0.05  # seconds between looks at a cluster's finished inputs and progress events
+HEARTBEAT = 0.5  # at most this long without a step while a cluster works, so Cancel is seen
 
 
 @dataclass
@@ -368,7 +369,7 @@ def batch_steps(analysis: str, inputs: Iterable[str | Path], out: str | Path, *,
         write_json(out_dir / "batch_config.json", asdict(config))
         start = time.perf_counter()
         todo, skipped = yield from _triage(paths, out_dir, signature, overwrite)
-        if scheduler is None and workers <= 1:
+        if (scheduler is None and workers <= 1) or not todo:  # no cluster started for nothing to do
             processed = yield from _in_process(analysis, todo, out_dir, config.options, signature, overwrite,
                                                len(skipped), len(paths))
         else:
@@ -446,22 +447,32 @@ def _on_cluster(analysis: str, todo: Sequence[tuple[Path, str]], out_dir: Path, 
     client = Client(scheduler or cluster)
     events: SimpleQueue = SimpleQueue()  # filled in the client's thread
     rows: list[dict[str, Any]] = []
+    futures: list[Any] = []
     try:
         client.subscribe_topic(PROGRESS_TOPIC, lambda event: events.put(event[1]))
         sharing = workers if scheduler is None else None
-        pending = as_completed([client.submit(process_one, analysis, str(p), str(out_dir), options, signature,
-                                              sharing, True, overwrite, reason, pure=False) for p, reason in todo])
+        futures += [client.submit(process_one, analysis, str(p), str(out_dir), options, signature, sharing, True,
+                                 overwrite, reason, pure=False) for p, reason in todo]
+        pending = as_completed(futures)
+        last = time.perf_counter()
         while True:
-            yield from _events(events, finished, count)
+            for step in _events(events, finished, count):
+                last = time.perf_counter()
+                yield step
             for future in pending.next_batch(block=False):
                 rows.append(future.result())
                 finished += 1
+                last = time.perf_counter()
                 yield _settled(rows[-1], finished, count)
             if pending.is_empty():
                 break
+            if time.perf_counter() - last > HEARTBEAT:  # nothing reported: a step all the same
+                last = time.perf_counter()
+                yield _at(finished, count, "", f"{finished}/{count} inputs settled; waiting for the workers")
             time.sleep(POLL)
         yield from _events(events, finished, count)
-    finally:
+    finally:  # closed part-way: inputs not started are dropped, not left running on the cluster
+        client.cancel([future for future in futures if not future.done()])
         client.close()
         if cluster is not None:
             cluster.close()
