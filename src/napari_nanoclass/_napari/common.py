@@ -60,8 +60,9 @@ def results_panel(*lines: Label) -> Container:
 
 
 def legend_html(entries: Sequence[tuple[str, str]], title: str = "") -> str:
-    """A colour legend for a dock label: a swatch in each colour, then its name; lines break between entries only. A transparent
-    colour (a background class that is not drawn) gets an empty swatch."""
+    """A colour legend for a dock label: a swatch in each colour, then its name; lines break
+    between entries only. A transparent colour (a background class that is not drawn) gets an
+    empty swatch."""
     def swatch(colour: str) -> str:
         clear = len(colour) == 9 and colour.endswith("00")
         return "□" if clear else f"<span style='color:{colour[:7]}'>■</span>"

@@ -7,7 +7,8 @@ Three drivers consume the same generator:
 * :func:`run_sync` drives it in the calling thread (Python API, CLI, tests), forwarding progress to
   a callback or a tqdm bar and honouring a :class:`CancelToken`;
 * napari's ``thread_worker`` drives it in a background thread (widgets): each yield becomes a
-  ``yielded`` signal for the progress bar, and ``worker.quit()`` stops it at the next yield;
+  ``yielded`` signal for the progress bar, and the dock's Cancel stops and closes it at the next
+  yield, in that thread (``_napari.common.TaskRunner``);
 * batch runners nest them with ``yield from``.
 
 Because the generator yields after every unit, cancellation takes effect within one unit.
