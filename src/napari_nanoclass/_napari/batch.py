@@ -33,8 +33,6 @@ from napari_nanoclass.core.analysis import COMMON_OPTIONS, Analysis, Option, ana
 from napari_nanoclass.core.devices import available_devices
 from napari_nanoclass.core.progress import Progress
 
-# the registry task of the models each analysis' model option takes (liposomes: its detectors)
-MODEL_TASKS = {"segment": "segmentation", "homogeneity": "patch-classification", "xrd": "pattern-classification"}
 # where the dock starts away from an option's default: windows of at most 1024 px, as in the Segment
 # dock, so that progress and Cancel move within a large image
 DOCK_DEFAULTS = {"tile": 1024}
@@ -86,8 +84,8 @@ class BatchWidget(Container):
             from napari_nanoclass._napari.liposomes import _detectors
 
             return _detectors(widget)
-        task = MODEL_TASKS.get(spec.name)
-        return model_choices(task)(widget) if task and spec.model_option else [("(default)", None)]
+        return (model_choices(spec.model_task)(widget) if spec.model_task and spec.model_option
+                else [("(default)", None)])
 
     def _show_analysis(self) -> None:
         """Offer the chosen analysis' models and options, its default model selected."""

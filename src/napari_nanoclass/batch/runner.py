@@ -47,7 +47,7 @@ from napari_nanoclass import __version__
 from napari_nanoclass.core.analysis import Analysis, check_unique_stems, files_steps, get
 from napari_nanoclass.core.atomic import replace
 from napari_nanoclass.core.outputs import claim, inside
-from napari_nanoclass.core.progress import Progress, ProgressCallback, Steps, Throttle, run_sync
+from napari_nanoclass.core.progress import Progress, ProgressCallback, Steps, Throttle, mapped, run_sync
 from napari_nanoclass.io.images import IMAGE_SUFFIXES, file_stem, write_csv, write_json
 from napari_nanoclass.io.reader import RESULT
 
@@ -422,15 +422,7 @@ def _in_process(analysis: str, todo: Sequence[tuple[Path, str]], out_dir: Path, 
 def _within(steps: Steps[dict[str, Any]], finished: int, count: int, stem: str, label: str
             ) -> Steps[dict[str, Any]]:
     """An input's own steps as steps of the run; closing the run closes them at once."""
-    try:
-        while True:
-            try:
-                step = next(steps)
-            except StopIteration as stop:
-                return stop.value
-            yield _at(finished + step.fraction, count, stem, label, step=step)
-    finally:
-        steps.close()
+    return mapped(steps, lambda step: _at(finished + step.fraction, count, stem, label, step=step))
 
 
 def _on_cluster(analysis: str, todo: Sequence[tuple[Path, str]], out_dir: Path, options: dict[str, Any],

@@ -142,6 +142,7 @@ class Analysis:
     products: tuple[str, ...] = ()  # suffixes of the images it writes per input ("_labels"): never inputs
     options: tuple[Option, ...] = ()
     model_option: str | None = None  # the option naming the main model (``nanoclass batch --model``), if any
+    model_task: str | None = None  # the registry task of the models that option takes (to offer them by name)
     table: str = ""  # the table its job writes with one row per input (``path``, ``status`` and ``key``): the reader
     # finds a plain output folder by it
     key: str = "image"  # the column of ``table`` holding each input's stem (XRD tables name a "pattern", not an image)

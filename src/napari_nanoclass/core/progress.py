@@ -134,18 +134,25 @@ def held(steps: Steps[T], at: Progress) -> Steps[T]:
         steps.close()  # closing the job closes the sub-job now (its clean-up runs), not when it is collected
 
 
-def scaled(steps: Steps[T], index: int, count: int, message: str = "") -> Steps[T]:
-    """Re-express sub-job ``index`` of ``count`` (a plane, a file) as part of the whole job.
-
-    The outer progress counts thousandths of a sub-job, so the bar moves smoothly and
-    monotonically whatever unit each sub-job counts in. Closing the job closes the sub-job now.
-    """
+def mapped(steps: Steps[T], convert: Callable[[Progress], Progress]) -> Steps[T]:
+    """``steps`` with every step passed through ``convert``, and their result. Closing the job
+    closes ``steps`` at once (their clean-up runs now, not when garbage-collected)."""
     try:
         while True:
             try:
                 step = next(steps)
             except StopIteration as stop:
                 return stop.value
-            yield Progress(int(1000 * (index + step.fraction)), 1000 * count, message or step.message, step.metrics)
+            yield convert(step)
     finally:
         steps.close()
+
+
+def scaled(steps: Steps[T], index: int, count: int, message: str = "") -> Steps[T]:
+    """Re-express sub-job ``index`` of ``count`` (a plane, a file) as part of the whole job.
+
+    The outer progress counts thousandths of a sub-job, so the bar moves smoothly and
+    monotonically whatever unit each sub-job counts in. Closing the job closes the sub-job now.
+    """
+    return mapped(steps, lambda step: Progress(int(1000 * (index + step.fraction)), 1000 * count,
+                                               message or step.message, step.metrics))

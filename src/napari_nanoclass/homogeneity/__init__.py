@@ -44,6 +44,7 @@ ANALYSIS = Analysis(
     overview_kind="map",
     products=("_pnhnf", "_cam"),
     model_option="model",
+    model_task="patch-classification",
     options=(
         Option("model", "--model", "model for the verdicts and maps (default: the shipped texture model, "
                f"{DEFAULT_MODEL})", default=DEFAULT_MODEL),

@@ -24,6 +24,7 @@ ANALYSIS = Analysis(
     overview_kind="labels",
     products=("_labels", "_probabilities"),
     model_option="model",
+    model_task="segmentation",
     options=(
         Option("model", "--model", "registered model name or .safetensors file", default=DEFAULT_MODEL),
         Option("tile", "--tile", "tile size in pixels (default: the largest that half the memory allows)", kind=int,

@@ -33,6 +33,7 @@ ANALYSIS = Analysis(
     inputs=INPUT_SUFFIXES,
     read="napari_nanoclass.xrd.patterns:read_pattern",
     model_option="model",
+    model_task="pattern-classification",
     options=(
         Option("model", "--model", f"pattern classifier (default: the shipped model, {DEFAULT_MODEL})",
                default=DEFAULT_MODEL),
