@@ -212,3 +212,24 @@ def test_a_skipped_input_s_probability_layers_are_not_opened_twice(viewer, respo
     assert sum("p(" in name for name in opened) == 3  # one layer per class
     widget.run()  # everything skipped as done: nothing opened again, nothing renamed
     assert [layer.name for layer in viewer.layers] == opened
+
+
+def test_results_are_read_in_the_worker_thread_and_only_added_in_the_gui_thread(viewer, responsive_model, tmp_path,
+                                                                                qtbot, monkeypatch):
+    import threading
+
+    from napari_nanoclass.io import reader
+
+    threads: list[str] = []
+    real = reader.get_reader
+
+    def watched(path):
+        threads.append(threading.current_thread().name)
+        return real(path)
+
+    monkeypatch.setattr(reader, "get_reader", watched)
+    _images(tmp_path / "in", 2)
+    widget = _dock(viewer, responsive_model, tmp_path / "in", tmp_path / "out")
+    _run_threaded(widget, qtbot)
+    assert len(threads) == 2 and threading.main_thread().name not in threads
+    assert {"img00 labels", "img01 labels"} <= {layer.name for layer in viewer.layers}

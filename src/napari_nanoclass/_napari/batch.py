@@ -31,7 +31,7 @@ from napari_nanoclass._napari.common import TaskRunner, keep_previous, model_cho
 from napari_nanoclass.batch.runner import BatchProgress, BatchReport, batch_steps, check_folders
 from napari_nanoclass.core.analysis import COMMON_OPTIONS, Analysis, Option, analyses, get
 from napari_nanoclass.core.devices import available_devices
-from napari_nanoclass.core.progress import Progress
+from napari_nanoclass.core.progress import Progress, Steps
 
 # where the dock starts away from an option's default: windows of at most 1024 px, as in the Segment
 # dock, so that progress and Cancel move within a large image
@@ -121,7 +121,8 @@ class BatchWidget(Container):
             return
         self.rows, self.report, self.target = [], None, out
         self._show_rows()
-        self.runner.start(steps, self.finished, on_step=self.on_step, on_cancel=self._cancelled)
+        read = self.open_results.value and self.viewer is not None
+        self.runner.start(_then_read(steps, read), self.finished, on_step=self.on_step, on_cancel=self._cancelled)
 
     def on_step(self, step: Progress) -> None:
         """List each input as it is settled (done, skipped as already done, failed and why)."""
@@ -129,32 +130,30 @@ class BatchWidget(Container):
             self.rows.append(step.row)
             self._show_rows(step.count)
 
-    def finished(self, report: BatchReport) -> None:
+    def finished(self, result: tuple[BatchReport, list[tuple[dict[str, Any], list[Any]]]]) -> None:
+        report, read = result
         self.report = report
         self.rows = report.rows
         self._show_rows(len(report.rows))
         self.runner.status.value = f"done; results in {self.target}"
-        if self.open_results.value and self.viewer is not None:
-            opened = self.add_results(report)
+        if read:
+            opened = self.add_results(read)
             self.runner.status.value += f"; opened {opened} layers"
 
-    def add_results(self, report: BatchReport) -> int:
-        """Add the layers of every input that is done, read back by the plugin's reader (what
-        File › Open gives). Inputs skipped as already done are not opened twice; an input redone
-        keeps its earlier layers as "(previous)". Only the last input's layers are visible: the
-        images would hide each other. Returns the number of layers added."""
-        from napari_nanoclass.io.reader import get_reader
-
-        done = [row for row in report.rows if row["status"] == "ok"]
+    def add_results(self, read: list[tuple[dict[str, Any], list[Any]]]) -> int:
+        """Add the layers of every input that is done, as the plugin's reader gave them (what File ›
+        Open gives). Inputs skipped as already done are not opened twice; an input redone keeps its
+        earlier layers as "(previous)". Only the last input's layers are visible: the images would
+        hide each other. Returns the number of layers added."""
         added = 0
-        for i, row in enumerate(done):
-            for data, meta, kind in get_reader(row["output"])(row["output"]):
+        for i, (row, layers) in enumerate(read):
+            for data, meta, kind in layers:
                 names = meta["name"] if isinstance(meta["name"], list) else [meta["name"]]  # one per channel
                 if row["skipped"] and all(name in self.viewer.layers for name in names):
                     continue
                 for name in names:
                     keep_previous(self.viewer, name)
-                visible = meta.get("visible", True) and i == len(done) - 1
+                visible = meta.get("visible", True) and i == len(read) - 1
                 getattr(self.viewer, f"add_{kind}")(data, **{**meta, "visible": visible})
                 added += 1
         return added
@@ -219,6 +218,24 @@ def _typed(edit: FileEdit) -> str | None:
     current directory, which must not be taken for a choice."""
     text = edit.line_edit.value.strip()
     return str(Path(text).expanduser()) if text else None
+
+
+def _then_read(steps: Steps[BatchReport], read: bool
+               ) -> Steps[tuple[BatchReport, list[tuple[dict[str, Any], list[Any]]]]]:
+    """The run, then (``read``) every finished input's layers read back by the plugin's reader —
+    still in the worker thread, one step per input: reading labels and maps takes time that the
+    GUI thread, which only adds the layers, must not spend."""
+    from napari_nanoclass.io.reader import get_reader
+
+    report = yield from steps
+    done = [row for row in report.rows if row["status"] == "ok"] if read else []
+    n = len(report.rows)
+    layers = []
+    for i, row in enumerate(done):  # the run is complete: the bar stays full while results open
+        yield BatchProgress(1000 * n, 1000 * n, f"opening {row['stem']} ({i + 1}/{len(done)})", stem=row["stem"],
+                            finished=n, count=n)
+        layers.append((row, get_reader(row["output"])(row["output"])))
+    return report, layers
 
 
 def _rows_table() -> Table:
