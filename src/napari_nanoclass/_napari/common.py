@@ -9,7 +9,6 @@ followed with its dock closed; errors always clear the bar and are shown, never 
 
 from __future__ import annotations
 
-import functools
 import html
 import tempfile
 import threading
@@ -23,7 +22,7 @@ from magicgui.widgets import ComboBox, Container, FloatSpinBox, Label, ProgressB
 from napari_nanoclass.core.progress import Progress, Steps, run_sync
 from napari_nanoclass.core.settings import load_settings, save_settings
 from napari_nanoclass.engine.scaling import scale_note
-from napari_nanoclass.models.registry import LoadedModel, list_models, load_model, read_info, resolve
+from napari_nanoclass.models.registry import LoadedModel, list_models, load_model, registered_info
 
 
 class WrappedLabel(Label):
@@ -226,23 +225,8 @@ class PixelSize:
         if self.model.value is None:
             self.note.value = ""
             return
-        info = model_info(self.model.value)
+        info = registered_info(self.model.value)
         self.note.value = scale_note(self.value, info.pixel_size_nm if info else None, self.model.value)
-
-
-def model_info(name: str) -> Any:
-    """A registered model's metadata, or None: its file's header, read again only when the file
-    changed (a model retrained under the same name), not on every tick of a spin box."""
-    try:
-        path = resolve(name)[0]
-        return _header(path, path.stat().st_mtime_ns)
-    except Exception:  # a model removed or unreadable since the list was made
-        return None
-
-
-@functools.lru_cache(maxsize=64)
-def _header(path: Path, _modified: int) -> Any:
-    return read_info(path)
 
 
 def pixel_size_note(size: float | None) -> str:

@@ -26,6 +26,7 @@ from napari_nanoclass._napari.common import (
     keep_previous,
     kept_note,
     layer_choices,
+    layer_pixel_size,
     legend_html,
     remember,
     text_label,
@@ -122,10 +123,9 @@ class LiposomeWidget(ViewerWidget):
                 combo.value = DEFAULT_CLASSIFIERS[problem]
 
     def _pixel_size_from_layer(self) -> None:
-        layer = self.image.value
-        size = getattr(layer, "metadata", {}).get("pixel_size_nm") if layer is not None else None
+        size = layer_pixel_size(self.image.value)
         if size:
-            self.pixel_size.value = float(size)
+            self.pixel_size.value = size
 
     def run(self) -> None:
         layer = self.image.value

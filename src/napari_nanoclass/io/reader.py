@@ -281,15 +281,16 @@ def explanation_layer(values: Any, name: str, problem: str, visible: bool = True
     return values, meta, "image"
 
 
-def _model_info(model: str | None) -> Any:
-    """The registered model's info, or None when it is no longer registered here."""
-    from napari_nanoclass.models.registry import list_models
+def _registered_info(model: str | None) -> Any:
+    """The registered model's info, or None when it is no longer registered here (the registry,
+    and torch with it, is imported only when a result is read)."""
+    from napari_nanoclass.models.registry import registered_info
 
-    return next((m for m in list_models() if m.name == model), None)
+    return registered_info(model)
 
 
 def _class_colours(model: str | None) -> list[str]:
-    info = _model_info(model)
+    info = _registered_info(model)
     return list(info.class_colours) if info is not None else []
 
 
@@ -327,7 +328,7 @@ def homogeneity_map_layers(p_nhnf: Any, patch_px: float, shape: Sequence[int], n
 
 
 def homogeneity_layers(folder: Path, stem: str, result: dict[str, Any]) -> list[LayerData]:
-    info = _model_info(result.get("model"))
+    info = _registered_info(result.get("model"))
     patch = _number(result.get("patch_px")) or (int(info.patch) if info is not None and info.patch else 128)
     p_nhnf = np.asarray(_output(folder, f"{stem}_pnhnf"))
     height, width = _number(result.get("height_px")), _number(result.get("width_px"))

@@ -184,6 +184,24 @@ def list_models() -> list[ModelInfo]:
     return infos
 
 
+def registered_info(name: str | None) -> ModelInfo | None:
+    """The metadata of the model registered as ``name``, or None when there is none (removed,
+    never registered, or its file unreadable). Only its file's header is read, and again only when
+    the file changed (a model retrained under the same name): docks ask on every change of a field."""
+    entry = _entries().get(name) if name else None
+    if entry is None:
+        return None
+    try:
+        return _header(entry[0], entry[0].stat().st_mtime_ns)
+    except (OSError, ModelError):
+        return None
+
+
+@functools.lru_cache(maxsize=64)
+def _header(path: Path, _modified: int) -> ModelInfo:
+    return read_info(path)
+
+
 MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,99}")
 
 
