@@ -120,7 +120,7 @@ def confusion_figure(results: dict, names: list[str], path: Path) -> None:
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(5 * len(results), 4.4), layout="constrained")
-    for ax, (title, matrix) in zip(fig.subplots(1, len(results)), results.items()):
+    for ax, (title, matrix) in zip(fig.subplots(1, len(results), squeeze=False)[0], results.items()):
         matrix = np.asarray(matrix)
         ax.imshow(matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1), cmap="Blues", vmin=0, vmax=1)
         for (i, j), v in np.ndenumerate(matrix):

@@ -38,13 +38,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from xrd import confusion_figure, evaluate, mean_std, softmax, time_analysis  # benchmarks/xrd.py, beside this
 
 from napari_nanoclass.xrd.patterns import Preparation
 from napari_nanoclass.xrd.simulate import peak_table, references
 from napari_nanoclass.xrd.structures import COMPOUNDS, classes
 from napari_nanoclass.xrd.train import (
     Labelled,
-    by_material,
     grouped_folds,
     load_labelled,
     measured_recipe,
@@ -60,11 +60,6 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "xrd-thinfilm"
 RULES = ("network", "network + simulated refs", "network + refs", "refs")
 SHIPPED = "network + refs"  # XrdCNN.probabilities of a model trained with measured patterns, fixed beforehand
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    e = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True)
 
 
 def fold_run(tables: list, names: list[str], data: Labelled, test: np.ndarray, seed: int, pool) -> dict:
@@ -105,18 +100,9 @@ def nested(runs: list[dict], data: Labelled, names: list[str]) -> tuple[np.ndarr
     return combined, chosen
 
 
-def evaluate(probabilities: np.ndarray, data: Labelled, names: list[str]) -> dict:
-    material_probs, material_y = by_material(probabilities, data.y, data.materials)
-    return {"pattern": scores(probabilities, data.y, names), "material": scores(material_probs, material_y, names)}
-
-
 def fold_top1(runs: list[dict], probabilities: np.ndarray, data: Labelled) -> list[float]:
     """Top-1 of each fold's patterns (balanced accuracy means little on a fold of a few films)."""
     return [float((probabilities[r["test"]].argmax(1) == data.y[r["test"]]).mean()) for r in runs]
-
-
-def mean_std(values: list[float]) -> str:
-    return f"{np.mean(values):.3f} ± {np.std(values):.3f}" if len(values) > 1 else f"{values[0]:.3f}"
 
 
 def table(results: dict[str, list[dict]], level: str) -> list[str]:
@@ -136,25 +122,6 @@ def recall_table(results: dict[str, list[dict]], names: list[str]) -> list[str]:
                  for per_seed in results.values()]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return lines
-
-
-def confusion_figure(matrix: np.ndarray, names: list[str], title: str, path: Path) -> None:
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(5, 4.4), layout="constrained")
-    ax = fig.subplots()
-    ax.imshow(matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1), cmap="Blues", vmin=0, vmax=1)
-    for (i, j), v in np.ndenumerate(matrix):
-        if v:
-            ax.text(j, i, str(v), ha="center", va="center", fontsize=8,
-                    color="white" if v > matrix[i].sum() / 2 else "black")
-    ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
-    ax.set_yticks(range(len(names)), names)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title(title, fontsize=10)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
 
 
 def main() -> None:
@@ -209,10 +176,8 @@ def main() -> None:
     print("\nchosen rule per fold, per seed:", chosen)
     for rule, values in spread.items():
         print(f"top-1 of single folds ({rule}): {mean_std(values)} (min {min(values):.3f}, {len(values)} folds)")
-    from xrd import time_analysis  # benchmarks/xrd.py, beside this script
-
     print(f"whole analysis of one file, shipped model, 1 thread: {time_analysis(data.paths[0]):.1f} ms")
-    confusion_figure(confusion, names, f"protocol B, {SHIPPED} (shipped rule), {len(args.seeds)} seeds pooled",
+    confusion_figure({f"protocol B, {SHIPPED} (shipped rule), {len(args.seeds)} seeds pooled": confusion}, names,
                      args.figures / "xrd_measured_confusion.png")
 
 

@@ -80,10 +80,15 @@ def needs_data(sub: str) -> Path:
 
 @pytest.fixture
 def responsive_model(user_registry) -> str:
-    """A tiny random SE U-Net whose class map follows the input (its head amplified: an untrained
-    tiny net otherwise gives one class everywhere), so that equal outputs mean equal computations."""
+    """A tiny random SE U-Net whose class map follows the input (see :func:`save_responsive`)."""
+    return save_responsive(tiny_info("responsive-seg"))
+
+
+def save_responsive(info) -> str:
+    """Register a tiny random SE U-Net described by ``info`` whose class map follows the input (its
+    head amplified: an untrained tiny net otherwise gives one class everywhere), so that equal
+    outputs mean equal computations; returns its name."""
     torch.manual_seed(0)
-    info = tiny_info("responsive-seg")
     module = SEUNet(**info.arch_params).eval()
     head = [m for m in module.modules() if isinstance(m, torch.nn.Conv2d)][-1]
     with torch.no_grad():

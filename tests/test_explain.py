@@ -15,11 +15,9 @@ from napari_nanoclass.cli import main
 from napari_nanoclass.liposomes import objects as liposome_objects
 from napari_nanoclass.liposomes.predict import analyse
 from napari_nanoclass.liposomes.simulator import SimulationConfig, simulate_field
-from napari_nanoclass.models.registry import save_model
-from napari_nanoclass.models.unet import SEUNet
 from napari_nanoclass.segmentation import predict as segmentation
 from napari_nanoclass.segmentation.predict import segment
-from tests.conftest import reader_layers, tiny_info
+from tests.conftest import reader_layers, save_responsive, tiny_info
 
 FIELD = SimulationConfig(shape=(160, 160), objects=(4, 6), diameter_nm=(40, 120))
 PROBLEMS = ("lamellarity", "encapsulation")
@@ -182,16 +180,8 @@ def test_liposome_widget_explain_adds_aligned_map_layers(viewer, tiny_liposome_m
 
 @pytest.fixture
 def scaled_model(user_registry) -> str:
-    """A responsive tiny SE U-Net (see conftest.responsive_model) trained, it says, at 4 nm/px."""
-    torch.manual_seed(0)
-    info = replace(tiny_info("scaled-seg"), pixel_size_nm=4.0)
-    module = SEUNet(**info.arch_params).eval()
-    head = [m for m in module.modules() if isinstance(m, torch.nn.Conv2d)][-1]
-    with torch.no_grad():
-        head.bias.zero_()
-        head.weight.mul_(1000)
-    save_model(module, info)
-    return info.name
+    """A responsive tiny SE U-Net (see conftest.save_responsive) trained, it says, at 4 nm/px."""
+    return save_responsive(replace(tiny_info("scaled-seg"), pixel_size_nm=4.0))
 
 
 @pytest.mark.parametrize("pixel_size_nm", [None, 2.0])  # 2.0: segmented at half size, brought back
