@@ -3,7 +3,8 @@
     python benchmarks/liposomes_real.py [--pixel-size 0.2 0.3 0.5] [--detector NAME] [--data PATH]
     python benchmarks/liposomes_real.py --sweep liposome-detector liposome-detector-fine   # post-processing
     python benchmarks/liposomes_real.py --finetune 5 10 20 [--seeds 3] [--erase]   # adapting to corrected objects
-    python benchmarks/liposomes_real.py --resample 0.4 1.0 2.0 [--detector NAME]   # other magnifications
+    python benchmarks/liposomes_real.py --resample 0.4 1.0 2.0 [--detector NAME] [--small-detector NAME|PATH]
+    python benchmarks/liposomes_real.py --sweep-small NAME|PATH … --resample 1.5 2 2.5 3   # its rim threshold
 
 The micrograph is ``../shared/data/cryoem-vesicles/vesicles_01.tif`` (2217², about 0.2 nm/px; not
 in the repository). Its annotation, ``benchmarks/data/vesicles_01_annotation.csv``, is one circle
@@ -22,7 +23,9 @@ vesicle's centre; the halves are the fine-tuning split).
 
 ``--resample`` records the micrograph again at coarser pixel sizes (area-averaged, as a detector
 with bigger pixels integrates), gives the analysis each true pixel size and scales the annotation
-with it: the same vesicles as a lower magnification would show them.
+with it: the same vesicles as a lower magnification would show them. ``--sweep-small`` compares
+rim thresholds of small-vesicle detectors run beside the standard one at those pixel sizes (the
+choice by the mean F1 of the left half; the right half reports it).
 """
 
 from __future__ import annotations
@@ -124,6 +127,68 @@ def sweep(image: object, truth: list[dict], detectors: list[str], pixel_size: fl
     return rows
 
 
+SMALL_SWEEP = (0.3, 0.45, 0.55, 0.6, 0.65, 0.7)  # min_rim_boundary of the small-vesicle detector's objects
+
+
+def _model(name: str) -> object:
+    """A registered detector, or one saved at a path (a candidate not in the registry)."""
+    from napari_nanoclass import load_model
+
+    return load_model(Path(name) if name.endswith(".safetensors") else name)
+
+
+def sweep_small(image: object, truth: list[dict], candidates: list[str], pixel_sizes: list[float],
+                native: float) -> list[dict]:
+    """F1 of the left and right halves, the micrograph recorded at each of ``pixel_sizes``, for
+    each small-vesicle detector run beside the standard one with each rim threshold in
+    SMALL_SWEEP; the choice (the best mean left-half F1) is printed."""
+    from napari_nanoclass import engine
+    from napari_nanoclass.core.progress import run_sync
+    from napari_nanoclass.liposomes import DEFAULT_DETECTOR
+    from napari_nanoclass.liposomes.predict import (
+        MIN_DIAMETER_NM,
+        detect_steps,
+        instances_from_probabilities,
+        labels_at,
+        with_small,
+        working_image,
+    )
+
+    standard = _model(DEFAULT_DETECTOR)
+    views = []
+    for nm in pixel_sizes:
+        view, scaled = resampled(image, truth, nm, native)
+        data = np.asarray(view.data, np.float32)
+        work, px = working_image(data, nm, standard.info.pixel_size_nm)
+        views.append((nm, data, scaled, run_sync(detect_steps(work, standard, px))))
+    rows = []
+    for name in candidates:
+        small = _model(name)
+        post = {k: v for k, v in small.info.training.get("postprocess", {}).items() if k != "min_rim_boundary"}
+        found = []
+        for nm, data, scaled, standard_labels in views:
+            work, px = working_image(data, nm, small.info.pixel_size_nm)
+            found.append(run_sync(engine.predict_dense(small.module, work, halo=small.halo, stats=[(0.0, 1.0)])))
+        min_area = int(np.pi * (MIN_DIAMETER_NM / 2 / small.info.pixel_size_nm) ** 2)
+        for rim in SMALL_SWEEP:
+            row = {"detector": name, "min_rim_boundary": rim}
+            for (nm, data, scaled, standard_labels), probabilities in zip(views, found):
+                small_labels = instances_from_probabilities(probabilities, min_area, min_rim_boundary=rim, **post)
+                merged = labels_at(with_small(standard_labels, labels_at(small_labels, standard_labels.shape)),
+                                   data.shape)
+                row[nm] = {part: score(merged, scaled, 0.3, part)["f1"] for part in ("left", "right")}
+            row["left"] = float(np.mean([row[nm]["left"] for nm in pixel_sizes]))
+            row["right"] = float(np.mean([row[nm]["right"] for nm in pixel_sizes]))
+            rows.append(row)
+            print(f"{name} rim {rim:.2f}: " + "  ".join(f"{nm:g} nm/px {row[nm]['left']:.3f}/{row[nm]['right']:.3f}"
+                                                       for nm in pixel_sizes)
+                  + f"  mean left {row['left']:.3f} right {row['right']:.3f}", flush=True)
+    best = max(rows, key=lambda r: r["left"])
+    print(f"chosen on the left half: {best['detector']} rim {best['min_rim_boundary']} "
+          f"(mean left {best['left']:.3f}, right {best['right']:.3f})")
+    return rows
+
+
 def disks(truth: list[dict], shape: tuple[int, int]) -> np.ndarray:
     """Instance labels (1, 2, …) of annotated circles, as a user's corrected objects would be."""
     yy, xx = np.ogrid[: shape[0], : shape[1]]
@@ -194,6 +259,10 @@ def main() -> None:
     ap.add_argument("--pixel-size", type=float, nargs="+", default=[0.2])
     ap.add_argument("--detector", default=None, help="registered detector (default: the analysis' choice for the "
                     "pixel size)")
+    ap.add_argument("--small-detector", default=None, help="small-vesicle detector (registered, or a .safetensors "
+                    "path) run beside the detector (default: the analysis' choice for the pixel size)")
+    ap.add_argument("--sweep-small", nargs="+", metavar="DETECTOR",
+                    help="compare rim thresholds of these small-vesicle detectors at the --resample pixel sizes")
     ap.add_argument("--data", type=Path, default=DATA)
     ap.add_argument("--json", type=Path, help="also write the results here")
     ap.add_argument("--sweep", nargs="+", metavar="DETECTOR",
@@ -215,6 +284,9 @@ def main() -> None:
     if args.sweep:
         sweep(image, truth, args.sweep, args.pixel_size[0])
         return
+    if args.sweep_small:
+        sweep_small(image, truth, args.sweep_small, args.resample, args.pixel_size[0])
+        return
     if args.finetune:
         finetune(image, truth, args.finetune, args.seeds, args.pixel_size[0], args.erase)
         return
@@ -225,17 +297,20 @@ def main() -> None:
     results = []
     for pixel_size, image, truth in runs:
         start = time.perf_counter()
-        found = analyse_liposomes(image, pixel_size, detector=args.detector)
+        found = analyse_liposomes(image, pixel_size, detector=args.detector,
+                                  small_detector=_model(args.small_detector) if args.small_detector else None)
         seconds = time.perf_counter() - start
         labels = np.asarray(found.labels)
-        row = {"pixel_size_nm": pixel_size, "detector": found.summary["detector"], "objects": len(found.objects),
+        row = {"pixel_size_nm": pixel_size, "detector": found.summary["detector"],
+               "small_detector": found.summary["small_detector"], "objects": len(found.objects),
                "seconds": round(seconds, 1)}
         for iou in (0.3, 0.5):
             for part in ("all", "left", "right"):
                 row[f"{part}@{iou}"] = score(labels, truth, iou, part)
         results.append(row)
         a3, a5 = row["all@0.3"], row["all@0.5"]
-        print(f"{pixel_size:5.2f} nm/px  {row['detector']:22s} {row['objects']:3d} objects  "
+        print(f"{pixel_size:5.2f} nm/px  {row['detector']:22s} {row['small_detector'] or '-':24s} "
+              f"{row['objects']:3d} objects  "
               f"box IoU≥0.3: P {a3['precision']:.3f} R {a3['recall']:.3f} F1 {a3['f1']:.3f}   "
               f"≥0.5: P {a5['precision']:.3f} R {a5['recall']:.3f} F1 {a5['f1']:.3f}   "
               f"halves F1@0.3 {row['left@0.3']['f1']:.3f} / {row['right@0.3']['f1']:.3f}  ({seconds:.1f} s)")

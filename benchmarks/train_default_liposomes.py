@@ -2,9 +2,9 @@
 (src/napari_nanoclass/weights): the detector (SE U-Net: background / liposome / boundary) and one
 LipNet-4 per problem (lamellarity, encapsulation).
 
-    python benchmarks/train_default_liposomes.py [--only detector|fine-detector|classifiers] [--fields 160]
-        [--classifier-fields 960] [--problems lamellarity encapsulation] [--feature-input]
-        [--fine-recorded MIN MAX] [--fine-native-share S] [--fine-diameter MIN MAX] [--fine-out DIR]
+    python benchmarks/train_default_liposomes.py [--only detector|fine-detector|small-detector|classifiers]
+        [--fields 160] [--classifier-fields 960] [--problems lamellarity encapsulation] [--feature-input]
+        [--fine-recorded MIN MAX] [--fine-native-share S] [--fine-diameter MIN MAX] [--fine-out DIR] [--seed N]
 
 The fine detector (``liposome-detector-fine``, for images at 1 nm/px or finer) goes on from the
 standard detector's weights on fields simulated at 1 nm/px with vesicles 20–150 nm across and a
@@ -13,6 +13,12 @@ left half of the real development micrograph (benchmarks/liposomes_real.py) and 
 ``--fine-recorded`` / ``--fine-native-share`` train it instead on fields recorded at coarser pixel
 sizes and resampled to 1 nm/px as the analysis resamples a user's image (candidates compared in
 docs/liposomes.md; not the shipped recipe); ``--fine-out`` writes it elsewhere than the package.
+
+The small-vesicle detector (``liposome-detector-small``, run beside the standard one for images
+between 1 and 3 nm/px) is that recipe with fields recorded at 1–3 nm/px: it sees such images
+brought to 1 nm/px, as the analysis shows them to it. Its rim threshold was chosen on the left
+half of the real micrograph recorded again at 1.5–3 nm/px (``benchmarks/liposomes_real.py
+--sweep-small``) and is stored with it.
 
 Classifiers are pre-trained on fields at the balanced class mix (every class well represented),
 with oversampling and augmentation; their cross-validated figures at both mixes and the detector's
@@ -29,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_nanoclass.liposomes import DEFAULT_CLASSIFIERS, DEFAULT_DETECTOR, FINE_DETECTOR
+from napari_nanoclass.liposomes import DEFAULT_CLASSIFIERS, DEFAULT_DETECTOR, FINE_DETECTOR, SMALL_DETECTOR
 from napari_nanoclass.liposomes.simulator import BALANCED_MIX, STUDY_MIX, SimulationConfig, simulate_field
 from napari_nanoclass.liposomes.train import (
     DETECTOR_CLASSES,
@@ -78,6 +84,8 @@ def train_detector(n_fields: int, epochs: int, windowed_from_shipped: bool) -> N
 
 
 FINE_POSTPROCESS = {"smoothing": 0.5, "min_solidity": 0.8, "min_rim_boundary": 0.3}
+SMALL_RECORDED_NM = (1.0, 3.0)
+SMALL_POSTPROCESS = {"smoothing": 0.5, "min_solidity": 0.8, "min_rim_boundary": 0.55}
 
 
 def fine_fields(n_fields: int, first_seed: int, recorded_nm: tuple[float, float], diameter_nm: tuple[float, float],
@@ -99,25 +107,27 @@ def fine_fields(n_fields: int, first_seed: int, recorded_nm: tuple[float, float]
 
 def train_fine_detector(n_fields: int, epochs: int, recorded_nm: tuple[float, float] = (1.0, 1.0),
                         diameter_nm: tuple[float, float] = (20.0, 150.0), native_share: float = 0.0,
-                        directory: Path = PACKAGE_DIR) -> None:
+                        directory: Path = PACKAGE_DIR, name: str = FINE_DETECTOR,
+                        postprocess: dict | None = None, seed: int = 0) -> None:
     train_pairs = detector_pairs(fine_fields(n_fields, TRAIN_SEED, recorded_nm, diameter_nm, native_share),
                                  working_px=1.0)
     val_pairs = detector_pairs(fine_fields(8, VAL_SEED, recorded_nm, diameter_nm, native_share), working_px=1.0)
-    config = TrainConfig(name=FINE_DETECTOR, class_names=DETECTOR_CLASSES, class_colours=DETECTOR_COLOURS,
+    config = TrainConfig(name=name, class_names=DETECTOR_CLASSES, class_colours=DETECTOR_COLOURS,
                          width=8, depth=3, se_window=5, crop=256, batch_size=4, epochs=epochs, iters_per_epoch=50,
-                         init_from=DEFAULT_DETECTOR, lr=1e-3, patience=epochs, tile=512, pixel_size_nm=1.0)
+                         init_from=DEFAULT_DETECTOR, lr=1e-3, patience=epochs, tile=512, pixel_size_nm=1.0, seed=seed)
     start = time.perf_counter()
     result = train(train_pairs, val_pairs, config, progress=True)
     recorded = f"{recorded_nm[0]:g}–{recorded_nm[1]:g}" if recorded_nm[0] != recorded_nm[1] else f"{recorded_nm[0]:g}"
+    role = "high-magnification images" if name == FINE_DETECTOR else "small vesicles beside liposome-detector"
     info = replace(result.info, description=(
-        "Liposome detector for high-magnification images (SE U-Net, background / liposome / boundary) fine-tuned "
+        f"Liposome detector for {role} (SE U-Net, background / liposome / boundary) fine-tuned "
         f"from {DEFAULT_DETECTOR} on simulated cryo-TEM fields recorded at {recorded} nm/px, seen at 1 nm/px, "
         f"with vesicles {diameter_nm[0]:g}–{diameter_nm[1]:g} nm; best validation mIoU {result.best_miou:.4f}"),
-        training=dict(result.info.training, postprocess=FINE_POSTPROCESS,
+        training=dict(result.info.training, postprocess=postprocess or FINE_POSTPROCESS,
                       fields={"recorded_nm": list(recorded_nm), "native_share": native_share, "working_nm": 1.0, "diameter_nm": list(diameter_nm),
                               "first_seed": TRAIN_SEED, "count": n_fields}))
     save_model(result.module, info, directory, register=directory == PACKAGE_DIR)
-    print(f"fine detector: best val mIoU {result.best_miou:.4f} in {time.perf_counter() - start:.0f} s")
+    print(f"{name}: best val mIoU {result.best_miou:.4f} in {time.perf_counter() - start:.0f} s")
 
 
 def train_classifiers(n_fields: int, epochs: int, problems: list[str], feature_input: bool = False) -> None:
@@ -146,7 +156,7 @@ def train_classifiers(n_fields: int, epochs: int, problems: list[str], feature_i
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--only", choices=["detector", "fine-detector", "classifiers"])
+    ap.add_argument("--only", choices=["detector", "fine-detector", "small-detector", "classifiers"])
     ap.add_argument("--fields", type=int, default=160, help="simulated 512² training fields")
     ap.add_argument("--detector-epochs", type=int, default=12)
     ap.add_argument("--fine-fields", type=int, default=80, help="simulated 512² fields at 1 nm/px")
@@ -155,7 +165,8 @@ def main() -> None:
                     help="pixel sizes (nm) the fine detector's fields are recorded at, before 1 nm/px")
     ap.add_argument("--fine-diameter", type=float, nargs=2, default=[20.0, 150.0], metavar=("MIN", "MAX"))
     ap.add_argument("--fine-native-share", type=float, default=0.0, help="share of fields recorded at 1 nm/px")
-    ap.add_argument("--fine-out", type=Path, default=PACKAGE_DIR, help="where to write the fine detector")
+    ap.add_argument("--fine-out", type=Path, default=PACKAGE_DIR, help="where to write the fine or small detector")
+    ap.add_argument("--seed", type=int, default=0, help="training seed of the fine or small detector")
     ap.add_argument("--classifier-fields", type=int, default=960, help="simulated 512² fields for the classifiers")
     ap.add_argument("--classifier-epochs", type=int, default=25)
     ap.add_argument("--problems", nargs="+", choices=list(DEFAULT_CLASSIFIERS), default=list(DEFAULT_CLASSIFIERS),
@@ -169,7 +180,11 @@ def main() -> None:
         train_detector(args.fields, args.detector_epochs, args.continue_detector)
     if args.only in (None, "fine-detector"):
         train_fine_detector(args.fine_fields, args.fine_epochs, tuple(args.fine_recorded), tuple(args.fine_diameter),
-                            args.fine_native_share, args.fine_out)
+                            args.fine_native_share, args.fine_out, seed=args.seed)
+    if args.only in (None, "small-detector"):
+        train_fine_detector(args.fine_fields, args.fine_epochs, SMALL_RECORDED_NM, tuple(args.fine_diameter),
+                            directory=args.fine_out, name=SMALL_DETECTOR, postprocess=SMALL_POSTPROCESS,
+                            seed=args.seed)
     if args.only in (None, "classifiers"):
         train_classifiers(args.classifier_fields, args.classifier_epochs, args.problems, args.feature_input)
 

@@ -135,3 +135,20 @@ def test_the_shipped_detector_finds_vesicles_on_the_real_sample_at_its_pixel_siz
     recall = np.mean([any(near(c, circle) for c in found) for circle in circles])
     on_vesicles = np.mean([any(near(c, circle) for circle in circles) for c in found])
     assert len(circles) == 8 and recall >= 0.5 and on_vesicles >= 0.5
+
+
+def test_small_vesicles_at_a_coarse_pixel_size_are_found_beside_the_standard_detector():
+    """At 2 nm/px vesicles of 20–45 nm are a few pixels across at the standard detector's 2.5 nm/px:
+    the small-vesicle detector, run beside it by default, finds the ones it misses and leaves
+    its objects as they are."""
+    from napari_nanoclass.liposomes import SMALL_DETECTOR
+
+    config = SimulationConfig(shape=(320, 320), pixel_size_nm=2.0, diameter_nm=(20.0, 45.0), objects=(10, 16))
+    field = simulate_field(config, seed=424_300)  # far from the training fields
+    both = analyse(field.image, 2.0)
+    alone = analyse(field.image, 2.0, detector=DEFAULT_DETECTOR)
+    assert (both.summary["small_detector"], alone.summary["small_detector"]) == (SMALL_DETECTOR, "")
+    found, missed = match_instances(both.labels, field.labels), match_instances(alone.labels, field.labels)
+    assert found["recall"] >= missed["recall"] + 0.2 and found["precision"] >= 0.8, (found, missed)
+    kept = match_instances(both.labels, alone.labels, iou=0.99)
+    assert kept["fn"] == 0  # every object of the standard detector is still there, unchanged

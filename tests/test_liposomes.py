@@ -474,6 +474,10 @@ def test_analyse_files_contract_and_bad_files(tiny_liposome_models, tmp_path):
     for column in ("image", "label", "diameter_nm", "lamellarity", "encapsulation", "lamellarity_confidence",
                    "encapsulation_confidence"):
         assert column in header
+    assert rows[0]["detector"] == detector and rows[0]["small_detector"] == ""  # a chosen detector runs alone
+    beside = run_sync(files_steps("liposomes", [good], tmp_path / "beside", pixel_size_nm=2.5, detector=detector,
+                                  small_detector=detector, classifiers=classifiers))
+    assert beside[0]["small_detector"] == detector  # unless a small-vesicle detector is named too
 
 
 def test_retraining_objects_are_built_at_the_analysis_scale(tiny_liposome_models):
@@ -586,14 +590,45 @@ def test_detector_fine_tuned_on_corrections_learns_them(tiny_liposome_models, tm
 
 
 def test_a_run_names_the_detectors_it_may_use():
-    from napari_nanoclass.liposomes import DEFAULT_DETECTOR, FINE_DETECTOR
+    from napari_nanoclass.liposomes import DEFAULT_DETECTOR, FINE_DETECTOR, SMALL_DETECTOR
     from napari_nanoclass.liposomes.predict import LiposomeFiles
 
-    both = LiposomeFiles.model_names({})  # each input's header picks its detector
-    assert {both["detector"], both["fine_detector"]} == {DEFAULT_DETECTOR, FINE_DETECTOR}
+    every = LiposomeFiles.model_names({})  # each input's header picks its detectors
+    assert (every["detector"], every["fine_detector"], every["small_detector"]) == (
+        DEFAULT_DETECTOR, FINE_DETECTOR, SMALL_DETECTOR)
     assert LiposomeFiles.model_names({"pixel_size_nm": 0.2})["detector"] == FINE_DETECTOR
-    assert "fine_detector" not in LiposomeFiles.model_names({"pixel_size_nm": 2.5})
-    assert LiposomeFiles.model_names({"detector": "mine"})["detector"] == "mine"
+    assert "small_detector" not in LiposomeFiles.model_names({"pixel_size_nm": 0.2})
+    coarse = LiposomeFiles.model_names({"pixel_size_nm": 2.5})
+    assert "fine_detector" not in coarse and coarse["small_detector"] == SMALL_DETECTOR
+    assert "small_detector" not in LiposomeFiles.model_names({"pixel_size_nm": 5.0})
+    assert LiposomeFiles.model_names({"detector": "mine", "pixel_size_nm": 2.5}) == {
+        "detector": "mine", **LiposomeFiles.model_names({"detector": "mine"})}
+    assert "small_detector" not in LiposomeFiles.model_names({"detector": "mine"})
+    assert LiposomeFiles.model_names({"detector": "mine", "small_detector": "tiny"})["small_detector"] == "tiny"
+
+
+def test_the_small_vesicle_detector_runs_between_the_fine_and_the_coarsest_scales():
+    from napari_nanoclass.liposomes import FINE_BELOW_NM, SMALL_DETECTOR, SMALL_UP_TO_NM, default_small_detector
+
+    assert [default_small_detector(p) for p in (None, 0.2, FINE_BELOW_NM, 1.5, SMALL_UP_TO_NM, 3.0, 5.0)] == [
+        None, None, None, SMALL_DETECTOR, SMALL_DETECTOR, None, None]
+
+
+def test_small_vesicle_detections_are_added_only_where_the_standard_detector_found_nothing():
+    from napari_nanoclass.liposomes.predict import with_small
+
+    standard = np.zeros((40, 40), np.int32)
+    standard[5:15, 5:15] = 7  # one object, its own label
+    small = np.zeros_like(standard)
+    small[8:18, 8:18] = 1  # half of it on the standard object: the standard one's
+    small[12:22, 14:24] = 2  # a tenth on it: a vesicle the standard detector missed
+    small[30:35, 30:35] = 3  # on free ice
+    merged = with_small(standard, small)
+    assert (merged[standard > 0] == merged[6, 6]).all()  # the standard object is kept whole, unchanged
+    assert len(np.unique(merged)) == 4 and merged.max() == 3  # it and two added objects, numbered 1…3
+    assert (merged[(small == 2) & (standard == 0)] > 0).all() and (merged[30:35, 30:35] > 0).all()
+    assert not ((small == 1) & (standard == 0) & (merged > 0)).any()  # the half-covered one is not added
+    assert len(np.unique(merged[small == 2])) == 2  # the added object took only the free pixels
 
 
 def test_detector_pairs_bring_coarse_fields_to_the_working_scale_as_the_analysis_does():

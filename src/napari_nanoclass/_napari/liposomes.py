@@ -41,6 +41,8 @@ from napari_nanoclass.liposomes import (
     FINE_BELOW_NM,
     FINE_DETECTOR,
     PROBLEMS,
+    SMALL_DETECTOR,
+    SMALL_UP_TO_NM,
     default_detector,
 )
 from napari_nanoclass.liposomes.predict import LiposomeResult, analyse_steps, class_colours, summarise
@@ -64,6 +66,9 @@ DETECTED_AREA = "detected_area"  # layer metadata: where the analysis found lipo
 
 
 AUTO = f"(auto: {FINE_DETECTOR} at ≤ {FINE_BELOW_NM:g} nm/px, else {DEFAULT_DETECTOR})"
+AUTO_TIP = (f"auto: {FINE_DETECTOR} for images at {FINE_BELOW_NM:g} nm/px or finer; else {DEFAULT_DETECTOR}, with "
+            f"{SMALL_DETECTOR} beside it up to {SMALL_UP_TO_NM:g} nm/px for vesicles too small for it. "
+            "A detector chosen here runs alone.")
 
 
 def _detectors(_widget: Any) -> list[tuple[str, str | None]]:
@@ -89,7 +94,7 @@ class LiposomeWidget(ViewerWidget):
                                                                     *layer_choices(napari_viewer, "Labels")(w)],
                                 tooltip="detect liposomes, or classify the instances of a Labels layer")
         self.pixel_size = FloatSpinBox(label="pixel size (nm)", value=2.5, min=0.05, max=100.0, step=0.05)
-        self.detector = ComboBox(label="detector", choices=_detectors)
+        self.detector = ComboBox(label="detector", choices=_detectors, tooltip=AUTO_TIP)
         self.models = {p: ComboBox(label=f"{p} model", choices=_classifiers(p)) for p in PROBLEMS}
         self.balanced = CheckBox(label="balanced decisions", value=False,
                                  tooltip="classify as if every class were equally common: finds more rare objects, "

@@ -24,6 +24,8 @@ CLASS_COLOURS = {"unilamellar": "#377eb8", "multilamellar": "#ff7f00", "full": "
 DEFAULT_DETECTOR = "liposome-detector"  # works at 2.5 nm/px: liposomes 30–300 nm
 FINE_DETECTOR = "liposome-detector-fine"  # works at 1 nm/px: vesicles 20–150 nm with thin bilayers
 FINE_BELOW_NM = 1.0  # images at this pixel size or finer go to the fine detector
+SMALL_DETECTOR = "liposome-detector-small"  # at 1 nm/px, beside the standard one: vesicles it cannot resolve
+SMALL_UP_TO_NM = 2.5  # the coarsest images it is run on by default (docs/liposomes.md: where it was measured to help)
 
 
 def default_detector(pixel_size_nm: float | None) -> str:
@@ -31,6 +33,17 @@ def default_detector(pixel_size_nm: float | None) -> str:
     view of a few hundred nm, small vesicles whose bilayer a 2.5 nm/px detector cannot resolve) go
     to the fine detector, the others to the standard one."""
     return FINE_DETECTOR if pixel_size_nm is not None and pixel_size_nm <= FINE_BELOW_NM else DEFAULT_DETECTOR
+
+
+def default_small_detector(pixel_size_nm: float | None) -> str | None:
+    """The detector run beside the standard one for images of ``pixel_size_nm`` (None: none).
+    Between ``FINE_BELOW_NM`` and ``SMALL_UP_TO_NM`` vesicles of 20–50 nm are a few pixels across
+    at the standard detector's 2.5 nm/px, too few for their bilayer to show; the small-vesicle
+    detector sees the image brought to 1 nm/px, and what it finds is added where the standard
+    detector found nothing (docs/liposomes.md, "Other magnifications")."""
+    if pixel_size_nm is not None and FINE_BELOW_NM < pixel_size_nm <= SMALL_UP_TO_NM:
+        return SMALL_DETECTOR
+    return None
 
 DEFAULT_CLASSIFIERS = {"lamellarity": "liposome-lamellarity", "encapsulation": "liposome-encapsulation"}
 EXPLANATION_PRODUCT = "_cam_"  # <stem>_cam_<problem>: where each object's crop argued for its class
@@ -50,7 +63,11 @@ ANALYSIS = Analysis(
         Option("pixel_size_nm", "--pixel-size", "nm per pixel of the input images (default: read from each file; "
                "needed for files that record none)", kind=float, low=PIXEL_SIZES_NM[0], high=PIXEL_SIZES_NM[1]),
         Option("detector", "--detector", f"registered detector model (default: {FINE_DETECTOR} for images at "
-               f"{FINE_BELOW_NM:g} nm/px or finer, else {DEFAULT_DETECTOR})"),
+               f"{FINE_BELOW_NM:g} nm/px or finer, else {DEFAULT_DETECTOR}, with {SMALL_DETECTOR} beside it for "
+               f"small vesicles up to {SMALL_UP_TO_NM:g} nm/px; a detector given here runs alone)"),
+        Option("small_detector", "--small-detector", "small-vesicle detector run beside the detector (default: "
+               f"{SMALL_DETECTOR} for images between {FINE_BELOW_NM:g} and {SMALL_UP_TO_NM:g} nm/px when --detector "
+               "is not given; name one to run it beside any detector at any pixel size)"),
         Option("classifiers.lamellarity", "--lamellarity-model", "lamellarity classifier",
                default=DEFAULT_CLASSIFIERS["lamellarity"]),
         Option("classifiers.encapsulation", "--encapsulation-model", "encapsulation classifier",

@@ -4,7 +4,9 @@ The pipeline, for one 2-D image at a known pixel size:
 
 1. **Rescale** to the detector's pixel size (2.5 nm/px; 1 nm/px for the fine detector chosen for
    images at 1 nm/px or finer) when the image's differs by more than 10 %, so objects look as
-   large as in training; results are mapped back.
+   large as in training; results are mapped back. Images between 1 and 3 nm/px are also seen at
+   1 nm/px by the small-vesicle detector, whose objects are added where the standard detector
+   found none (:func:`with_small`): there the smallest vesicles are too few pixels across for it.
 2. **Detect**: the SE U-Net gives background / liposome / boundary probabilities per pixel
    (shared tiled engine); interiors become seeds and a watershed grows them into the liposome
    mask, so touching liposomes come out as separate instances; ragged detections are cut at
@@ -62,7 +64,9 @@ from napari_nanoclass.liposomes import (
     DEFAULT_DETECTOR,
     EXPLANATION_PRODUCT,
     FINE_DETECTOR,
+    SMALL_DETECTOR,
     default_detector,
+    default_small_detector,
 )
 from napari_nanoclass.liposomes import objects as liposome_objects
 from napari_nanoclass.models.lipnet import decide, explain_crops, predict_crops
@@ -77,6 +81,7 @@ SMOOTHING = 0.0  # objects are opened with a disk of this fraction of the minimu
 MIN_SOLIDITY = 0.9  # liposomes are convex: a ragged detection is split at its necks, or dropped
 MIN_RIM_BOUNDARY = 0.5  # a liposome is enclosed by its membrane: mean p(boundary) along its outer rim
 RESCALE_TOLERANCE = 0.1
+SMALL_MAX_OVERLAP = 0.2  # a small-vesicle detection covering more of the standard detector's objects is theirs
 HISTOGRAM_EDGES_NM = np.arange(0, 420, 20)
 # lengths name their unit: centroids in the input's pixels (to find the object in its labels) and in nm
 OBJECT_COLUMNS = ["image", "label", "centroid_y_px", "centroid_x_px", "centroid_y_nm", "centroid_x_nm", "diameter_nm",
@@ -84,7 +89,7 @@ OBJECT_COLUMNS = ["image", "label", "centroid_y_px", "centroid_x_px", "centroid_
                   "lamellarity", "lamellarity_confidence", "encapsulation", "encapsulation_confidence"]
 SUMMARY_COLUMNS = ["image", "n_objects", "n_unilamellar", "n_multilamellar", "n_lamellarity_uncertain", "n_full",
                    "n_empty", "n_encapsulation_uncertain", "pct_multilamellar", "pct_loaded", "mean_diameter_nm",
-                   "median_diameter_nm", "pixel_size_nm", "pixel_size_source", "detector", "lamellarity_model",
+                   "median_diameter_nm", "pixel_size_nm", "pixel_size_source", "detector", "small_detector", "lamellarity_model",
                    "encapsulation_model", "explained", "status", "error", "path"]
 
 
@@ -96,7 +101,7 @@ class LiposomeResult:
     objects: list[dict[str, Any]]
     summary: dict[str, Any]
     pixel_size_nm: float
-    models: dict[str, str] = field(default_factory=dict)  # role ("detector", "<problem>_model") -> name
+    models: dict[str, str] = field(default_factory=dict)  # role ("detector", "small_detector", "<problem>_model") -> name
     # with explain: problem -> (Y, X) float32 0–1 map at the labels' size, 0 outside objects (numpy or zarr)
     explanations: dict[str, Any] = field(default_factory=dict)
 
@@ -233,12 +238,54 @@ def _unenclosed(instances: np.ndarray, boundary: np.ndarray, threshold: float) -
 
 def detect_steps(image: np.ndarray, detector: LoadedModel, pixel_size_nm: float,
                  min_diameter_nm: float = MIN_DIAMETER_NM) -> Steps[np.ndarray]:
-    """Instance labels of a normalised 2-D image at the detector's pixel size (tiled, in memory)."""
-    probabilities = yield from engine.predict_dense(
-        detector.module, image, tile=detector.info.tile, halo=detector.halo, stats=[(0.0, 1.0)],
-        device=detector.device)
+    """Instance labels of a normalised 2-D image at the detector's pixel size (in memory; windows as
+    large as the memory budget allows, which give the same probabilities as smaller ones, faster)."""
+    probabilities = yield from engine.predict_dense(detector.module, image, halo=detector.halo, stats=[(0.0, 1.0)],
+                                                    device=detector.device)
     min_area = int(np.pi * (min_diameter_nm / 2 / pixel_size_nm) ** 2)
     return instances_from_probabilities(probabilities, min_area, **detector.info.training.get("postprocess", {}))
+
+
+def with_small(labels: np.ndarray, small: np.ndarray, max_overlap: float = SMALL_MAX_OVERLAP) -> np.ndarray:
+    """``labels`` plus the objects of ``small`` (instance labels of the same shape) of which at most
+    ``max_overlap`` lies on ``labels``' objects, on their free pixels only: the standard detector
+    keeps what it found, the small-vesicle one only adds what it missed."""
+    small = np.asarray(small)
+    area = np.bincount(small.ravel())
+    covered = np.bincount(small[labels > 0], minlength=len(area))
+    added = (covered <= max_overlap * area) & (area > 0)
+    added[0] = False
+    new = added[small] & (labels == 0)
+    out = labels.astype(np.int32, copy=True)
+    out[new] = small[new] + int(labels.max())
+    return relabel_sequential(out)[0].astype(np.int32)
+
+
+def _working(data: np.ndarray, pixel_size_nm: float, working_px: float | None,
+             stats: tuple[float, float] | None) -> tuple[np.ndarray, float]:
+    """``data`` at a detector's ``working_px`` and its pixel size, z-scored over itself
+    (:func:`working_image`) or, for a block of a large image, with the whole image's ``stats``."""
+    if stats is None:
+        return working_image(data, pixel_size_nm, working_px)
+    factor, working_px = _working_scale(pixel_size_nm, working_px)
+    return (_at_scale(data, factor) - stats[0]) / stats[1], working_px
+
+
+def detect_all_steps(data: np.ndarray, pixel_size_nm: float, detector: LoadedModel, small: LoadedModel | None,
+                     min_diameter_nm: float = MIN_DIAMETER_NM,
+                     stats: tuple[float, float] | None = None) -> Steps[tuple[np.ndarray, float, np.ndarray]]:
+    """(the image at ``detector``'s scale, its pixel size, instance labels there): ``detector``'s
+    objects and, with ``small``, those the small-vesicle detector finds at its own scale where
+    ``detector`` found none (:func:`with_small`)."""
+    work, working_px = _working(data, pixel_size_nm, detector.info.pixel_size_nm, stats)
+    parts = 1 if small is None else 2
+    labels = yield from scaled(detect_steps(work, detector, working_px, min_diameter_nm), 0, parts, "detecting")
+    if small is not None:
+        fine, fine_px = _working(data, pixel_size_nm, small.info.pixel_size_nm, stats)
+        found = yield from scaled(detect_steps(fine, small, fine_px, min_diameter_nm), 1, parts,
+                                  "detecting small vesicles")
+        labels = with_small(labels, labels_at(found, labels.shape))
+    return work, working_px, labels
 
 
 # -- classification ----------------------------------------------------------------------------------
@@ -329,6 +376,7 @@ def analyse_steps(
     *,
     labels: np.ndarray | None = None,
     detector: str | LoadedModel | None = None,
+    small_detector: str | LoadedModel | None = None,
     classifiers: Mapping[str, str | LoadedModel] | None = None,
     name: str = "image",
     min_diameter_nm: float = MIN_DIAMETER_NM,
@@ -342,7 +390,9 @@ def analyse_steps(
     ``pixel_size_nm`` is required — given, or recorded in the file of an :class:`Image` (an
     explicit value wins): detection works at a scale chosen from it and diameters are in nm, so a
     guess would give wrong results without saying so. ``detector`` defaults to the one for
-    that pixel size (:func:`default_detector`). ``balanced_decisions`` classifies as if every class were equally common
+    that pixel size (:func:`default_detector`), with the small-vesicle detector beside it
+    (:func:`default_small_detector`) unless ``detector`` is given; ``small_detector`` names one to
+    run beside any detector. ``balanced_decisions`` classifies as if every class were equally common
     (more rare objects found, more false alarms) instead of at the operating point each
     classifier chose for the class mix it was trained on. ``explain`` adds, per problem, the map
     of where in each object the classifier saw evidence for the class it gave
@@ -362,20 +412,25 @@ def analyse_steps(
                          "so give the image's pixel size (--pixel-size NM, pixel_size_nm=, or the widget's "
                          "'pixel size (nm)')")
     pixel_size_nm = number(float, *PIXEL_SIZES_NM, name=f"{name}: pixel size (nm/px)")(pixel_size_nm)
+    small_detector = small_detector or (None if detector else default_small_detector(pixel_size_nm))
     detector = load_on(detector or default_detector(pixel_size_nm), device)
+    small = load_on(small_detector, device) if small_detector and labels is None else None
     models = {p: load_on(m, device) for p, m in (classifiers or DEFAULT_CLASSIFIERS).items()}
     names = {"detector": detector.info.name if labels is None else "user labels",
+             "small_detector": small.info.name if small is not None else "",
              **{f"{p}_model": m.info.name for p, m in models.items()}}
     if labels is None and math.prod(data.shape) > STREAM_ABOVE:
         out_labels, objects, explanations = yield from _analyse_blocks(
-            data, pixel_size_nm, detector, models, name, min_diameter_nm, balanced_decisions, explain, workdir)
+            data, pixel_size_nm, (detector, small), models, name, min_diameter_nm, balanced_decisions, explain,
+            workdir)
         return LiposomeResult(out_labels, objects, summarise(name, objects, pixel_size_nm, names), pixel_size_nm,
                               names, explanations)
     data = np.asarray(data, np.float32)
-    work, working_px = working_image(data, pixel_size_nm, detector.info.pixel_size_nm)
     if labels is None:
-        work_labels = yield from detect_steps(work, detector, working_px, min_diameter_nm)
+        work, working_px, work_labels = yield from detect_all_steps(data, pixel_size_nm, detector, small,
+                                                                    min_diameter_nm)
     else:
+        work, working_px = working_image(data, pixel_size_nm, detector.info.pixel_size_nm)
         labels = np.asarray(labels)
         if labels.shape != data.shape:
             raise ValueError(f"{name}: labels {labels.shape} do not match the image {data.shape}")
@@ -400,23 +455,25 @@ def explanation_at(values: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return resized_planes(values, labels.shape, order=1) * (labels > 0)
 
 
-def _analyse_blocks(data: Any, pixel_size_nm: float, detector: LoadedModel, models: Mapping[str, LoadedModel],
-                    name: str, min_diameter_nm: float, balanced_decisions: bool, explain: bool,
+def _analyse_blocks(data: Any, pixel_size_nm: float, detectors: tuple[LoadedModel, LoadedModel | None],
+                    models: Mapping[str, LoadedModel], name: str, min_diameter_nm: float, balanced_decisions: bool, explain: bool,
                     workdir: str | Path | None) -> Steps[tuple[Any, list[dict[str, Any]], dict[str, Any]]]:
     """Detect and classify a large image block by block; returns (instance labels, object rows,
     explanation maps by problem — none without ``explain``).
 
     Each block is a core of ``BLOCK_PX`` working pixels read with a margin wide enough for the
-    largest liposome (``MAX_DIAMETER_NM``) plus the detector's halo, normalised with the whole
+    largest liposome (``MAX_DIAMETER_NM``) plus the detectors' halo, normalised with the whole
     image's statistics. An object belongs to the block whose core holds its centroid, so it is
     found whole and exactly once. Only the block in hand is in memory (read lazily from a
     TIFF or zarr input); labels and maps go to zarr arrays in ``workdir`` (in memory without one).
     """
-    factor, working_px = _working_scale(pixel_size_nm, detector.info.pixel_size_nm)
-    mean, std = image_stats(data, name)
+    detector, small = detectors
+    factor, _ = _working_scale(pixel_size_nm, detector.info.pixel_size_nm)
+    stats = image_stats(data, name)
     height, width = data.shape
     core = max(1, round(BLOCK_PX / factor))
-    margin = math.ceil(MAX_DIAMETER_NM / 2 / pixel_size_nm + detector.halo / factor)
+    margin = math.ceil(MAX_DIAMETER_NM / 2 / pixel_size_nm + max(
+        d.halo / _working_scale(pixel_size_nm, d.info.pixel_size_nm)[0] for d in detectors if d is not None))
     out = _block_output(workdir, "labels", (height, width), np.int32)
     maps = {p: _block_output(workdir, f"cam_{p}", (height, width), np.float32) for p in models} if explain else {}
     origins = [(y, x) for y in range(0, height, core) for x in range(0, width, core)]
@@ -425,9 +482,9 @@ def _analyse_blocks(data: Any, pixel_size_nm: float, detector: LoadedModel, mode
         y0, y1 = max(0, y - margin), min(height, y + core + margin)
         x0, x1 = max(0, x - margin), min(width, x + core + margin)
         block = np.asarray(data[y0:y1, x0:x1])
-        work = (_at_scale(block, factor) - mean) / std
-        found = yield from scaled(detect_steps(work, detector, working_px, min_diameter_nm), i, len(origins),
-                                  f"block {i + 1}/{len(origins)}")
+        work, working_px, found = yield from scaled(
+            detect_all_steps(block, pixel_size_nm, detector, small, min_diameter_nm, stats), i, len(origins),
+            f"block {i + 1}/{len(origins)}")
         scale = block.shape[0] / work.shape[0]
         rows = [r for r in liposome_objects.measure(found, working_px)  # in label order, as relabelled below
                 if y <= y0 + r["centroid_y"] * scale < y + core and x <= x0 + r["centroid_x"] * scale < x + core]
@@ -525,6 +582,7 @@ def summarise(image: str, objects: Sequence[Mapping[str, Any]], pixel_size_nm: f
         "mean_diameter_nm": round(float(np.mean(diameters)), 2) if diameters else float("nan"),
         "median_diameter_nm": round(float(np.median(diameters)), 2) if diameters else float("nan"),
         "pixel_size_nm": pixel_size_nm, "detector": models.get("detector", ""),
+        "small_detector": models.get("small_detector", ""),
         "lamellarity_model": models.get("lamellarity_model", ""),
         "encapsulation_model": models.get("encapsulation_model", ""), "status": "ok", "error": "",
     }
@@ -543,23 +601,29 @@ class LiposomeFiles(FileJob):
     error) and ``summary.json`` (the same plus size histograms)."""
 
     def __init__(self, pixel_size_nm: float | None = None, *, detector: str | None = None,
-                 classifiers: Mapping[str, str] | None = None, device: str | None = None,
+                 small_detector: str | None = None, classifiers: Mapping[str, str] | None = None, device: str | None = None,
                  output_format: str = "tif", balanced_decisions: bool = False, explain: bool = False) -> None:
         self.pixel_size_nm, self.device = pixel_size_nm, device
-        self.detector_name = detector
-        self.detectors: dict[str, LoadedModel] = {}  # by name: each input's pixel size may pick its own
-        if detector or pixel_size_nm is not None:
+        self.detector_name, self.small_name = detector, small_detector
+        self.detectors: dict[str, LoadedModel] = {}  # by name: each input's pixel size may pick its own (and a small one)
+        if detector or small_detector or pixel_size_nm is not None:
             self._detector(pixel_size_nm)  # an unknown model is refused before any input
+            self._detector(pixel_size_nm, small=True)
         self.classifiers = {p: load_on(m, device) for p, m in (classifiers or DEFAULT_CLASSIFIERS).items()}
         self.output_format, self.balanced_decisions, self.explain = output_format or "tif", balanced_decisions, explain
         self.objects: list[dict[str, Any]] = []
 
-    def _detector(self, pixel_size_nm: float | None) -> LoadedModel:
-        """The chosen detector, or the default one for ``pixel_size_nm``, loaded once."""
-        name = self.detector_name or default_detector(pixel_size_nm)
-        if name not in self.detectors:
+    def _detector(self, pixel_size_nm: float | None, small: bool = False) -> LoadedModel | None:
+        """The chosen detector, or the default one for ``pixel_size_nm``, loaded once; with ``small``
+        the small-vesicle detector run beside it: the chosen one, or the default one beside the
+        default detector (None when there is none)."""
+        if small:
+            name = self.small_name or (None if self.detector_name else default_small_detector(pixel_size_nm))
+        else:
+            name = self.detector_name or default_detector(pixel_size_nm)
+        if name and name not in self.detectors:
             self.detectors[name] = load_on(name, self.device)
-        return self.detectors[name]
+        return self.detectors.get(name) if name else None
 
     def process(self, image: Image, path: Path, out_dir: Path, workdir: Path) -> Steps[dict[str, Any]]:
         pixel_size, source = chosen_pixel_size(image.name, self.pixel_size_nm, image.pixel_size_nm,
@@ -569,6 +633,7 @@ class LiposomeFiles(FileJob):
                              "--pixel-size NM (nm per pixel; batch: --pixel-size or --set pixel_size_nm=NM)")
         log.info("%s: pixel size %g nm/px (%s)", image.name, pixel_size, source)
         result = yield from analyse_steps(image.data, pixel_size, detector=self._detector(pixel_size),
+                                          small_detector=self._detector(pixel_size, small=True),
                                           classifiers=self.classifiers, name=image.name,
                                           balanced_decisions=self.balanced_decisions, explain=self.explain,
                                           device=self.device, workdir=workdir)
@@ -598,9 +663,17 @@ class LiposomeFiles(FileJob):
     @classmethod
     def model_names(cls, options: dict[str, Any]) -> dict[str, str]:
         """The run's models. Without a detector or a pixel size in the options each input's own
-        pixel size picks the detector, so both are named (each input's row says which it used)."""
-        if options.get("detector") or options.get("pixel_size_nm") is not None:
-            detectors = {"detector": options.get("detector") or default_detector(options.get("pixel_size_nm"))}
+        pixel size picks the detectors, so all are named (each input's row says which it used)."""
+        chosen, pixel_size = options.get("detector"), options.get("pixel_size_nm")
+        if options.get("small_detector"):
+            detectors = {"detector": chosen or default_detector(pixel_size), "small_detector": options["small_detector"]}
+            if not chosen and pixel_size is None:
+                detectors["fine_detector"] = FINE_DETECTOR
+        elif chosen:
+            detectors = {"detector": chosen}
+        elif pixel_size is not None:
+            small = default_small_detector(pixel_size)
+            detectors = {"detector": default_detector(pixel_size), **({"small_detector": small} if small else {})}
         else:
-            detectors = {"detector": DEFAULT_DETECTOR, "fine_detector": FINE_DETECTOR}
+            detectors = {"detector": DEFAULT_DETECTOR, "fine_detector": FINE_DETECTOR, "small_detector": SMALL_DETECTOR}
         return {**detectors, **(options.get("classifiers") or DEFAULT_CLASSIFIERS)}
