@@ -230,28 +230,28 @@ def cmd_simulate_liposomes(args: argparse.Namespace) -> int:
 
 
 def _batch_options(args: argparse.Namespace) -> dict:
-    """Analysis options from --model / --pixel-size / --set KEY=VALUE (VALUE read as JSON if it parses)."""
+    """Analysis options from --model / --pixel-size / --format / --set NAME=VALUE (VALUE read as JSON
+    if it parses), built as the Batch dock builds them (:meth:`Analysis.chosen_options`)."""
     from napari_nanoclass.core.analysis import get
 
-    options: dict = {}
+    analysis = get(args.analysis)
+    values: dict = {}
     if args.model:
-        model_option = get(args.analysis).model_option
-        if model_option is None:
+        if analysis.model_option is None:
             raise ValueError(f"{args.analysis} takes no --model")
-        options[model_option] = args.model
+        values[analysis.model_option] = args.model
     if args.pixel_size is not None:
-        options["pixel_size_nm"] = args.pixel_size
-    if args.format != "tif":
-        options["output_format"] = args.format
+        values["pixel_size_nm"] = args.pixel_size
+    values["output_format"] = args.format
     for item in args.set or []:
         key, sep, value = item.partition("=")
         if not sep:
             raise SystemExit(f"nanoclass batch: --set takes KEY=VALUE, got {item!r}")
         try:
-            options[key] = json.loads(value)
+            values[key] = json.loads(value)
         except ValueError:
-            options[key] = value
-    return options
+            values[key] = value
+    return analysis.chosen_options(values)
 
 
 def _batch_progress(log: str, analysis: str) -> tuple:
@@ -438,8 +438,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="repeat a run from its batch_config.json")
     p.add_argument("--model", help="model (the detector for liposomes)")
     p.add_argument("--pixel-size", type=PIXEL_SIZE, help="nm per pixel (liposomes)")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="any other option of the analysis, "
-                   "e.g. --set cam=true --set tile=1024")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="any other option of the analysis by its "
+                   "name, e.g. --set cam=true --set tile=1024 --set classifiers.lamellarity=NAME")
     p.add_argument("--format", choices=FORMATS, default="tif", help="how label images and maps are saved")
     p.add_argument("--overwrite", action="store_true", help="redo inputs whose outputs are complete")
     p.add_argument("--workers", type=_num(int, 1, 256), default=1,
