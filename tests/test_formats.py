@@ -14,7 +14,14 @@ import tifffile
 import torch
 
 from napari_nanoclass.cli import main
-from napari_nanoclass.io.images import ImageError, read_image, read_output_calibrated, write_image
+from napari_nanoclass.io.images import (
+    ImageError,
+    read_image,
+    read_label_image,
+    read_output_calibrated,
+    write_image,
+    write_label_image,
+)
 from tests.conftest import reader_layers
 
 IMG = (np.arange(64 * 80) % 251).astype(np.float32).reshape(64, 80)
@@ -123,32 +130,51 @@ def test_unreadable_microscope_files_get_one_line_naming_the_file(tmp_path, name
 
 @pytest.mark.parametrize("suffix", [".tif", ".ome.zarr"])
 def test_results_round_trip_with_their_pixel_size(tmp_path, suffix):
-    labels = np.random.default_rng(1).integers(0, 4, (2, 40, 56)).astype(np.uint8)
-    path = write_image(tmp_path / f"x_labels{suffix}", labels, labels=True, pixel_size_nm=0.85)
-    data, found = read_output_calibrated(path)
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 4, (2, 40, 56)).astype(np.uint8)
+    image = rng.random((2, 40, 56)).astype(np.float32)
+    path = write_label_image(tmp_path / f"x_labels{suffix}", labels, image, name="classes", pixel_size_nm=0.85)
+    data, _ = read_label_image(path)
     np.testing.assert_array_equal(np.asarray(data), labels)
-    assert found.pixel_size_nm == pytest.approx(0.85)
-    assert read_image(path).pixel_size_nm == pytest.approx(0.85)  # a result can be an input again
+    assert read_output_calibrated(path)[1].pixel_size_nm == pytest.approx(0.85)
+    again = read_image(path)  # a result can be an input again: the labels (TIFF), the image they label (OME-Zarr)
+    assert again.pixel_size_nm == pytest.approx(0.85)
+    np.testing.assert_array_equal(np.asarray(again.data), labels if suffix == ".tif" else image)
 
 
-def test_ome_zarr_is_ngff_with_nm_scale_a_pyramid_when_large_and_label_metadata(tmp_path, monkeypatch):
-    from ome_zarr.io import parse_url
-    from ome_zarr.reader import Label, Reader
-
+def test_ome_zarr_labels_lie_under_their_image_in_nm_with_a_pyramid_when_large(tmp_path, monkeypatch):
     monkeypatch.setattr("napari_nanoclass.io.images.PYRAMID_ABOVE", 64)
     monkeypatch.setattr("napari_nanoclass.io.images.PYRAMID_SMALLEST", 32)
+    image = np.random.default_rng(0).random((150, 130)).astype(np.float32)
     labels = np.zeros((150, 130), np.int32)
     labels[20:90, 30:100] = 2
-    write_image(tmp_path / "l.ome.zarr", labels, labels=True, pixel_size_nm=2.5,
-                label_metadata={"colors": [{"label-value": 2, "rgba": [255, 0, 0, 255]}]})
-    (node,) = [n for n in Reader(parse_url(str(tmp_path / "l.ome.zarr")))() if n.load(Label)]
-    assert [a["unit"] for a in node.metadata["axes"]] == ["nanometer", "nanometer"]
-    scales = [t[0]["scale"] for t in node.metadata["coordinateTransformations"]]
-    assert [tuple(d.shape) for d in node.data] == [(150, 130), (75, 65), (37, 32), (18, 16)]  # halved to ≤ 32
-    for scale, level in zip(scales, node.data):  # each level's pixels in nm: the same 375 × 325 nm field
-        assert scale == pytest.approx([2.5 * 150 / level.shape[0], 2.5 * 130 / level.shape[1]])
+    metadata = {"colors": [{"label-value": 2, "rgba": [255, 0, 0, 255]}],
+                "properties": [{"label-value": 2, "class": "membrane"}]}
+    write_label_image(tmp_path / "l.ome.zarr", labels, image, name="classes", pixel_size_nm=2.5,
+                      label_metadata=metadata)
+    found, labelled = _ngff_nodes(tmp_path / "l.ome.zarr")  # as ome-zarr-py (napari-ome-zarr) finds them
+    assert list(labelled) == ["classes"]
+    node = labelled["classes"]
+    np.testing.assert_array_equal(np.asarray(found.data[0]), image)
+    np.testing.assert_array_equal(np.asarray(node.data[0]), labels)
+    for each in (found, node):
+        assert [a["unit"] for a in each.metadata["axes"]] == ["nanometer", "nanometer"]
+        assert [tuple(d.shape) for d in each.data] == [(150, 130), (75, 65), (37, 32), (18, 16)]  # halved to ≤ 32
+        for scale, level in zip(_scales(each), each.data):  # each level's pixels in nm: the same 375 × 325 nm field
+            assert scale == pytest.approx([2.5 * 150 / level.shape[0], 2.5 * 130 / level.shape[1]])
     assert set(np.unique(np.asarray(node.data[1]))) == {0, 2}  # nearest neighbour: still labels
-    assert node.zarr.root_attrs["image-label"]["colors"][0]["label-value"] == 2
+    assert node.metadata["color"] == {2: [1.0, 0.0, 0.0, 1.0]}
+    assert node.metadata["properties"] == {2: {"class": "membrane"}}
+    assert read_label_image(tmp_path / "l.ome.zarr")[1]["properties"] == [{"label-value": 2, "class": "membrane"}]
+    assert not [p.name for p in tmp_path.iterdir() if p.name != "l.ome.zarr"]  # written atomically: no partial left
+
+
+def test_ome_zarr_labels_of_another_shape_than_their_image_are_refused_with_one_line(tmp_path):
+    path = tmp_path / "l.ome.zarr"
+    with pytest.raises(ImageError) as info:
+        write_label_image(path, np.zeros((20, 30), np.uint8), IMG, name="classes")
+    assert str(info.value) == f"{path}: labels 'classes' of shape (20, 30) do not match the image (64, 80)"
+    assert not list(tmp_path.iterdir())  # nothing half-written
 
 
 # -- the analyses use the pixel size ---------------------------------------------------------------------
@@ -233,9 +259,6 @@ def model_at_4nm(user_registry) -> str:
 
 
 def test_an_mrc_is_segmented_at_the_models_scale_into_ome_zarr_in_nm(tmp_path, model_at_4nm, caplog):
-    from ome_zarr.io import parse_url
-    from ome_zarr.reader import Reader
-
     from napari_nanoclass.segmentation.predict import segment
 
     torch.set_num_threads(1)
@@ -247,12 +270,14 @@ def test_an_mrc_is_segmented_at_the_models_scale_into_ome_zarr_in_nm(tmp_path, m
 
     assert main(["segment", str(section), "--out", str(tmp_path / "out"), "--model", model_at_4nm,
                  "--format", "ome-zarr", "--quiet"]) == 0
-    (node,) = list(Reader(parse_url(str(tmp_path / "out" / "section_labels.ome.zarr")))())
-    assert node.metadata["coordinateTransformations"][0][0]["scale"] == [2.0, 2.0]
-    assert [a["unit"] for a in node.metadata["axes"]] == ["nanometer", "nanometer"]
-    np.testing.assert_array_equal(np.asarray(node.data[0]), result.labels)
-    classes = node.zarr.root_attrs["image-label"]["properties"]
-    assert [p["class"] for p in classes] == ["c0", "c1", "c2"]
+    image, labels = _ngff_nodes(tmp_path / "out" / "section_labels.ome.zarr")  # ome-zarr-py's own Reader
+    assert list(labels) == ["classes"]  # under the image, where NGFF viewers look for its labels
+    np.testing.assert_array_equal(np.asarray(image.data[0]), mrcfile.read(section))
+    for node in (image, labels["classes"]):
+        assert _scales(node) == [[2.0, 2.0]]
+        assert [a["unit"] for a in node.metadata["axes"]] == ["nanometer", "nanometer"]
+    np.testing.assert_array_equal(np.asarray(labels["classes"].data[0]), result.labels)
+    assert [p["class"] for p in labels["classes"].metadata["properties"].values()] == ["c0", "c1", "c2"]
 
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="napari_nanoclass"):
@@ -287,6 +312,80 @@ def test_reader_opens_segment_and_liposome_output_folders_and_result_files_in_nm
     liposomes = layers["cryo liposomes"]
     assert tuple(liposomes.scale) == pytest.approx((2.5, 2.5)) and len(liposomes.features) > 0
     assert {"diameter_nm", "lamellarity"} <= set(liposomes.features.columns)
+
+
+def _old_layout_labels(path, labels, pixel_size_nm, metadata):
+    """A label image as results were saved before they went under their image: ome-zarr-py's
+    write_image of the labels with ``image-label`` at the root."""
+    import shutil
+
+    import zarr
+    from ome_zarr.format import FormatV04
+    from ome_zarr.writer import write_image as ngff_write
+
+    shutil.rmtree(path)
+    group = zarr.open_group(str(path), mode="w", zarr_format=2)
+    ngff_write(labels, group, scale_factors=[], fmt=FormatV04(), axes="yx", scale={"y": pixel_size_nm, "x": pixel_size_nm},
+               axes_units={"y": "nanometer", "x": "nanometer"})
+    group.attrs["image-label"] = {"version": "0.4", **metadata}
+
+
+def test_reader_opens_ome_zarr_outputs_over_their_own_image_and_older_ones_too(tmp_path, responsive_model):
+    import csv
+
+    from napari_nanoclass.models.registry import registered_info
+
+    torch.set_num_threads(1)
+    section = _mrc(tmp_path / "in" / "section.mrc", np.random.default_rng(0).normal(size=(64, 72)), 46.0)
+    out = tmp_path / "seg"
+    assert main(["segment", str(section), "--out", str(out), "--model", responsive_model, "--format", "ome-zarr",
+                 "--quiet"]) == 0
+    written = out / "section_labels.ome.zarr"
+    labels, metadata = (np.asarray(a) if i == 0 else a for i, a in enumerate(read_label_image(written)))
+    section.rename(tmp_path / "elsewhere.mrc")  # the input moved: the output still holds the image
+    table = list(csv.DictReader(open(out / "segmentation.csv")))
+    for row in table:
+        row["model"] = "no-longer-registered"  # colours then come from the OME-Zarr's image-label
+    with open(out / "segmentation.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(table[0]))
+        writer.writeheader()
+        writer.writerows(table)
+    for opened in (out, written):  # the folder, and the one result file
+        layers = reader_layers(opened)
+        assert [layer.name for layer in layers] == ["section", "section labels"]
+        image, classes = layers["section"], layers["section labels"]
+        np.testing.assert_allclose(np.asarray(image.data), mrcfile.read(tmp_path / "elsewhere.mrc"))
+        np.testing.assert_array_equal(np.asarray(classes.data), labels)
+        assert tuple(image.scale) == pytest.approx((4.6, 4.6)) == tuple(classes.scale)
+        assert list(classes.features["class"]) == ["c0", "c1", "c2"]
+        colours = registered_info(responsive_model).class_colours
+        assert np.allclose(classes.colormap.map(np.array([1, 2]))[:, :3],
+                           [[int(c[i:i + 2], 16) / 255 for i in (1, 3, 5)] for c in colours[1:3]])
+
+    _old_layout_labels(written, labels, 4.6, metadata)  # a folder written before: labels at the root
+    layers = reader_layers(out)
+    assert [layer.name for layer in layers] == ["section labels"]  # no image in it, and the input has moved
+    np.testing.assert_array_equal(np.asarray(layers["section labels"].data), labels)
+    assert tuple(layers["section labels"].scale) == pytest.approx((4.6, 4.6))
+
+
+def test_segmenting_an_ome_zarr_into_its_own_folder_leaves_it_untouched(tmp_path, responsive_model):
+    import hashlib
+
+    torch.set_num_threads(1)
+    source = write_image(tmp_path / "cells.ome.zarr", np.random.default_rng(2).random((64, 72)), pixel_size_nm=3.0)
+
+    def digest():
+        return {p.relative_to(source): hashlib.sha256(p.read_bytes()).hexdigest()
+                for p in sorted(source.rglob("*")) if p.is_file()}
+
+    before = digest()
+    assert main(["segment", str(source), "--out", str(tmp_path), "--model", responsive_model, "--format", "ome-zarr",
+                 "--quiet"]) == 0
+    assert digest() == before and not (source / "labels").exists()  # the labels went into a copy of it
+    image, labels = _ngff_nodes(tmp_path / "cells_labels.ome.zarr")
+    np.testing.assert_array_equal(np.asarray(image.data[0]), np.asarray(read_image(source).data))
+    assert _scales(labels["classes"]) == [[3.0, 3.0]]
 
 
 def test_reader_opens_a_homogeneity_folder_with_the_map_over_the_image_in_nm(tmp_path):

@@ -285,15 +285,30 @@ def find_output(folder: str | Path, name: str) -> Path | None:
     return next((p for p in (output_path(folder, name, f) for f in OUTPUT_FORMATS) if p.exists()), None)
 
 
-def write_image(path: str | Path, data: Any, *, axes: str | None = None, labels: bool = False,
-                pixel_size_nm: float | None = None, label_metadata: dict[str, Any] | None = None,
+def write_image(path: str | Path, data: Any, *, axes: str | None = None, pixel_size_nm: float | None = None,
                 channel_names: Sequence[str] | None = None) -> Path:
-    """Write a result array as TIFF or OME-Zarr, chosen by the suffix of ``path`` (see :func:`output_path`),
-    with its physical pixel size when known and the names of its channels (axis ``c``, first) if given."""
+    """Write a result image or map as TIFF or OME-Zarr, chosen by the suffix of ``path`` (see
+    :func:`output_path`), with its physical pixel size when known and the names of its channels
+    (axis ``c``, first) if given. Label images go through :func:`write_label_image`."""
     if Path(path).suffix == ".zarr":
-        return write_ome_zarr(path, data, axes=axes, labels=labels, pixel_size_nm=pixel_size_nm,
-                              label_metadata=label_metadata, channel_names=channel_names)
+        return write_ome_zarr(path, data, axes=axes, pixel_size_nm=pixel_size_nm, channel_names=channel_names)
     return write_tiff(path, data, pixel_size_nm=pixel_size_nm, channel_names=channel_names)
+
+
+def write_label_image(path: str | Path, labels: Any, image: Any, *, name: str, pixel_size_nm: float | None = None,
+                      label_metadata: dict[str, Any] | None = None) -> Path:
+    """Write the labels of ``image`` as TIFF or OME-Zarr, chosen by the suffix of ``path``.
+
+    A TIFF holds the labels alone (with the pixel size in its resolution tags). NGFF has no
+    stand-alone label image: viewers (napari-ome-zarr, MoBIE, …) find labels under the
+    ``labels/`` group of the image they label, so an OME-Zarr is a copy of ``image`` (never the
+    user's file itself), a pyramid at its physical scale, with the labels as ``labels/<name>``
+    and ``label_metadata`` (``image-label`` colours and properties). :func:`read_label_image`
+    reads either back.
+    """
+    if Path(path).suffix == ".zarr":
+        return write_ome_zarr(path, image, pixel_size_nm=pixel_size_nm, label_images={name: (labels, label_metadata)})
+    return write_tiff(path, labels, pixel_size_nm=pixel_size_nm)
 
 
 def ngff_label_metadata(colours: dict[int, str], properties: dict[int, dict[str, Any]]) -> dict[str, Any]:
@@ -339,9 +354,8 @@ def _as_dask(data: Any, chunks: tuple[int, ...]) -> da.Array:
     return (data if isinstance(data, da.Array) else da.from_array(data, chunks=chunks)).rechunk(chunks)
 
 
-def write_ome_zarr(path: str | Path, data: Any, *, axes: str | None = None, labels: bool = False,
-                   chunk: int = 512, pixel_size_nm: float | None = None,
-                   label_metadata: dict[str, Any] | None = None,
+def write_ome_zarr(path: str | Path, data: Any, *, axes: str | None = None, chunk: int = 512,
+                   pixel_size_nm: float | None = None,
                    label_images: dict[str, tuple[Any, dict[str, Any] | None]] | None = None,
                    channel_names: Sequence[str] | None = None) -> Path:
     """Write an array as OME-Zarr (NGFF 0.4, zarr format 2) with ome-zarr-py, atomically.
@@ -349,11 +363,10 @@ def write_ome_zarr(path: str | Path, data: Any, *, axes: str | None = None, labe
     NGFF 0.4 is what napari-ome-zarr, Fiji/MoBIE and older ome-zarr-py read. ``axes`` names the
     axes (default ``yx`` or ``zyx``; ``c`` for channels). The spatial scale is ``pixel_size_nm`` in
     nanometres (1 and no unit when unknown). Large images get a multiscale pyramid
-    (:func:`pyramid_factors`; labels downsampled by nearest neighbour, so they stay labels).
-    ``labels`` marks a label image (``image-label``, with ``label_metadata`` such as ``colors``
-    and ``properties``) so viewers show it as labels. ``label_images`` (name → (array, its
-    ``image-label`` metadata)) are written under the image's ``labels/`` group, where NGFF
-    viewers look for an image's labels (:func:`add_ome_zarr_labels`), in the same atomic folder.
+    (:func:`pyramid_factors`). ``label_images`` (name → (array, its ``image-label`` metadata such
+    as ``colors`` and ``properties``)) are written under the image's ``labels/`` group, where NGFF
+    viewers look for an image's labels (:func:`_write_labels`: same pyramid, downsampled by
+    nearest neighbour so they stay labels), in the same atomic folder.
     ``channel_names`` label the ``c`` axis (NGFF ``omero`` channels, shown by napari-ome-zarr).
     Lazy inputs are written chunk by chunk.
     """
@@ -366,10 +379,8 @@ def write_ome_zarr(path: str | Path, data: Any, *, axes: str | None = None, labe
     with atomic_path(path) as tmp:
         group = zarr.open_group(str(tmp), mode="w", zarr_format=2)
         ngff_write_image(_as_dask(data, chunks), group, scale_factors=pyramid_factors(data.shape), fmt=FormatV04(),
-                         method=Methods.NEAREST if labels else Methods.RESIZE, axes=axes, scale=scale,
-                         axes_units=units, storage_options={"chunks": chunks}, name=file_stem(path))
-        if labels:
-            group.attrs["image-label"] = {"version": "0.4", **(label_metadata or {})}
+                         method=Methods.RESIZE, axes=axes, scale=scale, axes_units=units,
+                         storage_options={"chunks": chunks}, name=file_stem(path))
         if channel_names is not None:
             group.attrs["omero"] = {"channels": [{"label": str(n), "active": True, "color": "FFFFFF",
                                                   "window": {"start": 0.0, "end": 1.0, "min": 0.0, "max": 1.0}}
@@ -459,6 +470,43 @@ def read_output_calibrated(path: str | Path) -> tuple[Any, Calibration]:
         return _open_zarr_calibrated(path)
     with tifffile.TiffFile(path) as tif:
         return tif.asarray(), tiff_calibration(tif)
+
+
+def read_label_image(path: str | Path) -> tuple[Any, dict[str, Any]]:
+    """A saved label image and its NGFF ``image-label`` metadata (``{}`` for a TIFF).
+
+    In an OME-Zarr these are the first labels its ``labels/`` group lists (what
+    :func:`write_label_image` writes, and any NGFF image's labels); a stand-alone label image
+    (``image-label`` at the root, how results were saved before they went under their image) is
+    its root. The array is lazy for OME-Zarr, so a whole-slide result is read only where used.
+    """
+    path = Path(path)
+    if not _is_zarr(path):
+        return read_output(path), {}
+    group = zarr.open(str(path), mode="r")
+    if isinstance(group, zarr.Array) or "image-label" in group.attrs or "labels" not in group:
+        return _open_zarr_calibrated(path)[0], dict(group.attrs.get("image-label") or {})
+    names = list(group["labels"].attrs.get("labels") or [])
+    if not names:
+        raise ImageError(f"{path}: its labels/ group lists no label image")
+    labels = group["labels"][names[0]]
+    multiscales = ngff_multiscales(labels.attrs)
+    if not multiscales:
+        raise ImageError(f"{path}: labels/{names[0]} is not an NGFF label image (no multiscales)")
+    return labels[multiscales[0]["datasets"][0]["path"]], dict(labels.attrs.get("image-label") or {})
+
+
+def labelled_image(path: str | Path) -> Image | None:
+    """The image an OME-Zarr label output was written on (:func:`write_label_image` keeps a copy
+    of the input there), so results open over their micrograph even when its file has moved;
+    None for a TIFF or a stand-alone label image, which hold no image."""
+    path = Path(path)
+    if not _is_zarr(path):
+        return None
+    group = zarr.open(str(path), mode="r")
+    if isinstance(group, zarr.Array) or "image-label" in group.attrs or not ngff_multiscales(group.attrs):
+        return None
+    return read_image(path)
 
 
 def output_calibration(path: str | Path) -> Calibration:
