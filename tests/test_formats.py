@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import replace
+from pathlib import Path
 
 import mrcfile
 import numpy as np
@@ -117,7 +118,7 @@ def test_large_mrc_is_memory_mapped_not_read_whole(tmp_path, monkeypatch):
     np.testing.assert_array_equal(np.asarray(image.data[1]), stack[1])
 
 
-@pytest.mark.parametrize("name,fmt", [("bad.mrc", "an MRC file"), ("bad.dm4", "a DM4 file"), ("bad.emd", "a EMD file"),
+@pytest.mark.parametrize("name,fmt", [("bad.mrc", "an MRC file"), ("bad.dm4", "a DM4 file"), ("bad.emd", "an EMD file"),
                                       ("bad.ser", "a TIA SER file")])
 def test_unreadable_microscope_files_get_one_line_naming_the_file(tmp_path, name, fmt):
     path = tmp_path / name
@@ -175,6 +176,67 @@ def test_ome_zarr_labels_of_another_shape_than_their_image_are_refused_with_one_
         write_label_image(path, np.zeros((20, 30), np.uint8), IMG, name="classes")
     assert str(info.value) == f"{path}: labels 'classes' of shape (20, 30) do not match the image (64, 80)"
     assert not list(tmp_path.iterdir())  # nothing half-written
+
+
+# -- real files written by the microscope software (tests/data/README.md) ------------------------------------
+
+DATA = Path(__file__).parent / "data" / "hyperspy"
+REAL_FILES = {  # file: (shape, dtype, pixel size in nm, where it was found)
+    "test_STEM_image.dm3": ((68, 68), np.uint32, 0.248538, "DM3 calibration (test_STEM_image)"),
+    "64x64_TEM_images_acquire_1.ser": ((64, 64), np.float32, 6.28183, "TIA SER calibration"),
+    "16x16x5_STEM_BF_DF_preview_1.ser": ((5, 16, 16), np.uint16, 21.51, "TIA SER calibration"),
+    "Si100_2x1x1_3D.emd": ((22, 44), np.float32, 0.25, "EMD calibration (annular_detector)"),
+}
+
+
+@pytest.mark.parametrize("name", list(REAL_FILES))
+def test_real_dm3_ser_and_emd_files_open_with_their_shape_and_pixel_size(name):
+    shape, dtype, pixel_size, source = REAL_FILES[name]
+    image = read_image(DATA / name)
+    assert (image.data.shape, image.data.dtype) == (shape, dtype)
+    assert image.pixel_size_nm == pytest.approx(pixel_size) and image.pixel_size_source == source
+    assert image.name == name.split(".")[0] and np.isfinite(np.asarray(image.data, np.float64)).all()
+
+
+def test_a_real_ser_reads_the_pixels_tia_wrote():
+    # the values of hyperspy's reference array for this file (its 64x64_TEM_images_acquire.npy)
+    data = np.asarray(read_image(DATA / "64x64_TEM_images_acquire_1.ser").data)
+    assert data.ravel()[:3] == pytest.approx([49154.605, 47970.406, 48244.652])
+    assert data.sum(dtype=np.float64) == pytest.approx(165050960.89, rel=1e-9)
+
+
+def test_a_real_dm4_is_parsed_and_refused_as_too_small_in_one_line():
+    # DigitalMicrograph wrote this 2 × 2 test image (values 1–4, uncalibrated): too small to analyse
+    from napari_nanoclass.io.formats import UNCALIBRATED, open_rsciio
+
+    data, found = open_rsciio(DATA / "test-1.dm4")
+    np.testing.assert_array_equal(np.asarray(data), [[1, 2], [3, 4]])
+    assert found == UNCALIBRATED
+    with pytest.raises(ImageError) as info:
+        read_image(DATA / "test-1.dm4")
+    assert str(info.value) == f"{DATA / 'test-1.dm4'}: image is too small ((2, 2)); at least 8×8 pixels needed"
+
+
+def test_a_diffraction_pattern_s_reciprocal_calibration_is_not_taken_as_a_pixel_size(caplog):
+    # read without its .emi, a TIA diffraction pattern's calibration (1/m) comes back as metres
+    path = DATA / "64x64_diffraction_acquire_1.ser"
+    with caplog.at_level(logging.WARNING, logger="napari_nanoclass"):
+        image = read_image(path)
+    assert image.data.shape == (64, 64) and image.pixel_size_nm is None and image.pixel_size_source == ""
+    assert f"{path}: the file's pixel size 1.01572e+17 nm (TIA SER calibration) is outside 0.01–1000 nm/px" in caplog.text
+
+
+@pytest.mark.parametrize("name,fmt", [("test_STEM_image.dm3", "a DM3 file"), ("test-1.dm4", "a DM4 file"),
+                                      ("64x64_TEM_images_acquire_1.ser", "a TIA SER file"),
+                                      ("Si100_2x1x1_3D.emd", "an EMD file")])
+def test_a_truncated_real_file_gets_one_line_naming_it(tmp_path, name, fmt):
+    path = tmp_path / name
+    whole = (DATA / name).read_bytes()
+    path.write_bytes(whole[: len(whole) // 2])  # a copy cut off half way
+    with pytest.raises(ImageError) as info:
+        read_image(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: cannot be read as {fmt} (") and "\n" not in message, message
 
 
 # -- the analyses use the pixel size ---------------------------------------------------------------------

@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import glob
 import json
+import logging
 import math
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ import numpy as np
 import tifffile
 import zarr
 
+from napari_nanoclass.core.analysis import PIXEL_SIZES_NM
 from napari_nanoclass.core.atomic import atomic_path
 from napari_nanoclass.io.formats import (
     MRC_SUFFIXES,
@@ -41,6 +43,9 @@ TIFF_SUFFIXES = {".tif", ".tiff"}
 PLAIN_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif"}
 ZARR_SUFFIXES = {".zarr"}  # OME-Zarr folders end in .ome.zarr: suffix .zarr
 IMAGE_SUFFIXES = TIFF_SUFFIXES | PLAIN_SUFFIXES | ZARR_SUFFIXES | MRC_SUFFIXES | set(RSCIIO_SUFFIXES)
+
+
+log = logging.getLogger("napari_nanoclass")
 
 
 class ImageError(ValueError):
@@ -159,19 +164,33 @@ def read_image(path: str | Path) -> Image:
     except Exception as exc:  # every reader has its own exception types
         reason = " ".join(str(exc).split()) or type(exc).__name__
         raise ImageError(f"{path}: cannot be read as {_format_name(path)} ({type(exc).__name__}: {reason})") from exc
+    found = _plausible(found, path)
     return Image(as_greyscale(data, str(path)), name=file_stem(path), path=path,
                  pixel_size_nm=found.pixel_size_nm, pixel_size_source=found.source)
 
 
+def _plausible(found: Calibration, path: Path) -> Calibration:
+    """``found``, or none with a warning when it is no pixel size a micrograph can have (the range
+    ``--pixel-size`` accepts): a TIA SER read without its ``.emi`` gives a diffraction pattern's
+    reciprocal calibration as metres, and using it would rescale the image absurdly."""
+    low, high = PIXEL_SIZES_NM
+    if found.pixel_size_nm is None or low <= found.pixel_size_nm <= high:
+        return found
+    log.warning("%s: the file's pixel size %g nm (%s) is outside %g–%g nm/px, so it is not used; give --pixel-size NM "
+                "if the image needs one", path, found.pixel_size_nm, found.source, low, high)
+    return UNCALIBRATED
+
+
 def _format_name(path: Path) -> str:
-    """What ``path`` was read as, for error messages ("an MRC file", "an image")."""
+    """What ``path`` was read as, for error messages ("an MRC file", "an EMD file", "an image")."""
     suffix = path.suffix.lower()
     if suffix in MRC_SUFFIXES:
         return "an MRC file"
     if suffix in RSCIIO_SUFFIXES:
         from napari_nanoclass.io.formats import FORMAT_NAMES
 
-        return f"a {FORMAT_NAMES[suffix]} file"
+        name = FORMAT_NAMES[suffix]
+        return f"{'an' if name[0] in 'AEFHILMNORSX' else 'a'} {name} file"  # as spelled out: "an E-M-D"
     return "an image"
 
 
