@@ -176,8 +176,8 @@ def _plausible(found: Calibration, path: Path) -> Calibration:
     low, high = PIXEL_SIZES_NM
     if found.pixel_size_nm is None or low <= found.pixel_size_nm <= high:
         return found
-    log.warning("%s: the file's pixel size %g nm (%s) is outside %g–%g nm/px, so it is not used; give --pixel-size NM "
-                "if the image needs one", path, found.pixel_size_nm, found.source, low, high)
+    log.warning("%s: the file's pixel size %g nm (%s) is outside %g–%g nm/px, so it is not used; "
+                "give --pixel-size NM if the image needs one", path, found.pixel_size_nm, found.source, low, high)
     return UNCALIBRATED
 
 
@@ -454,7 +454,8 @@ def _write_labels(group: Any, name: str, labels: Any, metadata: dict[str, Any] |
                   like: Any = None) -> None:
     """ome-zarr-py's ``write_labels`` into ``group/labels/name`` with the axes, full-resolution
     scale and pyramid of the image ``like`` (default: the image in ``group``), so the labels lie
-    exactly on it in any NGFF viewer; labels of another shape than the image are refused."""
+    exactly on it in any NGFF viewer, and ``source`` naming that image (``../../``), so a viewer
+    opening the labels alone finds it; labels of another shape than the image are refused."""
     from ome_zarr.format import FormatV04
     from ome_zarr.writer import write_labels
 
@@ -473,7 +474,8 @@ def _write_labels(group: Any, name: str, labels: Any, metadata: dict[str, Any] |
     chunks = tuple(int(c) for c in full.chunks)
     write_labels(_as_dask(labels, chunks), group, name=name, scaler=None, scale_factors=factors, fmt=FormatV04(),
                  axes="".join(names), scale=dict(zip(names, map(float, first))), axes_units=units,
-                 storage_options={"chunks": chunks}, label_metadata=metadata or {})
+                 storage_options={"chunks": chunks},
+                 label_metadata={"source": {"image": "../../"}, **(metadata or {})})
 
 
 def read_output(path: str | Path) -> Any:
