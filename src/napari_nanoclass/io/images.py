@@ -4,8 +4,10 @@ Reading is lazy for TIFF, MRC, the microscope formats and zarr / OME-Zarr, so im
 memory are fine: the engine pulls tiles from them on demand. An image carries its pixel size in nm
 when the file records one, and where it was found (:mod:`.formats`). Every problem with an input
 becomes an :class:`ImageError` naming the file and what is wrong (empty, unreadable, wrong
-dimensionality, colour, NaN). Writing always goes through :func:`napari_nanoclass.atomic.atomic_path`;
-outputs carry the pixel size of their input (TIFF resolution tags, OME-Zarr scale in nm).
+dimensionality, colour, NaN). Writing always goes through :func:`napari_nanoclass.core.atomic.atomic_path`;
+outputs carry the pixel size of their input (TIFF resolution tags, OME-Zarr scale in nm), and label
+images in OME-Zarr lie under a copy of the image they label, as NGFF viewers expect
+(:func:`write_label_image`).
 """
 
 from __future__ import annotations
