@@ -351,6 +351,30 @@ def test_an_mrc_is_segmented_at_the_models_scale_into_ome_zarr_in_nm(tmp_path, m
     assert plain.labels.shape == (96, 120)
 
 
+def test_homogeneity_works_at_the_models_scale_and_maps_back_onto_the_input(tmp_path, user_registry, capsys):
+    import csv
+
+    from napari_nanoclass.homogeneity.train import HomogeneityConfig, model_info
+    from napari_nanoclass.models.fibre_cnn import FibreCNN
+    from napari_nanoclass.models.registry import save_model
+
+    torch.manual_seed(0)
+    info = replace(model_info(HomogeneityConfig(name="fibre-10nm", widths=[4, 8], hidden=8, patch=32)),
+                   pixel_size_nm=10.0)
+    save_model(FibreCNN(**info.arch_params).eval(), info)
+    sem = tmp_path / "sem.tif"  # 5 nm/px: half the model's pixel size
+    tifffile.imwrite(sem, np.random.default_rng(4).integers(0, 255, (128, 192), dtype=np.uint8), imagej=True,
+                     resolution=(1 / 5.0, 1 / 5.0), metadata={"unit": "nm"})
+    assert main(["homogeneity", str(sem), "--out", str(tmp_path / "h"), "--model", "fibre-10nm"]) == 0
+    assert "sem: rescaled from 5 to 10 nm/px, the pixel size of model fibre-10nm" in capsys.readouterr().err
+    row = next(csv.DictReader(open(tmp_path / "h" / "homogeneity.csv")))
+    assert (row["patch_px"], row["pixel_size_nm"], row["pixel_size_source"]) == ("64.0", "5.0", "tiff ImageJ tag")
+    grid, found = read_output_calibrated(tmp_path / "h" / "sem_pnhnf.tif")
+    assert grid.shape == (2, 3) and found.pixel_size_nm == pytest.approx(320.0)  # a 32 px patch of 10 nm pixels
+    heat = reader_layers(tmp_path / "h")["sem p(NHNF)"]
+    assert heat.data.shape == (128, 192) and tuple(heat.scale) == pytest.approx((5.0, 5.0))
+
+
 # -- the reader opens every output ----------------------------------------------------------------------
 
 
