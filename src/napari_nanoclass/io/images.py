@@ -34,6 +34,7 @@ from napari_nanoclass.io.formats import (
     RSCIIO_SUFFIXES,
     UNCALIBRATED,
     Calibration,
+    mrc_calibration,
     ngff_multiscales,
     open_mrc,
     open_rsciio,
@@ -532,13 +533,24 @@ def labelled_image(path: str | Path) -> Image | None:
     return read_image(path)
 
 
-def output_calibration(path: str | Path) -> Calibration:
-    """The pixel size a saved result records, without reading its pixels."""
+def file_calibration(path: str | Path) -> Calibration:
+    """The pixel size an image or result file records, from its header or tags only (its pixels
+    are not read): for a saved result, and for a layer another reader opened (napari's own TIFF
+    reader keeps no calibration). Implausible sizes are dropped as :func:`read_image` drops them."""
     path = Path(path)
+    suffix = path.suffix.lower()
     if _is_zarr(path):
-        return _open_zarr_calibrated(path)[1]  # lazy: metadata only
-    with tifffile.TiffFile(path) as tif:
-        return tiff_calibration(tif)
+        found = _open_zarr_calibrated(path)[1]  # lazy: metadata only
+    elif suffix in TIFF_SUFFIXES:
+        with tifffile.TiffFile(path) as tif:
+            found = tiff_calibration(tif)
+    elif suffix in MRC_SUFFIXES:
+        found = mrc_calibration(path)
+    elif suffix in RSCIIO_SUFFIXES:
+        found = open_rsciio(path)[1]  # lazy: metadata only
+    else:
+        found = UNCALIBRATED
+    return _plausible(found, path)
 
 
 def _tiles(data: Any, tile: int) -> Iterator[np.ndarray]:

@@ -213,14 +213,14 @@ def _image_in_output(analysis: Analysis, folder: Path, stem: str) -> Image | Non
 
 def _output_pixel_size(analysis: Analysis, folder: Path, stem: str) -> float | None:
     """The pixel size a full-size result file (the overview's) records, if any."""
-    from napari_nanoclass.io.images import output_calibration
+    from napari_nanoclass.io.images import file_calibration
 
     if analysis.overview_kind != "labels":
         return None
     output = find_output(folder, analysis.overview.format(stem=stem))
     if output is None:
         return None
-    return output_calibration(output).pixel_size_nm
+    return file_calibration(output).pixel_size_nm
 
 
 def _in_nm(layer: LayerData, pixel_size: float) -> LayerData:
