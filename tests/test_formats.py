@@ -337,6 +337,7 @@ def test_an_mrc_is_segmented_at_the_models_scale_into_ome_zarr_in_nm(tmp_path, m
                  "--format", "ome-zarr", "--quiet"]) == 0
     image, labels = _ngff_nodes(tmp_path / "out" / "section_labels.ome.zarr")  # ome-zarr-py's own Reader
     assert list(labels) == ["classes"]  # under the image, where NGFF viewers look for its labels
+    assert image.metadata["name"] == "section"  # the input's name, the layer name napari-ome-zarr gives it
     np.testing.assert_array_equal(np.asarray(image.data[0]), mrcfile.read(section))
     for node in (image, labels["classes"]):
         assert _scales(node) == [[2.0, 2.0]]

@@ -318,18 +318,20 @@ def write_image(path: str | Path, data: Any, *, axes: str | None = None, pixel_s
 
 
 def write_label_image(path: str | Path, labels: Any, image: Any, *, name: str, pixel_size_nm: float | None = None,
-                      label_metadata: dict[str, Any] | None = None) -> Path:
+                      label_metadata: dict[str, Any] | None = None, image_name: str | None = None) -> Path:
     """Write the labels of ``image`` as TIFF or OME-Zarr, chosen by the suffix of ``path``.
 
     A TIFF holds the labels alone (with the pixel size in its resolution tags). NGFF has no
     stand-alone label image: viewers (napari-ome-zarr, MoBIE, …) find labels under the
     ``labels/`` group of the image they label, so an OME-Zarr is a copy of ``image`` (never the
     user's file itself), a pyramid at its physical scale, with the labels as ``labels/<name>``
-    and ``label_metadata`` (``image-label`` colours and properties). :func:`read_label_image`
-    reads either back.
+    and ``label_metadata`` (``image-label`` colours and properties); ``image_name`` names the
+    image (the input's stem: the layer name viewers give it). :func:`read_label_image` reads
+    either back.
     """
     if Path(path).suffix == ".zarr":
-        return write_ome_zarr(path, image, pixel_size_nm=pixel_size_nm, label_images={name: (labels, label_metadata)})
+        return write_ome_zarr(path, image, pixel_size_nm=pixel_size_nm, label_images={name: (labels, label_metadata)},
+                              name=image_name)
     return write_tiff(path, labels, pixel_size_nm=pixel_size_nm)
 
 
@@ -379,7 +381,7 @@ def _as_dask(data: Any, chunks: tuple[int, ...]) -> da.Array:
 def write_ome_zarr(path: str | Path, data: Any, *, axes: str | None = None, chunk: int = 512,
                    pixel_size_nm: float | None = None,
                    label_images: dict[str, tuple[Any, dict[str, Any] | None]] | None = None,
-                   channel_names: Sequence[str] | None = None) -> Path:
+                   channel_names: Sequence[str] | None = None, name: str | None = None) -> Path:
     """Write an array as OME-Zarr (NGFF 0.4, zarr format 2) with ome-zarr-py, atomically.
 
     NGFF 0.4 is what napari-ome-zarr, Fiji/MoBIE and older ome-zarr-py read. ``axes`` names the
@@ -389,7 +391,8 @@ def write_ome_zarr(path: str | Path, data: Any, *, axes: str | None = None, chun
     as ``colors`` and ``properties``)) are written under the image's ``labels/`` group, where NGFF
     viewers look for an image's labels (:func:`_write_labels`: same pyramid, downsampled by
     nearest neighbour so they stay labels), in the same atomic folder.
-    ``channel_names`` label the ``c`` axis (NGFF ``omero`` channels, shown by napari-ome-zarr).
+    ``channel_names`` label the ``c`` axis (NGFF ``omero`` channels, shown by napari-ome-zarr);
+    ``name`` is the multiscale's name (default: the file's stem).
     Lazy inputs are written chunk by chunk.
     """
     from ome_zarr.format import FormatV04
@@ -402,7 +405,7 @@ def write_ome_zarr(path: str | Path, data: Any, *, axes: str | None = None, chun
         group = zarr.open_group(str(tmp), mode="w", zarr_format=2)
         ngff_write_image(_as_dask(data, chunks), group, scale_factors=pyramid_factors(data.shape), fmt=FormatV04(),
                          method=Methods.RESIZE, axes=axes, scale=scale, axes_units=units,
-                         storage_options={"chunks": chunks}, name=file_stem(path))
+                         storage_options={"chunks": chunks}, name=name or file_stem(path))
         if channel_names is not None:
             group.attrs["omero"] = {"channels": [{"label": str(n), "active": True, "color": "FFFFFF",
                                                   "window": {"start": 0.0, "end": 1.0, "min": 0.0, "max": 1.0}}

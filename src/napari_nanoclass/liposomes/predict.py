@@ -580,7 +580,7 @@ class LiposomeFiles(FileJob):
         metadata = ngff_label_metadata(colours, {o["label"]: {k: o[k] for k in ("lamellarity", "encapsulation")
                                                               if k in o} for o in result.objects})
         write_label_image(output_path(out_dir, f"{image.name}_labels", self.output_format), result.labels, image.data,
-                          name=LABEL_NAME, pixel_size_nm=pixel_size, label_metadata=metadata)
+                          name=LABEL_NAME, pixel_size_nm=pixel_size, label_metadata=metadata, image_name=image.name)
         for problem, values in result.explanations.items():
             write_image(output_path(out_dir, f"{image.name}{EXPLANATION_PRODUCT}{problem}", self.output_format), values,
                         pixel_size_nm=pixel_size)

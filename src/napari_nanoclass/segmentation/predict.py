@@ -211,7 +211,7 @@ def _write_result(result: SegmentationResult, image: Any, out_dir: Path, stem: s
     the probabilities when asked for; the paths and class fractions for the table row."""
     labels_path = write_label_image(output_path(out_dir, f"{stem}_labels", output_format), result.labels, image,
                                     name=LABEL_NAME, pixel_size_nm=result.pixel_size_nm,
-                                    label_metadata=result.label_metadata())
+                                    label_metadata=result.label_metadata(), image_name=stem)
     table = result.class_table()
     write_csv(out_dir / f"{stem}_classes.csv", table)
     written = {"labels": str(labels_path)}
