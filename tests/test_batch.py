@@ -193,7 +193,7 @@ def test_progress_within_each_input_and_overall(responsive_model, tmp_path, caps
 def test_ome_zarr_outputs_match_tiff_and_open_again(responsive_model, tmp_path):
     import zarr
 
-    from napari_nanoclass.io.images import read_output
+    from napari_nanoclass.io.images import read_image, read_label_image, read_output
 
     stack = tmp_path / "in" / "stack.tif"
     stack.parent.mkdir()
@@ -202,9 +202,13 @@ def test_ome_zarr_outputs_match_tiff_and_open_again(responsive_model, tmp_path):
                  "--format", "ome-zarr", "--set", "probabilities=true", "--log", "quiet"]) == 0
     run_batch("segment", [stack], tmp_path / "tif", options={"model": responsive_model})
     folder = tmp_path / "zarr" / "stack"
-    group = zarr.open_group(str(folder / "stack_labels.ome.zarr"), mode="r")
-    assert "image-label" in group.attrs and [a["name"] for a in group.attrs["multiscales"][0]["axes"]] == ["z", "y", "x"]
-    labels = np.asarray(read_output(folder / "stack_labels.ome.zarr"))
+    group = zarr.open_group(str(folder / "stack_labels.ome.zarr"), mode="r")  # the input, its labels under it
+    assert group["labels"].attrs["labels"] == ["classes"] and "image-label" in group["labels/classes"].attrs
+    for node in (group, group["labels/classes"]):
+        assert [a["name"] for a in node.attrs["multiscales"][0]["axes"]] == ["z", "y", "x"]
+    np.testing.assert_array_equal(np.asarray(read_image(folder / "stack_labels.ome.zarr").data),
+                                  tifffile.imread(stack))
+    labels = np.asarray(read_label_image(folder / "stack_labels.ome.zarr")[0])
     assert np.array_equal(labels, tifffile.imread(tmp_path / "tif" / "stack" / "stack_labels.tif"))
     assert len(np.unique(labels)) > 1 and not list(folder.glob("*.tif"))
     probabilities = zarr.open_group(str(folder / "stack_probabilities.ome.zarr"), mode="r")
@@ -323,13 +327,13 @@ def test_overview_of_a_large_stack_is_a_small_first_plane(tmp_path):
 
     from napari_nanoclass.batch.runner import write_overview
     from napari_nanoclass.core.analysis import get
-    from napari_nanoclass.io.images import write_image
+    from napari_nanoclass.io.images import write_label_image
 
     source = tmp_path / "big.tif"
     tifffile.imwrite(source, np.random.default_rng(0).integers(0, 255, (3, 1100, 900), dtype=np.uint8))
     labels = np.zeros((3, 1100, 900), np.uint8)
     labels[0, :550] = 1  # the top half of the first plane only
-    write_image(tmp_path / "big_labels.ome.zarr", labels, labels=True)
+    write_label_image(tmp_path / "big_labels.ome.zarr", labels, tifffile.imread(source), name="classes")
     overview = imread(write_overview(get("segment"), tmp_path, "big", source))
     assert overview.shape == (367, 300, 3)  # every 3rd pixel: at most 512 a side
     coloured = overview[..., 0] != overview[..., 1]

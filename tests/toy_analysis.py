@@ -18,9 +18,9 @@ from napari_nanoclass.io.images import (
     file_stem,
     find_output,
     output_path,
-    read_output,
+    read_label_image,
     write_csv,
-    write_image,
+    write_label_image,
 )
 
 ANALYSIS = Analysis(
@@ -43,7 +43,8 @@ class ThresholdFiles(FileJob):
         yield Progress(0, 1, "thresholding")
         time.sleep(self.pause)
         labels = (data > data.min() + self.level * (data.max() - data.min())).astype(np.uint8)
-        write_image(output_path(out_dir, f"{image.name}_labels", self.output_format), labels, labels=True)
+        write_label_image(output_path(out_dir, f"{image.name}_labels", self.output_format), labels, image.data,
+                          name="foreground")
         return {"image": image.name, "path": str(path), "level": self.level, "foreground": float(labels.mean()),
                 "status": "ok", "error": ""}
 
@@ -59,4 +60,4 @@ class ThresholdFiles(FileJob):
 
 
 def layers(folder: Path, stem: str, result: dict[str, Any]) -> list[Any]:
-    return [(read_output(find_output(folder, f"{stem}_labels")), {"name": f"{stem} threshold"}, "labels")]
+    return [(read_label_image(find_output(folder, f"{stem}_labels"))[0], {"name": f"{stem} threshold"}, "labels")]

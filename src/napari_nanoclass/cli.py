@@ -175,7 +175,7 @@ def cmd_train_liposome_detector(args: argparse.Namespace) -> int:
     import numpy as np
 
     from napari_nanoclass.core.progress import run_sync
-    from napari_nanoclass.io.images import read_image, read_output
+    from napari_nanoclass.io.images import read_image, read_label_image
     from napari_nanoclass.liposomes.train import (
         corrected_objects,
         correction_pairs,
@@ -185,10 +185,10 @@ def cmd_train_liposome_detector(args: argparse.Namespace) -> int:
     )
 
     image = read_image(args.image)
-    labels = _same_shape(args.labels, read_output(args.labels), image.data.shape)
+    labels = _same_shape(args.labels, read_label_image(args.labels)[0], image.data.shape)
     objects, erased = args.objects, None
     if args.detection:
-        detection = _same_shape(args.detection, read_output(args.detection), image.data.shape)
+        detection = _same_shape(args.detection, read_label_image(args.detection)[0], image.data.shape)
         objects = corrected_objects(labels, mask_signatures(detection), args.objects or ())
         erased = erased_area(labels, detection)
         if not objects and not erased.any():
@@ -402,7 +402,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train-liposome-detector",
                        help="fine-tune a liposome detector on objects you drew or corrected")
     p.add_argument("--image", required=True, help="the micrograph")
-    p.add_argument("--labels", required=True, help="instance labels of the corrected objects (TIFF / zarr, same shape)")
+    p.add_argument("--labels", required=True, help="instance labels of the corrected objects, same shape (TIFF, or the "
+                   "first labels/ image of an OME-Zarr)")
     p.add_argument("--pixel-size", type=PIXEL_SIZE, required=True, help="nm per pixel of the micrograph")
     p.add_argument("--name", required=True, type=_model_name, help="name to register the fine-tuned detector under")
     p.add_argument("--objects", type=_num(int, 1), nargs="+",
