@@ -188,6 +188,7 @@ REAL_FILES = {  # file: (shape, dtype, pixel size in nm, where it was found)
     "64x64_TEM_images_acquire_1.ser": ((64, 64), np.float32, 6.28183, "TIA SER calibration"),
     "16x16x5_STEM_BF_DF_preview_1.ser": ((5, 16, 16), np.uint16, 21.51, "TIA SER calibration"),
     "Si100_2x1x1_3D.emd": ((22, 44), np.float32, 0.25, "EMD calibration (annular_detector)"),
+    "velox_1532_camera_ceta.emd": ((64, 64), np.int16, 0.215573, "EMD calibration (Ceta)"),
 }
 
 
