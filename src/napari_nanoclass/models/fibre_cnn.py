@@ -15,11 +15,13 @@ maps by the gradient of the defect score.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from napari_nanoclass.models import cam
 from napari_nanoclass.models.cam import log_odds
@@ -72,6 +74,15 @@ class FibreCNN(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x)[1])
 
+    def fused(self) -> FibreCNN:
+        """A copy for inference with each block's batch norm folded into its convolution: one pass
+        over the activations fewer per block, the same function up to float rounding. Training
+        keeps the unfused network, whose batch norm learns from the batches."""
+        fused = copy.deepcopy(self).eval()
+        for block in fused.blocks:
+            block[0], block[1] = fuse_conv_bn_eval(block[0], block[1]), nn.Identity()
+        return fused
+
 
 def defect_score(logits: torch.Tensor) -> torch.Tensor:
     """Log-odds of "not homogeneous" per sample; class 0 is the homogeneous class by convention."""
@@ -85,5 +96,12 @@ def grad_cam(model: FibreCNN, x: torch.Tensor) -> torch.Tensor:
     Not normalised per patch on purpose: a homogeneous patch keeps its small values instead of
     being stretched to look as hot as a real defect.
     """
-    return cam.grad_cam(lambda x: model.features(x)[0],
-                        lambda last: defect_score(model.head(F.max_pool2d(last, 2))), x)
+    return logits_and_grad_cam(model, x)[1]
+
+
+def logits_and_grad_cam(model: FibreCNN, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, C) logits and (N, 1, H, W) :func:`grad_cam` from one forward pass: a CNN that makes
+    its own defect map gives its verdicts from the same pass. The logits are computed by the same
+    operations as ``model(x)``, so they are its logits."""
+    return cam.outputs_and_grad_cam(lambda x: model.features(x)[0], lambda last: model.head(F.max_pool2d(last, 2)),
+                                    defect_score, x)
