@@ -64,15 +64,18 @@ class FibreCNN(nn.Module):
                 if module.bias is not None:
                     nn.init.zeros_(module.bias)
 
-    def features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(last block's activations before its pool, pooled output) — Grad-CAM needs the former."""
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The last block's activations before its pool: the feature maps Grad-CAM weighs."""
         for block in self.blocks[:-1]:
             x = F.max_pool2d(block(x), 2)
-        last = self.blocks[-1](x)
-        return last, F.max_pool2d(last, 2)
+        return self.blocks[-1](x)
+
+    def classify(self, last: torch.Tensor) -> torch.Tensor:
+        """Logits from :meth:`features`: the last pool and the head."""
+        return self.head(F.max_pool2d(last, 2))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x)[1])
+        return self.classify(self.features(x))
 
     def fused(self) -> FibreCNN:
         """A copy for inference with each block's batch norm folded into its convolution: one pass
@@ -103,5 +106,4 @@ def logits_and_grad_cam(model: FibreCNN, x: torch.Tensor) -> tuple[torch.Tensor,
     """(N, C) logits and (N, 1, H, W) :func:`grad_cam` from one forward pass: a CNN that makes
     its own defect map gives its verdicts from the same pass. The logits are computed by the same
     operations as ``model(x)``, so they are its logits."""
-    return cam.outputs_and_grad_cam(lambda x: model.features(x)[0], lambda last: model.head(F.max_pool2d(last, 2)),
-                                    defect_score, x)
+    return cam.outputs_and_grad_cam(model.features, model.classify, defect_score, x)
