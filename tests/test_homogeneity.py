@@ -255,6 +255,13 @@ def test_fused_fibre_cnn_is_the_same_function_without_batch_norm():
     with torch.inference_mode():
         torch.testing.assert_close(fused(x), model(x), rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(fused.features(x), model.features(x), rtol=1e-5, atol=1e-5)
+    assert model.fused() is fused  # kept while the weights stay
+    with torch.no_grad():
+        model.blocks[0][1].running_mean.add_(0.5)
+    refolded = model.fused()
+    assert refolded is not fused
+    with torch.inference_mode():
+        torch.testing.assert_close(refolded(x), model(x), rtol=1e-5, atol=1e-5)
 
 
 def test_cam_streamed_to_zarr_for_big_images_equals_in_memory(bead_model, tmp_path, monkeypatch):

@@ -16,6 +16,7 @@ maps by the gradient of the defect score.
 from __future__ import annotations
 
 import copy
+import weakref
 from collections.abc import Sequence
 
 import torch
@@ -80,11 +81,22 @@ class FibreCNN(nn.Module):
     def fused(self) -> FibreCNN:
         """A copy for inference with each block's batch norm folded into its convolution: one pass
         over the activations fewer per block, the same function up to float rounding. Training
-        keeps the unfused network, whose batch norm learns from the batches."""
-        fused = copy.deepcopy(self).eval()
-        for block in fused.blocks:
-            block[0], block[1] = fuse_conv_bn_eval(block[0], block[1]), nn.Identity()
-        return fused
+        keeps the unfused network, whose batch norm learns from the batches.
+
+        Folding costs about as much as a forward over a few dozen patches, so the copy is kept
+        and made again only when a weight or statistic of this network has changed (any in-place
+        update, as training and ``load_state_dict`` make, moves a tensor's version)."""
+        key = tuple((id(t), t._version) for t in (*self.parameters(), *self.buffers()))
+        kept = _FUSED.get(self)
+        if kept is None or kept[0] != key:
+            fused = copy.deepcopy(self).eval()
+            for block in fused.blocks:
+                block[0], block[1] = fuse_conv_bn_eval(block[0], block[1]), nn.Identity()
+            kept = _FUSED[self] = (key, fused)
+        return kept[1]
+
+
+_FUSED: weakref.WeakKeyDictionary[FibreCNN, tuple[tuple, FibreCNN]] = weakref.WeakKeyDictionary()  # see fused
 
 
 def defect_score(logits: torch.Tensor) -> torch.Tensor:
