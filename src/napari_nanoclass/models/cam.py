@@ -53,11 +53,13 @@ def outputs_and_grad_cam(maps: Callable[[torch.Tensor], torch.Tensor], head: Cal
     with torch.no_grad():
         features = maps(x)
     with torch.inference_mode(False), torch.enable_grad():
-        features = features.clone().requires_grad_(True)  # a normal tensor: inference tensors take no grad
+        # a normal tensor (inference tensors take no grad), in the plain layout: the few small
+        # operations after the feature maps then need no layout conversions
+        features = features.clone(memory_format=torch.contiguous_format).requires_grad_(True)
         outputs = head(features)
         (grads,) = torch.autograd.grad(score(outputs).sum(), features)
-        weights = grads.mean(dim=tuple(range(2, grads.ndim)), keepdim=True)
-        cam = F.relu((weights * features).sum(dim=1, keepdim=True))
-        mode = "linear" if cam.ndim == 3 else "bilinear"
-        cam = F.interpolate(cam, size=tuple(x.shape[2:]), mode=mode, align_corners=False)
-    return outputs.detach(), cam.detach()
+    maps_flat = features.detach().flatten(2)  # (N, K, h·w)
+    weights = grads.flatten(2).mean(dim=2, keepdim=True)  # (N, K, 1): mean gradient per feature map
+    cam = torch.bmm(weights.transpose(1, 2), maps_flat).view(len(x), 1, *features.shape[2:]).relu_()
+    mode = "linear" if cam.ndim == 3 else "bilinear"
+    return outputs.detach(), F.interpolate(cam, size=tuple(x.shape[2:]), mode=mode, align_corners=False)
