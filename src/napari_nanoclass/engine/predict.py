@@ -241,8 +241,8 @@ def max_window_side(model: nn.Module, device: torch.device, memory_budget: int |
     of ``CPU_WINDOW``² read in one forward, and its peak would grow with the image up to that
     bound. Capped, the peak memory of a streamed image does not depend on its size; larger
     windows would save only a part of the halo, which is already the smaller part of a window
-    this large (docs/engine-benchmark.md). A GPU keeps the whole
-    budget (its memory is not the host's, and larger batches of windows pay there).
+    this large (docs/engine-benchmark.md). A GPU keeps the whole budget (its memory is not the
+    host's, and larger batches of windows pay there).
     """
     budget = memory_budget or default_memory_budget(device)
     side = int(math.sqrt(budget / activation_bytes_per_pixel(model)))
