@@ -199,14 +199,70 @@ def test_grad_cam_differentiates_the_head_only_and_equals_textbook_grad_cam():
     torch.manual_seed(0)
     model = FibreCNN(widths=[4, 8], hidden=8, patch=32, init_std=0.2).eval()
     x = torch.randn(3, 1, 32, 32)
-    last, pooled = model.features(x.requires_grad_(True))  # textbook: one graph through the whole network
-    (grads,) = torch.autograd.grad(defect_score(model.head(pooled)).sum(), last)
+    last = model.features(x.requires_grad_(True))  # textbook: one graph through the whole network
+    (grads,) = torch.autograd.grad(defect_score(model.head(F.max_pool2d(last, 2))).sum(), last)
     reference = F.interpolate(F.relu((grads.mean((2, 3), keepdim=True) * last).sum(1, keepdim=True)),
                               size=(32, 32), mode="bilinear", align_corners=False)
     with torch.inference_mode():
         cam = grad_cam(model, x.detach())
     assert cam.shape == (3, 1, 32, 32) and cam.max() > 0
     torch.testing.assert_close(cam, reference.detach(), rtol=1e-5, atol=1e-6)
+
+
+def test_cnn_with_its_defect_map_runs_one_forward_with_the_verdicts_of_none(bead_model, monkeypatch):
+    """A CNN that maps its own defects takes its verdicts from the map's pass: one forward per
+    patch, the logits those of the analysis without a map (bit for bit), the map that of the former
+    two passes (verdicts, then Grad-CAM of the unfused network) within 1e-5 on the 0–1 scale."""
+    from napari_nanoclass import engine
+    from napari_nanoclass.core.progress import run_sync
+    from napari_nanoclass.io.images import image_stats
+
+    image = fibres((96, 128), np.random.default_rng(11), n_fibres=6, beads=[(50, 75, 7)])
+    forwards = []
+    features = FibreCNN.features
+    monkeypatch.setattr(FibreCNN, "features", lambda self, x: forwards.append(len(x)) or features(self, x))
+    plain = analyse(image, bead_model)
+    n_plain, forwards[:] = sum(forwards), []
+    mapped = analyse(image, bead_model, cam=True)
+    assert sum(forwards) == n_plain == 12  # 3 × 4 patches, each through the network once
+    np.testing.assert_array_equal(mapped.logits, plain.logits)
+    assert mapped.summary == plain.summary and mapped.views == plain.views
+
+    def patches(module: nn.Module, per_pixel: bool = False) -> np.ndarray:
+        return np.asarray(run_sync(engine.predict_patches(module, image, patch=32, stats=[image_stats(image)],
+                                                          postprocess=None, per_pixel=per_pixel)))
+
+    unfused = bead_model.module
+    np.testing.assert_allclose(mapped.logits, patches(unfused), atol=1e-5)
+    p_nhnf = 1 - homogeneity._softmax(patches(unfused), axis=0)[0]
+    two_passes = homogeneity._scale_cam(patches(homogeneity._GradCam(unfused), per_pixel=True)[0], p_nhnf, 32)
+    assert mapped.cam.max() == pytest.approx(1.0) and np.abs(mapped.cam - two_passes).max() <= 1e-5
+    stack = analyse(np.stack([image, image[::-1]]), bead_model, cam=True)
+    np.testing.assert_array_equal(stack.logits[:, 0], plain.logits)
+    assert stack.cam.shape == (2, 96, 128)
+
+
+def test_fused_fibre_cnn_is_the_same_function_without_batch_norm():
+    torch.manual_seed(0)
+    model = FibreCNN(widths=[4, 8], hidden=8, patch=32, init_std=0.2)
+    for module in model.modules():  # batch norms that are not the identity
+        if isinstance(module, nn.BatchNorm2d):
+            module.running_mean.uniform_(-1, 1), module.running_var.uniform_(0.5, 2), module.weight.data.uniform_(0.5, 2)
+    model.eval()
+    fused = model.fused()
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in fused.modules())
+    assert any(isinstance(m, nn.BatchNorm2d) for m in model.modules())  # the model itself is unchanged
+    x = torch.randn(5, 1, 32, 32)
+    with torch.inference_mode():
+        torch.testing.assert_close(fused(x), model(x), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(fused.features(x), model.features(x), rtol=1e-5, atol=1e-5)
+    assert model.fused() is fused  # kept while the weights stay
+    with torch.no_grad():
+        model.blocks[0][1].running_mean.add_(0.5)
+    refolded = model.fused()
+    assert refolded is not fused
+    with torch.inference_mode():
+        torch.testing.assert_close(refolded(x), model(x), rtol=1e-5, atol=1e-5)
 
 
 def test_cam_streamed_to_zarr_for_big_images_equals_in_memory(bead_model, tmp_path, monkeypatch):
