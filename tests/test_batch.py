@@ -193,7 +193,7 @@ def test_progress_within_each_input_and_overall(responsive_model, tmp_path, caps
 def test_ome_zarr_outputs_match_tiff_and_open_again(responsive_model, tmp_path):
     import zarr
 
-    from napari_nanoclass.io.images import read_output
+    from napari_nanoclass.io.images import read_image, read_label_image, read_output
 
     stack = tmp_path / "in" / "stack.tif"
     stack.parent.mkdir()
@@ -202,9 +202,13 @@ def test_ome_zarr_outputs_match_tiff_and_open_again(responsive_model, tmp_path):
                  "--format", "ome-zarr", "--set", "probabilities=true", "--log", "quiet"]) == 0
     run_batch("segment", [stack], tmp_path / "tif", options={"model": responsive_model})
     folder = tmp_path / "zarr" / "stack"
-    group = zarr.open_group(str(folder / "stack_labels.ome.zarr"), mode="r")
-    assert "image-label" in group.attrs and [a["name"] for a in group.attrs["multiscales"][0]["axes"]] == ["z", "y", "x"]
-    labels = np.asarray(read_output(folder / "stack_labels.ome.zarr"))
+    group = zarr.open_group(str(folder / "stack_labels.ome.zarr"), mode="r")  # the input, its labels under it
+    assert group["labels"].attrs["labels"] == ["classes"] and "image-label" in group["labels/classes"].attrs
+    for node in (group, group["labels/classes"]):
+        assert [a["name"] for a in node.attrs["multiscales"][0]["axes"]] == ["z", "y", "x"]
+    np.testing.assert_array_equal(np.asarray(read_image(folder / "stack_labels.ome.zarr").data),
+                                  tifffile.imread(stack))
+    labels = np.asarray(read_label_image(folder / "stack_labels.ome.zarr")[0])
     assert np.array_equal(labels, tifffile.imread(tmp_path / "tif" / "stack" / "stack_labels.tif"))
     assert len(np.unique(labels)) > 1 and not list(folder.glob("*.tif"))
     probabilities = zarr.open_group(str(folder / "stack_probabilities.ome.zarr"), mode="r")
@@ -323,13 +327,13 @@ def test_overview_of_a_large_stack_is_a_small_first_plane(tmp_path):
 
     from napari_nanoclass.batch.runner import write_overview
     from napari_nanoclass.core.analysis import get
-    from napari_nanoclass.io.images import write_image
+    from napari_nanoclass.io.images import write_label_image
 
     source = tmp_path / "big.tif"
     tifffile.imwrite(source, np.random.default_rng(0).integers(0, 255, (3, 1100, 900), dtype=np.uint8))
     labels = np.zeros((3, 1100, 900), np.uint8)
     labels[0, :550] = 1  # the top half of the first plane only
-    write_image(tmp_path / "big_labels.ome.zarr", labels, labels=True)
+    write_label_image(tmp_path / "big_labels.ome.zarr", labels, tifffile.imread(source), name="classes")
     overview = imread(write_overview(get("segment"), tmp_path, "big", source))
     assert overview.shape == (367, 300, 3)  # every 3rd pixel: at most 512 a side
     coloured = overview[..., 0] != overview[..., 1]
@@ -348,3 +352,52 @@ def test_run_records_the_model_that_made_the_defect_maps():
     cnn = _models(homogeneity, {"model": DEFAULT_CAM_MODEL, "cam": True})
     assert cnn["cam_model"] == cnn["model"]  # a CNN makes its own
     assert "cam_model" not in _models(homogeneity, {})
+
+
+PAUSE = 1.5  # seconds each toy input takes without a step of its own: longer than the heartbeat
+
+
+@pytest.mark.timeout(60)
+def test_closing_a_cluster_run_cancels_what_is_pending_and_a_rerun_does_the_rest(monkeypatch, tmp_path):
+    """Cancel on the cluster path: steps keep coming while a worker is busy (heartbeats), closing
+    the run cancels the inputs not yet settled and releases the output folder, and a rerun on the
+    same cluster skips what was finished and does the rest."""
+    from dask.distributed import Client, LocalCluster
+
+    from napari_nanoclass.batch.runner import HEARTBEAT, batch_steps
+    from napari_nanoclass.core import analysis as registry
+    from napari_nanoclass.core.outputs import claim
+
+    monkeypatch.setattr(registry, "REGISTERED", (*registry.REGISTERED, "tests.toy_analysis"))
+    cancelled: list = []
+    cancel = Client.cancel
+    monkeypatch.setattr(Client, "cancel", lambda self, futures, *a, **k: (cancelled.extend(futures),
+                                                                          cancel(self, futures, *a, **k))[1])
+    _images(tmp_path / "in", 4, size=32)
+    out = tmp_path / "out"
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
+        steps = batch_steps("threshold", [tmp_path / "in"], out, options={"pause": PAUSE},
+                            scheduler=cluster.scheduler_address)
+        seen = []
+        for step in steps:
+            seen.append((time.perf_counter(), step))
+            if step.row is not None:
+                break  # the first input is settled, the second in hand on the one worker thread
+        steps.close()
+        assert seen[-1][1].row["stem"] == "img00" and seen[-1][1].row["status"] == "ok"
+        working = [t for t, step in seen if not step.message.startswith("checking inputs")]
+        assert max(np.diff(working)) < HEARTBEAT + 0.6  # a step at least every heartbeat while the worker sleeps
+        assert any("waiting for the workers" in step.message for _, step in seen)
+        # the three inputs not settled were cancelled on the cluster, not left to run
+        assert len(cancelled) == 3 and all(future.cancelled() for future in cancelled)
+        with claim(out):  # the folder is released: another run may take it
+            pass
+        time.sleep(2 * PAUSE + 0.3)  # the one in hand is done, and the next would be, had it been left to run
+        finished = sorted(p.parent.name for p in out.glob("*/result.json"))
+        assert finished in (["img00"], ["img00", "img01"])  # at most the one in hand ran on
+        assert not list(out.glob(".*partial"))
+        # the pause changes how long, not what: the rerun reuses the finished inputs and does the rest
+        report = run_batch("threshold", [tmp_path / "in"], out, options={"pause": 0.0},
+                           scheduler=cluster.scheduler_address)
+    assert not report.failed and [r["skipped"] for r in report.rows] == [r["stem"] in finished for r in report.rows]
+    assert sorted(p.parent.name for p in out.glob("*/result.json")) == ["img00", "img01", "img02", "img03"]

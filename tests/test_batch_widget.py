@@ -14,6 +14,8 @@ import tifffile
 
 from napari_nanoclass._napari.batch import BatchWidget
 from napari_nanoclass.batch.runner import batch_steps, check_folders, run_batch
+from napari_nanoclass.cli import main
+from napari_nanoclass.core.analysis import Analysis, Option, analyses
 
 from .test_batch import _images
 
@@ -165,9 +167,10 @@ def test_each_analysis_offers_its_models_and_options(viewer, tiny_liposome_model
         widget.analysis.value = analysis
         shown[analysis] = {name for name, (_, field) in widget.fields.items() if not field.native.isHidden()}
         assert widget.model.value in widget.model.choices
-    assert shown["segment"] >= {"tile", "tta", "pixel_size_nm", "output_format"} and "cam" not in shown["segment"]
-    assert shown["liposomes"] == {"pixel_size_nm", "balanced_decisions", "explain", "output_format"}
-    assert shown["xrd"] == {"lowpass", "no_plots", "output_format"}
+    for analysis in analyses():  # every option has its field, but the model and device, which have their boxes
+        assert shown[analysis.name] == {o.name for o in analysis.all_options} - {analysis.model_option, "device"}
+    assert "cam" not in shown["segment"] and "cam_model" in shown["homogeneity"]
+    assert {"classifiers.lamellarity", "classifiers.encapsulation"} <= shown["liposomes"]
     widget.analysis.value = "liposomes"
     assert widget.model.value is None and "tiny-detector" in widget.model.choices  # automatic, by pixel size
     assert "drosophila-seunet" not in widget.model.choices
@@ -176,6 +179,78 @@ def test_each_analysis_offers_its_models_and_options(viewer, tiny_liposome_model
     assert widget.options() == {"pixel_size_nm": 2.5, "detector": "tiny-detector"}
     widget.analysis.value = "homogeneity"
     assert widget.model.value == "nanofibre-texture" and widget.options() == {"pixel_size_nm": 2.5}
+
+
+def _away_from_default(option: Option, spec: Analysis, widget: BatchWidget) -> object:
+    """A value of ``option`` other than its default that the dock can show (None: none to choose)."""
+    if option.name == spec.model_option:
+        return next((c for c in widget.model.choices if c not in (None, option.default)), None)
+    if option.name == "device":
+        return "cpu"
+    if option.kind is bool:
+        return True
+    if option.choices:
+        return next(c for c in option.choices if c != option.default)
+    if option.kind in (int, float):
+        value = option.kind(option.low or 0) + 1
+        return value if option.high is None or value <= option.high else round((option.low + option.high) / 2, 2)
+    return f"some-{option.name.replace('.', '-')}"
+
+
+def _cli_args(spec: Analysis, values: dict) -> list[str]:
+    """``nanoclass batch`` flags for ``values``: the model, pixel size and format by their own flags,
+    the rest by name."""
+    own = {spec.model_option: "--model", "pixel_size_nm": "--pixel-size", "output_format": "--format"}
+    args = []
+    for name, value in values.items():
+        args += [own[name], str(value)] if name in own else ["--set", f"{name}={json.dumps(value)}"]
+    return args
+
+
+def _names(options: dict) -> set[str]:
+    """The option names a job's keyword arguments set (a mapping's entries as dotted names)."""
+    names: set[str] = set()
+    for key, value in options.items():
+        names |= {f"{key}.{entry}" for entry in value} if isinstance(value, dict) else {key}
+    return names
+
+
+def test_the_dock_and_the_command_line_pass_the_same_options_of_every_analysis(
+        viewer, responsive_model, tiny_liposome_models, tmp_path, monkeypatch):
+    """Every option of every registered analysis, set away from its default in the dock and on the
+    ``nanoclass batch`` command line, reaches the runner, and with the same value from both."""
+    import napari_nanoclass._napari.batch as dock
+    import napari_nanoclass.batch.runner as runner
+
+    received: dict[str, list[dict]] = {"dock": [], "cli": []}
+
+    def dock_run(analysis, inputs, out, *, options, overwrite):
+        received["dock"].append(options)
+        raise ValueError("stop before any work")
+
+    def cli_run(analysis, inputs, out, *, options, **kwargs):
+        received["cli"].append(options)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(dock, "check_folders", lambda *args: [])
+    monkeypatch.setattr(dock, "batch_steps", dock_run)
+    monkeypatch.setattr(runner, "run_batch", cli_run)
+    (image,) = _images(tmp_path / "in", 1)
+    widget = _dock(viewer, responsive_model, tmp_path / "in", tmp_path / "out")
+    for spec in analyses():
+        widget.analysis.value = spec.name
+        values = {o.name: _away_from_default(o, spec, widget) for o in spec.all_options}
+        values = {name: value for name, value in values.items() if value is not None}
+        for name, value in values.items():
+            box = {spec.model_option: widget.model, "device": widget.device}.get(name) or widget.fields[name][1]
+            box.value = value
+        widget.run()
+        assert main(["batch", spec.name, str(image), "--out", str(tmp_path / "cli"), "--log", "quiet",
+                     *_cli_args(spec, values)]) == 130
+        from_dock, from_cli = received["dock"][-1], received["cli"][-1]
+        assert from_dock == from_cli, spec.name
+        assert _names(from_dock) == set(values) and len(values) >= len(spec.all_options) - 1, spec.name
+    assert len(received["dock"]) == len(received["cli"]) == len(analyses())
 
 
 def test_closing_the_run_keeps_finished_inputs_and_releases_the_folder(responsive_model, tmp_path):

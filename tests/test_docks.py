@@ -69,6 +69,25 @@ def test_the_dock_says_before_a_run_at_which_scale_the_model_sees_the_image(view
     assert "as drosophila-seunet was trained at" in widget.pixel_size.note.value
 
 
+def test_a_tiff_opened_by_napari_s_own_reader_gives_the_dock_its_file_s_pixel_size(viewer, tmp_path):
+    import tifffile
+
+    tifffile.imwrite(tmp_path / "ij.tif", np.zeros((64, 64), np.uint8), imagej=True, resolution=(1 / 2.3, 1 / 2.3),
+                     metadata={"unit": "nm"})
+    tifffile.imwrite(tmp_path / "plain.tif", np.zeros((64, 64), np.uint8))
+    from napari.layers._source import layer_source
+
+    widget = SegmentWidget(viewer)
+    for name in ("ij", "plain"):  # as napari's own reader opens them: pixels only, the file as the layer's source
+        with layer_source(path=str(tmp_path / f"{name}.tif"), reader_plugin="napari"):
+            viewer.add_image(tifffile.imread(tmp_path / f"{name}.tif"), name=name)
+    assert "pixel_size_nm" not in viewer.layers["ij"].metadata and tuple(viewer.layers["ij"].scale) == (1, 1)
+    widget.image.value = viewer.layers["ij"]
+    assert widget.pixel_size.value == pytest.approx(2.3) and "resampled ×0.5" in widget.pixel_size.note.value
+    widget.image.value = viewer.layers["plain"]
+    assert widget.pixel_size.value is None
+
+
 def test_segment_dock_shows_a_legend_of_the_model_classes(viewer, tiny_model, em_image):
     viewer.add_image(em_image, name="em")
     widget = SegmentWidget(viewer)

@@ -69,6 +69,26 @@ def test_tile_from_the_memory_budget():
     assert engine.plan_tile((1000, 64), 16, 4, 300) == (252, 64)  # 4 equal cores, not 3 of 268 and a sliver
 
 
+def test_cpu_windows_do_not_grow_with_the_image(monkeypatch):
+    """Without a budget a CPU reads windows of at most CPU_WINDOW a side, however much memory the
+    machine has, so a streamed image peaks no higher than a CPU_WINDOW² image read whole; an
+    explicit budget still allows larger windows."""
+    from napari_nanoclass.engine import predict
+
+    torch.manual_seed(0)
+    model = SEUNet(width=4, depth=2, n_classes=3, se_window=5).eval()
+    monkeypatch.setattr(predict, "default_memory_budget", lambda device: 2**50)  # room for any window
+    cpu, side = torch.device("cpu"), predict.CPU_WINDOW
+    assert predict.max_window_side(model, cpu) == side
+    assert len(engine.dense_windows((side, side), engine.budget_tile(model, (side, side), 16, cpu), 16, 4)) == 1
+    for length in (side + 4, 4 * side, 8 * side):
+        windows = engine.dense_windows((length, length), engine.budget_tile(model, (length, length), 16, cpu), 16, 4)
+        assert len(windows) > 1 and max(max(w.y1 - w.y0, w.x1 - w.x0) for w in windows) <= side
+    budget = int(engine.activation_bytes_per_pixel(model) * (2 * side + 8) ** 2)
+    assert predict.max_window_side(model, cpu, budget) >= 2 * side
+    assert engine.budget_tile(model, (2 * side, 2 * side), 16, cpu, budget) == (2 * side, 2 * side)
+
+
 def test_cpu_runs_in_channels_last_layout_with_the_same_results():
     """On a CPU the engine converts the model's weights to channels-last (faster convolutions);
     the results stay those of the contiguous layout."""

@@ -209,7 +209,7 @@ def test_probabilities_of_large_images_stream_with_the_labels(responsive_model, 
 
 @pytest.mark.parametrize("output_format", ["tif", "ome-zarr"])
 def test_cli_probabilities_carry_class_names_and_open_as_layers(responsive_model, em_image, tmp_path, output_format):
-    from napari_nanoclass.io.images import output_path, read_output
+    from napari_nanoclass.io.images import output_path, read_label_image, read_output
 
     tifffile.imwrite(tmp_path / "em.tif", em_image, resolution=(1e7 / 4.6, 1e7 / 4.6), resolutionunit="CENTIMETER")
     out = tmp_path / "out"
@@ -218,7 +218,8 @@ def test_cli_probabilities_carry_class_names_and_open_as_layers(responsive_model
     path = output_path(out, "em_probabilities", output_format)
     p = np.asarray(read_output(path))
     assert p.shape == (3, *em_image.shape) and p.dtype == np.float32
-    np.testing.assert_array_equal(p.argmax(0), np.asarray(read_output(output_path(out, "em_labels", output_format))))
+    labels = read_label_image(output_path(out, "em_labels", output_format))[0]
+    np.testing.assert_array_equal(p.argmax(0), np.asarray(labels))
     if output_format == "tif":
         with tifffile.TiffFile(path) as tif:
             names = tif.shaped_metadata[0]["channel_names"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import replace
+from pathlib import Path
 
 import mrcfile
 import numpy as np
@@ -14,7 +15,14 @@ import tifffile
 import torch
 
 from napari_nanoclass.cli import main
-from napari_nanoclass.io.images import ImageError, read_image, read_output_calibrated, write_image
+from napari_nanoclass.io.images import (
+    ImageError,
+    read_image,
+    read_label_image,
+    read_output_calibrated,
+    write_image,
+    write_label_image,
+)
 from tests.conftest import reader_layers
 
 IMG = (np.arange(64 * 80) % 251).astype(np.float32).reshape(64, 80)
@@ -110,7 +118,7 @@ def test_large_mrc_is_memory_mapped_not_read_whole(tmp_path, monkeypatch):
     np.testing.assert_array_equal(np.asarray(image.data[1]), stack[1])
 
 
-@pytest.mark.parametrize("name,fmt", [("bad.mrc", "an MRC file"), ("bad.dm4", "a DM4 file"), ("bad.emd", "a EMD file"),
+@pytest.mark.parametrize("name,fmt", [("bad.mrc", "an MRC file"), ("bad.dm4", "a DM4 file"), ("bad.emd", "an EMD file"),
                                       ("bad.ser", "a TIA SER file")])
 def test_unreadable_microscope_files_get_one_line_naming_the_file(tmp_path, name, fmt):
     path = tmp_path / name
@@ -123,32 +131,116 @@ def test_unreadable_microscope_files_get_one_line_naming_the_file(tmp_path, name
 
 @pytest.mark.parametrize("suffix", [".tif", ".ome.zarr"])
 def test_results_round_trip_with_their_pixel_size(tmp_path, suffix):
-    labels = np.random.default_rng(1).integers(0, 4, (2, 40, 56)).astype(np.uint8)
-    path = write_image(tmp_path / f"x_labels{suffix}", labels, labels=True, pixel_size_nm=0.85)
-    data, found = read_output_calibrated(path)
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 4, (2, 40, 56)).astype(np.uint8)
+    image = rng.random((2, 40, 56)).astype(np.float32)
+    path = write_label_image(tmp_path / f"x_labels{suffix}", labels, image, name="classes", pixel_size_nm=0.85)
+    data, _ = read_label_image(path)
     np.testing.assert_array_equal(np.asarray(data), labels)
-    assert found.pixel_size_nm == pytest.approx(0.85)
-    assert read_image(path).pixel_size_nm == pytest.approx(0.85)  # a result can be an input again
+    assert read_output_calibrated(path)[1].pixel_size_nm == pytest.approx(0.85)
+    again = read_image(path)  # a result can be an input again: the labels (TIFF), the image they label (OME-Zarr)
+    assert again.pixel_size_nm == pytest.approx(0.85)
+    np.testing.assert_array_equal(np.asarray(again.data), labels if suffix == ".tif" else image)
 
 
-def test_ome_zarr_is_ngff_with_nm_scale_a_pyramid_when_large_and_label_metadata(tmp_path, monkeypatch):
-    from ome_zarr.io import parse_url
-    from ome_zarr.reader import Label, Reader
-
+def test_ome_zarr_labels_lie_under_their_image_in_nm_with_a_pyramid_when_large(tmp_path, monkeypatch):
     monkeypatch.setattr("napari_nanoclass.io.images.PYRAMID_ABOVE", 64)
     monkeypatch.setattr("napari_nanoclass.io.images.PYRAMID_SMALLEST", 32)
+    image = np.random.default_rng(0).random((150, 130)).astype(np.float32)
     labels = np.zeros((150, 130), np.int32)
     labels[20:90, 30:100] = 2
-    write_image(tmp_path / "l.ome.zarr", labels, labels=True, pixel_size_nm=2.5,
-                label_metadata={"colors": [{"label-value": 2, "rgba": [255, 0, 0, 255]}]})
-    (node,) = [n for n in Reader(parse_url(str(tmp_path / "l.ome.zarr")))() if n.load(Label)]
-    assert [a["unit"] for a in node.metadata["axes"]] == ["nanometer", "nanometer"]
-    scales = [t[0]["scale"] for t in node.metadata["coordinateTransformations"]]
-    assert [tuple(d.shape) for d in node.data] == [(150, 130), (75, 65), (37, 32), (18, 16)]  # halved to ≤ 32
-    for scale, level in zip(scales, node.data):  # each level's pixels in nm: the same 375 × 325 nm field
-        assert scale == pytest.approx([2.5 * 150 / level.shape[0], 2.5 * 130 / level.shape[1]])
+    metadata = {"colors": [{"label-value": 2, "rgba": [255, 0, 0, 255]}],
+                "properties": [{"label-value": 2, "class": "membrane"}]}
+    write_label_image(tmp_path / "l.ome.zarr", labels, image, name="classes", pixel_size_nm=2.5,
+                      label_metadata=metadata)
+    found, labelled = _ngff_nodes(tmp_path / "l.ome.zarr")  # as ome-zarr-py (napari-ome-zarr) finds them
+    assert list(labelled) == ["classes"]
+    node = labelled["classes"]
+    np.testing.assert_array_equal(np.asarray(found.data[0]), image)
+    np.testing.assert_array_equal(np.asarray(node.data[0]), labels)
+    for each in (found, node):
+        assert [a["unit"] for a in each.metadata["axes"]] == ["nanometer", "nanometer"]
+        assert [tuple(d.shape) for d in each.data] == [(150, 130), (75, 65), (37, 32), (18, 16)]  # halved to ≤ 32
+        for scale, level in zip(_scales(each), each.data):  # each level's pixels in nm: the same 375 × 325 nm field
+            assert scale == pytest.approx([2.5 * 150 / level.shape[0], 2.5 * 130 / level.shape[1]])
     assert set(np.unique(np.asarray(node.data[1]))) == {0, 2}  # nearest neighbour: still labels
-    assert node.zarr.root_attrs["image-label"]["colors"][0]["label-value"] == 2
+    assert node.metadata["color"] == {2: [1.0, 0.0, 0.0, 1.0]}
+    assert node.metadata["properties"] == {2: {"class": "membrane"}}
+    assert read_label_image(tmp_path / "l.ome.zarr")[1]["properties"] == [{"label-value": 2, "class": "membrane"}]
+    alone, _ = _ngff_nodes(tmp_path / "l.ome.zarr" / "labels" / "classes")  # the labels opened alone find their image
+    np.testing.assert_array_equal(np.asarray(alone.data[0]), image)
+    assert not [p.name for p in tmp_path.iterdir() if p.name != "l.ome.zarr"]  # written atomically: no partial left
+
+
+def test_ome_zarr_labels_of_another_shape_than_their_image_are_refused_with_one_line(tmp_path):
+    path = tmp_path / "l.ome.zarr"
+    with pytest.raises(ImageError) as info:
+        write_label_image(path, np.zeros((20, 30), np.uint8), IMG, name="classes")
+    assert str(info.value) == f"{path}: labels 'classes' of shape (20, 30) do not match the image (64, 80)"
+    assert not list(tmp_path.iterdir())  # nothing half-written
+
+
+# -- real files written by the microscope software (tests/data/README.md) ------------------------------------
+
+DATA = Path(__file__).parent / "data" / "hyperspy"
+REAL_FILES = {  # file: (shape, dtype, pixel size in nm, where it was found)
+    "test_STEM_image.dm3": ((68, 68), np.uint32, 0.248538, "DM3 calibration (test_STEM_image)"),
+    "64x64_TEM_images_acquire_1.ser": ((64, 64), np.float32, 6.28183, "TIA SER calibration"),
+    "16x16x5_STEM_BF_DF_preview_1.ser": ((5, 16, 16), np.uint16, 21.51, "TIA SER calibration"),
+    "Si100_2x1x1_3D.emd": ((22, 44), np.float32, 0.25, "EMD calibration (annular_detector)"),
+    "velox_1532_camera_ceta.emd": ((64, 64), np.int16, 0.215573, "EMD calibration (Ceta)"),
+}
+
+
+@pytest.mark.parametrize("name", list(REAL_FILES))
+def test_real_dm3_ser_and_emd_files_open_with_their_shape_and_pixel_size(name):
+    shape, dtype, pixel_size, source = REAL_FILES[name]
+    image = read_image(DATA / name)
+    assert (image.data.shape, image.data.dtype) == (shape, dtype)
+    assert image.pixel_size_nm == pytest.approx(pixel_size) and image.pixel_size_source == source
+    assert image.name == name.split(".")[0] and np.isfinite(np.asarray(image.data, np.float64)).all()
+
+
+def test_a_real_ser_reads_the_pixels_tia_wrote():
+    # the values of hyperspy's reference array for this file (its 64x64_TEM_images_acquire.npy)
+    data = np.asarray(read_image(DATA / "64x64_TEM_images_acquire_1.ser").data)
+    assert data.ravel()[:3] == pytest.approx([49154.605, 47970.406, 48244.652])
+    assert data.sum(dtype=np.float64) == pytest.approx(165050960.89, rel=1e-9)
+
+
+def test_a_real_dm4_is_parsed_and_refused_as_too_small_in_one_line():
+    # DigitalMicrograph wrote this 2 × 2 test image (values 1–4, uncalibrated): too small to analyse
+    from napari_nanoclass.io.formats import UNCALIBRATED, open_rsciio
+
+    data, found = open_rsciio(DATA / "test-1.dm4")
+    np.testing.assert_array_equal(np.asarray(data), [[1, 2], [3, 4]])
+    assert found == UNCALIBRATED
+    with pytest.raises(ImageError) as info:
+        read_image(DATA / "test-1.dm4")
+    assert str(info.value) == f"{DATA / 'test-1.dm4'}: image is too small ((2, 2)); at least 8×8 pixels needed"
+
+
+def test_a_diffraction_pattern_s_reciprocal_calibration_is_not_taken_as_a_pixel_size(caplog):
+    # read without its .emi, a TIA diffraction pattern's calibration (1/m) comes back as metres
+    path = DATA / "64x64_diffraction_acquire_1.ser"
+    with caplog.at_level(logging.WARNING, logger="napari_nanoclass"):
+        image = read_image(path)
+    assert image.data.shape == (64, 64) and image.pixel_size_nm is None and image.pixel_size_source == ""
+    expected = f"{path}: the file's pixel size 1.01572e+17 nm (TIA SER calibration) is outside 0.01–1000 nm/px"
+    assert expected in caplog.text
+
+
+@pytest.mark.parametrize("name,fmt", [("test_STEM_image.dm3", "a DM3 file"), ("test-1.dm4", "a DM4 file"),
+                                      ("64x64_TEM_images_acquire_1.ser", "a TIA SER file"),
+                                      ("Si100_2x1x1_3D.emd", "an EMD file")])
+def test_a_truncated_real_file_gets_one_line_naming_it(tmp_path, name, fmt):
+    path = tmp_path / name
+    whole = (DATA / name).read_bytes()
+    path.write_bytes(whole[: len(whole) // 2])  # a copy cut off half way
+    with pytest.raises(ImageError) as info:
+        read_image(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: cannot be read as {fmt} (") and "\n" not in message, message
 
 
 # -- the analyses use the pixel size ---------------------------------------------------------------------
@@ -233,9 +325,6 @@ def model_at_4nm(user_registry) -> str:
 
 
 def test_an_mrc_is_segmented_at_the_models_scale_into_ome_zarr_in_nm(tmp_path, model_at_4nm, caplog):
-    from ome_zarr.io import parse_url
-    from ome_zarr.reader import Reader
-
     from napari_nanoclass.segmentation.predict import segment
 
     torch.set_num_threads(1)
@@ -247,18 +336,45 @@ def test_an_mrc_is_segmented_at_the_models_scale_into_ome_zarr_in_nm(tmp_path, m
 
     assert main(["segment", str(section), "--out", str(tmp_path / "out"), "--model", model_at_4nm,
                  "--format", "ome-zarr", "--quiet"]) == 0
-    (node,) = list(Reader(parse_url(str(tmp_path / "out" / "section_labels.ome.zarr")))())
-    assert node.metadata["coordinateTransformations"][0][0]["scale"] == [2.0, 2.0]
-    assert [a["unit"] for a in node.metadata["axes"]] == ["nanometer", "nanometer"]
-    np.testing.assert_array_equal(np.asarray(node.data[0]), result.labels)
-    classes = node.zarr.root_attrs["image-label"]["properties"]
-    assert [p["class"] for p in classes] == ["c0", "c1", "c2"]
+    image, labels = _ngff_nodes(tmp_path / "out" / "section_labels.ome.zarr")  # ome-zarr-py's own Reader
+    assert list(labels) == ["classes"]  # under the image, where NGFF viewers look for its labels
+    assert image.metadata["name"] == "section"  # the input's name, the layer name napari-ome-zarr gives it
+    np.testing.assert_array_equal(np.asarray(image.data[0]), mrcfile.read(section))
+    for node in (image, labels["classes"]):
+        assert _scales(node) == [[2.0, 2.0]]
+        assert [a["unit"] for a in node.metadata["axes"]] == ["nanometer", "nanometer"]
+    np.testing.assert_array_equal(np.asarray(labels["classes"].data[0]), result.labels)
+    assert [p["class"] for p in labels["classes"].metadata["properties"].values()] == ["c0", "c1", "c2"]
 
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="napari_nanoclass"):
         plain = segment(np.asarray(read_image(section).data), model_at_4nm)
     assert "no pixel size in the file, so it cannot be brought to the 4 nm/px" in caplog.text
     assert plain.labels.shape == (96, 120)
+
+
+def test_homogeneity_works_at_the_models_scale_and_maps_back_onto_the_input(tmp_path, user_registry, capsys):
+    import csv
+
+    from napari_nanoclass.homogeneity.train import HomogeneityConfig, model_info
+    from napari_nanoclass.models.fibre_cnn import FibreCNN
+    from napari_nanoclass.models.registry import save_model
+
+    torch.manual_seed(0)
+    info = replace(model_info(HomogeneityConfig(name="fibre-10nm", widths=[4, 8], hidden=8, patch=32)),
+                   pixel_size_nm=10.0)
+    save_model(FibreCNN(**info.arch_params).eval(), info)
+    sem = tmp_path / "sem.tif"  # 5 nm/px: half the model's pixel size
+    tifffile.imwrite(sem, np.random.default_rng(4).integers(0, 255, (128, 192), dtype=np.uint8), imagej=True,
+                     resolution=(1 / 5.0, 1 / 5.0), metadata={"unit": "nm"})
+    assert main(["homogeneity", str(sem), "--out", str(tmp_path / "h"), "--model", "fibre-10nm"]) == 0
+    assert "sem: rescaled from 5 to 10 nm/px, the pixel size of model fibre-10nm" in capsys.readouterr().err
+    row = next(csv.DictReader(open(tmp_path / "h" / "homogeneity.csv")))
+    assert (row["patch_px"], row["pixel_size_nm"], row["pixel_size_source"]) == ("64.0", "5.0", "tiff ImageJ tag")
+    grid, found = read_output_calibrated(tmp_path / "h" / "sem_pnhnf.tif")
+    assert grid.shape == (2, 3) and found.pixel_size_nm == pytest.approx(320.0)  # a 32 px patch of 10 nm pixels
+    heat = reader_layers(tmp_path / "h")["sem p(NHNF)"]
+    assert heat.data.shape == (128, 192) and tuple(heat.scale) == pytest.approx((5.0, 5.0))
 
 
 # -- the reader opens every output ----------------------------------------------------------------------
@@ -287,6 +403,80 @@ def test_reader_opens_segment_and_liposome_output_folders_and_result_files_in_nm
     liposomes = layers["cryo liposomes"]
     assert tuple(liposomes.scale) == pytest.approx((2.5, 2.5)) and len(liposomes.features) > 0
     assert {"diameter_nm", "lamellarity"} <= set(liposomes.features.columns)
+
+
+def _old_layout_labels(path, labels, pixel_size_nm, metadata):
+    """A label image as results were saved before they went under their image: ome-zarr-py's
+    write_image of the labels with ``image-label`` at the root."""
+    import shutil
+
+    import zarr
+    from ome_zarr.format import FormatV04
+    from ome_zarr.writer import write_image as ngff_write
+
+    shutil.rmtree(path)
+    group = zarr.open_group(str(path), mode="w", zarr_format=2)
+    ngff_write(labels, group, scale_factors=[], fmt=FormatV04(), axes="yx",
+               scale={"y": pixel_size_nm, "x": pixel_size_nm}, axes_units={"y": "nanometer", "x": "nanometer"})
+    group.attrs["image-label"] = {"version": "0.4", **metadata}
+
+
+def test_reader_opens_ome_zarr_outputs_over_their_own_image_and_older_ones_too(tmp_path, responsive_model):
+    import csv
+
+    from napari_nanoclass.models.registry import registered_info
+
+    torch.set_num_threads(1)
+    section = _mrc(tmp_path / "in" / "section.mrc", np.random.default_rng(0).normal(size=(64, 72)), 46.0)
+    out = tmp_path / "seg"
+    assert main(["segment", str(section), "--out", str(out), "--model", responsive_model, "--format", "ome-zarr",
+                 "--quiet"]) == 0
+    written = out / "section_labels.ome.zarr"
+    labels, metadata = (np.asarray(a) if i == 0 else a for i, a in enumerate(read_label_image(written)))
+    section.rename(tmp_path / "elsewhere.mrc")  # the input moved: the output still holds the image
+    table = list(csv.DictReader(open(out / "segmentation.csv")))
+    for row in table:
+        row["model"] = "no-longer-registered"  # colours then come from the OME-Zarr's image-label
+    with open(out / "segmentation.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(table[0]))
+        writer.writeheader()
+        writer.writerows(table)
+    for opened in (out, written):  # the folder, and the one result file
+        layers = reader_layers(opened)
+        assert [layer.name for layer in layers] == ["section", "section labels"]
+        image, classes = layers["section"], layers["section labels"]
+        np.testing.assert_allclose(np.asarray(image.data), mrcfile.read(tmp_path / "elsewhere.mrc"))
+        np.testing.assert_array_equal(np.asarray(classes.data), labels)
+        assert tuple(image.scale) == pytest.approx((4.6, 4.6)) == tuple(classes.scale)
+        assert list(classes.features["class"]) == ["c0", "c1", "c2"]
+        colours = registered_info(responsive_model).class_colours
+        assert np.allclose(classes.colormap.map(np.array([1, 2]))[:, :3],
+                           [[int(c[i:i + 2], 16) / 255 for i in (1, 3, 5)] for c in colours[1:3]])
+
+    _old_layout_labels(written, labels, 4.6, metadata)  # a folder written before: labels at the root
+    layers = reader_layers(out)
+    assert [layer.name for layer in layers] == ["section labels"]  # no image in it, and the input has moved
+    np.testing.assert_array_equal(np.asarray(layers["section labels"].data), labels)
+    assert tuple(layers["section labels"].scale) == pytest.approx((4.6, 4.6))
+
+
+def test_segmenting_an_ome_zarr_into_its_own_folder_leaves_it_untouched(tmp_path, responsive_model):
+    import hashlib
+
+    torch.set_num_threads(1)
+    source = write_image(tmp_path / "cells.ome.zarr", np.random.default_rng(2).random((64, 72)), pixel_size_nm=3.0)
+
+    def digest():
+        return {p.relative_to(source): hashlib.sha256(p.read_bytes()).hexdigest()
+                for p in sorted(source.rglob("*")) if p.is_file()}
+
+    before = digest()
+    assert main(["segment", str(source), "--out", str(tmp_path), "--model", responsive_model, "--format", "ome-zarr",
+                 "--quiet"]) == 0
+    assert digest() == before and not (source / "labels").exists()  # the labels went into a copy of it
+    image, labels = _ngff_nodes(tmp_path / "cells_labels.ome.zarr")
+    np.testing.assert_array_equal(np.asarray(image.data[0]), np.asarray(read_image(source).data))
+    assert _scales(labels["classes"]) == [[3.0, 3.0]]
 
 
 def test_reader_opens_a_homogeneity_folder_with_the_map_over_the_image_in_nm(tmp_path):

@@ -16,6 +16,7 @@ from napari_nanoclass.homogeneity.predict import Aggregation, analyse, region_su
 from napari_nanoclass.homogeneity.texture import (
     CANDIDATE_C,
     DEFAULT_RECIPE,
+    FeatureCache,
     choose_recipe,
     fit_texture_model,
     image_patch_features,
@@ -198,14 +199,70 @@ def test_grad_cam_differentiates_the_head_only_and_equals_textbook_grad_cam():
     torch.manual_seed(0)
     model = FibreCNN(widths=[4, 8], hidden=8, patch=32, init_std=0.2).eval()
     x = torch.randn(3, 1, 32, 32)
-    last, pooled = model.features(x.requires_grad_(True))  # textbook: one graph through the whole network
-    (grads,) = torch.autograd.grad(defect_score(model.head(pooled)).sum(), last)
+    last = model.features(x.requires_grad_(True))  # textbook: one graph through the whole network
+    (grads,) = torch.autograd.grad(defect_score(model.head(F.max_pool2d(last, 2))).sum(), last)
     reference = F.interpolate(F.relu((grads.mean((2, 3), keepdim=True) * last).sum(1, keepdim=True)),
                               size=(32, 32), mode="bilinear", align_corners=False)
     with torch.inference_mode():
         cam = grad_cam(model, x.detach())
     assert cam.shape == (3, 1, 32, 32) and cam.max() > 0
     torch.testing.assert_close(cam, reference.detach(), rtol=1e-5, atol=1e-6)
+
+
+def test_cnn_with_its_defect_map_runs_one_forward_with_the_verdicts_of_none(bead_model, monkeypatch):
+    """A CNN that maps its own defects takes its verdicts from the map's pass: one forward per
+    patch, the logits those of the analysis without a map (bit for bit), the map that of the former
+    two passes (verdicts, then Grad-CAM of the unfused network) within 1e-5 on the 0–1 scale."""
+    from napari_nanoclass import engine
+    from napari_nanoclass.core.progress import run_sync
+    from napari_nanoclass.io.images import image_stats
+
+    image = fibres((96, 128), np.random.default_rng(11), n_fibres=6, beads=[(50, 75, 7)])
+    forwards = []
+    features = FibreCNN.features
+    monkeypatch.setattr(FibreCNN, "features", lambda self, x: forwards.append(len(x)) or features(self, x))
+    plain = analyse(image, bead_model)
+    n_plain, forwards[:] = sum(forwards), []
+    mapped = analyse(image, bead_model, cam=True)
+    assert sum(forwards) == n_plain == 12  # 3 × 4 patches, each through the network once
+    np.testing.assert_array_equal(mapped.logits, plain.logits)
+    assert mapped.summary == plain.summary and mapped.views == plain.views
+
+    def patches(module: nn.Module, per_pixel: bool = False) -> np.ndarray:
+        return np.asarray(run_sync(engine.predict_patches(module, image, patch=32, stats=[image_stats(image)],
+                                                          postprocess=None, per_pixel=per_pixel)))
+
+    unfused = bead_model.module
+    np.testing.assert_allclose(mapped.logits, patches(unfused), atol=1e-5)
+    p_nhnf = 1 - homogeneity._softmax(patches(unfused), axis=0)[0]
+    two_passes = homogeneity._scale_cam(patches(homogeneity._GradCam(unfused), per_pixel=True)[0], p_nhnf, 32)
+    assert mapped.cam.max() == pytest.approx(1.0) and np.abs(mapped.cam - two_passes).max() <= 1e-5
+    stack = analyse(np.stack([image, image[::-1]]), bead_model, cam=True)
+    np.testing.assert_array_equal(stack.logits[:, 0], plain.logits)
+    assert stack.cam.shape == (2, 96, 128)
+
+
+def test_fused_fibre_cnn_is_the_same_function_without_batch_norm():
+    torch.manual_seed(0)
+    model = FibreCNN(widths=[4, 8], hidden=8, patch=32, init_std=0.2)
+    for module in model.modules():  # batch norms that are not the identity
+        if isinstance(module, nn.BatchNorm2d):
+            module.running_mean.uniform_(-1, 1), module.running_var.uniform_(0.5, 2), module.weight.data.uniform_(0.5, 2)
+    model.eval()
+    fused = model.fused()
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in fused.modules())
+    assert any(isinstance(m, nn.BatchNorm2d) for m in model.modules())  # the model itself is unchanged
+    x = torch.randn(5, 1, 32, 32)
+    with torch.inference_mode():
+        torch.testing.assert_close(fused(x), model(x), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(fused.features(x), model.features(x), rtol=1e-5, atol=1e-5)
+    assert model.fused() is fused  # kept while the weights stay
+    with torch.no_grad():
+        model.blocks[0][1].running_mean.add_(0.5)
+    refolded = model.fused()
+    assert refolded is not fused
+    with torch.inference_mode():
+        torch.testing.assert_close(refolded(x), model(x), rtol=1e-5, atol=1e-5)
 
 
 def test_cam_streamed_to_zarr_for_big_images_equals_in_memory(bead_model, tmp_path, monkeypatch):
@@ -281,6 +338,21 @@ def test_cross_validation_never_puts_one_micrograph_on_both_sides():
         assert all((f"s{k}_0" in held_out) == (f"s{k}_1" in held_out) for k in range(10))
     d = scores.as_dict()
     assert sum(map(sum, d["confusion"])) == 20 and set(d["per_class"]) == {"a", "b"}
+    labels = {m.name: m.label for m in micrographs}
+    assert sorted(scores.names) == sorted(labels) and scores.y_true == [labels[n] for n in scores.names]
+
+
+def test_cross_validation_can_hold_out_one_group_at_a_time():
+    micrographs = [Micrograph(np.zeros((8, 8)), f"s{i // 3}_{i % 3}", label=(i // 3) % 2) for i in range(12)]
+    held_out: list[set[str]] = []
+
+    def fit(train_set, fold):
+        held_out.append({m.name for m in micrographs} - {m.name for m in train_set})
+        return lambda image: 0
+
+    scores = cross_validate(micrographs, fit, ["a", "b"], folds=None, groups=sample_groups(micrographs))
+    assert sorted(held_out, key=sorted) == [{f"s{k}_{j}" for j in range(3)} for k in range(4)]
+    assert sorted(scores.names) == sorted(m.name for m in micrographs)
 
 
 @pytest.mark.parametrize("kind", [{"feature_set": "basic", "pooling": "mean"}, {}, {"feature_set": "morphology"}],
@@ -300,6 +372,65 @@ def _beaded_set(n: int, seed: int, shape: tuple[int, int] = (128, 256)) -> list[
     rng = np.random.default_rng(seed)
     return [Micrograph(fibres(shape, rng, n_fibres=8, beads=random_beads(shape, rng, 8) if i % 2 else []),
                        f"m{seed}_{i}", label=i % 2) for i in range(n)]
+
+
+def _counting_cache(folder=None) -> tuple[FeatureCache, list[tuple[bytes, int, str]]]:
+    """A feature cache that records each grid it measures: (image bytes, patch, feature set)."""
+    measured: list[tuple[bytes, int, str]] = []
+
+    def measure(image, patch, feature_set):
+        measured.append((image.tobytes(), patch, feature_set))
+        return patch_feature_grid(image, patch, feature_set)
+
+    return FeatureCache(folder, measure), measured
+
+
+def test_feature_cache_measures_each_micrograph_once_across_folds_seeds_and_recipes(tmp_path):
+    micrographs = _beaded_set(8, seed=5)
+    cache, measured = _counting_cache(tmp_path / "features")
+    for c, seed in ((0.1, 0), (1.0, 0), (1.0, 1)):  # two recipes with the same features, two split seeds
+        cross_validate(micrographs, texture_classifier(patch=64, feature_set="morphology", c=c, features=cache),
+                       ["HNF", "NHNF"], folds=4, seed=seed)
+    # every micrograph is in three training folds and one held-out set per run: measured once all the same
+    assert sorted(measured) == sorted((m.image.tobytes(), 64, "morphology") for m in micrographs)
+    # a recipe with other features, or another patch size, measures those
+    cross_validate(micrographs, texture_classifier(patch=64, feature_set="basic", c=1.0, features=cache),
+                   ["HNF", "NHNF"], folds=4)
+    assert len(measured) == 16 and {k[2] for k in measured[8:]} == {"basic"}
+    cache.grid(micrographs[0].image, 32, "basic")
+    assert measured[-1] == (micrographs[0].image.tobytes(), 32, "basic")
+    # keyed by content, not name or identity: an equal copy is found, a changed pixel is not
+    cache.grid(micrographs[0].image.copy(), 64, "basic")
+    assert len(measured) == 17
+    changed = micrographs[0].image.copy()
+    changed[0, 0] ^= 1
+    cache.grid(changed, 64, "basic")
+    assert len(measured) == 18
+    # a new cache on the same folder reads the grids the first one measured
+    again, measured_again = _counting_cache(tmp_path / "features")
+    np.testing.assert_array_equal(again.grid(micrographs[3].image, 64, "morphology"),
+                                  patch_feature_grid(micrographs[3].image, 64, "morphology"))
+    assert measured_again == []
+
+
+def _cross_validated(micrographs: list[Micrograph], features: FeatureCache | None, **kind) -> tuple[object, list]:
+    """Texture cross-validation (3 folds, by micrograph) and the recipe each fold chose."""
+    recipes: list[dict] = []
+    fit = texture_classifier(patch=64, features=features, **kind,
+                             on_fit=lambda fold, model: recipes.append(model.info.training["recipe"]))
+    return cross_validate(micrographs, fit, ["HNF", "NHNF"], folds=3), recipes
+
+
+@pytest.mark.parametrize("kind", [{}, {"feature_set": "basic", "pooling": "mean", "c": 1.0}],
+                         ids=["shipped", "patch-mean"])
+def test_cross_validation_with_cached_features_gives_the_verdicts_of_the_engine(kind):
+    micrographs = _beaded_set(12, seed=5, shape=(160, 300))  # edge patches too: the engine drops them for the head
+    uncached, uncached_recipes = _cross_validated(micrographs, None, **kind)
+    cached, cached_recipes = _cross_validated(micrographs, FeatureCache(), **kind)
+    assert cached.names == uncached.names and sorted(cached.names) == sorted(m.name for m in micrographs)
+    assert cached.y_true == uncached.y_true and cached.y_pred == uncached.y_pred
+    assert cached_recipes == uncached_recipes and len(cached_recipes) == 3  # the same choice in each fold
+    assert uncached.as_dict()["accuracy"] >= 0.75 and len(set(uncached.y_pred)) == 2  # real verdicts, not constant
 
 
 def test_texture_model_runs_through_the_engine_as_its_regressions(user_registry):

@@ -89,6 +89,26 @@ def test_each_description_matches_its_file_job_reader_and_command(spec):
     assert job.model_names({}), "a run with default options names its models"
 
 
+def test_chosen_options_are_the_job_arguments_away_from_the_defaults():
+    """The one builder behind the Batch dock and ``nanoclass batch``: values checked, unset and
+    default ones left out, dotted names nested (also when the mapping is given whole)."""
+    homogeneity, liposomes = registry.get("homogeneity"), registry.get("liposomes")
+    assert homogeneity.chosen_options({"model": "nanofibre-texture", "view": 1024, "cam": False, "cam_model": None,
+                                       "output_format": "tif", "device": None}) == {}
+    assert homogeneity.chosen_options({"view": "2048", "cam": True, "device": "cpu"}) == {
+        "view": 2048, "cam": True, "device": "cpu"}
+    by_entry = liposomes.chosen_options({"classifiers.lamellarity": "mine", "classifiers.encapsulation":
+                                         "liposome-encapsulation", "pixel_size_nm": 2.5})
+    assert by_entry == {"classifiers": {"lamellarity": "mine"}, "pixel_size_nm": 2.5}
+    assert liposomes.chosen_options({"classifiers": {"lamellarity": "mine"}, "pixel_size_nm": 2.5}) == by_entry
+    with pytest.raises(ValueError, match="homogeneity has no option tile; its options: cam, cam_model"):
+        homogeneity.chosen_options({"tile": 64})
+    with pytest.raises(ValueError, match="liposomes has no option classifiers.size"):
+        liposomes.chosen_options({"classifiers": {"size": "x"}})
+    with pytest.raises(ValueError, match="--view must be a whole number between 16"):
+        homogeneity.chosen_options({"view": 3})
+
+
 def test_a_new_analysis_is_one_package_and_one_registration(monkeypatch, tmp_path, capsys):
     """A toy analysis registered in one line runs from the command line and in batch, refuses
     unknown options, and its batch results open again through the reader."""

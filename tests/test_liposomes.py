@@ -706,28 +706,33 @@ def test_fine_tuning_lowers_the_detector_on_an_erased_false_detection(tiny_lipos
     assert after["with"] < before - 0.1 and after["with"] < after["without"] - 0.05, (before, after)
 
 
+@pytest.mark.parametrize("detection_format", ["tif", "ome-zarr"])
 def test_command_line_fine_tuning_learns_only_what_changed_against_the_detection(tiny_liposome_models, tmp_path,
-                                                                                capsys):
+                                                                                capsys, detection_format):
     import json
 
     import tifffile
 
     from napari_nanoclass.cli import main
+    from napari_nanoclass.io.images import output_path, write_label_image
 
     detector, _ = tiny_liposome_models
     field = simulate_field(SimulationConfig(shape=(160, 160), objects=(4, 6), diameter_nm=(40.0, 100.0)), seed=23)
     corrected = np.where(field.labels == 3, 0, field.labels)  # a false detection erased
     corrected[corrected == 2] = 0
     corrected[ndi.binary_dilation(field.labels == 2)] = 2  # an outline redrawn
-    for name, array in (("img", field.image), ("detection", field.labels), ("corrected", corrected)):
+    for name, array in (("img", field.image), ("corrected", corrected)):
         tifffile.imwrite(tmp_path / f"{name}.tif", array)
+    # the detection as `nanoclass liposomes` saves it: in OME-Zarr, under labels/ of the image
+    detection = write_label_image(output_path(tmp_path, "detection", detection_format), field.labels, field.image,
+                                  name="liposomes", pixel_size_nm=2.5)
     command = ["train-liposome-detector", "--image", str(tmp_path / "img.tif"), "--labels",
-               str(tmp_path / "corrected.tif"), "--detection", str(tmp_path / "detection.tif"), "--pixel-size", "2.5",
+               str(tmp_path / "corrected.tif"), "--detection", str(detection), "--pixel-size", "2.5",
                "--name", "my-detector", "--detector", detector, "--epochs", "1", "--quiet"]
     assert main([*command, "--objects", "1"]) == 0  # object 1 confirmed; the others untouched: not learnt
     printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert (printed["objects"], printed["erased"]) == (2, 1)  # objects 1 and 2; object 3's area as background
-    unchanged = [*command[:4], str(tmp_path / "detection.tif"), *command[5:]]
+    unchanged = [*command[:4], str(detection), *command[5:]]
     assert main(unchanged) == 2
     assert "unchanged" in capsys.readouterr().err
 

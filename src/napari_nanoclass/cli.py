@@ -175,7 +175,7 @@ def cmd_train_liposome_detector(args: argparse.Namespace) -> int:
     import numpy as np
 
     from napari_nanoclass.core.progress import run_sync
-    from napari_nanoclass.io.images import read_image, read_output
+    from napari_nanoclass.io.images import read_image, read_label_image
     from napari_nanoclass.liposomes.train import (
         corrected_objects,
         correction_pairs,
@@ -185,10 +185,10 @@ def cmd_train_liposome_detector(args: argparse.Namespace) -> int:
     )
 
     image = read_image(args.image)
-    labels = _same_shape(args.labels, read_output(args.labels), image.data.shape)
+    labels = _same_shape(args.labels, read_label_image(args.labels)[0], image.data.shape)
     objects, erased = args.objects, None
     if args.detection:
-        detection = _same_shape(args.detection, read_output(args.detection), image.data.shape)
+        detection = _same_shape(args.detection, read_label_image(args.detection)[0], image.data.shape)
         objects = corrected_objects(labels, mask_signatures(detection), args.objects or ())
         erased = erased_area(labels, detection)
         if not objects and not erased.any():
@@ -230,28 +230,28 @@ def cmd_simulate_liposomes(args: argparse.Namespace) -> int:
 
 
 def _batch_options(args: argparse.Namespace) -> dict:
-    """Analysis options from --model / --pixel-size / --set KEY=VALUE (VALUE read as JSON if it parses)."""
+    """Analysis options from --model / --pixel-size / --format / --set NAME=VALUE (VALUE read as JSON
+    if it parses), built as the Batch dock builds them (:meth:`Analysis.chosen_options`)."""
     from napari_nanoclass.core.analysis import get
 
-    options: dict = {}
+    analysis = get(args.analysis)
+    values: dict = {}
     if args.model:
-        model_option = get(args.analysis).model_option
-        if model_option is None:
+        if analysis.model_option is None:
             raise ValueError(f"{args.analysis} takes no --model")
-        options[model_option] = args.model
+        values[analysis.model_option] = args.model
     if args.pixel_size is not None:
-        options["pixel_size_nm"] = args.pixel_size
-    if args.format != "tif":
-        options["output_format"] = args.format
+        values["pixel_size_nm"] = args.pixel_size
+    values["output_format"] = args.format
     for item in args.set or []:
         key, sep, value = item.partition("=")
         if not sep:
             raise SystemExit(f"nanoclass batch: --set takes KEY=VALUE, got {item!r}")
         try:
-            options[key] = json.loads(value)
+            values[key] = json.loads(value)
         except ValueError:
-            options[key] = value
-    return options
+            values[key] = value
+    return analysis.chosen_options(values)
 
 
 def _batch_progress(log: str, analysis: str) -> tuple:
@@ -402,7 +402,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train-liposome-detector",
                        help="fine-tune a liposome detector on objects you drew or corrected")
     p.add_argument("--image", required=True, help="the micrograph")
-    p.add_argument("--labels", required=True, help="instance labels of the corrected objects (TIFF / zarr, same shape)")
+    p.add_argument("--labels", required=True, help="instance labels of the corrected objects, same shape (TIFF, or the "
+                   "first labels/ image of an OME-Zarr)")
     p.add_argument("--pixel-size", type=PIXEL_SIZE, required=True, help="nm per pixel of the micrograph")
     p.add_argument("--name", required=True, type=_model_name, help="name to register the fine-tuned detector under")
     p.add_argument("--objects", type=_num(int, 1), nargs="+",
@@ -438,8 +439,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="repeat a run from its batch_config.json")
     p.add_argument("--model", help="model (the detector for liposomes)")
     p.add_argument("--pixel-size", type=PIXEL_SIZE, help="nm per pixel (liposomes)")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="any other option of the analysis, "
-                   "e.g. --set cam=true --set tile=1024")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="any other option of the analysis by its "
+                   "name, e.g. --set cam=true --set tile=1024 --set classifiers.lamellarity=NAME")
     p.add_argument("--format", choices=FORMATS, default="tif", help="how label images and maps are saved")
     p.add_argument("--overwrite", action="store_true", help="redo inputs whose outputs are complete")
     p.add_argument("--workers", type=_num(int, 1, 256), default=1,

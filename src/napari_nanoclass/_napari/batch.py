@@ -6,7 +6,9 @@ anything runs, :func:`.batch.runner.batch_steps` (the generator :func:`run_batch
 the shared :class:`.common.TaskRunner`, and the results open through the plugin's own reader — so
 whatever the dock does, a script does with the same calls, and a rerun skips finished inputs
 exactly as ``nanoclass batch`` does. The option fields come from the analyses' descriptions: a
-switch, a drop-down or a number box per option, shown for the chosen analysis.
+switch, a drop-down, a number box or a text box per option, shown for the chosen analysis; their
+values become the run's options through the same builder as the command line's
+(:meth:`.core.analysis.Analysis.chosen_options`).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from magicgui.widgets import (
     FileEdit,
     FloatSpinBox,
     Label,
+    LineEdit,
     PushButton,
     SpinBox,
     Table,
@@ -48,7 +51,9 @@ class BatchWidget(Container):
         self.model = ComboBox(label="model", choices=self._model_choices)
         self.folder = FileEdit(label="input folder", mode="d")
         self.out = FileEdit(label="output folder", mode="d")
-        self.fields = _option_fields([*(o for a in analyses() for o in a.options), *COMMON_OPTIONS])
+        own_boxes = {"device", *(a.model_option for a in analyses())}  # chosen in the model and device boxes
+        self.fields = _option_fields([o for o in (*(o for a in analyses() for o in a.options), *COMMON_OPTIONS)
+                                      if o.name not in own_boxes])
         self.device = ComboBox(label="device", choices=[("best available", None), *((d, d) for d in available_devices())])
         self.overwrite = CheckBox(text="redo finished inputs", value=False,
                                   tooltip="off: inputs done before with the same analysis, options, models and "
@@ -100,15 +105,14 @@ class BatchWidget(Container):
             widget.visible = name in names
 
     def options(self) -> dict[str, Any]:
-        """The chosen analysis' keyword arguments that the form sets away from their defaults — as
-        the command line passes only the flags given, so the same choices make the same signature."""
+        """The chosen analysis' keyword arguments that the form sets away from their defaults, built
+        as ``nanoclass batch`` builds its own, so the same choices make the same signature."""
         spec = self.spec
         chosen = {"device": self.device.value}
         if spec.model_option:
             chosen[spec.model_option] = self.model.value
         chosen |= {o.name: _value(*self.fields[o.name]) for o in spec.all_options if o.name in self.fields}
-        defaults = {o.name: o.default for o in spec.all_options}
-        return {name: value for name, value in chosen.items() if value is not None and value != defaults.get(name)}
+        return spec.chosen_options(chosen)
 
     def run(self) -> None:
         folder, out = _typed(self.folder), _typed(self.out)
@@ -175,19 +179,17 @@ class BatchWidget(Container):
 
 def _option_fields(options: list[Option]) -> dict[str, tuple[Option, Widget]]:
     """One form field per option name (an option several analyses share keeps its value when the
-    analysis changes); options without a field keep their defaults."""
+    analysis changes)."""
     fields: dict[str, tuple[Option, Widget]] = {}
     for option in options:
-        widget = None if option.name in fields else _field(option)
-        if widget is not None:
-            fields[option.name] = (option, widget)
+        if option.name not in fields:
+            fields[option.name] = (option, _field(option))
     return fields
 
 
-def _field(option: Option) -> Widget | None:
-    """A switch, a drop-down or a number box for ``option``, or None for a name (models are the
-    model box's; the device has its own box). A number without a default shows 0 for "the
-    analysis' own choice"."""
+def _field(option: Option) -> Widget:
+    """A switch, a drop-down, a number box or, for a name (a model), a text box for ``option``. A
+    number without a default shows 0, and a name an empty box, for "the analysis' own choice"."""
     label = option.flag.lstrip("-").replace("-", " ")
     default = DOCK_DEFAULTS.get(option.name, option.default)
     if option.kind is bool:
@@ -196,7 +198,7 @@ def _field(option: Option) -> Widget | None:
         return ComboBox(label=label, choices=list(option.choices), value=default or option.choices[0],
                         tooltip=option.help)
     if option.kind not in (int, float):
-        return None
+        return LineEdit(label=label, value=default or "", tooltip=option.help)
     box = SpinBox if option.kind is int else FloatSpinBox
     low = option.low if option.default is not None else 0
     extra = {} if option.kind is int else {"step": 0.1}
@@ -208,9 +210,11 @@ def _field(option: Option) -> Widget | None:
 
 def _value(option: Option, widget: Widget) -> Any:
     """The option's value from its field; None (unset) for an option without a default whose field
-    shows 0 or off."""
-    value = widget.value
-    return None if option.default is None and option.kind in (bool, int, float) and value in (0, False) else value
+    shows 0 or off, or for an empty text box."""
+    value = widget.value.strip() if isinstance(widget, LineEdit) else widget.value
+    if value == "" or (option.default is None and option.kind in (bool, int, float) and value in (0, False)):
+        return None
+    return value
 
 
 def _typed(edit: FileEdit) -> str | None:

@@ -189,11 +189,26 @@ def model_choices(task: str, architecture: str | None = None) -> Callable[[Any],
 
 def layer_pixel_size(layer: Any) -> float | None:
     """The pixel size (nm) recorded with a layer — by this plugin's reader, its samples or a widget
-    — or None: a layer's ``scale`` alone may be in any unit, so it is not taken for nm."""
+    — else the one the file it was opened from records (napari's own TIFF reader drops the
+    calibration), or None: a layer's ``scale`` alone may be in any unit, so it is not taken for nm."""
     size = (getattr(layer, "metadata", None) or {}).get("pixel_size_nm")
     try:
-        return float(size) if size else None
+        return float(size) if size else _source_pixel_size(layer)
     except (TypeError, ValueError):
+        return None
+
+
+def _source_pixel_size(layer: Any) -> float | None:
+    """The pixel size recorded in the file ``layer`` was opened from; None without one, or when
+    the file is gone or unreadable (the analysis itself names the problem when it reads it)."""
+    from napari_nanoclass.io.images import file_calibration
+
+    path = getattr(getattr(layer, "source", None), "path", None)
+    if not path or not Path(path).exists():
+        return None
+    try:
+        return file_calibration(path).pixel_size_nm
+    except Exception:  # each format's library raises its own kinds for a damaged file
         return None
 
 

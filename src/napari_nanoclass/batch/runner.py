@@ -217,7 +217,7 @@ def write_overview(analysis: Analysis, folder: Path, stem: str, source: Path, si
     from skimage.transform import resize
 
     from napari_nanoclass.core.atomic import atomic_path
-    from napari_nanoclass.io.images import find_output, read_image, read_output
+    from napari_nanoclass.io.images import find_output, read_image, read_label_image, read_output
 
     if not analysis.overview:  # an analysis without an image to overlay (xrd writes its own plot)
         return None
@@ -227,7 +227,8 @@ def write_overview(analysis: Analysis, folder: Path, stem: str, source: Path, si
     grey = _thumbnail(read_image(source).data, size).astype(np.float32)
     lo, hi = np.percentile(grey, (1, 99))
     grey = np.clip((grey - lo) / max(hi - lo, 1e-6), 0, 1)
-    overlay = resize(_thumbnail(read_output(found), size), grey.shape, order=0, preserve_range=True,
+    result = read_label_image(found)[0] if analysis.overview_kind == "labels" else read_output(found)
+    overlay = resize(_thumbnail(result, size), grey.shape, order=0, preserve_range=True,
                      anti_aliasing=False)
     if analysis.overview_kind == "labels":
         rgb = label2rgb(overlay.astype(np.int64), image=grey, alpha=0.35, bg_label=0)

@@ -17,7 +17,7 @@ import importlib
 import math
 import shutil
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -183,16 +183,26 @@ class Analysis:
         return _resolve(self.reader)(folder, stem, result)
 
     def options_from_args(self, args: Any) -> dict[str, Any]:
-        """The file job's keyword arguments from parsed command-line ``args`` (dotted names nested)."""
-        options: dict[str, Any] = {}
-        for option in self.all_options:
-            value = getattr(args, option.name)
-            head, _, entry = option.name.partition(".")
-            if entry:
-                options.setdefault(head, {})[entry] = value
-            else:
-                options[head] = value
-        return options
+        """The file job's keyword arguments from parsed command-line ``args`` (dotted names nested):
+        every option's value, defaults included, as ``nanoclass NAME`` has always passed them."""
+        return _nested((option.name, getattr(args, option.name)) for option in self.all_options)
+
+    def chosen_options(self, values: Mapping[str, Any]) -> dict[str, Any]:
+        """The file job's keyword arguments from option name → value, as the Batch dock's fields
+        and ``nanoclass batch``'s flags give them: each value checked as its option's kind, those
+        unset (None) or at the option's default (off, for a switch) left out, dotted names nested;
+        a mapping given for a mapping option (``classifiers``) counts as its entries. Both build
+        them here, so an option added to a description is taken by both, and the same choices
+        give the same batch signature (a form cannot tell a default chosen from one untouched)."""
+        by_name = {option.name: option for option in self.all_options}
+        flat = dict(_entries(values, by_name))
+        unknown = sorted(set(flat) - set(by_name))
+        if unknown:
+            raise ValueError(f"{self.name} has no option {', '.join(unknown)}; "
+                             f"its options: {', '.join(sorted(by_name))}")
+        converted = ((name, by_name[name].convert(value)) for name, value in flat.items())
+        return _nested((name, value) for name, value in converted
+                       if value is not None and value != _unset(by_name[name]))
 
     def check_options(self, options: dict[str, Any]) -> None:
         """Refuse options this analysis does not have, or an unknown output format, before any work
@@ -212,6 +222,33 @@ class Analysis:
                 raise ValueError(f"{self.name} needs {option.flag} ({option.help}; batch option {option.name})")
             option.convert(value)
         check_output_format(options.get("output_format") or "tif")
+
+
+def _nested(pairs: Iterable[tuple[str, Any]]) -> dict[str, Any]:
+    """Keyword arguments from (option name, value) pairs, a dotted name an entry of its mapping."""
+    options: dict[str, Any] = {}
+    for name, value in pairs:
+        head, _, entry = name.partition(".")
+        if entry:
+            options.setdefault(head, {})[entry] = value
+        else:
+            options[head] = value
+    return options
+
+
+def _entries(values: Mapping[str, Any], options: Mapping[str, Option]) -> Iterable[tuple[str, Any]]:
+    """(option name, value) pairs, a mapping given for the head of dotted options split into them."""
+    for name, value in values.items():
+        if name not in options and isinstance(value, dict) and any(o.startswith(f"{name}.") for o in options):
+            yield from ((f"{name}.{entry}", v) for entry, v in value.items())
+        else:
+            yield name, value
+
+
+def _unset(option: Option) -> Any:
+    """The value that leaves ``option`` as the analysis would have it untouched: its default, and
+    off for a switch without one."""
+    return bool(option.default) if option.kind is bool else option.default
 
 
 def _resolve(reference: str) -> Any:

@@ -230,12 +230,31 @@ def default_memory_budget(device: torch.device) -> int:
         return 4 * 2**30
 
 
+CPU_WINDOW = 2048  # largest window side on a CPU unless a memory budget is given: see max_window_side
+
+
+def max_window_side(model: nn.Module, device: torch.device, memory_budget: int | None = None) -> int:
+    """Side of the largest window whose activations fit ``memory_budget`` bytes.
+
+    Without a budget a CPU also keeps windows within ``CPU_WINDOW``: half the RAM would allow
+    larger ones, so a large image streamed through windows would then peak higher than an image
+    of ``CPU_WINDOW``² read in one forward, and its peak would grow with the image up to that
+    bound. Capped, the peak memory of a streamed image does not depend on its size; larger
+    windows would save only a part of the halo, which is already the smaller part of a window
+    this large (docs/engine-benchmark.md). A GPU keeps the whole budget (its memory is not the
+    host's, and larger batches of windows pay there).
+    """
+    budget = memory_budget or default_memory_budget(device)
+    side = int(math.sqrt(budget / activation_bytes_per_pixel(model)))
+    return min(side, CPU_WINDOW) if memory_budget is None and device.type == "cpu" else side
+
+
 def budget_tile(model: nn.Module, shape: tuple[int, int], halo: int, device: torch.device,
                 memory_budget: int | None = None) -> tuple[int, int]:
-    """The tile for ``shape`` with the largest windows the memory budget allows (:func:`plan_tile`):
-    fewer windows mean less halo computed twice, and an image that fits is run in one forward."""
-    budget = memory_budget or default_memory_budget(device)
-    max_window = int(math.sqrt(budget / activation_bytes_per_pixel(model)))
+    """The tile for ``shape`` with the largest windows :func:`max_window_side` allows
+    (:func:`plan_tile`): fewer windows mean less halo computed twice, and an image that fits is
+    run in one forward."""
+    max_window = max_window_side(model, device, memory_budget)
     return plan_tile(shape, halo, int(getattr(model, "size_divisor", 1)), max_window)
 
 
@@ -368,7 +387,8 @@ def predict_dense(
     """Per-pixel prediction of a 2-D image or (Z, Y, X) stack → (C, Y, X) or (C, Z, Y, X).
 
     ``tile`` (the core of a window) defaults to the largest that ``memory_budget`` bytes allow
-    (:func:`budget_tile`; by default half the RAM or free GPU memory). ``halo`` defaults to the
+    (:func:`budget_tile`; by default half the free GPU memory, or half the RAM in windows of at
+    most ``CPU_WINDOW`` a side). ``halo`` defaults to the
     model's receptive radius rounded up to its size divisor. ``stats``
     gives (mean, std) per plane; by default they are computed over each whole plane. With
     ``out`` a path, the result is a zarr array on disk (streamed, chunked like the tiles). With

@@ -46,7 +46,7 @@ from napari_nanoclass.engine.scaling import chosen_pixel_size, log, model_scale_
 from napari_nanoclass.engine.tiling import check_min_size
 from napari_nanoclass.homogeneity import CNN_ARCHITECTURE, DEFAULT_CAM_MODEL, DEFAULT_MODEL, VIEW
 from napari_nanoclass.io.images import Image, as_greyscale, file_stem, image_stats, output_path, write_csv, write_image
-from napari_nanoclass.models.fibre_cnn import FibreCNN, grad_cam
+from napari_nanoclass.models.fibre_cnn import FibreCNN, grad_cam, logits_and_grad_cam
 from napari_nanoclass.models.registry import LoadedModel, ModelInfo, load_model, read_info, resolve
 
 IN_MEMORY_LIMIT = 64 * 2**20  # pixels; beyond it a CAM is streamed to zarr in a workdir
@@ -203,6 +203,60 @@ class _GradCam(nn.Module):
         return grad_cam(self.model, x)
 
 
+class _LogitsAndGradCam(nn.Module):
+    """A FibreCNN's logits and Grad-CAM from one forward, as (N, 1 + C, p, p): channel 0 the map,
+    then each logit repeated over its patch, so the engine tiles it as a per-pixel model and the
+    patch logits are read back at any pixel of their patch (:func:`_split_cam`)."""
+
+    def __init__(self, model: FibreCNN) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits, cam_map = logits_and_grad_cam(self.model, x)
+        return torch.cat([cam_map, logits[:, :, None, None].expand(-1, -1, *cam_map.shape[2:])], dim=1)
+
+
+def _network(module: nn.Module, pooled_features: bool) -> nn.Module:
+    """The module that runs: a FibreCNN with its batch norms folded (faster, same function), a
+    texture model with the features its region head pools when it pools them."""
+    if isinstance(module, FibreCNN):
+        return module.fused()
+    return module.with_features() if pooled_features else module
+
+
+def _patch_passes(loaded: LoadedModel, cam_loaded: LoadedModel | None, data: Any, patch: int,
+                  batch_size: int | None, stats: list[tuple[float, float]], pooled_features: bool,
+                  cam_out: Path | None) -> Steps[tuple[np.ndarray, Any]]:
+    """(patch outputs (C[+F], [Z,] gy, gx), the unweighted Grad-CAM as a ([Z,] Y, X) array or
+    None). A FibreCNN that makes its own map gives its verdicts from the map's pass: one forward
+    over the patches instead of two. Another CAM source runs a second pass."""
+    def run(module: nn.Module, per_pixel: bool = False) -> Steps[Any]:
+        return engine.predict_patches(module, data, patch=patch, batch_size=batch_size, stats=stats,
+                                      postprocess=None, device=loaded.device, per_pixel=per_pixel,
+                                      out=cam_out if per_pixel else None)
+
+    network = _network(loaded.module, pooled_features)
+    if cam_loaded is None:
+        return np.asarray((yield from run(network))), None
+    if cam_loaded.module is loaded.module:
+        both = yield from run(_LogitsAndGradCam(network), per_pixel=True)
+        return _split_cam(both, patch)
+    outputs = np.asarray((yield from scaled(run(network), 0, 2, "patches")))
+    cam_map = yield from scaled(run(_GradCam(_network(cam_loaded.module, False)), per_pixel=True), 1, 2,
+                                "defect map (Grad-CAM)")
+    return outputs, cam_map[0] if isinstance(cam_map, np.ndarray) else da.from_zarr(cam_map)[0]
+
+
+def _split_cam(both: Any, patch: int) -> tuple[np.ndarray, Any]:
+    """(C, [Z,] gy, gx) logits and the ([Z,] Y, X) map from :class:`_LogitsAndGradCam`'s
+    per-pixel output (in memory, or a zarr array for a large image): each patch's logits are read
+    at its first pixel, which every patch has inside the image."""
+    array = both if isinstance(both, np.ndarray) else da.from_zarr(both)
+    logits = np.asarray(array[1:, ..., ::patch, ::patch])
+    return logits, array[0]
+
+
 def analyse_steps(
     image: Any,
     model: str | LoadedModel = DEFAULT_MODEL,
@@ -247,18 +301,10 @@ def analyse_steps(
     aggregation = Aggregation.of(loaded)
     pooled_features = aggregation.method == "region"  # the region head needs the patch features too
     stats = [image_stats(plane) for plane in engine.planes(data)]
-    steps = engine.predict_patches(loaded.module.with_features() if pooled_features else loaded.module, data,
-                                   patch=patch, batch_size=batch_size, stats=stats, postprocess=None,
-                                   device=loaded.device)
-    outputs = np.asarray((yield from (scaled(steps, 0, 2, "patches") if cam else steps)))
+    outputs, cam_map = yield from _patch_passes(loaded, cam_loaded, data, patch, batch_size, stats, pooled_features,
+                                                Path(workdir) / "cam.zarr" if big and cam else None)
     n_classes = len(info.class_names)
     logits, features = (outputs[:n_classes], outputs[n_classes:]) if pooled_features else (outputs, None)
-    cam_map = None
-    if cam_loaded is not None:
-        cam_steps = engine.predict_patches(
-            _GradCam(cam_loaded.module), data, patch=patch, batch_size=batch_size, stats=stats, postprocess=None,
-            device=cam_loaded.device, per_pixel=True, out=Path(workdir) / "cam.zarr" if big else None)
-        cam_map = yield from scaled(cam_steps, 1, 2, "defect map (Grad-CAM)")
     coverage = engine.patch_coverage(data.shape[-2:], patch)
     summary, views = _summaries(logits, coverage, list(info.class_names), aggregation, patch, view, features)
     if factor != 1:  # view corners in the input's pixels
@@ -267,7 +313,7 @@ def analyse_steps(
                                model_name=info.name, model_sha256=loaded.sha256, features=features,
                                patch_px=patch / factor, pixel_size_nm=pixel_size_nm)
     if cam_loaded is not None:
-        result.cam = _scale_cam(cam_map[0] if not big else da.from_zarr(cam_map)[0], result.p_nhnf, patch)
+        result.cam = _scale_cam(cam_map, result.p_nhnf, patch)
         if factor != 1:
             result.cam = resized_planes(result.cam, input_shape, order=1)
         result.cam_model_name = cam_loaded.info.name

@@ -20,11 +20,13 @@ them on the training micrographs with whole samples held out, so a cross-validat
 is nested, and a user's retraining adapts to their samples.
 
 :func:`fit_texture_model` fits a registry model (``TextureClassifier``) that the homogeneity
-analysis runs like the CNN; :func:`texture_classifier` wraps it for cross-validation.
+analysis runs like the CNN; :func:`texture_classifier` wraps it for cross-validation, where a
+:class:`FeatureCache` lets every fold and recipe share each micrograph's measured features.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +39,7 @@ from sklearn.model_selection import LeaveOneGroupOut, cross_val_predict
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from napari_nanoclass.core.atomic import atomic_path
 from napari_nanoclass.homogeneity import CLASS_COLOURS, sample_name
 from napari_nanoclass.homogeneity.predict import analyse
 from napari_nanoclass.io.images import image_stats
@@ -80,6 +83,56 @@ def patch_feature_grid(image: np.ndarray, patch: int = 128, feature_set: str = "
     rows, cols = z.shape[0] // patch, z.shape[1] // patch
     features = [patch_features(z[y:y + patch, x:x + patch], feature_set) for y, x in patch_origins(z.shape, patch)]
     return np.stack(features).reshape(rows, cols, -1)
+
+
+FeatureMeasure = Callable[[np.ndarray, int, str], np.ndarray]  # (image, patch, feature set) → (rows, cols, F)
+
+
+def _content_key(image: np.ndarray) -> str:
+    """A name for an image's pixels (dtype, shape and bytes): two micrographs are the same input
+    only if these are, whatever they are called."""
+    data = np.ascontiguousarray(image)
+    digest = hashlib.sha256(f"{data.dtype.str}{data.shape}".encode())
+    digest.update(data.tobytes())
+    return digest.hexdigest()[:32]
+
+
+class FeatureCache:
+    """Whole-patch feature grids (:func:`patch_feature_grid`) kept by micrograph content, patch size
+    and feature set, in memory and, with ``folder``, on disk between runs.
+
+    Measuring the features is the slow part of fitting and judging a texture model, and a
+    cross-validation would measure every micrograph again in every fold, split seed and recipe,
+    although its grid depends only on those three keys: a recipe with another feature set or
+    patch size measures its own. The grids on disk do not know the feature code: delete the
+    folder after changing it. ``measure`` is what fills a missing grid."""
+
+    def __init__(self, folder: str | Path | None = None, measure: FeatureMeasure = patch_feature_grid) -> None:
+        self.folder = None if folder is None else Path(folder)
+        self.measure = measure
+        self._grids: dict[str, np.ndarray] = {}
+
+    def grid(self, image: np.ndarray, patch: int = 128, feature_set: str = "basic") -> np.ndarray:
+        """(rows, cols, F) features of the whole patches of ``image``, measured once."""
+        key = f"{feature_set}-p{patch}-{_content_key(image)}"
+        if key not in self._grids:
+            grid = self._stored(key) if self._on_disk(key) else self._measured(key, image, patch, feature_set)
+            grid.setflags(write=False)  # one array serves every fit: none may change it for the others
+            self._grids[key] = grid
+        return self._grids[key]
+
+    def _on_disk(self, key: str) -> bool:
+        return self.folder is not None and (self.folder / f"{key}.npy").is_file()
+
+    def _stored(self, key: str) -> np.ndarray:
+        return np.load(self.folder / f"{key}.npy")
+
+    def _measured(self, key: str, image: np.ndarray, patch: int, feature_set: str) -> np.ndarray:
+        grid = self.measure(image, patch, feature_set)
+        if self.folder is not None:  # written whole or not at all: a killed run leaves no torn grid
+            with atomic_path(self.folder / f"{key}.npy") as tmp, open(tmp, "wb") as file:
+                np.save(file, grid)
+        return grid
 
 
 def image_patch_features(image: np.ndarray, patch: int = 128, feature_set: str = "basic") -> np.ndarray:
@@ -180,13 +233,16 @@ def choose_recipe(grids: Mapping[str, Sequence[np.ndarray]], labels: Sequence[in
 
 def fit_texture_model(micrographs: Sequence[Micrograph], class_names: Sequence[str], name: str, *,
                       patch: int = 128, c: float | None = None, feature_set: str = "auto", pooling: str = "region",
-                      save: bool = False, directory: Path | None = None) -> LoadedModel:
+                      save: bool = False, directory: Path | None = None,
+                      features: FeatureCache | None = None) -> LoadedModel:
     """A texture model fitted on labelled micrographs (patch regression, and with ``pooling=
     "region"`` the region regression; verdict at p ≥ 0.5), ready for :func:`homogeneity.analyse`;
     with ``save`` also registered (``directory`` or the user's model folder).
 
     ``feature_set="auto"`` and ``c=None`` (the default recipe) choose them among the candidates by
-    :func:`choose_recipe` on these micrographs, their samples named by :func:`sample_name`."""
+    :func:`choose_recipe` on these micrographs, their samples named by :func:`sample_name`.
+    ``features`` takes the patch features from a cache shared by fits on overlapping micrographs
+    (cross-validation folds) instead of measuring them here."""
     if save:
         check_name(name)  # before the compute, not when saving after it
     if pooling not in ("mean", "region"):
@@ -202,7 +258,8 @@ def fit_texture_model(micrographs: Sequence[Micrograph], class_names: Sequence[s
         raise ValueError(f"texture model {name!r}: needs micrographs of every class {list(class_names)}, "
                          f"got class indices {sorted(set(labels))}")
     sets = CANDIDATE_FEATURE_SETS if feature_set == "auto" else (feature_set,)
-    grids = {s: [patch_feature_grid(m.image, patch, s) for m in micrographs] for s in sets}
+    measure = patch_feature_grid if features is None else features.grid
+    grids = {s: [measure(m.image, patch, s) for m in micrographs] for s in sets}
     samples = [sample_name(m.name) for m in micrographs]
     recipe = choose_recipe(grids, labels, samples, [m.name for m in micrographs], c)
     chosen = grids[recipe.feature_set]
@@ -236,19 +293,35 @@ def _set_head(head: torch.nn.Module, regression: Pipeline) -> None:
     head.set(scaler.mean_, scaler.scale_, logistic.coef_, logistic.intercept_)
 
 
-def texture_classifier(patch: int = 128, c: float | None = None, feature_set: str = "auto", pooling: str = "region"
+def texture_classifier(patch: int = 128, c: float | None = None, feature_set: str = "auto", pooling: str = "region",
+                       features: FeatureCache | None = None,
+                       on_fit: Callable[[int, LoadedModel], None] | None = None
                        ) -> Callable[[Sequence[Micrograph], int], Callable[[np.ndarray], int]]:
-    """Fit function for :func:`homogeneity_training.cross_validate`: :func:`fit_texture_model`,
-    each held-out image judged by :func:`homogeneity.analyse` as a user's would be."""
+    """Fit function for :func:`homogeneity.train.cross_validate`: :func:`fit_texture_model` on the
+    training fold, each held-out image judged as :func:`homogeneity.analyse` judges a user's
+    (:func:`judge`). With ``features`` the folds, split seeds and recipes share each micrograph's
+    measured features. ``on_fit(fold, model)`` sees each fold's model (which recipe it chose)."""
 
     def fit(train_set: Sequence[Micrograph], fold: int) -> Callable[[np.ndarray], int]:
         n_classes = max(m.label for m in train_set) + 1
         model = fit_texture_model(train_set, [str(k) for k in range(n_classes)], f"texture-fold{fold}",
-                                  patch=patch, c=c, feature_set=feature_set, pooling=pooling)
-
-        def predict(image: np.ndarray) -> int:
-            return int(analyse(image, model).summary["predicted_class"])
-
-        return predict
+                                  patch=patch, c=c, feature_set=feature_set, pooling=pooling, features=features)
+        if on_fit is not None:
+            on_fit(fold, model)
+        return lambda image: judge(model, image, features)
 
     return fit
+
+
+def judge(model: LoadedModel, image: np.ndarray, features: FeatureCache | None = None) -> int:
+    """Class index of a whole micrograph by a texture model whose classes are named by index, as
+    :func:`homogeneity.analyse` gives it. A model with a region head pools exactly the whole grid
+    patches (:func:`pooled_patches`), so with ``features`` its verdict comes from their cached grid
+    rather than from measuring them again; they go to the head as float32, as the engine hands
+    them over. A model that pools patch probabilities also weighs in the edge patches, which the
+    grid lacks: it is judged through the engine."""
+    module = model.module
+    if features is None or module.region_head is None:
+        return int(analyse(image, model).summary["predicted_class"])
+    grid = features.grid(image, int(model.info.patch), module.feature_set)
+    return int(np.argmax(module.region_logits(grid.reshape(-1, grid.shape[-1]).astype(np.float32))))

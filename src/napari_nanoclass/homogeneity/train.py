@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
-from sklearn.model_selection import StratifiedGroupKFold
+from sklearn.model_selection import LeaveOneGroupOut, StratifiedGroupKFold
 from torch.nn import functional as F
 
 from napari_nanoclass.core.augment import augment
@@ -317,6 +317,7 @@ class Scores:
     class_names: list[str]
     y_true: list[int]
     y_pred: list[int]
+    names: list[str] = field(default_factory=list)  # the micrograph of each verdict, to name the wrong ones
 
     def as_dict(self) -> dict[str, Any]:
         labels = list(range(len(self.class_names)))
@@ -353,27 +354,29 @@ def cnn_classifier(config: HomogeneityConfig) -> Classifier:
 
 
 def cross_validate(micrographs: Sequence[Micrograph], fit: Classifier, class_names: Sequence[str], *,
-                   folds: int = 5, seed: int = 0, groups: Sequence[str] | None = None,
+                   folds: int | None = 5, seed: int = 0, groups: Sequence[str] | None = None,
                    on_fold: Callable[[int, Scores], None] | None = None) -> Scores:
     """Stratified grouped k-fold by micrograph: each image (its every patch) is on one side only.
 
     ``groups`` (default: each micrograph its own group) can tie images together, e.g. by sample,
-    for a stricter split. Returns the scores pooled over all held-out images.
+    for a stricter split; ``folds=None`` holds out one group at a time. Returns the scores pooled
+    over all held-out images, in the order they were held out.
     """
     labels = np.array([m.label for m in micrographs])
     groups = list(groups) if groups is not None else [m.name for m in micrographs]
-    splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
-    y_true: list[int] = []
-    y_pred: list[int] = []
+    splitter = LeaveOneGroupOut() if folds is None else StratifiedGroupKFold(n_splits=folds, shuffle=True,
+                                                                             random_state=seed)
+    pooled = Scores(list(class_names), [], [])
     for fold, (train_idx, test_idx) in enumerate(splitter.split(np.zeros(len(labels)), labels, groups)):
         predict = fit([micrographs[i] for i in train_idx], fold)
-        fold_true = [int(labels[i]) for i in test_idx]
-        fold_pred = [predict(micrographs[i].image) for i in test_idx]
-        y_true += fold_true
-        y_pred += fold_pred
+        held_out = Scores(list(class_names), [int(labels[i]) for i in test_idx],
+                          [predict(micrographs[i].image) for i in test_idx], [micrographs[i].name for i in test_idx])
+        pooled.y_true += held_out.y_true
+        pooled.y_pred += held_out.y_pred
+        pooled.names += held_out.names
         if on_fold is not None:
-            on_fold(fold, Scores(list(class_names), fold_true, fold_pred))
-    return Scores(list(class_names), y_true, y_pred)
+            on_fold(fold, held_out)
+    return pooled
 
 
 def sample_groups(micrographs: Sequence[Micrograph]) -> list[str]:

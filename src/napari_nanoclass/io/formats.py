@@ -81,7 +81,6 @@ def open_mrc(path: Path) -> tuple[Any, Calibration]:
 
     with mrcfile.open(path, mode="r", permissive=True, header_only=True) as mrc:
         header = mrc.header
-        voxel_x = float(mrc.voxel_size.x)
         if header is None:
             raise ValueError("no MRC header")
         dtype, shape = data_dtype_from_header(header), data_shape_from_header(header)
@@ -90,7 +89,15 @@ def open_mrc(path: Path) -> tuple[Any, Calibration]:
         data = mrcfile.read(path)
     else:
         data = np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape)
-    return data, calibration(voxel_x, "Å", "mrc header")
+    return data, mrc_calibration(path)
+
+
+def mrc_calibration(path: Path) -> Calibration:
+    """The voxel size an MRC header records (Å → nm), without reading the data."""
+    import mrcfile
+
+    with mrcfile.open(path, mode="r", permissive=True, header_only=True) as mrc:
+        return calibration(float(mrc.voxel_size.x), "Å", "mrc header")
 
 
 # -- RosettaSciIO: DM3/DM4, EMD, SER ----------------------------------------------------------------

@@ -4,8 +4,10 @@ Reading is lazy for TIFF, MRC, the microscope formats and zarr / OME-Zarr, so im
 memory are fine: the engine pulls tiles from them on demand. An image carries its pixel size in nm
 when the file records one, and where it was found (:mod:`.formats`). Every problem with an input
 becomes an :class:`ImageError` naming the file and what is wrong (empty, unreadable, wrong
-dimensionality, colour, NaN). Writing always goes through :func:`napari_nanoclass.atomic.atomic_path`;
-outputs carry the pixel size of their input (TIFF resolution tags, OME-Zarr scale in nm).
+dimensionality, colour, NaN). Writing always goes through :func:`napari_nanoclass.core.atomic.atomic_path`;
+outputs carry the pixel size of their input (TIFF resolution tags, OME-Zarr scale in nm), and label
+images in OME-Zarr lie under a copy of the image they label, as NGFF viewers expect
+(:func:`write_label_image`).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import csv
 import glob
 import json
+import logging
 import math
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -24,12 +27,14 @@ import numpy as np
 import tifffile
 import zarr
 
+from napari_nanoclass.core.analysis import PIXEL_SIZES_NM
 from napari_nanoclass.core.atomic import atomic_path
 from napari_nanoclass.io.formats import (
     MRC_SUFFIXES,
     RSCIIO_SUFFIXES,
     UNCALIBRATED,
     Calibration,
+    mrc_calibration,
     ngff_multiscales,
     open_mrc,
     open_rsciio,
@@ -41,6 +46,9 @@ TIFF_SUFFIXES = {".tif", ".tiff"}
 PLAIN_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif"}
 ZARR_SUFFIXES = {".zarr"}  # OME-Zarr folders end in .ome.zarr: suffix .zarr
 IMAGE_SUFFIXES = TIFF_SUFFIXES | PLAIN_SUFFIXES | ZARR_SUFFIXES | MRC_SUFFIXES | set(RSCIIO_SUFFIXES)
+
+
+log = logging.getLogger("napari_nanoclass")
 
 
 class ImageError(ValueError):
@@ -159,19 +167,33 @@ def read_image(path: str | Path) -> Image:
     except Exception as exc:  # every reader has its own exception types
         reason = " ".join(str(exc).split()) or type(exc).__name__
         raise ImageError(f"{path}: cannot be read as {_format_name(path)} ({type(exc).__name__}: {reason})") from exc
+    found = _plausible(found, path)
     return Image(as_greyscale(data, str(path)), name=file_stem(path), path=path,
                  pixel_size_nm=found.pixel_size_nm, pixel_size_source=found.source)
 
 
+def _plausible(found: Calibration, path: Path) -> Calibration:
+    """``found``, or none with a warning when it is no pixel size a micrograph can have (the range
+    ``--pixel-size`` accepts): a TIA SER read without its ``.emi`` gives a diffraction pattern's
+    reciprocal calibration as metres, and using it would rescale the image absurdly."""
+    low, high = PIXEL_SIZES_NM
+    if found.pixel_size_nm is None or low <= found.pixel_size_nm <= high:
+        return found
+    log.warning("%s: the file's pixel size %g nm (%s) is outside %g–%g nm/px, so it is not used; "
+                "give --pixel-size NM if the image needs one", path, found.pixel_size_nm, found.source, low, high)
+    return UNCALIBRATED
+
+
 def _format_name(path: Path) -> str:
-    """What ``path`` was read as, for error messages ("an MRC file", "an image")."""
+    """What ``path`` was read as, for error messages ("an MRC file", "an EMD file", "an image")."""
     suffix = path.suffix.lower()
     if suffix in MRC_SUFFIXES:
         return "an MRC file"
     if suffix in RSCIIO_SUFFIXES:
         from napari_nanoclass.io.formats import FORMAT_NAMES
 
-        return f"a {FORMAT_NAMES[suffix]} file"
+        name = FORMAT_NAMES[suffix]
+        return f"{'an' if name[0] in 'AEFHILMNORSX' else 'a'} {name} file"  # as spelled out: "an E-M-D"
     return "an image"
 
 
@@ -285,15 +307,32 @@ def find_output(folder: str | Path, name: str) -> Path | None:
     return next((p for p in (output_path(folder, name, f) for f in OUTPUT_FORMATS) if p.exists()), None)
 
 
-def write_image(path: str | Path, data: Any, *, axes: str | None = None, labels: bool = False,
-                pixel_size_nm: float | None = None, label_metadata: dict[str, Any] | None = None,
+def write_image(path: str | Path, data: Any, *, axes: str | None = None, pixel_size_nm: float | None = None,
                 channel_names: Sequence[str] | None = None) -> Path:
-    """Write a result array as TIFF or OME-Zarr, chosen by the suffix of ``path`` (see :func:`output_path`),
-    with its physical pixel size when known and the names of its channels (axis ``c``, first) if given."""
+    """Write a result image or map as TIFF or OME-Zarr, chosen by the suffix of ``path`` (see
+    :func:`output_path`), with its physical pixel size when known and the names of its channels
+    (axis ``c``, first) if given. Label images go through :func:`write_label_image`."""
     if Path(path).suffix == ".zarr":
-        return write_ome_zarr(path, data, axes=axes, labels=labels, pixel_size_nm=pixel_size_nm,
-                              label_metadata=label_metadata, channel_names=channel_names)
+        return write_ome_zarr(path, data, axes=axes, pixel_size_nm=pixel_size_nm, channel_names=channel_names)
     return write_tiff(path, data, pixel_size_nm=pixel_size_nm, channel_names=channel_names)
+
+
+def write_label_image(path: str | Path, labels: Any, image: Any, *, name: str, pixel_size_nm: float | None = None,
+                      label_metadata: dict[str, Any] | None = None, image_name: str | None = None) -> Path:
+    """Write the labels of ``image`` as TIFF or OME-Zarr, chosen by the suffix of ``path``.
+
+    A TIFF holds the labels alone (with the pixel size in its resolution tags). NGFF has no
+    stand-alone label image: viewers (napari-ome-zarr, MoBIE, …) find labels under the
+    ``labels/`` group of the image they label, so an OME-Zarr is a copy of ``image`` (never the
+    user's file itself), a pyramid at its physical scale, with the labels as ``labels/<name>``
+    and ``label_metadata`` (``image-label`` colours and properties); ``image_name`` names the
+    image (the input's stem: the layer name viewers give it). :func:`read_label_image` reads
+    either back.
+    """
+    if Path(path).suffix == ".zarr":
+        return write_ome_zarr(path, image, pixel_size_nm=pixel_size_nm, label_images={name: (labels, label_metadata)},
+                              name=image_name)
+    return write_tiff(path, labels, pixel_size_nm=pixel_size_nm)
 
 
 def ngff_label_metadata(colours: dict[int, str], properties: dict[int, dict[str, Any]]) -> dict[str, Any]:
@@ -339,22 +378,21 @@ def _as_dask(data: Any, chunks: tuple[int, ...]) -> da.Array:
     return (data if isinstance(data, da.Array) else da.from_array(data, chunks=chunks)).rechunk(chunks)
 
 
-def write_ome_zarr(path: str | Path, data: Any, *, axes: str | None = None, labels: bool = False,
-                   chunk: int = 512, pixel_size_nm: float | None = None,
-                   label_metadata: dict[str, Any] | None = None,
+def write_ome_zarr(path: str | Path, data: Any, *, axes: str | None = None, chunk: int = 512,
+                   pixel_size_nm: float | None = None,
                    label_images: dict[str, tuple[Any, dict[str, Any] | None]] | None = None,
-                   channel_names: Sequence[str] | None = None) -> Path:
+                   channel_names: Sequence[str] | None = None, name: str | None = None) -> Path:
     """Write an array as OME-Zarr (NGFF 0.4, zarr format 2) with ome-zarr-py, atomically.
 
     NGFF 0.4 is what napari-ome-zarr, Fiji/MoBIE and older ome-zarr-py read. ``axes`` names the
     axes (default ``yx`` or ``zyx``; ``c`` for channels). The spatial scale is ``pixel_size_nm`` in
     nanometres (1 and no unit when unknown). Large images get a multiscale pyramid
-    (:func:`pyramid_factors`; labels downsampled by nearest neighbour, so they stay labels).
-    ``labels`` marks a label image (``image-label``, with ``label_metadata`` such as ``colors``
-    and ``properties``) so viewers show it as labels. ``label_images`` (name → (array, its
-    ``image-label`` metadata)) are written under the image's ``labels/`` group, where NGFF
-    viewers look for an image's labels (:func:`add_ome_zarr_labels`), in the same atomic folder.
-    ``channel_names`` label the ``c`` axis (NGFF ``omero`` channels, shown by napari-ome-zarr).
+    (:func:`pyramid_factors`). ``label_images`` (name → (array, its ``image-label`` metadata such
+    as ``colors`` and ``properties``)) are written under the image's ``labels/`` group, where NGFF
+    viewers look for an image's labels (:func:`_write_labels`: same pyramid, downsampled by
+    nearest neighbour so they stay labels), in the same atomic folder.
+    ``channel_names`` label the ``c`` axis (NGFF ``omero`` channels, shown by napari-ome-zarr);
+    ``name`` is the multiscale's name (default: the file's stem).
     Lazy inputs are written chunk by chunk.
     """
     from ome_zarr.format import FormatV04
@@ -366,10 +404,8 @@ def write_ome_zarr(path: str | Path, data: Any, *, axes: str | None = None, labe
     with atomic_path(path) as tmp:
         group = zarr.open_group(str(tmp), mode="w", zarr_format=2)
         ngff_write_image(_as_dask(data, chunks), group, scale_factors=pyramid_factors(data.shape), fmt=FormatV04(),
-                         method=Methods.NEAREST if labels else Methods.RESIZE, axes=axes, scale=scale,
-                         axes_units=units, storage_options={"chunks": chunks}, name=file_stem(path))
-        if labels:
-            group.attrs["image-label"] = {"version": "0.4", **(label_metadata or {})}
+                         method=Methods.RESIZE, axes=axes, scale=scale, axes_units=units,
+                         storage_options={"chunks": chunks}, name=name or file_stem(path))
         if channel_names is not None:
             group.attrs["omero"] = {"channels": [{"label": str(n), "active": True, "color": "FFFFFF",
                                                   "window": {"start": 0.0, "end": 1.0, "min": 0.0, "max": 1.0}}
@@ -424,7 +460,8 @@ def _write_labels(group: Any, name: str, labels: Any, metadata: dict[str, Any] |
                   like: Any = None) -> None:
     """ome-zarr-py's ``write_labels`` into ``group/labels/name`` with the axes, full-resolution
     scale and pyramid of the image ``like`` (default: the image in ``group``), so the labels lie
-    exactly on it in any NGFF viewer; labels of another shape than the image are refused."""
+    exactly on it in any NGFF viewer, and ``source`` naming that image (``../../``), so a viewer
+    opening the labels alone finds it; labels of another shape than the image are refused."""
     from ome_zarr.format import FormatV04
     from ome_zarr.writer import write_labels
 
@@ -443,7 +480,8 @@ def _write_labels(group: Any, name: str, labels: Any, metadata: dict[str, Any] |
     chunks = tuple(int(c) for c in full.chunks)
     write_labels(_as_dask(labels, chunks), group, name=name, scaler=None, scale_factors=factors, fmt=FormatV04(),
                  axes="".join(names), scale=dict(zip(names, map(float, first))), axes_units=units,
-                 storage_options={"chunks": chunks}, label_metadata=metadata or {})
+                 storage_options={"chunks": chunks},
+                 label_metadata={"source": {"image": "../../"}, **(metadata or {})})
 
 
 def read_output(path: str | Path) -> Any:
@@ -461,13 +499,61 @@ def read_output_calibrated(path: str | Path) -> tuple[Any, Calibration]:
         return tif.asarray(), tiff_calibration(tif)
 
 
-def output_calibration(path: str | Path) -> Calibration:
-    """The pixel size a saved result records, without reading its pixels."""
+def read_label_image(path: str | Path) -> tuple[Any, dict[str, Any]]:
+    """A saved label image and its NGFF ``image-label`` metadata (``{}`` for a TIFF).
+
+    In an OME-Zarr these are the first labels its ``labels/`` group lists (what
+    :func:`write_label_image` writes, and any NGFF image's labels); a stand-alone label image
+    (``image-label`` at the root, how results were saved before they went under their image) is
+    its root. The array is lazy for OME-Zarr, so a whole-slide result is read only where used.
+    """
     path = Path(path)
+    if not _is_zarr(path):
+        return read_output(path), {}
+    group = zarr.open(str(path), mode="r")
+    if isinstance(group, zarr.Array) or "image-label" in group.attrs or "labels" not in group:
+        return _open_zarr_calibrated(path)[0], dict(group.attrs.get("image-label") or {})
+    names = list(group["labels"].attrs.get("labels") or [])
+    if not names:
+        raise ImageError(f"{path}: its labels/ group lists no label image")
+    labels = group["labels"][names[0]]
+    multiscales = ngff_multiscales(labels.attrs)
+    if not multiscales:
+        raise ImageError(f"{path}: labels/{names[0]} is not an NGFF label image (no multiscales)")
+    return labels[multiscales[0]["datasets"][0]["path"]], dict(labels.attrs.get("image-label") or {})
+
+
+def labelled_image(path: str | Path) -> Image | None:
+    """The image an OME-Zarr label output was written on (:func:`write_label_image` keeps a copy
+    of the input there), so results open over their micrograph even when its file has moved;
+    None for a TIFF or a stand-alone label image, which hold no image."""
+    path = Path(path)
+    if not _is_zarr(path):
+        return None
+    group = zarr.open(str(path), mode="r")
+    if isinstance(group, zarr.Array) or "image-label" in group.attrs or not ngff_multiscales(group.attrs):
+        return None
+    return read_image(path)
+
+
+def file_calibration(path: str | Path) -> Calibration:
+    """The pixel size an image or result file records, from its header or tags only (its pixels
+    are not read): for a saved result, and for a layer another reader opened (napari's own TIFF
+    reader keeps no calibration). Implausible sizes are dropped as :func:`read_image` drops them."""
+    path = Path(path)
+    suffix = path.suffix.lower()
     if _is_zarr(path):
-        return _open_zarr_calibrated(path)[1]  # lazy: metadata only
-    with tifffile.TiffFile(path) as tif:
-        return tiff_calibration(tif)
+        found = _open_zarr_calibrated(path)[1]  # lazy: metadata only
+    elif suffix in TIFF_SUFFIXES:
+        with tifffile.TiffFile(path) as tif:
+            found = tiff_calibration(tif)
+    elif suffix in MRC_SUFFIXES:
+        found = mrc_calibration(path)
+    elif suffix in RSCIIO_SUFFIXES:
+        found = open_rsciio(path)[1]  # lazy: metadata only
+    else:
+        found = UNCALIBRATED
+    return _plausible(found, path)
 
 
 def _tiles(data: Any, tile: int) -> Iterator[np.ndarray]:

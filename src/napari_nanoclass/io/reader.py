@@ -9,8 +9,8 @@ What opens (:func:`get_reader`):
   input's results;
 * a micrograph in a microscope format (MRC, DM3/DM4, EMD, SER) as an image layer in nm.
 
-Each input's layers are the source image (when its file can still be found and the analysis
-reads micrographs) followed by what
+Each input's layers are the source image (when the analysis reads micrographs: its file if it
+can still be found, else the copy an OME-Zarr label output holds under its labels) followed by what
 the widget would have made — class labels with their colours and per-class table, the homogeneity
 map with its colour map and patch scale, liposome instances with their per-object ``features``
 table and class colours — and the optional maps saved with them: the defect map, class
@@ -29,6 +29,7 @@ import csv
 import json
 import math
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -37,7 +38,15 @@ import numpy as np
 from napari_nanoclass.core.analysis import Analysis, analyses, get
 from napari_nanoclass.engine.tiling import patch_map_pixels, patch_outline_pixels
 from napari_nanoclass.io.formats import MRC_SUFFIXES, RSCIIO_SUFFIXES
-from napari_nanoclass.io.images import OUTPUT_FORMATS, find_output, read_image, read_output
+from napari_nanoclass.io.images import (
+    OUTPUT_FORMATS,
+    Image,
+    find_output,
+    labelled_image,
+    read_image,
+    read_label_image,
+    read_output,
+)
 
 RESULT = "result.json"  # what the batch runner writes into each complete input folder
 RUN_SUMMARY = "run_summary.json"  # what the batch runner writes into its output folder
@@ -176,6 +185,8 @@ def input_layers(analysis: Analysis, folder: Path, stem: str, result: dict[str, 
             source = read_image(path)
         except ImageError:
             source = None  # the results still open without it
+    if source is None and analysis.reads_images:
+        source = _image_in_output(analysis, folder, stem)
     pixel_size = _number(result.get("pixel_size_nm"))
     if pixel_size is None and source is not None:
         pixel_size = source.pixel_size_nm
@@ -192,16 +203,24 @@ def input_layers(analysis: Analysis, folder: Path, stem: str, result: dict[str, 
     return [_in_nm(layer, pixel_size) for layer in layers] if pixel_size else layers
 
 
+def _image_in_output(analysis: Analysis, folder: Path, stem: str) -> Image | None:
+    """The input image an OME-Zarr label output holds (its labels lie under it), named as the
+    input, for when the input file has moved; None for TIFF and older stand-alone label outputs."""
+    output = find_output(folder, analysis.overview.format(stem=stem)) if analysis.overview_kind == "labels" else None
+    image = labelled_image(output) if output is not None else None
+    return replace(image, name=stem) if image is not None else None
+
+
 def _output_pixel_size(analysis: Analysis, folder: Path, stem: str) -> float | None:
     """The pixel size a full-size result file (the overview's) records, if any."""
-    from napari_nanoclass.io.images import output_calibration
+    from napari_nanoclass.io.images import file_calibration
 
     if analysis.overview_kind != "labels":
         return None
     output = find_output(folder, analysis.overview.format(stem=stem))
     if output is None:
         return None
-    return output_calibration(output).pixel_size_nm
+    return file_calibration(output).pixel_size_nm
 
 
 def _in_nm(layer: LayerData, pixel_size: float) -> LayerData:
@@ -216,12 +235,23 @@ def _in_nm(layer: LayerData, pixel_size: float) -> LayerData:
     return data, {**meta, "scale": scale, "translate": translate, "metadata": metadata}, kind
 
 
-def _output(folder: Path, name: str) -> Any:
-    """A saved map or label image (TIFF or OME-Zarr), with a clear error when it is missing."""
+def _found(folder: Path, name: str) -> Path:
+    """Where a saved map or label image is (TIFF or OME-Zarr), with a clear error when it is missing."""
     path = find_output(folder, name)
     if path is None:
         raise ValueError(f"{folder}: {name}.tif / {name}.ome.zarr is missing; rerun the batch with --overwrite")
-    return read_output(path)
+    return path
+
+
+def _output(folder: Path, name: str) -> Any:
+    """A saved map."""
+    return read_output(_found(folder, name))
+
+
+def _labels(folder: Path, name: str) -> tuple[Any, dict[str, Any]]:
+    """A saved label image and its NGFF ``image-label`` metadata (under its image in an OME-Zarr
+    output, or at the root of an older one; ``{}`` for TIFF)."""
+    return read_label_image(_found(folder, name))
 
 
 def _rows(path: Path) -> list[dict[str, str]]:
@@ -245,14 +275,14 @@ def _columns(rows: list[dict[str, str]]) -> dict[str, list[Any]]:
 
 
 def segmentation_layers(folder: Path, stem: str, result: dict[str, Any]) -> list[LayerData]:
-    labels = _output(folder, f"{stem}_labels")
+    labels, label_metadata = _labels(folder, f"{stem}_labels")
     table = _rows(folder / f"{stem}_classes.csv")
     class_names = [r["class"] for r in table]
     meta: dict[str, Any] = {"name": f"{stem} labels", "features": _columns(table),
                             "metadata": {"model": result.get("model"), "class_names": class_names}}
-    colours = _class_colours(result.get("model"))
+    colours = _class_colours(result.get("model")) or _ngff_colours(label_metadata)
     if colours:
-        meta["colormap"] = {**dict(enumerate(colours)), None: "transparent"}
+        meta["colormap"] = {**colours, None: "transparent"}
     layers: list[LayerData] = [(labels, meta, "labels")]
     # optional (--probabilities): only when this run wrote them, not a file an earlier run left
     probabilities = find_output(folder, f"{stem}_probabilities") if result.get("probabilities") else None
@@ -289,9 +319,16 @@ def _registered_info(model: str | None) -> Any:
     return registered_info(model)
 
 
-def _class_colours(model: str | None) -> list[str]:
+def _class_colours(model: str | None) -> dict[int, str]:
     info = _registered_info(model)
-    return list(info.class_colours) if info is not None else []
+    return dict(enumerate(info.class_colours)) if info is not None else {}
+
+
+def _ngff_colours(label_metadata: dict[str, Any]) -> dict[int, str]:
+    """Label value → ``#rrggbbaa`` from NGFF ``image-label`` ``colors``: the colours the result was
+    saved with, for when its model is no longer registered here."""
+    return {int(c["label-value"]): "#" + "".join(f"{int(v):02x}" for v in c["rgba"])
+            for c in label_metadata.get("colors", []) if "label-value" in c and len(c.get("rgba", [])) == 4}
 
 
 NHNF_OUTLINE = "#d7191c"  # the defective end of homogeneity.CLASS_COLOURS
@@ -341,7 +378,7 @@ def homogeneity_layers(folder: Path, stem: str, result: dict[str, Any]) -> list[
 def liposome_layers(folder: Path, stem: str, result: dict[str, Any]) -> list[LayerData]:
     from napari_nanoclass.liposomes.predict import OBJECT_COLUMNS, class_colours
 
-    labels = _output(folder, f"{stem}_labels")
+    labels = _labels(folder, f"{stem}_labels")[0]
     rows = [r for r in _rows(folder / "objects.csv") if r["image"] == stem] if (folder / "objects.csv").is_file() else []
     features: dict[str, list[Any]] = {"index": [int(r["label"]) for r in rows]}
     for column in (c for c in OBJECT_COLUMNS[2:] if not rows or c in rows[0]):  # older tables lack some

@@ -57,6 +57,7 @@ from napari_nanoclass.io.images import (
     write_csv,
     write_image,
     write_json,
+    write_label_image,
 )
 from napari_nanoclass.liposomes import (
     CLASS_COLOURS,
@@ -83,6 +84,7 @@ MIN_RIM_BOUNDARY = 0.5  # a liposome is enclosed by its membrane: mean p(boundar
 RESCALE_TOLERANCE = 0.1
 SMALL_MAX_OVERLAP = 0.2  # a small-vesicle detection covering more of the standard detector's objects is theirs
 HISTOGRAM_EDGES_NM = np.arange(0, 420, 20)
+LABEL_NAME = "liposomes"  # the instances in an OME-Zarr output: ``labels/liposomes`` of the input image
 # lengths name their unit: centroids in the input's pixels (to find the object in its labels) and in nm
 OBJECT_COLUMNS = ["image", "label", "centroid_y_px", "centroid_x_px", "centroid_y_nm", "centroid_x_nm", "diameter_nm",
                   "max_width_nm", "area_nm2",
@@ -595,7 +597,8 @@ def analyse(image: Any, pixel_size_nm: float | None = None, *, progress: Progres
 
 
 class LiposomeFiles(FileJob):
-    """``nanoclass liposomes``: ``<stem>_labels.tif`` (or ``.ome.zarr``) per image, with ``explain``
+    """``nanoclass liposomes``: ``<stem>_labels.tif`` (or ``.ome.zarr``: the image with the instances
+    under ``labels/liposomes``) per image, with ``explain``
     ``<stem>_cam_lamellarity.tif`` and ``<stem>_cam_encapsulation.tif`` too, ``objects.csv`` (one
     row per object, all images), ``summary.csv`` (one row per image, failures included with their
     error) and ``summary.json`` (the same plus size histograms)."""
@@ -641,8 +644,8 @@ class LiposomeFiles(FileJob):
         colours.pop(None, None)
         metadata = ngff_label_metadata(colours, {o["label"]: {k: o[k] for k in ("lamellarity", "encapsulation")
                                                               if k in o} for o in result.objects})
-        write_image(output_path(out_dir, f"{image.name}_labels", self.output_format), result.labels, labels=True,
-                    pixel_size_nm=pixel_size, label_metadata=metadata)
+        write_label_image(output_path(out_dir, f"{image.name}_labels", self.output_format), result.labels, image.data,
+                          name=LABEL_NAME, pixel_size_nm=pixel_size, label_metadata=metadata, image_name=image.name)
         for problem, values in result.explanations.items():
             write_image(output_path(out_dir, f"{image.name}{EXPLANATION_PRODUCT}{problem}", self.output_format), values,
                         pixel_size_nm=pixel_size)

@@ -40,13 +40,26 @@ def grad_cam(maps: Callable[[torch.Tensor], torch.Tensor], score: Callable[[torc
     only: ``maps`` runs without autograd (as fast as a plain forward, in the engine's
     ``torch.inference_mode``), and only the rest of the network is differentiated.
     """
+    return outputs_and_grad_cam(maps, lambda features: features, score, x)[1]
+
+
+def outputs_and_grad_cam(maps: Callable[[torch.Tensor], torch.Tensor], head: Callable[[torch.Tensor], torch.Tensor],
+                         score: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor
+                         ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(``head(maps(x))``, Grad-CAM of ``score`` of it), from one forward: a network explained
+    after its prediction costs its forward pass twice, which this saves. ``head`` finishes the
+    forward pass from the feature maps to the network's outputs (logits); the rest is
+    :func:`grad_cam`'s."""
     with torch.no_grad():
         features = maps(x)
     with torch.inference_mode(False), torch.enable_grad():
-        features = features.clone().requires_grad_(True)  # a normal tensor: inference tensors take no grad
-        (grads,) = torch.autograd.grad(score(features).sum(), features)
-        weights = grads.mean(dim=tuple(range(2, grads.ndim)), keepdim=True)
-        cam = F.relu((weights * features).sum(dim=1, keepdim=True))
-        mode = "linear" if cam.ndim == 3 else "bilinear"
-        cam = F.interpolate(cam, size=tuple(x.shape[2:]), mode=mode, align_corners=False)
-    return cam.detach()
+        # a normal tensor (inference tensors take no grad), in the plain layout: the few small
+        # operations after the feature maps then need no layout conversions
+        features = features.clone(memory_format=torch.contiguous_format).requires_grad_(True)
+        outputs = head(features)
+        (grads,) = torch.autograd.grad(score(outputs).sum(), features)
+    maps_flat = features.detach().flatten(2)  # (N, K, h·w)
+    weights = grads.flatten(2).mean(dim=2, keepdim=True)  # (N, K, 1): mean gradient per feature map
+    cam = torch.bmm(weights.transpose(1, 2), maps_flat).view(len(x), 1, *features.shape[2:]).relu_()
+    mode = "linear" if cam.ndim == 3 else "bilinear"
+    return outputs.detach(), F.interpolate(cam, size=tuple(x.shape[2:]), mode=mode, align_corners=False)

@@ -15,11 +15,14 @@ maps by the gradient of the defect score.
 
 from __future__ import annotations
 
+import copy
+import weakref
 from collections.abc import Sequence
 
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from napari_nanoclass.models import cam
 from napari_nanoclass.models.cam import log_odds
@@ -62,15 +65,38 @@ class FibreCNN(nn.Module):
                 if module.bias is not None:
                     nn.init.zeros_(module.bias)
 
-    def features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(last block's activations before its pool, pooled output) — Grad-CAM needs the former."""
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The last block's activations before its pool: the feature maps Grad-CAM weighs."""
         for block in self.blocks[:-1]:
             x = F.max_pool2d(block(x), 2)
-        last = self.blocks[-1](x)
-        return last, F.max_pool2d(last, 2)
+        return self.blocks[-1](x)
+
+    def classify(self, last: torch.Tensor) -> torch.Tensor:
+        """Logits from :meth:`features`: the last pool and the head."""
+        return self.head(F.max_pool2d(last, 2))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x)[1])
+        return self.classify(self.features(x))
+
+    def fused(self) -> FibreCNN:
+        """A copy for inference with each block's batch norm folded into its convolution: one pass
+        over the activations fewer per block, the same function up to float rounding. Training
+        keeps the unfused network, whose batch norm learns from the batches.
+
+        Folding costs about as much as a forward over a few dozen patches, so the copy is kept
+        and made again only when a weight or statistic of this network has changed (any in-place
+        update, as training and ``load_state_dict`` make, moves a tensor's version)."""
+        key = tuple((id(t), t._version) for t in (*self.parameters(), *self.buffers()))
+        kept = _FUSED.get(self)
+        if kept is None or kept[0] != key:
+            fused = copy.deepcopy(self).eval()
+            for block in fused.blocks:
+                block[0], block[1] = fuse_conv_bn_eval(block[0], block[1]), nn.Identity()
+            kept = _FUSED[self] = (key, fused)
+        return kept[1]
+
+
+_FUSED: weakref.WeakKeyDictionary[FibreCNN, tuple[tuple, FibreCNN]] = weakref.WeakKeyDictionary()  # see fused
 
 
 def defect_score(logits: torch.Tensor) -> torch.Tensor:
@@ -85,5 +111,11 @@ def grad_cam(model: FibreCNN, x: torch.Tensor) -> torch.Tensor:
     Not normalised per patch on purpose: a homogeneous patch keeps its small values instead of
     being stretched to look as hot as a real defect.
     """
-    return cam.grad_cam(lambda x: model.features(x)[0],
-                        lambda last: defect_score(model.head(F.max_pool2d(last, 2))), x)
+    return logits_and_grad_cam(model, x)[1]
+
+
+def logits_and_grad_cam(model: FibreCNN, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, C) logits and (N, 1, H, W) :func:`grad_cam` from one forward pass: a CNN that makes
+    its own defect map gives its verdicts from the same pass. The logits are computed by the same
+    operations as ``model(x)``, so they are its logits."""
+    return cam.outputs_and_grad_cam(model.features, model.classify, defect_score, x)

@@ -29,12 +29,14 @@ from napari_nanoclass.io.images import (
     output_path,
     write_csv,
     write_image,
+    write_label_image,
 )
 from napari_nanoclass.models.registry import LoadedModel, load_model
 from napari_nanoclass.segmentation import DEFAULT_MODEL
 
 # beyond this many pixels results are streamed to zarr on disk instead of held in memory
 IN_MEMORY_LIMIT = 64 * 2**20
+LABEL_NAME = "classes"  # the class labels in an OME-Zarr output: ``labels/classes`` of the input image
 
 
 @dataclass
@@ -167,7 +169,8 @@ def segment(image: Any, model: str | LoadedModel = DEFAULT_MODEL, *, progress: P
 class SegmentFiles(FileJob):
     """``nanoclass segment``: per input ``<stem>_labels.tif`` (class index per pixel) and
     ``<stem>_classes.csv``, optionally ``<stem>_probabilities.tif`` (``.ome.zarr`` instead with
-    ``output_format="ome-zarr"``), and ``segmentation.csv`` with one row per input."""
+    ``output_format="ome-zarr"``, the labels then under ``labels/classes`` of the input image), and
+    ``segmentation.csv`` with one row per input."""
 
     def __init__(self, model: str | None = None, *, tile: int | None = None, device: str | None = None,
                  probabilities: bool = False, output_format: str = "tif", tta: bool = False,
@@ -185,7 +188,8 @@ class SegmentFiles(FileJob):
                                           workdir=workdir, tta=self.tta, pixel_size_nm=pixel_size, name=image.name,
                                           precision=self.precision, compile=self.compile)
         return {**self._row(image.name, path), "pixel_size_nm": pixel_size, "pixel_size_source": source,
-                **_write_result(result, out_dir, image.name, self.output_format), "status": "ok", "error": ""}
+                **_write_result(result, image.data, out_dir, image.name, self.output_format), "status": "ok",
+                "error": ""}
 
     def failed(self, path: Path, error: str) -> dict[str, Any]:
         return {**self._row(file_stem(path), path), "status": "failed", "error": error}
@@ -201,9 +205,13 @@ class SegmentFiles(FileJob):
         return {"model": options.get("model") or DEFAULT_MODEL}
 
 
-def _write_result(result: SegmentationResult, out_dir: Path, stem: str, output_format: str) -> dict[str, Any]:
-    labels_path = write_image(output_path(out_dir, f"{stem}_labels", output_format), result.labels, labels=True,
-                              pixel_size_nm=result.pixel_size_nm, label_metadata=result.label_metadata())
+def _write_result(result: SegmentationResult, image: Any, out_dir: Path, stem: str,
+                  output_format: str) -> dict[str, Any]:
+    """The labels (OME-Zarr: as ``labels/classes`` of a copy of ``image``), the class table and
+    the probabilities when asked for; the paths and class fractions for the table row."""
+    labels_path = write_label_image(output_path(out_dir, f"{stem}_labels", output_format), result.labels, image,
+                                    name=LABEL_NAME, pixel_size_nm=result.pixel_size_nm,
+                                    label_metadata=result.label_metadata(), image_name=stem)
     table = result.class_table()
     write_csv(out_dir / f"{stem}_classes.csv", table)
     written = {"labels": str(labels_path)}
