@@ -2,13 +2,14 @@
 
     python benchmarks/liposomes_scale.py [--pixel-sizes 1 1.5 2 2.5 3 5] [--fields 10]
         [--detectors auto liposome-detector liposome-detector-fine PATH] [--diameter 20 300]
-        [--imaging default astigmatism mtf contamination defocus microscope]
+        [--imaging default astigmatism mtf contamination defocus microscope] [--small-detector NAME]
 
 Each field is simulated at the given pixel size (512² pixels, vesicles log-uniform in
 ``--diameter`` nm, the simulator's default defocus and dose, study class mix; seeds far from any
 training seed), given to the analysis with its true pixel size, and scored one-to-one at mask
 IoU ≥ 0.5 (``core.metrics.match_instances``). ``auto`` is the analysis' own choice of detector for
-the pixel size (``liposomes.default_detector``). ``--imaging`` adds the simulator's microscope
+the pixel size (``liposomes.default_detector``, with the small-vesicle detector beside it where
+``default_small_detector`` says); ``--small-detector`` runs one beside every detector. ``--imaging`` adds the simulator's microscope
 effects one at a time at their ``MICROSCOPE`` ranges (or all of them: ``microscope``), which the
 shipped detectors never saw in training; ``default`` is the image formation they were trained on.
 Same simulator otherwise: this says whether the working scale and those effects are handled, not
@@ -32,13 +33,15 @@ IMAGING = {"default": {}, "microscope": MICROSCOPE, **{name: {key: MICROSCOPE[ke
     ("defocus", "defocus_nm"))}}
 
 
-def field_detection(config: SimulationConfig, first_seed: int, n_fields: int, detector: object = None) -> dict:
+def field_detection(config: SimulationConfig, first_seed: int, n_fields: int, detector: object = None,
+                    small_detector: object = None) -> dict:
     """Detection counts over ``n_fields`` simulated fields from ``first_seed``, each analysed at its
     true pixel size, with precision, recall and F1 of the pooled counts (0 where undefined)."""
     totals = {"tp": 0, "fp": 0, "fn": 0}
     for i in range(n_fields):
         field = simulate_field(config, first_seed + i)
-        scores = match_instances(analyse(field.image, field.pixel_size_nm, detector=detector).labels, field.labels)
+        found = analyse(field.image, field.pixel_size_nm, detector=detector, small_detector=small_detector)
+        scores = match_instances(found.labels, field.labels)
         for k in totals:
             totals[k] += scores[k]
     tp, fp, fn = totals["tp"], totals["fp"], totals["fn"]
@@ -47,11 +50,11 @@ def field_detection(config: SimulationConfig, first_seed: int, n_fields: int, de
 
 
 def score(detector: str, pixel_size: float, n_fields: int, diameter: tuple[float, float],
-          imaging: str = "default") -> dict:
+          imaging: str = "default", small_detector: str | None = None) -> dict:
     config = SimulationConfig(pixel_size_nm=pixel_size, diameter_nm=diameter, mix=STUDY_MIX, **IMAGING[imaging])
     chosen = None if detector == "auto" else load_model(Path(detector) if detector.endswith(".safetensors")
                                                          else detector)
-    return field_detection(config, SCALE_SEED, n_fields, chosen)
+    return field_detection(config, SCALE_SEED, n_fields, chosen, small_detector)
 
 
 def main() -> None:
@@ -61,13 +64,15 @@ def main() -> None:
     ap.add_argument("--detectors", nargs="+", default=["auto"])
     ap.add_argument("--diameter", type=float, nargs=2, default=[20.0, 300.0])
     ap.add_argument("--imaging", nargs="+", choices=list(IMAGING), default=["default"])
+    ap.add_argument("--small-detector", help="run this small-vesicle detector beside every detector")
     args = ap.parse_args()
     print("| detector | nm/px | imaging | P | R | F1 |\n|---|---|---|---|---|---|")
     for detector in args.detectors:
         for pixel_size in args.pixel_sizes:
             for imaging in args.imaging:
-                s = score(detector, pixel_size, args.fields, tuple(args.diameter), imaging)
+                s = score(detector, pixel_size, args.fields, tuple(args.diameter), imaging, args.small_detector)
                 name = f"auto ({default_detector(pixel_size)})" if detector == "auto" else detector
+                name += f" + {args.small_detector}" if args.small_detector else ""
                 print(f"| {name} | {pixel_size:g} | {imaging} | {s['precision']:.3f} | {s['recall']:.3f} | "
                       f"{s['f1']:.3f} |", flush=True)
 
