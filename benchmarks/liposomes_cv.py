@@ -49,15 +49,16 @@ HELDOUT_SEED = TEST_SEED + 20_000  # unseen study-mix test fields of the shipped
 CALIBRATION_SEED = TEST_SEED + 30_000  # study-mix fields on which operating points are chosen
 
 
-def detection(n_fields: int) -> dict:
-    """Detection scores and whole-pipeline time per field of the shipped models (cached per their sha256)."""
-    small = default_small_detector(SimulationConfig().pixel_size_nm)  # run beside it at the study's pixel size
-    models = [DEFAULT_DETECTOR, *([small] if small else []), *DEFAULT_CLASSIFIERS.values()]
+def detection(n_fields: int, detector: str | None = None) -> dict:
+    """Detection scores and whole-pipeline time per field of the shipped models (cached per their
+    sha256): the analysis' default detectors, or ``detector`` alone."""
+    small = None if detector else default_small_detector(SimulationConfig().pixel_size_nm)  # beside it by default
+    models = [detector or DEFAULT_DETECTOR, *([small] if small else []), *DEFAULT_CLASSIFIERS.values()]
     path = OUT / f"detection-{n_fields}-{'-'.join(load_model(m).sha256[:8] for m in models)}.json"
     if path.exists():
         return json.loads(path.read_text())
     start = time.perf_counter()
-    scores = field_detection(SimulationConfig(), TEST_SEED, n_fields)
+    scores = field_detection(SimulationConfig(), TEST_SEED, n_fields, load_model(detector) if detector else None)
     out = {**scores, "fields": n_fields, "seconds_per_field": (time.perf_counter() - start) / n_fields}
     path.write_text(json.dumps(out, indent=1))
     return out
@@ -246,6 +247,7 @@ def main() -> None:
     ap.add_argument("--feature-input", action="store_true",
                     help="the CNN also takes the SVM's handcrafted features (LipNet descriptors)")
     ap.add_argument("--detection-fields", type=int, default=20)
+    ap.add_argument("--detection-detector", help="score this detector alone (default: the analysis' own choice)")
     ap.add_argument("--heldout-fields", type=int, default=0,
                     help="unseen study-mix fields for the shipped classifiers vs the SVM (0: skip)")
     ap.add_argument("--calibration-fields", type=int, default=300,
@@ -267,7 +269,7 @@ def main() -> None:
     cv_comparisons(results)
     if args.heldout_fields:
         results += heldout(args.heldout_fields, args.calibration_fields)
-    det = detection(args.detection_fields)
+    det = detection(args.detection_fields, args.detection_detector)
     summary = (f"Detection on {det['fields']} unseen simulated 512² fields (study mix), IoU ≥ 0.5: precision "
                f"{det['precision']:.3f}, recall {det['recall']:.3f}, F1 {det['f1']:.3f} ({det['tp']} TP, {det['fp']} FP, "
                f"{det['fn']} FN; {det['seconds_per_field']:.2f} s per field for the whole pipeline)")

@@ -3,6 +3,7 @@
     python benchmarks/liposomes_scale.py [--pixel-sizes 1 1.5 2 2.5 3 5] [--fields 10]
         [--detectors auto liposome-detector liposome-detector-fine PATH] [--diameter 20 300]
         [--imaging default astigmatism mtf contamination defocus microscope] [--small-detector NAME]
+    python benchmarks/liposomes_scale.py --time-fields 3 [--pixel-sizes 2.5]   # seconds per field
 
 Each field is simulated at the given pixel size (512² pixels, vesicles log-uniform in
 ``--diameter`` nm, the simulator's default defocus and dose, study class mix; seeds far from any
@@ -22,7 +23,7 @@ import argparse
 from pathlib import Path
 
 from napari_nanoclass.core.metrics import match_instances
-from napari_nanoclass.liposomes import default_detector
+from napari_nanoclass.liposomes import DEFAULT_DETECTOR, default_detector
 from napari_nanoclass.liposomes.predict import analyse
 from napari_nanoclass.liposomes.simulator import MICROSCOPE, STUDY_MIX, SimulationConfig, simulate_field
 from napari_nanoclass.models.registry import load_model
@@ -57,6 +58,27 @@ def score(detector: str, pixel_size: float, n_fields: int, diameter: tuple[float
     return field_detection(config, SCALE_SEED, n_fields, chosen, small_detector)
 
 
+def timing(pixel_size: float, n_fields: int, repeats: int = 3) -> dict[str, float]:
+    """Median seconds of the whole analysis (detection, classification, summary) of a 512² study
+    field at ``pixel_size``: the analysis' own detectors against the standard detector alone,
+    alternated in one process so that both see the same machine."""
+    import time
+
+    import numpy as np
+
+    fields = [simulate_field(SimulationConfig(pixel_size_nm=pixel_size, mix=STUDY_MIX), SCALE_SEED + i).image
+              for i in range(n_fields)]
+    analyse(fields[0], pixel_size)  # models loaded, caches warm
+    seconds: dict[str, list[float]] = {"auto": [], DEFAULT_DETECTOR: []}
+    for _ in range(repeats):
+        for image in fields:
+            for detector in seconds:
+                start = time.perf_counter()
+                analyse(image, pixel_size, detector=None if detector == "auto" else detector)
+                seconds[detector].append(time.perf_counter() - start)
+    return {detector: float(np.median(values)) for detector, values in seconds.items()}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--pixel-sizes", type=float, nargs="+", default=[1.0, 1.5, 2.0, 2.5, 3.0, 5.0])
@@ -65,7 +87,14 @@ def main() -> None:
     ap.add_argument("--diameter", type=float, nargs=2, default=[20.0, 300.0])
     ap.add_argument("--imaging", nargs="+", choices=list(IMAGING), default=["default"])
     ap.add_argument("--small-detector", help="run this small-vesicle detector beside every detector")
+    ap.add_argument("--time-fields", type=int, help="time the analysis on this many fields instead")
     args = ap.parse_args()
+    if args.time_fields:
+        for pixel_size in args.pixel_sizes:
+            medians = timing(pixel_size, args.time_fields)
+            print(f"{pixel_size:g} nm/px, median s per 512² field: "
+                  + ", ".join(f"{name} {value:.2f}" for name, value in medians.items()))
+        return
     print("| detector | nm/px | imaging | P | R | F1 |\n|---|---|---|---|---|---|")
     for detector in args.detectors:
         for pixel_size in args.pixel_sizes:

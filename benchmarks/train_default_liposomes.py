@@ -15,7 +15,7 @@ sizes and resampled to 1 nm/px as the analysis resamples a user's image (candida
 docs/liposomes.md; not the shipped recipe); ``--fine-out`` writes it elsewhere than the package.
 
 The small-vesicle detector (``liposome-detector-small``, run beside the standard one for images
-between 1 and 3 nm/px) is that recipe with fields recorded at 1–3 nm/px: it sees such images
+between 1 and 2.5 nm/px) is that recipe with fields recorded at 1–3 nm/px: it sees such images
 brought to 1 nm/px, as the analysis shows them to it. Its rim threshold was chosen on the left
 half of the real micrograph recorded again at 1.5–3 nm/px (``benchmarks/liposomes_real.py
 --sweep-small``) and is stored with it.

@@ -583,3 +583,11 @@ def test_labels_added_to_an_ome_zarr_image_take_its_scale_and_pyramid_and_never_
         assert str(info.value).startswith(f"{args[0]}: ") and problem in str(info.value), info.value
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ours.ome.zarr", "theirs.ome.zarr"]  # no scratch left
     assert _ngff_nodes(written)[1].keys() == {"cells"}
+
+
+def test_an_ome_zarr_image_without_labels_is_refused_as_labels_in_one_line(tmp_path):
+    path = tmp_path / "section.ome.zarr"
+    write_image(path, IMG, pixel_size_nm=2.0)  # an image: its intensities are no labels
+    with pytest.raises(ImageError) as info:
+        read_label_image(path)
+    assert str(info.value) == f"{path}: an OME-Zarr image without a labels/ group; give a label image"

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from napari_nanoclass.cli import main
-from napari_nanoclass.homogeneity import DEFAULT_MODEL
+from napari_nanoclass.homogeneity import DEFAULT_MODEL, texture
 from napari_nanoclass.homogeneity import predict as homogeneity
 from napari_nanoclass.homogeneity.predict import Aggregation, analyse, region_summary
 from napari_nanoclass.homogeneity.texture import (
@@ -274,6 +274,11 @@ def test_cam_streamed_to_zarr_for_big_images_equals_in_memory(bead_model, tmp_pa
     big = analyse(image, bead_model, cam=True, workdir=tmp_path / "work")
     assert (tmp_path / "work" / "cam.zarr").exists()
     np.testing.assert_allclose(np.asarray(big.cam), small.cam, atol=1e-6)
+    # the CNN's own map comes with its logits, 1 + C values a pixel: that is what must fit in memory
+    monkeypatch.setattr(homogeneity, "IN_MEMORY_LIMIT", 2 * image.size)
+    with pytest.raises(ValueError, match="workdir"):
+        analyse(image, bead_model, cam=True)
+    np.testing.assert_array_equal(analyse(image, bead_model).p_nhnf, small.p_nhnf)  # no map: it still fits
 
 
 def test_marked_regions_become_patch_labels():
@@ -385,7 +390,7 @@ def _counting_cache(folder=None) -> tuple[FeatureCache, list[tuple[bytes, int, s
     return FeatureCache(folder, measure), measured
 
 
-def test_feature_cache_measures_each_micrograph_once_across_folds_seeds_and_recipes(tmp_path):
+def test_feature_cache_measures_each_micrograph_once_across_folds_seeds_and_recipes(tmp_path, monkeypatch):
     micrographs = _beaded_set(8, seed=5)
     cache, measured = _counting_cache(tmp_path / "features")
     for c, seed in ((0.1, 0), (1.0, 0), (1.0, 1)):  # two recipes with the same features, two split seeds
@@ -411,6 +416,11 @@ def test_feature_cache_measures_each_micrograph_once_across_folds_seeds_and_reci
     np.testing.assert_array_equal(again.grid(micrographs[3].image, 64, "morphology"),
                                   patch_feature_grid(micrographs[3].image, 64, "morphology"))
     assert measured_again == []
+    # grids measured by other feature code are not read
+    monkeypatch.setattr(texture, "FEATURES_VERSION", texture.FEATURES_VERSION + 1)
+    newer, measured_newer = _counting_cache(tmp_path / "features")
+    newer.grid(micrographs[3].image, 64, "morphology")
+    assert len(measured_newer) == 1
 
 
 def _cross_validated(micrographs: list[Micrograph], features: FeatureCache | None, **kind) -> tuple[object, list]:

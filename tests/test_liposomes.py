@@ -824,3 +824,31 @@ def test_simulate_command_draws_pixel_sizes_and_microscope_settings(tmp_path):
     before = {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()}
     assert main(["simulate-liposomes", "--out", str(tmp_path), "--n", "1", "--size", "96"]) == 3
     assert {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()} == before
+
+
+def test_choosing_one_problem_s_classifier_keeps_the_other_s_default(tiny_liposome_models, tmp_path):
+    from napari_nanoclass.liposomes import DEFAULT_CLASSIFIERS
+    from napari_nanoclass.liposomes.predict import LiposomeFiles, chosen_classifiers
+
+    detector, classifiers = tiny_liposome_models
+    mine = {"lamellarity": classifiers["lamellarity"]}  # what the Batch dock passes when only one is changed
+    assert chosen_classifiers(mine) == {**DEFAULT_CLASSIFIERS, **mine}
+    assert LiposomeFiles.model_names({"classifiers": mine})["encapsulation"] == DEFAULT_CLASSIFIERS["encapsulation"]
+    job = LiposomeFiles(2.5, detector=detector, classifiers=mine)
+    assert {p: m.info.name for p, m in job.classifiers.items()} == {**DEFAULT_CLASSIFIERS, **mine}
+    result = analyse(simulate_field(SMALL, seed=5).image, 2.5, detector=detector, classifiers=mine)
+    assert result.summary["encapsulation_model"] == DEFAULT_CLASSIFIERS["encapsulation"]
+    assert all(o["encapsulation"] in ENCAPSULATION for o in result.objects)
+
+
+def test_an_image_the_small_vesicle_detector_enlarges_past_the_memory_limit_is_streamed(monkeypatch, tmp_path):
+    """The decision to go block by block counts the pixels of the largest working image: at 2 nm/px
+    the small-vesicle detector sees the image at 1 nm/px, four times the pixels."""
+    from napari_nanoclass.liposomes import predict
+
+    field = simulate_field(SimulationConfig(shape=(160, 160), pixel_size_nm=2.0, diameter_nm=(20.0, 60.0)), seed=3)
+    monkeypatch.setattr(predict, "STREAM_ABOVE", 2 * 160 * 160)  # above the input's pixels, below the small view's
+    streamed = analyse(field.image, 2.0, workdir=tmp_path)
+    assert streamed.labels.__class__.__module__.startswith("zarr") and streamed.models["small_detector"]
+    alone = analyse(field.image, 2.0, detector="liposome-detector", workdir=tmp_path / "alone")
+    assert isinstance(alone.labels, np.ndarray)  # the standard detector alone stays in memory

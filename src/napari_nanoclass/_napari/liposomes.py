@@ -65,7 +65,7 @@ DETECTED = "mask_signatures"  # layer metadata: each object's pixels as the anal
 DETECTED_AREA = "detected_area"  # layer metadata: where the analysis found liposomes (what erasing removes from)
 
 
-AUTO = f"(auto: {FINE_DETECTOR} at ≤ {FINE_BELOW_NM:g} nm/px, else {DEFAULT_DETECTOR})"
+AUTO = f"(auto by pixel size: {FINE_DETECTOR}, or {DEFAULT_DETECTOR} + {SMALL_DETECTOR})"
 AUTO_TIP = (f"auto: {FINE_DETECTOR} for images at {FINE_BELOW_NM:g} nm/px or finer; else {DEFAULT_DETECTOR}, with "
             f"{SMALL_DETECTOR} beside it up to {SMALL_UP_TO_NM:g} nm/px for vesicles too small for it. "
             "A detector chosen here runs alone.")

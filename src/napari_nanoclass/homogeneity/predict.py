@@ -252,9 +252,10 @@ def _split_cam(both: Any, patch: int) -> tuple[np.ndarray, Any]:
     """(C, [Z,] gy, gx) logits and the ([Z,] Y, X) map from :class:`_LogitsAndGradCam`'s
     per-pixel output (in memory, or a zarr array for a large image): each patch's logits are read
     at its first pixel, which every patch has inside the image."""
-    array = both if isinstance(both, np.ndarray) else da.from_zarr(both)
-    logits = np.asarray(array[1:, ..., ::patch, ::patch])
-    return logits, array[0]
+    if isinstance(both, np.ndarray):  # copies, so the (1 + C)-channel array is freed
+        return both[1:, ..., ::patch, ::patch].copy(), both[0].copy()
+    array = da.from_zarr(both)
+    return np.asarray(array[1:, ..., ::patch, ::patch]), array[0]
 
 
 def analyse_steps(
@@ -295,7 +296,9 @@ def analyse_steps(
     if factor != 1:
         data = rescaled_planes(data, factor)
     check_min_size(data.shape, patch, name, info.name, "one patch, the smallest area it classifies")
-    big = int(np.prod(data.shape)) > IN_MEMORY_LIMIT
+    # a CNN's own map comes with its logits in the same per-pixel output: 1 + C values per pixel
+    channels = 1 + len(info.class_names) if cam_loaded is not None and cam_loaded.module is loaded.module else 1
+    big = int(np.prod(data.shape)) * channels > IN_MEMORY_LIMIT
     if cam and big and workdir is None:
         raise ValueError(f"image of {data.shape} is too large for an in-memory CAM; give a workdir for zarr output")
     aggregation = Aggregation.of(loaded)

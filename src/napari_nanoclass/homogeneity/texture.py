@@ -88,6 +88,9 @@ def patch_feature_grid(image: np.ndarray, patch: int = 128, feature_set: str = "
 FeatureMeasure = Callable[[np.ndarray, int, str], np.ndarray]  # (image, patch, feature set) → (rows, cols, F)
 
 
+FEATURES_VERSION = 1  # part of every cached grid's name: raise it when the feature code changes
+
+
 def _content_key(image: np.ndarray) -> str:
     """A name for an image's pixels (dtype, shape and bytes): two micrographs are the same input
     only if these are, whatever they are called."""
@@ -104,8 +107,9 @@ class FeatureCache:
     Measuring the features is the slow part of fitting and judging a texture model, and a
     cross-validation would measure every micrograph again in every fold, split seed and recipe,
     although its grid depends only on those three keys: a recipe with another feature set or
-    patch size measures its own. The grids on disk do not know the feature code: delete the
-    folder after changing it. ``measure`` is what fills a missing grid."""
+    patch size measures its own. Grids on disk are named with ``FEATURES_VERSION``, so raising it
+    after a change to the feature code leaves the old ones unused. ``measure`` is what fills a
+    missing grid."""
 
     def __init__(self, folder: str | Path | None = None, measure: FeatureMeasure = patch_feature_grid) -> None:
         self.folder = None if folder is None else Path(folder)
@@ -114,7 +118,7 @@ class FeatureCache:
 
     def grid(self, image: np.ndarray, patch: int = 128, feature_set: str = "basic") -> np.ndarray:
         """(rows, cols, F) features of the whole patches of ``image``, measured once."""
-        key = f"{feature_set}-p{patch}-{_content_key(image)}"
+        key = f"{feature_set}-v{FEATURES_VERSION}-p{patch}-{_content_key(image)}"
         if key not in self._grids:
             grid = self._stored(key) if self._on_disk(key) else self._measured(key, image, patch, feature_set)
             grid.setflags(write=False)  # one array serves every fit: none may change it for the others

@@ -511,8 +511,10 @@ def read_label_image(path: str | Path) -> tuple[Any, dict[str, Any]]:
     if not _is_zarr(path):
         return read_output(path), {}
     group = zarr.open(str(path), mode="r")
-    if isinstance(group, zarr.Array) or "image-label" in group.attrs or "labels" not in group:
+    if isinstance(group, zarr.Array) or "image-label" in group.attrs:
         return _open_zarr_calibrated(path)[0], dict(group.attrs.get("image-label") or {})
+    if "labels" not in group:  # an image, not labels: reading its intensities as labels would be nonsense
+        raise ImageError(f"{path}: an OME-Zarr image without a labels/ group; give a label image")
     names = list(group["labels"].attrs.get("labels") or [])
     if not names:
         raise ImageError(f"{path}: its labels/ group lists no label image")

@@ -4,7 +4,7 @@ The pipeline, for one 2-D image at a known pixel size:
 
 1. **Rescale** to the detector's pixel size (2.5 nm/px; 1 nm/px for the fine detector chosen for
    images at 1 nm/px or finer) when the image's differs by more than 10 %, so objects look as
-   large as in training; results are mapped back. Images between 1 and 3 nm/px are also seen at
+   large as in training; results are mapped back. Images between 1 and 2.5 nm/px are also seen at
    1 nm/px by the small-vesicle detector, whose objects are added where the standard detector
    found none (:func:`with_small`): there the smallest vesicles are too few pixels across for it.
 2. **Detect**: the SE U-Net gives background / liposome / boundary probabilities per pixel
@@ -336,6 +336,12 @@ def crop_spec(info: ModelInfo) -> tuple[str, int]:
     return info.training.get("input_mode", "masked"), info.patch or 32
 
 
+def chosen_classifiers(classifiers: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The classifier of every problem: those given, the default ones for the others (choosing
+    one problem's model must not drop the other problem)."""
+    return {**DEFAULT_CLASSIFIERS, **(classifiers or {})}
+
+
 def load_on(name: str | LoadedModel, device: str | None) -> LoadedModel:
     """A registered model (or one already loaded) on ``device`` (the best available if None)."""
     return name if isinstance(name, LoadedModel) else load_model(name, engine.select_device(device))
@@ -348,6 +354,13 @@ def _working_scale(pixel_size_nm: float, working_px: float | None) -> tuple[floa
     if abs(factor - 1) > RESCALE_TOLERANCE:
         return factor, float(working_px)
     return 1.0, float(pixel_size_nm)
+
+
+def _finest(pixel_size_nm: float, detectors: Iterable[LoadedModel | None]) -> float:
+    """The largest rescale factor among ``detectors``: how many times more pixels per side the
+    image has where it is largest (the small-vesicle detector sees a coarse image enlarged), which
+    is what bounds memory."""
+    return max(_working_scale(pixel_size_nm, d.info.pixel_size_nm)[0] for d in detectors if d is not None)
 
 
 def working_image(data: np.ndarray, pixel_size_nm: float, working_px: float | None) -> tuple[np.ndarray, float]:
@@ -417,11 +430,11 @@ def analyse_steps(
     small_detector = small_detector or (None if detector else default_small_detector(pixel_size_nm))
     detector = load_on(detector or default_detector(pixel_size_nm), device)
     small = load_on(small_detector, device) if small_detector and labels is None else None
-    models = {p: load_on(m, device) for p, m in (classifiers or DEFAULT_CLASSIFIERS).items()}
+    models = {p: load_on(m, device) for p, m in chosen_classifiers(classifiers).items()}
     names = {"detector": detector.info.name if labels is None else "user labels",
              "small_detector": small.info.name if small is not None else "",
              **{f"{p}_model": m.info.name for p, m in models.items()}}
-    if labels is None and math.prod(data.shape) > STREAM_ABOVE:
+    if labels is None and math.prod(data.shape) * _finest(pixel_size_nm, (detector, small)) ** 2 > STREAM_ABOVE:
         out_labels, objects, explanations = yield from _analyse_blocks(
             data, pixel_size_nm, (detector, small), models, name, min_diameter_nm, balanced_decisions, explain,
             workdir)
@@ -470,10 +483,9 @@ def _analyse_blocks(data: Any, pixel_size_nm: float, detectors: tuple[LoadedMode
     TIFF or zarr input); labels and maps go to zarr arrays in ``workdir`` (in memory without one).
     """
     detector, small = detectors
-    factor, _ = _working_scale(pixel_size_nm, detector.info.pixel_size_nm)
     stats = image_stats(data, name)
     height, width = data.shape
-    core = max(1, round(BLOCK_PX / factor))
+    core = max(1, round(BLOCK_PX / _finest(pixel_size_nm, detectors)))  # BLOCK_PX at the finest detector's scale
     margin = math.ceil(MAX_DIAMETER_NM / 2 / pixel_size_nm + max(
         d.halo / _working_scale(pixel_size_nm, d.info.pixel_size_nm)[0] for d in detectors if d is not None))
     out = _block_output(workdir, "labels", (height, width), np.int32)
@@ -612,7 +624,7 @@ class LiposomeFiles(FileJob):
         if detector or small_detector or pixel_size_nm is not None:
             self._detector(pixel_size_nm)  # an unknown model is refused before any input
             self._detector(pixel_size_nm, small=True)
-        self.classifiers = {p: load_on(m, device) for p, m in (classifiers or DEFAULT_CLASSIFIERS).items()}
+        self.classifiers = {p: load_on(m, device) for p, m in chosen_classifiers(classifiers).items()}
         self.output_format, self.balanced_decisions, self.explain = output_format or "tif", balanced_decisions, explain
         self.objects: list[dict[str, Any]] = []
 
@@ -679,4 +691,4 @@ class LiposomeFiles(FileJob):
             detectors = {"detector": default_detector(pixel_size), **({"small_detector": small} if small else {})}
         else:
             detectors = {"detector": DEFAULT_DETECTOR, "fine_detector": FINE_DETECTOR, "small_detector": SMALL_DETECTOR}
-        return {**detectors, **(options.get("classifiers") or DEFAULT_CLASSIFIERS)}
+        return {**detectors, **chosen_classifiers(options.get("classifiers"))}

@@ -83,9 +83,9 @@ class FibreCNN(nn.Module):
         over the activations fewer per block, the same function up to float rounding. Training
         keeps the unfused network, whose batch norm learns from the batches.
 
-        Folding costs about as much as a forward over a few dozen patches, so the copy is kept
-        and made again only when a weight or statistic of this network has changed (any in-place
-        update, as training and ``load_state_dict`` make, moves a tensor's version)."""
+        Folding is not free next to a forward over a few patches, so the copy is kept and made
+        again only when a weight or statistic of this network has changed (any in-place update, as
+        training and ``load_state_dict`` make, moves a tensor's version)."""
         key = tuple((id(t), t._version) for t in (*self.parameters(), *self.buffers()))
         kept = _FUSED.get(self)
         if kept is None or kept[0] != key:
