@@ -98,7 +98,7 @@ def test_block_wise_explanations_match_the_in_memory_ones(tmp_path, monkeypatch)
     field = simulate_field(SimulationConfig(shape=(384, 384), objects=(8, 10), diameter_nm=(40.0, 120.0)), seed=11)
     whole = analyse(field.image, 2.5, explain=True)
     monkeypatch.setattr(predict, "STREAM_ABOVE", 0)
-    monkeypatch.setattr(predict, "BLOCK_PX", 192)  # 4 blocks
+    monkeypatch.setattr(predict, "BLOCK_PX", 480)  # 4 blocks: counted at the small-vesicle detector's 1 nm/px
     monkeypatch.setattr(predict, "MAX_DIAMETER_NM", 150.0)
     blocks = analyse(field.image, 2.5, explain=True, workdir=tmp_path)
     labels = np.asarray(blocks.labels)
