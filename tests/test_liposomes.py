@@ -852,3 +852,7 @@ def test_an_image_the_small_vesicle_detector_enlarges_past_the_memory_limit_is_s
     assert streamed.labels.__class__.__module__.startswith("zarr") and streamed.models["small_detector"]
     alone = analyse(field.image, 2.0, detector="liposome-detector", workdir=tmp_path / "alone")
     assert isinstance(alone.labels, np.ndarray)  # the standard detector alone stays in memory
+    # an image the detector shrinks is counted at its own size: 0.5 nm/px goes to 1 nm/px
+    fine = simulate_field(SimulationConfig(shape=(320, 320), pixel_size_nm=0.5, diameter_nm=(20.0, 60.0)), seed=3)
+    monkeypatch.setattr(predict, "STREAM_ABOVE", 320 * 320 - 1)
+    assert analyse(fine.image, 0.5, workdir=tmp_path / "fine").labels.__class__.__module__.startswith("zarr")

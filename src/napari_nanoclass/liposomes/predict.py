@@ -91,8 +91,8 @@ OBJECT_COLUMNS = ["image", "label", "centroid_y_px", "centroid_x_px", "centroid_
                   "lamellarity", "lamellarity_confidence", "encapsulation", "encapsulation_confidence"]
 SUMMARY_COLUMNS = ["image", "n_objects", "n_unilamellar", "n_multilamellar", "n_lamellarity_uncertain", "n_full",
                    "n_empty", "n_encapsulation_uncertain", "pct_multilamellar", "pct_loaded", "mean_diameter_nm",
-                   "median_diameter_nm", "pixel_size_nm", "pixel_size_source", "detector", "small_detector", "lamellarity_model",
-                   "encapsulation_model", "explained", "status", "error", "path"]
+                   "median_diameter_nm", "pixel_size_nm", "pixel_size_source", "detector", "small_detector",
+                   "lamellarity_model", "encapsulation_model", "explained", "status", "error", "path"]
 
 
 @dataclass
@@ -103,7 +103,8 @@ class LiposomeResult:
     objects: list[dict[str, Any]]
     summary: dict[str, Any]
     pixel_size_nm: float
-    models: dict[str, str] = field(default_factory=dict)  # role ("detector", "small_detector", "<problem>_model") -> name
+    # role ("detector", "small_detector", "<problem>_model") -> name
+    models: dict[str, str] = field(default_factory=dict)
     # with explain: problem -> (Y, X) float32 0–1 map at the labels' size, 0 outside objects (numpy or zarr)
     explanations: dict[str, Any] = field(default_factory=dict)
 
@@ -434,7 +435,8 @@ def analyse_steps(
     names = {"detector": detector.info.name if labels is None else "user labels",
              "small_detector": small.info.name if small is not None else "",
              **{f"{p}_model": m.info.name for p, m in models.items()}}
-    if labels is None and math.prod(data.shape) * _finest(pixel_size_nm, (detector, small)) ** 2 > STREAM_ABOVE:
+    enlarged = max(1.0, _finest(pixel_size_nm, (detector, small))) ** 2  # the input itself counts when shrunk
+    if labels is None and math.prod(data.shape) * enlarged > STREAM_ABOVE:
         out_labels, objects, explanations = yield from _analyse_blocks(
             data, pixel_size_nm, (detector, small), models, name, min_diameter_nm, balanced_decisions, explain,
             workdir)
@@ -471,7 +473,8 @@ def explanation_at(values: np.ndarray, labels: np.ndarray) -> np.ndarray:
 
 
 def _analyse_blocks(data: Any, pixel_size_nm: float, detectors: tuple[LoadedModel, LoadedModel | None],
-                    models: Mapping[str, LoadedModel], name: str, min_diameter_nm: float, balanced_decisions: bool, explain: bool,
+                    models: Mapping[str, LoadedModel], name: str, min_diameter_nm: float, balanced_decisions: bool,
+                    explain: bool,
                     workdir: str | Path | None) -> Steps[tuple[Any, list[dict[str, Any]], dict[str, Any]]]:
     """Detect and classify a large image block by block; returns (instance labels, object rows,
     explanation maps by problem — none without ``explain``).
@@ -616,11 +619,12 @@ class LiposomeFiles(FileJob):
     error) and ``summary.json`` (the same plus size histograms)."""
 
     def __init__(self, pixel_size_nm: float | None = None, *, detector: str | None = None,
-                 small_detector: str | None = None, classifiers: Mapping[str, str] | None = None, device: str | None = None,
+                 small_detector: str | None = None, classifiers: Mapping[str, str] | None = None,
+                 device: str | None = None,
                  output_format: str = "tif", balanced_decisions: bool = False, explain: bool = False) -> None:
         self.pixel_size_nm, self.device = pixel_size_nm, device
         self.detector_name, self.small_name = detector, small_detector
-        self.detectors: dict[str, LoadedModel] = {}  # by name: each input's pixel size may pick its own (and a small one)
+        self.detectors: dict[str, LoadedModel] = {}  # by name: each input's pixel size may pick its own
         if detector or small_detector or pixel_size_nm is not None:
             self._detector(pixel_size_nm)  # an unknown model is refused before any input
             self._detector(pixel_size_nm, small=True)
@@ -681,7 +685,8 @@ class LiposomeFiles(FileJob):
         pixel size picks the detectors, so all are named (each input's row says which it used)."""
         chosen, pixel_size = options.get("detector"), options.get("pixel_size_nm")
         if options.get("small_detector"):
-            detectors = {"detector": chosen or default_detector(pixel_size), "small_detector": options["small_detector"]}
+            detectors = {"detector": chosen or default_detector(pixel_size),
+                         "small_detector": options["small_detector"]}
             if not chosen and pixel_size is None:
                 detectors["fine_detector"] = FINE_DETECTOR
         elif chosen:
