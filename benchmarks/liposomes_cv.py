@@ -26,7 +26,7 @@ from liposomes_scale import field_detection  # benchmarks/liposomes_scale.py, be
 from sklearn.metrics import roc_auc_score
 
 from napari_nanoclass.core.metrics import normalised, tpr_at_tnr
-from napari_nanoclass.liposomes import DEFAULT_CLASSIFIERS, DEFAULT_DETECTOR, PROBLEMS, default_small_detector
+from napari_nanoclass.liposomes import DEFAULT_CLASSIFIERS, DEFAULT_DETECTOR, PROBLEMS, small_detector_for
 from napari_nanoclass.liposomes.objects import CROP_MODES
 from napari_nanoclass.liposomes.simulator import MIXES, SimulationConfig, simulate_field
 from napari_nanoclass.liposomes.train import (
@@ -52,7 +52,7 @@ CALIBRATION_SEED = TEST_SEED + 30_000  # study-mix fields on which operating poi
 def detection(n_fields: int, detector: str | None = None) -> dict:
     """Detection scores and whole-pipeline time per field of the shipped models (cached per their
     sha256): the analysis' default detectors, or ``detector`` alone."""
-    small = None if detector else default_small_detector(SimulationConfig().pixel_size_nm)  # beside it by default
+    small = small_detector_for(SimulationConfig().pixel_size_nm, detector)  # the analysis' own rule
     models = [detector or DEFAULT_DETECTOR, *([small] if small else []), *DEFAULT_CLASSIFIERS.values()]
     path = OUT / f"detection-{n_fields}-{'-'.join(load_model(m).sha256[:8] for m in models)}.json"
     if path.exists():

@@ -10,11 +10,12 @@ Each field is simulated at the given pixel size (512² pixels, vesicles log-unif
 training seed), given to the analysis with its true pixel size, and scored one-to-one at mask
 IoU ≥ 0.5 (``core.metrics.match_instances``). ``auto`` is the analysis' own choice of detector for
 the pixel size (``liposomes.default_detector``, with the small-vesicle detector beside it where
-``default_small_detector`` says); ``--small-detector`` runs one beside every detector. ``--imaging`` adds the simulator's microscope
-effects one at a time at their ``MICROSCOPE`` ranges (or all of them: ``microscope``), which the
-shipped detectors never saw in training; ``default`` is the image formation they were trained on.
-Same simulator otherwise: this says whether the working scale and those effects are handled, not
-how real micrographs fare (benchmarks/liposomes_real.py).
+``default_small_detector`` says); ``--small-detector`` runs one beside every detector.
+``--imaging`` adds the simulator's microscope effects one at a time at their ``MICROSCOPE``
+ranges (or all of them: ``microscope``), which the shipped detectors never saw in training;
+``default`` is the image formation they were trained on. Same simulator otherwise: this says
+whether the working scale and those effects are handled, not how real micrographs fare
+(benchmarks/liposomes_real.py).
 """
 
 from __future__ import annotations

@@ -13,6 +13,8 @@ The classifier network is :class:`napari_nanoclass.models.lipnet.LipNet`. This m
 class names and the analysis' description only (no torch import).
 """
 
+from typing import Any
+
 from napari_nanoclass.core.analysis import PIXEL_SIZES_NM, Analysis, Option
 
 LAMELLARITY = ["unilamellar", "multilamellar", "uncertain"]
@@ -44,6 +46,13 @@ def default_small_detector(pixel_size_nm: float | None) -> str | None:
     if pixel_size_nm is not None and FINE_BELOW_NM < pixel_size_nm <= SMALL_UP_TO_NM:
         return SMALL_DETECTOR
     return None
+
+
+def small_detector_for(pixel_size_nm: float | None, detector: Any = None, small_detector: Any = None) -> Any:
+    """The small-vesicle detector a run uses (a name or a loaded model, as given; None: none): the
+    one named, else the default one beside the default detector; a detector chosen by name runs
+    alone, as the user asked."""
+    return small_detector or (None if detector else default_small_detector(pixel_size_nm))
 
 DEFAULT_CLASSIFIERS = {"lamellarity": "liposome-lamellarity", "encapsulation": "liposome-encapsulation"}
 EXPLANATION_PRODUCT = "_cam_"  # <stem>_cam_<problem>: where each object's crop argued for its class

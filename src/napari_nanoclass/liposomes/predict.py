@@ -67,7 +67,7 @@ from napari_nanoclass.liposomes import (
     FINE_DETECTOR,
     SMALL_DETECTOR,
     default_detector,
-    default_small_detector,
+    small_detector_for,
 )
 from napari_nanoclass.liposomes import objects as liposome_objects
 from napari_nanoclass.models.lipnet import decide, explain_crops, predict_crops
@@ -428,7 +428,7 @@ def analyse_steps(
                          "so give the image's pixel size (--pixel-size NM, pixel_size_nm=, or the widget's "
                          "'pixel size (nm)')")
     pixel_size_nm = number(float, *PIXEL_SIZES_NM, name=f"{name}: pixel size (nm/px)")(pixel_size_nm)
-    small_detector = small_detector or (None if detector else default_small_detector(pixel_size_nm))
+    small_detector = small_detector_for(pixel_size_nm, detector, small_detector)
     detector = load_on(detector or default_detector(pixel_size_nm), device)
     small = load_on(small_detector, device) if small_detector and labels is None else None
     models = {p: load_on(m, device) for p, m in chosen_classifiers(classifiers).items()}
@@ -627,22 +627,25 @@ class LiposomeFiles(FileJob):
         self.detectors: dict[str, LoadedModel] = {}  # by name: each input's pixel size may pick its own
         if detector or small_detector or pixel_size_nm is not None:
             self._detector(pixel_size_nm)  # an unknown model is refused before any input
-            self._detector(pixel_size_nm, small=True)
+            self._small(pixel_size_nm)
         self.classifiers = {p: load_on(m, device) for p, m in chosen_classifiers(classifiers).items()}
         self.output_format, self.balanced_decisions, self.explain = output_format or "tif", balanced_decisions, explain
         self.objects: list[dict[str, Any]] = []
 
-    def _detector(self, pixel_size_nm: float | None, small: bool = False) -> LoadedModel | None:
-        """The chosen detector, or the default one for ``pixel_size_nm``, loaded once; with ``small``
-        the small-vesicle detector run beside it: the chosen one, or the default one beside the
-        default detector (None when there is none)."""
-        if small:
-            name = self.small_name or (None if self.detector_name else default_small_detector(pixel_size_nm))
-        else:
-            name = self.detector_name or default_detector(pixel_size_nm)
-        if name and name not in self.detectors:
+    def _loaded(self, name: str) -> LoadedModel:
+        """A detector by name, loaded once for the whole run."""
+        if name not in self.detectors:
             self.detectors[name] = load_on(name, self.device)
-        return self.detectors.get(name) if name else None
+        return self.detectors[name]
+
+    def _detector(self, pixel_size_nm: float | None) -> LoadedModel:
+        """The chosen detector, or the default one for ``pixel_size_nm``."""
+        return self._loaded(self.detector_name or default_detector(pixel_size_nm))
+
+    def _small(self, pixel_size_nm: float | None) -> LoadedModel | None:
+        """The small-vesicle detector run beside it (:func:`small_detector_for`), or None."""
+        name = small_detector_for(pixel_size_nm, self.detector_name, self.small_name)
+        return self._loaded(name) if name else None
 
     def process(self, image: Image, path: Path, out_dir: Path, workdir: Path) -> Steps[dict[str, Any]]:
         pixel_size, source = chosen_pixel_size(image.name, self.pixel_size_nm, image.pixel_size_nm,
@@ -652,7 +655,7 @@ class LiposomeFiles(FileJob):
                              "--pixel-size NM (nm per pixel; batch: --pixel-size or --set pixel_size_nm=NM)")
         log.info("%s: pixel size %g nm/px (%s)", image.name, pixel_size, source)
         result = yield from analyse_steps(image.data, pixel_size, detector=self._detector(pixel_size),
-                                          small_detector=self._detector(pixel_size, small=True),
+                                          small_detector=self._small(pixel_size),
                                           classifiers=self.classifiers, name=image.name,
                                           balanced_decisions=self.balanced_decisions, explain=self.explain,
                                           device=self.device, workdir=workdir)
@@ -683,17 +686,12 @@ class LiposomeFiles(FileJob):
     def model_names(cls, options: dict[str, Any]) -> dict[str, str]:
         """The run's models. Without a detector or a pixel size in the options each input's own
         pixel size picks the detectors, so all are named (each input's row says which it used)."""
-        chosen, pixel_size = options.get("detector"), options.get("pixel_size_nm")
-        if options.get("small_detector"):
-            detectors = {"detector": chosen or default_detector(pixel_size),
-                         "small_detector": options["small_detector"]}
-            if not chosen and pixel_size is None:
-                detectors["fine_detector"] = FINE_DETECTOR
-        elif chosen:
-            detectors = {"detector": chosen}
-        elif pixel_size is not None:
-            small = default_small_detector(pixel_size)
-            detectors = {"detector": default_detector(pixel_size), **({"small_detector": small} if small else {})}
-        else:
-            detectors = {"detector": DEFAULT_DETECTOR, "fine_detector": FINE_DETECTOR, "small_detector": SMALL_DETECTOR}
-        return {**detectors, **chosen_classifiers(options.get("classifiers"))}
+        chosen, pixel_size, small = options.get("detector"), options.get("pixel_size_nm"), options.get("small_detector")
+        if chosen or pixel_size is not None:
+            detectors = {"detector": chosen or default_detector(pixel_size)}
+            small = small_detector_for(pixel_size, chosen, small)
+        else:  # each input's own pixel size picks them
+            detectors = {"detector": DEFAULT_DETECTOR, "fine_detector": FINE_DETECTOR}
+            small = small or SMALL_DETECTOR
+        return {**detectors, **({"small_detector": small} if small else {}),
+                **chosen_classifiers(options.get("classifiers"))}
