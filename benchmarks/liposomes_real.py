@@ -92,6 +92,20 @@ def score(labels: np.ndarray, truth: list[dict], iou: float, part: str = "all") 
             "f1": round(f1, 3)}
 
 
+def probabilities_at(detector: object, data: np.ndarray, pixel_size: float) -> tuple[np.ndarray, int]:
+    """``detector``'s probabilities for an image recorded at ``pixel_size``, seen at its working
+    scale as the analysis sees it, and the minimum object area there (px): what a sweep of
+    post-processings starts from, computed once."""
+    from napari_nanoclass import engine
+    from napari_nanoclass.core.progress import run_sync
+    from napari_nanoclass.liposomes.predict import MIN_DIAMETER_NM, working_image
+
+    work, working_px = working_image(data, pixel_size, detector.info.pixel_size_nm)
+    probabilities = run_sync(engine.predict_dense(detector.module, work, halo=detector.halo, stats=[(0.0, 1.0)],
+                                                  device=detector.device))
+    return probabilities, int(np.pi * (MIN_DIAMETER_NM / 2 / working_px) ** 2)
+
+
 SWEEP = {"smoothing": (0.0, 0.5, 0.7), "min_solidity": (0.9, 0.8), "min_rim_boundary": (0.5, 0.3)}
 
 
@@ -100,22 +114,12 @@ def sweep(image: object, truth: list[dict], detectors: list[str], pixel_size: fl
     SWEEP and every detector: the choice is made on the left half, the right half reports it."""
     import itertools
 
-    from napari_nanoclass import engine, load_model
-    from napari_nanoclass.core.progress import run_sync
-    from napari_nanoclass.liposomes.predict import (
-        MIN_DIAMETER_NM,
-        instances_from_probabilities,
-        labels_at,
-        working_image,
-    )
+    from napari_nanoclass import load_model
+    from napari_nanoclass.liposomes.predict import instances_from_probabilities, labels_at
 
     rows = []
     for name in detectors:
-        detector = load_model(name)
-        work, working_px = working_image(np.asarray(image.data, np.float32), pixel_size, detector.info.pixel_size_nm)
-        probabilities = run_sync(engine.predict_dense(detector.module, work, tile=detector.info.tile,
-                                                      halo=detector.halo, stats=[(0.0, 1.0)], device=detector.device))
-        min_area = int(np.pi * (MIN_DIAMETER_NM / 2 / working_px) ** 2)
+        probabilities, min_area = probabilities_at(load_model(name), np.asarray(image.data, np.float32), pixel_size)
         for values in itertools.product(*SWEEP.values()):
             params = dict(zip(SWEEP, values))
             labels = labels_at(instances_from_probabilities(probabilities, min_area, **params), image.data.shape)
@@ -142,11 +146,9 @@ def sweep_small(image: object, truth: list[dict], candidates: list[str], pixel_s
     """F1 of the left and right halves, the micrograph recorded at each of ``pixel_sizes``, for
     each small-vesicle detector run beside the standard one with each rim threshold in
     SMALL_SWEEP; the choice (the best mean left-half F1) is printed."""
-    from napari_nanoclass import engine
     from napari_nanoclass.core.progress import run_sync
     from napari_nanoclass.liposomes import DEFAULT_DETECTOR
     from napari_nanoclass.liposomes.predict import (
-        MIN_DIAMETER_NM,
         detect_steps,
         instances_from_probabilities,
         labels_at,
@@ -165,14 +167,10 @@ def sweep_small(image: object, truth: list[dict], candidates: list[str], pixel_s
     for name in candidates:
         small = _model(name)
         post = {k: v for k, v in small.info.training.get("postprocess", {}).items() if k != "min_rim_boundary"}
-        found = []
-        for nm, data, scaled, standard_labels in views:
-            work, px = working_image(data, nm, small.info.pixel_size_nm)
-            found.append(run_sync(engine.predict_dense(small.module, work, halo=small.halo, stats=[(0.0, 1.0)])))
-        min_area = int(np.pi * (MIN_DIAMETER_NM / 2 / small.info.pixel_size_nm) ** 2)
+        found = [probabilities_at(small, data, nm) for nm, data, _, _ in views]
         for rim in SMALL_SWEEP:
             row = {"detector": name, "min_rim_boundary": rim}
-            for (nm, data, scaled, standard_labels), probabilities in zip(views, found):
+            for (nm, data, scaled, standard_labels), (probabilities, min_area) in zip(views, found):
                 small_labels = instances_from_probabilities(probabilities, min_area, min_rim_boundary=rim, **post)
                 merged = labels_at(with_small(standard_labels, labels_at(small_labels, standard_labels.shape)),
                                    data.shape)
