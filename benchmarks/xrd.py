@@ -36,6 +36,7 @@ from napari_nanoclass.xrd.patterns import Preparation, prepare, read_pattern
 from napari_nanoclass.xrd.simulate import peak_table, references
 from napari_nanoclass.xrd.structures import COMPOUNDS, classes
 from napari_nanoclass.xrd.train import (
+    Labelled,
     XrdConfig,
     by_material,
     load_labelled,
@@ -47,6 +48,16 @@ from napari_nanoclass.xrd.train import (
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "xrd-thinfilm"
+
+
+def measured_setup(path: Path) -> tuple[list[str], Preparation, list, Labelled, np.ndarray]:
+    """What every XRD benchmark starts from: the class names, the preparation, the simulated peak
+    tables, the measured patterns under ``path`` and, for each pattern, the nearest simulated
+    reference's probabilities (the baseline)."""
+    names, prep = classes(), Preparation()
+    tables = [peak_table(c) for c in COMPOUNDS]
+    data = load_labelled(path, names, prep)
+    return names, prep, tables, data, nearest_reference(data.x, references(tables, names, prep), len(names))
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -146,10 +157,8 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
     args.out.mkdir(parents=True, exist_ok=True)
-    names, prep = classes(), Preparation()
-    tables = [peak_table(c) for c in COMPOUNDS]
-    data = load_labelled(args.data, names, prep)
-    baseline = evaluate(nearest_reference(data.x, references(tables, names, prep), len(names)), data, names)
+    names, prep, tables, data, nn = measured_setup(args.data)
+    baseline = evaluate(nn, data, names)
     runs = []
     for seed in args.seeds:
         cached = args.out / f"seed{seed}_epochs{args.epochs}.json"
@@ -172,7 +181,6 @@ def main() -> None:
                "baseline": baseline, "runs": runs, "ms_full_analysis": round(time_analysis(data.paths[0]), 2)}
     # a second protocol, added after the first evaluation: the CNN, the baseline or their mean,
     # chosen per fold of materials on the other fold
-    nn = nearest_reference(data.x, references(tables, names, prep), len(names))
     nested = []
     for run in runs:
         cnn = np.array([p["probabilities"] for p in run["predictions"]])

@@ -38,15 +38,19 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from xrd import confusion_figure, evaluate, mean_std, softmax, time_analysis  # benchmarks/xrd.py, beside this
+from xrd import (  # benchmarks/xrd.py, beside this
+    confusion_figure,
+    evaluate,
+    mean_std,
+    measured_setup,
+    softmax,
+    time_analysis,
+)
 
-from napari_nanoclass.xrd.patterns import Preparation
-from napari_nanoclass.xrd.simulate import peak_table, references
-from napari_nanoclass.xrd.structures import COMPOUNDS, classes
+from napari_nanoclass.xrd.simulate import references
 from napari_nanoclass.xrd.train import (
     Labelled,
     grouped_folds,
-    load_labelled,
     measured_recipe,
     nearest_reference,
     predict_logits,
@@ -134,10 +138,8 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
     args.out.mkdir(parents=True, exist_ok=True)
-    names, prep = classes(), Preparation()
-    tables = [peak_table(c) for c in COMPOUNDS]
-    data = load_labelled(args.data, names, prep)
-    simulated_baseline = evaluate(nearest_reference(data.x, references(tables, names, prep), len(names)), data, names)
+    names, _, tables, data, simulated = measured_setup(args.data)
+    simulated_baseline = evaluate(simulated, data, names)
     results: dict[str, list[dict]] = {r: [] for r in ("nested choice", *RULES)}
     chosen, confusion = [], np.zeros((len(names), len(names)), int)
     spread: dict[str, list[float]] = {"nested choice": [], SHIPPED: []}
