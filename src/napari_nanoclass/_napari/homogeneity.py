@@ -27,7 +27,7 @@ from napari_nanoclass._napari.common import (
     text_label,
 )
 from napari_nanoclass.core.devices import available_devices
-from napari_nanoclass.core.progress import Progress, Steps
+from napari_nanoclass.core.progress import Progress, Steps, mapped
 from napari_nanoclass.homogeneity import CLASS_COLOURS, CNN_ARCHITECTURE, DEFAULT_CAM_MODEL, DEFAULT_MODEL, VIEW
 from napari_nanoclass.homogeneity.predict import HomogeneityResult, analyse_steps
 from napari_nanoclass.homogeneity.train import (
@@ -196,12 +196,8 @@ class HomogeneityTrainWidget(ViewerWidget):
 
     @staticmethod
     def _with_loss(steps: Steps[LoadedModel]) -> Steps[LoadedModel]:
-        while True:
-            try:
-                step = next(steps)
-            except StopIteration as stop:
-                return stop.value
-            yield Progress(step.done, step.total, step.message + format_metrics(step.metrics or {}), step.metrics)
+        return mapped(steps, lambda step: Progress(step.done, step.total,
+                                                   step.message + format_metrics(step.metrics or {}), step.metrics))
 
     def finished(self, result: LoadedModel) -> None:
         self.result = result

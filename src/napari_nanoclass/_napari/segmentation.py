@@ -26,7 +26,7 @@ from napari_nanoclass._napari.common import (
     text_label,
 )
 from napari_nanoclass.core.devices import available_devices
-from napari_nanoclass.core.progress import Progress, Steps
+from napari_nanoclass.core.progress import Progress, Steps, mapped
 from napari_nanoclass.io.reader import probability_layer
 from napari_nanoclass.segmentation import DEFAULT_MODEL
 from napari_nanoclass.segmentation.data import Pair
@@ -159,13 +159,12 @@ class TrainWidget(ViewerWidget):
     def _with_metrics(self, steps: Steps[TrainResult]) -> Steps[TrainResult]:
         """Pass progress through, remembering the latest loss / validation mIoU for the dock."""
         latest: dict[str, float] = {}
-        while True:
-            try:
-                step = next(steps)
-            except StopIteration as stop:
-                return stop.value
+
+        def with_latest(step: Progress) -> Progress:
             latest.update(step.metrics or {})
-            yield Progress(step.done, step.total, step.message + format_metrics(latest), step.metrics)
+            return Progress(step.done, step.total, step.message + format_metrics(latest), step.metrics)
+
+        return mapped(steps, with_latest)
 
     def finished(self, result: TrainResult) -> None:
         self.result = result
