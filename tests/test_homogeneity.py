@@ -36,6 +36,7 @@ from napari_nanoclass.homogeneity.train import (
     train,
 )
 from napari_nanoclass.models.fibre_cnn import FibreCNN
+from napari_nanoclass.models.fusion import fused
 from napari_nanoclass.models.registry import LoadedModel, ModelInfo, load_model
 from napari_nanoclass.models.texture_classifier import (
     N_FEATURES,
@@ -249,18 +250,18 @@ def test_fused_fibre_cnn_is_the_same_function_without_batch_norm():
         if isinstance(module, nn.BatchNorm2d):
             module.running_mean.uniform_(-1, 1), module.running_var.uniform_(0.5, 2), module.weight.data.uniform_(0.5, 2)
     model.eval()
-    fused = model.fused()
-    assert not any(isinstance(m, nn.BatchNorm2d) for m in fused.modules())
+    folded = fused(model)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
     assert any(isinstance(m, nn.BatchNorm2d) for m in model.modules())  # the model itself is unchanged
     x = torch.randn(5, 1, 32, 32)
     with torch.inference_mode():
-        torch.testing.assert_close(fused(x), model(x), rtol=1e-5, atol=1e-5)
-        torch.testing.assert_close(fused.features(x), model.features(x), rtol=1e-5, atol=1e-5)
-    assert model.fused() is fused  # kept while the weights stay
+        torch.testing.assert_close(folded(x), model(x), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(folded.features(x), model.features(x), rtol=1e-5, atol=1e-5)
+    assert fused(model) is folded  # kept while the weights stay
     with torch.no_grad():
         model.blocks[0][1].running_mean.add_(0.5)
-    refolded = model.fused()
-    assert refolded is not fused
+    refolded = fused(model)
+    assert refolded is not folded
     with torch.inference_mode():
         torch.testing.assert_close(refolded(x), model(x), rtol=1e-5, atol=1e-5)
 

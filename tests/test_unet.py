@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
-from napari_nanoclass.models.unet import FREM, SEUNet
+from napari_nanoclass import engine
+from napari_nanoclass.core.progress import run_sync
+from napari_nanoclass.models.fusion import fused
+from napari_nanoclass.models.unet import FREM, SEUNet, SqueezeExcitation, box_mean
 
 
 def test_frem_scales_exactly_b_channels_in_training_only():
@@ -64,3 +68,50 @@ def test_receptive_radius_bounds_the_real_one(depth, window):
     rows, cols = torch.nonzero(x.grad[0, 0], as_tuple=True)
     reach = max((rows - n // 2).abs().max().item(), (cols - n // 2).abs().max().item())
     assert reach <= model.receptive_radius < reach + 2**depth * 4
+
+
+@pytest.mark.parametrize("shape", [(1, 3, 1, 1), (2, 4, 3, 7), (1, 5, 17, 9)])
+@pytest.mark.parametrize("window", [3, 5])
+def test_local_squeeze_is_the_mean_over_the_window_of_pixels_inside_the_image(shape, window):
+    """box_mean replaced avg_pool2d(count_include_pad=False) for speed; near the border, where the
+    window sticks out, it must divide by the pixels inside only."""
+    x = torch.randn(shape)
+    expected = torch.nn.functional.avg_pool2d(x, window, stride=1, padding=window // 2, count_include_pad=False)
+    torch.testing.assert_close(box_mean(x, window), expected, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(box_mean(x.contiguous(memory_format=torch.channels_last), window), expected,
+                               rtol=1e-6, atol=1e-6)
+    assert box_mean(torch.ones(shape), window).eq(1).all()
+
+
+def test_se_gate_uses_the_local_mean_of_its_input():
+    """The 1×1 reduction now comes before the local mean; the gate must still be
+    sigmoid(fc2(relu(fc1(local mean of x))))."""
+    torch.manual_seed(0)
+    se = SqueezeExcitation(16, window=5).eval()
+    x = torch.randn(2, 16, 11, 13)
+    mean = torch.nn.functional.avg_pool2d(x, 5, stride=1, padding=2, count_include_pad=False)
+    expected = x * torch.sigmoid(se.fc2(torch.relu(se.fc1(mean))))
+    with torch.inference_mode():
+        torch.testing.assert_close(se(x), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_the_engine_runs_the_u_net_with_batch_norms_folded_and_the_same_output():
+    torch.manual_seed(0)
+    model = SEUNet(width=4, depth=2, n_classes=3)
+    for module in model.modules():  # batch norms that are not the identity
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-1, 1), module.running_var.uniform_(0.5, 2)
+            module.weight.data.uniform_(0.5, 2)
+    model.eval()
+    folded = fused(model)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())  # the model itself is unchanged
+    image = torch.randn(40, 48).numpy()
+    with torch.inference_mode():
+        direct = model(torch.from_numpy((image - image.mean()) / image.std())[None, None].float())
+    through_engine = run_sync(engine.predict_dense(model, image, postprocess=None))
+    np.testing.assert_allclose(np.asarray(through_engine), direct[0].numpy(), atol=1e-4)
+    assert fused(model) is folded  # the engine's call kept the same copy
+    with torch.no_grad():
+        model.head.bias.add_(1.0)  # a weight changes in place (as training changes them): folded again
+    assert fused(model) is not folded

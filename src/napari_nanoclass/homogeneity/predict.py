@@ -47,6 +47,7 @@ from napari_nanoclass.engine.tiling import check_min_size
 from napari_nanoclass.homogeneity import CNN_ARCHITECTURE, DEFAULT_CAM_MODEL, DEFAULT_MODEL, VIEW
 from napari_nanoclass.io.images import Image, as_greyscale, file_stem, image_stats, output_path, write_csv, write_image
 from napari_nanoclass.models.fibre_cnn import FibreCNN, grad_cam, logits_and_grad_cam
+from napari_nanoclass.models.fusion import fused
 from napari_nanoclass.models.registry import LoadedModel, ModelInfo, load_model, read_info, resolve
 
 IN_MEMORY_LIMIT = 64 * 2**20  # pixels; beyond it a CAM is streamed to zarr in a workdir
@@ -218,10 +219,11 @@ class _LogitsAndGradCam(nn.Module):
 
 
 def _network(module: nn.Module, pooled_features: bool) -> nn.Module:
-    """The module that runs: a FibreCNN with its batch norms folded (faster, same function), a
-    texture model with the features its region head pools when it pools them."""
+    """The module that runs: a FibreCNN with its batch norms folded (faster, same function; folded
+    here, before a Grad-CAM wrapper that the engine would otherwise copy on every call), a texture
+    model with the features its region head pools when it pools them."""
     if isinstance(module, FibreCNN):
-        return module.fused()
+        return fused(module)
     return module.with_features() if pooled_features else module
 
 

@@ -15,14 +15,11 @@ maps by the gradient of the defect score.
 
 from __future__ import annotations
 
-import copy
-import weakref
 from collections.abc import Sequence
 
 import torch
 from torch import nn
 from torch.nn import functional as F
-from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from napari_nanoclass.models import cam
 from napari_nanoclass.models.cam import log_odds
@@ -77,26 +74,6 @@ class FibreCNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classify(self.features(x))
-
-    def fused(self) -> FibreCNN:
-        """A copy for inference with each block's batch norm folded into its convolution: one pass
-        over the activations fewer per block, the same function up to float rounding. Training
-        keeps the unfused network, whose batch norm learns from the batches.
-
-        Folding is not free next to a forward over a few patches, so the copy is kept and made
-        again only when a weight or statistic of this network has changed (any in-place update, as
-        training and ``load_state_dict`` make, moves a tensor's version)."""
-        key = tuple((id(t), t._version) for t in (*self.parameters(), *self.buffers()))
-        kept = _FUSED.get(self)
-        if kept is None or kept[0] != key:
-            fused = copy.deepcopy(self).eval()
-            for block in fused.blocks:
-                block[0], block[1] = fuse_conv_bn_eval(block[0], block[1]), nn.Identity()
-            kept = _FUSED[self] = (key, fused)
-        return kept[1]
-
-
-_FUSED: weakref.WeakKeyDictionary[FibreCNN, tuple[tuple, FibreCNN]] = weakref.WeakKeyDictionary()  # see fused
 
 
 def defect_score(logits: torch.Tensor) -> torch.Tensor:

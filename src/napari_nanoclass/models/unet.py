@@ -36,12 +36,30 @@ class SqueezeExcitation(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.window is None:
-            squeezed = x.mean(dim=(2, 3), keepdim=True)
+            reduced = self.fc1(x.mean(dim=(2, 3), keepdim=True))
         else:
-            squeezed = F.avg_pool2d(
-                x, self.window, stride=1, padding=self.window // 2, count_include_pad=False
-            )
-        return x * torch.sigmoid(self.fc2(F.relu(self.fc1(squeezed))))
+            # the local mean commutes with the 1×1 reduction (both linear, and the mean of its bias is
+            # the bias), so it is taken after it, over channels / reduction maps instead of all of them
+            reduced = box_mean(self.fc1(x), self.window)
+        return x * torch.sigmoid(self.fc2(F.relu(reduced)))
+
+
+def box_mean(x: torch.Tensor, window: int) -> torch.Tensor:
+    """Mean of each channel over a ``window`` × ``window`` square around every pixel, of the pixels
+    inside the image only (``avg_pool2d(..., stride=1, count_include_pad=False)``), as a depthwise
+    convolution: on a CPU in channels-last layout oneDNN runs that several times faster than the
+    pooling kernel, for the few channels it is used on."""
+    radius = window // 2
+    kernel = x.new_ones(x.shape[1], 1, window, window)
+    total = F.conv2d(x, kernel, padding=radius, groups=x.shape[1])
+    rows, cols = (_inside_counts(n, radius, x) for n in x.shape[-2:])
+    return total / (rows[:, None] * cols[None, :])
+
+
+def _inside_counts(n: int, radius: int, like: torch.Tensor) -> torch.Tensor:
+    """How many of the positions i - radius … i + radius lie in 0 … n - 1, for each i."""
+    i = torch.arange(n, device=like.device)
+    return (torch.clamp(i + radius, max=n - 1) - torch.clamp(i - radius, min=0) + 1).to(like.dtype)
 
 
 class ConvBlock(nn.Sequential):
