@@ -28,6 +28,14 @@ the shipped models were trained and measured on; :data:`MICROSCOPE` turns them o
 and ``pixel_size_range_nm`` draws each field's pixel size. Their random draws come from a generator
 spawned from the field's seed, so fields without them are exactly as before.
 
+:data:`REALISTIC` adds, as further opt-in fields drawn from a generator spawned from that one (so
+``MICROSCOPE`` fields too stay as they were): bilayers as projected spherical shells with a
+head-group / hydrocarbon-core density profile (``bilayer_volts``), a dose per Å² with a physical
+contrast scale (``dose_per_a2``), vitreous ice as a random phase object imaged through the CTF
+(``ice_noise``), a CTF envelope B-factor (``bfactor_a2``), cargo as small dense particles
+(``cargo_particles``, ``cargo_density``) and deformed or faceted outlines (``irregularity``,
+``faceted``).
+
 Class frequencies follow a :class:`ClassMix`; :data:`STUDY_MIX` is the imbalance of the real data
 sets of the study this project follows, :data:`BALANCED_MIX` equal thirds. Everything is drawn
 from one ``numpy`` generator, so a seed reproduces a field exactly.
