@@ -26,11 +26,12 @@ from pathlib import Path
 from napari_nanoclass.core.metrics import match_instances
 from napari_nanoclass.liposomes import DEFAULT_DETECTOR, default_detector
 from napari_nanoclass.liposomes.predict import analyse
-from napari_nanoclass.liposomes.simulator import MICROSCOPE, STUDY_MIX, SimulationConfig, simulate_field
+from napari_nanoclass.liposomes.simulator import MICROSCOPE, REALISTIC, STUDY_MIX, SimulationConfig, simulate_field
 from napari_nanoclass.models.registry import load_model
 
 SCALE_SEED = 560_000  # beside liposomes_cv.py's test seeds, far from the training seeds (0 …, 100 000 …)
-IMAGING = {"default": {}, "microscope": MICROSCOPE, **{name: {key: MICROSCOPE[key]} for name, key in (
+IMAGING = {"default": {}, "microscope": MICROSCOPE, "realistic": REALISTIC,
+           **{name: {key: MICROSCOPE[key]} for name, key in (
     ("astigmatism", "astigmatism_nm"), ("mtf", "mtf_nyquist"), ("contamination", "contamination"),
     ("defocus", "defocus_nm"))}}
 

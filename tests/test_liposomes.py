@@ -856,3 +856,119 @@ def test_an_image_the_small_vesicle_detector_enlarges_past_the_memory_limit_is_s
     fine = simulate_field(SimulationConfig(shape=(320, 320), pixel_size_nm=0.5, diameter_nm=(20.0, 60.0)), seed=3)
     monkeypatch.setattr(predict, "STREAM_ABOVE", 320 * 320 - 1)
     assert analyse(fine.image, 0.5, workdir=tmp_path / "fine").labels.__class__.__module__.startswith("zarr")
+
+
+def test_default_and_microscope_fields_are_unchanged_bit_for_bit():
+    # the shipped models' training and measurement fields: the realistic effects must not move them
+    import hashlib
+
+    from napari_nanoclass.liposomes.simulator import MICROSCOPE
+
+    pinned = {"default": "31f04bc41d86de1831630ace356d9f19ab66e0da1276b0ebd4e2a58dd94d881a",
+              "microscope": "aa8fafb2c6c816bdb07bd8a11ea235ddb447b2a4606d1ef20c8708f73412fae4"}
+    for name, config in (("default", SimulationConfig()), ("microscope", SimulationConfig(**MICROSCOPE))):
+        field = simulate_field(config, 0)
+        assert hashlib.sha256(field.image.tobytes() + field.labels.tobytes()).hexdigest() == pinned[name], name
+
+
+def test_bilayer_shell_projects_to_a_dark_limb_over_a_positive_plateau():
+    from napari_nanoclass.liposomes.simulator import bilayer_profile, sphere_projection
+
+    rho = np.arange(0, 40, 0.1, dtype=np.float32)
+    assert sphere_projection(np.float32([0.0, 30.0]), 10.0, 0.1) == pytest.approx([20.0, 0.0], abs=0.01)
+    profile = bilayer_profile(rho, 20.0, 0.1)  # a bilayer whose middle is 20 nm from the centre
+    peak = rho[np.argmax(profile)]
+    assert 20.0 < peak < 22.5  # the outer head groups' limb: the electrons cross the wall tangentially
+    assert (profile[rho > 22.6] == 0).all()  # nothing beyond the outer surface
+    # over the interior: twice the wall, heads denser than ice, the core a little less: positive, faint
+    assert profile[0] == pytest.approx(2 * (1.0 + 1.0 - 0.25 * 3.0), rel=0.01)
+    assert profile.max() > 4 * profile[0]
+    trough = profile[(rho > 19.0) & (rho < peak)].min()  # the hydrocarbon core between the head-group peaks
+    assert trough < profile[(rho > 17.0) & (rho < 18.6)].max()
+
+
+def test_a_dose_per_square_angstrom_sets_the_counts_per_pixel_from_the_pixel_s_area():
+    def shot_noise_share(field) -> float:  # variance left after removing all but the finest detail
+        return float(np.var(field.image - ndi.gaussian_filter(field.image, 2.0)))
+
+    empty = SimulationConfig(shape=(256, 256), objects=(0, 0), carbon_probability=0.0)
+    fields = {(px, dose): simulate_field(replace(empty, pixel_size_nm=px, dose_per_a2=(dose, dose)), seed=2)
+              for px, dose in ((5.0, 1.0), (10.0, 1.0), (10.0, 0.25))}
+    for (px, dose), field in fields.items():
+        assert field.imaging["dose_per_a2"] == dose
+        assert field.imaging["dose_per_px"] == pytest.approx(dose * (10 * px) ** 2, rel=1e-3)
+    # the same dose per Å² over a pixel 4× the area: 4× the counts, a quarter of the shot noise's share
+    assert shot_noise_share(fields[10.0, 1.0]) / shot_noise_share(fields[5.0, 1.0]) == pytest.approx(0.25, rel=0.3)
+    assert shot_noise_share(fields[10.0, 0.25]) == pytest.approx(shot_noise_share(fields[5.0, 1.0]), rel=0.3)
+
+
+def test_ice_as_a_phase_object_shows_thon_rings_where_shot_noise_alone_does_not():
+    from napari_nanoclass.liposomes.simulator import WAVELENGTH_NM
+
+    ring = np.sqrt((np.pi - np.arctan(0.1 / np.sqrt(0.99))) / (np.pi * WAVELENGTH_NM * 5000))
+    empty = SimulationConfig(pixel_size_nm=0.5, objects=(0, 0), carbon_probability=0.0, defocus_nm=(5000.0, 5000.0),
+                             dose_per_a2=(40.0, 40.0), bfactor_a2=(100.0, 100.0))
+    depth = {}
+    for noise in (None, (0.03, 0.03)):
+        field = simulate_field(replace(empty, ice_noise=noise), seed=1)
+        power = np.abs(np.fft.fft2(field.image)) ** 2
+        k = np.hypot(np.fft.fftfreq(512, 0.5)[:, None], np.fft.fftfreq(512, 0.5)[None, :])
+        edges = np.arange(0.22, 0.38, 0.005)
+        log_power = np.log([power[(k >= e) & (k < e + 0.005)].mean() for e in edges])
+        log_power -= np.polyval(np.polyfit(edges, log_power, 1), edges)
+        depth[noise is not None] = log_power.min()
+        if noise is not None:
+            assert field.imaging["ice_noise"] == 0.03
+            assert edges[np.argmin(log_power)] + 0.0025 == pytest.approx(ring, abs=0.008)
+    # a deep minimum at the CTF's zero with ice noise; without it the spectrum is white shot noise within
+    # its scatter (a few tenths of a log unit)
+    assert depth[True] < -1.0 < -0.4 < depth[False]
+
+
+def test_particulate_cargo_fills_full_interiors_with_many_particles_and_uncertain_with_a_few_faint_ones():
+    from napari_nanoclass.liposomes.simulator import PHYSICAL_RAD_PER_UNIT, _particles, _radius
+
+    r = _radius((240, 240), 120, 120, 100, 100, 0.0)
+    physics = {"bilayer_volts": 3.0, "rad_per_unit": PHYSICAL_RAD_PER_UNIT}
+    counts, peaks = {}, {}
+    for kind in ("full", "uncertain"):
+        cargo = _particles(kind, r, 100.0, 90.0, 0.5, physics, np.random.default_rng(4))
+        assert (cargo[r * 100 > 90 + 10] < 1e-6 * cargo.max()).all()  # inside (up to a particle's radius)
+        maxima = (cargo == ndi.maximum_filter(cargo, size=5)) & (cargo > 0.2 * cargo.max())
+        counts[kind], peaks[kind] = int(maxima.sum()), float(cargo.max())
+    assert counts["full"] >= 20 and 1 <= counts["uncertain"] <= 12
+    assert peaks["uncertain"] < peaks["full"]
+
+
+def test_irregular_and_faceted_outlines_are_labelled_as_drawn():
+    from napari_nanoclass.liposomes.simulator import _draw_object, _physics, _radius, _render
+
+    for faceted, irregularity in ((1.0, 0.0), (0.0, 0.4)):
+        config = SimulationConfig(shape=(200, 200), pixel_size_nm=1.0, diameter_nm=(120.0, 150.0), bilayer_volts=(4, 4),
+                                  faceted=faceted, irregularity=irregularity, mix=ClassMix((1, 0, 0), (0, 1, 0)))
+        for seed in range(3):
+            rng, realistic = np.random.default_rng(seed), np.random.default_rng(seed + 10)
+            labels, density = np.zeros(config.shape, np.int32), np.zeros(config.shape, np.float32)
+            obj = _draw_object(config, rng, labels, np.zeros(config.shape, bool), [], realistic)
+            obj["label"] = 1
+            _render(obj, density, labels, 1.0, 2, rng, _physics(config, realistic), realistic)
+            drawn = ndi.binary_fill_holes(density > 0.05 * density.max())
+            iou = (drawn & (labels > 0)).sum() / (drawn | (labels > 0)).sum()
+            assert iou > 0.95, (faceted, seed, iou)
+            g = obj["geometry"]
+            ellipse = _radius(config.shape, obj["centre_y"], obj["centre_x"], g["a"], g["b"], g["theta"]) <= 1.0
+            assert (ellipse ^ (labels > 0)).sum() > 0.03 * ellipse.sum()  # not the plain ellipse
+
+
+def test_simulate_command_draws_realistic_settings(tmp_path):
+    from napari_nanoclass.cli import main
+
+    assert main(["simulate-liposomes", "--out", str(tmp_path), "--n", "2", "--size", "128", "--pixel-size", "0.5",
+                 "--diameter", "20", "50", "--realistic"]) == 0
+    with open(tmp_path / "fields.csv", newline="") as fh:
+        fields = list(csv.DictReader(fh))
+    for f in fields:
+        assert 10 <= float(f["dose_per_a2"]) <= 100
+        assert float(f["dose_per_px"]) == pytest.approx(float(f["dose_per_a2"]) * 25, rel=1e-2)
+        assert 2 <= float(f["bilayer_volts"]) <= 6 and 0.003 <= float(f["ice_noise"]) <= 0.015
+        assert 50 <= float(f["bfactor_a2"]) <= 400 and 0.1 <= float(f["mtf_nyquist"]) <= 0.8

@@ -9,7 +9,8 @@
     nanoclass liposomes IMAGE... --out DIR [--pixel-size NM] [--detector NAME] [--format F]
     nanoclass train-liposome-detector --image IMG --labels LABELS --pixel-size NM --name NAME [--detection LABELS]
                                       [--objects N ...]
-    nanoclass simulate-liposomes --out DIR [--n N] [--mix study|balanced] [--pixel-size NM [MAX]] [--microscope]
+    nanoclass simulate-liposomes --out DIR [--n N] [--mix study|balanced] [--pixel-size NM [MAX]]
+        [--microscope | --realistic]
     nanoclass xrd PATTERN... --out DIR [--model NAME] [--lowpass F] [--no-plots]
     nanoclass batch ANALYSIS INPUT... --out DIR [--workers N | --scheduler ADDRESS] [--format F] [--log L]
     nanoclass demo [--out DIR]
@@ -215,7 +216,14 @@ def _same_shape(path: str, labels: object, shape: tuple[int, ...]):  # noqa: ANN
 
 
 def cmd_simulate_liposomes(args: argparse.Namespace) -> int:
-    from napari_nanoclass.liposomes.simulator import MICROSCOPE, MIXES, SimulationConfig, simulate_field, write_fields
+    from napari_nanoclass.liposomes.simulator import (
+        MICROSCOPE,
+        MIXES,
+        REALISTIC,
+        SimulationConfig,
+        simulate_field,
+        write_fields,
+    )
 
     if len(args.pixel_size) > 2:
         raise ValueError("--pixel-size takes one size or a range MIN MAX")
@@ -223,7 +231,7 @@ def cmd_simulate_liposomes(args: argparse.Namespace) -> int:
                               pixel_size_range_nm=(min(args.pixel_size), max(args.pixel_size))
                               if len(args.pixel_size) == 2 else None,
                               **({"diameter_nm": tuple(args.diameter)} if args.diameter else {}),
-                              **(MICROSCOPE if args.microscope else {}))
+                              **(REALISTIC if args.realistic else MICROSCOPE if args.microscope else {}))
     written = write_fields((simulate_field(config, args.seed + i) for i in range(args.n)), args.out, args.format)
     print(json.dumps({"fields": len(written), "out": str(Path(args.out).resolve())}))
     return 0
@@ -426,6 +434,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--microscope", action="store_true",
                    help="image formation with astigmatism, detector MTF, ice crystals / contamination and "
                         "defocus 0.5-5 um, all drawn per field (docs/liposomes.md)")
+    p.add_argument("--realistic", action="store_true",
+                   help="--microscope plus bilayers as projected shells, a dose per A^2 (10-100), ice as a random "
+                        "phase object, particulate cargo and irregular shapes (docs/liposomes.md)")
     p.add_argument("--mix", choices=["study", "balanced"], default="study", help="class frequencies")
     p.add_argument("--seed", type=SEED, default=0)
     p.add_argument("--format", choices=FORMATS, default="tif",
