@@ -168,15 +168,27 @@ def instances_from_probabilities(probabilities: np.ndarray, min_area_px: int,
     On those validation fields (seeds 300 000…) these steps took detection F1 from 0.924 to 0.972.
     """
     classes = probabilities.argmax(axis=0)
-    foreground = ndi.binary_fill_holes(classes > 0)
+    foreground = fill_holes(classes > 0)
     # holes filled: the interior inside a multilamellar object's inner rings joins its outer seed
-    seeds, _ = ndi.label(ndi.binary_fill_holes(ndi.binary_opening(classes == 1, structure=disk(1))))
+    seeds, _ = ndi.label(fill_holes(ndi.binary_opening(classes == 1, structure=disk(1))))
     seeds = _drop_small(seeds, min_area_px // 4 + 1)
     instances = _drop_small(watershed(probabilities[2], markers=seeds, mask=foreground), min_area_px)
     instances = _smoothed(instances, round(smoothing * np.sqrt(min_area_px / np.pi)), min_area_px)
     instances = _split_ragged(instances, min_solidity, min_area_px)
     instances[np.isin(instances, _unenclosed(instances, probabilities[2], min_rim_boundary))] = 0
     return relabel_sequential(instances)[0].astype(np.int32)
+
+
+def fill_holes(mask: np.ndarray) -> np.ndarray:
+    """``ndi.binary_fill_holes(mask)``: the background components that do not touch the image's
+    edge (4-connected, as there) become foreground. One labelling instead of scipy's iterated
+    erosions, several times faster on the large views the small-vesicle detector sees."""
+    background, count = ndi.label(~mask)
+    edges = np.concatenate([background[0], background[-1], background[:, 0], background[:, -1]])
+    open_to_edge = np.zeros(count + 1, bool)
+    open_to_edge[edges] = True
+    open_to_edge[0] = True  # label 0 is the mask itself
+    return ~open_to_edge[background] | mask
 
 
 def _smoothed(instances: np.ndarray, radius: int, min_area_px: int) -> np.ndarray:
