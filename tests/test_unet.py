@@ -70,7 +70,7 @@ def test_receptive_radius_bounds_the_real_one(depth, window):
     assert reach <= model.receptive_radius < reach + 2**depth * 4
 
 
-@pytest.mark.parametrize("shape", [(1, 3, 1, 1), (2, 4, 3, 7), (1, 5, 17, 9)])
+@pytest.mark.parametrize("shape", [(1, 3, 1, 1), (2, 4, 3, 7), (1, 5, 17, 9), (1, 2, 5, 6), (2, 3, 30, 41)])
 @pytest.mark.parametrize("window", [3, 5])
 def test_local_squeeze_is_the_mean_over_the_window_of_pixels_inside_the_image(shape, window):
     """box_mean replaced avg_pool2d(count_include_pad=False) for speed; near the border, where the
@@ -91,8 +91,11 @@ def test_se_gate_uses_the_local_mean_of_its_input():
     x = torch.randn(2, 16, 11, 13)
     mean = torch.nn.functional.avg_pool2d(x, 5, stride=1, padding=2, count_include_pad=False)
     expected = x * torch.sigmoid(se.fc2(torch.relu(se.fc1(mean))))
+    original = x.clone()
+    torch.testing.assert_close(se(x), expected, rtol=1e-5, atol=1e-6)
+    assert torch.equal(x, original)  # with autograd the input is kept
     with torch.inference_mode():
-        torch.testing.assert_close(se(x), expected, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(se(x.clone()), expected, rtol=1e-5, atol=1e-6)  # in place, the same values
 
 
 def test_the_engine_runs_the_u_net_with_batch_norms_folded_and_the_same_output():

@@ -25,7 +25,8 @@ from torch.nn import functional as F
 
 
 class SqueezeExcitation(nn.Module):
-    """Channel attention: gate each channel by a function of its (local or global) mean."""
+    """Channel attention: gate each channel by a function of its (local or global) mean. Without
+    autograd (inference) the gate is applied to the input in place."""
 
     def __init__(self, channels: int, reduction: int = 8, window: int | None = 5) -> None:
         super().__init__()
@@ -41,7 +42,12 @@ class SqueezeExcitation(nn.Module):
             # the local mean commutes with the 1×1 reduction (both linear, and the mean of its bias is
             # the bias), so it is taken after it, over channels / reduction maps instead of all of them
             reduced = box_mean(self.fc1(x), self.window)
-        return x * torch.sigmoid(self.fc2(F.relu(reduced)))
+        if torch.is_grad_enabled():
+            return x * torch.sigmoid(self.fc2(F.relu(reduced)))
+        # without autograd nothing needs these activations again (in the U-Net ``x`` is its block's
+        # last ReLU output), so they are overwritten instead of copied: wide images spend much of
+        # their time writing such full-size tensors
+        return x.mul_(self.fc2(reduced.relu_()).sigmoid_())
 
 
 def box_mean(x: torch.Tensor, window: int) -> torch.Tensor:
@@ -50,8 +56,7 @@ def box_mean(x: torch.Tensor, window: int) -> torch.Tensor:
     convolution: on a CPU in channels-last layout oneDNN runs that several times faster than the
     pooling kernel, for the few channels it is used on."""
     radius = window // 2
-    kernel = x.new_ones(x.shape[1], 1, window, window)
-    total = F.conv2d(x, kernel, padding=radius, groups=x.shape[1])
+    total = F.conv2d(x, x.new_ones(x.shape[1], 1, window, window), padding=radius, groups=x.shape[1])
     rows, cols = (_inside_counts(n, radius, x) for n in x.shape[-2:])
     return total / (rows[:, None] * cols[None, :])
 
