@@ -1,7 +1,7 @@
 """Speed, memory and exactness of the tiling engine with the shipped segmentation model.
 
     python benchmarks/engine.py [--sizes 1024 2048] [--repeats 3] [--rss-sizes 2048 8192]
-        [--old-src PATH/src] [--compile] [--out benchmarks/out/engine]
+        [--old-src PATH/src ...] [--compile] [--out benchmarks/out/engine]
     python benchmarks/engine.py --sizes --rss-sizes 2048 8192 16384   # peak memory only
     python benchmarks/engine.py --cam-cost [--repeats 5]
 
@@ -11,13 +11,15 @@ argmax), measured in one process with the runs interleaved ``--repeats`` times (
 speed drifts by tens of percent over minutes; the ratio uses medians); throughput in MP/s; and
 agreement of the labels with the whole-image forward's, border included. Rows:
 
-* ``whole`` — the reference forward;
+* ``whole`` — the reference forward, of the network the engine runs (batch norms folded into the
+  convolutions: the same function);
+* ``whole, batch norms not folded`` — the same forward of the module as trained;
 * ``segment`` — ``segment()`` as users run it (tile from the memory budget);
 * ``segment tile=1024`` — the model's training tile, the windows this engine reads;
 * ``segment bfloat16`` — ``segment(precision="bfloat16")``: opt-in reduced precision (autocast);
 * ``segment tile=1024 compiled`` (with ``--compile``) — ``segment(tile=1024, compile=True)``, timed
   after one untimed run that compiles; the compile run's seconds are printed as ``compile run``;
-* ``old engine`` (with ``--old-src``, e.g. a ``git worktree`` of an earlier commit) — ``segment()``
+* ``old engine PATH`` (with ``--old-src``, e.g. ``git worktree``\ s of earlier commits) — ``segment()``
   of that source in a subprocess, timed inside it, interleaved with the others.
 
 Defect-map cost (``--cam-cost``): ``homogeneity.analyse`` with and without ``cam=True`` of the
@@ -63,14 +65,17 @@ def mosaic_image(size: int) -> np.ndarray:
     return np.pad(section, [(0, section.shape[0] * (reps - 1))] * 2, mode="symmetric")[:size, :size].copy()
 
 
-def whole_forward(loaded, image: np.ndarray) -> tuple[float, np.ndarray]:
+def whole_forward(loaded, image: np.ndarray, fold: bool = True) -> tuple[float, np.ndarray]:
+    """One forward of the whole image: of the network the engine runs (batch norms folded), or with
+    ``fold=False`` of the module as trained, to show what folding saves."""
     from napari_nanoclass.io.images import image_stats
+    from napari_nanoclass.models.fusion import fused
 
     mean, std = image_stats(image)
     divisor = loaded.module.size_divisor
     pad = [(0, -s % divisor) for s in image.shape]
     x = torch.from_numpy(np.pad((image - mean) / std, pad, mode="reflect").astype(np.float32))[None, None]
-    module = loaded.module.to(memory_format=torch.channels_last)
+    module = (fused(loaded.module) if fold else loaded.module).to(memory_format=torch.channels_last)
     start = time.perf_counter()
     with torch.inference_mode():
         logits = module(x)
@@ -102,7 +107,7 @@ def old_segment(src: str, size: int, out: Path) -> float:
     return float(result.stdout.strip().splitlines()[-1])
 
 
-def speed(sizes: list[int], repeats: int, old_src: str | None, out: Path, compile: bool = False) -> list[dict]:
+def speed(sizes: list[int], repeats: int, old_srcs: list[str], out: Path, compile: bool = False) -> list[dict]:
     from napari_nanoclass.engine import budget_tile, select_device
     from napari_nanoclass.models.registry import load_model
 
@@ -123,12 +128,13 @@ def speed(sizes: list[int], repeats: int, old_src: str | None, out: Path, compil
         for _ in range(repeats):
             seconds, reference = whole_forward(loaded, image)
             runs.setdefault("whole", []).append(seconds)
+            runs.setdefault("whole, batch norms not folded", []).append(whole_forward(loaded, image, fold=False)[0])
             for name, tile, precision, compiled in variants:
                 seconds, labels = timed_segment(loaded, image, tile, precision, compiled)
                 runs.setdefault(name, []).append(seconds)
                 agreement[name] = float((labels == reference).mean())
-            if old_src:
-                runs.setdefault("old engine", []).append(old_segment(old_src, size, out))
+            for old_src in old_srcs:
+                runs.setdefault(f"old engine {old_src}", []).append(old_segment(old_src, size, out))
         tile = budget_tile(loaded.module, image.shape, loaded.halo, select_device(None))
         whole = float(np.median(runs["whole"]))
         for name, seconds in runs.items():
@@ -191,7 +197,7 @@ def main() -> None:
     ap.add_argument("--sizes", type=int, nargs="*", default=[1024, 2048], help="none: peak memory only")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--rss-sizes", type=int, nargs="*", default=[2048, 8192])
-    ap.add_argument("--old-src", help="src folder of another version to time beside this one")
+    ap.add_argument("--old-src", nargs="+", default=[], help="src folders of other versions to time beside this one")
     ap.add_argument("--compile", action="store_true", help="add the torch.compile row")
     ap.add_argument("--cam-cost", action="store_true", help="only the defect-map cost of homogeneity")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "out" / "engine"))
