@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from napari_nanoclass.core.metrics import match_instances
+from napari_nanoclass.core.progress import run_sync
 from napari_nanoclass.liposomes import (
     DEFAULT_CLASSIFIERS,
     DEFAULT_DETECTOR,
@@ -152,3 +153,23 @@ def test_small_vesicles_at_a_coarse_pixel_size_are_found_beside_the_standard_det
     assert found["recall"] >= missed["recall"] + 0.2 and found["precision"] >= 0.8, (found, missed)
     kept = match_instances(both.labels, alone.labels, iou=0.99)
     assert kept["fn"] == 0  # every object of the standard detector is still there, unchanged
+
+
+def test_a_detector_retrained_from_the_automatic_pair_keeps_the_small_vesicle_detector_beside_it():
+    """Correcting and retraining at 1–2.5 nm/px replaces the standard detector of the automatic pair;
+    the small-vesicle detector must keep running beside the new one, or the small vesicles it found
+    would be lost with the first retraining. A detector retrained from one chosen by name runs alone."""
+    from napari_nanoclass.liposomes import SMALL_DETECTOR, small_detector_for
+    from napari_nanoclass.liposomes.train import correction_pairs, finetune_detector_steps
+
+    field = simulate_field(SimulationConfig(shape=(160, 160), pixel_size_nm=2.0, objects=(3, 4)), seed=424_301)
+    pairs = correction_pairs(field.image, field.labels, 2.0, objects=[1])
+    automatic = run_sync(finetune_detector_steps(pairs, "auto-finetuned", pixel_size_nm=2.0, epochs=1,
+                                                 iters_per_epoch=1, register=True))
+    named = run_sync(finetune_detector_steps(pairs, "named-finetuned", DEFAULT_DETECTOR, pixel_size_nm=2.0,
+                                             epochs=1, iters_per_epoch=1, register=True))
+    assert automatic.info.training["small_detector"] == SMALL_DETECTOR and named.info.training["small_detector"] is None
+    assert small_detector_for(2.0, "auto-finetuned") == small_detector_for(2.0, automatic) == SMALL_DETECTOR
+    assert small_detector_for(2.0, "named-finetuned") is None
+    assert small_detector_for(3.0, "auto-finetuned") is None  # only where the automatic pair has it
+    assert analyse(field.image, 2.0, detector="auto-finetuned").summary["small_detector"] == SMALL_DETECTOR

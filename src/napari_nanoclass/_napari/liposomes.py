@@ -68,7 +68,8 @@ DETECTED_AREA = "detected_area"  # layer metadata: where the analysis found lipo
 AUTO = f"(auto by pixel size: {FINE_DETECTOR}, or {DEFAULT_DETECTOR} + {SMALL_DETECTOR})"
 AUTO_TIP = (f"auto: {FINE_DETECTOR} for images at {FINE_BELOW_NM:g} nm/px or finer; else {DEFAULT_DETECTOR}, with "
             f"{SMALL_DETECTOR} beside it up to {SMALL_UP_TO_NM:g} nm/px for vesicles too small for it. "
-            "A detector chosen here runs alone.")
+            "A detector chosen here runs alone, except one retrained from the automatic choice: it keeps "
+            f"{SMALL_DETECTOR} beside it.")
 
 
 def _detectors(_widget: Any) -> list[tuple[str, str | None]]:
@@ -366,11 +367,10 @@ class _CorrectionPanel(Container):
                                              "outlines, erase false ones, or confirm objects with 'Set classes' "
                                              "first"))
             return
-        pixel_size = owner.pixel_size.value
-        base = owner.detector.value or default_detector(pixel_size)
-        name = f"{base}{self.suffix.value}"
+        pixel_size, chosen = owner.pixel_size.value, owner.detector.value  # None: the automatic pair
+        name = f"{chosen or default_detector(pixel_size)}{self.suffix.value}"
         data = np.asarray(base_data(image))
-        owner.runner.start(_retrain_detector(data, labels, objects, erased, pixel_size, base, name),
+        owner.runner.start(_retrain_detector(data, labels, objects, erased, pixel_size, chosen, name),
                            self.detector_retrained)
 
     def detector_retrained(self, model: LoadedModel) -> None:
@@ -401,9 +401,9 @@ def _retrain(objects_for: Callable[[str], Any], configs: list[ClassifierConfig])
 
 
 def _retrain_detector(data: np.ndarray, labels: np.ndarray, objects: list[int], erased: np.ndarray,
-                      pixel_size: float, base: str, name: str) -> Steps[LoadedModel]:
+                      pixel_size: float, base: str | None, name: str) -> Steps[LoadedModel]:
     """Build the training squares of the corrected objects and erased regions and fine-tune ``base``
-    on them, as one job."""
+    (None: the automatic choice, whose small-vesicle detector the new one keeps) on them, as one job."""
     yield Progress(0, 1, f"preparing {len(objects)} corrected objects")
     pairs = correction_pairs(data, labels, pixel_size, base, objects=objects, erased=erased)
     return (yield from finetune_detector_steps(pairs, name, base, pixel_size_nm=pixel_size, register=True))

@@ -50,9 +50,31 @@ def default_small_detector(pixel_size_nm: float | None) -> str | None:
 
 def small_detector_for(pixel_size_nm: float | None, detector: Any = None, small_detector: Any = None) -> Any:
     """The small-vesicle detector a run uses (a name or a loaded model, as given; None: none): the
-    one named, else the default one beside the default detector; a detector chosen by name runs
-    alone, as the user asked."""
-    return small_detector or (None if detector else default_small_detector(pixel_size_nm))
+    one named, else the default one beside the default detector. A detector chosen by name runs
+    alone, as the user asked, unless it was fine-tuned in place of the standard detector of the
+    automatic pair: it then keeps the small-vesicle detector beside it (:func:`companion`), where
+    the default pair has one, so correcting and retraining does not lose the small vesicles."""
+    if small_detector:
+        return small_detector
+    default = default_small_detector(pixel_size_nm)
+    if detector is None or default is None:
+        return default
+    return companion(detector)
+
+
+def companion(detector: Any) -> str | None:
+    """The small-vesicle detector that a fine-tuned detector (a name, a path or a loaded model)
+    records it replaced its base beside (``training["small_detector"]``), or None; None too for a
+    detector that is not there, which loading it will then say in its own words."""
+    info = getattr(detector, "info", None)
+    if info is None:
+        from napari_nanoclass.models.registry import ModelError, read_info, resolve  # torch: only when named
+
+        try:
+            info = read_info(resolve(detector)[0])
+        except ModelError:
+            return None
+    return info.training.get("small_detector") or None
 
 DEFAULT_CLASSIFIERS = {"lamellarity": "liposome-lamellarity", "encapsulation": "liposome-encapsulation"}
 EXPLANATION_PRODUCT = "_cam_"  # <stem>_cam_<problem>: where each object's crop argued for its class
@@ -73,7 +95,8 @@ ANALYSIS = Analysis(
                "needed for files that record none)", kind=float, low=PIXEL_SIZES_NM[0], high=PIXEL_SIZES_NM[1]),
         Option("detector", "--detector", f"registered detector model (default: {FINE_DETECTOR} for images at "
                f"{FINE_BELOW_NM:g} nm/px or finer, else {DEFAULT_DETECTOR}, with {SMALL_DETECTOR} beside it for "
-               f"small vesicles up to {SMALL_UP_TO_NM:g} nm/px; a detector given here runs alone)"),
+               f"small vesicles up to {SMALL_UP_TO_NM:g} nm/px; a detector given here runs alone, unless it was "
+               "fine-tuned from that automatic choice: it keeps the small-vesicle detector)"),
         Option("small_detector", "--small-detector", "small-vesicle detector run beside the detector (default: "
                f"{SMALL_DETECTOR} for images between {FINE_BELOW_NM:g} and {SMALL_UP_TO_NM:g} nm/px when --detector "
                "is not given; name one to run it beside any detector at any pixel size)"),

@@ -46,7 +46,7 @@ from torch.nn import functional as F
 from napari_nanoclass import engine
 from napari_nanoclass.core.metrics import class_metrics, confusion_matrix
 from napari_nanoclass.core.progress import Progress, Steps, run_sync
-from napari_nanoclass.liposomes import PROBLEMS, default_detector
+from napari_nanoclass.liposomes import PROBLEMS, default_detector, small_detector_for
 from napari_nanoclass.liposomes import objects as liposome_objects
 from napari_nanoclass.liposomes.predict import crop_spec, labels_at, load_on, working_image
 from napari_nanoclass.liposomes.simulator import Field
@@ -195,10 +195,13 @@ def finetune_detector_steps(pairs: Sequence[Pair], name: str, detector: str | Lo
                             lr: float = FINETUNE_LR, seed: int = 0, register: bool = False) -> Steps[LoadedModel]:
     """Fine-tune a detector on :func:`correction_pairs` (built with the same ``detector``); the new
     model keeps the base's working pixel size and post-processing, and records how many objects
-    and erased regions it learnt from. No pixels are held out for validation (a user's few
-    corrections are all there is)."""
+    and erased regions it learnt from, and the small-vesicle detector its base ran beside at
+    ``pixel_size_nm`` (None: the automatic choice, whose pair it then replaces; see
+    :func:`small_detector_for`). No pixels are held out for validation (a user's few corrections
+    are all there is)."""
     if register:
         check_name(name)
+    beside = small_detector_for(pixel_size_nm, detector)
     base = load_on(detector or default_detector(pixel_size_nm), None)
     crop = max(32, min(min(p.image.shape) for p in pairs) // 8 * 8)
     config = TrainConfig(name=name, class_names=list(base.info.class_names),
@@ -211,7 +214,7 @@ def finetune_detector_steps(pairs: Sequence[Pair], name: str, detector: str | Lo
                                             f"and {erased} erased regions",
                    training=dict(result.info.training, postprocess=base.info.training.get("postprocess", {}),
                                  base=base.info.name, base_sha256=base.sha256, objects=len(pairs) - erased,
-                                 erased=erased))
+                                 erased=erased, small_detector=beside))
     module = result.module
     path = save_model(module, info) if register else None
     return LoadedModel(info, module.eval(), "" if path is None else sha256_of(path), path, torch.device("cpu"))
