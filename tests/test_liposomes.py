@@ -20,8 +20,10 @@ from napari_nanoclass.liposomes import ENCAPSULATION, LAMELLARITY
 from napari_nanoclass.liposomes import objects as liposome_objects
 from napari_nanoclass.liposomes import train as liposome_training
 from napari_nanoclass.liposomes.predict import (
+    _classes,
     analyse,
     fill_holes,
+    inner_rim,
     instances_from_probabilities,
     summarise,
     working_image,
@@ -990,3 +992,18 @@ def test_fill_holes_is_scipy_s_binary_fill_holes(rows, cols, seed, density):
     rng = np.random.default_rng(seed)
     mask = ndi.binary_opening(rng.random((rows, cols)) < density) | (rng.random((rows, cols)) < 0.1)
     np.testing.assert_array_equal(fill_holes(mask), ndi.binary_fill_holes(mask))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 30), st.integers(1, 30), st.integers(0, 2**32 - 1))
+def test_inner_rim_and_classes_are_skimage_s_boundaries_and_numpy_s_argmax(rows, cols, seed):
+    """Both replaced library calls for speed; labels touching each other, the image's edge and
+    tied probabilities must come out the same."""
+    from skimage.segmentation import find_boundaries
+
+    rng = np.random.default_rng(seed)
+    labels, _ = ndi.label(rng.random((rows, cols)) > 0.4)
+    labels = np.where(rng.random(labels.shape) > 0.9, rng.integers(0, 4, labels.shape), labels)
+    np.testing.assert_array_equal(inner_rim(labels), find_boundaries(labels, mode="inner"))
+    probabilities = rng.integers(0, 3, (3, rows, cols)).astype(np.float32)  # many ties
+    np.testing.assert_array_equal(_classes(probabilities), probabilities.argmax(axis=0))

@@ -40,7 +40,7 @@ from scipy import ndimage as ndi
 from skimage.feature import peak_local_max
 from skimage.measure import regionprops
 from skimage.morphology import disk
-from skimage.segmentation import find_boundaries, relabel_sequential, watershed
+from skimage.segmentation import relabel_sequential, watershed
 from skimage.transform import rescale, resize
 
 from napari_nanoclass import engine
@@ -167,7 +167,7 @@ def instances_from_probabilities(probabilities: np.ndarray, min_area_px: int,
 
     On those validation fields (seeds 300 000…) these steps took detection F1 from 0.924 to 0.972.
     """
-    classes = probabilities.argmax(axis=0)
+    classes = _classes(probabilities)
     foreground = fill_holes(classes > 0)
     # holes filled: the interior inside a multilamellar object's inner rings joins its outer seed
     seeds, _ = ndi.label(fill_holes(ndi.binary_opening(classes == 1, structure=disk(1))))
@@ -177,6 +177,27 @@ def instances_from_probabilities(probabilities: np.ndarray, min_area_px: int,
     instances = _split_ragged(instances, min_solidity, min_area_px)
     instances[np.isin(instances, _unenclosed(instances, probabilities[2], min_rim_boundary))] = 0
     return relabel_sequential(instances)[0].astype(np.int32)
+
+
+def _classes(probabilities: np.ndarray) -> np.ndarray:
+    """``probabilities.argmax(axis=0)`` of background / liposome / boundary, ties to the first
+    class as there, from two comparisons: several times faster than numpy's strided argmax."""
+    background, liposome, boundary = probabilities
+    classes = (liposome > background).astype(np.int8)
+    classes[boundary > np.maximum(background, liposome)] = 2
+    return classes
+
+
+def inner_rim(labels: np.ndarray) -> np.ndarray:
+    """``find_boundaries(labels, mode="inner")``: the labelled pixels with a 4-neighbour of another
+    label (or background), from four array comparisons instead of two grey-level filters."""
+    rim = np.zeros(labels.shape, bool)
+    rows, cols = labels[1:] != labels[:-1], labels[:, 1:] != labels[:, :-1]
+    rim[1:] |= rows
+    rim[:-1] |= rows
+    rim[:, 1:] |= cols
+    rim[:, :-1] |= cols
+    return rim & (labels > 0)
 
 
 def fill_holes(mask: np.ndarray) -> np.ndarray:
@@ -244,7 +265,7 @@ def _split_ragged(instances: np.ndarray, min_solidity: float, min_area_px: int) 
 def _unenclosed(instances: np.ndarray, boundary: np.ndarray, threshold: float) -> list[int]:
     """Labels whose outer rim (their pixels touching another label or background) has a mean
     boundary probability below ``threshold``."""
-    rim = find_boundaries(instances, mode="inner")
+    rim = inner_rim(instances)
     owners = instances[rim]
     count = np.bincount(owners, minlength=instances.max() + 1)
     total = np.bincount(owners, weights=boundary[rim], minlength=instances.max() + 1)
