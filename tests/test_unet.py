@@ -118,3 +118,6 @@ def test_the_engine_runs_the_u_net_with_batch_norms_folded_and_the_same_output()
     with torch.no_grad():
         model.head.bias.add_(1.0)  # a weight changes in place (as training changes them): folded again
     assert fused(model) is not folded
+    refolded = fused(model)
+    model.to(torch.float64)  # moved to new storage (as to another device): folded again, where it now is
+    assert fused(model) is not refolded and next(fused(model).parameters()).dtype == torch.float64

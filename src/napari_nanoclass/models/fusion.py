@@ -37,10 +37,11 @@ def fused(module: nn.Module) -> nn.Module:
 
     Folding costs a copy of the network, which is not free next to a forward over a few patches,
     so the copy is kept and made again only when a weight or statistic has changed (any in-place
-    update, as training and ``load_state_dict`` make, moves a tensor's version)."""
+    update, as training and ``load_state_dict`` make, moves a tensor's version) or moved (another
+    device or layout: new storage)."""
     if not _pairs(module):
         return module
-    key = tuple((id(t), t._version) for t in (*module.parameters(), *module.buffers()))
+    key = tuple((id(t), t._version, t.data_ptr()) for t in (*module.parameters(), *module.buffers()))
     kept = _FUSED.get(module)
     if kept is None or kept[0] != key:
         copied = copy.deepcopy(module).eval()
