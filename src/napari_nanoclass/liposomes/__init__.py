@@ -76,6 +76,7 @@ def companion(detector: Any) -> str | None:
             return None
     return info.training.get("small_detector") or None
 
+
 DEFAULT_CLASSIFIERS = {"lamellarity": "liposome-lamellarity", "encapsulation": "liposome-encapsulation"}
 EXPLANATION_PRODUCT = "_cam_"  # <stem>_cam_<problem>: where each object's crop argued for its class
 
