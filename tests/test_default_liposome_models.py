@@ -173,3 +173,6 @@ def test_a_detector_retrained_from_the_automatic_pair_keeps_the_small_vesicle_de
     assert small_detector_for(2.0, "named-finetuned") is None
     assert small_detector_for(3.0, "auto-finetuned") is None  # only where the automatic pair has it
     assert analyse(field.image, 2.0, detector="auto-finetuned").summary["small_detector"] == SMALL_DETECTOR
+    from napari_nanoclass.liposomes.predict import LiposomeFiles  # a run's record names it, pixel size or not
+
+    assert LiposomeFiles.model_names({"detector": "auto-finetuned"})["small_detector"] == SMALL_DETECTOR

@@ -980,7 +980,7 @@ def test_simulate_command_draws_realistic_settings(tmp_path):
     for f in fields:
         assert 10 <= float(f["dose_per_a2"]) <= 100
         assert float(f["dose_per_px"]) == pytest.approx(float(f["dose_per_a2"]) * 25, rel=1e-2)
-        assert 2 <= float(f["bilayer_volts"]) <= 6 and 0.003 <= float(f["ice_noise"]) <= 0.015
+        assert 0.2 <= float(f["bilayer_volts"]) <= 0.6 and 0.003 <= float(f["ice_noise"]) <= 0.015
         assert 50 <= float(f["bfactor_a2"]) <= 400 and 0.1 <= float(f["mtf_nyquist"]) <= 0.8
 
 

@@ -95,7 +95,9 @@ def test_se_gate_uses_the_local_mean_of_its_input():
     torch.testing.assert_close(se(x), expected, rtol=1e-5, atol=1e-6)
     assert torch.equal(x, original)  # with autograd the input is kept
     with torch.inference_mode():
-        torch.testing.assert_close(se(x.clone()), expected, rtol=1e-5, atol=1e-6)  # in place, the same values
+        inference = x.clone()
+        assert se(inference) is inference  # applied in place
+        torch.testing.assert_close(inference, expected, rtol=1e-5, atol=1e-6)
 
 
 def test_the_engine_runs_the_u_net_with_batch_norms_folded_and_the_same_output():

@@ -431,12 +431,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="nm per pixel, or MIN MAX: each field's drawn log-uniformly (e.g. 0.1 5)")
     p.add_argument("--diameter", type=_num(float, 1), nargs=2, metavar=("MIN", "MAX"),
                    help="liposome diameters in nm (default 30 300); each is capped to fit its field")
-    p.add_argument("--microscope", action="store_true",
-                   help="image formation with astigmatism, detector MTF, ice crystals / contamination and "
-                        "defocus 0.5-5 um, all drawn per field (docs/liposomes.md)")
-    p.add_argument("--realistic", action="store_true",
-                   help="--microscope plus bilayers as projected shells, a dose per A^2 (10-100), ice as a random "
-                        "phase object, particulate cargo and irregular shapes (docs/liposomes.md)")
+    imaging = p.add_mutually_exclusive_group()
+    imaging.add_argument("--microscope", action="store_true",
+                         help="image formation with astigmatism, detector MTF, ice crystals / contamination and "
+                              "defocus 0.5-5 um, all drawn per field (docs/liposomes.md)")
+    imaging.add_argument("--realistic", action="store_true",
+                         help="--microscope plus bilayers as projected shells, a dose per A^2 (10-100), ice as a "
+                              "random phase object, particulate cargo and irregular shapes (docs/liposomes.md)")
     p.add_argument("--mix", choices=["study", "balanced"], default="study", help="class frequencies")
     p.add_argument("--seed", type=SEED, default=0)
     p.add_argument("--format", choices=FORMATS, default="tif",

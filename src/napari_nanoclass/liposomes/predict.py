@@ -66,6 +66,7 @@ from napari_nanoclass.liposomes import (
     EXPLANATION_PRODUCT,
     FINE_DETECTOR,
     SMALL_DETECTOR,
+    companion,
     default_detector,
     small_detector_for,
 )
@@ -181,7 +182,8 @@ def instances_from_probabilities(probabilities: np.ndarray, min_area_px: int,
 
 def _classes(probabilities: np.ndarray) -> np.ndarray:
     """``probabilities.argmax(axis=0)`` of background / liposome / boundary, ties to the first
-    class as there, from two comparisons: several times faster than numpy's strided argmax."""
+    class as there, from two comparisons: several times faster than numpy's strided argmax. (Not
+    for NaN, which argmax would pick and this does not: the engine's probabilities are finite.)"""
     background, liposome, boundary = probabilities
     classes = (liposome > background).astype(np.int8)
     classes[boundary > np.maximum(background, liposome)] = 2
@@ -204,6 +206,8 @@ def fill_holes(mask: np.ndarray) -> np.ndarray:
     """``ndi.binary_fill_holes(mask)``: the background components that do not touch the image's
     edge (4-connected, as there) become foreground. One labelling instead of scipy's iterated
     erosions, several times faster on the large views the small-vesicle detector sees."""
+    if mask.size == 0:
+        return mask.copy()
     background, count = ndi.label(~mask)
     edges = np.concatenate([background[0], background[-1], background[:, 0], background[:, -1]])
     open_to_edge = np.zeros(count + 1, bool)
@@ -722,7 +726,10 @@ class LiposomeFiles(FileJob):
         chosen, pixel_size, small = options.get("detector"), options.get("pixel_size_nm"), options.get("small_detector")
         if chosen or pixel_size is not None:
             detectors = {"detector": chosen or default_detector(pixel_size)}
-            small = small_detector_for(pixel_size, chosen, small)
+            if pixel_size is None:  # each input's own decides whether a retrained detector's companion runs
+                small = small or companion(chosen)
+            else:
+                small = small_detector_for(pixel_size, chosen, small)
         else:  # each input's own pixel size picks them
             detectors = {"detector": DEFAULT_DETECTOR, "fine_detector": FINE_DETECTOR}
             small = small or SMALL_DETECTOR

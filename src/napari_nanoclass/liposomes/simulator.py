@@ -54,7 +54,7 @@ from scipy import ndimage as ndi
 from napari_nanoclass.liposomes import ENCAPSULATION, LAMELLARITY
 
 WAVELENGTH_NM = 1.97e-3  # electrons at 300 kV
-INTERACTION_RAD_PER_V_NM = 6.53e-4  # phase shift per volt of potential per nm of path, electrons at 300 kV
+INTERACTION_RAD_PER_V_NM = 6.53e-3  # phase shift per volt of potential per nm of path, electrons at 300 kV
 BILAYER_GAP_NM = 4.0  # between the two leaflets' head-group lines
 # a bilayer's density relative to ice, as (distance of the layer's middle from the membrane's middle in nm,
 # its thickness in nm, its potential relative to the head groups'): the phosphate head groups are denser
@@ -105,7 +105,7 @@ class SimulationConfig:
     bilayer_volts: tuple[float, float] | None = None  # head groups' potential above ice: bilayers as projected shells
     dose_per_a2: tuple[float, float] | None = None  # electrons per Å² (replaces dose; physical contrast scale)
     ice_noise: tuple[float, float] | None = None  # ice as random phase object: phase std (rad) of 1 nm² of mean ice
-    bfactor_a2: tuple[float, float] | None = None  # CTF envelope B-factor in Å² (None: the default's strong damping)
+    bfactor_a2: tuple[float, float] | None = None  # CTF envelope B-factor, Å², > 0 (None: the default's damping)
     cargo_particles: float = 0.0  # chance that cargo is small dense particles (full: many, uncertain: a few faint)
     cargo_density: tuple[float, float] | None = None  # cargo contrast factor, faint (<1) to dense (>1)
     irregularity: float = 0.0  # largest relative amplitude of an outline's low angular harmonics (deformed)
@@ -117,7 +117,7 @@ MICROSCOPE = {"defocus_nm": (500.0, 5000.0), "astigmatism_nm": (0.0, 1000.0), "m
               "contamination": (0, 3)}
 # MICROSCOPE plus bilayers as projected shells, dose per Å², ice as a phase object, particulate cargo and
 # irregular shapes, all at wide ranges (SimulationConfig(**REALISTIC), or --realistic)
-REALISTIC = {**MICROSCOPE, "bilayer_volts": (2.0, 6.0), "dose_per_a2": (10.0, 100.0), "ice_noise": (0.003, 0.015),
+REALISTIC = {**MICROSCOPE, "bilayer_volts": (0.2, 0.6), "dose_per_a2": (10.0, 100.0), "ice_noise": (0.003, 0.015),
              "bfactor_a2": (50.0, 400.0), "cargo_particles": 0.6, "cargo_density": (0.2, 1.5), "irregularity": 0.12,
              "faceted": 0.15, "ellipticity": 0.6}
 
@@ -431,6 +431,7 @@ def _particles(kind: str, r: np.ndarray, scale: float, inner: float, pixel_size_
     interior = r * scale < inner
     area_nm2 = interior.sum() * pixel_size_nm**2
     volts = (physics["bilayer_volts"] or 1.0) * INTERACTION_RAD_PER_V_NM / physics["rad_per_unit"]
+    count = 0  # uncertain: a few particles in all
     if kind == "full":
         fill, faint = rng.uniform(0.05, 0.6), 1.0  # share of the interior's area covered, sparse to crowded
     else:
@@ -583,10 +584,11 @@ def _image(density: np.ndarray, carbon: np.ndarray, crystals: np.ndarray, config
     at its edges) and absorbs strongly (dark). Ice noise (``physics``) joins the potential before
     the CTF; a dose per Å² gives the counts per pixel from the pixel's area."""
     physics = physics or {"rad_per_unit": RAD_PER_UNIT, "ice_noise": 0.0, "bfactor_a2": 0.0}
+    physical = config.dose_per_a2 is not None  # the physical contrast scale (see PHYSICAL_RAD_PER_UNIT)
     shape = density.shape
     # with physical contrast the ice's relief scales with the field's extent: a field 200 nm across does
     # not span the thickness change of one 1.3 µm across (the default fields' 512 × 2.5 nm)
-    relief = 1.0 if physics["rad_per_unit"] == RAD_PER_UNIT else min(1.0, max(shape) * config.pixel_size_nm / 1280)
+    relief = min(1.0, max(shape) * config.pixel_size_nm / 1280) if physical else 1.0
     # the ice's phase noise replaces the default fields' smooth 1/f texture (still drawn: same stream)
     texture = 0.0 if physics["ice_noise"] and config.texture is None else 0.08
     background, thickness = _background(shape, carbon, config, rng, relief, texture)
@@ -605,7 +607,7 @@ def _image(density: np.ndarray, carbon: np.ndarray, crystals: np.ndarray, config
                bfactor_a2=physics["bfactor_a2"])
     contrast = np.fft.irfft2(np.fft.rfft2(potential) * ctf, s=shape)
     # low frequencies (ice thickness, carbon) pass as amplitude contrast: absorption darkens them
-    gain = 0.9 if physics["rad_per_unit"] == RAD_PER_UNIT else 2 * physics["rad_per_unit"]  # 2·phase per unit
+    gain = 2 * physics["rad_per_unit"] if physical else 0.9  # 2·phase per unit
     intensity = np.exp(-0.35 * ndi.gaussian_filter(potential, 6.0)) * (1 - gain * contrast)
     if crystals.any():
         intensity = intensity * np.exp(-opacity * crystals)

@@ -32,13 +32,14 @@ def _pairs(module: nn.Module) -> list[tuple[nn.Sequential, int]]:
 
 
 def fused(module: nn.Module) -> nn.Module:
-    """``module`` for inference, in ``eval()`` mode, with its batch norms folded (a copy), or
-    ``module`` itself when it has none to fold.
+    """``module`` for inference with its batch norms folded (a copy, in ``eval()`` mode), or
+    ``module`` itself, as it is, when it has none to fold.
 
     Folding costs a copy of the network, which is not free next to a forward over a few patches,
     so the copy is kept and made again only when a weight or statistic has changed (any in-place
     update, as training and ``load_state_dict`` make, moves a tensor's version) or moved (another
-    device or layout: new storage)."""
+    device or layout: new storage). A write through ``.data``, which bypasses the version, is not
+    seen: nothing here writes weights that way."""
     if not _pairs(module):
         return module
     key = tuple((id(t), t._version, t.data_ptr()) for t in (*module.parameters(), *module.buffers()))
