@@ -1,9 +1,9 @@
 """Liposome detection on a real cryo-EM micrograph, against our own annotation.
 
-    python benchmarks/liposomes_real.py [--pixel-size 0.2 0.3 0.5] [--detector NAME] [--data PATH]
+    python benchmarks/liposomes_real.py [--pixel-size 0.2 0.3 0.5] [--detector NAME|PATH] [--data PATH]
     python benchmarks/liposomes_real.py --sweep liposome-detector liposome-detector-fine   # post-processing
     python benchmarks/liposomes_real.py --finetune 5 10 20 [--seeds 3] [--erase]   # adapting to corrected objects
-    python benchmarks/liposomes_real.py --resample 0.4 1.0 2.0 [--detector NAME] [--small-detector NAME|PATH]
+    python benchmarks/liposomes_real.py --resample 0.4 1.0 2.0 [--detector NAME|PATH] [--small-detector NAME|PATH]
     python benchmarks/liposomes_real.py --sweep-small NAME|PATH … --resample 1.5 2 2.5 3   # its rim threshold
 
 The micrograph is ``../shared/data/cryoem-vesicles/vesicles_01.tif`` (2217², about 0.2 nm/px; not
@@ -255,8 +255,8 @@ def resampled(image: object, truth: list[dict], pixel_size: float, native: float
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--pixel-size", type=float, nargs="+", default=[0.2])
-    ap.add_argument("--detector", default=None, help="registered detector (default: the analysis' choice for the "
-                    "pixel size)")
+    ap.add_argument("--detector", default=None, help="detector (registered, or a .safetensors path; default: the "
+                    "analysis' choice for the pixel size)")
     ap.add_argument("--small-detector", default=None, help="small-vesicle detector (registered, or a .safetensors "
                     "path) run beside the detector (default: the analysis' choice for the pixel size)")
     ap.add_argument("--sweep-small", nargs="+", metavar="DETECTOR",
@@ -292,14 +292,15 @@ def main() -> None:
         runs = [(nm, *resampled(image, truth, nm, args.pixel_size[0])) for nm in args.resample]
     else:
         runs = [(nm, image, truth) for nm in args.pixel_size]
+    detector = _model(args.detector) if args.detector else None
     results = []
     for pixel_size, image, truth in runs:
         start = time.perf_counter()
-        found = analyse_liposomes(image, pixel_size, detector=args.detector,
+        found = analyse_liposomes(image, pixel_size, detector=detector,
                                   small_detector=_model(args.small_detector) if args.small_detector else None)
         seconds = time.perf_counter() - start
         labels = np.asarray(found.labels)
-        row = {"pixel_size_nm": pixel_size, "detector": found.summary["detector"],
+        row = {"pixel_size_nm": pixel_size, "detector": args.detector or found.summary["detector"],
                "small_detector": found.summary["small_detector"], "objects": len(found.objects),
                "seconds": round(seconds, 1)}
         for iou in (0.3, 0.5):

@@ -152,3 +152,23 @@ def test_small_vesicles_at_a_coarse_pixel_size_are_found_beside_the_standard_det
     assert found["recall"] >= missed["recall"] + 0.2 and found["precision"] >= 0.8, (found, missed)
     kept = match_instances(both.labels, alone.labels, iou=0.99)
     assert kept["fn"] == 0  # every object of the standard detector is still there, unchanged
+
+
+def test_fine_detector_fields_take_the_simulators_image_formation():
+    """``--fine-imaging``: the fine detector's training fields with a simulator preset draw its
+    effects (REALISTIC: bilayers as shells of 2–6 V), and the default stays the shipped recipe's fields."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    from train_default_liposomes import fine_fields
+
+    from napari_nanoclass.liposomes.simulator import STUDY_MIX
+
+    default = fine_fields(1, 0, (1.0, 1.0), (20.0, 150.0))[0]
+    recipe = SimulationConfig(shape=(512, 512), pixel_size_nm=1.0, diameter_nm=(20.0, 150.0), defocus_nm=(500.0, 5000.0),
+                              objects=(8, 20), mix=STUDY_MIX)  # the shipped fine detector's fields
+    assert np.array_equal(default.image, simulate_field(recipe, 0).image)
+    assert default.imaging["bilayer_volts"] == 0
+    realistic = fine_fields(1, 0, (1.0, 1.0), (20.0, 150.0), imaging="realistic")[0]
+    assert 2 <= realistic.imaging["bilayer_volts"] <= 6 and not np.array_equal(realistic.image, default.image)
