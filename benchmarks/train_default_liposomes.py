@@ -129,7 +129,8 @@ def train_fine_detector(n_fields: int, epochs: int, recorded_nm: tuple[float, fl
                                  working_px=1.0)
     val_pairs = detector_pairs(fine_fields(8, VAL_SEED, recorded_nm, diameter_nm, native_share, imaging),
                                working_px=1.0)
-    print(f"{n_fields} + 8 {imaging} fields simulated in {time.perf_counter() - start:.0f} s", flush=True)
+    print(f"{n_fields} + 8 {imaging} fields simulated and brought to 1 nm/px in {time.perf_counter() - start:.0f} s",
+          flush=True)
     config = TrainConfig(name=name, class_names=DETECTOR_CLASSES, class_colours=DETECTOR_COLOURS,
                          width=8, depth=3, se_window=5, crop=256, batch_size=4, epochs=epochs, iters_per_epoch=50,
                          init_from=DEFAULT_DETECTOR, lr=1e-3, patience=epochs, tile=512, pixel_size_nm=1.0, seed=seed)
@@ -150,7 +151,7 @@ def train_fine_detector(n_fields: int, epochs: int, recorded_nm: tuple[float, fl
         f"{result.best_miou:.4f}"),
         training=dict(result.info.training, postprocess=postprocess or FINE_POSTPROCESS, fields=fields))
     save_model(result.module, info, directory, register=directory == PACKAGE_DIR)
-    print(f"{name}: best val mIoU {result.best_miou:.4f} in {seconds:.0f} s (simulation and training)")
+    print(f"{name}: best val mIoU {result.best_miou:.4f} in {seconds:.0f} s of training")
 
 
 def train_classifiers(n_fields: int, epochs: int, problems: list[str], feature_input: bool = False) -> None:
