@@ -1,9 +1,9 @@
 """Liposome detection on a real cryo-EM micrograph, against our own annotation.
 
-    python benchmarks/liposomes_real.py [--pixel-size 0.2 0.3 0.5] [--detector NAME] [--data PATH]
-    python benchmarks/liposomes_real.py --sweep liposome-detector liposome-detector-fine   # post-processing
+    python benchmarks/liposomes_real.py [--pixel-size 0.2 0.3 0.5] [--detector NAME|PATH] [--data PATH]
+    python benchmarks/liposomes_real.py --sweep liposome-detector liposome-detector-fine [PATH] [--sweep-rim 0.5 0.3]
     python benchmarks/liposomes_real.py --finetune 5 10 20 [--seeds 3] [--erase]   # adapting to corrected objects
-    python benchmarks/liposomes_real.py --resample 0.4 1.0 2.0 [--detector NAME] [--small-detector NAME|PATH]
+    python benchmarks/liposomes_real.py --resample 0.4 1.0 2.0 [--detector NAME|PATH] [--small-detector NAME|PATH]
     python benchmarks/liposomes_real.py --sweep-small NAME|PATH … --resample 1.5 2 2.5 3   # its rim threshold
 
 The micrograph is ``../shared/data/cryoem-vesicles/vesicles_01.tif`` (2217², about 0.2 nm/px; not
@@ -109,19 +109,21 @@ def probabilities_at(detector: object, data: np.ndarray, pixel_size: float) -> t
 SWEEP = {"smoothing": (0.0, 0.5, 0.7), "min_solidity": (0.9, 0.8), "min_rim_boundary": (0.5, 0.3)}
 
 
-def sweep(image: object, truth: list[dict], detectors: list[str], pixel_size: float) -> list[dict]:
+def sweep(image: object, truth: list[dict], detectors: list[str], pixel_size: float,
+          rims: tuple[float, ...] | None = None) -> list[dict]:
     """F1 on the left half, the right half and the whole micrograph for every post-processing in
-    SWEEP and every detector: the choice is made on the left half, the right half reports it."""
+    SWEEP (``rims`` in place of its rim thresholds) and every detector (registered, or a path): the
+    choice is made on the left half, the right half reports it."""
     import itertools
 
-    from napari_nanoclass import load_model
     from napari_nanoclass.liposomes.predict import instances_from_probabilities, labels_at
 
+    grid = dict(SWEEP, min_rim_boundary=tuple(rims)) if rims else SWEEP
     rows = []
     for name in detectors:
-        probabilities, min_area = probabilities_at(load_model(name), np.asarray(image.data, np.float32), pixel_size)
-        for values in itertools.product(*SWEEP.values()):
-            params = dict(zip(SWEEP, values))
+        probabilities, min_area = probabilities_at(_model(name), np.asarray(image.data, np.float32), pixel_size)
+        for values in itertools.product(*grid.values()):
+            params = dict(zip(grid, values))
             labels = labels_at(instances_from_probabilities(probabilities, min_area, **params), image.data.shape)
             f1 = {part: score(labels, truth, 0.3, part)["f1"] for part in ("left", "right", "all")}
             rows.append({"detector": name, **params, **f1})
@@ -255,8 +257,8 @@ def resampled(image: object, truth: list[dict], pixel_size: float, native: float
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--pixel-size", type=float, nargs="+", default=[0.2])
-    ap.add_argument("--detector", default=None, help="registered detector (default: the analysis' choice for the "
-                    "pixel size)")
+    ap.add_argument("--detector", default=None, help="detector (registered, or a .safetensors path; default: the "
+                    "analysis' choice for the pixel size)")
     ap.add_argument("--small-detector", default=None, help="small-vesicle detector (registered, or a .safetensors "
                     "path) run beside the detector (default: the analysis' choice for the pixel size)")
     ap.add_argument("--sweep-small", nargs="+", metavar="DETECTOR",
@@ -265,6 +267,8 @@ def main() -> None:
     ap.add_argument("--json", type=Path, help="also write the results here")
     ap.add_argument("--sweep", nargs="+", metavar="DETECTOR",
                     help="compare post-processings of these detectors (at the first --pixel-size) instead")
+    ap.add_argument("--sweep-rim", nargs="+", type=float, metavar="P",
+                    help="--sweep's rim thresholds (min_rim_boundary; default: SWEEP's 0.5 and 0.3)")
     ap.add_argument("--finetune", nargs="+", type=int, metavar="N",
                     help="fine-tune on N corrected vesicles of the left half, score the right half, instead")
     ap.add_argument("--seeds", type=int, default=3, help="random draws of the N vesicles (--finetune)")
@@ -280,7 +284,7 @@ def main() -> None:
     image = read_image(args.data)
     truth = annotation()
     if args.sweep:
-        sweep(image, truth, args.sweep, args.pixel_size[0])
+        sweep(image, truth, args.sweep, args.pixel_size[0], args.sweep_rim)
         return
     if args.sweep_small:
         sweep_small(image, truth, args.sweep_small, args.resample, args.pixel_size[0])
@@ -292,14 +296,15 @@ def main() -> None:
         runs = [(nm, *resampled(image, truth, nm, args.pixel_size[0])) for nm in args.resample]
     else:
         runs = [(nm, image, truth) for nm in args.pixel_size]
+    detector = _model(args.detector) if args.detector else None
     results = []
     for pixel_size, image, truth in runs:
         start = time.perf_counter()
-        found = analyse_liposomes(image, pixel_size, detector=args.detector,
+        found = analyse_liposomes(image, pixel_size, detector=detector,
                                   small_detector=_model(args.small_detector) if args.small_detector else None)
         seconds = time.perf_counter() - start
         labels = np.asarray(found.labels)
-        row = {"pixel_size_nm": pixel_size, "detector": found.summary["detector"],
+        row = {"pixel_size_nm": pixel_size, "detector": args.detector or found.summary["detector"],
                "small_detector": found.summary["small_detector"], "objects": len(found.objects),
                "seconds": round(seconds, 1)}
         for iou in (0.3, 0.5):

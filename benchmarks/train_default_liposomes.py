@@ -5,6 +5,7 @@ LipNet-4 per problem (lamellarity, encapsulation).
     python benchmarks/train_default_liposomes.py [--only detector|fine-detector|small-detector|classifiers]
         [--fields 160] [--classifier-fields 960] [--problems lamellarity encapsulation] [--feature-input]
         [--fine-recorded MIN MAX] [--fine-native-share S] [--fine-diameter MIN MAX] [--fine-out DIR] [--seed N]
+        [--fine-imaging default|microscope|realistic]
 
 The fine detector (``liposome-detector-fine``, for images at 1 nm/px or finer) goes on from the
 standard detector's weights on fields simulated at 1 nm/px with vesicles 20–150 nm across and a
@@ -13,6 +14,9 @@ left half of the real development micrograph (benchmarks/liposomes_real.py) and 
 ``--fine-recorded`` / ``--fine-native-share`` train it instead on fields recorded at coarser pixel
 sizes and resampled to 1 nm/px as the analysis resamples a user's image (candidates compared in
 docs/liposomes.md; not the shipped recipe); ``--fine-out`` writes it elsewhere than the package.
+``--fine-imaging`` simulates its fields with the simulator's ``MICROSCOPE`` or ``REALISTIC`` image
+formation instead of the default one (recorded in the model's ``training["fields"]``; candidates
+in docs/liposomes.md, "Training on realistic fields").
 
 The small-vesicle detector (``liposome-detector-small``, run beside the standard one for images
 between 1 and 2.5 nm/px) is that recipe with fields recorded at 1–3 nm/px: it sees such images
@@ -36,7 +40,14 @@ from pathlib import Path
 import numpy as np
 
 from napari_nanoclass.liposomes import DEFAULT_CLASSIFIERS, DEFAULT_DETECTOR, FINE_DETECTOR, SMALL_DETECTOR
-from napari_nanoclass.liposomes.simulator import BALANCED_MIX, STUDY_MIX, SimulationConfig, simulate_field
+from napari_nanoclass.liposomes.simulator import (
+    BALANCED_MIX,
+    MICROSCOPE,
+    REALISTIC,
+    STUDY_MIX,
+    SimulationConfig,
+    simulate_field,
+)
 from napari_nanoclass.liposomes.train import (
     DETECTOR_CLASSES,
     DETECTOR_COLOURS,
@@ -86,13 +97,16 @@ def train_detector(n_fields: int, epochs: int, windowed_from_shipped: bool) -> N
 FINE_POSTPROCESS = {"smoothing": 0.5, "min_solidity": 0.8, "min_rim_boundary": 0.3}
 SMALL_RECORDED_NM = (1.0, 3.0)
 SMALL_POSTPROCESS = {"smoothing": 0.5, "min_solidity": 0.8, "min_rim_boundary": 0.55}
+# the simulator's image formation for the fine detector's fields (--fine-imaging); "default" is the shipped recipe's
+FINE_IMAGING = {"default": {}, "microscope": MICROSCOPE, "realistic": REALISTIC}
 
 
 def fine_fields(n_fields: int, first_seed: int, recorded_nm: tuple[float, float], diameter_nm: tuple[float, float],
-                native_share: float = 0.0) -> list:
+                native_share: float = 0.0, imaging: str = "default") -> list:
     """Fields for the fine detector: ``native_share`` of them recorded at 1 nm/px, the others at a
     pixel size log-uniform in ``recorded_nm`` (sized so that each spans about 512 px at 1 nm/px
-    once resampled); vesicles ``diameter_nm`` across."""
+    once resampled); vesicles ``diameter_nm`` across; ``imaging`` names the simulator's image
+    formation (FINE_IMAGING: the preset's ranges, its defocus range over the recipe's)."""
     fields = []
     for i in range(n_fields):
         rng = np.random.default_rng([first_seed, i])
@@ -101,6 +115,7 @@ def fine_fields(n_fields: int, first_seed: int, recorded_nm: tuple[float, float]
         side = int(round(512 / pixel))
         simulation = SimulationConfig(shape=(side, side), pixel_size_nm=pixel, diameter_nm=diameter_nm,
                                       defocus_nm=(500.0, 5000.0), objects=(8, 20), mix=STUDY_MIX)
+        simulation = replace(simulation, **FINE_IMAGING[imaging])
         fields.append(simulate_field(simulation, first_seed + i))
     return fields
 
@@ -108,26 +123,35 @@ def fine_fields(n_fields: int, first_seed: int, recorded_nm: tuple[float, float]
 def train_fine_detector(n_fields: int, epochs: int, recorded_nm: tuple[float, float] = (1.0, 1.0),
                         diameter_nm: tuple[float, float] = (20.0, 150.0), native_share: float = 0.0,
                         directory: Path = PACKAGE_DIR, name: str = FINE_DETECTOR,
-                        postprocess: dict | None = None, seed: int = 0) -> None:
-    train_pairs = detector_pairs(fine_fields(n_fields, TRAIN_SEED, recorded_nm, diameter_nm, native_share),
+                        postprocess: dict | None = None, seed: int = 0, imaging: str = "default") -> None:
+    start = time.perf_counter()
+    train_pairs = detector_pairs(fine_fields(n_fields, TRAIN_SEED, recorded_nm, diameter_nm, native_share, imaging),
                                  working_px=1.0)
-    val_pairs = detector_pairs(fine_fields(8, VAL_SEED, recorded_nm, diameter_nm, native_share), working_px=1.0)
+    val_pairs = detector_pairs(fine_fields(8, VAL_SEED, recorded_nm, diameter_nm, native_share, imaging),
+                               working_px=1.0)
+    print(f"{n_fields} + 8 {imaging} fields simulated and brought to 1 nm/px in {time.perf_counter() - start:.0f} s",
+          flush=True)
     config = TrainConfig(name=name, class_names=DETECTOR_CLASSES, class_colours=DETECTOR_COLOURS,
                          width=8, depth=3, se_window=5, crop=256, batch_size=4, epochs=epochs, iters_per_epoch=50,
                          init_from=DEFAULT_DETECTOR, lr=1e-3, patience=epochs, tile=512, pixel_size_nm=1.0, seed=seed)
     start = time.perf_counter()
     result = train(train_pairs, val_pairs, config, progress=True)
+    seconds = time.perf_counter() - start
     recorded = f"{recorded_nm[0]:g}–{recorded_nm[1]:g}" if recorded_nm[0] != recorded_nm[1] else f"{recorded_nm[0]:g}"
     role = "high-magnification images" if name == FINE_DETECTOR else "small vesicles beside liposome-detector"
+    formation = "" if imaging == "default" else f" ({imaging.upper()} image formation)"
+    fields = {"recorded_nm": list(recorded_nm), "native_share": native_share, "working_nm": 1.0,
+              "diameter_nm": list(diameter_nm), "first_seed": TRAIN_SEED, "count": n_fields}
+    if imaging != "default":  # the shipped models' metadata stay as they were
+        fields["imaging"] = imaging
     info = replace(result.info, description=(
         f"Liposome detector for {role} (SE U-Net, background / liposome / boundary) fine-tuned "
-        f"from {DEFAULT_DETECTOR} on simulated cryo-TEM fields recorded at {recorded} nm/px, seen at 1 nm/px, "
-        f"with vesicles {diameter_nm[0]:g}–{diameter_nm[1]:g} nm; best validation mIoU {result.best_miou:.4f}"),
-        training=dict(result.info.training, postprocess=postprocess or FINE_POSTPROCESS,
-                      fields={"recorded_nm": list(recorded_nm), "native_share": native_share, "working_nm": 1.0, "diameter_nm": list(diameter_nm),
-                              "first_seed": TRAIN_SEED, "count": n_fields}))
+        f"from {DEFAULT_DETECTOR} on simulated cryo-TEM fields{formation} recorded at {recorded} nm/px, seen at "
+        f"1 nm/px, with vesicles {diameter_nm[0]:g}–{diameter_nm[1]:g} nm; best validation mIoU "
+        f"{result.best_miou:.4f}"),
+        training=dict(result.info.training, postprocess=postprocess or FINE_POSTPROCESS, fields=fields))
     save_model(result.module, info, directory, register=directory == PACKAGE_DIR)
-    print(f"{name}: best val mIoU {result.best_miou:.4f} in {time.perf_counter() - start:.0f} s")
+    print(f"{name}: best val mIoU {result.best_miou:.4f} in {seconds:.0f} s of training")
 
 
 def train_classifiers(n_fields: int, epochs: int, problems: list[str], feature_input: bool = False) -> None:
@@ -167,6 +191,8 @@ def main() -> None:
     ap.add_argument("--fine-native-share", type=float, default=0.0, help="share of fields recorded at 1 nm/px")
     ap.add_argument("--fine-out", type=Path, default=PACKAGE_DIR, help="where to write the fine or small detector")
     ap.add_argument("--seed", type=int, default=0, help="training seed of the fine or small detector")
+    ap.add_argument("--fine-imaging", choices=list(FINE_IMAGING), default="default",
+                    help="the simulator's image formation for the fine detector's fields")
     ap.add_argument("--classifier-fields", type=int, default=960, help="simulated 512² fields for the classifiers")
     ap.add_argument("--classifier-epochs", type=int, default=25)
     ap.add_argument("--problems", nargs="+", choices=list(DEFAULT_CLASSIFIERS), default=list(DEFAULT_CLASSIFIERS),
@@ -180,7 +206,7 @@ def main() -> None:
         train_detector(args.fields, args.detector_epochs, args.continue_detector)
     if args.only in (None, "fine-detector"):
         train_fine_detector(args.fine_fields, args.fine_epochs, tuple(args.fine_recorded), tuple(args.fine_diameter),
-                            args.fine_native_share, args.fine_out, seed=args.seed)
+                            args.fine_native_share, args.fine_out, seed=args.seed, imaging=args.fine_imaging)
     if args.only in (None, "small-detector"):
         train_fine_detector(args.fine_fields, args.fine_epochs, SMALL_RECORDED_NM, tuple(args.fine_diameter),
                             directory=args.fine_out, name=SMALL_DETECTOR, postprocess=SMALL_POSTPROCESS,

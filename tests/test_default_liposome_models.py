@@ -176,3 +176,22 @@ def test_a_detector_retrained_from_the_automatic_pair_keeps_the_small_vesicle_de
     from napari_nanoclass.liposomes.predict import LiposomeFiles  # a run's record names it, pixel size or not
 
     assert LiposomeFiles.model_names({"detector": "auto-finetuned"})["small_detector"] == SMALL_DETECTOR
+
+
+def test_fine_detector_fields_take_the_simulators_image_formation(monkeypatch):
+    """``--fine-imaging``: the fine detector's training fields with a simulator preset draw its
+    effects (REALISTIC: bilayers as shells of 0.2–0.6 V), and the default stays the shipped recipe's fields."""
+    from pathlib import Path
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    from train_default_liposomes import fine_fields
+
+    from napari_nanoclass.liposomes.simulator import STUDY_MIX
+
+    default = fine_fields(1, 0, (1.0, 1.0), (20.0, 150.0))[0]
+    recipe = SimulationConfig(shape=(512, 512), pixel_size_nm=1.0, diameter_nm=(20.0, 150.0), defocus_nm=(500.0, 5000.0),
+                              objects=(8, 20), mix=STUDY_MIX)  # the shipped fine detector's fields
+    assert np.array_equal(default.image, simulate_field(recipe, 0).image)
+    assert default.imaging["bilayer_volts"] == 0
+    realistic = fine_fields(1, 0, (1.0, 1.0), (20.0, 150.0), imaging="realistic")[0]
+    assert 0.2 <= realistic.imaging["bilayer_volts"] <= 0.6 and not np.array_equal(realistic.image, default.image)
