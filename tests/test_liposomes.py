@@ -1007,3 +1007,12 @@ def test_inner_rim_and_classes_are_skimage_s_boundaries_and_numpy_s_argmax(rows,
     np.testing.assert_array_equal(inner_rim(labels), find_boundaries(labels, mode="inner"))
     probabilities = rng.integers(0, 3, (3, rows, cols)).astype(np.float32)  # many ties
     np.testing.assert_array_equal(_classes(probabilities), probabilities.argmax(axis=0))
+
+
+def test_a_b_factor_of_zero_means_no_damping_and_none_the_default_fields_damping():
+    from napari_nanoclass.liposomes.simulator import _ctf
+
+    undamped, default = (np.abs(_ctf((64, 64), 0.2, 2000.0, bfactor_a2=b)) for b in (0.0, None))
+    damped = np.abs(_ctf((64, 64), 0.2, 2000.0, bfactor_a2=400.0))
+    corner = np.s_[28:36, 28:33]  # the highest frequencies of the rFFT grid
+    assert undamped[corner].max() > damped[corner].max() > default[corner].max()

@@ -105,7 +105,7 @@ class SimulationConfig:
     bilayer_volts: tuple[float, float] | None = None  # head groups' potential above ice: bilayers as projected shells
     dose_per_a2: tuple[float, float] | None = None  # electrons per Å² (replaces dose; physical contrast scale)
     ice_noise: tuple[float, float] | None = None  # ice as random phase object: phase std (rad) of 1 nm² of mean ice
-    bfactor_a2: tuple[float, float] | None = None  # CTF envelope B-factor, Å², > 0 (None: the default's damping)
+    bfactor_a2: tuple[float, float] | None = None  # CTF envelope B-factor in Å² (None: the default's damping)
     cargo_particles: float = 0.0  # chance that cargo is small dense particles (full: many, uncertain: a few faint)
     cargo_density: tuple[float, float] | None = None  # cargo contrast factor, faint (<1) to dense (>1)
     irregularity: float = 0.0  # largest relative amplitude of an outline's low angular harmonics (deformed)
@@ -160,7 +160,7 @@ def simulate_field(config: SimulationConfig | None = None, seed: int | np.random
     image, imaging = _image(density, carbon, crystals, config, rng, optional, physics, realistic)
     for obj in objects:
         obj.pop("geometry")
-    drawn = {k: round(float(v), 5) for k, v in physics.items() if k in ("bilayer_volts", "ice_noise", "bfactor_a2")}
+    drawn = {k: round(float(physics[k] or 0), 5) for k in ("bilayer_volts", "ice_noise", "bfactor_a2")}  # 0: off
     return Field(image, labels, objects, config.pixel_size_nm, {**imaging, **drawn, "contamination": blobs})
 
 
@@ -171,7 +171,8 @@ def _physics(config: SimulationConfig, rng: np.random.Generator) -> dict[str, An
 
     return {"rad_per_unit": PHYSICAL_RAD_PER_UNIT if config.dose_per_a2 is not None else RAD_PER_UNIT,
             "bilayer_volts": draw(config.bilayer_volts), "ice_noise": draw(config.ice_noise),
-            "bfactor_a2": draw(config.bfactor_a2), "cargo_particles": config.cargo_particles,
+            "bfactor_a2": draw(config.bfactor_a2) if config.bfactor_a2 is not None else None,
+            "cargo_particles": config.cargo_particles,
             "cargo_density": config.cargo_density}
 
 
@@ -508,12 +509,12 @@ def ice_phase_noise(thickness: np.ndarray, std_rad: float, pixel_size_nm: float,
 
 
 def _ctf(shape: tuple[int, ...], pixel_size_nm: float, defocus_nm: float, amplitude: float = 0.1,
-         astigmatism_nm: float = 0.0, astigmatism_angle: float = 0.0, bfactor_a2: float = 0.0) -> np.ndarray:
+         astigmatism_nm: float = 0.0, astigmatism_angle: float = 0.0, bfactor_a2: float | None = None) -> np.ndarray:
     """Phase-contrast transfer (with amplitude contrast and a B-factor envelope) on the FFT grid.
 
     With astigmatism the defocus is ``defocus_nm ± astigmatism_nm / 2`` along two perpendicular
     axes (the first at ``astigmatism_angle`` from x), so the rings of zero contrast are ellipses.
-    The envelope is exp(−B·k²/4): ``bfactor_a2`` in Å², or (0) the default fields' strong damping,
+    The envelope is exp(−B·k²/4): ``bfactor_a2`` in Å², or (None) the default fields' strong damping,
     B = 100 nm², which keeps only the CTF's first lobes."""
     ky = np.fft.fftfreq(shape[0], d=pixel_size_nm)
     kx = np.fft.rfftfreq(shape[1], d=pixel_size_nm)
@@ -522,7 +523,7 @@ def _ctf(shape: tuple[int, ...], pixel_size_nm: float, defocus_nm: float, amplit
         azimuth = np.arctan2(ky[:, None], kx[None, :])
         defocus_nm = defocus_nm + astigmatism_nm / 2 * np.cos(2 * (azimuth - astigmatism_angle))
     chi = np.pi * WAVELENGTH_NM * defocus_nm * k2
-    envelope = np.exp(-bfactor_a2 / 400.0 * k2) if bfactor_a2 else np.exp(-25.0 * k2)
+    envelope = np.exp(-25.0 * k2) if bfactor_a2 is None else np.exp(-bfactor_a2 / 400.0 * k2)
     return (np.sqrt(1 - amplitude**2) * np.sin(chi) + amplitude * np.cos(chi)) * envelope
 
 
@@ -583,7 +584,7 @@ def _image(density: np.ndarray, carbon: np.ndarray, crystals: np.ndarray, config
     normalised counts and the settings drawn. Contamination is dense: it shifts the phase (fringes
     at its edges) and absorbs strongly (dark). Ice noise (``physics``) joins the potential before
     the CTF; a dose per Å² gives the counts per pixel from the pixel's area."""
-    physics = physics or {"rad_per_unit": RAD_PER_UNIT, "ice_noise": 0.0, "bfactor_a2": 0.0}
+    physics = physics or {"rad_per_unit": RAD_PER_UNIT, "ice_noise": 0.0, "bfactor_a2": None}
     physical = config.dose_per_a2 is not None  # the physical contrast scale (see PHYSICAL_RAD_PER_UNIT)
     shape = density.shape
     # with physical contrast the ice's relief scales with the field's extent: a field 200 nm across does
