@@ -1,0 +1,78 @@
+"""docs/images/liposomes-working-view.png: what the fine detector sees — the bundled real cryo-EM
+sample (0.2 nm/px) and simulated training fields, each brought to the detector's 1 nm/px exactly as
+the analysis brings a user's image (``liposomes.predict.working_image``), with their radial power
+spectra there. Left to right: the real sample; a field of the shipped fine detector's recipe (default
+image formation, recorded at 1 nm/px); two fields of the ``REALISTIC`` candidate's recipe (recorded
+at 0.2 nm/px, drawn over the preset's whole ranges, as in training, not picked to look real).
+
+    .venv/bin/python scripts/liposome_working_view_figure.py
+"""
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from napari_nanoclass._napari.samples import VESICLES_PIXEL_NM, cryoem_vesicles  # noqa: E402
+from napari_nanoclass.liposomes.predict import working_image  # noqa: E402
+from napari_nanoclass.liposomes.simulator import REALISTIC, STUDY_MIX, SimulationConfig, simulate_field  # noqa: E402
+
+OUT = Path(__file__).resolve().parent.parent / "docs" / "images" / "liposomes-working-view.png"
+WORKING_NM = 1.0  # the fine detector's pixel size
+
+
+def field(pixel_size_nm: float, side_nm: float, seed: int, **imaging) -> np.ndarray:
+    """A training field of the fine detectors' recipe (benchmarks/train_default_liposomes.py)."""
+    side = int(round(side_nm / pixel_size_nm))
+    config = SimulationConfig(shape=(side, side), pixel_size_nm=pixel_size_nm, diameter_nm=(20.0, 150.0),
+                              objects=(8, 20), mix=STUDY_MIX, **{"defocus_nm": (500.0, 5000.0), **imaging})
+    return simulate_field(config, seed).image
+
+
+def radial_power(image: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    power = np.abs(np.fft.fft2(image - image.mean())) ** 2 / image.size
+    k = np.hypot(np.fft.fftfreq(image.shape[0], WORKING_NM)[:, None],
+                 np.fft.fftfreq(image.shape[1], WORKING_NM)[None, :])
+    bins = [(k >= a) & (k < b) for a, b in zip(edges[:-1], edges[1:])]
+    return np.array([power[b].mean() if b.any() else np.nan for b in bins])  # no frequency there: a gap
+
+
+def stretched(image: np.ndarray) -> np.ndarray:
+    low, high = np.percentile(image, [1, 99])
+    return np.clip((image - low) / (high - low), 0, 1)
+
+
+def main() -> None:
+    (real, _, _), = cryoem_vesicles()
+    side_nm = real.shape[0] * VESICLES_PIXEL_NM
+    sources = [("real sample, recorded at 0.2 nm/px", np.asarray(real, np.float32), VESICLES_PIXEL_NM),
+               ("shipped fine detector's field (default, 1 nm/px)", field(1.0, side_nm, 7), 1.0),
+               ("REALISTIC candidate's field (0.2 nm/px), seed 8", field(0.2, side_nm, 8, **REALISTIC), 0.2),
+               ("REALISTIC candidate's field (0.2 nm/px), seed 9", field(0.2, side_nm, 9, **REALISTIC), 0.2)]
+    views = [(title, working_image(image, pixel, WORKING_NM)[0]) for title, image, pixel in sources]
+    figure = plt.figure(figsize=(20, 9.2))
+    grid = figure.add_gridspec(2, 4, height_ratios=[5.2, 3.2])
+    for i, (title, view) in enumerate(views):
+        ax = figure.add_subplot(grid[0, i])
+        ax.imshow(stretched(view), cmap="gray", interpolation="nearest")
+        ax.set_title(title, fontsize=10)
+        ax.set_axis_off()
+    edges = np.geomspace(0.01, 0.5 / WORKING_NM, 40)
+    centres = np.sqrt(edges[:-1] * edges[1:])
+    ax = figure.add_subplot(grid[1, 1:3])
+    for (title, view), style in zip(views, ("k-", "C0--", "C1-", "C3-")):
+        ax.loglog(centres, radial_power(view, edges), style, label=title)
+    ax.set_xlabel("spatial frequency (1/nm), as the detector sees it")
+    ax.set_ylabel("radial power (z-scored view)")
+    ax.legend(fontsize=9)
+    figure.suptitle(f"each panel {side_nm:.0f} nm wide, shown at the fine detector's {WORKING_NM:g} nm/px "
+                    "(z-scored as the analysis does; 1-99 % stretch)", fontsize=11)
+    figure.savefig(OUT, dpi=80, bbox_inches="tight")
+    print(OUT)
+
+
+if __name__ == "__main__":
+    main()
