@@ -1016,3 +1016,26 @@ def test_a_b_factor_of_zero_means_no_damping_and_none_the_default_fields_damping
     damped = np.abs(_ctf((64, 64), 0.2, 2000.0, bfactor_a2=400.0))
     corner = np.s_[28:36, 28:33]  # the highest frequencies of the rFFT grid
     assert undamped[corner].max() > damped[corner].max() > default[corner].max()
+
+
+def test_block_wise_classification_sees_the_neighbours_that_other_blocks_own(tmp_path, monkeypatch):
+    """masked-local crops take the ice around an object to be the pixels of no object: in a block,
+    a neighbour that another block owns must still be an object there, not ice. Every object of a
+    block is classified (its own kept), so the blocks together classify more than they report."""
+    from napari_nanoclass.liposomes import predict
+
+    classified = []
+    original = predict.classify
+
+    def recording(image, labels, *args, **kwargs):
+        classified.append(int(labels.max()))
+        return original(image, labels, *args, **kwargs)
+
+    monkeypatch.setattr(predict, "classify", recording)
+    monkeypatch.setattr(predict, "STREAM_ABOVE", 0)
+    monkeypatch.setattr(predict, "BLOCK_PX", 192)
+    monkeypatch.setattr(predict, "MAX_DIAMETER_NM", 150.0)
+    field = simulate_field(SimulationConfig(shape=(384, 384), objects=(8, 10), diameter_nm=(40.0, 120.0)), seed=11)
+    blocks = analyse(field.image, 2.5, workdir=tmp_path)
+    assert len(blocks.objects) >= 5 and len(classified) > 1
+    assert sum(classified) > len(blocks.objects)  # objects in a block's margin were context there

@@ -540,11 +540,16 @@ def _analyse_blocks(data: Any, pixel_size_nm: float, detectors: tuple[LoadedMode
             detect_all_steps(block, pixel_size_nm, detector, small, min_diameter_nm, stats), i, len(origins),
             f"block {i + 1}/{len(origins)}")
         scale = block.shape[0] / work.shape[0]
-        rows = [r for r in liposome_objects.measure(found, working_px)  # in label order, as relabelled below
-                if y <= y0 + r["centroid_y"] * scale < y + core and x <= x0 + r["centroid_x"] * scale < x + core]
+        every = liposome_objects.measure(found, working_px)  # in label order
+        owned = [i for i, r in enumerate(every)
+                 if y <= y0 + r["centroid_y"] * scale < y + core and x <= x0 + r["centroid_x"] * scale < x + core]
+        rows = [every[i] for i in owned]  # in label order, as relabelled here
         kept = relabel_sequential(np.where(np.isin(found, [r["label"] for r in rows]), found, 0))[0].astype(np.int32)
-        classes = classify(work, kept, np.array([r["diameter_nm"] for r in rows]), working_px, models,
-                           balanced_decisions, explain)
+        # every object of the block is classified, not only its own: a neighbour that another block
+        # owns must not be taken for the ice around this block's objects (masked-local crops)
+        classes = {problem: _owned(decided, owned, kept) for problem, decided in classify(
+            work, found, np.array([r["diameter_nm"] for r in every]), working_px, models, balanced_decisions,
+            explain).items()}
         first = len(objects) + 1
         for j, r in enumerate(rows):
             shifted = {**r, "label": first + j, "centroid_y": r["centroid_y"] + y0 / scale,
@@ -556,6 +561,13 @@ def _analyse_blocks(data: Any, pixel_size_nm: float, detectors: tuple[LoadedMode
             _paste(target, classes[problem].explanation, window, np.maximum)
     yield Progress(1, 1, f"{len(objects)} liposomes")
     return out, objects, maps
+
+
+def _owned(decided: Decisions, owned: list[int], kept: np.ndarray) -> Decisions:
+    """The verdicts of the objects at positions ``owned`` (label order), and the explanation map on
+    ``kept``'s objects only (the block's own)."""
+    explanation = None if decided.explanation is None else np.where(kept > 0, decided.explanation, 0).astype(np.float32)
+    return Decisions([decided.names[i] for i in owned], decided.confidence[owned], explanation)
 
 
 def _block_output(workdir: str | Path | None, name: str, shape: tuple[int, int], dtype: Any) -> Any:
