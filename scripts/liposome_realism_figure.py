@@ -33,12 +33,14 @@ def stretched(image: np.ndarray) -> np.ndarray:
 
 
 def radial_power(image: np.ndarray, pixel_size_nm: float, edges: np.ndarray) -> np.ndarray:
-    """Mean power of the unit-variance image in rings of spatial frequency (1/nm)."""
+    """Mean power of the unit-variance image in rings of spatial frequency (1/nm); NaN (a gap in
+    the plot) for a ring no frequency of the image falls in."""
     image = (image - image.mean()) / image.std()
     power = np.abs(np.fft.fft2(image)) ** 2 / image.size
     k = np.hypot(np.fft.fftfreq(image.shape[0], pixel_size_nm)[:, None],
                  np.fft.fftfreq(image.shape[1], pixel_size_nm)[None, :])
-    return np.array([power[(k >= a) & (k < b)].mean() for a, b in zip(edges[:-1], edges[1:])])
+    rings = [(k >= a) & (k < b) for a, b in zip(edges[:-1], edges[1:])]
+    return np.array([power[ring].mean() if ring.any() else np.nan for ring in rings])
 
 
 def main() -> None:

@@ -15,6 +15,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from liposome_realism_figure import radial_power, stretched  # noqa: E402  (this script's folder)
 
 from napari_nanoclass._napari.samples import VESICLES_PIXEL_NM, cryoem_vesicles  # noqa: E402
 from napari_nanoclass.liposomes.predict import working_image  # noqa: E402
@@ -30,19 +31,6 @@ def field(pixel_size_nm: float, side_nm: float, seed: int, **imaging) -> np.ndar
     config = SimulationConfig(shape=(side, side), pixel_size_nm=pixel_size_nm, diameter_nm=(20.0, 150.0),
                               objects=(8, 20), mix=STUDY_MIX, **{"defocus_nm": (500.0, 5000.0), **imaging})
     return simulate_field(config, seed).image
-
-
-def radial_power(image: np.ndarray, edges: np.ndarray) -> np.ndarray:
-    power = np.abs(np.fft.fft2(image - image.mean())) ** 2 / image.size
-    k = np.hypot(np.fft.fftfreq(image.shape[0], WORKING_NM)[:, None],
-                 np.fft.fftfreq(image.shape[1], WORKING_NM)[None, :])
-    bins = [(k >= a) & (k < b) for a, b in zip(edges[:-1], edges[1:])]
-    return np.array([power[b].mean() if b.any() else np.nan for b in bins])  # no frequency there: a gap
-
-
-def stretched(image: np.ndarray) -> np.ndarray:
-    low, high = np.percentile(image, [1, 99])
-    return np.clip((image - low) / (high - low), 0, 1)
 
 
 def main() -> None:
@@ -64,7 +52,7 @@ def main() -> None:
     centres = np.sqrt(edges[:-1] * edges[1:])
     ax = figure.add_subplot(grid[1, 1:3])
     for (title, view), style in zip(views, ("k-", "C0--", "C1-", "C3-")):
-        ax.loglog(centres, radial_power(view, edges), style, label=title)
+        ax.loglog(centres, radial_power(view, WORKING_NM, edges), style, label=title)
     ax.set_xlabel("spatial frequency (1/nm), as the detector sees it")
     ax.set_ylabel("radial power (z-scored view)")
     ax.legend(fontsize=9)
