@@ -48,7 +48,7 @@ from napari_nanoclass.core.metrics import class_metrics, confusion_matrix
 from napari_nanoclass.core.progress import Progress, Steps, run_sync
 from napari_nanoclass.liposomes import PROBLEMS, default_detector, small_detector_for
 from napari_nanoclass.liposomes import objects as liposome_objects
-from napari_nanoclass.liposomes.predict import crop_spec, labels_at, load_on, working_image
+from napari_nanoclass.liposomes.predict import crop_spec, inner_rim, labels_at, load_on, working_image
 from napari_nanoclass.liposomes.simulator import Field
 from napari_nanoclass.models.lipnet import LipNet, decide, predict_crops, shift_prior
 from napari_nanoclass.models.registry import LoadedModel, ModelInfo, check_name, load_model, save_model, sha256_of
@@ -69,11 +69,9 @@ PRIOR_STRENGTHS = np.round(np.linspace(0.0, 1.0, 11), 2)  # operating points tri
 def detection_target(labels: np.ndarray, boundary_px: int = 2) -> np.ndarray:
     """Instance labels → classes background / liposome / boundary (the object's outer ``boundary_px``
     pixels). Touching objects are separated by their boundaries, so interiors give one seed each."""
-    from skimage.segmentation import find_boundaries
-
-    edge = find_boundaries(labels, mode="inner")
+    edge = inner_rim(labels)
     for _ in range(boundary_px - 1):
-        edge |= find_boundaries(np.where(edge, 0, labels), mode="inner") & (labels > 0)
+        edge |= inner_rim(np.where(edge, 0, labels)) & (labels > 0)
     target = (labels > 0).astype(np.int64)
     target[edge] = 2
     return target
