@@ -96,10 +96,10 @@ def run(setting: str, seed: int, n_train: int, n_test: int, epochs: int) -> dict
 def shipped(n_test: int) -> None:
     """The shipped classifiers, balanced decisions, on unseen default and REALISTIC fields' objects."""
     print("| fields | problem | objects | macro-F1 | balanced accuracy |\n|---|---|---|---|---|")
+    models = {problem: load_model(DEFAULT_CLASSIFIERS[problem]) for problem in PROBLEMS}
     for name, changes in (("default", {}), ("REALISTIC", REALISTIC)):
         test = objects(changes, TEST_SEED + 9000, n_test)
-        for problem in PROBLEMS:
-            model = load_model(DEFAULT_CLASSIFIERS[problem])
+        for problem, model in models.items():
             probabilities = decide(object_probabilities(model.module, test), model.info.training, True)
             s = _scores(test.targets[problem], probabilities.argmax(1))
             print(f"| {name} | {problem} | {s['objects']} | {s['macro_f1']:.3f} | {s['balanced_accuracy']:.3f} |",
