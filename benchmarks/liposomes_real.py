@@ -92,15 +92,17 @@ def score(labels: np.ndarray, truth: list[dict], iou: float, part: str = "all") 
             "f1": round(f1, 3)}
 
 
-def probabilities_at(detector: object, data: np.ndarray, pixel_size: float) -> tuple[np.ndarray, int]:
+def probabilities_at(detector: object, data: np.ndarray, pixel_size: float,
+                     small: bool = False) -> tuple[np.ndarray, int]:
     """``detector``'s probabilities for an image recorded at ``pixel_size``, seen at its working
-    scale as the analysis sees it, and the minimum object area there (px): what a sweep of
-    post-processings starts from, computed once."""
+    scale as the analysis sees it (``small``: as it sees a small-vesicle detector's), and the
+    minimum object area there (px): what a sweep of post-processings starts from, computed once."""
     from napari_nanoclass import engine
     from napari_nanoclass.core.progress import run_sync
-    from napari_nanoclass.liposomes.predict import MIN_DIAMETER_NM, working_image
+    from napari_nanoclass.liposomes.predict import MIN_DIAMETER_NM, small_working_px, working_image
 
-    work, working_px = working_image(data, pixel_size, detector.info.pixel_size_nm)
+    seen = small_working_px(pixel_size, detector) if small else detector.info.pixel_size_nm
+    work, working_px = working_image(data, pixel_size, seen)
     probabilities = run_sync(engine.predict_dense(detector.module, work, halo=detector.halo, stats=[(0.0, 1.0)],
                                                   device=detector.device))
     return probabilities, int(np.pi * (MIN_DIAMETER_NM / 2 / working_px) ** 2)
@@ -169,7 +171,7 @@ def sweep_small(image: object, truth: list[dict], candidates: list[str], pixel_s
     for name in candidates:
         small = _model(name)
         post = {k: v for k, v in small.info.training.get("postprocess", {}).items() if k != "min_rim_boundary"}
-        found = [probabilities_at(small, data, nm) for nm, data, _, _ in views]
+        found = [probabilities_at(small, data, nm, small=True) for nm, data, _, _ in views]
         for rim in SMALL_SWEEP:
             row = {"detector": name, "min_rim_boundary": rim}
             for (nm, data, scaled, standard_labels), (probabilities, min_area) in zip(views, found):

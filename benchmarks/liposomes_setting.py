@@ -24,6 +24,7 @@ objects of unseen default and ``REALISTIC`` fields.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -74,8 +75,10 @@ def objects(changes: dict, first_seed: int, count: int):
 
 
 def run(setting: str, seed: int, n_train: int, n_test: int, epochs: int) -> dict:
-    """Train on the setting's first range, score in- and out-of-setting; cached per arguments."""
-    path = OUT / f"{setting}-seed{seed}-{n_train}-{n_test}-{epochs}.json"
+    """Train on the setting's first range, score in- and out-of-setting; cached per arguments and
+    per the setting's ranges (a changed preset, such as ``REALISTIC``, is measured afresh)."""
+    ranges = hashlib.sha256(repr(SETTINGS[setting]).encode()).hexdigest()[:8]
+    path = OUT / f"{setting}-{ranges}-seed{seed}-{n_train}-{n_test}-{epochs}.json"
     if path.exists():
         return json.loads(path.read_text())
     inside, outside = SETTINGS[setting]

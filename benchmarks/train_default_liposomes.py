@@ -5,7 +5,7 @@ LipNet-4 per problem (lamellarity, encapsulation).
     python benchmarks/train_default_liposomes.py [--only detector|fine-detector|small-detector|classifiers]
         [--fields 160] [--classifier-fields 960] [--problems lamellarity encapsulation] [--feature-input]
         [--fine-recorded MIN MAX] [--fine-native-share S] [--fine-diameter MIN MAX] [--fine-out DIR] [--seed N]
-        [--fine-imaging default|microscope|realistic]
+        [--fine-imaging default|microscope|realistic|mixed]
 
 The fine detector (``liposome-detector-fine``, for images at 1 nm/px or finer) goes on from the
 standard detector's weights on fields simulated at 1 nm/px with vesicles 20–150 nm across and a
@@ -97,8 +97,10 @@ def train_detector(n_fields: int, epochs: int, windowed_from_shipped: bool) -> N
 FINE_POSTPROCESS = {"smoothing": 0.5, "min_solidity": 0.8, "min_rim_boundary": 0.3}
 SMALL_RECORDED_NM = (1.0, 3.0)
 SMALL_POSTPROCESS = {"smoothing": 0.5, "min_solidity": 0.8, "min_rim_boundary": 0.55}
-# the simulator's image formation for the fine detector's fields (--fine-imaging); "default" is the shipped recipe's
+# the simulator's image formation for the fine detector's fields (--fine-imaging); "default" is the shipped recipe's,
+# "mixed" alternates default and REALISTIC fields
 FINE_IMAGING = {"default": {}, "microscope": MICROSCOPE, "realistic": REALISTIC}
+FINE_IMAGING_CHOICES = [*FINE_IMAGING, "mixed"]
 
 
 def fine_fields(n_fields: int, first_seed: int, recorded_nm: tuple[float, float], diameter_nm: tuple[float, float],
@@ -106,7 +108,8 @@ def fine_fields(n_fields: int, first_seed: int, recorded_nm: tuple[float, float]
     """Fields for the fine detector: ``native_share`` of them recorded at 1 nm/px, the others at a
     pixel size log-uniform in ``recorded_nm`` (sized so that each spans about 512 px at 1 nm/px
     once resampled); vesicles ``diameter_nm`` across; ``imaging`` names the simulator's image
-    formation (FINE_IMAGING: the preset's ranges, its defocus range over the recipe's)."""
+    formation (FINE_IMAGING: the preset's ranges, its defocus range over the recipe's; "mixed":
+    default for even field numbers, REALISTIC for odd ones)."""
     fields = []
     for i in range(n_fields):
         rng = np.random.default_rng([first_seed, i])
@@ -115,7 +118,8 @@ def fine_fields(n_fields: int, first_seed: int, recorded_nm: tuple[float, float]
         side = int(round(512 / pixel))
         simulation = SimulationConfig(shape=(side, side), pixel_size_nm=pixel, diameter_nm=diameter_nm,
                                       defocus_nm=(500.0, 5000.0), objects=(8, 20), mix=STUDY_MIX)
-        simulation = replace(simulation, **FINE_IMAGING[imaging])
+        formation = ("default", "realistic")[i % 2] if imaging == "mixed" else imaging
+        simulation = replace(simulation, **FINE_IMAGING[formation])
         fields.append(simulate_field(simulation, first_seed + i))
     return fields
 
@@ -191,7 +195,7 @@ def main() -> None:
     ap.add_argument("--fine-native-share", type=float, default=0.0, help="share of fields recorded at 1 nm/px")
     ap.add_argument("--fine-out", type=Path, default=PACKAGE_DIR, help="where to write the fine or small detector")
     ap.add_argument("--seed", type=int, default=0, help="training seed of the fine or small detector")
-    ap.add_argument("--fine-imaging", choices=list(FINE_IMAGING), default="default",
+    ap.add_argument("--fine-imaging", choices=FINE_IMAGING_CHOICES, default="default",
                     help="the simulator's image formation for the fine detector's fields")
     ap.add_argument("--classifier-fields", type=int, default=960, help="simulated 512² fields for the classifiers")
     ap.add_argument("--classifier-epochs", type=int, default=25)

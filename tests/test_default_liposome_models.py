@@ -180,7 +180,8 @@ def test_a_detector_retrained_from_the_automatic_pair_keeps_the_small_vesicle_de
 
 def test_fine_detector_fields_take_the_simulators_image_formation(monkeypatch):
     """``--fine-imaging``: the fine detector's training fields with a simulator preset draw its
-    effects (REALISTIC: bilayers as shells of 0.2–0.6 V), and the default stays the shipped recipe's fields."""
+    effects (REALISTIC: bilayers as shells of 0.4–1.2 V; mixed: alternately none and REALISTIC's),
+    and the default stays the shipped recipe's fields."""
     from pathlib import Path
 
     monkeypatch.syspath_prepend(str(Path(__file__).resolve().parent.parent / "benchmarks"))
@@ -194,4 +195,6 @@ def test_fine_detector_fields_take_the_simulators_image_formation(monkeypatch):
     assert np.array_equal(default.image, simulate_field(recipe, 0).image)
     assert default.imaging["bilayer_volts"] == 0
     realistic = fine_fields(1, 0, (1.0, 1.0), (20.0, 150.0), imaging="realistic")[0]
-    assert 0.2 <= realistic.imaging["bilayer_volts"] <= 0.6 and not np.array_equal(realistic.image, default.image)
+    assert 0.4 <= realistic.imaging["bilayer_volts"] <= 1.2 and not np.array_equal(realistic.image, default.image)
+    mixed = fine_fields(2, 0, (1.0, 1.0), (20.0, 150.0), imaging="mixed")  # default, then REALISTIC
+    assert np.array_equal(mixed[0].image, default.image) and mixed[1].imaging["bilayer_volts"] > 0

@@ -436,8 +436,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help="image formation with astigmatism, detector MTF, ice crystals / contamination and "
                               "defocus 0.5-5 um, all drawn per field (docs/liposomes.md)")
     imaging.add_argument("--realistic", action="store_true",
-                         help="--microscope plus bilayers as projected shells, a dose per A^2 (10-100), ice as a "
-                              "random phase object, particulate cargo and irregular shapes (docs/liposomes.md)")
+                         help="--microscope plus bilayers as projected shells, a dose per A^2 (2-50), ice as a "
+                              "random phase object, particulate cargo, irregular shapes and, on half of the fields, "
+                              "background flattening (docs/liposomes.md)")
     p.add_argument("--mix", choices=["study", "balanced"], default="study", help="class frequencies")
     p.add_argument("--seed", type=SEED, default=0)
     p.add_argument("--format", choices=FORMATS, default="tif",

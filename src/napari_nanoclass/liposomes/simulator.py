@@ -33,8 +33,10 @@ spawned from the field's seed, so fields without them are exactly as before.
 head-group / hydrocarbon-core density profile (``bilayer_volts``), a dose per Å² with a physical
 contrast scale (``dose_per_a2``), vitreous ice as a random phase object imaged through the CTF
 (``ice_noise``), a CTF envelope B-factor (``bfactor_a2``), cargo as small dense particles
-(``cargo_particles``, ``cargo_density``) and deformed or faceted outlines (``irregularity``,
-``faceted``).
+(``cargo_particles``, ``cargo_density``), deformed or faceted outlines (``irregularity``,
+``faceted``) and, on part of the fields, background flattening as image processing applies it
+(``flatten_nm``). On that physical scale only the thick background absorbs; the ranges were set
+against a real micrograph's statistics (docs/liposomes.md, "Calibrating `REALISTIC`").
 
 Class frequencies follow a :class:`ClassMix`; :data:`STUDY_MIX` is the imbalance of the real data
 sets of the study this project follows, :data:`BALANCED_MIX` equal thirds. Everything is drawn
@@ -110,6 +112,10 @@ class SimulationConfig:
     cargo_density: tuple[float, float] | None = None  # cargo contrast factor, faint (<1) to dense (>1)
     irregularity: float = 0.0  # largest relative amplitude of an outline's low angular harmonics (deformed)
     faceted: float = 0.0  # chance that an object is a polygon with rounded corners
+    # background flattening as processing applies it (the image minus its Gaussian blur of σ drawn
+    # log-uniformly in this range, nm) on ``flatten_share`` of the fields
+    flatten_nm: tuple[float, float] | None = None
+    flatten_share: float = 0.5
 
 
 # image formation like a microscope's: astigmatism, detector MTF, contamination (SimulationConfig(**MICROSCOPE))
@@ -117,9 +123,9 @@ MICROSCOPE = {"defocus_nm": (500.0, 5000.0), "astigmatism_nm": (0.0, 1000.0), "m
               "contamination": (0, 3)}
 # MICROSCOPE plus bilayers as projected shells, dose per Å², ice as a phase object, particulate cargo and
 # irregular shapes, all at wide ranges (SimulationConfig(**REALISTIC), or --realistic)
-REALISTIC = {**MICROSCOPE, "bilayer_volts": (0.2, 0.6), "dose_per_a2": (10.0, 100.0), "ice_noise": (0.003, 0.015),
-             "bfactor_a2": (50.0, 400.0), "cargo_particles": 0.6, "cargo_density": (0.2, 1.5), "irregularity": 0.12,
-             "faceted": 0.15, "ellipticity": 0.6}
+REALISTIC = {**MICROSCOPE, "bilayer_volts": (0.4, 1.2), "dose_per_a2": (2.0, 50.0), "ice_noise": (0.003, 0.015),
+             "bfactor_a2": (100.0, 800.0), "cargo_particles": 0.6, "cargo_density": (0.2, 1.5), "irregularity": 0.12,
+             "faceted": 0.15, "ellipticity": 0.6, "flatten_nm": (5.0, 30.0)}
 
 
 @dataclass
@@ -607,9 +613,13 @@ def _image(density: np.ndarray, carbon: np.ndarray, crystals: np.ndarray, config
     ctf = _ctf(shape, config.pixel_size_nm, defocus, astigmatism_nm=astigmatism, astigmatism_angle=angle,
                bfactor_a2=physics["bfactor_a2"])
     contrast = np.fft.irfft2(np.fft.rfft2(potential) * ctf, s=shape)
-    # low frequencies (ice thickness, carbon) pass as amplitude contrast: absorption darkens them
+    # low frequencies (ice thickness, carbon) pass as amplitude contrast: absorption darkens them. On
+    # the physical scale only the thick background absorbs: a bilayer's or cargo's amplitude contrast
+    # is the CTF's (a tenth of its phase contrast); absorbing it too would give them a dark, blurred
+    # body that real vesicles do not have (docs/liposomes.md, "Calibrating `REALISTIC`")
     gain = 2 * physics["rad_per_unit"] if physical else 0.9  # 2·phase per unit
-    intensity = np.exp(-0.35 * ndi.gaussian_filter(potential, 6.0)) * (1 - gain * contrast)
+    absorbing = background if physical else potential
+    intensity = np.exp(-0.35 * ndi.gaussian_filter(absorbing, 6.0)) * (1 - gain * contrast)
     if crystals.any():
         intensity = intensity * np.exp(-opacity * crystals)
     dose = rng.uniform(*config.dose)
@@ -618,10 +628,14 @@ def _image(density: np.ndarray, carbon: np.ndarray, crystals: np.ndarray, config
     counts = rng.poisson(np.clip(intensity, 0.05, None) * dose).astype(np.float32)
     if mtf < 1.0:
         counts = np.fft.irfft2(np.fft.rfft2(counts) * _mtf(shape, mtf), s=shape).astype(np.float32)
+    flatten = 0.0
+    if config.flatten_nm is not None and realistic.random() < config.flatten_share:
+        flatten = float(np.exp(realistic.uniform(*np.log(config.flatten_nm))))
+        counts = counts - ndi.gaussian_filter(counts, flatten / config.pixel_size_nm, mode="reflect")
     imaging = {"defocus_nm": round(float(defocus), 1), "astigmatism_nm": round(float(astigmatism), 1),
                "astigmatism_angle_deg": round(float(np.degrees(angle)), 1), "dose_per_px": round(float(dose), 1),
                "dose_per_a2": round(float(dose / (10 * config.pixel_size_nm) ** 2), 3),
-               "mtf_nyquist": round(float(mtf), 3)}
+               "mtf_nyquist": round(float(mtf), 3), "flatten_nm": round(flatten, 1)}  # 0: not flattened
     return ((counts - counts.mean()) / (counts.std() + 1e-6)).astype(np.float32), imaging
 
 
