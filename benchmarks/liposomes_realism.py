@@ -26,7 +26,7 @@ import argparse
 
 import numpy as np
 import tifffile
-from liposomes_real import DATA, annotation  # benchmarks/liposomes_real.py, beside this file
+from liposomes_real import DATA, annotation, disks  # benchmarks/liposomes_real.py, beside this file
 from scipy import ndimage as ndi
 
 from napari_nanoclass.liposomes.predict import working_image
@@ -65,10 +65,12 @@ def image_scales(view: np.ndarray, objects: np.ndarray | None = None) -> tuple[f
 
 
 def real() -> tuple[list, list]:
+    """The certain vesicles' rows and the image's scales, its grain away from every annotated one."""
     view, _ = working_image(tifffile.imread(DATA).astype(np.float32), 0.2, 1.0)
-    rows = [vesicle(view, (t["y"] + 0.5) / 5 - 0.5, (t["x"] + 0.5) / 5 - 0.5, t["r"] / 5)
-            for t in annotation() if t["tier"] == "certain"]
-    return [r for r in rows if r is not None], [image_scales(view)]
+    circles = [{**t, "y": (t["y"] + 0.5) / 5 - 0.5, "x": (t["x"] + 0.5) / 5 - 0.5, "r": t["r"] / 5}
+               for t in annotation()]  # in the 1 nm/px view
+    rows = [vesicle(view, t["y"], t["x"], t["r"]) for t in circles if t["tier"] == "certain"]
+    return [r for r in rows if r is not None], [image_scales(view, disks(circles, view.shape) > 0)]
 
 
 def simulated(imaging: str, n_fields: int) -> tuple[list, list]:

@@ -15,12 +15,15 @@ left half of the real development micrograph (benchmarks/liposomes_real.py) and 
 sizes and resampled to 1 nm/px as the analysis resamples a user's image (candidates compared in
 docs/liposomes.md; not the shipped recipe); ``--fine-out`` writes it elsewhere than the package.
 ``--fine-imaging`` simulates its fields with the simulator's ``MICROSCOPE`` or ``REALISTIC`` image
-formation instead of the default one (recorded in the model's ``training["fields"]``; candidates
-in docs/liposomes.md, "Training on realistic fields").
+formation instead of the default one, or alternates default and ``REALISTIC`` fields (``mixed``)
+(recorded in the model's ``training["fields"]``; candidates in docs/liposomes.md, "Training on
+realistic fields" and "Calibrating ``REALISTIC``").
 
 The small-vesicle detector (``liposome-detector-small``, run beside the standard one for images
-between 1 and 2.5 nm/px) is that recipe with fields recorded at 1–3 nm/px: it sees such images
-brought to 1 nm/px, as the analysis shows them to it. Its rim threshold was chosen on the left
+between 1 and 2.5 nm/px) is that recipe with fields recorded at 1–3 nm/px, all trained on at
+1 nm/px. The analysis shows it a coarse image enlarged at most 2× (``small_working_px``: 1.25 nm/px
+at 2.5 nm/px), a scale it was not trained at and was measured on instead (docs/liposomes.md, "Its
+cost"). Its rim threshold was chosen on the left
 half of the real micrograph recorded again at 1.5–3 nm/px (``benchmarks/liposomes_real.py
 --sweep-small``) and is stored with it.
 

@@ -937,7 +937,7 @@ def test_a_dose_per_square_angstrom_sets_the_counts_per_pixel_from_the_pixel_s_a
 def test_on_the_physical_scale_an_empty_vesicle_is_a_dark_wall_around_an_interior_like_the_ice():
     """Real empty vesicles show their wall, not a dark body: on the physical scale a bilayer's
     amplitude contrast is the CTF's alone, not the background's absorption as well (which darkened
-    the interior by about half the wall's contrast). The vesicle's own contribution is the field
+    the whole interior along with the wall). The vesicle's own contribution is the field
     minus the same field with a vanishing wall potential (same draws, no shot noise to speak of)."""
     config = SimulationConfig(shape=(256, 256), pixel_size_nm=1.0, objects=(1, 1), diameter_nm=(120.0, 120.0),
                               mix=ClassMix((1, 0, 0), (0, 1, 0)), carbon_probability=0.0, ellipticity=0.0,

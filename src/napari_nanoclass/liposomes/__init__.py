@@ -26,7 +26,7 @@ CLASS_COLOURS = {"unilamellar": "#377eb8", "multilamellar": "#ff7f00", "full": "
 DEFAULT_DETECTOR = "liposome-detector"  # works at 2.5 nm/px: liposomes 30–300 nm
 FINE_DETECTOR = "liposome-detector-fine"  # works at 1 nm/px: vesicles 20–150 nm with thin bilayers
 FINE_BELOW_NM = 1.0  # images at this pixel size or finer go to the fine detector
-SMALL_DETECTOR = "liposome-detector-small"  # at 1 nm/px, beside the standard one: vesicles it cannot resolve
+SMALL_DETECTOR = "liposome-detector-small"  # 1 nm/px (images enlarged ≤ 2×), beside the standard one: small vesicles
 SMALL_UP_TO_NM = 2.5  # the coarsest images it is run on by default (docs/liposomes.md: where it was measured to help)
 
 
@@ -41,8 +41,9 @@ def default_small_detector(pixel_size_nm: float | None) -> str | None:
     """The detector run beside the standard one for images of ``pixel_size_nm`` (None: none).
     Between ``FINE_BELOW_NM`` and ``SMALL_UP_TO_NM`` vesicles of 20–50 nm are a few pixels across
     at the standard detector's 2.5 nm/px, too few for their bilayer to show; the small-vesicle
-    detector sees the image brought to 1 nm/px, and what it finds is added where the standard
-    detector found nothing (docs/liposomes.md, "Other magnifications")."""
+    detector sees the image brought to 1 nm/px (enlarged at most 2×:
+    ``predict.small_working_px``), and what it finds is added where the standard detector found
+    nothing (docs/liposomes.md, "Other magnifications")."""
     if pixel_size_nm is not None and FINE_BELOW_NM < pixel_size_nm <= SMALL_UP_TO_NM:
         return SMALL_DETECTOR
     return None

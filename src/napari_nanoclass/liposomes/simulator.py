@@ -121,8 +121,9 @@ class SimulationConfig:
 # image formation like a microscope's: astigmatism, detector MTF, contamination (SimulationConfig(**MICROSCOPE))
 MICROSCOPE = {"defocus_nm": (500.0, 5000.0), "astigmatism_nm": (0.0, 1000.0), "mtf_nyquist": (0.1, 0.8),
               "contamination": (0, 3)}
-# MICROSCOPE plus bilayers as projected shells, dose per Å², ice as a phase object, particulate cargo and
-# irregular shapes, all at wide ranges (SimulationConfig(**REALISTIC), or --realistic)
+# MICROSCOPE plus bilayers as projected shells, dose per Å², ice as a phase object, particulate cargo,
+# irregular shapes and background flattening on half the fields, all at wide ranges set against a real
+# micrograph's statistics (SimulationConfig(**REALISTIC), or --realistic)
 REALISTIC = {**MICROSCOPE, "bilayer_volts": (0.4, 1.2), "dose_per_a2": (2.0, 50.0), "ice_noise": (0.003, 0.015),
              "bfactor_a2": (100.0, 800.0), "cargo_particles": 0.6, "cargo_density": (0.2, 1.5), "irregularity": 0.12,
              "faceted": 0.15, "ellipticity": 0.6, "flatten_nm": (5.0, 30.0)}
@@ -589,7 +590,8 @@ def _image(density: np.ndarray, carbon: np.ndarray, crystals: np.ndarray, config
     """Image the projected density: CTF phase contrast, absorption, shot noise, detector MTF;
     normalised counts and the settings drawn. Contamination is dense: it shifts the phase (fringes
     at its edges) and absorbs strongly (dark). Ice noise (``physics``) joins the potential before
-    the CTF; a dose per Å² gives the counts per pixel from the pixel's area."""
+    the CTF; a dose per Å² gives the counts per pixel from the pixel's area; ``flatten_nm``
+    subtracts a Gaussian blur of the recorded counts from a share of the fields."""
     physics = physics or {"rad_per_unit": RAD_PER_UNIT, "ice_noise": 0.0, "bfactor_a2": None}
     physical = config.dose_per_a2 is not None  # the physical contrast scale (see PHYSICAL_RAD_PER_UNIT)
     shape = density.shape
