@@ -210,6 +210,29 @@ def test_patch_map_alignment_on_non_multiple_sizes():
     np.testing.assert_allclose(coverage[2, 0], 44 / 128)
 
 
+def test_a_patch_model_on_a_cpu_runs_cache_sized_batches_and_the_same_map():
+    """On a CPU a forward takes CPU_PATCH_BATCH_PX input pixels of patches (16 of 128²), not 64:
+    larger batches spill out of the cache; the map is the same whatever the batch."""
+    sizes = []
+
+    class Counting(MeanPatch):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            sizes.append(x.shape[0])
+            return super().forward(x)
+
+    image = np.random.default_rng(0).random((1024, 1024)).astype(np.float32)
+    default = run_sync(engine.predict_patches(Counting(), image, patch=128, postprocess=None, stats=[(0.0, 1.0)]))
+    assert sizes == [16] * 4  # 64 patches
+    sizes.clear()
+    one_batch = run_sync(engine.predict_patches(Counting(), image, patch=128, batch_size=64, postprocess=None,
+                                                stats=[(0.0, 1.0)]))
+    assert sizes == [64]
+    np.testing.assert_allclose(default, one_batch, rtol=1e-6)
+    assert engine.predict.default_patch_batch(torch.device("cpu"), 32) == 256
+    assert engine.predict.default_patch_batch(torch.device("cpu"), 1024) == 1  # never none
+    assert engine.predict.default_patch_batch(torch.device("cuda"), 128) == 64
+
+
 def test_edge_patches_are_reflect_padded_not_zero_padded():
     image = np.full((130, 128), 5.0, np.float32)
     out = run_sync(engine.predict_patches(MeanPatch(), image, patch=128, postprocess=None, stats=[(0.0, 1.0)]))

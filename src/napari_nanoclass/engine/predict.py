@@ -455,8 +455,20 @@ def predict_patches(
     chunk = (round_up(512, patch),) * 2 if per_pixel else (256, 256)
     return _run(
         model, image, lambda s: patch_windows(s, patch), spatial, chunk,
-        stats=stats, batch_size=batch_size or 64, device=device, precision=precision,
-        postprocess=postprocess, out=out, store=store_pixels if per_pixel else store,
+        stats=stats, batch_size=batch_size or default_patch_batch(select_device(device), patch), device=device,
+        precision=precision, postprocess=postprocess, out=out, store=store_pixels if per_pixel else store,
     )
+
+
+CPU_PATCH_BATCH_PX = 16 * 128 * 128  # input pixels per forward of a patch model on a CPU
+
+
+def default_patch_batch(device: torch.device, patch: int) -> int:
+    """Patches per forward: 64 on a GPU; on a CPU as many as ``CPU_PATCH_BATCH_PX`` holds, since a
+    larger batch's first activations no longer stay in the processor's cache and a smaller one pays
+    the per-call overhead of every layer again (docs/engine-benchmark.md, "Defect-map cost")."""
+    if device.type != "cpu":
+        return 64
+    return max(1, CPU_PATCH_BATCH_PX // (patch * patch))
 
 
