@@ -374,10 +374,12 @@ def classify(image: np.ndarray, labels: np.ndarray, diameters_nm: np.ndarray, pi
     # handcrafted features only for classifiers trained on them (they cost a pass over the objects)
     features = (liposome_objects.features(image, labels, pixel_size_nm)
                 if any(m.module.descriptors for m in classifiers.values()) else None)
-    out = {}
+    out, cut = {}, {}
     for problem, model in classifiers.items():
         mode, size = crop_spec(model.info)
-        crops = liposome_objects.crops(image, labels, mode, size)
+        if (mode, size) not in cut:  # classifiers of the same crop spec share one pass over the objects
+            cut[mode, size] = liposome_objects.crops(image, labels, mode, size)
+        crops = cut[mode, size]
         probabilities = decide(predict_crops(model.module, crops, sizes, features, model.device), model.info.training,
                                balanced_decisions)
         chosen = probabilities.argmax(1)
