@@ -43,6 +43,28 @@ def radial_power(image: np.ndarray, pixel_size_nm: float, edges: np.ndarray) -> 
     return np.array([power[ring].mean() if ring.any() else np.nan for ring in rings])
 
 
+def images_over_spectra(panels: list[tuple[str, np.ndarray]], pixel_size_nm: float, edges: np.ndarray, *,
+                        labels: list[str], axis_labels: tuple[str, str], interpolation: str,
+                        figsize: tuple[float, float], image_height: float) -> plt.Figure:
+    """The layout both liposome realism figures share: four titled images in a row (1–99 % stretch)
+    over the radial power spectra of all four, each in its line style with its legend label."""
+    figure = plt.figure(figsize=figsize)
+    grid = figure.add_gridspec(2, 4, height_ratios=[image_height, 3.2])
+    for i, (title, image) in enumerate(panels):
+        ax = figure.add_subplot(grid[0, i])
+        ax.imshow(stretched(np.asarray(image, np.float32)), cmap="gray", interpolation=interpolation)
+        ax.set_title(title, fontsize=10)
+        ax.set_axis_off()
+    centres = np.sqrt(edges[:-1] * edges[1:])
+    ax = figure.add_subplot(grid[1, 1:3])
+    for (_, image), style, label in zip(panels, ("k-", "C0--", "C1-", "C3-"), labels):
+        ax.loglog(centres, radial_power(np.asarray(image, np.float32), pixel_size_nm, edges), style, label=label)
+    ax.set_xlabel(axis_labels[0])
+    ax.set_ylabel(axis_labels[1])
+    ax.legend(fontsize=9)
+    return figure
+
+
 def main() -> None:
     (real, _, _), = cryoem_vesicles()
     real = np.asarray(real, np.float32)
@@ -62,22 +84,11 @@ def main() -> None:
               (f"simulated, REALISTIC ({drawn['dose_per_a2']:.0f} e⁻/Å², Δf {drawn['defocus_nm'] / 1000:.1f} µm)",
                simulated.image),
               (f"the same REALISTIC field, low-passed like the real figure (σ {DISPLAY_LOWPASS_NM} nm)", smooth)]
-    figure = plt.figure(figsize=(20, 9.6))
-    grid = figure.add_gridspec(2, 4, height_ratios=[5.6, 3.2])
-    for i, (title, image) in enumerate(panels):
-        ax = figure.add_subplot(grid[0, i])
-        ax.imshow(stretched(np.asarray(image, np.float32)), cmap="gray", interpolation="lanczos")
-        ax.set_title(title, fontsize=10)
-        ax.set_axis_off()
-    edges = np.geomspace(0.02, 0.5 / VESICLES_PIXEL_NM, 80)
-    centres = np.sqrt(edges[:-1] * edges[1:])
-    ax = figure.add_subplot(grid[1, 1:3])
-    for (title, image), style in zip(panels, ("k-", "C0--", "C1-", "C3-")):
-        ax.loglog(centres, radial_power(np.asarray(image, np.float32), VESICLES_PIXEL_NM, edges), style,
-                  label=title.split(" (")[0] if "low-passed" not in title else "REALISTIC, low-passed")
-    ax.set_xlabel("spatial frequency (1/nm)")
-    ax.set_ylabel("radial power (unit-variance image)")
-    ax.legend(fontsize=9)
+    figure = images_over_spectra(
+        panels, VESICLES_PIXEL_NM, np.geomspace(0.02, 0.5 / VESICLES_PIXEL_NM, 80),
+        labels=[title.split(" (")[0] if "low-passed" not in title else "REALISTIC, low-passed" for title, _ in panels],
+        axis_labels=("spatial frequency (1/nm)", "radial power (unit-variance image)"), interpolation="lanczos",
+        figsize=(20, 9.6), image_height=5.6)
     side = real.shape[1] * VESICLES_PIXEL_NM
     figure.suptitle(f"each panel {side:.0f} nm wide at {VESICLES_PIXEL_NM} nm/px; vesicles 25–65 nm across", fontsize=11)
     figure.tight_layout()

@@ -14,9 +14,8 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from liposome_realism_figure import radial_power, stretched  # noqa: E402  (this script's folder)
+from liposome_realism_figure import images_over_spectra  # noqa: E402  (this script's folder)
 
 from napari_nanoclass._napari.samples import VESICLES_PIXEL_NM, cryoem_vesicles  # noqa: E402
 from napari_nanoclass.liposomes.predict import working_image  # noqa: E402
@@ -55,21 +54,11 @@ def main() -> None:
                ("shipped fine detector's field (default, 1 nm/px)", field(1.0, side_nm, 7).image, 1.0),
                realistic(side_nm, 8), realistic(side_nm, 9)]
     views = [(title, working_image(image, pixel, WORKING_NM)[0]) for title, image, pixel in sources]
-    figure = plt.figure(figsize=(20, 9.2))
-    grid = figure.add_gridspec(2, 4, height_ratios=[5.2, 3.2])
-    for i, (title, view) in enumerate(views):
-        ax = figure.add_subplot(grid[0, i])
-        ax.imshow(stretched(view), cmap="gray", interpolation="nearest")
-        ax.set_title(title, fontsize=10)
-        ax.set_axis_off()
-    edges = np.geomspace(0.01, 0.5 / WORKING_NM, 40)
-    centres = np.sqrt(edges[:-1] * edges[1:])
-    ax = figure.add_subplot(grid[1, 1:3])
-    for (title, view), style in zip(views, ("k-", "C0--", "C1-", "C3-")):
-        ax.loglog(centres, radial_power(view, WORKING_NM, edges), style, label=title.replace("\n", " "))
-    ax.set_xlabel("spatial frequency (1/nm), as the detector sees it")
-    ax.set_ylabel("radial power (z-scored view)")
-    ax.legend(fontsize=9)
+    figure = images_over_spectra(
+        views, WORKING_NM, np.geomspace(0.01, 0.5 / WORKING_NM, 40),
+        labels=[title.replace("\n", " ") for title, _ in views],
+        axis_labels=("spatial frequency (1/nm), as the detector sees it", "radial power (z-scored view)"),
+        interpolation="nearest", figsize=(20, 9.2), image_height=5.2)
     figure.suptitle(f"each panel {side_nm:.0f} nm wide, shown at the fine detector's {WORKING_NM:g} nm/px "
                     "(z-scored as the analysis does; 1-99 % stretch)", fontsize=11)
     figure.savefig(OUT, dpi=80, bbox_inches="tight")
