@@ -1,7 +1,7 @@
 """Do the liposome classifiers transfer to imaging settings they were not trained on?
 
     python benchmarks/liposomes_setting.py [--settings defocus dose size] [--train-fields 120]
-        [--test-fields 40] [--epochs 12] [--seeds 0 1]
+        [--test-fields 40] [--epochs 12] [--seeds 0 1] [--input-mode wall] [--pixel-sizes 1 2.5]
 
 For each setting, one knob of the simulator is split into two disjoint ranges. LipNet classifiers
 (the shipped architecture and recipe, fewer epochs) are trained on fields from the first range
@@ -13,12 +13,18 @@ lose. Same simulator on both sides: a held-out *setting* — except ``imaging``,
 is the simulator's realistic image formation (``REALISTIC``: bilayers as projected shells, dose per
 Å², ice as a phase object, particulate cargo, irregular shapes, the microscope effects), which
 no shipped model has seen: the nearest this project has to fields made by another simulator
-(``realistic``: the other way round).
+(``realistic``: the other way round). ``mixed`` trains on both image formations, field by field
+in turn, and judges on unseen fields of each: not a held-out setting, but what a classifier meant
+for either would score.
 
-    python benchmarks/liposomes_setting.py --shipped [--test-fields 40]
+``--input-mode`` picks the classifiers' crops (default the shipped ``masked-local``; ``wall``
+unrolls each object around its outline in nm, :func:`liposome_objects.wall_crops`) and
+``--pixel-sizes LO HI`` draws every field's pixel size log-uniformly in that range instead of 2.5 nm.
 
-judges the shipped classifiers instead (trained on default fields, no training here) on the
-objects of unseen default and ``REALISTIC`` fields.
+    python benchmarks/liposomes_setting.py --shipped [NAME|PATH …] [--test-fields 40] [--pixel-sizes 1 2.5]
+
+judges the shipped classifiers (trained on default fields; no training here), or the ones given,
+on the objects of unseen default and ``REALISTIC`` fields, each on objects cut as it takes them.
 """
 
 from __future__ import annotations
@@ -32,7 +38,10 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import balanced_accuracy_score, f1_score
 
-from napari_nanoclass.liposomes import DEFAULT_CLASSIFIERS, PROBLEMS
+from napari_nanoclass.liposomes import DEFAULT_CLASSIFIERS, PROBLEMS, simulator
+from napari_nanoclass.liposomes import objects as liposome_objects
+from napari_nanoclass.liposomes.objects import CROP_MODES, DEFAULT_CROP_MODE
+from napari_nanoclass.liposomes.predict import crop_spec
 from napari_nanoclass.liposomes.simulator import BALANCED_MIX, REALISTIC, SimulationConfig, simulate_field
 from napari_nanoclass.liposomes.train import (
     ClassifierConfig,
@@ -55,10 +64,13 @@ SETTINGS = {  # name: (training range, held-out range), as SimulationConfig chan
     "size": ({"diameter_nm": (30.0, 110.0)}, {"diameter_nm": (140.0, 300.0)}),
     "imaging": ({}, REALISTIC),
     "realistic": (REALISTIC, {}),
+    "mixed": ([{}, REALISTIC], REALISTIC),  # trained on both (alternate fields); judged on default | REALISTIC
 }
 
 
 def _label(setting: str) -> str:
+    if setting == "mixed":
+        return "imaging: default + REALISTIC → default \\| REALISTIC (both trained on)"
     if setting in ("imaging", "realistic"):
         return "imaging: default → REALISTIC" if setting == "imaging" else "imaging: REALISTIC → default"
     inside, outside = SETTINGS[setting]
@@ -70,23 +82,40 @@ def _scores(truth: np.ndarray, predicted: np.ndarray) -> dict:
             "balanced_accuracy": float(balanced_accuracy_score(truth, predicted)), "objects": int(len(truth))}
 
 
-def objects(changes: dict, first_seed: int, count: int):
-    return objects_from_fields([simulate_field(replace(BASE, **changes), first_seed + i) for i in range(count)])
+def objects(changes: dict | list[dict], first_seed: int, count: int, mode: str = DEFAULT_CROP_MODE,
+            pixel_sizes: tuple[float, float] | None = None, size: int = 32):
+    """Objects of ``count`` fields; a list of changes is taken in turn, field by field."""
+    turns = changes if isinstance(changes, list) else [changes]
+    base = replace(BASE, pixel_size_range_nm=pixel_sizes)
+    return objects_from_fields([simulate_field(replace(base, **turns[i % len(turns)]), first_seed + i)
+                                for i in range(count)], mode=mode, size=size)
 
 
-def run(setting: str, seed: int, n_train: int, n_test: int, epochs: int) -> dict:
+def _code_version() -> str:
+    """A digest of the simulator and crop code: results cached before either changed are not reused."""
+    return "".join(hashlib.sha256(Path(module.__file__).read_bytes()).hexdigest()[:8]
+                   for module in (simulator, liposome_objects))
+
+
+def run(setting: str, seed: int, n_train: int, n_test: int, epochs: int, mode: str = DEFAULT_CROP_MODE,
+        pixel_sizes: tuple[float, float] | None = None) -> dict:
     """Train on the setting's first range, score in- and out-of-setting; cached per arguments and
-    per the setting's ranges (a changed preset, such as ``REALISTIC``, is measured afresh)."""
-    ranges = hashlib.sha256(repr(SETTINGS[setting]).encode()).hexdigest()[:8]
+    per the setting's ranges and the simulator and crop code (a changed preset or simulator is
+    measured afresh)."""
+    chosen = repr((SETTINGS[setting], mode, pixel_sizes)) + _code_version()
+    ranges = hashlib.sha256(chosen.encode()).hexdigest()[:8]
     path = OUT / f"{setting}-{ranges}-seed{seed}-{n_train}-{n_test}-{epochs}.json"
     if path.exists():
         return json.loads(path.read_text())
     inside, outside = SETTINGS[setting]
-    train = objects(inside, TRAIN_SEED + 1000 * seed, n_train)
-    tests = {"in": objects(inside, TEST_SEED, n_test), "out": objects(outside, TEST_SEED + 5000, n_test)}
-    record: dict = {"setting": setting, "seed": seed, "train_objects": len(train)}
+    train = objects(inside, TRAIN_SEED + 1000 * seed, n_train, mode, pixel_sizes)
+    seen = inside[0] if isinstance(inside, list) else inside  # "mixed": its first side is judged as "in"
+    tests = {"in": objects(seen, TEST_SEED, n_test, mode, pixel_sizes),
+             "out": objects(outside, TEST_SEED + 5000, n_test, mode, pixel_sizes)}
+    record: dict = {"setting": setting, "seed": seed, "train_objects": len(train), "input_mode": mode,
+                    "pixel_sizes": pixel_sizes}
     for problem in PROBLEMS:
-        config = ClassifierConfig(problem=problem, epochs=epochs, patience=epochs, seed=seed)
+        config = ClassifierConfig(problem=problem, epochs=epochs, patience=epochs, seed=seed, input_mode=mode)
         result = train_classifier(train, config)
         for side, test in tests.items():
             truth = test.targets[problem]
@@ -96,17 +125,22 @@ def run(setting: str, seed: int, n_train: int, n_test: int, epochs: int) -> dict
     return record
 
 
-def shipped(n_test: int) -> None:
-    """The shipped classifiers, balanced decisions, on unseen default and REALISTIC fields' objects."""
-    print("| fields | problem | objects | macro-F1 | balanced accuracy |\n|---|---|---|---|---|")
-    models = {problem: load_model(DEFAULT_CLASSIFIERS[problem]) for problem in PROBLEMS}
-    for name, changes in (("default", {}), ("REALISTIC", REALISTIC)):
-        test = objects(changes, TEST_SEED + 9000, n_test)
-        for problem, model in models.items():
+def shipped(n_test: int, names: list[str] | None = None, pixel_sizes: tuple[float, float] | None = None) -> None:
+    """Classifiers (default: the shipped ones; each judged on its own problem, on objects cut as it
+    takes them), balanced decisions, on the objects of unseen default and REALISTIC fields."""
+    print("| fields | classifier | problem | objects | macro-F1 | balanced accuracy |\n|---|---|---|---|---|---|")
+    models = [load_model(name) for name in names or DEFAULT_CLASSIFIERS.values()]
+    for fields, changes in (("default", {}), ("REALISTIC", REALISTIC)):
+        cut = {}
+        for model in models:
+            problem, (mode, size) = model.info.training["problem"], crop_spec(model.info)
+            if (mode, size) not in cut:
+                cut[mode, size] = objects(changes, TEST_SEED + 9000, n_test, mode, pixel_sizes, size)
+            test = cut[mode, size]
             probabilities = decide(object_probabilities(model.module, test), model.info.training, True)
             s = _scores(test.targets[problem], probabilities.argmax(1))
-            print(f"| {name} | {problem} | {s['objects']} | {s['macro_f1']:.3f} | {s['balanced_accuracy']:.3f} |",
-                  flush=True)
+            print(f"| {fields} | {model.info.name} ({mode}) | {problem} | {s['objects']} | {s['macro_f1']:.3f} | "
+                  f"{s['balanced_accuracy']:.3f} |", flush=True)
 
 
 def _spread(values: list[float]) -> str:
@@ -120,15 +154,19 @@ def main() -> None:
     ap.add_argument("--test-fields", type=int, default=40)
     ap.add_argument("--epochs", type=int, default=12)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
-    ap.add_argument("--shipped", action="store_true", help="judge the shipped classifiers instead (no training)")
+    ap.add_argument("--input-mode", choices=CROP_MODES, default=DEFAULT_CROP_MODE)
+    ap.add_argument("--pixel-sizes", type=float, nargs=2, default=None, metavar=("LO", "HI"))
+    ap.add_argument("--shipped", nargs="*", metavar="CLASSIFIER",
+                    help="judge these classifiers (registered or paths; none given: the shipped ones) instead")
     args = ap.parse_args()
-    if args.shipped:
-        shipped(args.test_fields)
+    if args.shipped is not None:
+        shipped(args.test_fields, args.shipped, None if args.pixel_sizes is None else tuple(args.pixel_sizes))
         return
     print("| setting (train → held out) | problem | macro-F1 in | macro-F1 out | balanced acc. in | balanced acc. out |")
     print("|---|---|---|---|---|---|")
     for setting in args.settings:
-        records = [run(setting, seed, args.train_fields, args.test_fields, args.epochs) for seed in args.seeds]
+        records = [run(setting, seed, args.train_fields, args.test_fields, args.epochs, args.input_mode,
+                       None if args.pixel_sizes is None else tuple(args.pixel_sizes)) for seed in args.seeds]
         label = _label(setting)
         for problem in PROBLEMS:
             cells = [_spread([r[f"{problem}_{side}"][metric] for r in records])

@@ -6,6 +6,8 @@ LipNet-4 per problem (lamellarity, encapsulation).
         [--fields 160] [--classifier-fields 960] [--problems lamellarity encapsulation] [--feature-input]
         [--fine-recorded MIN MAX] [--fine-native-share S] [--fine-diameter MIN MAX] [--fine-out DIR] [--seed N]
         [--fine-imaging default|microscope|realistic|mixed]
+        [--classifier-mode wall] [--classifier-imaging mixed] [--classifier-pixel-sizes 1 2.5]
+        [--classifier-out DIR]
 
 The fine detector (``liposome-detector-fine``, for images at 1 nm/px or finer) goes on from the
 standard detector's weights on fields simulated at 1 nm/px with vesicles 20–150 nm across and a
@@ -30,6 +32,10 @@ half of the real micrograph recorded again at 1.5–3 nm/px (``benchmarks/liposo
 Classifiers are pre-trained on fields at the balanced class mix (every class well represented),
 with oversampling and augmentation; their cross-validated figures at both mixes and the detector's
 precision/recall come from ``benchmarks/liposomes_cv.py`` and are in docs/liposomes.md.
+``--classifier-mode``, ``--classifier-imaging`` (``mixed``: default and ``REALISTIC`` fields in
+turn) and ``--classifier-pixel-sizes`` (each field's pixel size drawn log-uniformly in the range)
+train candidates unlike the shipped recipe; ``--classifier-out`` writes them elsewhere than the
+package (unregistered, loadable by path; compared in docs/liposomes.md, "Wall crops").
 """
 
 from __future__ import annotations
@@ -43,6 +49,7 @@ from pathlib import Path
 import numpy as np
 
 from napari_nanoclass.liposomes import DEFAULT_CLASSIFIERS, DEFAULT_DETECTOR, FINE_DETECTOR, SMALL_DETECTOR
+from napari_nanoclass.liposomes.objects import CROP_MODES, DEFAULT_CROP_MODE
 from napari_nanoclass.liposomes.simulator import (
     BALANCED_MIX,
     MICROSCOPE,
@@ -157,32 +164,56 @@ def train_fine_detector(n_fields: int, epochs: int, recorded_nm: tuple[float, fl
         f"1 nm/px, with vesicles {diameter_nm[0]:g}–{diameter_nm[1]:g} nm; best validation mIoU "
         f"{result.best_miou:.4f}"),
         training=dict(result.info.training, postprocess=postprocess or FINE_POSTPROCESS, fields=fields))
-    save_model(result.module, info, directory, register=directory == PACKAGE_DIR)
+    save_model(result.module, info, directory, register=Path(directory).resolve() == PACKAGE_DIR.resolve())
     print(f"{name}: best val mIoU {result.best_miou:.4f} in {seconds:.0f} s of training")
 
 
-def train_classifiers(n_fields: int, epochs: int, problems: list[str], feature_input: bool = False) -> None:
-    fields = [simulate_field(SimulationConfig(mix=BALANCED_MIX), TRAIN_SEED + i) for i in range(n_fields)]
-    mode = ClassifierConfig().input_mode
-    objects = objects_from_fields(fields, mode=mode)
+def classifier_fields(n_fields: int, imaging: str = "default",
+                      pixel_sizes: tuple[float, float] | None = None) -> list:
+    """The classifiers' training fields at the balanced mix: default image formation, or default
+    and ``REALISTIC`` in turn (``mixed``); at 2.5 nm/px or drawn in ``pixel_sizes``."""
+    turns = [{}, REALISTIC] if imaging == "mixed" else [{}]
+    base = SimulationConfig(mix=BALANCED_MIX, pixel_size_range_nm=pixel_sizes)
+    return [simulate_field(replace(base, **turns[i % len(turns)]), TRAIN_SEED + i) for i in range(n_fields)]
+
+
+def train_classifiers(n_fields: int, epochs: int, problems: list[str], feature_input: bool = False,
+                      mode: str = DEFAULT_CROP_MODE, imaging: str = "default",
+                      pixel_sizes: tuple[float, float] | None = None, directory: Path = PACKAGE_DIR,
+                      seed: int = 0) -> None:
+    if Path(directory).resolve() == PACKAGE_DIR.resolve() and (mode, imaging, pixel_sizes) != (
+            DEFAULT_CROP_MODE, "default", None):
+        raise SystemExit("a classifier unlike the shipped recipe is a candidate: write it elsewhere (--classifier-out)")
+    objects = objects_from_fields(classifier_fields(n_fields, imaging, pixel_sizes), mode=mode)
     for problem in problems:
         name = DEFAULT_CLASSIFIERS[problem]
         start = time.perf_counter()
         config = ClassifierConfig(name=name, problem=problem, epochs=epochs, patience=epochs,
-                                  feature_input=feature_input)
+                                  feature_input=feature_input, input_mode=mode, seed=seed)
         inputs = "size and handcrafted features" if feature_input else "size"
         result = train_classifier(objects, config, progress=True)
         best = max(h["val_balanced_accuracy"] for h in result.history)
         info = replace(result.info, description=(
             f"LipNet-4 {problem} classifier ({mode} 32×32 crops + {inputs}) trained on {len(objects)} objects of "
-            f"{n_fields} simulated fields at the balanced class mix; held-out balanced accuracy {best:.3f}"),
+            f"{n_fields} simulated fields{'' if imaging == 'default' else ' (' + imaging + ' image formation)'} "
+            f"at the balanced class mix; held-out balanced accuracy {best:.3f}"),
             # liposomes_cv.py trains the SVM baseline on the same fields. No operating point: the
             # training mix is the simulator's, not any sample's, so the shipped models decide as if
             # the classes were equally common (fine-tuning on a sample's own objects sets one)
             training=dict(result.info.training, decision=None,
-                          fields={"mix": "balanced", "first_seed": TRAIN_SEED, "count": n_fields}))
-        save_model(result.module, info, PACKAGE_DIR)
+                          fields=_classifier_fields_record(n_fields, imaging, pixel_sizes)))
+        save_model(result.module, info, directory, register=Path(directory).resolve() == PACKAGE_DIR.resolve())
         print(f"{problem}: held-out balanced accuracy {best:.3f} in {time.perf_counter() - start:.0f} s")
+
+
+def _classifier_fields_record(n_fields: int, imaging: str, pixel_sizes: tuple[float, float] | None) -> dict:
+    """What the classifiers were trained on, for their metadata (the shipped ones' as they were)."""
+    record = {"mix": "balanced", "first_seed": TRAIN_SEED, "count": n_fields}
+    if imaging != "default":
+        record["imaging"] = imaging
+    if pixel_sizes is not None:
+        record["pixel_size_range_nm"] = list(pixel_sizes)
+    return record
 
 
 def main() -> None:
@@ -197,7 +228,8 @@ def main() -> None:
     ap.add_argument("--fine-diameter", type=float, nargs=2, default=[20.0, 150.0], metavar=("MIN", "MAX"))
     ap.add_argument("--fine-native-share", type=float, default=0.0, help="share of fields recorded at 1 nm/px")
     ap.add_argument("--fine-out", type=Path, default=PACKAGE_DIR, help="where to write the fine or small detector")
-    ap.add_argument("--seed", type=int, default=0, help="training seed of the fine or small detector")
+    ap.add_argument("--seed", type=int, default=0,
+                    help="training seed of the fine or small detector, or of the classifiers")
     ap.add_argument("--fine-imaging", choices=FINE_IMAGING_CHOICES, default="default",
                     help="the simulator's image formation for the fine detector's fields")
     ap.add_argument("--classifier-fields", type=int, default=960, help="simulated 512² fields for the classifiers")
@@ -206,6 +238,13 @@ def main() -> None:
                     help="which classifiers to retrain (each records its own training fields)")
     ap.add_argument("--feature-input", action="store_true",
                     help="the classifiers also take the SVM baseline's handcrafted features")
+    ap.add_argument("--classifier-mode", choices=CROP_MODES, default=DEFAULT_CROP_MODE,
+                    help="the classifiers' crops (docs/liposomes.md)")
+    ap.add_argument("--classifier-imaging", choices=["default", "mixed"], default="default",
+                    help="the classifiers' fields: default image formation, or default and REALISTIC in turn")
+    ap.add_argument("--classifier-pixel-sizes", type=float, nargs=2, default=None, metavar=("MIN", "MAX"),
+                    help="draw each classifier field's pixel size in this range (nm) instead of 2.5")
+    ap.add_argument("--classifier-out", type=Path, default=PACKAGE_DIR, help="where to write the classifiers")
     ap.add_argument("--continue-detector", action="store_true",
                     help="go on from the shipped detector's weights (converted to windowed SE)")
     args = ap.parse_args()
@@ -219,7 +258,10 @@ def main() -> None:
                             directory=args.fine_out, name=SMALL_DETECTOR, postprocess=SMALL_POSTPROCESS,
                             seed=args.seed)
     if args.only in (None, "classifiers"):
-        train_classifiers(args.classifier_fields, args.classifier_epochs, args.problems, args.feature_input)
+        train_classifiers(args.classifier_fields, args.classifier_epochs, args.problems, args.feature_input,
+                          args.classifier_mode, args.classifier_imaging,
+                          None if args.classifier_pixel_sizes is None else tuple(args.classifier_pixel_sizes),
+                          args.classifier_out, args.seed)
 
 
 if __name__ == "__main__":

@@ -247,3 +247,61 @@ def test_segment_widget_adds_one_probability_layer_per_class(viewer, responsive_
     stacked = np.stack([np.asarray(layer.data) for layer in layers])
     np.testing.assert_array_equal(stacked.argmax(0), labels)
     assert all(tuple(layer.scale) == (4.6, 4.6) for layer in layers)
+
+
+def test_wall_maps_go_back_to_each_pixel_s_distance_from_the_outline_and_angle():
+    """paste_maps inverts wall crops: a band of rows lights a ring at that depth inside each
+    outline, a column the pixels at that angle around the centre, and nothing lies off the objects
+    or deeper inside than the crop's last row."""
+    yy, xx = np.mgrid[:160, :200]
+    labels = np.zeros((160, 200), np.int32)
+    disks = {1: (60, 60, 25), 2: (90, 140, 50)}  # the second deeper than the crop's rows reach
+    depth, angle = np.zeros(labels.shape), np.zeros(labels.shape)
+    for label, (cy, cx, r) in disks.items():
+        own = np.hypot(yy - cy, xx - cx) < r
+        labels[own] = label
+        depth[own] = r - np.hypot(yy - cy, xx - cx)[own]
+        angle[own] = np.arctan2(yy - cy, xx - cx)[own]
+    size, outside = 32, liposome_objects.WALL_OUTSIDE_NM
+    rows = np.zeros((2, size, size), np.float32)
+    rows[:, 14:17] = 1.0  # rows 14–16: 8–10 nm inside the outline at 1 nm/px
+    ring = liposome_objects.paste_maps(rows, labels, "wall", pixel_size_nm=1.0)
+    assert ring.shape == labels.shape and ring.dtype == np.float32 and not ring[labels == 0].any()
+    assert ring[(labels > 0) & (np.abs(depth - 9) < 0.8)].min() == 1.0
+    assert ring[(labels > 0) & ((depth < 7) | (depth > 11))].max() == 0.0
+    column = np.zeros((2, size, size), np.float32)
+    column[:, :, size // 4] = 1.0  # around +90°: below the centre (rows grow downwards)
+    wedge = liposome_objects.paste_maps(column, labels, "wall", pixel_size_nm=1.0)
+    inside_rows = (labels > 0) & (depth > 1) & (depth < size - outside - 2)
+    assert wedge[inside_rows & (np.abs(angle - np.pi / 2) < 0.8 * np.pi / size)].min() == 1.0
+    assert wedge[inside_rows & (np.abs(angle - np.pi / 2) > 1.2 * np.pi / size)].max() == 0.0
+    assert not wedge[(labels == 2) & (depth > size - outside + 1)].any()
+    with pytest.raises(ValueError, match="pixel_size_nm"):
+        liposome_objects.paste_maps(rows, labels, "wall")
+
+
+def test_a_wall_classifier_classifies_and_explains_through_the_analysis(tiny_liposome_models, monkeypatch):
+    """A classifier trained on wall crops is cut its own crops by the analysis (at the working
+    pixel size, in nm) and its explanation lies on the objects, at the input's size."""
+    from napari_nanoclass.liposomes.train import ClassifierConfig, objects_from_fields, train_classifier
+
+    detector, classifiers = tiny_liposome_models
+    objects = objects_from_fields([simulate_field(FIELD, seed) for seed in range(6)], mode="wall")
+    train_classifier(objects, ClassifierConfig(name="tiny-wall-lamellarity", problem="lamellarity", epochs=1,
+                                               input_mode="wall"), register=True)
+    field = simulate_field(FIELD, seed=12)
+    image = np.kron(field.image, np.ones((2, 2), np.float32))  # 1.25 nm/px; the pipeline works at 2.5
+    labels = np.kron(field.labels, np.ones((2, 2), np.int32))
+    chosen = {**classifiers, "lamellarity": "tiny-wall-lamellarity"}
+    cut_at = []
+    wall_crops = liposome_objects.wall_crops
+    monkeypatch.setattr(liposome_objects, "wall_crops",
+                        lambda image, labels, pixel_size_nm, size=32: cut_at.append(pixel_size_nm)
+                        or wall_crops(image, labels, pixel_size_nm, size))
+    result = analyse(image, 1.25, labels=labels, detector=detector, classifiers=chosen, explain=True)
+    assert cut_at == [2.5]  # the detector's working scale, where the analysis classifies
+    assert result.models["lamellarity_model"] == "tiny-wall-lamellarity"
+    assert len(result.objects) == len(np.unique(labels)) - 1
+    assert all(o["lamellarity"] in ("unilamellar", "multilamellar", "uncertain") for o in result.objects)
+    values = result.explanations["lamellarity"]
+    assert values.shape == image.shape and not values[labels == 0].any() and values.max() > 0.5

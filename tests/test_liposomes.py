@@ -919,6 +919,36 @@ def test_bilayer_shell_projects_to_a_dark_limb_over_a_positive_plateau():
     assert trough < profile[(rho > 17.0) & (rho < 18.6)].max()
 
 
+def test_shells_run_parallel_to_an_elongated_outline():
+    """parallel_radius is r·scale for a circle (within a pixel deep inside), and for an ellipse
+    with axes 2 : 1 its depth below the outline is the exact distance to the outline within a
+    pixel up to 25 px inside: lamellae drawn at fixed radii
+    in it keep their spacing all round, where scaled copies of the ellipse would be twice as far
+    apart along the long axis."""
+    from napari_nanoclass.liposomes.simulator import _radius, parallel_radius
+
+    circle = _radius((101, 101), 50.0, 50.0, 30.0, 30.0, 0.0)
+    rho = parallel_radius(circle, 30.0)
+    near = (circle > 1 - 4 / 30) & (circle < 1.5)  # the Newton step: exact for a circle
+    np.testing.assert_allclose(rho[near], (circle * 30.0)[near], atol=0.1)
+    deep = (circle > 0.1) & (circle < 1)  # the distance transform, blended in deeper inside
+    np.testing.assert_allclose(rho[deep], (circle * 30.0)[deep], atol=0.8)
+    a, b = 80.0, 40.0
+    r = _radius((121, 201), 60.0, 100.0, a, b, 0.0)
+    depth = (a + b) / 2 - parallel_radius(r, (a + b) / 2)
+    inside = r < 1
+    t = np.linspace(0, 2 * np.pi, 4000, endpoint=False)  # the outline, densely sampled: exact distances
+    outline = np.stack([60.0 + b * np.sin(t), 100.0 + a * np.cos(t)], axis=1)
+    points = np.argwhere(inside)
+    distance = np.zeros(r.shape)
+    distance[inside] = np.min(np.hypot(points[:, None, 0] - outline[None, :, 0],
+                                       points[:, None, 1] - outline[None, :, 1]), axis=1)
+    near = inside & (distance > 1) & (distance < 25)
+    assert np.abs(depth[near] - distance[near]).max() < 1.0, "not parallel"
+    similar = (1 - r) * (a + b) / 2  # a scaled copy's depth: too deep along the long axis, too shallow across
+    assert np.abs(similar[near] - distance[near]).max() > 5.0
+
+
 def test_a_dose_per_square_angstrom_sets_the_counts_per_pixel_from_the_pixel_s_area():
     def shot_noise_share(field) -> float:  # variance left after removing all but the finest detail
         return float(np.var(field.image - ndi.gaussian_filter(field.image, 2.0)))
@@ -1112,3 +1142,137 @@ def test_block_wise_classification_sees_the_neighbours_that_other_blocks_own(tmp
     blocks = analyse(field.image, 2.5, workdir=tmp_path)
     assert len(blocks.objects) >= 5 and len(classified) > 1
     assert sum(classified) > len(blocks.objects)  # objects in a block's margin were context there
+
+
+def _ringed_vesicle(shape: tuple[int, int], centre: tuple[float, float], radius_nm: float, pixel_size_nm: float,
+                    rings_nm: tuple[tuple[float, float], ...], noise: float = 0.05, seed: int = 0):
+    """(image, labels): a disk of ``radius_nm`` on ice with dark rings between the given depths
+    (nm inside its edge), drawn at ``pixel_size_nm``."""
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    depth = radius_nm - np.hypot(yy - centre[0], xx - centre[1]) * pixel_size_nm  # nm inside the edge
+    image = noise * np.random.default_rng(seed).standard_normal(shape)
+    for start, stop in rings_nm:
+        image -= (depth >= start) & (depth < stop)
+    return image.astype(np.float32), (depth >= 0).astype(np.int32)
+
+
+def _row_minima(crop: np.ndarray) -> list[int]:
+    profile = crop.mean(axis=1)
+    return [i for i in range(1, len(profile) - 1)
+            if profile[i] < -0.3 and profile[i] <= profile[i - 1] and profile[i] <= profile[i + 1]]
+
+
+@pytest.mark.parametrize("pixel_size_nm", [0.5, 1.0, 2.0])
+def test_wall_crops_keep_lamellae_in_nm_whatever_the_vesicle_s_size(pixel_size_nm):
+    """Two lamellae 10 nm apart sit on the same rows of the wall crop for a 40 nm and a 150 nm
+    vesicle, at every pixel size that resolves them, where the resized masked crop of the large
+    one (about 10 nm per crop pixel) merges them into one dark band."""
+    rings = ((2.0, 4.0), (12.0, 14.0))
+    expected = [round((liposome_objects.WALL_OUTSIDE_NM + depth) / liposome_objects.WALL_STEP_NM)
+                for depth in (3.0, 13.0)]
+    for radius_nm in (40.0, 150.0):
+        side = int(2 * radius_nm / pixel_size_nm) + 40
+        image, labels = _ringed_vesicle((side, side), (side / 2, side / 2), radius_nm, pixel_size_nm, rings)
+        wall = liposome_objects.crops(image, labels, "wall", size=32, pixel_size_nm=pixel_size_nm)
+        assert wall.shape == (1, 32, 32)
+        minima = _row_minima(wall[0])
+        assert len(minima) == 2 and all(abs(m - e) <= 1 for m, e in zip(minima, expected)), (radius_nm, minima)
+    masked = liposome_objects.crops(image, labels, "masked", size=32)[0]
+    assert len(_row_minima(masked[16:, 13:19])) < 2  # the large vesicle's resized crop: lamellae merged
+    with pytest.raises(ValueError, match="pixel_size_nm"):
+        liposome_objects.crops(image, labels, "wall")
+
+
+def test_a_wall_parallel_to_an_elongated_outline_stays_on_one_row():
+    """Rows are distances to the nearest outline point, not along the rays from the centre (which
+    cross an elongated outline's wall obliquely, up to a quarter farther here): a dark band 8–10 nm
+    inside an ellipse with axes 2 : 1 (cut by eroding the ellipse with disks) lies on the same rows
+    at every angle."""
+    yy, xx = np.mgrid[:200, :200]
+    ellipse = ((yy - 100) / 40.0) ** 2 + ((xx - 100) / 80.0) ** 2 < 1
+    eight, ten = (np.hypot(*np.mgrid[-r : r + 1, -r : r + 1]) <= r for r in (8, 10))
+    band = ndi.binary_erosion(ellipse, eight) & ~ndi.binary_erosion(ellipse, ten)
+    image = (0.05 * np.random.default_rng(2).standard_normal((200, 200)) - band).astype(np.float32)
+    crop = liposome_objects.crops(image, ellipse.astype(np.int32), "wall", size=32, pixel_size_nm=1.0)[0]
+    darkest = crop.argmin(axis=0)
+    rows = [round(liposome_objects.WALL_OUTSIDE_NM + d) for d in (8, 9, 10)]
+    assert np.isin(darkest, rows).all(), darkest
+
+
+def test_wall_crop_columns_are_angles_around_the_centre():
+    """A dark patch on the vesicle's right-hand wall lies in column 0; turned a quarter (up, at
+    −90°) it lies a quarter of the columns back, and every other column is the same wall."""
+    image, labels = _ringed_vesicle((140, 140), (70, 70), 50.0, 1.0, ((2.0, 4.0),))
+    yy, xx = np.mgrid[:140, :140]
+    image[(np.abs(yy - 70) < 8) & (xx > 112) & (labels > 0)] -= 2.0
+    crop = liposome_objects.crops(image, labels, "wall", size=32, pixel_size_nm=1.0)[0]
+    assert crop[6:12].mean(axis=0).argmin() in (0, 1, 31)
+    turned = liposome_objects.crops(np.rot90(image).copy(), np.rot90(labels).copy(), "wall", size=32,
+                                    pixel_size_nm=1.0)[0]
+    assert turned[6:12].mean(axis=0).argmin() in (23, 24, 25)
+    np.testing.assert_allclose(np.roll(turned, 8, axis=1)[:, 4:28], crop[:, 4:28], atol=0.15)
+
+
+def test_wall_crops_leave_out_the_image_s_edge_and_the_neighbours():
+    """A vesicle cut by the image's top edge keeps its wall on the same rows in every column that
+    looks into the image (the edge is not taken for its outline, nor the fill beyond it for ice);
+    a dark neighbour touching it adds nothing to its outside rows."""
+    yy, xx = np.mgrid[:120, :160]
+    distance = np.hypot(yy - 12, xx - 80)
+    labels = (distance < 40).astype(np.int32)
+    image = (0.05 * np.random.default_rng(3).standard_normal(labels.shape)
+             - ((40 - distance >= 2) & (40 - distance < 4))).astype(np.float32)
+    crop = liposome_objects.crops(image, labels, "wall", size=32, pixel_size_nm=1.0)[0]
+    into_image = [j for j in range(32) if 0.2 < np.sin(2 * np.pi * j / 32)]  # columns pointing down
+    assert set(crop[:, into_image].argmin(axis=0)) <= {8, 9, 10}
+    assert not crop[:6, 24].any()  # straight up: outside rows lie beyond the image
+    neighbour = np.hypot(yy - 12, xx - 132) < 12  # touching on the right, darker than any wall
+    crowded = np.where(neighbour, -5.0, image).astype(np.float32)
+    both = np.where(neighbour, 2, labels).astype(np.int32)
+    again = liposome_objects.crops(crowded, both, "wall", size=32, pixel_size_nm=1.0)[0]
+    assert again[:6].min() > -1.5  # no trace of the neighbour's −5 outside
+    assert set(again[:, into_image].argmin(axis=0)) <= {8, 9, 10}
+
+
+def test_wall_augmentations_turn_flip_and_shift_the_unrolled_wall():
+    """A rotation of a wall crop is a circular shift of its columns and a flip reverses them: the
+    wall's profile over rows is untouched. A shift moves the rows by at most two, the edge row
+    repeated; shear and zoom are not applied."""
+    crops = torch.randn(16, 1, 32, 32)
+    generator = torch.Generator().manual_seed(0)
+    turned = liposome_training._augment(crops, ["rotate", "flip", "shear", "zoom"], generator, "wall")
+    seen = set()
+    for before, after in zip(crops[:, 0], turned[:, 0]):
+        found = [(flipped, k) for flipped, candidate in ((False, before), (True, torch.flip(before, dims=(1,))))
+                 for k in range(32) if torch.equal(torch.roll(candidate, k, dims=1), after)]
+        assert found, "not a circular shift of the columns, flipped or not"
+        seen.update(found)
+    assert {flipped for flipped, _ in seen} == {False, True} and len({k for _, k in seen}) > 4
+    shifted = liposome_training._augment(crops, ["shift"], generator, "wall")
+    moves = set()
+    for before, after in zip(crops[:, 0], shifted[:, 0]):
+        move = [k for k in range(-2, 3)
+                if torch.equal(after, before[torch.clamp(torch.arange(32) - k, 0, 31)])]
+        assert move, "a shift moved the rows by more than two"
+        moves.add(move[0])
+    assert len(moves) > 1
+
+
+@pytest.fixture(scope="module")
+def wall_objects():
+    return objects_from_fields([simulate_field(SMALL, seed) for seed in range(40)], mode="wall")
+
+
+def test_lipnet_learns_lamellarity_from_wall_crops_on_held_out_fields(wall_objects):
+    objects = wall_objects.subset(np.flatnonzero(wall_objects.targets["lamellarity"] < 2))
+    assert objects.crop_mode == "wall" and objects.crops.shape[1:] == (32, 32)
+    held_out = np.isin(objects.groups, range(30, 40))
+    train, test = objects.subset(~held_out), objects.subset(held_out)
+    config = ClassifierConfig(problem="lamellarity", epochs=12, patience=12, batch_size=32, input_mode="wall")
+    result = train_classifier(train, config)
+    assert result.history[-1]["loss"] < result.history[0]["loss"]
+    pred = predict_objects(result, test).argmax(1)
+    assert balanced_accuracy(test.targets["lamellarity"], pred, 3) > 0.65  # chance: 0.5
+    assert result.info.training["input_mode"] == "wall"
+    with pytest.raises(ValueError, match="input mode"):
+        ClassifierConfig(input_mode="polar")

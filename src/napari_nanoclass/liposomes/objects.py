@@ -13,9 +13,18 @@ Crop modes (the study compared them; cropped and masked inputs won):
   object. Ice thickness varies across a field, so the object's absolute grey level says little;
   relative to its own surroundings, a faint interior density (uncertain encapsulation) is no
   longer lost in the gradient. Masked crops alone cannot see those surroundings.
+* ``"wall"`` — the object unrolled around its outline (:func:`wall_crops`): rows are distances
+  from the outline in nm (:data:`WALL_STEP_NM` apart, from :data:`WALL_OUTSIDE_NM` outside
+  inwards), columns are angles around the centre, each value the mean of the pixels there, less
+  the local ice level, the crop scaled to unit RMS. The other modes resize each object's square
+  to a fixed side, so a 300 nm vesicle is seen at about 10 nm per crop pixel and lamellae 5–12 nm
+  apart merge; here the wall keeps its own resolution at every size, and each value averages
+  its column's arc (1/32 of the circumference), which collects a faint wall's signal. The scaling keeps the wall's
+  shape and drops its contrast, which changes with dose, defocus and ice thickness from image to
+  image.
 
-Crops are resized to a fixed side, so :func:`measure` also gives each object's diameter, which
-the classifiers get as an extra input.
+Square crops are resized to a fixed side and wall crops hold the wall only, so :func:`measure`
+also gives each object's diameter, which the classifiers get as an extra input.
 """
 
 from __future__ import annotations
@@ -27,9 +36,12 @@ from scipy import ndimage as ndi
 from skimage.measure import regionprops
 from skimage.transform import resize
 
-CROP_MODES = ("surroundings", "cropped", "masked", "masked-local")
+CROP_MODES = ("surroundings", "cropped", "masked", "masked-local", "wall")
 DEFAULT_CROP_MODE = "masked-local"  # what new classifiers train on (the shipped ones included)
 BACKGROUND_RING_PX = (2, 8)  # "masked-local": free ice between these distances from the object
+WALL_STEP_NM = 1.0  # "wall": distance between rows, fine enough for a bilayer's two leaflets 4 nm apart
+WALL_OUTSIDE_NM = 6.0  # "wall": the first row lies this far outside the object's outline
+WALL_MIN_RMS = 0.05  # "wall": crops are scaled to unit RMS, but a blank one is not amplified past 1/this
 PROFILE_RINGS = 12  # radial intensity / edge density bins from the centre to 1.3 radii
 HISTOGRAM_BINS = 32
 
@@ -67,10 +79,15 @@ def _cut(image: np.ndarray, top: int, left: int, side: int, fill: float = 0.0,
 
 
 def crops(image: np.ndarray, labels: np.ndarray, mode: str = DEFAULT_CROP_MODE, size: int = 32,
-          margin: int = 50) -> np.ndarray:
-    """(N, size, size) float32 crops of every object, in label order."""
+          margin: int = 50, pixel_size_nm: float | None = None) -> np.ndarray:
+    """(N, size, size) float32 crops of every object, in label order (``"wall"`` needs the
+    image's ``pixel_size_nm``: its rows are in nm)."""
     if mode not in CROP_MODES:
         raise ValueError(f"unknown crop mode {mode!r}; choose one of {CROP_MODES}")
+    if mode == "wall":
+        if pixel_size_nm is None:
+            raise ValueError("wall crops are sampled in nm: give the image's pixel_size_nm")
+        return wall_crops(image, labels, pixel_size_nm, size)
     out = []
     for region in regionprops(labels):
         top, left, side = _crop_square(region, mode, margin)
@@ -83,25 +100,98 @@ def crops(image: np.ndarray, labels: np.ndarray, mode: str = DEFAULT_CROP_MODE, 
     return np.asarray(out, np.float32).reshape(-1, size, size)
 
 
+def wall_crops(image: np.ndarray, labels: np.ndarray, pixel_size_nm: float, size: int = 32) -> np.ndarray:
+    """(N, size, size) float32: every object unrolled around its outline, in label order.
+
+    Row i holds the pixels :data:`WALL_OUTSIDE_NM` − i·:data:`WALL_STEP_NM` nm from the outline
+    (positive outside; the distance to the nearest outline point, so a wall parallel to an
+    elliptical or irregular outline stays on one row), column j those at angles around 2πj/size
+    from the centroid; each value is their mean, less the object's local ice level (0, the ice
+    level, where there are none: past the centre of a small vesicle, or outside where only other
+    objects or the image's edge lie — neither is this object's surroundings). Each crop is then scaled to
+    unit RMS (by at most 1/:data:`WALL_MIN_RMS`, so a blank one stays blank).
+    """
+    out = [_unrolled(image, labels, region, pixel_size_nm, size) for region in regionprops(labels)]
+    return np.asarray(out, np.float32).reshape(-1, size, size)
+
+
+def _unrolled(image: np.ndarray, labels: np.ndarray, region: Any, pixel_size_nm: float, size: int) -> np.ndarray:
+    """One object's wall crop (:func:`wall_crops`), computed in a window around it. Pixels coarser
+    than half a row are first interpolated finer, so that every row is filled at every angle."""
+    top, left, side = _wall_square(region, pixel_size_nm)
+    window = _cut(image, top, left, side)
+    around = _label_window(labels, top, left, side)
+    own = (around == region.label).astype(np.float32)
+    ice = ((around == 0) | (around == region.label)).astype(np.float32)  # not beyond the image, not a neighbour
+    beyond = (around < 0).astype(np.float32)
+    level = _local_background(image, labels, region)
+    window = np.where(ice > 0, window, level)  # so that interpolating finer smears no neighbour into the ice
+    finer = max(1, int(np.ceil(2 * pixel_size_nm / WALL_STEP_NM)))
+    if finer > 1:
+        window, own, ice, beyond = (ndi.zoom(a, finer, order=1, grid_mode=True, mode="nearest")
+                                    for a in (window, own, ice, beyond))
+    centre = (np.array(region.centroid) - (top, left) + 0.5) * finer - 0.5
+    row, column = _wall_bins(own >= 0.5, beyond >= 0.5, centre, pixel_size_nm / finer, size)
+    kept = (row >= 0) & (row < size) & (ice >= 0.5)
+    index = row[kept] * size + column[kept]
+    counts = np.bincount(index, minlength=size * size)
+    sums = np.bincount(index, window[kept], minlength=size * size)
+    crop = np.where(counts > 0, sums / np.maximum(counts, 1) - level, 0.0)
+    crop = crop.reshape(size, size)
+    return crop / max(float(np.sqrt(np.mean(crop**2))), WALL_MIN_RMS)
+
+
+def _wall_bins(own: np.ndarray, beyond: np.ndarray, centre: np.ndarray, pixel_size_nm: float,
+               size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(row, column) of every pixel of a window in an object's wall crop: rows by the signed
+    distance to the object's outline (Euclidean, in nm), columns by the angle around ``centre``.
+    The image's edge (``beyond``: the window's pixels outside the image) is not an outline: depths
+    inside run to the outline the image shows."""
+    inside = ndi.distance_transform_edt(own | beyond) - 0.5
+    depth = np.where(own, inside, 0.5 - ndi.distance_transform_edt(~own))
+    row = np.rint((WALL_OUTSIDE_NM + depth * pixel_size_nm) / WALL_STEP_NM).astype(np.int64)
+    yy, xx = np.mgrid[: own.shape[0], : own.shape[1]]
+    angle = np.arctan2(yy - centre[0], xx - centre[1])
+    column = np.rint(angle * size / (2 * np.pi)).astype(np.int64) % size
+    return row, column
+
+
+def _wall_square(region: Any, pixel_size_nm: float) -> tuple[int, int, int]:
+    """Top, left and side of the window a wall crop is sampled in: the object and its outside rows."""
+    return _square(region, int(np.ceil(WALL_OUTSIDE_NM / pixel_size_nm)) + 2)
+
+
 def _crop_square(region: Any, mode: str, margin: int) -> tuple[int, int, int]:
     """Top, left and side of the square :func:`crops` cuts around an object in ``mode``."""
     return _square(region, margin if mode == "surroundings" else 2)
 
 
-def paste_maps(maps: np.ndarray, labels: np.ndarray, mode: str = DEFAULT_CROP_MODE, margin: int = 50) -> np.ndarray:
-    """Per-object (N, s, s) maps over the crops :func:`crops` cut (same ``mode`` and ``margin``), in
-    label order, put back where each crop came from: a (Y, X) float32 image map.
+def paste_maps(maps: np.ndarray, labels: np.ndarray, mode: str = DEFAULT_CROP_MODE, margin: int = 50,
+               pixel_size_nm: float | None = None) -> np.ndarray:
+    """Per-object (N, s, s) maps over the crops :func:`crops` cut (same ``mode``, ``margin`` and
+    ``pixel_size_nm``), in label order, put back where each crop came from: a (Y, X) float32 image map.
 
-    Each map is resized to its crop's square and kept on its own object's pixels only, scaled to
-    0–1 there, and is 0 elsewhere. Own pixels only, because crop squares of neighbours overlap and
-    a pixel should speak for the object it belongs to; scaled per object, because the question is
-    where in each object the evidence lies, and one scale for all would leave small objects dark.
+    Each map is resized to its crop's square (or, for ``"wall"`` crops, each pixel takes the value
+    at its own distance from the outline and angle) and kept on its own object's pixels only,
+    scaled to 0–1 there, and is 0 elsewhere. Own pixels only, because crop squares of neighbours
+    overlap and a pixel should speak for the object it belongs to; scaled per object, because the
+    question is where in each object the evidence lies, and one scale for all would leave small
+    objects dark.
     """
+    if mode == "wall" and pixel_size_nm is None:
+        raise ValueError("wall maps are placed in nm: give the image's pixel_size_nm")
     out = np.zeros(labels.shape, np.float32)
     for values, region in zip(maps, regionprops(labels)):
-        top, left, side = _crop_square(region, mode, margin)
-        own = _label_window(labels, top, left, side) == region.label
-        placed = resize(np.asarray(values, np.float32), (side, side), order=1, preserve_range=True) * own
+        values = np.asarray(values, np.float32)
+        if mode == "wall":
+            top, left, side = _wall_square(region, pixel_size_nm)
+            window = _label_window(labels, top, left, side)
+            own = window == region.label
+            placed = _rolled_back(values, own, window < 0, np.array(region.centroid) - (top, left), pixel_size_nm) * own
+        else:
+            top, left, side = _crop_square(region, mode, margin)
+            own = _label_window(labels, top, left, side) == region.label
+            placed = resize(values, (side, side), order=1, preserve_range=True) * own
         top_value = float(placed.max())
         if top_value > 0:
             placed /= top_value
@@ -109,6 +199,16 @@ def paste_maps(maps: np.ndarray, labels: np.ndarray, mode: str = DEFAULT_CROP_MO
         ye, xe = min(top + side, out.shape[0]), min(left + side, out.shape[1])
         out[ys:ye, xs:xe] = np.maximum(out[ys:ye, xs:xe], placed[ys - top : ye - top, xs - left : xe - left])
     return out
+
+
+def _rolled_back(values: np.ndarray, own: np.ndarray, beyond: np.ndarray, centre: np.ndarray,
+                 pixel_size_nm: float) -> np.ndarray:
+    """A (size, size) map over a wall crop (:func:`wall_crops`) as a window: each pixel gets the
+    map's value at its own row and column (its distance from the outline and its angle)."""
+    size = values.shape[1]
+    row, column = _wall_bins(own, beyond, centre, pixel_size_nm, size)
+    kept = (row >= 0) & (row < size)
+    return np.where(kept, values[np.clip(row, 0, size - 1), column], 0.0).astype(np.float32)
 
 
 def _local_background(image: np.ndarray, labels: np.ndarray, region: Any) -> float:

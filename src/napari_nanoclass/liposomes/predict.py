@@ -378,7 +378,7 @@ def classify(image: np.ndarray, labels: np.ndarray, diameters_nm: np.ndarray, pi
     for problem, model in classifiers.items():
         mode, size = crop_spec(model.info)
         if (mode, size) not in cut:  # classifiers of the same crop spec share one pass over the objects
-            cut[mode, size] = liposome_objects.crops(image, labels, mode, size)
+            cut[mode, size] = liposome_objects.crops(image, labels, mode, size, pixel_size_nm=pixel_size_nm)
         crops = cut[mode, size]
         probabilities = decide(predict_crops(model.module, crops, sizes, features, model.device), model.info.training,
                                balanced_decisions)
@@ -386,7 +386,7 @@ def classify(image: np.ndarray, labels: np.ndarray, diameters_nm: np.ndarray, pi
         explanation = None
         if explain:
             cams = explain_crops(model.module, crops, sizes, chosen, features, model.device)
-            explanation = liposome_objects.paste_maps(cams, labels, mode)
+            explanation = liposome_objects.paste_maps(cams, labels, mode, pixel_size_nm=pixel_size_nm)
         names = model.info.class_names
         out[problem] = Decisions([names[i] for i in chosen], probabilities.max(1, initial=0), explanation)
     return out

@@ -260,7 +260,7 @@ def objects_from_image(image: np.ndarray, labels: np.ndarray, classes: dict[int,
     diameters = np.array([r["diameter_nm"] for r in measured])
     targets = {problem: np.array([names.index(classes[i][problem]) if problem in classes.get(i, {}) else -1
                                   for i in ids], np.int64) for problem, names in PROBLEMS.items()}
-    return Objects(liposome_objects.crops(image, labels, mode, size),
+    return Objects(liposome_objects.crops(image, labels, mode, size, pixel_size_nm=pixel_size_nm),
                    liposome_objects.log_size(diameters),
                    liposome_objects.features(image, labels, pixel_size_nm),
                    targets, np.full(len(ids), group, np.int64), mode)
@@ -326,6 +326,8 @@ class ClassifierConfig:
             raise ValueError(f"unknown problem {self.problem!r}; choose one of {sorted(PROBLEMS)}")
         if self.strategy not in STRATEGIES:
             raise ValueError(f"unknown strategy {self.strategy!r}; choose one of {STRATEGIES}")
+        if self.input_mode not in liposome_objects.CROP_MODES:
+            raise ValueError(f"unknown input mode {self.input_mode!r}; choose one of {liposome_objects.CROP_MODES}")
         unknown = set(self.augment) - set(AUGMENTATIONS)
         if unknown:
             raise ValueError(f"unknown augmentations {sorted(unknown)}; choose from {AUGMENTATIONS}")
@@ -354,8 +356,11 @@ def classifier_info(config: ClassifierConfig, history: list[dict[str, float]],
     )
 
 
-def _augment(x: torch.Tensor, kinds: Sequence[str], generator: torch.Generator) -> torch.Tensor:
-    """Random affine transforms of a batch of crops (zeros = the mean fill in from outside)."""
+def _augment(x: torch.Tensor, kinds: Sequence[str], generator: torch.Generator, mode: str = "masked") -> torch.Tensor:
+    """Random affine transforms of a batch of crops (zeros = the mean fill in from outside); for
+    ``"wall"`` crops their equivalents in the unrolled frame (:func:`_augment_wall`)."""
+    if mode == "wall":
+        return _augment_wall(x, kinds, generator)
     n = x.shape[0]
 
     def uniform(lo: float, hi: float) -> torch.Tensor:
@@ -372,6 +377,28 @@ def _augment(x: torch.Tensor, kinds: Sequence[str], generator: torch.Generator) 
                          torch.stack([sin * flip, cos, shift_y], 1)], 1)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     return F.grid_sample(x, grid, align_corners=False, padding_mode="zeros")
+
+
+WALL_SHIFT_ROWS = 2  # "shift" of wall crops: the outline drawn up to this many rows off the wall
+
+
+def _augment_wall(x: torch.Tensor, kinds: Sequence[str], generator: torch.Generator) -> torch.Tensor:
+    """Augmentations of unrolled (rows: distance from the outline, columns: angle) crops: a rotation
+    is a circular shift of the columns, a flip reverses them, and a shift moves the rows by up to
+    :data:`WALL_SHIFT_ROWS` (an outline drawn a little off the wall), repeating the edge row; shear
+    and zoom would change the distances in nm, which carry the lamellae, and are not applied."""
+    out = []
+    for crop in x:
+        if "rotate" in kinds:
+            crop = torch.roll(crop, int(torch.randint(crop.shape[-1], (1,), generator=generator)), dims=-1)
+        if "flip" in kinds and float(torch.rand(1, generator=generator)) < 0.5:
+            crop = torch.flip(crop, dims=(-1,))
+        if "shift" in kinds:
+            rows = int(torch.randint(-WALL_SHIFT_ROWS, WALL_SHIFT_ROWS + 1, (1,), generator=generator))
+            index = torch.clamp(torch.arange(crop.shape[-2]) - rows, 0, crop.shape[-2] - 1)
+            crop = crop[..., index, :]
+        out.append(crop)
+    return torch.stack(out)
 
 
 def _epoch_indices(y: np.ndarray, strategy: str, rng: np.random.Generator) -> np.ndarray:
@@ -522,7 +549,8 @@ def train_classifier_steps(objects: Objects, config: ClassifierConfig, *, regist
         order = np.concatenate([order] + [rng.permutation(order) for _ in range(repeats - 1)])
         for start in range(0, len(order), config.batch_size):
             batch = order[start : start + config.batch_size]
-            x = _augment(torch.from_numpy(train.crops[batch, None]), config.augment, generator).to(dev)
+            x = _augment(torch.from_numpy(train.crops[batch, None]), config.augment, generator,
+                         config.input_mode).to(dev)
             descriptors = torch.from_numpy(train.features[batch].astype(np.float32)).to(dev) if module.descriptors else None
             logits = module(x, torch.from_numpy(train.log_size[batch]).to(dev), descriptors)
             loss = F.cross_entropy(logits, torch.from_numpy(y[batch]).to(dev), weight=weights,
