@@ -181,8 +181,8 @@ def train_classifiers(n_fields: int, epochs: int, problems: list[str], feature_i
                       mode: str = DEFAULT_CROP_MODE, imaging: str = "default",
                       pixel_sizes: tuple[float, float] | None = None, directory: Path = PACKAGE_DIR,
                       seed: int = 0) -> None:
-    if Path(directory).resolve() == PACKAGE_DIR.resolve() and (mode, imaging, pixel_sizes) != (
-            DEFAULT_CROP_MODE, "default", None):
+    into_package = Path(directory).resolve() == PACKAGE_DIR.resolve()
+    if into_package and (mode, imaging, pixel_sizes) != (DEFAULT_CROP_MODE, "default", None):
         raise SystemExit("a classifier unlike the shipped recipe is a candidate: write it elsewhere (--classifier-out)")
     objects = objects_from_fields(classifier_fields(n_fields, imaging, pixel_sizes), mode=mode)
     for problem in problems:
@@ -202,7 +202,7 @@ def train_classifiers(n_fields: int, epochs: int, problems: list[str], feature_i
             # the classes were equally common (fine-tuning on a sample's own objects sets one)
             training=dict(result.info.training, decision=None,
                           fields=_classifier_fields_record(n_fields, imaging, pixel_sizes)))
-        save_model(result.module, info, directory, register=Path(directory).resolve() == PACKAGE_DIR.resolve())
+        save_model(result.module, info, directory, register=into_package)
         print(f"{problem}: held-out balanced accuracy {best:.3f} in {time.perf_counter() - start:.0f} s")
 
 

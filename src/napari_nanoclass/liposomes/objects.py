@@ -19,9 +19,9 @@ Crop modes (the study compared them; cropped and masked inputs won):
   the local ice level, the crop scaled to unit RMS. The other modes resize each object's square
   to a fixed side, so a 300 nm vesicle is seen at about 10 nm per crop pixel and lamellae 5–12 nm
   apart merge; here the wall keeps its own resolution at every size, and each value averages
-  its column's arc (1/32 of the circumference), which collects a faint wall's signal. The scaling keeps the wall's
-  shape and drops its contrast, which changes with dose, defocus and ice thickness from image to
-  image.
+  its column's arc (1/32 of the circumference), which collects a faint wall's signal. The
+  scaling keeps the wall's shape and drops its contrast, which changes with dose, defocus and ice
+  thickness from image to image.
 
 Square crops are resized to a fixed side and wall crops hold the wall only, so :func:`measure`
 also gives each object's diameter, which the classifiers get as an extra input.
@@ -108,8 +108,8 @@ def wall_crops(image: np.ndarray, labels: np.ndarray, pixel_size_nm: float, size
     elliptical or irregular outline stays on one row), column j those at angles around 2πj/size
     from the centroid; each value is their mean, less the object's local ice level (0, the ice
     level, where there are none: past the centre of a small vesicle, or outside where only other
-    objects or the image's edge lie — neither is this object's surroundings). Each crop is then scaled to
-    unit RMS (by at most 1/:data:`WALL_MIN_RMS`, so a blank one stays blank).
+    objects or the image's edge lie, neither of them this object's surroundings). Each crop is
+    then scaled to unit RMS (by at most 1/:data:`WALL_MIN_RMS`, so a blank one stays blank).
     """
     out = [_unrolled(image, labels, region, pixel_size_nm, size) for region in regionprops(labels)]
     return np.asarray(out, np.float32).reshape(-1, size, size)

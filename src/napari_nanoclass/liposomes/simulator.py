@@ -389,12 +389,15 @@ def _render(obj: dict[str, Any], density: np.ndarray, labels: np.ndarray, pixel_
     scale = (a + b) / 2
     shells = bool(physics["bilayer_volts"])
 
-    def ring(r: np.ndarray, scale: float, radius_px: float) -> np.ndarray:
+    def ring(r: np.ndarray, rho: np.ndarray | None, scale: float, radius_px: float) -> np.ndarray:
+        """A bilayer at ``radius_px``: a projected shell at the radii ``rho`` (:func:`parallel_radius`
+        of ``r``, computed once per outline), or the default fields' rings of ``r``."""
         if shells:
-            return _shell(parallel_radius(r, scale), radius_px, pixel_size_nm, physics)
+            return _shell(rho, radius_px, pixel_size_nm, physics)
         return _ring(r, scale, radius_px, leaflets, pixel_size_nm)
 
-    local = ring(r, scale, scale)
+    rho = parallel_radius(r, scale) if shells else None
+    local = ring(r, rho, scale, scale)
     inner = scale
     if obj["lamellarity"] == "multilamellar":
         if rng.random() < 0.7:  # concentric lamellae, 5–12 nm apart
@@ -402,18 +405,18 @@ def _render(obj: dict[str, Any], density: np.ndarray, labels: np.ndarray, pixel_
                 inner -= rng.uniform(5, 12) / pixel_size_nm
                 if inner < 3:
                     break
-                local += ring(r, scale, inner)
+                local += ring(r, rho, scale, inner)
         else:  # a nested vesicle touching the inside of the outer one
             small = scale * rng.uniform(0.35, 0.65)
             angle = rng.uniform(0, 2 * np.pi)
             oy, ox = (scale - small - 2) * np.sin(angle), (scale - small - 2) * np.cos(angle)
             rn = _radius(shape, cy - y0 + oy, cx - x0 + ox, small, small, 0.0)
-            local += ring(rn, small, small)
+            local += ring(rn, parallel_radius(rn, small) if shells else None, small, small)
             inner = min(inner, scale - 2 * small)
     within = r
     if shells:  # the interior starts inside the inner head groups, not at the outline, parallel to it as they are
         inner -= (BILAYER_GAP_NM + 1.0) / pixel_size_nm
-        within = parallel_radius(r, scale) / scale
+        within = rho / scale
     kind = obj["encapsulation"]
     if kind != "empty" and physics["cargo_particles"] and realistic.random() < physics["cargo_particles"]:
         cargo = _particles(kind, within, scale, max(inner, 2.0), pixel_size_nm, physics, realistic)
