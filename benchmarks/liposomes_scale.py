@@ -2,7 +2,7 @@
 
     python benchmarks/liposomes_scale.py [--pixel-sizes 1 1.5 2 2.5 3 5] [--fields 10]
         [--detectors auto liposome-detector liposome-detector-fine PATH] [--diameter 20 300]
-        [--imaging default astigmatism mtf contamination defocus microscope] [--small-detector NAME]
+        [--imaging default astigmatism mtf contamination defocus microscope] [--small-detector NAME|PATH] [--seed N]
     python benchmarks/liposomes_scale.py --time-fields 3 [--pixel-sizes 2.5]   # seconds per field
 
 Each field is simulated at the given pixel size (512² pixels, vesicles log-uniform in
@@ -53,11 +53,11 @@ def field_detection(config: SimulationConfig, first_seed: int, n_fields: int, de
 
 
 def score(detector: str, pixel_size: float, n_fields: int, diameter: tuple[float, float],
-          imaging: str = "default", small_detector: str | None = None) -> dict:
+          imaging: str = "default", small_detector: str | None = None, first_seed: int = SCALE_SEED) -> dict:
     config = SimulationConfig(pixel_size_nm=pixel_size, diameter_nm=diameter, mix=STUDY_MIX, **IMAGING[imaging])
     chosen = None if detector == "auto" else load_model(Path(detector) if detector.endswith(".safetensors")
                                                          else detector)
-    return field_detection(config, SCALE_SEED, n_fields, chosen, small_detector)
+    return field_detection(config, first_seed, n_fields, chosen, small_detector)
 
 
 def timing(pixel_size: float, n_fields: int, repeats: int = 3) -> dict[str, float]:
@@ -89,6 +89,8 @@ def main() -> None:
     ap.add_argument("--diameter", type=float, nargs=2, default=[20.0, 300.0])
     ap.add_argument("--imaging", nargs="+", choices=list(IMAGING), default=["default"])
     ap.add_argument("--small-detector", help="run this small-vesicle detector beside every detector")
+    ap.add_argument("--seed", type=int, default=SCALE_SEED,
+                    help="first field's seed (default: the reported fields; e.g. 590000 for fields to choose on)")
     ap.add_argument("--time-fields", type=int, help="time the analysis on this many fields instead")
     args = ap.parse_args()
     if args.time_fields:
@@ -101,7 +103,8 @@ def main() -> None:
     for detector in args.detectors:
         for pixel_size in args.pixel_sizes:
             for imaging in args.imaging:
-                s = score(detector, pixel_size, args.fields, tuple(args.diameter), imaging, args.small_detector)
+                s = score(detector, pixel_size, args.fields, tuple(args.diameter), imaging, args.small_detector,
+                          args.seed)
                 name = f"auto ({default_detector(pixel_size)})" if detector == "auto" else detector
                 name += f" + {args.small_detector}" if args.small_detector else ""
                 print(f"| {name} | {pixel_size:g} | {imaging} | {s['precision']:.3f} | {s['recall']:.3f} | "

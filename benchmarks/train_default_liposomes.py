@@ -137,7 +137,8 @@ def fine_fields(n_fields: int, first_seed: int, recorded_nm: tuple[float, float]
 def train_fine_detector(n_fields: int, epochs: int, recorded_nm: tuple[float, float] = (1.0, 1.0),
                         diameter_nm: tuple[float, float] = (20.0, 150.0), native_share: float = 0.0,
                         directory: Path = PACKAGE_DIR, name: str = FINE_DETECTOR,
-                        postprocess: dict | None = None, seed: int = 0, imaging: str = "default") -> None:
+                        postprocess: dict | None = None, seed: int = 0, imaging: str = "default",
+                        width: int = 8) -> None:
     start = time.perf_counter()
     train_pairs = detector_pairs(fine_fields(n_fields, TRAIN_SEED, recorded_nm, diameter_nm, native_share, imaging),
                                  working_px=1.0)
@@ -146,8 +147,10 @@ def train_fine_detector(n_fields: int, epochs: int, recorded_nm: tuple[float, fl
     print(f"{n_fields} + 8 {imaging} fields simulated and brought to 1 nm/px in {time.perf_counter() - start:.0f} s",
           flush=True)
     config = TrainConfig(name=name, class_names=DETECTOR_CLASSES, class_colours=DETECTOR_COLOURS,
-                         width=8, depth=3, se_window=5, crop=256, batch_size=4, epochs=epochs, iters_per_epoch=50,
-                         init_from=DEFAULT_DETECTOR, lr=1e-3, patience=epochs, tile=512, pixel_size_nm=1.0, seed=seed)
+                         width=width, depth=3, se_window=5, crop=256, batch_size=4, epochs=epochs, iters_per_epoch=50,
+                         # the standard detector's weights fit only its own width: another width starts afresh
+                         init_from=DEFAULT_DETECTOR if width == 8 else None, lr=1e-3 if width == 8 else 2e-3,
+                         patience=epochs, tile=512, pixel_size_nm=1.0, seed=seed)
     start = time.perf_counter()
     result = train(train_pairs, val_pairs, config, progress=True)
     seconds = time.perf_counter() - start
@@ -230,6 +233,9 @@ def main() -> None:
     ap.add_argument("--fine-out", type=Path, default=PACKAGE_DIR, help="where to write the fine or small detector")
     ap.add_argument("--seed", type=int, default=0,
                     help="training seed of the fine or small detector, or of the classifiers")
+    ap.add_argument("--small-width", type=int, default=8,
+                    help="the small-vesicle detector's width (8: the shipped recipe, fine-tuned from the standard "
+                         "detector; another width is trained from scratch: a candidate, write it with --fine-out)")
     ap.add_argument("--fine-imaging", choices=FINE_IMAGING_CHOICES, default="default",
                     help="the simulator's image formation for the fine detector's fields")
     ap.add_argument("--classifier-fields", type=int, default=960, help="simulated 512² fields for the classifiers")
@@ -256,7 +262,7 @@ def main() -> None:
     if args.only in (None, "small-detector"):
         train_fine_detector(args.fine_fields, args.fine_epochs, SMALL_RECORDED_NM, tuple(args.fine_diameter),
                             directory=args.fine_out, name=SMALL_DETECTOR, postprocess=SMALL_POSTPROCESS,
-                            seed=args.seed)
+                            seed=args.seed, width=args.small_width)
     if args.only in (None, "classifiers"):
         train_classifiers(args.classifier_fields, args.classifier_epochs, args.problems, args.feature_input,
                           args.classifier_mode, args.classifier_imaging,

@@ -1098,6 +1098,34 @@ def test_cross_opening_is_scipy_s_binary_opening_with_a_disk_of_one(rows, cols, 
 
 
 @settings(max_examples=60, deadline=None)
+@given(st.integers(1, 30), st.integers(1, 30), st.integers(0, 2**32 - 1), st.floats(0.2, 0.95),
+       st.sampled_from([0.5, 0.8, 0.9]))
+def test_solid_enough_is_skimage_s_solidity_test(rows, cols, seed, density, min_solidity):
+    """solid_enough decides most objects by a bound instead of a convex hull: for ragged, thin and
+    one-pixel objects alike it must answer as ``region.solidity >= min_solidity`` does."""
+    from skimage.measure import label, regionprops
+
+    from napari_nanoclass.liposomes.predict import solid_enough
+
+    mask = np.random.default_rng(seed).random((rows, cols)) < density
+    for region in regionprops(label(mask)):
+        assert solid_enough(region, min_solidity) == (region.solidity >= min_solidity)
+
+
+def test_solid_enough_skips_the_convex_hull_of_round_objects():
+    from skimage.measure import regionprops
+    from skimage.morphology import disk
+
+    from napari_nanoclass.liposomes.predict import solid_enough
+
+    region = regionprops(np.pad(disk(12), 3).astype(np.int32))[0]
+    assert solid_enough(region, 0.8)
+    assert "image_convex" not in region._cache  # decided by the octagon bound alone
+    ragged = regionprops(np.pad(np.eye(12, dtype=np.int32) | np.eye(12, dtype=np.int32)[::-1], 2))[0]
+    assert not solid_enough(ragged, 0.8) and ragged.solidity < 0.8
+
+
+@settings(max_examples=60, deadline=None)
 @given(st.integers(1, 30), st.integers(1, 30), st.integers(0, 2**32 - 1))
 def test_inner_rim_and_classes_are_skimage_s_boundaries_and_numpy_s_argmax(rows, cols, seed):
     """Both replaced library calls for speed; labels touching each other, the image's edge and

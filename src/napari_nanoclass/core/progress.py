@@ -21,9 +21,10 @@ import threading
 import time
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
+U = TypeVar("U")
 
 
 @dataclass(frozen=True)
@@ -156,3 +157,69 @@ def scaled(steps: Steps[T], index: int, count: int, message: str = "") -> Steps[
     """
     return mapped(steps, lambda step: Progress(int(1000 * (index + step.fraction)), 1000 * count,
                                                message or step.message, step.metrics))
+
+
+POLL_S = 0.05  # how often a job waiting on a side job reports (and can be cancelled)
+
+
+class _SideJob:
+    """A step generator driven to completion in a thread of its own; its fraction done, result
+    or error are read from the thread that started it."""
+
+    def __init__(self, steps: Steps[Any], name: str) -> None:
+        self.fraction = 0.0
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self.cancel = CancelToken()
+        self._thread = threading.Thread(target=self._run, args=(steps,), name=name, daemon=True)
+        self._thread.start()
+
+    def _run(self, steps: Steps[Any]) -> None:
+        def seen(step: Progress) -> None:
+            self.fraction = step.fraction
+
+        try:
+            self.result = run_sync(steps, seen, self.cancel)
+        except Cancelled:
+            pass
+        except BaseException as error:  # handed to the starting thread, which raises it
+            self.error = error
+
+    def wait(self, timeout: float) -> bool:
+        """Whether the job has ended, waiting at most ``timeout`` seconds for it."""
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def stop(self) -> None:
+        """Cancel the job at its next step and wait until it has cleaned up."""
+        self.cancel.cancel()
+        self._thread.join()
+
+
+def alongside(main: Steps[T], side: Steps[U], message: str = "") -> Steps[tuple[T, U]]:
+    """Run ``side`` in a thread of its own while ``main`` runs in this one, and return both results.
+
+    For two independent passes that leave each other's cores free (features measured by
+    single-threaded library code beside a network's forward): together they take about the
+    time of the longer. Progress is the mean of the two fractions; this job still yields while
+    it waits for ``side``, so closing it (Cancel) stops both, and an error in either is raised
+    here once ``side`` has stopped."""
+    job = _SideJob(side, name=message or "side job")
+    try:
+        while True:
+            try:
+                step = next(main)
+            except StopIteration as stop:
+                main_result = stop.value
+                break
+            if job.error is not None:
+                break
+            yield Progress(int(500 * (step.fraction + job.fraction)), 1000, message or step.message, step.metrics)
+        while not job.wait(POLL_S):
+            yield Progress(int(500 * (1 + job.fraction)), 1000, message)
+    finally:
+        main.close()
+        job.stop()
+    if job.error is not None:
+        raise job.error
+    return main_result, job.result
