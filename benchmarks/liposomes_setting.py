@@ -21,7 +21,7 @@ for either would score.
 unrolls each object around its outline in nm, :func:`liposome_objects.wall_crops`) and
 ``--pixel-sizes LO HI`` draws every field's pixel size log-uniformly in that range instead of 2.5 nm.
 
-    python benchmarks/liposomes_setting.py --shipped [NAME|PATH …] [--test-fields 40] [--pixel-sizes 1 2.5]
+    python benchmarks/liposomes_setting.py --shipped [NAME|PATH …] [--test-fields 40] [--pixel-sizes 1 2.5] [--ensemble]
 
 judges the shipped classifiers (trained on default fields; no training here), or the ones given,
 on the objects of unseen default and ``REALISTIC`` fields, each on objects cut as it takes them.
@@ -125,21 +125,29 @@ def run(setting: str, seed: int, n_train: int, n_test: int, epochs: int, mode: s
     return record
 
 
-def shipped(n_test: int, names: list[str] | None = None, pixel_sizes: tuple[float, float] | None = None) -> None:
+def shipped(n_test: int, names: list[str] | None = None, pixel_sizes: tuple[float, float] | None = None,
+            ensemble: bool = False) -> None:
     """Classifiers (default: the shipped ones; each judged on its own problem, on objects cut as it
-    takes them), balanced decisions, on the objects of unseen default and REALISTIC fields."""
+    takes them), balanced decisions, on the objects of unseen default and REALISTIC fields; with
+    ``ensemble`` also the mean of their probabilities (the classifiers given must share problem and crops)."""
     print("| fields | classifier | problem | objects | macro-F1 | balanced accuracy |\n|---|---|---|---|---|---|")
     models = [load_model(name) for name in names or DEFAULT_CLASSIFIERS.values()]
     for fields, changes in (("default", {}), ("REALISTIC", REALISTIC)):
-        cut = {}
+        cut, decided = {}, []
         for model in models:
             problem, (mode, size) = model.info.training["problem"], crop_spec(model.info)
             if (mode, size) not in cut:
                 cut[mode, size] = objects(changes, TEST_SEED + 9000, n_test, mode, pixel_sizes, size)
             test = cut[mode, size]
-            probabilities = decide(object_probabilities(model.module, test), model.info.training, True)
-            s = _scores(test.targets[problem], probabilities.argmax(1))
+            decided.append(decide(object_probabilities(model.module, test), model.info.training, True))
+            s = _scores(test.targets[problem], decided[-1].argmax(1))
             print(f"| {fields} | {model.info.name} ({mode}) | {problem} | {s['objects']} | {s['macro_f1']:.3f} | "
+                  f"{s['balanced_accuracy']:.3f} |", flush=True)
+        if ensemble:
+            if len(cut) > 1 or len({m.info.training["problem"] for m in models}) > 1:
+                raise SystemExit("--ensemble: give classifiers of one problem that take the same crops")
+            s = _scores(test.targets[problem], np.mean(decided, axis=0).argmax(1))
+            print(f"| {fields} | mean of {len(models)} ({mode}) | {problem} | {s['objects']} | {s['macro_f1']:.3f} | "
                   f"{s['balanced_accuracy']:.3f} |", flush=True)
 
 
@@ -158,9 +166,12 @@ def main() -> None:
     ap.add_argument("--pixel-sizes", type=float, nargs=2, default=None, metavar=("LO", "HI"))
     ap.add_argument("--shipped", nargs="*", metavar="CLASSIFIER",
                     help="judge these classifiers (registered or paths; none given: the shipped ones) instead")
+    ap.add_argument("--ensemble", action="store_true",
+                    help="--shipped also judges the mean of the given classifiers' probabilities")
     args = ap.parse_args()
     if args.shipped is not None:
-        shipped(args.test_fields, args.shipped, None if args.pixel_sizes is None else tuple(args.pixel_sizes))
+        shipped(args.test_fields, args.shipped, None if args.pixel_sizes is None else tuple(args.pixel_sizes),
+                args.ensemble)
         return
     print("| setting (train → held out) | problem | macro-F1 in | macro-F1 out | balanced acc. in | balanced acc. out |")
     print("|---|---|---|---|---|---|")
