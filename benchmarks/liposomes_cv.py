@@ -7,7 +7,8 @@ chosen for that mix, at matched specificity (each method's TPR where the other's
 TNR) and as one-vs-rest ROC AUC. The CV is compared at matched specificity too.
 
     python benchmarks/liposomes_cv.py [--fields 120] [--epochs 15] [--mixes study balanced] [--strategy S]
-        [--input-modes masked cropped surroundings] [--heldout-fields 1000] [--table FILE]
+        [--input-modes masked cropped surroundings] [--heldout-fields 1000 [--heldout-classifiers PATH …]]
+        [--table FILE]
 
 Results are cached per setting in benchmarks/out/liposomes/ (delete a file to recompute it); the
 table printed at the end is the one in docs/liposomes.md.
@@ -19,6 +20,7 @@ import argparse
 import functools
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +31,7 @@ from napari_nanoclass.core.metrics import normalised, tpr_at_tnr
 from napari_nanoclass.liposomes import DEFAULT_CLASSIFIERS, DEFAULT_DETECTOR, PROBLEMS, small_detector_for
 from napari_nanoclass.liposomes.objects import CROP_MODES
 from napari_nanoclass.liposomes.predict import SMALL_MAX_ENLARGEMENT
-from napari_nanoclass.liposomes.simulator import MIXES, SimulationConfig, simulate_field
+from napari_nanoclass.liposomes.simulator import MIXES, REALISTIC, SimulationConfig, simulate_field
 from napari_nanoclass.liposomes.train import (
     ClassifierConfig,
     Objects,
@@ -93,21 +95,29 @@ def _fields_objects(mix: str, first_seed: int, count: int, mode: str) -> Objects
 
 
 def _training_objects(info: ModelInfo) -> Objects:
-    """The objects of the simulated fields a shipped classifier was trained on, cut its way."""
+    """The objects of the simulated fields a classifier was trained on (as
+    train_default_liposomes.py records them: image formation ``mixed`` alternates default and
+    ``REALISTIC`` fields; a pixel-size range draws each field's), cut its way."""
     fields = info.training.get("fields")
     if not fields:
         raise SystemExit(f"{info.name} does not record its training fields: retrain it with "
                          "benchmarks/train_default_liposomes.py --only classifiers")
-    return _fields_objects(fields["mix"], fields["first_seed"], fields["count"], info.training["input_mode"])
+    turns = [{}, REALISTIC] if fields.get("imaging") == "mixed" else [{}]
+    sizes = fields.get("pixel_size_range_nm")
+    base = SimulationConfig(mix=MIXES[fields["mix"]], pixel_size_range_nm=tuple(sizes) if sizes else None)
+    return objects_from_fields([simulate_field(replace(base, **turns[i % len(turns)]), fields["first_seed"] + i)
+                                for i in range(fields["count"])], mode=info.training["input_mode"])
 
 
-def heldout(n_test: int, n_calibration: int) -> list[dict]:
-    """Each shipped classifier and the SVM baseline trained on the same simulated fields, on
-    ``n_test`` unseen fields at the study's class mix: both with their own balanced decisions, and
-    both at an operating point for the study mix chosen on ``n_calibration`` other fields.
-    Cached per classifier version, so retraining one classifier re-measures only that one."""
-    return [r for problem, name in DEFAULT_CLASSIFIERS.items()
-            for r in _heldout_problem(problem, load_model(name), n_test, n_calibration)]
+def heldout(n_test: int, n_calibration: int, classifiers: list[str] | None = None) -> list[dict]:
+    """Each shipped classifier (or each of ``classifiers``, registered or paths, judged on the
+    problem it records) and the SVM baseline trained on the same simulated fields, on ``n_test``
+    unseen fields at the study's class mix: both with their own balanced decisions, and both at an
+    operating point for the study mix chosen on ``n_calibration`` other fields. Cached per
+    classifier version, so retraining one classifier re-measures only that one."""
+    models = [load_model(name) for name in classifiers or DEFAULT_CLASSIFIERS.values()]
+    return [r for model in models
+            for r in _heldout_problem(model.info.training["problem"], model, n_test, n_calibration)]
 
 
 def _heldout_problem(problem: str, model: LoadedModel, n_test: int, n_calibration: int) -> list[dict]:
@@ -253,6 +263,8 @@ def main() -> None:
     ap.add_argument("--detection-detector", help="score this detector alone (default: the analysis' own choice)")
     ap.add_argument("--heldout-fields", type=int, default=0,
                     help="unseen study-mix fields for the shipped classifiers vs the SVM (0: skip)")
+    ap.add_argument("--heldout-classifiers", nargs="+", metavar="NAME|PATH",
+                    help="judge these classifiers instead of the shipped ones in the held-out comparison")
     ap.add_argument("--calibration-fields", type=int, default=300,
                     help="study-mix fields on which the held-out comparison chooses operating points")
     ap.add_argument("--table", help="also write the Markdown table here")
@@ -271,7 +283,7 @@ def main() -> None:
                           f"{results[-1]['balanced_accuracy']:.3f}", flush=True)
     cv_comparisons(results)
     if args.heldout_fields:
-        results += heldout(args.heldout_fields, args.calibration_fields)
+        results += heldout(args.heldout_fields, args.calibration_fields, args.heldout_classifiers)
     det = detection(args.detection_fields, args.detection_detector)
     summary = (f"Detection on {det['fields']} unseen simulated 512² fields (study mix), IoU ≥ 0.5: precision "
                f"{det['precision']:.3f}, recall {det['recall']:.3f}, F1 {det['f1']:.3f} ({det['tp']} TP, {det['fp']} FP, "

@@ -90,7 +90,8 @@ def main() -> None:
     ap.add_argument("--imaging", nargs="+", choices=list(IMAGING), default=["default"])
     ap.add_argument("--small-detector", help="run this small-vesicle detector beside every detector")
     ap.add_argument("--seed", type=int, default=SCALE_SEED,
-                    help="first field's seed (default: the reported fields; e.g. 590000 for fields to choose on)")
+                    help="first field's seed (default: the reported fields; e.g. 590000 for fields to choose on; "
+                         "not used by --time-fields)")
     ap.add_argument("--time-fields", type=int, help="time the analysis on this many fields instead")
     args = ap.parse_args()
     if args.time_fields:

@@ -230,7 +230,8 @@ def main() -> None:
                     help="pixel sizes (nm) the fine detector's fields are recorded at, before 1 nm/px")
     ap.add_argument("--fine-diameter", type=float, nargs=2, default=[20.0, 150.0], metavar=("MIN", "MAX"))
     ap.add_argument("--fine-native-share", type=float, default=0.0, help="share of fields recorded at 1 nm/px")
-    ap.add_argument("--fine-out", type=Path, default=PACKAGE_DIR, help="where to write the fine or small detector")
+    ap.add_argument("--fine-out", type=Path, default=None,
+                    help="where to write the fine or small detector (default: the package)")
     ap.add_argument("--seed", type=int, default=0,
                     help="training seed of the fine or small detector, or of the classifiers")
     ap.add_argument("--small-width", type=int, default=8,
@@ -254,6 +255,9 @@ def main() -> None:
     ap.add_argument("--continue-detector", action="store_true",
                     help="go on from the shipped detector's weights (converted to windowed SE)")
     args = ap.parse_args()
+    if args.small_width != 8 and args.fine_out is None:
+        raise SystemExit("a small-vesicle detector of another width is a candidate: write it elsewhere (--fine-out)")
+    args.fine_out = args.fine_out or PACKAGE_DIR
     if args.only in (None, "detector"):
         train_detector(args.fields, args.detector_epochs, args.continue_detector)
     if args.only in (None, "fine-detector"):

@@ -63,9 +63,45 @@ def test_cancelling_stops_the_side_job_and_cleans_both_up():
 
 
 @pytest.mark.parametrize("failing", ["main", "side"])
-def test_an_error_in_either_job_is_raised_after_both_have_stopped(failing: str):
+def test_an_error_in_either_job_stops_the_other_and_is_raised(failing: str):
     log: list = []
-    jobs = {name: _job(name, 20, log, fail_at=3 if name == failing else None) for name in ("main", "side")}
+    jobs = {name: _job(name, 50, log, fail_at=3 if name == failing else None, step_s=0.01) for name in ("main", "side")}
     with pytest.raises(RuntimeError, match=f"{failing} failed"):
         run_sync(alongside(jobs["main"], jobs["side"]))
     assert ("main", "closed") in log and ("side", "closed") in log
+    other = "side" if failing == "main" else "main"
+    assert max(entry[2] for entry in log if entry[0] == other and len(entry) == 3) < 49  # stopped early
+
+
+def test_when_main_ends_first_the_job_waits_for_the_side_reporting_its_progress():
+    log: list = []
+    seen: list[Progress] = []
+    result = run_sync(alongside(_job("main", 2, log), _job("side", 20, log, step_s=0.02)), seen.append)
+    assert result == ("main done", "side done")
+    waiting = [step.done for step in seen[2:]]  # after main's two steps: main counts as done
+    assert waiting and min(waiting) >= 500 and len(set(waiting)) > 1
+
+
+def test_a_side_job_that_cancels_itself_fails_the_whole_job():
+    def side():
+        yield Progress(0, 1)
+        raise Cancelled("the side job gave up")
+
+    with pytest.raises(Cancelled, match="gave up"):
+        run_sync(alongside(_job("main", 3, [], step_s=0.01), side()))
+
+
+def test_the_side_job_is_stopped_even_when_closing_the_main_job_fails():
+    log: list = []
+    token = CancelToken()
+
+    def main():
+        try:
+            yield Progress(0, 2)
+            yield Progress(1, 2)
+        finally:
+            raise OSError("main's clean-up failed")
+
+    with pytest.raises(OSError, match="clean-up"):
+        run_sync(alongside(main(), _job("side", 200, log, step_s=0.01)), lambda step: token.cancel(), token)
+    assert ("side", "closed") in log  # stopped and cleaned up before the error came out

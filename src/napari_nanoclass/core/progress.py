@@ -180,9 +180,10 @@ class _SideJob:
 
         try:
             self.result = run_sync(steps, seen, self.cancel)
-        except Cancelled:
-            pass
-        except BaseException as error:  # handed to the starting thread, which raises it
+        except Cancelled as cancelled:
+            if not self.cancel.cancelled:  # the job cancelled itself: that is its error
+                self.error = cancelled
+        except BaseException as error:  # noqa: BLE001 - handed to the starting thread, which raises it
             self.error = error
 
     def wait(self, timeout: float) -> bool:
@@ -218,8 +219,10 @@ def alongside(main: Steps[T], side: Steps[U], message: str = "") -> Steps[tuple[
         while not job.wait(POLL_S):
             yield Progress(int(500 * (1 + job.fraction)), 1000, message)
     finally:
-        main.close()
-        job.stop()
+        try:
+            main.close()
+        finally:
+            job.stop()
     if job.error is not None:
         raise job.error
     return main_result, job.result

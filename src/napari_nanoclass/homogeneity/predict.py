@@ -41,7 +41,7 @@ from torch import nn
 
 from napari_nanoclass import engine
 from napari_nanoclass.core.analysis import FileJob
-from napari_nanoclass.core.progress import CancelToken, ProgressCallback, Steps, alongside, run_sync
+from napari_nanoclass.core.progress import CancelToken, ProgressCallback, Steps, alongside, run_sync, scaled
 from napari_nanoclass.engine.scaling import chosen_pixel_size, log, model_scale_factor, rescaled_planes, resized_planes
 from napari_nanoclass.engine.tiling import check_min_size
 from napari_nanoclass.homogeneity import CNN_ARCHITECTURE, DEFAULT_CAM_MODEL, DEFAULT_MODEL, VIEW
@@ -232,9 +232,10 @@ def _patch_passes(loaded: LoadedModel, cam_loaded: LoadedModel | None, data: Any
                   cam_out: Path | None) -> Steps[tuple[np.ndarray, Any]]:
     """(patch outputs (C[+F], [Z,] gy, gx), the unweighted Grad-CAM as a ([Z,] Y, X) array or
     None). A FibreCNN that makes its own map gives its verdicts from the map's pass: one forward
-    over the patches instead of two. Another CAM source runs a second pass beside the verdicts'
-    (:func:`alongside`): a texture model's features are measured by single-threaded scikit-image
-    code, which leaves the network's forward the other cores."""
+    over the patches instead of two. Another CAM source runs a second pass: beside the verdicts'
+    (:func:`alongside`) for a texture model, whose features are measured by single-threaded
+    scikit-image code that leaves the network's forward the other cores; after them for another
+    CNN."""
     def run(module: nn.Module, per_pixel: bool = False) -> Steps[Any]:
         return engine.predict_patches(module, data, patch=patch, batch_size=batch_size, stats=stats,
                                       postprocess=None, device=loaded.device, per_pixel=per_pixel,
@@ -246,8 +247,12 @@ def _patch_passes(loaded: LoadedModel, cam_loaded: LoadedModel | None, data: Any
     if cam_loaded.module is loaded.module:
         both = yield from run(_LogitsAndGradCam(network), per_pixel=True)
         return _split_cam(both, patch)
-    outputs, cam_map = yield from alongside(run(network), run(_GradCam(_network(cam_loaded.module, False)),
-                                                              per_pixel=True), "patches and defect map (Grad-CAM)")
+    cam_pass = run(_GradCam(_network(cam_loaded.module, False)), per_pixel=True)
+    if has_cam(loaded.info):  # two networks: side by side their threads would compete for the same cores
+        outputs = np.asarray((yield from scaled(run(network), 0, 2, "patches")))
+        cam_map = yield from scaled(cam_pass, 1, 2, "defect map (Grad-CAM)")
+    else:
+        outputs, cam_map = yield from alongside(run(network), cam_pass, "patches and defect map (Grad-CAM)")
     return np.asarray(outputs), cam_map[0] if isinstance(cam_map, np.ndarray) else da.from_zarr(cam_map)[0]
 
 

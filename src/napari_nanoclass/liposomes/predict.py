@@ -261,7 +261,7 @@ def _drop_small(labels: np.ndarray, min_area_px: int) -> np.ndarray:
     warns when a field holds a single object)."""
     sizes = np.bincount(labels.ravel())
     present = sizes[1:][sizes[1:] > 0]
-    if (present >= min_area_px).all():  # nothing to drop: no pass over the image
+    if (present >= min_area_px).all():  # nothing to drop: no lookup and copy over the image
         return labels
     return np.where(sizes[labels] >= min_area_px, labels, 0)
 
@@ -298,7 +298,8 @@ def solid_enough(region: Any, min_solidity: float) -> bool:
     the post-processing). skimage's hull is that of every pixel's edge midpoints, so it lies in
     the octagon bounded by the pixels' extremes along rows, columns and both diagonals, half a
     pixel out; its pixel count is at most the octagon's, so area / (the octagon's count) is a lower
-    bound of the solidity, and round objects pass on it alone."""
+    bound of the solidity, and round objects pass on it alone. For regions of unit pixel spacing
+    (``regionprops`` without ``spacing``), as the post-processing makes them."""
     rows, cols = region.coords.T
     sums, diffs = rows + cols, rows - cols
     r = np.arange(rows.min(), rows.max() + 1)
