@@ -8,6 +8,7 @@ LipNet-4 per problem (lamellarity, encapsulation).
         [--fine-imaging default|microscope|realistic|mixed]
         [--classifier-mode wall] [--classifier-imaging mixed] [--classifier-pixel-sizes 1 2.5]
         [--classifier-out DIR]
+    python benchmarks/train_default_liposomes.py --ensemble-of DIR0/NAME.safetensors DIR1/… --classifier-out DIR
 
 The fine detector (``liposome-detector-fine``, for images at 1 nm/px or finer) goes on from the
 standard detector's weights on fields simulated at 1 nm/px with vesicles 20–150 nm across and a
@@ -63,6 +64,7 @@ from napari_nanoclass.liposomes.train import (
     DETECTOR_COLOURS,
     ClassifierConfig,
     detector_pairs,
+    ensemble_classifier,
     objects_from_fields,
     train_classifier,
 )
@@ -71,6 +73,7 @@ from napari_nanoclass.segmentation.train import TrainConfig, train
 
 # seeds of the fields used here; liposomes_cv.py evaluates the detector on seeds from TEST_SEED up
 TRAIN_SEED, VAL_SEED = 0, 100_000
+ENSEMBLE_SEED = 200_000  # fields on which an ensemble of classifiers chooses its operating point
 
 
 def _windowed_start(path: Path) -> str:
@@ -172,12 +175,33 @@ def train_fine_detector(n_fields: int, epochs: int, recorded_nm: tuple[float, fl
 
 
 def classifier_fields(n_fields: int, imaging: str = "default",
-                      pixel_sizes: tuple[float, float] | None = None) -> list:
+                      pixel_sizes: tuple[float, float] | None = None, first_seed: int = TRAIN_SEED) -> list:
     """The classifiers' training fields at the balanced mix: default image formation, or default
     and ``REALISTIC`` in turn (``mixed``); at 2.5 nm/px or drawn in ``pixel_sizes``."""
     turns = [{}, REALISTIC] if imaging == "mixed" else [{}]
     base = SimulationConfig(mix=BALANCED_MIX, pixel_size_range_nm=pixel_sizes)
-    return [simulate_field(replace(base, **turns[i % len(turns)]), TRAIN_SEED + i) for i in range(n_fields)]
+    return [simulate_field(replace(base, **turns[i % len(turns)]), first_seed + i) for i in range(n_fields)]
+
+
+def pack_ensemble(paths: list[Path], n_fields: int, directory: Path) -> None:
+    """One classifier from several of one recipe (``liposomes.train.ensemble_classifier``); where
+    they have an operating point, the ensemble's is chosen on ``n_fields`` fields like their
+    training fields but from ENSEMBLE_SEED on, which none of them trained on (the shipped recipe
+    has none: balanced decisions). Written as a candidate, outside the package."""
+    if Path(directory).resolve() == PACKAGE_DIR.resolve():
+        raise SystemExit("an ensemble is a candidate: write it elsewhere (--classifier-out)")
+    members = [load_model(Path(p)) for p in paths]
+    calibration = None
+    if members[0].info.training.get("decision"):
+        recorded = members[0].info.training["fields"]
+        sizes = recorded.get("pixel_size_range_nm")
+        fields = classifier_fields(n_fields, recorded.get("imaging", "default"), tuple(sizes) if sizes else None,
+                                   first_seed=ENSEMBLE_SEED)
+        calibration = objects_from_fields(fields, mode=members[0].info.training["input_mode"])
+    name = DEFAULT_CLASSIFIERS[members[0].info.training["problem"]]
+    result = ensemble_classifier(members, name, calibration)
+    save_model(result.module, result.info, directory, register=False)
+    print(f"{name}: mean of {len(members)}, operating point {result.info.training['decision']}")
 
 
 def train_classifiers(n_fields: int, epochs: int, problems: list[str], feature_input: bool = False,
@@ -251,10 +275,17 @@ def main() -> None:
                     help="the classifiers' fields: default image formation, or default and REALISTIC in turn")
     ap.add_argument("--classifier-pixel-sizes", type=float, nargs=2, default=None, metavar=("MIN", "MAX"),
                     help="draw each classifier field's pixel size in this range (nm) instead of 2.5")
+    ap.add_argument("--ensemble-of", nargs="+", type=Path, metavar="PATH",
+                    help="instead of training: one classifier averaging these (of one recipe), into --classifier-out")
+    ap.add_argument("--ensemble-fields", type=int, default=60,
+                    help="fields on which --ensemble-of chooses the ensemble's operating point")
     ap.add_argument("--classifier-out", type=Path, default=PACKAGE_DIR, help="where to write the classifiers")
     ap.add_argument("--continue-detector", action="store_true",
                     help="go on from the shipped detector's weights (converted to windowed SE)")
     args = ap.parse_args()
+    if args.ensemble_of:
+        pack_ensemble(args.ensemble_of, args.ensemble_fields, args.classifier_out)
+        return
     if args.small_width != 8 and args.fine_out is None:
         raise SystemExit("a small-vesicle detector of another width is a candidate: write it elsewhere (--fine-out)")
     args.fine_out = args.fine_out or PACKAGE_DIR

@@ -1304,3 +1304,51 @@ def test_lipnet_learns_lamellarity_from_wall_crops_on_held_out_fields(wall_objec
     assert result.info.training["input_mode"] == "wall"
     with pytest.raises(ValueError, match="input mode"):
         ClassifierConfig(input_mode="polar")
+
+
+def test_an_ensemble_classifier_averages_its_members_and_runs_like_one(balanced_objects, monkeypatch,
+                                                                       tiny_liposome_models):
+    """An ensemble of three classifiers of one recipe: its probabilities are the mean of theirs
+    through save and load, it picks its own operating point on calibration objects, its
+    explanation maps are the mean of theirs, the analysis runs it like any classifier, and
+    fine-tuning it or mixing recipes is refused with a clear message."""
+    from napari_nanoclass.liposomes.train import ensemble_classifier
+    from napari_nanoclass.models.lipnet import explain_crops, predict_crops
+    from napari_nanoclass.models.registry import save_model
+
+    monkeypatch.setattr(liposome_training, "MIN_VALIDATION", 1)
+    y = balanced_objects.targets["lamellarity"]
+    keep = np.r_[np.flatnonzero(y == 0), np.flatnonzero(y == 1)[: max(2, np.sum(y == 0) // 4)]]
+    objects = balanced_objects.subset(np.sort(keep))
+    train, calibration = objects.subset(objects.groups < 30), objects.subset(objects.groups >= 30)
+    members = []
+    for seed in range(3):
+        config = ClassifierConfig(name=f"tiny-member-{seed}", problem="lamellarity", epochs=2, batch_size=32, seed=seed)
+        train_classifier(train, config, register=True)
+        members.append(load_model(f"tiny-member-{seed}"))
+    result = ensemble_classifier(members, "tiny-ensemble", calibration)
+    mean = np.mean([object_probabilities(m.module, calibration) for m in members], axis=0)
+    np.testing.assert_allclose(object_probabilities(result.module, calibration), mean, atol=1e-6)
+    decision = result.info.training["decision"]
+    assert decision["prior_strength"] in PRIOR_STRENGTHS and decision["validation_macro_f1"] is not None
+    assert [m["name"] for m in result.info.training["members"]] == [m.info.name for m in members]
+    save_model(result.module, result.info)
+    loaded = load_model("tiny-ensemble")
+    assert loaded.info.architecture == "lipnet-ensemble" and loaded.info.arch_params["members"] == 3
+    np.testing.assert_allclose(object_probabilities(loaded.module, calibration), mean, atol=1e-6)
+    crops, sizes = calibration.crops[:5], calibration.log_size[:5]
+    chosen = predict_crops(loaded.module, crops, sizes).argmax(1)
+    np.testing.assert_allclose(explain_crops(loaded.module, crops, sizes, chosen),
+                               np.mean([explain_crops(m.module, crops, sizes, chosen) for m in members], axis=0),
+                               atol=1e-6)
+    field = simulate_field(SMALL, 99)
+    found = analyse(field.image, 2.5, labels=field.labels, detector=tiny_liposome_models[0],
+                    classifiers={"lamellarity": "tiny-ensemble"}, explain=True)
+    assert found.summary["lamellarity_model"] == "tiny-ensemble"
+    assert len(found.objects) == len(np.unique(field.labels)) - 1
+    assert {o["lamellarity"] for o in found.objects} <= set(LAMELLARITY) and "lamellarity" in found.explanations
+    with pytest.raises(ValueError, match="ensemble of 3 classifiers: fine-tune one of its members"):
+        train_classifier(train, ClassifierConfig(name="tiny-again", problem="lamellarity", epochs=1,
+                                                 init_from="tiny-ensemble"))
+    with pytest.raises(ValueError, match="not of tiny-member-0's recipe"):
+        ensemble_classifier([members[0], load_model(tiny_liposome_models[1]["encapsulation"])], "mixed-up")

@@ -50,7 +50,7 @@ from napari_nanoclass.liposomes import PROBLEMS, default_detector, small_detecto
 from napari_nanoclass.liposomes import objects as liposome_objects
 from napari_nanoclass.liposomes.predict import crop_spec, inner_rim, labels_at, load_on, working_image
 from napari_nanoclass.liposomes.simulator import Field
-from napari_nanoclass.models.lipnet import LipNet, decide, predict_crops, shift_prior
+from napari_nanoclass.models.lipnet import LipNet, LipNetEnsemble, decide, predict_crops, shift_prior
 from napari_nanoclass.models.registry import LoadedModel, ModelInfo, check_name, load_model, save_model, sha256_of
 from napari_nanoclass.segmentation.data import IGNORE_INDEX, Pair
 from napari_nanoclass.segmentation.train import TrainConfig, train_steps
@@ -485,11 +485,18 @@ def _split_validation(objects: Objects, y: np.ndarray, seed: int) -> tuple[np.nd
     return (train, val) if len(val) >= MIN_VALIDATION else everything
 
 
+ENSEMBLE_ARCHITECTURE = "lipnet-ensemble"  # the registry's name of models.lipnet.LipNetEnsemble
+
+
 def _initial_classifier(config: ClassifierConfig) -> tuple[LipNet, ClassifierConfig]:
     if config.init_from is None:
         info = classifier_info(config, [])
         return LipNet(**info.arch_params), config
     base = load_model(config.init_from)
+    if base.info.architecture == ENSEMBLE_ARCHITECTURE:
+        members = base.info.arch_params["members"]
+        raise ValueError(f"{base.info.name} is an ensemble of {members} classifiers: fine-tune one of its members "
+                         "(or a single classifier) instead")
     params = base.info.arch_params
     config = replace(config, variant=params["variant"], input_size=params["input_size"],
                      size_input=params["size_input"], feature_input=params.get("descriptors", 0) > 0,
@@ -594,6 +601,44 @@ def predict_objects(result: ClassifierResult, objects: Objects, *, balanced: boo
                     device: str | torch.device = "cpu") -> np.ndarray:
     """(N, C) class probabilities of objects at the classifier's operating point (or balanced)."""
     return decide(object_probabilities(result.module, objects, device), result.info.training, balanced)
+
+
+def ensemble_classifier(members: Sequence[LoadedModel], name: str,
+                        calibration: Objects | None = None) -> ClassifierResult:
+    """One classifier from several of one recipe (a problem, classes, crops and architecture),
+    their probabilities averaged (:class:`LipNetEnsemble`). Its operating point is chosen as a
+    single classifier's is (:func:`choose_decision`, the members' data and trained mixes) on
+    ``calibration`` objects, which none of the members may have trained on; without them its
+    decisions are balanced."""
+    first = members[0].info
+    spec = (first.architecture, first.arch_params, first.class_names, first.patch, first.training.get("problem"),
+            first.training.get("input_mode"))
+    for member in members[1:]:
+        info = member.info
+        if (info.architecture, info.arch_params, info.class_names, info.patch, info.training.get("problem"),
+                info.training.get("input_mode")) != spec:
+            raise ValueError(f"{info.name} is not of {first.name}'s recipe (architecture, classes, problem and crops "
+                             "must match): an ensemble averages classifiers of one kind")
+    if first.architecture != "lipnet":
+        raise ValueError(f"{first.name} is a {first.architecture}, not a LipNet")
+    module = LipNetEnsemble(len(members), **first.arch_params)
+    for target, member in zip(module.members, members):
+        target.load_state_dict(member.module.state_dict())
+    module.eval()
+    decision = None
+    own = first.training.get("decision") or {}
+    if calibration is not None and own.get("data_mix"):
+        data_mix, ratio = np.asarray(own["data_mix"]), np.asarray(own["prior_ratio"])
+        trained = np.divide(data_mix, ratio, out=np.zeros_like(data_mix), where=ratio > 0)
+        y = calibration.targets[first.training["problem"]]
+        decision = choose_decision(object_probabilities(module, calibration), y, data_mix, trained / trained.sum())
+    info = replace(first, name=name, architecture=ENSEMBLE_ARCHITECTURE,
+                   arch_params={"members": len(members), **first.arch_params},
+                   description=f"Mean of {len(members)} {first.description}",
+                   training={**first.training, "decision": decision,
+                             "members": [{"name": m.info.name, "sha256": m.sha256,
+                                          "seed": m.info.training.get("config", {}).get("seed")} for m in members]})
+    return ClassifierResult(module, info, [])
 
 
 def object_probabilities(module: LipNet, objects: Objects, device: str | torch.device = "cpu") -> np.ndarray:

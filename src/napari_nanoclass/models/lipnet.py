@@ -95,12 +95,39 @@ class LipNet(nn.Module):
         return self.head(torch.cat(features, dim=1))
 
 
-def predict_crops(module: LipNet, crops: np.ndarray, log_size: np.ndarray, features: np.ndarray | None = None,
-                  device: torch.device | str = "cpu", batch_size: int = 512) -> np.ndarray:
+class LipNetEnsemble(nn.Module):
+    """Several LipNets of one recipe trained from different seeds, as one classifier: the mean of
+    their class probabilities. On objects unlike their training fields (real vesicle walls) seeds
+    of one recipe disagree far more than on their own kind of data, and the mean is steadier than
+    any one of them (docs/liposomes.md, "Wall crops")."""
+
+    def __init__(self, members: int = 3, **member: Any) -> None:
+        super().__init__()
+        if members < 2:
+            raise ValueError(f"an ensemble needs at least two members, got {members}")
+        self.members = nn.ModuleList(LipNet(**member) for _ in range(members))
+        self.descriptors = self.members[0].descriptors
+
+    def forward(self, x: torch.Tensor, log_size: torch.Tensor | None = None,
+                descriptors: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits whose softmax is the members' mean probability (their log, floored above 0)."""
+        mean = torch.stack([torch.softmax(m(x, log_size, descriptors), dim=1) for m in self.members]).mean(0)
+        return mean.clamp_min(torch.finfo(mean.dtype).tiny).log()
+
+
+def n_classes(module: LipNet | LipNetEnsemble) -> int:
+    """How many classes a LipNet or an ensemble of them tells apart."""
+    member = module.members[0] if isinstance(module, LipNetEnsemble) else module
+    return member.head[-1].out_features
+
+
+def predict_crops(module: LipNet | LipNetEnsemble, crops: np.ndarray, log_size: np.ndarray,
+                  features: np.ndarray | None = None, device: torch.device | str = "cpu",
+                  batch_size: int = 512) -> np.ndarray:
     """(N, C) class probabilities of (N, S, S) crops (with their log sizes and, for a network
     trained on them, handcrafted features), batched, in eval and inference mode."""
     module.eval()
-    out = [np.zeros((0, module.head[-1].out_features), np.float32)]
+    out = [np.zeros((0, n_classes(module)), np.float32)]
     with torch.inference_mode():
         for start in range(0, len(crops), batch_size):
             part = slice(start, start + batch_size)
@@ -111,15 +138,19 @@ def predict_crops(module: LipNet, crops: np.ndarray, log_size: np.ndarray, featu
     return np.concatenate(out)
 
 
-def explain_crops(module: LipNet, crops: np.ndarray, log_size: np.ndarray, classes: np.ndarray,
+def explain_crops(module: LipNet | LipNetEnsemble, crops: np.ndarray, log_size: np.ndarray, classes: np.ndarray,
                   features: np.ndarray | None = None, device: torch.device | str = "cpu",
                   batch_size: int = 512) -> np.ndarray:
     """(N, S, S) Grad-CAM of each crop for its class in ``classes``: where in the crop the evidence
     for that class against the others lies (≥ 0, not normalised), with the object's size and
-    handcrafted features held as they are. Batched like :func:`predict_crops`, in eval mode."""
+    handcrafted features held as they are. Batched like :func:`predict_crops`, in eval mode. For
+    an ensemble, the mean of its members' maps."""
+    if isinstance(module, LipNetEnsemble):
+        return np.mean([explain_crops(m, crops, log_size, classes, features, device, batch_size)
+                        for m in module.members], axis=0)
     module.eval()
     maps, rest = module.feature_maps()
-    n_classes = module.head[-1].out_features
+    classes_total = n_classes(module)
     out = [np.zeros((0, *crops.shape[1:]), np.float32)]
     for start in range(0, len(crops), batch_size):
         part = slice(start, start + batch_size)
@@ -127,7 +158,7 @@ def explain_crops(module: LipNet, crops: np.ndarray, log_size: np.ndarray, class
         s = torch.from_numpy(log_size[part]).to(device)
         d = torch.from_numpy(np.asarray(features[part], np.float32)).to(device) if module.descriptors else None
         chosen = torch.from_numpy(np.asarray(classes[part], np.int64)).to(device)
-        positive = torch.nn.functional.one_hot(chosen, n_classes).bool()
+        positive = torch.nn.functional.one_hot(chosen, classes_total).bool()
         cam = grad_cam(maps, lambda m: log_odds(module.classify(rest(m), s, d), positive), x)
         out.append(cam[:, 0].cpu().numpy())
     return np.concatenate(out)
