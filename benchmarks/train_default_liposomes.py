@@ -54,6 +54,7 @@ from napari_nanoclass.liposomes.objects import CROP_MODES, DEFAULT_CROP_MODE
 from napari_nanoclass.liposomes.simulator import (
     BALANCED_MIX,
     MICROSCOPE,
+    MIXES,
     REALISTIC,
     STUDY_MIX,
     SimulationConfig,
@@ -174,12 +175,12 @@ def train_fine_detector(n_fields: int, epochs: int, recorded_nm: tuple[float, fl
     print(f"{name}: best val mIoU {result.best_miou:.4f} in {seconds:.0f} s of training")
 
 
-def classifier_fields(n_fields: int, imaging: str = "default",
-                      pixel_sizes: tuple[float, float] | None = None, first_seed: int = TRAIN_SEED) -> list:
-    """The classifiers' training fields at the balanced mix: default image formation, or default
-    and ``REALISTIC`` in turn (``mixed``); at 2.5 nm/px or drawn in ``pixel_sizes``."""
+def classifier_fields(n_fields: int, imaging: str = "default", pixel_sizes: tuple[float, float] | None = None,
+                      first_seed: int = TRAIN_SEED, mix: dict | None = None) -> list:
+    """The classifiers' training fields (at the balanced mix unless ``mix``): default image
+    formation, or default and ``REALISTIC`` in turn (``mixed``); at 2.5 nm/px or drawn in ``pixel_sizes``."""
     turns = [{}, REALISTIC] if imaging == "mixed" else [{}]
-    base = SimulationConfig(mix=BALANCED_MIX, pixel_size_range_nm=pixel_sizes)
+    base = SimulationConfig(mix=mix or BALANCED_MIX, pixel_size_range_nm=pixel_sizes)
     return [simulate_field(replace(base, **turns[i % len(turns)]), first_seed + i) for i in range(n_fields)]
 
 
@@ -190,15 +191,21 @@ def pack_ensemble(paths: list[Path], n_fields: int, directory: Path) -> None:
     has none: balanced decisions). Written as a candidate, outside the package."""
     if Path(directory).resolve() == PACKAGE_DIR.resolve():
         raise SystemExit("an ensemble is a candidate: write it elsewhere (--classifier-out)")
+    if Path(directory).resolve() in {Path(p).resolve().parent for p in paths}:
+        raise SystemExit("--classifier-out holds a member, which the ensemble (of the same name) would overwrite")
     members = [load_model(Path(p)) for p in paths]
+    first = members[0].info
     calibration = None
-    if members[0].info.training.get("decision"):
-        recorded = members[0].info.training["fields"]
+    if first.training.get("decision"):
+        recorded = first.training.get("fields")
+        if not recorded:
+            raise SystemExit(f"{paths[0]} has an operating point but records no training fields: pack it in Python "
+                             "with liposomes.train.ensemble_classifier(..., calibration=held-out objects of its kind)")
         sizes = recorded.get("pixel_size_range_nm")
         fields = classifier_fields(n_fields, recorded.get("imaging", "default"), tuple(sizes) if sizes else None,
-                                   first_seed=ENSEMBLE_SEED)
-        calibration = objects_from_fields(fields, mode=members[0].info.training["input_mode"])
-    name = DEFAULT_CLASSIFIERS[members[0].info.training["problem"]]
+                                   first_seed=ENSEMBLE_SEED, mix=MIXES[recorded["mix"]])
+        calibration = objects_from_fields(fields, mode=first.training["input_mode"], size=first.patch)
+    name = DEFAULT_CLASSIFIERS[first.training["problem"]]
     result = ensemble_classifier(members, name, calibration)
     save_model(result.module, result.info, directory, register=False)
     print(f"{name}: mean of {len(members)}, operating point {result.info.training['decision']}")

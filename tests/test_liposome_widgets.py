@@ -85,6 +85,30 @@ def test_retraining_needs_objects_set_by_hand(viewer, tiny_liposome_models):
     assert "0 objects set by hand" in str(widget.runner.last_error)
 
 
+def test_retraining_an_ensemble_is_refused_before_any_training(viewer, tiny_liposome_models):
+    """An ensemble cannot be fine-tuned yet: Retrain says so before it fine-tunes any problem."""
+    from dataclasses import replace
+
+    from napari_nanoclass.models.lipnet import LipNetEnsemble
+    from napari_nanoclass.models.registry import load_model, save_model
+
+    single = load_model(tiny_liposome_models[1]["encapsulation"]).info  # the second problem retrained
+    info = replace(single, name="tiny-encapsulation-ensemble", architecture="lipnet-ensemble",
+                   arch_params={"members": 2, **single.arch_params})
+    save_model(LipNetEnsemble(2, **single.arch_params), info)
+    widget, layer = _analysed(viewer, tiny_liposome_models, seed=12)
+    widget.reset_choices()
+    widget.models["encapsulation"].value = "tiny-encapsulation-ensemble"
+    first, second = (int(label) for label in layer.features["index"][:2])
+    _set(widget, first, "unilamellar", "full")
+    _set(widget, second, "multilamellar", "empty")
+    before = {m.name for m in list_models()}
+    widget.correction.retrain_button.clicked.emit()
+    assert "tiny-encapsulation-ensemble is an ensemble of 2 classifiers and cannot be fine-tuned yet" in str(
+        widget.runner.last_error)
+    assert {m.name for m in list_models()} == before  # not even the lamellarity classifier was retrained
+
+
 def test_detect_on_the_sample_and_report_errors(viewer, tiny_liposome_models):
     (image, meta, _), (labels, truth, kind) = liposome_field()
     assert kind == "labels" and len(truth["features"]["index"]) == labels.max() > 10

@@ -1329,9 +1329,14 @@ def test_an_ensemble_classifier_averages_its_members_and_runs_like_one(balanced_
     result = ensemble_classifier(members, "tiny-ensemble", calibration)
     mean = np.mean([object_probabilities(m.module, calibration) for m in members], axis=0)
     np.testing.assert_allclose(object_probabilities(result.module, calibration), mean, atol=1e-6)
-    decision = result.info.training["decision"]
+    decision, own = result.info.training["decision"], members[0].info.training["decision"]
     assert decision["prior_strength"] in PRIOR_STRENGTHS and decision["validation_macro_f1"] is not None
+    # the members' data and trained mixes carry over: the prior ratio is theirs (up to a factor shift_prior cancels)
+    ratio = np.asarray(decision["prior_ratio"]) / np.asarray(own["prior_ratio"])
+    np.testing.assert_allclose(ratio, ratio[0], rtol=1e-4)
+    assert ensemble_classifier(members, "balanced-ensemble").info.training["decision"] is None  # no calibration
     assert [m["name"] for m in result.info.training["members"]] == [m.info.name for m in members]
+    assert result.info.training["config"]["name"] == "tiny-ensemble" and "history" not in result.info.training
     save_model(result.module, result.info)
     loaded = load_model("tiny-ensemble")
     assert loaded.info.architecture == "lipnet-ensemble" and loaded.info.arch_params["members"] == 3
@@ -1347,8 +1352,10 @@ def test_an_ensemble_classifier_averages_its_members_and_runs_like_one(balanced_
     assert found.summary["lamellarity_model"] == "tiny-ensemble"
     assert len(found.objects) == len(np.unique(field.labels)) - 1
     assert {o["lamellarity"] for o in found.objects} <= set(LAMELLARITY) and "lamellarity" in found.explanations
-    with pytest.raises(ValueError, match="ensemble of 3 classifiers: fine-tune one of its members"):
+    with pytest.raises(ValueError, match="ensemble of 3 classifiers and cannot be fine-tuned yet"):
         train_classifier(train, ClassifierConfig(name="tiny-again", problem="lamellarity", epochs=1,
                                                  init_from="tiny-ensemble"))
     with pytest.raises(ValueError, match="not of tiny-member-0's recipe"):
         ensemble_classifier([members[0], load_model(tiny_liposome_models[1]["encapsulation"])], "mixed-up")
+    with pytest.raises(ValueError, match="given twice"):
+        ensemble_classifier([members[0], members[1], members[0]], "twice")

@@ -335,7 +335,7 @@ class ClassifierConfig:
 
 @dataclass
 class ClassifierResult:
-    module: LipNet
+    module: LipNet | LipNetEnsemble
     info: ModelInfo
     history: list[dict[str, float]]
 
@@ -488,15 +488,19 @@ def _split_validation(objects: Objects, y: np.ndarray, seed: int) -> tuple[np.nd
 ENSEMBLE_ARCHITECTURE = "lipnet-ensemble"  # the registry's name of models.lipnet.LipNetEnsemble
 
 
+def ensemble_refusal(name: str, members: int) -> str:
+    """Why an ensemble cannot be fine-tuned (yet): its members would each need fine-tuning."""
+    return (f"{name} is an ensemble of {members} classifiers and cannot be fine-tuned yet: choose a single "
+            "classifier for this problem to retrain")
+
+
 def _initial_classifier(config: ClassifierConfig) -> tuple[LipNet, ClassifierConfig]:
     if config.init_from is None:
         info = classifier_info(config, [])
         return LipNet(**info.arch_params), config
     base = load_model(config.init_from)
     if base.info.architecture == ENSEMBLE_ARCHITECTURE:
-        members = base.info.arch_params["members"]
-        raise ValueError(f"{base.info.name} is an ensemble of {members} classifiers: fine-tune one of its members "
-                         "(or a single classifier) instead")
+        raise ValueError(ensemble_refusal(base.info.name, base.info.arch_params["members"]))
     params = base.info.arch_params
     config = replace(config, variant=params["variant"], input_size=params["input_size"],
                      size_input=params["size_input"], feature_input=params.get("descriptors", 0) > 0,
@@ -611,14 +615,20 @@ def ensemble_classifier(members: Sequence[LoadedModel], name: str,
     ``calibration`` objects, which none of the members may have trained on; without them its
     decisions are balanced."""
     first = members[0].info
-    spec = (first.architecture, first.arch_params, first.class_names, first.patch, first.training.get("problem"),
-            first.training.get("input_mode"))
+
+    def recipe(info: ModelInfo) -> tuple:
+        config, decision = info.training.get("config", {}), info.training.get("decision") or {}
+        return (info.architecture, info.arch_params, info.class_names, info.patch, info.training.get("problem"),
+                info.training.get("input_mode"), info.training.get("fields"), config.get("strategy"),
+                config.get("class_weights"), decision.get("prior_ratio"))
+
     for member in members[1:]:
-        info = member.info
-        if (info.architecture, info.arch_params, info.class_names, info.patch, info.training.get("problem"),
-                info.training.get("input_mode")) != spec:
-            raise ValueError(f"{info.name} is not of {first.name}'s recipe (architecture, classes, problem and crops "
-                             "must match): an ensemble averages classifiers of one kind")
+        if recipe(member.info) != recipe(first):
+            raise ValueError(f"{member.info.name} is not of {first.name}'s recipe (architecture, classes, problem, "
+                             "crops, training fields and class balancing must match): an ensemble averages "
+                             "classifiers of one kind")
+    if len({m.sha256 for m in members}) < len(members):
+        raise ValueError("the same classifier is given twice: an ensemble averages different ones")
     if first.architecture != "lipnet":
         raise ValueError(f"{first.name} is a {first.architecture}, not a LipNet")
     module = LipNetEnsemble(len(members), **first.arch_params)
@@ -628,20 +638,29 @@ def ensemble_classifier(members: Sequence[LoadedModel], name: str,
     decision = None
     own = first.training.get("decision") or {}
     if calibration is not None and own.get("data_mix"):
+        if calibration.crop_mode != first.training.get("input_mode") or calibration.crops.shape[1] != first.patch:
+            cut = f"{calibration.crop_mode} {calibration.crops.shape[1]}²"
+            raise ValueError(f"calibration objects cut as {cut} crops; {first.name} takes "
+                             f"{first.training.get('input_mode')} {first.patch}² ones")
+        y = calibration.targets[first.training["problem"]]
+        known = calibration.subset(np.flatnonzero(y >= 0))  # objects of unknown class say nothing
         data_mix, ratio = np.asarray(own["data_mix"]), np.asarray(own["prior_ratio"])
         trained = np.divide(data_mix, ratio, out=np.zeros_like(data_mix), where=ratio > 0)
-        y = calibration.targets[first.training["problem"]]
-        decision = choose_decision(object_probabilities(module, calibration), y, data_mix, trained / trained.sum())
+        decision = choose_decision(object_probabilities(module, known), y[y >= 0], data_mix, trained / trained.sum())
+    training = {key: value for key, value in first.training.items() if key != "history"}
     info = replace(first, name=name, architecture=ENSEMBLE_ARCHITECTURE,
                    arch_params={"members": len(members), **first.arch_params},
-                   description=f"Mean of {len(members)} {first.description}",
-                   training={**first.training, "decision": decision,
+                   description=f"Mean of {len(members)} classifiers of one recipe ({first.description.split(';')[0]})",
+                   training={**training, "decision": decision,
+                             "config": {**training.get("config", {}), "name": name, "seed": None},
                              "members": [{"name": m.info.name, "sha256": m.sha256,
-                                          "seed": m.info.training.get("config", {}).get("seed")} for m in members]})
+                                          "seed": m.info.training.get("config", {}).get("seed"),
+                                          "history": m.info.training.get("history", [])} for m in members]})
     return ClassifierResult(module, info, [])
 
 
-def object_probabilities(module: LipNet, objects: Objects, device: str | torch.device = "cpu") -> np.ndarray:
+def object_probabilities(module: LipNet | LipNetEnsemble, objects: Objects,
+                         device: str | torch.device = "cpu") -> np.ndarray:
     """(N, C) balanced class probabilities of a LipNet for objects (crops, sizes and features)."""
     return predict_crops(module, objects.crops, objects.log_size, objects.features, device)
 
