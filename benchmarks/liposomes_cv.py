@@ -20,18 +20,27 @@ import argparse
 import functools
 import json
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-from liposomes_scale import field_detection  # benchmarks/liposomes_scale.py, beside this file
+from liposomes_scale import (
+    field_detection,  # benchmarks/liposomes_scale.py, beside this file
+)
 from sklearn.metrics import roc_auc_score
+from train_default_liposomes import (
+    recorded_fields,  # how the classifiers' training fields are made
+)
 
 from napari_nanoclass.core.metrics import normalised, tpr_at_tnr
-from napari_nanoclass.liposomes import DEFAULT_CLASSIFIERS, DEFAULT_DETECTOR, PROBLEMS, small_detector_for
+from napari_nanoclass.liposomes import (
+    DEFAULT_CLASSIFIERS,
+    DEFAULT_DETECTOR,
+    PROBLEMS,
+    small_detector_for,
+)
 from napari_nanoclass.liposomes.objects import CROP_MODES
 from napari_nanoclass.liposomes.predict import SMALL_MAX_ENLARGEMENT
-from napari_nanoclass.liposomes.simulator import MIXES, REALISTIC, SimulationConfig, simulate_field
+from napari_nanoclass.liposomes.simulator import MIXES, SimulationConfig, simulate_field
 from napari_nanoclass.liposomes.train import (
     ClassifierConfig,
     Objects,
@@ -102,11 +111,7 @@ def _training_objects(info: ModelInfo) -> Objects:
     if not fields:
         raise SystemExit(f"{info.name} does not record its training fields: retrain it with "
                          "benchmarks/train_default_liposomes.py --only classifiers")
-    turns = [{}, REALISTIC] if fields.get("imaging") == "mixed" else [{}]
-    sizes = fields.get("pixel_size_range_nm")
-    base = SimulationConfig(mix=MIXES[fields["mix"]], pixel_size_range_nm=tuple(sizes) if sizes else None)
-    return objects_from_fields([simulate_field(replace(base, **turns[i % len(turns)]), fields["first_seed"] + i)
-                                for i in range(fields["count"])], mode=info.training["input_mode"])
+    return objects_from_fields(recorded_fields(fields), mode=info.training["input_mode"])
 
 
 def heldout(n_test: int, n_calibration: int, classifiers: list[str] | None = None) -> list[dict]:

@@ -184,6 +184,15 @@ def classifier_fields(n_fields: int, imaging: str = "default", pixel_sizes: tupl
     return [simulate_field(replace(base, **turns[i % len(turns)]), first_seed + i) for i in range(n_fields)]
 
 
+def recorded_fields(record: dict, count: int | None = None, first_seed: int | None = None) -> list:
+    """The fields a classifier's ``training["fields"]`` describes (as :func:`_classifier_fields_record`
+    writes it), or ``count`` others like them from ``first_seed``."""
+    sizes = record.get("pixel_size_range_nm")
+    return classifier_fields(record["count"] if count is None else count, record.get("imaging", "default"),
+                             tuple(sizes) if sizes else None,
+                             record["first_seed"] if first_seed is None else first_seed, MIXES[record["mix"]])
+
+
 def pack_ensemble(paths: list[Path], n_fields: int, directory: Path) -> None:
     """One classifier from several of one recipe (``liposomes.train.ensemble_classifier``); where
     they have an operating point, the ensemble's is chosen on ``n_fields`` fields like their
@@ -201,10 +210,8 @@ def pack_ensemble(paths: list[Path], n_fields: int, directory: Path) -> None:
         if not recorded:
             raise SystemExit(f"{paths[0]} has an operating point but records no training fields: pack it in Python "
                              "with liposomes.train.ensemble_classifier(..., calibration=held-out objects of its kind)")
-        sizes = recorded.get("pixel_size_range_nm")
-        fields = classifier_fields(n_fields, recorded.get("imaging", "default"), tuple(sizes) if sizes else None,
-                                   first_seed=ENSEMBLE_SEED, mix=MIXES[recorded["mix"]])
-        calibration = objects_from_fields(fields, mode=first.training["input_mode"], size=first.patch)
+        calibration = objects_from_fields(recorded_fields(recorded, n_fields, ENSEMBLE_SEED),
+                                          mode=first.training["input_mode"], size=first.patch)
     name = DEFAULT_CLASSIFIERS[first.training["problem"]]
     result = ensemble_classifier(members, name, calibration)
     save_model(result.module, result.info, directory, register=False)

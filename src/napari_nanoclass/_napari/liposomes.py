@@ -17,15 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from magicgui.widgets import (
-    CheckBox,
-    ComboBox,
-    Container,
-    FloatSpinBox,
-    LineEdit,
-    PushButton,
-    SpinBox,
-)
+from magicgui.widgets import CheckBox, ComboBox, Container, FloatSpinBox, LineEdit, PushButton, SpinBox
 
 from napari_nanoclass._napari.common import (
     ViewerWidget,
@@ -53,14 +45,8 @@ from napari_nanoclass.liposomes import (
     SMALL_UP_TO_NM,
     default_detector,
 )
-from napari_nanoclass.liposomes.predict import (
-    LiposomeResult,
-    analyse_steps,
-    class_colours,
-    summarise,
-)
+from napari_nanoclass.liposomes.predict import LiposomeResult, analyse_steps, class_colours, summarise
 from napari_nanoclass.liposomes.train import (
-    ENSEMBLE_ARCHITECTURE,
     ClassifierConfig,
     ClassifierResult,
     corrected_objects,
@@ -72,12 +58,8 @@ from napari_nanoclass.liposomes.train import (
     train_classifier_steps,
     training_objects,
 )
-from napari_nanoclass.models.registry import (
-    LoadedModel,
-    list_models,
-    read_info,
-    resolve,
-)
+from napari_nanoclass.models.lipnet import ENSEMBLE_ARCHITECTURE
+from napari_nanoclass.models.registry import LoadedModel, list_models, read_info, resolve
 
 DETECT = "(detect)"
 REVIEWED = "reviewed"  # features column: the object's classes were set or confirmed by hand

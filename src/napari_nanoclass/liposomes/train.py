@@ -50,7 +50,15 @@ from napari_nanoclass.liposomes import PROBLEMS, default_detector, small_detecto
 from napari_nanoclass.liposomes import objects as liposome_objects
 from napari_nanoclass.liposomes.predict import crop_spec, inner_rim, labels_at, load_on, working_image
 from napari_nanoclass.liposomes.simulator import Field
-from napari_nanoclass.models.lipnet import LipNet, LipNetEnsemble, decide, predict_crops, shift_prior
+from napari_nanoclass.models.lipnet import (
+    ENSEMBLE_ARCHITECTURE,
+    LIPNET_ARCHITECTURE,
+    LipNet,
+    LipNetEnsemble,
+    decide,
+    predict_crops,
+    shift_prior,
+)
 from napari_nanoclass.models.registry import LoadedModel, ModelInfo, check_name, load_model, save_model, sha256_of
 from napari_nanoclass.segmentation.data import IGNORE_INDEX, Pair
 from napari_nanoclass.segmentation.train import TrainConfig, train_steps
@@ -344,7 +352,7 @@ def classifier_info(config: ClassifierConfig, history: list[dict[str, float]],
                     decision: dict[str, Any] | None = None) -> ModelInfo:
     names = PROBLEMS[config.problem]
     return ModelInfo(
-        name=config.name, task="object-classification", architecture="lipnet",
+        name=config.name, task="object-classification", architecture=LIPNET_ARCHITECTURE,
         arch_params=dict(variant=config.variant, n_classes=len(names), input_size=config.input_size,
                          dropout=config.dropout, size_input=config.size_input,
                          descriptors=len(liposome_objects.FEATURE_NAMES) if config.feature_input else 0),
@@ -483,9 +491,6 @@ def _split_validation(objects: Objects, y: np.ndarray, seed: int) -> tuple[np.nd
         warnings.simplefilter("ignore")  # rare classes: fewer members than folds
         train, val = next(splitter.split(np.zeros(len(y)), y, objects.groups))
     return (train, val) if len(val) >= MIN_VALIDATION else everything
-
-
-ENSEMBLE_ARCHITECTURE = "lipnet-ensemble"  # the registry's name of models.lipnet.LipNetEnsemble
 
 
 def ensemble_refusal(name: str, members: int) -> str:
@@ -629,7 +634,7 @@ def ensemble_classifier(members: Sequence[LoadedModel], name: str,
                              "classifiers of one kind")
     if len({m.sha256 for m in members}) < len(members):
         raise ValueError("the same classifier is given twice: an ensemble averages different ones")
-    if first.architecture != "lipnet":
+    if first.architecture != LIPNET_ARCHITECTURE:
         raise ValueError(f"{first.name} is a {first.architecture}, not a LipNet")
     module = LipNetEnsemble(len(members), **first.arch_params)
     for target, member in zip(module.members, members):

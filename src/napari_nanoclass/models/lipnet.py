@@ -33,6 +33,9 @@ from napari_nanoclass.models.cam import grad_cam, log_odds
 VARIANTS: dict[str, list[int]] = {"1": [1], "2": [1, 1], "4": [2, 2], "4c": [2, 2], "6": [2, 2, 2]}
 
 
+LIPNET_ARCHITECTURE, ENSEMBLE_ARCHITECTURE = "lipnet", "lipnet-ensemble"  # their names in the model registry
+
+
 class LipNet(nn.Module):
     """Crop (B, 1, S, S) [+ log size (B,)] [+ handcrafted features (B, D)] → ``n_classes`` logits."""
 

@@ -33,16 +33,16 @@ from napari_nanoclass.core.atomic import atomic_path
 from napari_nanoclass.core.outputs import inside
 from napari_nanoclass.core.settings import home_dir
 from napari_nanoclass.models.fibre_cnn import FibreCNN
-from napari_nanoclass.models.lipnet import LipNet, LipNetEnsemble
+from napari_nanoclass.models.lipnet import ENSEMBLE_ARCHITECTURE, LIPNET_ARCHITECTURE, LipNet, LipNetEnsemble
 from napari_nanoclass.models.texture_classifier import TextureClassifier
 from napari_nanoclass.models.unet import SEUNet
 from napari_nanoclass.models.xrd_cnn import XrdCNN
 
 PACKAGE_DIR = Path(__file__).resolve().parent.parent / "weights"
 METADATA_KEY = "nanoclass"
-ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {"seunet": SEUNet, "fibre-cnn": FibreCNN, "lipnet": LipNet,
-                                                     "lipnet-ensemble": LipNetEnsemble, "texture-lr": TextureClassifier,
-                                                     "xrd-cnn": XrdCNN}
+ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
+    "seunet": SEUNet, "fibre-cnn": FibreCNN, LIPNET_ARCHITECTURE: LipNet, ENSEMBLE_ARCHITECTURE: LipNetEnsemble,
+    "texture-lr": TextureClassifier, "xrd-cnn": XrdCNN}
 
 
 class ModelError(RuntimeError):
