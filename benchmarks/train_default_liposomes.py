@@ -1,13 +1,16 @@
 """Train the shipped liposome models on simulated cryo-TEM fields and register them in the package
-(src/napari_nanoclass/weights): the detector (SE U-Net: background / liposome / boundary) and one
-LipNet-4 per problem (lamellarity, encapsulation).
+(src/napari_nanoclass/weights): the detectors (SE U-Net: background / liposome / boundary) and the
+classifiers, each problem by its shipped recipe (``SHIPPED_RECIPES``): lamellarity the mean of
+three LipNet-4s on wall crops (seeds 0–2, default and ``REALISTIC`` fields at 1–2.5 nm/px, packed
+as one ``lipnet-ensemble``), encapsulation one LipNet-4 on masked-local crops with the handcrafted
+features.
 
     python benchmarks/train_default_liposomes.py [--only detector|fine-detector|small-detector|classifiers]
-        [--fields 160] [--classifier-fields 960] [--problems lamellarity encapsulation] [--feature-input]
+        [--fields 160] [--problems lamellarity encapsulation]
         [--fine-recorded MIN MAX] [--fine-native-share S] [--fine-diameter MIN MAX] [--fine-out DIR] [--seed N]
         [--fine-imaging default|microscope|realistic|mixed]
-        [--classifier-mode wall] [--classifier-imaging mixed] [--classifier-pixel-sizes 1 2.5]
-        [--classifier-out DIR]
+        [--classifier-fields N] [--classifier-epochs N] [--[no-]feature-input] [--classifier-mode wall]
+        [--classifier-imaging mixed] [--classifier-pixel-sizes 1 2.5|none] [--classifier-out DIR]
     python benchmarks/train_default_liposomes.py --ensemble-of DIR0/NAME.safetensors DIR1/… --classifier-out DIR
 
 The fine detector (``liposome-detector-fine``, for images at 1 nm/px or finer) goes on from the
@@ -32,11 +35,14 @@ half of the real micrograph recorded again at 1.5–3 nm/px (``benchmarks/liposo
 
 Classifiers are pre-trained on fields at the balanced class mix (every class well represented),
 with oversampling and augmentation; their cross-validated figures at both mixes and the detector's
-precision/recall come from ``benchmarks/liposomes_cv.py`` and are in docs/liposomes.md.
-``--classifier-mode``, ``--classifier-imaging`` (``mixed``: default and ``REALISTIC`` fields in
-turn) and ``--classifier-pixel-sizes`` (each field's pixel size drawn log-uniformly in the range)
-train candidates unlike the shipped recipe; ``--classifier-out`` writes them elsewhere than the
-package (unregistered, loadable by path; compared in docs/liposomes.md, "Wall crops").
+precision/recall come from ``benchmarks/liposomes_cv.py`` and are in docs/liposomes.md. Any of
+``--classifier-fields``, ``--classifier-epochs``, ``--feature-input``, ``--classifier-mode``,
+``--classifier-imaging`` (``mixed``: default and ``REALISTIC`` fields in turn),
+``--classifier-pixel-sizes`` (each field's pixel size drawn log-uniformly in the range) or
+``--seed`` (one classifier of that seed instead of the recipe's seeds), where it differs from the
+shipped recipe, trains a candidate; ``--classifier-out`` writes it elsewhere than the package (unregistered,
+loadable by path; compared in docs/liposomes.md, "Wall crops"). ``--ensemble-of`` packs
+candidates of one recipe as one classifier.
 """
 
 from __future__ import annotations
@@ -44,8 +50,9 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -218,33 +225,110 @@ def pack_ensemble(paths: list[Path], n_fields: int, directory: Path) -> None:
     print(f"{name}: mean of {len(members)}, operating point {result.info.training['decision']}")
 
 
-def train_classifiers(n_fields: int, epochs: int, problems: list[str], feature_input: bool = False,
-                      mode: str = DEFAULT_CROP_MODE, imaging: str = "default",
-                      pixel_sizes: tuple[float, float] | None = None, directory: Path = PACKAGE_DIR,
-                      seed: int = 0) -> None:
+@dataclass(frozen=True)
+class Recipe:
+    """How a classifier is trained: its fields, crops, epochs, inputs and seeds (several seeds: an
+    ensemble of one classifier per seed, packed as one)."""
+
+    fields: int
+    mode: str
+    imaging: str = "default"
+    pixel_sizes: tuple[float, float] | None = None
+    seeds: tuple[int, ...] = (0,)
+    epochs: int = 25
+    feature_input: bool = False
+
+
+# the shipped classifiers' recipes (docs/liposomes.md, "Shipped models")
+SHIPPED_RECIPES = {
+    "lamellarity": Recipe(480, "wall", "mixed", (1.0, 2.5), seeds=(0, 1, 2)),
+    "encapsulation": Recipe(1920, DEFAULT_CROP_MODE, feature_input=True),
+}
+
+
+def recipe_for(problem: str, **changes: Any) -> Recipe:
+    """The shipped recipe of ``problem`` with ``changes`` (Recipe fields; ``seed=N``: one classifier
+    of that seed instead of the recipe's seeds)."""
+    if "seed" in changes:
+        changes["seeds"] = (changes.pop("seed"),)
+    return replace(SHIPPED_RECIPES[problem], **changes)
+
+
+def classifier_recipes(args: argparse.Namespace) -> dict[str, Recipe]:
+    """Each problem's recipe from the command line: the shipped one, with what the options change."""
+    given = {"fields": args.classifier_fields, "epochs": args.classifier_epochs, "mode": args.classifier_mode,
+             "imaging": args.classifier_imaging, "feature_input": args.feature_input, "seed": args.seed}
+    changes = {key: value for key, value in given.items() if value is not None}
+    if args.classifier_pixel_sizes is not None:  # "none": every field at 2.5 nm/px
+        sizes = args.classifier_pixel_sizes
+        changes["pixel_sizes"] = None if sizes == ["none"] else _pixel_range(sizes)
+    return {problem: recipe_for(problem, **changes) for problem in args.problems}
+
+
+def _pixel_range(values: list[str]) -> tuple[float, float]:
+    try:
+        low, high = (float(v) for v in values)
+    except ValueError:
+        raise SystemExit(f"--classifier-pixel-sizes takes MIN MAX in nm or 'none', not {' '.join(values)}") from None
+    return low, high
+
+
+def train_classifiers(recipes: dict[str, Recipe], directory: Path = PACKAGE_DIR) -> None:
+    """Train each problem's classifier by its recipe into ``directory``; only the shipped recipes
+    go into the package."""
+    check_recipes(recipes, directory)
     into_package = Path(directory).resolve() == PACKAGE_DIR.resolve()
-    if into_package and (mode, imaging, pixel_sizes) != (DEFAULT_CROP_MODE, "default", None):
-        raise SystemExit("a classifier unlike the shipped recipe is a candidate: write it elsewhere (--classifier-out)")
-    objects = objects_from_fields(classifier_fields(n_fields, imaging, pixel_sizes), mode=mode)
-    for problem in problems:
-        name = DEFAULT_CLASSIFIERS[problem]
-        start = time.perf_counter()
-        config = ClassifierConfig(name=name, problem=problem, epochs=epochs, patience=epochs,
-                                  feature_input=feature_input, input_mode=mode, seed=seed)
-        inputs = "size and handcrafted features" if feature_input else "size"
-        result = train_classifier(objects, config, progress=True)
-        best = max(h["val_balanced_accuracy"] for h in result.history)
-        info = replace(result.info, description=(
-            f"LipNet-4 {problem} classifier ({mode} 32×32 crops + {inputs}) trained on {len(objects)} objects of "
-            f"{n_fields} simulated fields{'' if imaging == 'default' else ' (' + imaging + ' image formation)'} "
-            f"at the balanced class mix; held-out balanced accuracy {best:.3f}"),
-            # liposomes_cv.py trains the SVM baseline on the same fields. No operating point: the
-            # training mix is the simulator's, not any sample's, so the shipped models decide as if
-            # the classes were equally common (fine-tuning on a sample's own objects sets one)
-            training=dict(result.info.training, decision=None,
-                          fields=_classifier_fields_record(n_fields, imaging, pixel_sizes)))
-        save_model(result.module, info, directory, register=into_package)
-        print(f"{problem}: held-out balanced accuracy {best:.3f} in {time.perf_counter() - start:.0f} s")
+    made: dict[tuple, object] = {}
+    for problem, recipe in recipes.items():
+        key = (recipe.fields, recipe.mode, recipe.imaging, recipe.pixel_sizes)
+        if key not in made:  # the problems share fields where their recipes do
+            made[key] = objects_from_fields(classifier_fields(recipe.fields, recipe.imaging, recipe.pixel_sizes),
+                                            mode=recipe.mode)
+        with tempfile.TemporaryDirectory() as scratch:
+            members = [_train_member(made[key], problem, recipe, seed, Path(scratch) if len(recipe.seeds) > 1
+                                     else directory, into_package) for seed in recipe.seeds]
+            if len(members) > 1:
+                result = ensemble_classifier([load_model(path) for path in members], DEFAULT_CLASSIFIERS[problem])
+                save_model(result.module, result.info, directory, register=into_package)
+                print(f"{problem}: packed the mean of {len(members)} (seeds {list(recipe.seeds)})")
+
+
+def check_recipes(recipes: dict[str, Recipe], directory: Path) -> None:
+    """Only the shipped recipes go into the package: anything else is a candidate, written elsewhere."""
+    if Path(directory).resolve() != PACKAGE_DIR.resolve():
+        return
+    for problem, recipe in recipes.items():
+        if recipe != SHIPPED_RECIPES[problem]:
+            raise SystemExit(f"a {problem} classifier unlike the shipped recipe is a candidate: write it elsewhere "
+                             "(--classifier-out)")
+
+
+def _train_member(objects: object, problem: str, recipe: Recipe, seed: int, directory: Path,
+                  into_package: bool) -> Path:
+    """Train one classifier of ``recipe`` from ``seed`` and write it (registered only as the shipped
+    single classifier itself; an ensemble's members are packed, not registered)."""
+    name = DEFAULT_CLASSIFIERS[problem]
+    start = time.perf_counter()
+    config = ClassifierConfig(name=name, problem=problem, epochs=recipe.epochs, patience=recipe.epochs,
+                              feature_input=recipe.feature_input, input_mode=recipe.mode, seed=seed)
+    inputs = "size and handcrafted features" if recipe.feature_input else "size"
+    result = train_classifier(objects, config, progress=True)
+    best = max(h["val_balanced_accuracy"] for h in result.history)
+    formation = "" if recipe.imaging == "default" else f" ({recipe.imaging} image formation)"
+    info = replace(result.info, description=(
+        f"LipNet-4 {problem} classifier ({recipe.mode} 32×32 crops + {inputs}) trained on {len(objects)} "
+        f"objects of {recipe.fields} simulated fields{formation} at the balanced class mix; held-out balanced "
+        f"accuracy {best:.3f}"),
+        # liposomes_cv.py trains the SVM baseline on the same fields. No operating point: the
+        # training mix is the simulator's, not any sample's, so the shipped models decide as if
+        # the classes were equally common (fine-tuning on a sample's own objects sets one)
+        training=dict(result.info.training, decision=None,
+                      fields=_classifier_fields_record(recipe.fields, recipe.imaging, recipe.pixel_sizes)))
+    single = len(recipe.seeds) == 1
+    path = save_model(result.module, info, directory, filename=None if single else f"{name}-seed{seed}.safetensors",
+                      register=into_package and single)
+    print(f"{problem} (seed {seed}): held-out balanced accuracy {best:.3f} in {time.perf_counter() - start:.0f} s")
+    return path
 
 
 def _classifier_fields_record(n_fields: int, imaging: str, pixel_sizes: tuple[float, float] | None) -> dict:
@@ -257,7 +341,7 @@ def _classifier_fields_record(n_fields: int, imaging: str, pixel_sizes: tuple[fl
     return record
 
 
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--only", choices=["detector", "fine-detector", "small-detector", "classifiers"])
     ap.add_argument("--fields", type=int, default=160, help="simulated 512² training fields")
@@ -270,25 +354,28 @@ def main() -> None:
     ap.add_argument("--fine-native-share", type=float, default=0.0, help="share of fields recorded at 1 nm/px")
     ap.add_argument("--fine-out", type=Path, default=None,
                     help="where to write the fine or small detector (default: the package)")
-    ap.add_argument("--seed", type=int, default=0,
-                    help="training seed of the fine or small detector, or of the classifiers")
+    ap.add_argument("--seed", type=int, default=None,
+                    help="training seed of the fine or small detector (default 0), or of one classifier instead of "
+                         "its recipe's seeds")
     ap.add_argument("--small-width", type=int, default=8,
                     help="the small-vesicle detector's width (8: the shipped recipe, fine-tuned from the standard "
                          "detector; another width is trained from scratch: a candidate, write it with --fine-out)")
     ap.add_argument("--fine-imaging", choices=FINE_IMAGING_CHOICES, default="default",
                     help="the simulator's image formation for the fine detector's fields")
-    ap.add_argument("--classifier-fields", type=int, default=960, help="simulated 512² fields for the classifiers")
-    ap.add_argument("--classifier-epochs", type=int, default=25)
+    ap.add_argument("--classifier-fields", type=int, help="simulated 512² fields for the classifiers "
+                    "(default: each problem's shipped recipe, SHIPPED_RECIPES)")
+    ap.add_argument("--classifier-epochs", type=int, help="training epochs of the classifiers (default: the recipe's)")
     ap.add_argument("--problems", nargs="+", choices=list(DEFAULT_CLASSIFIERS), default=list(DEFAULT_CLASSIFIERS),
                     help="which classifiers to retrain (each records its own training fields)")
-    ap.add_argument("--feature-input", action="store_true",
-                    help="the classifiers also take the SVM baseline's handcrafted features")
-    ap.add_argument("--classifier-mode", choices=CROP_MODES, default=DEFAULT_CROP_MODE,
-                    help="the classifiers' crops (docs/liposomes.md)")
-    ap.add_argument("--classifier-imaging", choices=["default", "mixed"], default="default",
+    ap.add_argument("--feature-input", action=argparse.BooleanOptionalAction, default=None,
+                    help="whether the classifiers also take the SVM baseline's handcrafted features (default: the "
+                         "recipe's)")
+    ap.add_argument("--classifier-mode", choices=CROP_MODES, help="the classifiers' crops (docs/liposomes.md)")
+    ap.add_argument("--classifier-imaging", choices=["default", "mixed"],
                     help="the classifiers' fields: default image formation, or default and REALISTIC in turn")
-    ap.add_argument("--classifier-pixel-sizes", type=float, nargs=2, default=None, metavar=("MIN", "MAX"),
-                    help="draw each classifier field's pixel size in this range (nm) instead of 2.5")
+    ap.add_argument("--classifier-pixel-sizes", nargs="+", metavar="MIN MAX|none",
+                    help="draw each classifier field's pixel size in this range (nm), or 'none': every field at "
+                         "2.5 nm/px (default: the recipe's)")
     ap.add_argument("--ensemble-of", nargs="+", type=Path, metavar="PATH",
                     help="instead of training: one classifier averaging these (of one recipe), into --classifier-out")
     ap.add_argument("--ensemble-fields", type=int, default=60,
@@ -296,27 +383,31 @@ def main() -> None:
     ap.add_argument("--classifier-out", type=Path, default=PACKAGE_DIR, help="where to write the classifiers")
     ap.add_argument("--continue-detector", action="store_true",
                     help="go on from the shipped detector's weights (converted to windowed SE)")
-    args = ap.parse_args()
+    return ap
+
+
+def main() -> None:
+    args = parser().parse_args()
     if args.ensemble_of:
         pack_ensemble(args.ensemble_of, args.ensemble_fields, args.classifier_out)
         return
     if args.small_width != 8 and args.fine_out is None:
         raise SystemExit("a small-vesicle detector of another width is a candidate: write it elsewhere (--fine-out)")
     args.fine_out = args.fine_out or PACKAGE_DIR
+    recipes = classifier_recipes(args)
+    if args.only in (None, "classifiers"):
+        check_recipes(recipes, args.classifier_out)  # before any detector is trained into the package
     if args.only in (None, "detector"):
         train_detector(args.fields, args.detector_epochs, args.continue_detector)
     if args.only in (None, "fine-detector"):
         train_fine_detector(args.fine_fields, args.fine_epochs, tuple(args.fine_recorded), tuple(args.fine_diameter),
-                            args.fine_native_share, args.fine_out, seed=args.seed, imaging=args.fine_imaging)
+                            args.fine_native_share, args.fine_out, seed=args.seed or 0, imaging=args.fine_imaging)
     if args.only in (None, "small-detector"):
         train_fine_detector(args.fine_fields, args.fine_epochs, SMALL_RECORDED_NM, tuple(args.fine_diameter),
                             directory=args.fine_out, name=SMALL_DETECTOR, postprocess=SMALL_POSTPROCESS,
-                            seed=args.seed, width=args.small_width)
+                            seed=args.seed or 0, width=args.small_width)
     if args.only in (None, "classifiers"):
-        train_classifiers(args.classifier_fields, args.classifier_epochs, args.problems, args.feature_input,
-                          args.classifier_mode, args.classifier_imaging,
-                          None if args.classifier_pixel_sizes is None else tuple(args.classifier_pixel_sizes),
-                          args.classifier_out, args.seed)
+        train_classifiers(recipes, args.classifier_out)
 
 
 if __name__ == "__main__":

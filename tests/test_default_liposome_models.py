@@ -24,15 +24,45 @@ def test_liposome_models_are_shipped_with_metadata():
     assert detector.arch_params["se_window"] is not None  # local SE: tiled == whole-image inference
     for problem, name in DEFAULT_CLASSIFIERS.items():
         info = infos[name]
-        assert info.task == "object-classification" and info.training["problem"] == problem
-        assert info.training["input_mode"] == "masked-local" and info.patch == 32
+        assert info.task == "object-classification" and info.training["problem"] == problem and info.patch == 32
         # the benchmark trains the SVM baseline on the same simulated fields
         assert info.training["fields"]["mix"] == "balanced" and info.training["fields"]["count"] > 0
         assert info.training["decision"] is None  # balanced decisions: no sample's class mix assumed
+    lamellarity, encapsulation = (infos[DEFAULT_CLASSIFIERS[p]] for p in ("lamellarity", "encapsulation"))
+    assert lamellarity.architecture == "lipnet-ensemble" and lamellarity.training["input_mode"] == "wall"
+    assert encapsulation.architecture == "lipnet" and encapsulation.training["input_mode"] == "masked-local"
     for name in (DEFAULT_DETECTOR, *DEFAULT_CLASSIFIERS.values()):
         loaded = load_model(name)
-        assert loaded.path.parent == PACKAGE_DIR and loaded.path.stat().st_size < 2 * 2**20
+        networks = loaded.info.arch_params.get("members", 1)
+        assert loaded.path.parent == PACKAGE_DIR and loaded.path.stat().st_size < networks * 2 * 2**20
 
+
+def test_the_shipped_classifiers_are_what_the_training_script_trains_by_default(monkeypatch):
+    """benchmarks/train_default_liposomes.py with no options trains each problem's shipped recipe:
+    the fields, crops and seeds the shipped classifier records (an ensemble: one member per seed)."""
+    from dataclasses import replace
+    from pathlib import Path
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    from train_default_liposomes import _classifier_fields_record, classifier_recipes, parser
+
+    recipes = classifier_recipes(parser().parse_args([]))
+    for problem, name in DEFAULT_CLASSIFIERS.items():
+        info, recipe = load_model(name).info, recipes[problem]
+        assert info.training["fields"] == _classifier_fields_record(recipe.fields, recipe.imaging, recipe.pixel_sizes)
+        assert info.training["input_mode"] == recipe.mode
+        config = info.training["config"]
+        assert (config["epochs"], config["feature_input"]) == (recipe.epochs, recipe.feature_input)
+        seeds = [m["seed"] for m in info.training["members"]] if "members" in info.training else [config["seed"]]
+        assert tuple(seeds) == recipe.seeds
+    # options change only what they name; "none" is every field at 2.5 nm/px, not the recipe's range
+    changed = classifier_recipes(parser().parse_args(["--seed", "4", "--classifier-pixel-sizes", "none",
+                                                      "--no-feature-input", "--problems", "encapsulation"]))
+    assert list(changed) == ["encapsulation"]
+    assert changed["encapsulation"] == replace(recipes["encapsulation"], seeds=(4,), pixel_sizes=None,
+                                               feature_input=False)
+    ranged = classifier_recipes(parser().parse_args(["--classifier-pixel-sizes", "1", "3", "--classifier-epochs", "2"]))
+    assert ranged["lamellarity"] == replace(recipes["lamellarity"], pixel_sizes=(1.0, 3.0), epochs=2)
 
 def test_default_pipeline_finds_and_classifies_liposomes_on_an_unseen_field():
     field = simulate_field(SimulationConfig(), seed=987_654)
@@ -198,3 +228,27 @@ def test_fine_detector_fields_take_the_simulators_image_formation(monkeypatch):
     assert 0.4 <= realistic.imaging["bilayer_volts"] <= 1.2 and not np.array_equal(realistic.image, default.image)
     mixed = fine_fields(2, 0, (1.0, 1.0), (20.0, 150.0), imaging="mixed")  # default, then REALISTIC
     assert np.array_equal(mixed[0].image, default.image) and mixed[1].imaging["bilayer_volts"] > 0
+
+
+def test_a_recipe_of_several_seeds_is_trained_and_packed_as_one_ensemble(monkeypatch, tmp_path):
+    """The training script's path for an ensemble recipe (the shipped lamellarity one, made tiny):
+    one classifier per seed, each kept apart until packed, then one ensemble of all of them in the
+    folder; a candidate recipe is refused in the package."""
+    from pathlib import Path
+
+    import pytest
+    import torch
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    from train_default_liposomes import Recipe, train_classifiers
+
+    tiny = Recipe(3, "wall", "mixed", (1.0, 2.5), seeds=(0, 1), epochs=1)
+    train_classifiers({"lamellarity": tiny}, tmp_path)
+    assert [p.name for p in tmp_path.iterdir()] == [f"{DEFAULT_CLASSIFIERS['lamellarity']}.safetensors"]
+    packed = load_model(tmp_path / f"{DEFAULT_CLASSIFIERS['lamellarity']}.safetensors")
+    assert packed.info.architecture == "lipnet-ensemble" and [m["seed"] for m in packed.info.training["members"]] == [0, 1]
+    assert packed.info.training["input_mode"] == "wall" and packed.info.training["fields"]["count"] == 3
+    first, second = (m.state_dict() for m in packed.module.members)
+    assert not all(torch.equal(first[k], second[k]) for k in first)
+    with pytest.raises(SystemExit, match="candidate"):
+        train_classifiers({"lamellarity": tiny})

@@ -85,28 +85,40 @@ def test_retraining_needs_objects_set_by_hand(viewer, tiny_liposome_models):
     assert "0 objects set by hand" in str(widget.runner.last_error)
 
 
-def test_retraining_an_ensemble_is_refused_before_any_training(viewer, tiny_liposome_models):
-    """An ensemble cannot be fine-tuned yet: Retrain says so before it fine-tunes any problem."""
+def test_retraining_an_ensemble_fine_tunes_each_member_and_selects_it(viewer, tiny_liposome_models):
+    """Retrain on an ensemble classifier: each member is fine-tuned on the objects set by hand and
+    the ensemble saved again, under the suffixed name, and chosen for the next run."""
     from dataclasses import replace
+
+    import torch
 
     from napari_nanoclass.models.lipnet import LipNetEnsemble
     from napari_nanoclass.models.registry import load_model, save_model
 
-    single = load_model(tiny_liposome_models[1]["encapsulation"]).info  # the second problem retrained
-    info = replace(single, name="tiny-encapsulation-ensemble", architecture="lipnet-ensemble",
-                   arch_params={"members": 2, **single.arch_params})
-    save_model(LipNetEnsemble(2, **single.arch_params), info)
+    single = load_model(tiny_liposome_models[1]["encapsulation"])
+    info = replace(single.info, name="tiny-encapsulation-ensemble", architecture="lipnet-ensemble",
+                   arch_params={"members": 2, **single.info.arch_params})
+    ensemble = LipNetEnsemble(2, **single.info.arch_params)
+    for member in ensemble.members:
+        member.load_state_dict(single.module.state_dict())
+    with torch.no_grad():
+        ensemble.members[1].head[-1].bias.add_(0.5)  # two members that differ
+    save_model(ensemble, info)
     widget, layer = _analysed(viewer, tiny_liposome_models, seed=12)
     widget.reset_choices()
     widget.models["encapsulation"].value = "tiny-encapsulation-ensemble"
     first, second = (int(label) for label in layer.features["index"][:2])
     _set(widget, first, "unilamellar", "full")
     _set(widget, second, "multilamellar", "empty")
-    before = {m.name for m in list_models()}
+    widget.correction.epochs.value = 2
     widget.correction.retrain_button.clicked.emit()
-    assert "tiny-encapsulation-ensemble is an ensemble of 2 classifiers and cannot be fine-tuned yet" in str(
-        widget.runner.last_error)
-    assert {m.name for m in list_models()} == before  # not even the lamellarity classifier was retrained
+    assert widget.runner.last_error is None, widget.runner.last_error
+    assert widget.models["encapsulation"].value == "tiny-encapsulation-ensemble-finetuned"
+    tuned = load_model("tiny-encapsulation-ensemble-finetuned")
+    assert tuned.info.architecture == "lipnet-ensemble" and len(tuned.module.members) == 2
+    assert [m["seed"] for m in tuned.info.training["members"]] == [0, 1]
+    for before, after in zip(ensemble.members, tuned.module.members):  # every member moved from its start
+        assert not torch.equal(before.head[-1].weight, after.head[-1].weight)
 
 
 def test_detect_on_the_sample_and_report_errors(viewer, tiny_liposome_models):

@@ -1311,7 +1311,7 @@ def test_an_ensemble_classifier_averages_its_members_and_runs_like_one(balanced_
     """An ensemble of three classifiers of one recipe: its probabilities are the mean of theirs
     through save and load, it picks its own operating point on calibration objects, its
     explanation maps are the mean of theirs, the analysis runs it like any classifier, and
-    fine-tuning it or mixing recipes is refused with a clear message."""
+    mixing recipes is refused with a clear message."""
     from napari_nanoclass.liposomes.train import ensemble_classifier
     from napari_nanoclass.models.lipnet import explain_crops, predict_crops
     from napari_nanoclass.models.registry import save_model
@@ -1352,10 +1352,63 @@ def test_an_ensemble_classifier_averages_its_members_and_runs_like_one(balanced_
     assert found.summary["lamellarity_model"] == "tiny-ensemble"
     assert len(found.objects) == len(np.unique(field.labels)) - 1
     assert {o["lamellarity"] for o in found.objects} <= set(LAMELLARITY) and "lamellarity" in found.explanations
-    with pytest.raises(ValueError, match="ensemble of 3 classifiers and cannot be fine-tuned yet"):
-        train_classifier(train, ClassifierConfig(name="tiny-again", problem="lamellarity", epochs=1,
-                                                 init_from="tiny-ensemble"))
     with pytest.raises(ValueError, match="not of tiny-member-0's recipe"):
         ensemble_classifier([members[0], load_model(tiny_liposome_models[1]["encapsulation"])], "mixed-up")
     with pytest.raises(ValueError, match="given twice"):
         ensemble_classifier([members[0], members[1], members[0]], "twice")
+
+
+def test_fine_tuning_an_ensemble_fine_tunes_each_member_on_the_same_objects(balanced_objects, monkeypatch):
+    """Fine-tuning an ensemble trains every member from its own weights and seed on the same
+    objects (one progress bar over all of them), packs them again with an operating point for
+    their mean, and each member learns: its score on these objects rises from where it started."""
+    from napari_nanoclass.core.progress import Progress
+    from napari_nanoclass.liposomes.train import ensemble_classifier, train_classifier_steps
+    from napari_nanoclass.models.registry import save_model
+
+    monkeypatch.setattr(liposome_training, "MIN_VALIDATION", 1)
+    first = balanced_objects.subset(np.flatnonzero(balanced_objects.groups < 20))
+    rest = balanced_objects.subset(np.flatnonzero(balanced_objects.groups >= 20))
+    members = []
+    for seed in range(2):  # barely trained: fine-tuning has something left to learn
+        config = ClassifierConfig(name=f"tiny-start-{seed}", problem="lamellarity", epochs=1, batch_size=32,
+                                  seed=seed, min_steps_per_epoch=2)
+        train_classifier(first, config, register=True)
+        members.append(load_model(f"tiny-start-{seed}"))
+    packed = ensemble_classifier(members, "tiny-start-ensemble")
+    save_model(packed.module, packed.info)
+    config = ClassifierConfig(name="tiny-tuned-ensemble", problem="lamellarity", epochs=3, batch_size=32, seed=7,
+                              init_from="tiny-start-ensemble")
+    steps, seen = train_classifier_steps(rest, config, register=True), []
+    try:
+        while True:
+            seen.append(next(steps))
+    except StopIteration as stop:
+        result = stop.value
+    assert all(isinstance(p, Progress) and p.total == 6 for p in seen) and seen[-1].done == 6
+    assert "member 2 of 2" in seen[-1].message
+    tuned = load_model("tiny-tuned-ensemble")
+    assert tuned.info.architecture == "lipnet-ensemble" and tuned.info.arch_params["members"] == 2
+    assert [m["seed"] for m in tuned.info.training["members"]] == [7, 8]
+    assert tuned.info.training["decision"]["prior_strength"] in PRIOR_STRENGTHS
+    y = rest.targets["lamellarity"]
+    for before, after in zip(members, tuned.module.members):
+        start = balanced_accuracy(y, object_probabilities(before.module, rest).argmax(1), 3)
+        assert balanced_accuracy(y, object_probabilities(after, rest).argmax(1), 3) > start
+    mean = np.mean([object_probabilities(m, rest) for m in tuned.module.members], axis=0)
+    np.testing.assert_allclose(object_probabilities(result.module, rest), mean, atol=1e-6)
+
+
+def test_a_classifier_trained_twice_from_one_seed_is_the_same(balanced_objects):
+    """The seed fixes the initial weights as well as the batches: two runs of one config give the
+    same classifier whatever drew from torch's random numbers before (each process starts torch
+    from a different seed of its own)."""
+    objects = balanced_objects.subset(np.flatnonzero(balanced_objects.groups < 10))
+    config = ClassifierConfig(name="tiny-seeded", problem="lamellarity", epochs=1, batch_size=32, min_steps_per_epoch=2,
+                              seed=3)
+    first = train_classifier(objects, config, device="cpu").module.state_dict()
+    torch.rand(5)  # another draw from the global generator in between
+    second = train_classifier(objects, config, device="cpu").module.state_dict()
+    assert all(torch.equal(first[k], second[k]) for k in first)
+    other = train_classifier(objects, replace(config, seed=4), device="cpu").module.state_dict()
+    assert not all(torch.equal(first[k], other[k]) for k in first)

@@ -51,15 +51,13 @@ from napari_nanoclass.liposomes.train import (
     ClassifierResult,
     corrected_objects,
     correction_pairs,
-    ensemble_refusal,
     erased_area,
     finetune_detector_steps,
     mask_signatures,
     train_classifier_steps,
     training_objects,
 )
-from napari_nanoclass.models.lipnet import ENSEMBLE_ARCHITECTURE
-from napari_nanoclass.models.registry import LoadedModel, list_models, read_info, resolve
+from napari_nanoclass.models.registry import LoadedModel, list_models
 
 DETECT = "(detect)"
 REVIEWED = "reviewed"  # features column: the object's classes were set or confirmed by hand
@@ -334,11 +332,6 @@ class _CorrectionPanel(Container):
                                              "or confirm the classes of objects of each class ('Set classes') before "
                                              "retraining"))
             return
-        for problem in trainable:  # refused before any problem is retrained, not halfway through the job
-            info = read_info(resolve(owner.models[problem].value)[0])
-            if info.architecture == ENSEMBLE_ARCHITECTURE:
-                owner.runner.on_error(ValueError(ensemble_refusal(info.name, info.arch_params["members"])))
-                return
         # every object stays in the label image (crops see their neighbours as at analysis time); only
         # the reviewed ones carry classes, the others are left out of training
         data, labels = np.asarray(base_data(image)), np.asarray(layer.data)

@@ -37,7 +37,7 @@ from skimage.measure import regionprops
 from skimage.transform import resize
 
 CROP_MODES = ("surroundings", "cropped", "masked", "masked-local", "wall")
-DEFAULT_CROP_MODE = "masked-local"  # what new classifiers train on (the shipped ones included)
+DEFAULT_CROP_MODE = "masked-local"  # what new classifiers train on (the shipped encapsulation one; lamellarity: wall)
 # "masked-local": free ice between these distances from the object. In pixels, although the
 # shipped classifiers work at 2.5 nm/px beside the standard detector and at 1 nm/px beside the fine
 # one: the same ring in nm traded lamellarity for encapsulation there (docs/liposomes.md, "The ice

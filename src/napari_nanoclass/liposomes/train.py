@@ -493,65 +493,38 @@ def _split_validation(objects: Objects, y: np.ndarray, seed: int) -> tuple[np.nd
     return (train, val) if len(val) >= MIN_VALIDATION else everything
 
 
-def ensemble_refusal(name: str, members: int) -> str:
-    """Why an ensemble cannot be fine-tuned (yet): its members would each need fine-tuning."""
-    return (f"{name} is an ensemble of {members} classifiers and cannot be fine-tuned yet: choose a single "
-            "classifier for this problem to retrain")
-
-
-def _initial_classifier(config: ClassifierConfig) -> tuple[LipNet, ClassifierConfig]:
+def _initial_classifiers(config: ClassifierConfig) -> tuple[list[LipNet], ClassifierConfig, ModelInfo | None]:
+    """The network(s) training starts from, the config with the base's architecture and crops, and
+    the base's description: a fresh LipNet; a registered LipNet's weights; or each member of a
+    registered ensemble (each fine-tuned in turn, then packed again)."""
     if config.init_from is None:
-        info = classifier_info(config, [])
-        return LipNet(**info.arch_params), config
+        torch.manual_seed(config.seed)  # its initial weights too: torch's own seed differs in every process
+        return [LipNet(**classifier_info(config, []).arch_params)], config, None
     base = load_model(config.init_from)
-    if base.info.architecture == ENSEMBLE_ARCHITECTURE:
-        raise ValueError(ensemble_refusal(base.info.name, base.info.arch_params["members"]))
-    params = base.info.arch_params
+    params = {k: v for k, v in base.info.arch_params.items() if k != "members"}
     config = replace(config, variant=params["variant"], input_size=params["input_size"],
                      size_input=params["size_input"], feature_input=params.get("descriptors", 0) > 0,
                      input_mode=base.info.training.get("input_mode", config.input_mode),
                      problem=base.info.training.get("problem", config.problem))
-    module = LipNet(**dict(params, dropout=config.dropout))
-    module.load_state_dict(base.module.state_dict())
-    return module, config
+    sources = base.module.members if base.info.architecture == ENSEMBLE_ARCHITECTURE else [base.module]
+    modules = []
+    for source in sources:
+        module = LipNet(**dict(params, dropout=config.dropout))
+        module.load_state_dict(source.state_dict())
+        modules.append(module)
+    return modules, config, base.info
 
 
-def train_classifier_steps(objects: Objects, config: ClassifierConfig, *, register: bool = False,
-                           device: str | None = None) -> Steps[ClassifierResult]:
-    """Train a LipNet on the objects' ``config.problem`` classes; yields progress per epoch.
-
-    Objects with an unknown class (−1) are left out. The epoch with the best balanced accuracy on
-    held-out images is kept (early stopping after ``patience`` epochs without improvement); with
-    too few objects to hold any out, all train and the last epoch is kept.
-    """
-    if register:
-        check_name(config.name)  # before the compute, not when saving after it
-    module, config = _initial_classifier(config)
-    if objects.crop_mode != config.input_mode:
-        raise ValueError(f"the objects were cropped in mode {objects.crop_mode!r} but the classifier takes "
-                         f"{config.input_mode!r}: build them with mode={config.input_mode!r}")
-    y_all = objects.targets[config.problem]
-    known = np.flatnonzero(y_all >= 0)
-    if len(known) < 2 or len(np.unique(y_all[known])) < 2:
-        raise ValueError(f"training a {config.problem} classifier needs objects of at least two classes")
-    objects, y_all = objects.subset(known), y_all[known]
-    train_idx, val_idx = _split_validation(objects, y_all, config.seed)
-    train, y = objects.subset(train_idx), y_all[train_idx]
-    val, y_val = objects.subset(val_idx), y_all[val_idx]
-    if config.strategy == "smote":
-        train, y = _smote(train, y, config.seed)
-    if module.descriptors and config.init_from is None:
-        module.set_descriptor_scaling(train.features)  # a fine-tuned model keeps its base's scaling
-    dev = engine.select_device(device)
+def _fit_steps(module: LipNet, train: Objects, y: np.ndarray, val: Objects, y_val: np.ndarray,
+               config: ClassifierConfig, dev: torch.device, weights: torch.Tensor | None,
+               step: tuple[int, int, str]) -> Steps[list[dict[str, float]]]:
+    """Train one LipNet from ``config.seed``, keep its best epoch on the held-out objects (the last
+    one without any) and return its history; progress counts epochs from ``step`` (first epoch,
+    total epochs, message prefix), so several networks can share one progress bar."""
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     n_classes = len(PROBLEMS[config.problem])
-    weights = None
-    if config.class_weights:
-        counts = np.bincount(y, minlength=n_classes).astype(np.float64)
-        weights = torch.tensor(np.where(counts > 0, counts.sum() / (n_classes * np.maximum(counts, 1)), 0.0),
-                               dtype=torch.float32, device=dev)
     module.to(dev)
     optimizer = torch.optim.AdamW(module.parameters(), lr=config.lr, weight_decay=1e-4)
     best = (-1.0, {k: v.detach().clone() for k, v in module.state_dict().items()})
@@ -584,20 +557,93 @@ def train_classifier_steps(objects: Objects, config: ClassifierConfig, *, regist
             best, bad = (score if validated else best[0], state), 0
         else:
             bad += 1
-        message = f"epoch {epoch + 1}: loss {history[-1]['loss']:.3f}"
-        yield Progress(epoch + 1, config.epochs, message + (f", val balanced accuracy {score:.3f}" if validated else ""),
-                       dict(history[-1]))
+        message = f"{step[2]}epoch {epoch + 1}: loss {history[-1]['loss']:.3f}"
+        yield Progress(step[0] + epoch + 1, step[1], message + (f", val balanced accuracy {score:.3f}" if validated
+                                                               else ""), dict(history[-1]))
         if bad >= config.patience:
             break
     module.load_state_dict(best[1])
     module.cpu().eval()
+    return history
+
+
+def train_classifier_steps(objects: Objects, config: ClassifierConfig, *, register: bool = False,
+                           device: str | None = None) -> Steps[ClassifierResult]:
+    """Train a LipNet (or fine-tune a LipNet or an ensemble of them) on the objects'
+    ``config.problem`` classes; yields progress per epoch.
+
+    Objects with an unknown class (−1) are left out. The epoch with the best balanced accuracy on
+    held-out images is kept (early stopping after ``patience`` epochs without improvement); with
+    too few objects to hold any out, all train and the last epoch is kept. Fine-tuning an ensemble
+    (``init_from``) fine-tunes each member on the same objects and split, member i from seed
+    ``config.seed + i`` (members differ by their seeds), and packs them again; its operating point
+    is chosen for the mean, as a single classifier's is.
+    """
+    if register:
+        check_name(config.name)  # before the compute, not when saving after it
+    modules, config, base = _initial_classifiers(config)
+    if objects.crop_mode != config.input_mode:
+        raise ValueError(f"the objects were cropped in mode {objects.crop_mode!r} but the classifier takes "
+                         f"{config.input_mode!r}: build them with mode={config.input_mode!r}")
+    y_all = objects.targets[config.problem]
+    known = np.flatnonzero(y_all >= 0)
+    if len(known) < 2 or len(np.unique(y_all[known])) < 2:
+        raise ValueError(f"training a {config.problem} classifier needs objects of at least two classes")
+    objects, y_all = objects.subset(known), y_all[known]
+    train_idx, val_idx = _split_validation(objects, y_all, config.seed)
+    train, y = objects.subset(train_idx), y_all[train_idx]
+    val, y_val = objects.subset(val_idx), y_all[val_idx]
+    if config.strategy == "smote":
+        train, y = _smote(train, y, config.seed)
+    if modules[0].descriptors and config.init_from is None:
+        modules[0].set_descriptor_scaling(train.features)  # a fine-tuned model keeps its base's scaling
+    dev = engine.select_device(device)
+    n_classes = len(PROBLEMS[config.problem])
+    weights = None
+    if config.class_weights:
+        counts = np.bincount(y, minlength=n_classes).astype(np.float64)
+        weights = torch.tensor(np.where(counts > 0, counts.sum() / (n_classes * np.maximum(counts, 1)), 0.0),
+                               dtype=torch.float32, device=dev)
+    histories, total = [], len(modules) * config.epochs
+    for i, module in enumerate(modules):
+        prefix = f"member {i + 1} of {len(modules)}, " if len(modules) > 1 else ""
+        histories.append((yield from _fit_steps(module, train, y, val, y_val, replace(config, seed=config.seed + i),
+                                                dev, weights, (i * config.epochs, total, prefix))))
+        if len(histories[-1]) < config.epochs:  # stopped early: its share of the bar is done
+            yield Progress((i + 1) * config.epochs, total, f"{prefix}stopped early after epoch {len(histories[-1])}")
+    module = modules[0] if len(modules) == 1 else _packed(modules, classifier_info(config, []).arch_params)
     data_mix = np.bincount(y_all, minlength=n_classes) / len(y_all)
     decision = choose_decision(object_probabilities(module, val), y_val, data_mix,
                                trained_mix(y_all[train_idx], n_classes, config))
-    info = classifier_info(config, history, decision)
+    info = classifier_info(config, histories[0], decision)
+    if len(modules) > 1:
+        info = _ensemble_info(info, info.name, decision, [{"name": info.name, "seed": config.seed + i,
+                                                           "history": h[-1:]} for i, h in enumerate(histories)],
+                              f"{base.description}; fine-tuned on {len(known)} objects")
     if register:
         save_model(module, info)
-    return ClassifierResult(module, info, history)
+    return ClassifierResult(module, info, [dict(h, member=i) for i, history in enumerate(histories) for h in history]
+                            if len(histories) > 1 else histories[0])
+
+
+def _packed(modules: Sequence[LipNet], arch_params: dict[str, Any]) -> LipNetEnsemble:
+    """LipNets of one architecture (``arch_params``) as one :class:`LipNetEnsemble`."""
+    packed = LipNetEnsemble(len(modules), **arch_params)
+    for target, module in zip(packed.members, modules):
+        target.load_state_dict(module.state_dict())
+    return packed.eval()
+
+
+def _ensemble_info(first: ModelInfo, name: str, decision: dict[str, Any] | None, members: list[dict[str, Any]],
+                   description: str) -> ModelInfo:
+    """An ensemble's metadata from its first member's (``first``, whose recipe all share): its own
+    name, architecture, operating point and description, and per member what tells it apart."""
+    training = {key: value for key, value in first.training.items() if key != "history"}
+    return replace(first, name=name, architecture=ENSEMBLE_ARCHITECTURE,
+                   arch_params={"members": len(members), **first.arch_params}, description=description,
+                   training={**training, "decision": decision,
+                             "config": {**training.get("config", {}), "name": name, "seed": None},
+                             "members": members})
 
 
 def train_classifier(objects: Objects, config: ClassifierConfig, *, progress: Any = None,
@@ -636,10 +682,7 @@ def ensemble_classifier(members: Sequence[LoadedModel], name: str,
         raise ValueError("the same classifier is given twice: an ensemble averages different ones")
     if first.architecture != LIPNET_ARCHITECTURE:
         raise ValueError(f"{first.name} is a {first.architecture}, not a LipNet")
-    module = LipNetEnsemble(len(members), **first.arch_params)
-    for target, member in zip(module.members, members):
-        target.load_state_dict(member.module.state_dict())
-    module.eval()
+    module = _packed([m.module for m in members], first.arch_params)
     decision = None
     own = first.training.get("decision") or {}
     if calibration is not None and own.get("data_mix"):
@@ -652,15 +695,10 @@ def ensemble_classifier(members: Sequence[LoadedModel], name: str,
         data_mix, ratio = np.asarray(own["data_mix"]), np.asarray(own["prior_ratio"])
         trained = np.divide(data_mix, ratio, out=np.zeros_like(data_mix), where=ratio > 0)
         decision = choose_decision(object_probabilities(module, known), y[y >= 0], data_mix, trained / trained.sum())
-    training = {key: value for key, value in first.training.items() if key != "history"}
-    info = replace(first, name=name, architecture=ENSEMBLE_ARCHITECTURE,
-                   arch_params={"members": len(members), **first.arch_params},
-                   description=f"Mean of {len(members)} classifiers of one recipe ({first.description.split(';')[0]})",
-                   training={**training, "decision": decision,
-                             "config": {**training.get("config", {}), "name": name, "seed": None},
-                             "members": [{"name": m.info.name, "sha256": m.sha256,
-                                          "seed": m.info.training.get("config", {}).get("seed"),
-                                          "history": m.info.training.get("history", [])} for m in members]})
+    each = [{"name": m.info.name, "sha256": m.sha256, "seed": m.info.training.get("config", {}).get("seed"),
+             "history": m.info.training.get("history", [])} for m in members]
+    info = _ensemble_info(first, name, decision, each,
+                          f"Mean of {len(members)} classifiers of one recipe ({first.description.split(';')[0]})")
     return ClassifierResult(module, info, [])
 
 
