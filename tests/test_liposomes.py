@@ -1412,3 +1412,17 @@ def test_a_classifier_trained_twice_from_one_seed_is_the_same(balanced_objects):
     assert all(torch.equal(first[k], second[k]) for k in first)
     other = train_classifier(objects, replace(config, seed=4), device="cpu").module.state_dict()
     assert not all(torch.equal(first[k], other[k]) for k in first)
+
+
+@pytest.mark.parametrize("finer", [1, 2, 5])
+def test_a_finer_mask_is_the_interpolated_mask_thresholded_at_a_half(finer):
+    """Wall crops interpolate their masks finer; a uniform mask skips the interpolation and must
+    come out as it would have (shape and values), a mixed one as interpolated."""
+    from napari_nanoclass.liposomes.objects import _finer_mask
+
+    rng = np.random.default_rng(finer)
+    for mask in (np.ones((7, 9), bool), np.zeros((7, 9), bool), rng.random((7, 9)) < 0.4):
+        expected = (ndi.zoom(mask.astype(np.float32), finer, order=1, grid_mode=True, mode="nearest") >= 0.5
+                    if finer > 1 else mask)
+        got = _finer_mask(mask, finer)
+        assert got.dtype == bool and got.shape == expected.shape and np.array_equal(got, expected)

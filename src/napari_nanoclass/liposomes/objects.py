@@ -125,24 +125,34 @@ def _unrolled(image: np.ndarray, labels: np.ndarray, region: Any, pixel_size_nm:
     top, left, side = _wall_square(region, pixel_size_nm)
     window = _cut(image, top, left, side)
     around = _label_window(labels, top, left, side)
-    own = (around == region.label).astype(np.float32)
-    ice = ((around == 0) | (around == region.label)).astype(np.float32)  # not beyond the image, not a neighbour
-    beyond = (around < 0).astype(np.float32)
+    own = around == region.label
+    ice = (around == 0) | own  # not beyond the image, not a neighbour
     level = _local_background(image, labels, region)
-    window = np.where(ice > 0, window, level)  # so that interpolating finer smears no neighbour into the ice
+    window = np.where(ice, window, level)  # so that interpolating finer smears no neighbour into the ice
     finer = max(1, int(np.ceil(2 * pixel_size_nm / WALL_STEP_NM)))
     if finer > 1:
-        window, own, ice, beyond = (ndi.zoom(a, finer, order=1, grid_mode=True, mode="nearest")
-                                    for a in (window, own, ice, beyond))
+        window = ndi.zoom(window, finer, order=1, grid_mode=True, mode="nearest")
+    own, ice, beyond = (_finer_mask(mask, finer) for mask in (own, ice, around < 0))
     centre = (np.array(region.centroid) - (top, left) + 0.5) * finer - 0.5
-    row, column = _wall_bins(own >= 0.5, beyond >= 0.5, centre, pixel_size_nm / finer, size)
-    kept = (row >= 0) & (row < size) & (ice >= 0.5)
+    row, column = _wall_bins(own, beyond, centre, pixel_size_nm / finer, size)
+    kept = (row >= 0) & (row < size) & ice
     index = row[kept] * size + column[kept]
     counts = np.bincount(index, minlength=size * size)
     sums = np.bincount(index, window[kept], minlength=size * size)
     crop = np.where(counts > 0, sums / np.maximum(counts, 1) - level, 0.0)
     crop = crop.reshape(size, size)
     return crop / max(float(np.sqrt(np.mean(crop**2))), WALL_MIN_RMS)
+
+
+def _finer_mask(mask: np.ndarray, finer: int) -> np.ndarray:
+    """A boolean mask interpolated ``finer``× finer as its window is (linearly), where at least half
+    set. A uniform one (no neighbour or image edge near most objects) stays uniform: the same
+    result without the interpolation, which is a good part of a wall crop's cost."""
+    if finer == 1:
+        return mask
+    if mask.all() or not mask.any():
+        return np.full((mask.shape[0] * finer, mask.shape[1] * finer), bool(mask.flat[0]))
+    return ndi.zoom(mask.astype(np.float32), finer, order=1, grid_mode=True, mode="nearest") >= 0.5
 
 
 def _wall_bins(own: np.ndarray, beyond: np.ndarray, centre: np.ndarray, pixel_size_nm: float,
