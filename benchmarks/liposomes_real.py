@@ -42,6 +42,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import tempfile
 import time
 from pathlib import Path
 
@@ -67,49 +68,37 @@ LAMELLARITY_CLASSES = ("unilamellar", "multilamellar", "uncertain")
 def lamellarity(image: object, truth: list[dict], classifiers: list[str], pixel_sizes: list[float],
                 native: float, ensemble: bool = False) -> None:
     """Classes the lamellarity ``classifiers`` give the vesicles we called by eye, per pixel size;
-    with ``ensemble`` also those of the mean of their probabilities (each at its operating point)."""
+    with ``ensemble`` also those of the classifiers packed as one (``ensemble_classifier``: the
+    mean of their probabilities, balanced decisions), through the same analysis."""
     from napari_nanoclass import analyse_liposomes
     from napari_nanoclass.liposomes import DEFAULT_CLASSIFIERS
 
     called = [t for t in truth if t["lamellarity"]]
     names = classifiers or [DEFAULT_CLASSIFIERS["lamellarity"]]
-    print("| pixel size (nm) | classifier | vesicles | unilamellar | multilamellar | uncertain |")
-    print("|---|---|---|---|---|---|")
-    for nm in pixel_sizes:
-        recorded, scaled = resampled(image, called, nm, native) if nm != native else (image, called)
-        labels = disks(scaled, recorded.data.shape)
-        for name in names:
-            found = analyse_liposomes(recorded, nm, labels=labels, classifiers={"lamellarity": _model(name)})
-            classes = [o["lamellarity"] for o in found.objects]
-            counts = [sum(c == k for c in classes) for k in LAMELLARITY_CLASSES]
-            print(f"| {nm:g} | {Path(name).name if Path(name).exists() else name} | {len(classes)} | "
-                  + " | ".join(str(c) for c in counts) + " |", flush=True)
+    models = {name: _model(name) for name in names}
+    with tempfile.TemporaryDirectory() as scratch:
         if ensemble:
-            models = [_model(name) for name in names]
-            probabilities = np.mean([_decided(recorded, nm, labels, model) for model in models], axis=0)
-            classes = [models[0].info.class_names[i] for i in probabilities.argmax(1)]
-            counts = [sum(c == k for c in classes) for k in LAMELLARITY_CLASSES]
-            print(f"| {nm:g} | mean of {len(models)} | {len(classes)} | " + " | ".join(str(c) for c in counts) + " |",
-                  flush=True)
+            models[f"mean of {len(names)}"] = _packed([models[name] for name in names], Path(scratch))
+        print("| pixel size (nm) | classifier | vesicles | unilamellar | multilamellar | uncertain |")
+        print("|---|---|---|---|---|---|")
+        for nm in pixel_sizes:
+            recorded, scaled = resampled(image, called, nm, native) if nm != native else (image, called)
+            labels = disks(scaled, recorded.data.shape)
+            for name, model in models.items():
+                found = analyse_liposomes(recorded, nm, labels=labels, classifiers={"lamellarity": model})
+                classes = [o["lamellarity"] for o in found.objects]
+                counts = [sum(c == k for c in classes) for k in LAMELLARITY_CLASSES]
+                print(f"| {nm:g} | {Path(name).name if Path(name).exists() else name} | {len(classes)} | "
+                      + " | ".join(str(c) for c in counts) + " |", flush=True)
 
 
-def _decided(recorded: object, pixel_size: float, labels: np.ndarray, model: object) -> np.ndarray:
-    """A classifier's probabilities at its operating point for user ``labels``, computed as the
-    analysis classifies (``predict.classify``), whose result keeps only each object's top class."""
-    from napari_nanoclass.liposomes import default_detector
-    from napari_nanoclass.liposomes import objects as liposome_objects
-    from napari_nanoclass.liposomes.predict import crop_spec, labels_at, working_image
-    from napari_nanoclass.models.lipnet import decide, predict_crops
-    from napari_nanoclass.models.registry import read_info, resolve
+def _packed(members: list, directory: Path) -> object:
+    """Classifiers of one recipe as one ensemble, written to ``directory`` and loaded from there."""
+    from napari_nanoclass.liposomes.train import ensemble_classifier
+    from napari_nanoclass.models.registry import load_model, save_model
 
-    working_px = read_info(resolve(default_detector(pixel_size))[0]).pixel_size_nm
-    work, px = working_image(np.asarray(recorded.data, np.float32), pixel_size, working_px)
-    work_labels = labels_at(labels, work.shape)
-    sizes = liposome_objects.log_size(np.array([r["diameter_nm"] for r in liposome_objects.measure(work_labels, px)]))
-    features = liposome_objects.features(work, work_labels, px) if model.module.descriptors else None
-    mode, size = crop_spec(model.info)
-    crops = liposome_objects.crops(work, work_labels, mode, size, pixel_size_nm=px)
-    return decide(predict_crops(model.module, crops, sizes, features, model.device), model.info.training)
+    result = ensemble_classifier(members, "mean-of-classifiers")
+    return load_model(save_model(result.module, result.info, directory, register=False))
 
 
 def _box_iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
@@ -341,7 +330,7 @@ def main() -> None:
                     help="classify the vesicles called by eye with these lamellarity classifiers (default: the "
                          "shipped one) at each --pixel-size (the micrograph recorded again), instead")
     ap.add_argument("--ensemble", action="store_true",
-                    help="--lamellarity also classifies with the mean of the given classifiers' probabilities")
+                    help="--lamellarity also classifies with the given classifiers packed as one ensemble")
     ap.add_argument("--resample", nargs="+", type=float, metavar="NM",
                     help="record the micrograph again at these pixel sizes (from the first --pixel-size, its own) "
                          "and give the analysis each true pixel size, instead")
