@@ -23,21 +23,12 @@ import time
 from pathlib import Path
 
 import numpy as np
-from liposomes_scale import (
-    field_detection,  # benchmarks/liposomes_scale.py, beside this file
-)
+from liposomes_scale import field_detection  # benchmarks/liposomes_scale.py, beside this file
 from sklearn.metrics import roc_auc_score
-from train_default_liposomes import (
-    recorded_fields,  # how the classifiers' training fields are made
-)
+from train_default_liposomes import recorded_fields  # how the classifiers' training fields are made
 
 from napari_nanoclass.core.metrics import normalised, tpr_at_tnr
-from napari_nanoclass.liposomes import (
-    DEFAULT_CLASSIFIERS,
-    DEFAULT_DETECTOR,
-    PROBLEMS,
-    small_detector_for,
-)
+from napari_nanoclass.liposomes import DEFAULT_CLASSIFIERS, DEFAULT_DETECTOR, PROBLEMS, small_detector_for
 from napari_nanoclass.liposomes.objects import CROP_MODES
 from napari_nanoclass.liposomes.predict import SMALL_MAX_ENLARGEMENT
 from napari_nanoclass.liposomes.simulator import MIXES, SimulationConfig, simulate_field

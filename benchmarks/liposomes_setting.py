@@ -4,8 +4,8 @@
         [--test-fields 40] [--epochs 12] [--seeds 0 1] [--input-mode wall] [--pixel-sizes 1 2.5]
 
 For each setting, one knob of the simulator is split into two disjoint ranges. LipNet classifiers
-(the shipped architecture and training recipe, fewer epochs, one seed each) are trained on fields from the first range
-only, then judged on unseen fields from the same range (in-setting) and from the held-out range
+(the shipped architecture and training recipe, fewer epochs, one seed each) are trained on fields
+from the first range only, then judged on unseen fields from the same range (in-setting) and from the held-out range
 (out-of-setting), all at the balanced class mix and with balanced decisions. The table gives the
 macro-F1 and balanced accuracy of each problem, mean ± standard deviation over training seeds;
 the drop from in- to out-of-setting is what a user with a different microscope setting would
@@ -19,9 +19,11 @@ for either would score.
 
 ``--input-mode`` picks the classifiers' crops (default ``masked-local``, the shipped encapsulation
 classifier's; ``wall``, the lamellarity one's, unrolls each object around its outline in nm,
-:func:`liposome_objects.wall_crops`) and ``--pixel-sizes LO HI`` draws every field's pixel size log-uniformly in that range instead of 2.5 nm.
+:func:`liposome_objects.wall_crops`) and ``--pixel-sizes LO HI`` draws every field's pixel size
+log-uniformly in that range instead of 2.5 nm.
 
-    python benchmarks/liposomes_setting.py --shipped [NAME|PATH …] [--test-fields 40] [--pixel-sizes 1 2.5] [--ensemble]
+    python benchmarks/liposomes_setting.py --shipped [NAME|PATH …] [--test-fields 40] [--pixel-sizes 1 2.5]
+        [--ensemble]
 
 judges the shipped classifiers (no training here), or the ones given,
 on the objects of unseen default and ``REALISTIC`` fields, each on objects cut as it takes them.

@@ -246,7 +246,8 @@ def test_a_recipe_of_several_seeds_is_trained_and_packed_as_one_ensemble(monkeyp
     train_classifiers({"lamellarity": tiny}, tmp_path)
     assert [p.name for p in tmp_path.iterdir()] == [f"{DEFAULT_CLASSIFIERS['lamellarity']}.safetensors"]
     packed = load_model(tmp_path / f"{DEFAULT_CLASSIFIERS['lamellarity']}.safetensors")
-    assert packed.info.architecture == "lipnet-ensemble" and [m["seed"] for m in packed.info.training["members"]] == [0, 1]
+    assert packed.info.architecture == "lipnet-ensemble"
+    assert [m["seed"] for m in packed.info.training["members"]] == [0, 1]
     assert packed.info.training["input_mode"] == "wall" and packed.info.training["fields"]["count"] == 3
     first, second = (m.state_dict() for m in packed.module.members)
     assert not all(torch.equal(first[k], second[k]) for k in first)

@@ -1379,12 +1379,8 @@ def test_fine_tuning_an_ensemble_fine_tunes_each_member_on_the_same_objects(bala
     save_model(packed.module, packed.info)
     config = ClassifierConfig(name="tiny-tuned-ensemble", problem="lamellarity", epochs=3, batch_size=32, seed=7,
                               init_from="tiny-start-ensemble")
-    steps, seen = train_classifier_steps(rest, config, register=True), []
-    try:
-        while True:
-            seen.append(next(steps))
-    except StopIteration as stop:
-        result = stop.value
+    seen: list[Progress] = []
+    result = run_sync(train_classifier_steps(rest, config, register=True), seen.append)
     assert all(isinstance(p, Progress) and p.total == 6 for p in seen) and seen[-1].done == 6
     assert "member 2 of 2" in seen[-1].message
     tuned = load_model("tiny-tuned-ensemble")

@@ -16,9 +16,10 @@ The pipeline, for one 2-D image at a known pixel size:
    (``labels=``) and skip detection.
 3. **Classify** every object twice — lamellarity (unilamellar / multilamellar / uncertain) and
    encapsulation (full / empty / uncertain) — with one classifier per problem (a LipNet or an
-   ensemble of them), on the crop mode the model was trained with, plus the object's size. With ``explain``, each classifier's Grad-CAM
-   for the class it gave (:func:`~napari_nanoclass.models.lipnet.explain_crops`) is put back
-   over each object (:func:`~.objects.paste_maps`): one 0–1 map per problem at the input's size.
+   ensemble of them), on the crop mode the model was trained with, plus the object's size. With
+   ``explain``, each classifier's Grad-CAM for the class it gave
+   (:func:`~napari_nanoclass.models.lipnet.explain_crops`) is put back over each object
+   (:func:`~.objects.paste_maps`): one 0–1 map per problem at the input's size.
 4. **Report**: one row per object (:data:`OBJECT_COLUMNS`), one summary per image
    (:data:`SUMMARY_COLUMNS`) with counts, % multilamellar and % loaded (encapsulation
    efficiency), and a size histogram.
