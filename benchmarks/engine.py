@@ -1,7 +1,7 @@
 """Speed, memory and exactness of the tiling engine with the shipped segmentation model.
 
     python benchmarks/engine.py [--sizes 1024 2048] [--repeats 3] [--rss-sizes 2048 8192]
-        [--old-src PATH/src ...] [--compile] [--out benchmarks/out/engine]
+        [--old-src PATH/src ...] [--system-allocator] [--compile] [--out benchmarks/out/engine]
     python benchmarks/engine.py --sizes --rss-sizes 2048 8192 16384   # peak memory only
     python benchmarks/engine.py --cam-cost [--repeats 5]
 
@@ -20,7 +20,10 @@ agreement of the labels with the whole-image forward's, border included. Rows:
 * ``segment tile=1024 compiled`` (with ``--compile``) — ``segment(tile=1024, compile=True)``, timed
   after one untimed run that compiles; the compile run's seconds are printed as ``compile run``;
 * ``old engine PATH`` (with ``--old-src``, e.g. ``git worktree``\ s of earlier commits) — ``segment()``
-  of that source in a subprocess, timed inside it, interleaved with the others.
+  of that source in a subprocess, timed inside it, interleaved with the others;
+* ``segment, glibc's default allocator`` (with ``--system-allocator``) — ``segment()`` of this source
+  the same way, with ``NANOCLASS_MALLOC=system``: freed activations returned to the kernel and
+  faulted in afresh, as before ``core.memory`` (the setting is per process, so not in this one).
 
 Defect-map cost (``--cam-cost``): ``homogeneity.analyse`` with and without ``cam=True`` of the
 bundled SEM sample and of one 1024² view (the sample mirrored to that size), for the shipped
@@ -29,7 +32,7 @@ times; the ratio of the medians is the defect map's cost.
 
 Peak RSS: ``segment()`` in a fresh process per size in ``--rss-sizes``; beyond 4096² the input is a
 zarr on disk and labels stream to a zarr work folder (beyond 8192², the in-memory limit), as the
-CLI does for large images.
+CLI does for large images. With ``--system-allocator`` each size also with glibc's defaults.
 Images are tiled from the unlabelled Drosophila sections of ../shared/data (random noise without it).
 """
 
@@ -93,21 +96,25 @@ def timed_segment(loaded, image: np.ndarray, tile: int | None, precision: str = 
     return time.perf_counter() - start, labels
 
 
-def old_segment(src: str, size: int, out: Path) -> float:
-    """``segment()`` of another source tree on the same image, timed inside its own process."""
+def old_segment(src: str, size: int, out: Path, env: dict[str, str] | None = None) -> float:
+    """``segment()`` of another source tree (or this one with ``env``) on the same image, timed
+    inside its own process."""
     image_path = out / f"image_{size}.npy"
     np.save(image_path, mosaic_image(size))
     code = ("import sys,time,numpy as np;from napari_nanoclass.segmentation.predict import segment;"
             "from napari_nanoclass.models.registry import load_model;m=load_model(sys.argv[2]);"
             "im=np.load(sys.argv[1]);segment(im[:256,:256],m);t=time.perf_counter();segment(im,m);"
             "print(time.perf_counter()-t)")
-    env = {**os.environ, "PYTHONPATH": src}
     result = subprocess.run([sys.executable, "-c", code, str(image_path), MODEL], capture_output=True, text=True,
-                            env=env, check=True)
+                            env={**os.environ, "PYTHONPATH": src, **(env or {})}, check=True)
     return float(result.stdout.strip().splitlines()[-1])
 
 
-def speed(sizes: list[int], repeats: int, old_srcs: list[str], out: Path, compile: bool = False) -> list[dict]:
+SYSTEM = {"NANOCLASS_MALLOC": "system"}  # glibc's own allocator settings (core.memory left alone)
+
+
+def speed(sizes: list[int], repeats: int, old_srcs: list[str], out: Path, compile: bool = False,
+          system_allocator: bool = False) -> list[dict]:
     from napari_nanoclass.engine import budget_tile, select_device
     from napari_nanoclass.models.registry import load_model
 
@@ -135,6 +142,9 @@ def speed(sizes: list[int], repeats: int, old_srcs: list[str], out: Path, compil
                 agreement[name] = float((labels == reference).mean())
             for old_src in old_srcs:
                 runs.setdefault(f"old engine {old_src}", []).append(old_segment(old_src, size, out))
+            if system_allocator:
+                runs.setdefault("segment, glibc's default allocator", []).append(
+                    old_segment(str(ROOT / "src"), size, out, SYSTEM))
         tile = budget_tile(loaded.module, image.shape, loaded.halo, select_device(None))
         whole = float(np.median(runs["whole"]))
         for name, seconds in runs.items():
@@ -199,6 +209,8 @@ def main() -> None:
     ap.add_argument("--rss-sizes", type=int, nargs="*", default=[2048, 8192])
     ap.add_argument("--old-src", nargs="+", default=[], help="src folders of other versions to time beside this one")
     ap.add_argument("--compile", action="store_true", help="add the torch.compile row")
+    ap.add_argument("--system-allocator", action="store_true",
+                    help="add segment() and peak RSS with glibc's default allocator settings (NANOCLASS_MALLOC=system)")
     ap.add_argument("--cam-cost", action="store_true", help="only the defect-map cost of homogeneity")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "out" / "engine"))
     ap.add_argument("--rss-one", type=int, help=argparse.SUPPRESS)
@@ -211,10 +223,12 @@ def main() -> None:
     if args.cam_cost:
         cam_cost(args.repeats)
         return
-    rows = speed(args.sizes, args.repeats, args.old_src, out, args.compile)
-    rss = [json.loads(subprocess.run([sys.executable, __file__, "--rss-one", str(size), "--out", str(out)],
-                                     check=True, capture_output=True, text=True).stdout.splitlines()[-1])
-           for size in args.rss_sizes]
+    rows = speed(args.sizes, args.repeats, args.old_src, out, args.compile, args.system_allocator)
+    allocators = {"this engine's": {}, **({"glibc's default": SYSTEM} if args.system_allocator else {})}
+    rss = [{**json.loads(subprocess.run([sys.executable, __file__, "--rss-one", str(size), "--out", str(out)],
+                                        check=True, capture_output=True, text=True, env={**os.environ, **env}
+                                        ).stdout.splitlines()[-1]), "allocator": name}
+           for size in args.rss_sizes for name, env in allocators.items()]
     print(f"\ntorch {torch.__version__}, {torch.get_num_threads()} threads, model {MODEL}, "
           f"median of {args.repeats} interleaved runs\n")
     if rows:
@@ -225,9 +239,9 @@ def main() -> None:
         print(f"| {r['size']}² | {r['run']} | {r['tile'] or ''} | {r['seconds']:.2f} | {r['ratio']:.2f}× "
               f"| {r['mp_per_s']:.2f} | {agree} |")
     if rss:
-        print("\n| image | segment() seconds | peak RSS MiB |\n|---|---|---|")
+        print("\n| image | allocator | segment() seconds | peak RSS MiB |\n|---|---|---|---|")
         for r in rss:
-            print(f"| {r['size']}² | {r['seconds']:.1f} | {r['peak_rss_mib']:.0f} |")
+            print(f"| {r['size']}² | {r['allocator']} | {r['seconds']:.1f} | {r['peak_rss_mib']:.0f} |")
 
 
 if __name__ == "__main__":

@@ -70,6 +70,17 @@ def test_bad_inputs_are_reported_and_the_batch_goes_on(responsive_model, tmp_pat
                  "--log", "quiet"]) == 1
 
 
+def test_the_memory_kept_for_reuse_is_handed_back_when_the_inputs_are_done(responsive_model, tmp_path, monkeypatch):
+    from napari_nanoclass.batch import runner
+
+    released, rows = [], []
+    monkeypatch.setattr(runner, "release_memory", lambda: released.append(len(rows)))
+    _images(tmp_path / "in", 2)
+    run_batch("segment", [tmp_path / "in"], tmp_path / "out", options={"model": responsive_model},
+              on_row=lambda row, done, total: rows.append(row))
+    assert released == [2]  # once, after both inputs, not between them
+
+
 def test_rerun_skips_complete_inputs_and_redoes_changed_ones(responsive_model, tmp_path):
     paths = _images(tmp_path / "in", 3)
     out = tmp_path / "out"

@@ -296,8 +296,8 @@ def test_a_wall_classifier_classifies_and_explains_through_the_analysis(tiny_lip
     cut_at = []
     wall_crops = liposome_objects.wall_crops
     monkeypatch.setattr(liposome_objects, "wall_crops",
-                        lambda image, labels, pixel_size_nm, size=32: cut_at.append(pixel_size_nm)
-                        or wall_crops(image, labels, pixel_size_nm, size))
+                        lambda image, labels, pixel_size_nm, size=32, threads=1: cut_at.append(pixel_size_nm)
+                        or wall_crops(image, labels, pixel_size_nm, size, threads))
     result = analyse(image, 1.25, labels=labels, detector=detector, classifiers=chosen, explain=True)
     assert cut_at == [2.5]  # the detector's working scale, where the analysis classifies
     assert result.models["lamellarity_model"] == "tiny-wall-lamellarity"

@@ -209,6 +209,18 @@ def test_crop_modes_and_measurements():
     assert features.shape == (2, len(liposome_objects.FEATURE_NAMES)) and np.isfinite(features).all()
 
 
+def test_objects_measured_in_threads_give_the_serial_crops_and_features_in_label_order():
+    field = simulate_field(SimulationConfig(shape=(256, 256), objects=(6, 8)), 3)
+    image = ((field.image - field.image.mean()) / field.image.std()).astype(np.float32)
+    assert field.labels.max() >= 6
+    for mode in liposome_objects.CROP_MODES:
+        serial = liposome_objects.crops(image, field.labels, mode, pixel_size_nm=2.5)
+        threaded = liposome_objects.crops(image, field.labels, mode, pixel_size_nm=2.5, threads=3)
+        assert np.array_equal(serial, threaded), mode
+    assert np.array_equal(liposome_objects.features(image, field.labels, 2.5),
+                          liposome_objects.features(image, field.labels, 2.5, threads=3))
+
+
 def test_masked_local_crops_are_relative_to_the_ice_around_each_object():
     """The same object on thin and on thick ice gives the same masked-local crop, where the plain
     masked crops differ by the background step; neighbours do not count as ice."""

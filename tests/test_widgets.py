@@ -73,6 +73,20 @@ def test_threaded_run_keeps_gui_free_and_delivers_the_layer(viewer, tiny_model, 
     assert viewer.layers[-1].data.shape == em_image.shape
 
 
+def test_a_finished_run_hands_the_memory_its_forwards_kept_back(viewer, tiny_model, em_image, qtbot, monkeypatch):
+    from napari_nanoclass._napari import common
+
+    released = []
+    monkeypatch.setattr(common, "release_memory", lambda: released.append(len(viewer.layers)))
+    viewer.add_image(em_image, name="em")
+    widget = SegmentWidget(viewer)
+    widget.model.value = tiny_model
+    widget.run()
+    assert not released  # not while it runs
+    qtbot.waitUntil(lambda: widget.run_button.enabled, timeout=60000)
+    assert released and released[-1] == 2  # after the labels layer came
+
+
 def test_threaded_error_is_reported_not_swallowed(viewer, tiny_model, qtbot):
     viewer.add_image(np.full((64, 64), np.nan, np.float32), name="nan")
     widget = SegmentWidget(viewer)

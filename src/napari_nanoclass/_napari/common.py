@@ -19,6 +19,7 @@ from typing import Any
 
 from magicgui.widgets import ComboBox, Container, FloatSpinBox, Label, ProgressBar, PushButton
 
+from napari_nanoclass.core.memory import release_memory
 from napari_nanoclass.core.progress import Progress, Steps, run_sync
 from napari_nanoclass.core.settings import load_settings, save_settings
 from napari_nanoclass.engine.scaling import scale_note
@@ -163,6 +164,7 @@ class TaskRunner(Container):
 
             self.activity = progress(total=1, desc="napari-nanoclass")
         if not busy:
+            release_memory()  # what the job's forwards kept for reuse is not kept by napari
             self.bar.value = 0
             self.worker = None
             if self.activity is not None:

@@ -46,6 +46,7 @@ from typing import Any
 from napari_nanoclass import __version__
 from napari_nanoclass.core.analysis import Analysis, check_unique_stems, files_steps, get
 from napari_nanoclass.core.atomic import replace
+from napari_nanoclass.core.memory import release_memory
 from napari_nanoclass.core.outputs import claim, inside
 from napari_nanoclass.core.progress import Progress, ProgressCallback, Steps, Throttle, mapped, run_sync
 from napari_nanoclass.io.images import IMAGE_SUFFIXES, file_stem, write_csv, write_json
@@ -161,14 +162,20 @@ def process_one(analysis: str, path: str, out: str, options: dict[str, Any], sig
                 overwrite: bool = False, reason: str = "") -> dict[str, Any]:
     """:func:`process_one_steps` driven to its row, in the calling process or on a dask worker;
     ``sharing`` workers on this machine split its cores for torch. ``progress`` is a callback for
-    this input's own progress, or ``True`` on a dask worker to send it to the client as events."""
+    this input's own progress, or ``True`` on a dask worker to send it to the client as events.
+    What its forwards kept for reuse is handed back before it returns: a dask worker's memory
+    limit counts it (:mod:`napari_nanoclass.core.memory`)."""
     if sharing:
         from napari_nanoclass.core.devices import configure_threads
 
         configure_threads(sharing)
     if progress is True:
         progress = _event_reporter(file_stem(Path(path)))
-    return run_sync(process_one_steps(analysis, path, out, options, signature, overwrite, reason), progress or None)
+    try:
+        return run_sync(process_one_steps(analysis, path, out, options, signature, overwrite, reason),
+                        progress or None)
+    finally:
+        release_memory()
 
 
 def process_one_steps(analysis: str, path: str | Path, out: str | Path, options: dict[str, Any],
@@ -408,15 +415,19 @@ def _triage(paths: Sequence[Path], out_dir: Path, signature: dict[str, Any], ove
 
 def _in_process(analysis: str, todo: Sequence[tuple[Path, str]], out_dir: Path, options: dict[str, Any],
                 signature: dict[str, Any], overwrite: bool, finished: int, count: int) -> Steps[list[dict[str, Any]]]:
-    """The inputs one after another in this process, each yielding its own progress."""
+    """The inputs one after another in this process, each yielding its own progress; what their
+    forwards kept for reuse is handed back at the end (:mod:`napari_nanoclass.core.memory`)."""
     rows = []
-    for path, reason in todo:
-        stem = file_stem(path)
-        label = f"{stem} ({finished + 1}/{count})"
-        steps = process_one_steps(analysis, path, out_dir, options, signature, overwrite, reason)
-        rows.append((yield from _within(steps, finished, count, stem, label)))
-        finished += 1
-        yield _settled(rows[-1], finished, count)
+    try:
+        for path, reason in todo:
+            stem = file_stem(path)
+            label = f"{stem} ({finished + 1}/{count})"
+            steps = process_one_steps(analysis, path, out_dir, options, signature, overwrite, reason)
+            rows.append((yield from _within(steps, finished, count, stem, label)))
+            finished += 1
+            yield _settled(rows[-1], finished, count)
+    finally:
+        release_memory()
     return rows
 
 

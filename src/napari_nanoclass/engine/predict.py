@@ -39,6 +39,7 @@ from torch.nn import functional as F
 
 from napari_nanoclass.core.atomic import atomic_path
 from napari_nanoclass.core.devices import select_device
+from napari_nanoclass.core.memory import keep_freed_memory
 from napari_nanoclass.core.progress import Progress, Steps
 from napari_nanoclass.engine.tiling import (
     Window,
@@ -334,6 +335,7 @@ def _run(
 ) -> Steps[Any]:
     """Shared loop of dense and patch prediction over planes, windows and batches."""
     dev = select_device(device)
+    keep_freed_memory()  # activations' blocks reused instead of page-faulted in afresh (core/memory.py)
     if next(model.parameters(), torch.empty(0)).device != dev:
         model = model.to(dev)
     model.eval()

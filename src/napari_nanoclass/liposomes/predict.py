@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 import zarr
 from scipy import ndimage as ndi
 from skimage.feature import peak_local_max
@@ -392,14 +393,16 @@ def classify(image: np.ndarray, labels: np.ndarray, diameters_nm: np.ndarray, pi
     at each classifier's stored operating point, or as if all classes were equally common; with
     ``explain`` also the map of where each object's crop argued for the class it was given."""
     sizes = liposome_objects.log_size(diameters_nm)
+    threads = torch.get_num_threads()  # the objects are measured in as many threads as torch may use
     # handcrafted features only for classifiers trained on them (they cost a pass over the objects)
-    features = (liposome_objects.features(image, labels, pixel_size_nm)
+    features = (liposome_objects.features(image, labels, pixel_size_nm, threads)
                 if any(m.module.descriptors for m in classifiers.values()) else None)
     out, cut = {}, {}
     for problem, model in classifiers.items():
         mode, size = crop_spec(model.info)
         if (mode, size) not in cut:  # classifiers of the same crop spec share one pass over the objects
-            cut[mode, size] = liposome_objects.crops(image, labels, mode, size, pixel_size_nm=pixel_size_nm)
+            cut[mode, size] = liposome_objects.crops(image, labels, mode, size, pixel_size_nm=pixel_size_nm,
+                                                     threads=threads)
         crops = cut[mode, size]
         probabilities = decide(predict_crops(model.module, crops, sizes, features, model.device), model.info.training,
                                balanced_decisions)

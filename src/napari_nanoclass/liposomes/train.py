@@ -268,9 +268,10 @@ def objects_from_image(image: np.ndarray, labels: np.ndarray, classes: dict[int,
     diameters = np.array([r["diameter_nm"] for r in measured])
     targets = {problem: np.array([names.index(classes[i][problem]) if problem in classes.get(i, {}) else -1
                                   for i in ids], np.int64) for problem, names in PROBLEMS.items()}
-    return Objects(liposome_objects.crops(image, labels, mode, size, pixel_size_nm=pixel_size_nm),
+    threads = torch.get_num_threads()
+    return Objects(liposome_objects.crops(image, labels, mode, size, pixel_size_nm=pixel_size_nm, threads=threads),
                    liposome_objects.log_size(diameters),
-                   liposome_objects.features(image, labels, pixel_size_nm),
+                   liposome_objects.features(image, labels, pixel_size_nm, threads),
                    targets, np.full(len(ids), group, np.int64), mode)
 
 

@@ -1,0 +1,67 @@
+"""Freed memory kept for reuse while a job runs, on Linux with glibc; handed back when it ends.
+
+glibc's ``malloc`` serves every block above its mmap threshold (which adapts, up to 32 MiB) with
+a fresh ``mmap`` and unmaps it when freed, so each such block's pages are zero-filled again by the
+kernel, one page fault per 4 KiB, every time. A network's forward over a large image allocates and
+frees tens of activations of 32 MiB and more, and on a CPU those faults were a large share of the
+engine's time (docs/engine-benchmark.md). :func:`keep_freed_memory` raises the mmap threshold and
+turns off trimming, so that freed blocks stay in the heap and are reused: a job then holds on to
+the most it used at once (somewhat more than with fresh mappings, as blocks of other sizes
+fragment the heap) until :func:`release_memory` hands what is free back to the system
+(``malloc_trim``) when it ends.
+
+Threads other than the main one allocate from arenas of at most 64 MiB each, so there blocks
+larger than that are still mapped afresh: a job run in a worker thread (napari's) gains less.
+
+The setting is process-wide and stays once made: it changes where memory comes from, never a
+result. ``NANOCLASS_MALLOC=system`` in the environment leaves glibc's defaults alone. Elsewhere
+(macOS, Windows, musl) both functions do nothing.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import functools
+import os
+import sys
+
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (malloc.h)
+KEEP_BYTES = 1 << 30  # blocks up to this size come from the heap; larger ones are mapped and unmapped
+NEVER = -1  # as M_TRIM_THRESHOLD: free() never trims the heap (a trimmed top is faulted in again)
+OPT_OUT = "NANOCLASS_MALLOC"  # "system": leave the allocator's defaults alone
+
+
+@functools.cache
+def _glibc() -> ctypes.CDLL | None:
+    """The C library if it is glibc (it alone has ``mallopt`` and ``malloc_trim``), else None."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.gnu_get_libc_version  # only glibc has it  # noqa: B018
+        libc.mallopt, libc.malloc_trim  # noqa: B018
+    except (OSError, AttributeError):
+        return None
+    return libc
+
+
+@functools.cache
+def keep_freed_memory() -> bool:
+    """Let freed blocks up to ``KEEP_BYTES`` be reused instead of returned to the kernel, until
+    :func:`release_memory`; once per process. Returns whether the allocator was changed (False:
+    not glibc, or opted out)."""
+    libc = _glibc()
+    if libc is None or os.environ.get(OPT_OUT, "").lower() == "system":
+        return False
+    mmap_set = libc.mallopt(M_MMAP_THRESHOLD, KEEP_BYTES)
+    trim_set = libc.mallopt(M_TRIM_THRESHOLD, NEVER)
+    return bool(mmap_set and trim_set)
+
+
+def release_memory() -> None:
+    """Hand the heap's free pages back to the system: for the end of a job in a process that lives
+    on (napari, a notebook), so what the job kept for reuse does not stay with it."""
+    libc = _glibc()
+    if libc is not None:
+        libc.malloc_trim(0)

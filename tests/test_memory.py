@@ -1,0 +1,58 @@
+"""Freed memory kept for reuse during a job and handed back after it (core.memory)."""
+
+from __future__ import annotations
+
+import os
+import resource
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from napari_nanoclass import engine
+from napari_nanoclass.core import memory
+from napari_nanoclass.core.progress import run_sync
+from napari_nanoclass.models.unet import SEUNet
+
+pytestmark = pytest.mark.skipif(memory._glibc() is None, reason="the allocator settings exist on glibc only")
+
+BLOCK = 96 * 2**20  # above glibc's largest adaptive mmap threshold (32 MiB): without the setting, mmapped
+
+
+def _page_faults_of_a_block(nbytes: int) -> int:
+    """Minor page faults while a block of ``nbytes`` is allocated and written."""
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    torch.empty(nbytes, dtype=torch.uint8).fill_(1)
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+
+def _resident_bytes() -> int:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def test_the_engine_keeps_freed_blocks_for_reuse_and_a_job_end_hands_them_back():
+    run_sync(engine.predict_dense(SEUNet(width=4, depth=2).eval(), np.zeros((64, 64), np.float32)))
+    assert memory.keep_freed_memory()  # set by the engine's run, once per process
+    pages = BLOCK // resource.getpagesize()
+    # where the heap first places a block depends on what it holds; then freed blocks serve the next
+    # ones (without the setting every block of this size is mapped afresh: all its pages fault)
+    assert min(_page_faults_of_a_block(BLOCK) for _ in range(5)) < pages // 20
+    block = torch.empty(BLOCK, dtype=torch.uint8).fill_(1)
+    del block
+    kept = _resident_bytes()
+    memory.release_memory()
+    assert kept - _resident_bytes() > BLOCK // 2  # the free block's pages went back to the system
+
+
+def test_the_setting_can_be_left_alone_from_the_environment():
+    code = ("from napari_nanoclass.core import memory; import sys; "
+            "print(memory.keep_freed_memory(), 'torch' in sys.modules)")
+    env = {**os.environ, memory.OPT_OUT: "system"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False"]  # left alone; and the module needs no torch
+    del env[memory.OPT_OUT]
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["True", "False"]
