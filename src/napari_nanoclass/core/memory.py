@@ -10,6 +10,11 @@ the most it used at once (somewhat more than with fresh mappings, as blocks of o
 fragment the heap) until :func:`release_memory` hands what is free back to the system
 (``malloc_trim``) when it ends.
 
+A job that reads an image in several windows (a large image streamed, a stack's planes) reads and
+writes chunks between them, and those blocks split the large free ones, so the heap would grow
+with every window; the engine therefore hands the free pages back after each window of such a job
+(blocks are still reused within a window's forward), which keeps its peak near one window's.
+
 Threads other than the main one allocate from arenas of at most 64 MiB each, so there blocks
 larger than that are still mapped afresh: a job run in a worker thread (napari's) gains less.
 
@@ -21,7 +26,6 @@ result. ``NANOCLASS_MALLOC=system`` in the environment leaves glibc's defaults a
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import functools
 import os
 import sys
@@ -38,9 +42,10 @@ def _glibc() -> ctypes.CDLL | None:
     if not sys.platform.startswith("linux"):
         return None
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc = ctypes.CDLL("libc.so.6")  # glibc's soname; musl has none of these functions
         libc.gnu_get_libc_version  # only glibc has it  # noqa: B018
-        libc.mallopt, libc.malloc_trim  # noqa: B018
+        libc.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+        libc.malloc_trim.argtypes = [ctypes.c_size_t]
     except (OSError, AttributeError):
         return None
     return libc
@@ -50,18 +55,20 @@ def _glibc() -> ctypes.CDLL | None:
 def keep_freed_memory() -> bool:
     """Let freed blocks up to ``KEEP_BYTES`` be reused instead of returned to the kernel, until
     :func:`release_memory`; once per process. Returns whether the allocator was changed (False:
-    not glibc, or opted out)."""
+    not glibc, opted out, or a glibc that refuses so high a threshold, which is then left alone:
+    turning trimming off would also freeze its adaptive threshold at the lowest value)."""
     libc = _glibc()
     if libc is None or os.environ.get(OPT_OUT, "").lower() == "system":
         return False
-    mmap_set = libc.mallopt(M_MMAP_THRESHOLD, KEEP_BYTES)
-    trim_set = libc.mallopt(M_TRIM_THRESHOLD, NEVER)
-    return bool(mmap_set and trim_set)
+    if not libc.mallopt(M_MMAP_THRESHOLD, KEEP_BYTES):
+        return False
+    return bool(libc.mallopt(M_TRIM_THRESHOLD, NEVER))
 
 
 def release_memory() -> None:
-    """Hand the heap's free pages back to the system: for the end of a job in a process that lives
-    on (napari, a notebook), so what the job kept for reuse does not stay with it."""
+    """Hand the heap's free pages back to the system: at the end of a job in a process that lives
+    on (napari, a notebook), so what the job kept for reuse does not stay with it, and between the
+    windows of an image read in several (docs/engine.md, "Memory")."""
     libc = _glibc()
     if libc is not None:
         libc.malloc_trim(0)

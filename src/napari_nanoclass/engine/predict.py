@@ -39,7 +39,7 @@ from torch.nn import functional as F
 
 from napari_nanoclass.core.atomic import atomic_path
 from napari_nanoclass.core.devices import select_device
-from napari_nanoclass.core.memory import keep_freed_memory
+from napari_nanoclass.core.memory import keep_freed_memory, release_memory
 from napari_nanoclass.core.progress import Progress, Steps
 from napari_nanoclass.engine.tiling import (
     Window,
@@ -332,8 +332,11 @@ def _run(
     store: Callable[[Any, int | None, Window, np.ndarray], None],
     tta: bool = False,
     compile: bool = False,
+    release_windows: bool = False,
 ) -> Steps[Any]:
-    """Shared loop of dense and patch prediction over planes, windows and batches."""
+    """Shared loop of dense and patch prediction over planes, windows and batches; with
+    ``release_windows`` the memory kept for reuse is handed back after each of several windows
+    (dense windows' activations are large; a patch model's are small and its batches many)."""
     dev = select_device(device)
     keep_freed_memory()  # activations' blocks reused instead of page-faulted in afresh (core/memory.py)
     if next(model.parameters(), torch.empty(0)).device != dev:
@@ -355,6 +358,9 @@ def _run(
     spatial = (*image.shape[:-2], *out_spatial(plane_shape))
     output = _Output(spatial, chunk, out)
     done = 0
+    # between the windows of an image read in several, chunk reads and writes split the freed
+    # activations' blocks and the heap would grow with every window: its free pages go back after each
+    release_between = release_windows and len(windows) * len(image_planes) > 1
     try:
         yield Progress(0, total, "preparing")
         for z, plane in enumerate(image_planes):
@@ -362,10 +368,12 @@ def _run(
             for batch, result in iter_batches(model, plane, windows, mean=mean, std=std, batch_size=batch_size,
                                               device=dev, precision=precision, postprocess=postprocess, tta=tta):
                 done += len(batch)
-                if result is not None:
+                if result is not None:  # (with tta, after a window's last view)
                     array = output.ensure(result.shape[1], result.dtype)
                     for window, value in zip(batch, result):
                         store(array, z if image.ndim == 3 else None, window, value)
+                    if release_between:
+                        release_memory()
                 yield Progress(done, total, f"plane {z + 1}/{len(image_planes)}" if len(image_planes) > 1 else "tiles")
         return output.finish()
     except BaseException:
@@ -415,7 +423,7 @@ def predict_dense(
     return _run(
         model, image, lambda s: dense_windows(s, cores, halo, divisor), lambda s: s, cores,
         stats=stats, batch_size=batch_size, device=device, precision=precision,
-        postprocess=postprocess, out=out, store=store, tta=tta, compile=compile,
+        postprocess=postprocess, out=out, store=store, tta=tta, compile=compile, release_windows=True,
     )
 
 

@@ -45,7 +45,6 @@ DEFAULT_CROP_MODE = "masked-local"  # what new classifiers train on (the shipped
 # one: the same ring in nm traded lamellarity for encapsulation there (docs/liposomes.md, "The ice
 # ring in nm: tried, not kept")
 BACKGROUND_RING_PX = (2, 8)
-T = TypeVar("T")
 WALL_STEP_NM = 1.0  # "wall": distance between rows, fine enough for a bilayer's two leaflets 4 nm apart
 WALL_OUTSIDE_NM = 6.0  # "wall": the first row lies this far outside the object's outline
 WALL_MIN_RMS = 0.05  # "wall": crops are scaled to unit RMS, but a blank one is not amplified past 1/this
@@ -83,6 +82,9 @@ def _cut(image: np.ndarray, top: int, left: int, side: int, fill: float = 0.0,
     if ye > ys and xe > xs:
         out[ys - top : ye - top, xs - left : xe - left] = image[ys:ye, xs:xe]
     return out
+
+
+T = TypeVar("T")
 
 
 def per_object(function: Callable[[Any], T], regions: Sequence[Any], threads: int = 1) -> list[T]:
