@@ -59,7 +59,7 @@ def test_the_setting_can_be_left_alone_from_the_environment():
     assert out.stdout.split() == ["True", "False"]
 
 
-def test_a_streamed_image_hands_the_heap_back_after_each_window_and_a_single_window_keeps_it(monkeypatch):
+def test_an_image_read_in_several_windows_hands_the_heap_back_after_each_and_one_window_keeps_it(monkeypatch):
     from napari_nanoclass.engine import predict
 
     released = []
