@@ -33,6 +33,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
+import edt
 import numpy as np
 from scipy import ndimage as ndi
 from skimage.measure import regionprops
@@ -153,11 +154,11 @@ def _unrolled(image: np.ndarray, labels: np.ndarray, region: Any, pixel_size_nm:
         window = ndi.zoom(window, finer, order=1, grid_mode=True, mode="nearest")
     own, ice, beyond = (_finer_mask(mask, finer) for mask in (own, ice, around < 0))
     centre = (np.array(region.centroid) - (top, left) + 0.5) * finer - 0.5
-    row, column = _wall_bins(own, beyond, centre, pixel_size_nm / finer, size)
-    kept = (row >= 0) & (row < size) & ice
-    index = row[kept] * size + column[kept]
+    pixels, bins = _wall_bins(own, beyond, centre, pixel_size_nm / finer, size)
+    free = ice.ravel()[pixels]
+    index, values = bins[free], window.ravel()[pixels[free]]
     counts = np.bincount(index, minlength=size * size)
-    sums = np.bincount(index, window[kept], minlength=size * size)
+    sums = np.bincount(index, values, minlength=size * size)
     crop = np.where(counts > 0, sums / np.maximum(counts, 1) - level, 0.0)
     crop = crop.reshape(size, size)
     return crop / max(float(np.sqrt(np.mean(crop**2))), WALL_MIN_RMS)
@@ -176,17 +177,38 @@ def _finer_mask(mask: np.ndarray, finer: int) -> np.ndarray:
 
 def _wall_bins(own: np.ndarray, beyond: np.ndarray, centre: np.ndarray, pixel_size_nm: float,
                size: int) -> tuple[np.ndarray, np.ndarray]:
-    """(row, column) of every pixel of a window in an object's wall crop: rows by the signed
-    distance to the object's outline (Euclidean, in nm), columns by the angle around ``centre``.
-    The image's edge (``beyond``: the window's pixels outside the image) is not an outline: depths
+    """(pixels, bins): the flat indices of a window's pixels that fall in an object's wall crop, and
+    the crop bin (row · size + column) of each. Rows go by the signed distance to the object's
+    outline (Euclidean, in nm), columns by the angle around ``centre``; angles are computed for
+    those pixels only, as most of a large vesicle's window lies deeper than the crop reaches. The
+    image's edge (``beyond``: the window's pixels outside the image) is not an outline: depths
     inside run to the outline the image shows."""
-    inside = ndi.distance_transform_edt(own | beyond) - 0.5
-    depth = np.where(own, inside, 0.5 - ndi.distance_transform_edt(~own))
-    row = np.rint((WALL_OUTSIDE_NM + depth * pixel_size_nm) / WALL_STEP_NM).astype(np.int64)
-    yy, xx = np.mgrid[: own.shape[0], : own.shape[1]]
+    inside = distance_to_background(own | beyond) - 0.5
+    depth = np.where(own, inside, 0.5 - distance_to_background(~own))
+    row = np.rint((WALL_OUTSIDE_NM + depth * pixel_size_nm) / WALL_STEP_NM).astype(np.int64).ravel()
+    pixels = np.flatnonzero((row >= 0) & (row < size))
+    yy, xx = np.divmod(pixels, own.shape[1])
     angle = np.arctan2(yy - centre[0], xx - centre[1])
     column = np.rint(angle * size / (2 * np.pi)).astype(np.int64) % size
-    return row, column
+    return pixels, row[pixels] * size + column
+
+
+def distance_to_background(mask: np.ndarray) -> np.ndarray:
+    """``ndi.distance_transform_edt(mask)``, the same values bit for bit (the square root, in
+    float64, of the same integer squared distances, which float32 holds exactly up to 4096 px),
+    from the ``edt`` package's exact transform: several times faster, and the wall crops' costliest
+    step. scipy where nothing is background, a case ``edt`` treats differently."""
+    if np.all(mask):
+        return ndi.distance_transform_edt(mask)
+    return np.sqrt(squared_distance_to_background(mask).astype(np.float64))
+
+
+def squared_distance_to_background(mask: np.ndarray, edge_is_background: bool = False) -> np.ndarray:
+    """Squared Euclidean distance (whole numbers of pixels², as float32) from every pixel of
+    ``mask`` to the nearest pixel outside it (``edt``'s exact transform); 0 outside ``mask``, inf
+    where nothing is background. Beyond the array's edge counts as background only with
+    ``edge_is_background``."""
+    return edt.edtsq(np.ascontiguousarray(mask, bool), black_border=edge_is_background, parallel=1)
 
 
 def _wall_square(region: Any, pixel_size_nm: float) -> tuple[int, int, int]:
@@ -238,10 +260,10 @@ def _rolled_back(values: np.ndarray, own: np.ndarray, beyond: np.ndarray, centre
                  pixel_size_nm: float) -> np.ndarray:
     """A (size, size) map over a wall crop (:func:`wall_crops`) as a window: each pixel gets the
     map's value at its own row and column (its distance from the outline and its angle)."""
-    size = values.shape[1]
-    row, column = _wall_bins(own, beyond, centre, pixel_size_nm, size)
-    kept = (row >= 0) & (row < size)
-    return np.where(kept, values[np.clip(row, 0, size - 1), column], 0.0).astype(np.float32)
+    pixels, bins = _wall_bins(own, beyond, centre, pixel_size_nm, values.shape[1])
+    out = np.zeros(own.size, np.float32)
+    out[pixels] = values.ravel()[bins]
+    return out.reshape(own.shape)
 
 
 def _local_background(image: np.ndarray, labels: np.ndarray, region: Any) -> float:
@@ -296,7 +318,7 @@ def features(image: np.ndarray, labels: np.ndarray, pixel_size_nm: float, thread
         ring = np.minimum((np.hypot(yy - cy, xx - cx) / radius / 1.3 * PROFILE_RINGS).astype(int), PROFILE_RINGS)
         radial = _ring_means(crop, ring)
         edge_density = _ring_means(crop_edges.astype(np.float32), ring)
-        inside = image[labels == region.label]
+        inside = region.image_intensity[region.image]  # its own pixels, in the image's raster order
         histogram = np.histogram(np.clip(inside, -4, 4), bins=HISTOGRAM_BINS, range=(-4, 4))[0] / max(inside.size, 1)
         # the membrane is the darkest ring near radius 1; noise from the ring just outside
         rim = radial[int(0.75 * PROFILE_RINGS / 1.3) : int(1.05 * PROFILE_RINGS / 1.3) + 1].min()

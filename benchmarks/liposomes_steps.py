@@ -1,0 +1,101 @@
+"""The liposome analysis' CPU steps outside the networks, timed against another source tree's.
+
+    git worktree add /tmp/base COMMIT
+    python benchmarks/liposomes_steps.py --base /tmp/base/src [--fields 3] [--repeats 7] [--pixel-size 2.5]
+
+Whole-analysis timings on a shared 2-core host drift by a quarter within an hour, more than a
+change to these steps moves them; so both versions of each step run here in one process,
+alternately, on the same inputs: the detectors' instance post-processing
+(``instances_from_probabilities``, on the probabilities both detectors give for each study field),
+the wall crops and the handcrafted features (on the fields' true objects, in as many threads as
+torch uses, as the analysis cuts them). Prints the median seconds per field of each version, their
+ratio and the range of the paired ratios, and checks that both give the same arrays.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import sys
+import time
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import torch
+
+from napari_nanoclass import engine
+from napari_nanoclass.core.progress import run_sync
+from napari_nanoclass.liposomes import default_detector, default_small_detector
+from napari_nanoclass.liposomes import objects as new_objects
+from napari_nanoclass.liposomes import predict as new_predict
+from napari_nanoclass.liposomes.simulator import STUDY_MIX, SimulationConfig, simulate_field
+
+SEED = 560_000  # benchmarks/liposomes_scale.py's fields
+
+
+def load(name: str, path: Path) -> ModuleType:
+    """A module of the other tree under its own name (its absolute imports resolve to this tree)."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def detector_outputs(image: np.ndarray, pixel_size: float) -> list[tuple[np.ndarray, int, dict]]:
+    """(probabilities, minimum area, post-processing) for each detector the analysis runs here."""
+    out = []
+    for name in (default_detector(pixel_size), default_small_detector(pixel_size)):
+        if name is None:
+            continue
+        model = new_predict.load_on(name, None)
+        px = (new_predict.small_working_px(pixel_size, model) if name == default_small_detector(pixel_size)
+              else model.info.pixel_size_nm)
+        work, px = new_predict.working_image(image, pixel_size, px)
+        probabilities = run_sync(engine.predict_dense(model.module, work, halo=model.halo, stats=[(0.0, 1.0)],
+                                                      device=model.device))
+        min_area = int(np.pi * (new_predict.MIN_DIAMETER_NM / 2 / px) ** 2)
+        out.append((probabilities, min_area, model.info.training.get("postprocess", {})))
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--base", type=Path, required=True, help="the other tree's src folder")
+    ap.add_argument("--fields", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--pixel-size", type=float, default=2.5)
+    args = ap.parse_args()
+    package = args.base / "napari_nanoclass" / "liposomes"
+    versions = {"base": (load("base_objects", package / "objects.py"), load("base_predict", package / "predict.py")),
+                "this": (new_objects, new_predict)}
+    px, threads = args.pixel_size, torch.get_num_threads()
+    fields = [simulate_field(SimulationConfig(pixel_size_nm=px, mix=STUDY_MIX), SEED + i) for i in range(args.fields)]
+    truths = [(((f.image - f.image.mean()) / f.image.std()).astype(np.float32), f.labels.astype(np.int32))
+              for f in fields]
+    detected = [d for f in fields for d in detector_outputs(f.image, px)]
+    steps = {
+        "post-processing": lambda o, p: [p.instances_from_probabilities(pr, area, **rules)
+                                         for pr, area, rules in detected],
+        "wall crops": lambda o, p: [o.wall_crops(image, labels, px, 32, threads) for image, labels in truths],
+        "features": lambda o, p: [o.features(image, labels, px, threads) for image, labels in truths],
+    }
+    for step, run in steps.items():
+        results = {tag: run(*modules) for tag, modules in versions.items()}  # warm, and compared
+        same = all(np.array_equal(a, b) for a, b in zip(results["base"], results["this"]))
+        seconds: dict[str, list[float]] = {tag: [] for tag in versions}
+        for _ in range(args.repeats):
+            for tag, modules in versions.items():
+                start = time.perf_counter()
+                run(*modules)
+                seconds[tag].append((time.perf_counter() - start) / args.fields)
+        base, this = (np.array(seconds[tag]) for tag in ("base", "this"))
+        paired = this / base
+        print(f"{step}: {np.median(base) * 1e3:.1f} ms per field before, {np.median(this) * 1e3:.1f} ms now "
+              f"({np.median(this) / np.median(base):.2f}x; paired {paired.min():.2f}-{paired.max():.2f}); "
+              f"same arrays: {same}")
+
+
+if __name__ == "__main__":
+    main()
