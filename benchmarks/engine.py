@@ -32,7 +32,9 @@ times; the ratio of the medians is the defect map's cost.
 
 Peak RSS: ``segment()`` in a fresh process per size in ``--rss-sizes``; beyond 4096² the input is a
 zarr on disk and labels stream to a zarr work folder (beyond 8192², the in-memory limit), as the
-CLI does for large images. With ``--system-allocator`` each size also with glibc's defaults.
+CLI does for large images; with ``--rss-in-memory`` images up to 8192² are arrays in memory (the
+mosaic mirrored to the size), as an image loaded whole is. With ``--system-allocator`` each size
+also with glibc's defaults.
 Images are tiled from the unlabelled Drosophila sections of ../shared/data (random noise without it).
 """
 
@@ -188,11 +190,13 @@ def cam_cost(repeats: int) -> list[dict]:
     return rows
 
 
-def rss_one(size: int, out: Path) -> dict:
+def rss_one(size: int, out: Path, in_memory: bool = False) -> dict:
     from napari_nanoclass.segmentation.predict import segment
 
     image = mosaic_image(min(size, 4096))
-    if size > 4096:  # on disk, written in strips, as a user's large image would be
+    if in_memory and size > 4096:  # an array in memory up to the in-memory limit, as a loaded image
+        image = np.pad(image, [(0, size - 4096)] * 2, mode="symmetric")
+    elif size > 4096:  # on disk, written in strips, as a user's large image would be
         path = out / f"input_{size}.zarr"
         if not path.exists():
             array = zarr.open_array(str(path), mode="w", shape=(size, size), chunks=(1024, 1024), dtype=np.uint8)
@@ -204,7 +208,7 @@ def rss_one(size: int, out: Path) -> dict:
     workdir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     segment(image, MODEL, workdir=workdir)
-    return {"size": size, "seconds": time.perf_counter() - start,
+    return {"size": size, "seconds": time.perf_counter() - start, "in_memory": in_memory or size <= 4096,
             "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
@@ -219,19 +223,22 @@ def main() -> None:
                     help="add segment() and peak RSS with glibc's default allocator settings (NANOCLASS_MALLOC=system)")
     ap.add_argument("--cam-cost", action="store_true", help="only the defect-map cost of homogeneity")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "out" / "engine"))
+    ap.add_argument("--rss-in-memory", action="store_true",
+                    help="peak RSS of images up to 8192² held in memory (the in-memory limit) instead of zarr on disk")
     ap.add_argument("--rss-one", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if args.rss_one:
-        print(json.dumps(rss_one(args.rss_one, out)))
+        print(json.dumps(rss_one(args.rss_one, out, args.rss_in_memory)))
         return
     if args.cam_cost:
         cam_cost(args.repeats)
         return
     rows = speed(args.sizes, args.repeats, args.old_src, out, args.compile, args.system_allocator)
     allocators = {"this engine's": {}, **({"glibc's default": SYSTEM} if args.system_allocator else {})}
-    rss = [{**json.loads(subprocess.run([sys.executable, __file__, "--rss-one", str(size), "--out", str(out)],
+    in_memory = ["--rss-in-memory"] if args.rss_in_memory else []
+    rss = [{**json.loads(subprocess.run([sys.executable, __file__, "--rss-one", str(size), "--out", str(out), *in_memory],
                                         check=True, capture_output=True, text=True, env={**_environ(), **env}
                                         ).stdout.splitlines()[-1]), "allocator": name}
            for size in args.rss_sizes for name, env in allocators.items()]
@@ -245,9 +252,10 @@ def main() -> None:
         print(f"| {r['size']}² | {r['run']} | {r['tile'] or ''} | {r['seconds']:.2f} | {r['ratio']:.2f}× "
               f"| {r['mp_per_s']:.2f} | {agree} |")
     if rss:
-        print("\n| image | allocator | segment() seconds | peak RSS MiB |\n|---|---|---|---|")
+        print("\n| image | held | allocator | segment() seconds | peak RSS MiB |\n|---|---|---|---|---|")
         for r in rss:
-            print(f"| {r['size']}² | {r['allocator']} | {r['seconds']:.1f} | {r['peak_rss_mib']:.0f} |")
+            held = "in memory" if r["in_memory"] else "zarr on disk"
+            print(f"| {r['size']}² | {held} | {r['allocator']} | {r['seconds']:.1f} | {r['peak_rss_mib']:.0f} |")
 
 
 if __name__ == "__main__":

@@ -59,7 +59,9 @@ def test_the_setting_can_be_left_alone_from_the_environment():
     assert out.stdout.split() == ["True", "False"]
 
 
-def test_an_image_read_in_several_windows_hands_the_heap_back_after_each_and_one_window_keeps_it(monkeypatch):
+def test_a_streamed_image_hands_the_heap_back_after_each_window_and_an_image_in_memory_keeps_it(monkeypatch, tmp_path):
+    import zarr
+
     from napari_nanoclass.engine import predict
 
     released = []
@@ -67,12 +69,20 @@ def test_an_image_read_in_several_windows_hands_the_heap_back_after_each_and_one
     model = SEUNet(width=4, depth=2).eval()
     image = np.random.default_rng(0).standard_normal((128, 128)).astype(np.float32)
     whole = run_sync(engine.predict_dense(model, image, tile=128, device="cpu"))
-    assert not released  # one window: what it freed stays for the next job's reuse
-    tiled = run_sync(engine.predict_dense(model, image, tile=32, device="cpu"))
-    assert len(released) == 16  # 4 × 4 windows, after each
-    run_sync(engine.predict_dense(model, image, tile=32, tta=True, device="cpu"))
-    assert len(released) == 2 * 16  # with its eight views: after each window's last
-    np.testing.assert_allclose(tiled, whole, atol=1e-5)
+    in_memory = run_sync(engine.predict_dense(model, image, tile=32, device="cpu"))
+    assert not released  # 16 windows, but an array into an array: the same blocks serve every window
+    lazy = zarr.open_array(str(tmp_path / "in.zarr"), mode="w", shape=image.shape, chunks=(64, 64), dtype=image.dtype)
+    lazy[:] = image
+    streamed = run_sync(engine.predict_dense(model, lazy, tile=32, device="cpu"))
+    assert len(released) == 16  # 4 × 4 windows read from chunks, after each
+    run_sync(engine.predict_dense(model, image, tile=32, out=tmp_path / "out.zarr", device="cpu"))
+    assert len(released) == 2 * 16  # written to chunks on disk: after each too
+    run_sync(engine.predict_dense(model, lazy, tile=32, tta=True, device="cpu"))
+    assert len(released) == 3 * 16  # with its eight views: after each window's last
+    run_sync(engine.predict_dense(model, lazy, tile=128, device="cpu"))
+    assert len(released) == 3 * 16  # one window: what it freed stays for the next job's reuse
+    np.testing.assert_allclose(in_memory, whole, atol=1e-5)
+    np.testing.assert_array_equal(np.asarray(streamed), in_memory)
     patch_model = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
-    run_sync(engine.predict_patches(patch_model, image, patch=32, device="cpu"))
-    assert len(released) == 2 * 16  # a patch model's batches keep theirs
+    run_sync(engine.predict_patches(patch_model, lazy, patch=32, device="cpu"))
+    assert len(released) == 3 * 16  # a patch model's batches keep theirs

@@ -10,10 +10,11 @@ the most it used at once (somewhat more than with fresh mappings, as blocks of o
 fragment the heap) until :func:`release_memory` hands what is free back to the system
 (``malloc_trim``) when it ends.
 
-A job that reads an image in several windows (a large image streamed, a stack's planes) reads and
-writes chunks between them, and those blocks split the large free ones, so the heap would grow
-with every window; the engine therefore hands the free pages back after each window of such a job
-(blocks are still reused within a window's forward), which keeps its peak near one window's.
+A job that streams an image in several windows (read from or written to chunks) reads and writes
+chunks between them, and those blocks split the large free ones, so the heap would grow with every
+window; the engine therefore hands the free pages back after each window of such a job (blocks are
+still reused within a window's forward), which keeps its peak near one window's. An array in
+memory predicted into one allocates nothing between its windows and keeps the heap across them.
 
 Threads other than the main one allocate from arenas of at most 64 MiB each, so there blocks
 larger than that are still mapped afresh: a job run in a worker thread (napari's) gains less.

@@ -335,8 +335,9 @@ def _run(
     release_windows: bool = False,
 ) -> Steps[Any]:
     """Shared loop of dense and patch prediction over planes, windows and batches; with
-    ``release_windows`` the memory kept for reuse is handed back after each of several windows
-    (dense windows' activations are large; a patch model's are small and its batches many)."""
+    ``release_windows`` the memory kept for reuse is handed back after each of several windows of a
+    streamed image (dense windows' activations are large; a patch model's are small and its
+    batches many)."""
     dev = select_device(device)
     keep_freed_memory()  # activations' blocks reused instead of page-faulted in afresh (core/memory.py)
     if next(model.parameters(), torch.empty(0)).device != dev:
@@ -358,9 +359,12 @@ def _run(
     spatial = (*image.shape[:-2], *out_spatial(plane_shape))
     output = _Output(spatial, chunk, out)
     done = 0
-    # between the windows of an image read in several, chunk reads and writes split the freed
-    # activations' blocks and the heap would grow with every window: its free pages go back after each
-    release_between = release_windows and len(windows) * len(image_planes) > 1
+    # between the windows of an image streamed from or to chunks (a lazy input, an output on disk),
+    # chunk reads and writes split the freed activations' blocks and the heap would grow with every
+    # window: its free pages go back after each. An array in memory into an array in memory reuses
+    # the same blocks window after window (docs/engine.md, "Memory")
+    streamed = out is not None or not isinstance(image, np.ndarray)
+    release_between = release_windows and streamed and len(windows) * len(image_planes) > 1
     try:
         yield Progress(0, total, "preparing")
         for z, plane in enumerate(image_planes):
