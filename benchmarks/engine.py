@@ -237,8 +237,8 @@ def main() -> None:
         return
     rows = speed(args.sizes, args.repeats, args.old_src, out, args.compile, args.system_allocator)
     allocators = {"this engine's": {}, **({"glibc's default": SYSTEM} if args.system_allocator else {})}
-    in_memory = ["--rss-in-memory"] if args.rss_in_memory else []
-    rss = [{**json.loads(subprocess.run([sys.executable, __file__, "--rss-one", str(size), "--out", str(out), *in_memory],
+    one = [sys.executable, __file__, "--out", str(out), *(["--rss-in-memory"] if args.rss_in_memory else [])]
+    rss = [{**json.loads(subprocess.run([*one, "--rss-one", str(size)],
                                         check=True, capture_output=True, text=True, env={**_environ(), **env}
                                         ).stdout.splitlines()[-1]), "allocator": name}
            for size in args.rss_sizes for name, env in allocators.items()]

@@ -23,10 +23,11 @@ classifier's; ``wall``, the lamellarity one's, unrolls each object around its ou
 log-uniformly in that range instead of 2.5 nm.
 
     python benchmarks/liposomes_setting.py --shipped [NAME|PATH …] [--test-fields 40] [--pixel-sizes 1 2.5]
-        [--ensemble]
+        [--ensemble] [--validation]
 
 judges the shipped classifiers (no training here), or the ones given,
-on the objects of unseen default and ``REALISTIC`` fields, each on objects cut as it takes them.
+on the objects of unseen default and ``REALISTIC`` fields, each on objects cut as it takes them;
+``--validation`` on other fields, to choose between candidates before judging the chosen one once.
 """
 
 from __future__ import annotations
@@ -58,6 +59,8 @@ from napari_nanoclass.models.registry import load_model
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "out" / "liposomes-setting"
 TRAIN_SEED, TEST_SEED = 600_000, 650_000  # far from the shipped models' training seeds
+SHIPPED_TEST_SEED = TEST_SEED + 9000  # --shipped: the fields reported
+VALIDATION_SEED = 760_000  # --shipped --validation: fields for choosing between candidates, not reported as results
 
 BASE = SimulationConfig(mix=BALANCED_MIX)
 SETTINGS = {  # name: (training range, held-out range), as SimulationConfig changes
@@ -128,7 +131,7 @@ def run(setting: str, seed: int, n_train: int, n_test: int, epochs: int, mode: s
 
 
 def shipped(n_test: int, names: list[str] | None = None, pixel_sizes: tuple[float, float] | None = None,
-            ensemble: bool = False) -> None:
+            ensemble: bool = False, first_seed: int = SHIPPED_TEST_SEED) -> None:
     """Classifiers (default: the shipped ones; each judged on its own problem, on objects cut as it
     takes them), balanced decisions, on the objects of unseen default and REALISTIC fields; with
     ``ensemble`` also the mean of their probabilities (the classifiers given must share problem and crops)."""
@@ -139,7 +142,7 @@ def shipped(n_test: int, names: list[str] | None = None, pixel_sizes: tuple[floa
         for model in models:
             problem, (mode, size) = model.info.training["problem"], crop_spec(model.info)
             if (mode, size) not in cut:
-                cut[mode, size] = objects(changes, TEST_SEED + 9000, n_test, mode, pixel_sizes, size)
+                cut[mode, size] = objects(changes, first_seed, n_test, mode, pixel_sizes, size)
             test = cut[mode, size]
             decided.append(decide(object_probabilities(model.module, test), model.info.training, True))
             s = _scores(test.targets[problem], decided[-1].argmax(1))
@@ -170,10 +173,12 @@ def main() -> None:
                     help="judge these classifiers (registered or paths; none given: the shipped ones) instead")
     ap.add_argument("--ensemble", action="store_true",
                     help="--shipped also judges the mean of the given classifiers' probabilities")
+    ap.add_argument("--validation", action="store_true",
+                    help="--shipped on validation fields (to choose between candidates) instead of the test fields")
     args = ap.parse_args()
     if args.shipped is not None:
         shipped(args.test_fields, args.shipped, None if args.pixel_sizes is None else tuple(args.pixel_sizes),
-                args.ensemble)
+                args.ensemble, VALIDATION_SEED if args.validation else SHIPPED_TEST_SEED)
         return
     print("| setting (train → held out) | problem | macro-F1 in | macro-F1 out | balanced acc. in | balanced acc. out |")
     print("|---|---|---|---|---|---|")

@@ -3,7 +3,7 @@
 classifiers, each problem by its shipped recipe (``SHIPPED_RECIPES``): lamellarity the mean of
 three LipNet-4s on wall crops (seeds 0–2, default and ``REALISTIC`` fields at 1–2.5 nm/px, packed
 as one ``lipnet-ensemble``), encapsulation one LipNet-4 on masked-local crops with the handcrafted
-features.
+features (default fields at 1–2.5 nm/px).
 
     python benchmarks/train_default_liposomes.py [--only detector|fine-detector|small-detector|classifiers]
         [--fields 160] [--problems lamellarity encapsulation]
@@ -242,7 +242,7 @@ class Recipe:
 # the shipped classifiers' recipes (docs/liposomes.md, "Shipped models")
 SHIPPED_RECIPES = {
     "lamellarity": Recipe(480, "wall", "mixed", (1.0, 2.5), seeds=(0, 1, 2)),
-    "encapsulation": Recipe(1920, DEFAULT_CROP_MODE, feature_input=True),
+    "encapsulation": Recipe(1920, DEFAULT_CROP_MODE, pixel_sizes=(1.0, 2.5), feature_input=True),
 }
 
 
