@@ -176,6 +176,8 @@ def main() -> None:
     ap.add_argument("--validation", action="store_true",
                     help="--shipped on validation fields (to choose between candidates) instead of the test fields")
     args = ap.parse_args()
+    if args.validation and args.shipped is None:
+        raise SystemExit("--validation judges given classifiers: use it with --shipped")
     if args.shipped is not None:
         shipped(args.test_fields, args.shipped, None if args.pixel_sizes is None else tuple(args.pixel_sizes),
                 args.ensemble, VALIDATION_SEED if args.validation else SHIPPED_TEST_SEED)

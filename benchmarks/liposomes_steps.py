@@ -3,8 +3,8 @@
     git worktree add /tmp/base COMMIT
     python benchmarks/liposomes_steps.py --base /tmp/base/src [--fields 3] [--repeats 7] [--pixel-size 2.5]
 
-Whole-analysis timings on a shared 2-core host drift by a quarter within an hour, more than a
-change to these steps moves them; so both versions of each step run here in one process,
+Whole-analysis timings on a shared host drift more than a change to these steps moves them
+(docs/liposomes.md, "Its cost"); so both versions of each step run here in one process,
 alternately, on the same inputs: the detectors' instance post-processing
 (``instances_from_probabilities``, on the probabilities both detectors give for each study field),
 the wall crops and the handcrafted features (on the fields' true objects, in as many threads as

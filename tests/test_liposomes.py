@@ -540,9 +540,28 @@ def test_large_images_are_analysed_block_by_block_like_in_memory(tmp_path, monke
     field = simulate_field(config, seed=11)
     whole = analyse(field.image, 2.5)
     monkeypatch.setattr(predict, "STREAM_ABOVE", 0)
-    monkeypatch.setattr(predict, "BLOCK_PX", 256)  # 9 blocks
+    monkeypatch.setattr(predict, "BLOCK_PX", 256)  # at the small-vesicle detector's scale: 6 × 6 blocks
     monkeypatch.setattr(predict, "MAX_DIAMETER_NM", 200.0)
+    released, detected = [], []
+    monkeypatch.setattr(predict, "release_memory", lambda: released.append(True))
+    detect_all_steps = predict.detect_all_steps
+
+    def counted(*args, **kwargs):
+        detected.append(True)
+        return (yield from detect_all_steps(*args, **kwargs))
+
+    monkeypatch.setattr(predict, "detect_all_steps", counted)
+    bounded = []
+    predict_dense = predict.engine.predict_dense
+
+    def spied(*args, **kwargs):
+        bounded.append(kwargs.get("bounded"))
+        return (yield from predict_dense(*args, **kwargs))
+
+    monkeypatch.setattr(predict.engine, "predict_dense", spied)
     blocks = analyse(field.image, 2.5, workdir=tmp_path)
+    assert len(released) == len(detected) > 1  # the heap kept for reuse is handed back after each block
+    assert bounded and all(bounded)  # and after each window of a block's forwards
     labels = np.asarray(blocks.labels)
     assert blocks.labels.__class__.__module__.startswith("zarr") and labels.shape == field.image.shape
     assert len(whole.objects) >= 15

@@ -81,8 +81,12 @@ def test_a_streamed_image_hands_the_heap_back_after_each_window_and_an_image_in_
     assert len(released) == 3 * 16  # with its eight views: after each window's last
     run_sync(engine.predict_dense(model, lazy, tile=128, device="cpu"))
     assert len(released) == 3 * 16  # one window: what it freed stays for the next job's reuse
+    run_sync(engine.predict_dense(model, np.stack([image, image]), tile=128, device="cpu"))
+    assert len(released) == 3 * 16 + 2  # a stack in memory: after each plane (its statistics between them)
+    run_sync(engine.predict_dense(model, image, tile=32, bounded=True, device="cpu"))
+    assert len(released) == 4 * 16 + 2  # in memory, but bounded (a block of a large image): after each window
     np.testing.assert_allclose(in_memory, whole, atol=1e-5)
     np.testing.assert_array_equal(np.asarray(streamed), in_memory)
     patch_model = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
     run_sync(engine.predict_patches(patch_model, lazy, patch=32, device="cpu"))
-    assert len(released) == 3 * 16  # a patch model's batches keep theirs
+    assert len(released) == 4 * 16 + 2  # a patch model's batches keep theirs

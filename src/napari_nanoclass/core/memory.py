@@ -12,9 +12,11 @@ fragment the heap) until :func:`release_memory` hands what is free back to the s
 
 A job that streams an image in several windows (read from or written to chunks) reads and writes
 chunks between them, and those blocks split the large free ones, so the heap would grow with every
-window; the engine therefore hands the free pages back after each window of such a job (blocks are
-still reused within a window's forward), which keeps its peak near one window's. An array in
-memory predicted into one allocates nothing between its windows and keeps the heap across them.
+window; the engine therefore hands the free pages back after each window of such a job, and of a
+stack's planes (blocks are still reused within a window's forward), which keeps its peak near one
+window's. A 2-D array in memory predicted into one allocates the same blocks window after window
+and keeps the heap across them, unless its peak must stay bounded: the liposome analysis of a large
+image hands the heap back after each window of its blocks and after each block.
 
 Threads other than the main one allocate from arenas of at most 64 MiB each, so there blocks
 larger than that are still mapped afresh: a job run in a worker thread (napari's) gains less.
@@ -69,7 +71,7 @@ def keep_freed_memory() -> bool:
 def release_memory() -> None:
     """Hand the heap's free pages back to the system: at the end of a job in a process that lives
     on (napari, a notebook), so what the job kept for reuse does not stay with it, and between the
-    windows of an image read in several (docs/engine.md, "Memory")."""
+    windows of a streamed image or a stack (docs/engine.md, "Memory")."""
     libc = _glibc()
     if libc is not None:
         libc.malloc_trim(0)

@@ -333,11 +333,12 @@ def _run(
     tta: bool = False,
     compile: bool = False,
     release_windows: bool = False,
+    bounded: bool = False,
 ) -> Steps[Any]:
     """Shared loop of dense and patch prediction over planes, windows and batches; with
     ``release_windows`` the memory kept for reuse is handed back after each of several windows of a
-    streamed image (dense windows' activations are large; a patch model's are small and its
-    batches many)."""
+    streamed image or a stack, or of any image with ``bounded`` (dense windows' activations are
+    large; a patch model's are small and its batches many)."""
     dev = select_device(device)
     keep_freed_memory()  # activations' blocks reused instead of page-faulted in afresh (core/memory.py)
     if next(model.parameters(), torch.empty(0)).device != dev:
@@ -359,12 +360,13 @@ def _run(
     spatial = (*image.shape[:-2], *out_spatial(plane_shape))
     output = _Output(spatial, chunk, out)
     done = 0
-    # between the windows of an image streamed from or to chunks (a lazy input, an output on disk),
-    # chunk reads and writes split the freed activations' blocks and the heap would grow with every
-    # window: its free pages go back after each. An array in memory into an array in memory reuses
-    # the same blocks window after window (docs/engine.md, "Memory")
-    streamed = out is not None or not isinstance(image, np.ndarray)
-    release_between = release_windows and streamed and len(windows) * len(image_planes) > 1
+    # between the windows of an image streamed from or to chunks (a lazy input, an output on disk) or
+    # of a stack's planes (each plane's statistics), other blocks are allocated that split the freed
+    # activations' ones, and the heap would grow with every window: its free pages go back after
+    # each. A 2-D array in memory into an array in memory reuses the same blocks window after window
+    # (docs/engine.md, "Memory")
+    kept_across = not bounded and out is None and isinstance(image, np.ndarray) and image.ndim == 2
+    release_between = release_windows and not kept_across and len(windows) * len(image_planes) > 1
     try:
         yield Progress(0, total, "preparing")
         for z, plane in enumerate(image_planes):
@@ -400,6 +402,7 @@ def predict_dense(
     out: str | Path | None = None,
     tta: bool = False,
     compile: bool = False,
+    bounded: bool = False,
 ) -> Steps[Any]:
     """Per-pixel prediction of a 2-D image or (Z, Y, X) stack → (C, Y, X) or (C, Z, Y, X).
 
@@ -410,7 +413,9 @@ def predict_dense(
     gives (mean, std) per plane; by default they are computed over each whole plane. With
     ``out`` a path, the result is a zarr array on disk (streamed, chunked like the tiles). With
     ``tta`` every tile is predicted in its 8 rotations and flips and the logits averaged. With
-    ``compile`` the network runs through :func:`compiled` (long runs only).
+    ``compile`` the network runs through :func:`compiled` (long runs only). With ``bounded`` the
+    memory kept for reuse is handed back after each window even for an array in memory (a block of
+    a large image, whose peak must stay that of one window; docs/engine.md, "Memory").
     """
     divisor = int(getattr(model, "size_divisor", 1))
     halo = default_halo(model) if halo is None else halo
@@ -427,7 +432,7 @@ def predict_dense(
     return _run(
         model, image, lambda s: dense_windows(s, cores, halo, divisor), lambda s: s, cores,
         stats=stats, batch_size=batch_size, device=device, precision=precision,
-        postprocess=postprocess, out=out, store=store, tta=tta, compile=compile, release_windows=True,
+        postprocess=postprocess, out=out, store=store, tta=tta, compile=compile, release_windows=True, bounded=bounded,
     )
 
 

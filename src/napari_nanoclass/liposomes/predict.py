@@ -47,6 +47,7 @@ from skimage.transform import rescale, resize
 
 from napari_nanoclass import engine
 from napari_nanoclass.core.analysis import PIXEL_SIZES_NM, FileJob, number
+from napari_nanoclass.core.memory import release_memory
 from napari_nanoclass.core.progress import CancelToken, Progress, ProgressCallback, Steps, run_sync, scaled
 from napari_nanoclass.engine.scaling import chosen_pixel_size, log, resized_planes
 from napari_nanoclass.io.images import (
@@ -346,11 +347,12 @@ def _unenclosed(instances: np.ndarray, boundary: np.ndarray, threshold: float) -
 
 
 def detect_steps(image: np.ndarray, detector: LoadedModel, pixel_size_nm: float,
-                 min_diameter_nm: float = MIN_DIAMETER_NM) -> Steps[np.ndarray]:
+                 min_diameter_nm: float = MIN_DIAMETER_NM, bounded: bool = False) -> Steps[np.ndarray]:
     """Instance labels of a normalised 2-D image at the detector's pixel size (in memory; windows as
-    large as the memory budget allows, which give the same probabilities as smaller ones, faster)."""
+    large as the memory budget allows, which give the same probabilities as smaller ones, faster;
+    ``bounded``: the engine's memory handed back after each window, for a block of a large image)."""
     probabilities = yield from engine.predict_dense(detector.module, image, halo=detector.halo, stats=[(0.0, 1.0)],
-                                                    device=detector.device)
+                                                    device=detector.device, bounded=bounded)
     min_area = int(np.pi * (min_diameter_nm / 2 / pixel_size_nm) ** 2)
     return instances_from_probabilities(probabilities, min_area, **detector.info.training.get("postprocess", {}))
 
@@ -385,13 +387,14 @@ def detect_all_steps(data: np.ndarray, pixel_size_nm: float, detector: LoadedMod
                      stats: tuple[float, float] | None = None) -> Steps[tuple[np.ndarray, float, np.ndarray]]:
     """(the image at ``detector``'s scale, its pixel size, instance labels there): ``detector``'s
     objects and, with ``small``, those the small-vesicle detector finds at its own scale where
-    ``detector`` found none (:func:`with_small`)."""
+    ``detector`` found none (:func:`with_small`). A block of a large image (``stats`` given: the
+    whole image's) keeps its peak memory to one window's (``detect_steps(bounded=True)``)."""
     work, working_px = _working(data, pixel_size_nm, detector.info.pixel_size_nm, stats)
-    parts = 1 if small is None else 2
-    labels = yield from scaled(detect_steps(work, detector, working_px, min_diameter_nm), 0, parts, "detecting")
+    parts, block = 1 if small is None else 2, stats is not None
+    labels = yield from scaled(detect_steps(work, detector, working_px, min_diameter_nm, block), 0, parts, "detecting")
     if small is not None:
         fine, fine_px = _working(data, pixel_size_nm, small_working_px(pixel_size_nm, small), stats)
-        found = yield from scaled(detect_steps(fine, small, fine_px, min_diameter_nm), 1, parts,
+        found = yield from scaled(detect_steps(fine, small, fine_px, min_diameter_nm, block), 1, parts,
                                   "detecting small vesicles")
         labels = with_small(labels, labels_at(found, labels.shape))
     return work, working_px, labels
@@ -650,6 +653,9 @@ def _analyse_blocks(data: Any, pixel_size_nm: float, detectors: tuple[LoadedMode
         _paste(out, kept, window, lambda region, ids, offset=first - 1: np.where(ids > 0, ids + offset, region))
         for problem, target in maps.items():  # each map is 0 off its block's kept objects
             _paste(target, classes[problem].explanation, window, np.maximum)
+        # the engine hands its kept memory back after each window of a block (bounded); between
+        # blocks, post-processing, classifying and writing would grow the heap too (core/memory.py)
+        release_memory()
     yield Progress(1, 1, f"{len(objects)} liposomes")
     return out, objects, maps
 
