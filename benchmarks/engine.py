@@ -208,7 +208,7 @@ def rss_one(size: int, out: Path, in_memory: bool = False) -> dict:
     workdir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     segment(image, MODEL, workdir=workdir)
-    return {"size": size, "seconds": time.perf_counter() - start, "in_memory": size <= (8192 if in_memory else 4096),
+    return {"size": size, "seconds": time.perf_counter() - start, "in_memory": isinstance(image, np.ndarray),
             "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 

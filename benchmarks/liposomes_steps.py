@@ -24,9 +24,6 @@ from types import ModuleType
 import numpy as np
 import torch
 
-from napari_nanoclass import engine
-from napari_nanoclass.core.progress import run_sync
-from napari_nanoclass.liposomes import default_detector, default_small_detector
 from napari_nanoclass.liposomes import objects as new_objects
 from napari_nanoclass.liposomes import predict as new_predict
 from napari_nanoclass.liposomes.simulator import STUDY_MIX, SimulationConfig, simulate_field
@@ -43,21 +40,22 @@ def load(name: str, path: Path) -> ModuleType:
     return module
 
 
-def detector_outputs(image: np.ndarray, pixel_size: float) -> list[tuple[np.ndarray, int, dict]]:
-    """(probabilities, minimum area, post-processing) for each detector the analysis runs here."""
-    out = []
-    for name in (default_detector(pixel_size), default_small_detector(pixel_size)):
-        if name is None:
-            continue
-        model = new_predict.load_on(name, None)
-        px = (new_predict.small_working_px(pixel_size, model) if name == default_small_detector(pixel_size)
-              else model.info.pixel_size_nm)
-        work, px = new_predict.working_image(image, pixel_size, px)
-        probabilities = run_sync(engine.predict_dense(model.module, work, halo=model.halo, stats=[(0.0, 1.0)],
-                                                      device=model.device))
-        min_area = int(np.pi * (new_predict.MIN_DIAMETER_NM / 2 / px) ** 2)
-        out.append((probabilities, min_area, model.info.training.get("postprocess", {})))
-    return out
+def detector_outputs(image: np.ndarray, pixel_size: float) -> list[tuple[np.ndarray, tuple, dict]]:
+    """(probabilities, arguments) of every ``instances_from_probabilities`` call the analysis of
+    ``image`` makes (one per detector it runs), caught while it runs."""
+    caught = []
+    original = new_predict.instances_from_probabilities
+
+    def catch(probabilities: np.ndarray, *args: object, **kwargs: object) -> np.ndarray:
+        caught.append((probabilities, args, kwargs))
+        return original(probabilities, *args, **kwargs)
+
+    new_predict.instances_from_probabilities = catch
+    try:
+        new_predict.analyse(image, pixel_size)
+    finally:
+        new_predict.instances_from_probabilities = original
+    return caught
 
 
 def main() -> None:
@@ -76,8 +74,8 @@ def main() -> None:
               for f in fields]
     detected = [d for f in fields for d in detector_outputs(f.image, px)]
     steps = {
-        "post-processing": lambda o, p: [p.instances_from_probabilities(pr, area, **rules)
-                                         for pr, area, rules in detected],
+        "post-processing": lambda o, p: [p.instances_from_probabilities(pr, *args, **kwargs)
+                                         for pr, args, kwargs in detected],
         "wall crops": lambda o, p: [o.wall_crops(image, labels, px, 32, threads) for image, labels in truths],
         "features": lambda o, p: [o.features(image, labels, px, threads) for image, labels in truths],
     }

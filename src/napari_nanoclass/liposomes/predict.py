@@ -390,7 +390,8 @@ def detect_all_steps(data: np.ndarray, pixel_size_nm: float, detector: LoadedMod
     ``detector`` found none (:func:`with_small`). A block of a large image (``stats`` given: the
     whole image's) keeps its peak memory to one window's (``detect_steps(bounded=True)``)."""
     work, working_px = _working(data, pixel_size_nm, detector.info.pixel_size_nm, stats)
-    parts, block = 1 if small is None else 2, stats is not None
+    parts = 1 if small is None else 2
+    block = stats is not None
     labels = yield from scaled(detect_steps(work, detector, working_px, min_diameter_nm, block), 0, parts, "detecting")
     if small is not None:
         fine, fine_px = _working(data, pixel_size_nm, small_working_px(pixel_size_nm, small), stats)
