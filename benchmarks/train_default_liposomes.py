@@ -5,7 +5,8 @@ three LipNet-4s on wall crops (seeds 0–2, default and ``REALISTIC`` fields at 
 as one ``lipnet-ensemble``), encapsulation one LipNet-4 on masked-local crops with the handcrafted
 features (default fields at 1–2.5 nm/px).
 
-    python benchmarks/train_default_liposomes.py [--only detector|fine-detector|small-detector|classifiers]
+    python benchmarks/train_default_liposomes.py
+        [--only detector|fine-detector|varied-detector|small-detector|classifiers]
         [--fields 160] [--problems lamellarity encapsulation]
         [--fine-recorded MIN MAX] [--fine-native-share S] [--fine-diameter MIN MAX] [--fine-out DIR] [--seed N]
         [--fine-imaging default|microscope|realistic|mixed]
@@ -24,6 +25,10 @@ docs/liposomes.md; not the shipped recipe); ``--fine-out`` writes it elsewhere t
 formation instead of the default one, or alternates default and ``REALISTIC`` fields (``mixed``)
 (recorded in the model's ``training["fields"]``; candidates in docs/liposomes.md, "Training on
 realistic fields" and "Calibrating ``REALISTIC``").
+
+The varied-imaging detector (``liposome-detector-varied``, run beside the fine one) is the fine
+detector's recipe with default and ``REALISTIC`` fields in turn (``--fine-imaging mixed``), recorded
+at 1 nm/px (docs/liposomes.md, "A simulator written apart").
 
 The small-vesicle detector (``liposome-detector-small``, run beside the standard one for images
 between 1 and 2.5 nm/px) is that recipe with fields recorded at 1–3 nm/px, all trained on at
@@ -56,7 +61,13 @@ from typing import Any
 
 import numpy as np
 
-from napari_nanoclass.liposomes import DEFAULT_CLASSIFIERS, DEFAULT_DETECTOR, FINE_DETECTOR, SMALL_DETECTOR
+from napari_nanoclass.liposomes import (
+    DEFAULT_CLASSIFIERS,
+    DEFAULT_DETECTOR,
+    FINE_DETECTOR,
+    SMALL_DETECTOR,
+    VARIED_DETECTOR,
+)
 from napari_nanoclass.liposomes.objects import CROP_MODES, DEFAULT_CROP_MODE
 from napari_nanoclass.liposomes.simulator import (
     BALANCED_MIX,
@@ -166,7 +177,9 @@ def train_fine_detector(n_fields: int, epochs: int, recorded_nm: tuple[float, fl
     result = train(train_pairs, val_pairs, config, progress=True)
     seconds = time.perf_counter() - start
     recorded = f"{recorded_nm[0]:g}–{recorded_nm[1]:g}" if recorded_nm[0] != recorded_nm[1] else f"{recorded_nm[0]:g}"
-    role = "high-magnification images" if name == FINE_DETECTOR else "small vesicles beside liposome-detector"
+    role = {FINE_DETECTOR: "high-magnification images",
+            VARIED_DETECTOR: f"high-magnification images imaged unlike the default fields, beside {FINE_DETECTOR}"}.get(
+        name, f"small vesicles beside {DEFAULT_DETECTOR}")
     formation = "" if imaging == "default" else f" ({imaging.upper()} image formation)"
     fields = {"recorded_nm": list(recorded_nm), "native_share": native_share, "working_nm": 1.0,
               "diameter_nm": list(diameter_nm), "first_seed": TRAIN_SEED, "count": n_fields}
@@ -343,7 +356,7 @@ def _classifier_fields_record(n_fields: int, imaging: str, pixel_sizes: tuple[fl
 
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--only", choices=["detector", "fine-detector", "small-detector", "classifiers"])
+    ap.add_argument("--only", choices=["detector", "fine-detector", "varied-detector", "small-detector", "classifiers"])
     ap.add_argument("--fields", type=int, default=160, help="simulated 512² training fields")
     ap.add_argument("--detector-epochs", type=int, default=12)
     ap.add_argument("--fine-fields", type=int, default=80, help="simulated 512² fields at 1 nm/px")
@@ -402,6 +415,9 @@ def main() -> None:
     if args.only in (None, "fine-detector"):
         train_fine_detector(args.fine_fields, args.fine_epochs, tuple(args.fine_recorded), tuple(args.fine_diameter),
                             args.fine_native_share, args.fine_out, seed=args.seed or 0, imaging=args.fine_imaging)
+    if args.only in (None, "varied-detector"):
+        train_fine_detector(args.fine_fields, args.fine_epochs, directory=args.fine_out, name=VARIED_DETECTOR,
+                            seed=args.seed or 0, imaging="mixed")
     if args.only in (None, "small-detector"):
         train_fine_detector(args.fine_fields, args.fine_epochs, SMALL_RECORDED_NM, tuple(args.fine_diameter),
                             directory=args.fine_out, name=SMALL_DETECTOR, postprocess=SMALL_POSTPROCESS,

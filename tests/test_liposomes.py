@@ -626,14 +626,15 @@ def test_detector_fine_tuned_on_corrections_learns_them(tiny_liposome_models, tm
 
 
 def test_a_run_names_the_detectors_it_may_use():
-    from napari_nanoclass.liposomes import DEFAULT_DETECTOR, FINE_DETECTOR, SMALL_DETECTOR
+    from napari_nanoclass.liposomes import DEFAULT_DETECTOR, FINE_DETECTOR, SMALL_DETECTOR, VARIED_DETECTOR
     from napari_nanoclass.liposomes.predict import LiposomeFiles
 
     every = LiposomeFiles.model_names({})  # each input's header picks its detectors
-    assert (every["detector"], every["fine_detector"], every["small_detector"]) == (
-        DEFAULT_DETECTOR, FINE_DETECTOR, SMALL_DETECTOR)
-    assert LiposomeFiles.model_names({"pixel_size_nm": 0.2})["detector"] == FINE_DETECTOR
-    assert "small_detector" not in LiposomeFiles.model_names({"pixel_size_nm": 0.2})
+    assert (every["detector"], every["fine_detector"], every["varied_detector"], every["small_detector"]) == (
+        DEFAULT_DETECTOR, FINE_DETECTOR, VARIED_DETECTOR, SMALL_DETECTOR)
+    assert "varied_detector" not in LiposomeFiles.model_names({"small_detector": "tiny"})  # one named runs instead
+    fine = LiposomeFiles.model_names({"pixel_size_nm": 0.2})
+    assert (fine["detector"], fine["small_detector"]) == (FINE_DETECTOR, VARIED_DETECTOR)
     coarse = LiposomeFiles.model_names({"pixel_size_nm": 2.5})
     assert "fine_detector" not in coarse and coarse["small_detector"] == SMALL_DETECTOR
     assert "small_detector" not in LiposomeFiles.model_names({"pixel_size_nm": 5.0})
@@ -643,11 +644,19 @@ def test_a_run_names_the_detectors_it_may_use():
     assert LiposomeFiles.model_names({"detector": "mine", "small_detector": "tiny"})["small_detector"] == "tiny"
 
 
-def test_the_small_vesicle_detector_runs_between_the_fine_and_the_coarsest_scales():
-    from napari_nanoclass.liposomes import FINE_BELOW_NM, SMALL_DETECTOR, SMALL_UP_TO_NM, default_small_detector
+def test_the_detector_beside_the_default_one_depends_on_the_scale():
+    """The varied-imaging detector beside the fine one up to its scale, the small-vesicle one beside
+    the standard detector up to 2.5 nm/px, none beyond (or without a pixel size)."""
+    from napari_nanoclass.liposomes import (
+        FINE_BELOW_NM,
+        SMALL_DETECTOR,
+        SMALL_UP_TO_NM,
+        VARIED_DETECTOR,
+        default_small_detector,
+    )
 
     assert [default_small_detector(p) for p in (None, 0.2, FINE_BELOW_NM, 1.5, SMALL_UP_TO_NM, 3.0, 5.0)] == [
-        None, None, None, SMALL_DETECTOR, SMALL_DETECTOR, None, None]
+        None, VARIED_DETECTOR, VARIED_DETECTOR, SMALL_DETECTOR, SMALL_DETECTOR, None, None]
 
 
 def test_the_small_vesicle_detector_sees_a_coarse_image_enlarged_at_most_twice(monkeypatch):

@@ -43,6 +43,7 @@ from napari_nanoclass.liposomes import (
     PROBLEMS,
     SMALL_DETECTOR,
     SMALL_UP_TO_NM,
+    VARIED_DETECTOR,
     default_detector,
 )
 from napari_nanoclass.liposomes.predict import LiposomeResult, analyse_steps, class_colours, summarise
@@ -65,11 +66,12 @@ DETECTED = "mask_signatures"  # layer metadata: each object's pixels as the anal
 DETECTED_AREA = "detected_area"  # layer metadata: where the analysis found liposomes (what erasing removes from)
 
 
-AUTO = f"(auto by pixel size: {FINE_DETECTOR}, or {DEFAULT_DETECTOR} + {SMALL_DETECTOR})"
-AUTO_TIP = (f"auto: {FINE_DETECTOR} for images at {FINE_BELOW_NM:g} nm/px or finer; else {DEFAULT_DETECTOR}, with "
-            f"{SMALL_DETECTOR} beside it up to {SMALL_UP_TO_NM:g} nm/px for vesicles too small for it. "
-            "A detector chosen here runs alone, except one retrained from the automatic choice: it keeps "
-            f"{SMALL_DETECTOR} beside it.")
+AUTO = f"(auto by pixel size: {FINE_DETECTOR} + {VARIED_DETECTOR}, or {DEFAULT_DETECTOR} + {SMALL_DETECTOR})"
+AUTO_TIP = (f"auto: {FINE_DETECTOR} for images at {FINE_BELOW_NM:g} nm/px or finer, with {VARIED_DETECTOR} beside "
+            "it for vesicles imaged unlike its training fields; else "
+            f"{DEFAULT_DETECTOR}, with {SMALL_DETECTOR} beside it up to {SMALL_UP_TO_NM:g} nm/px for vesicles too "
+            "small for it. A detector chosen here runs alone, except one retrained from the automatic choice: it "
+            "keeps the detector beside it.")
 
 
 def _detectors(_widget: Any) -> list[tuple[str, str | None]]:
@@ -403,7 +405,7 @@ def _retrain(objects_for: Callable[[str], Any], configs: list[ClassifierConfig])
 def _retrain_detector(data: np.ndarray, labels: np.ndarray, objects: list[int], erased: np.ndarray,
                       pixel_size: float, base: str | None, name: str) -> Steps[LoadedModel]:
     """Build the training squares of the corrected objects and erased regions and fine-tune ``base``
-    (None: the automatic choice, whose small-vesicle detector the new one keeps) on them, as one job."""
+    (None: the automatic choice, whose detector beside it the new one keeps) on them, as one job."""
     yield Progress(0, 1, f"preparing {len(objects)} corrected objects")
     pairs = correction_pairs(data, labels, pixel_size, base, objects=objects, erased=erased)
     return (yield from finetune_detector_steps(pairs, name, base, pixel_size_nm=pixel_size, register=True))

@@ -7,7 +7,9 @@ The pipeline, for one 2-D image at a known pixel size:
    large as in training; results are mapped back. Images between 1 and 2.5 nm/px are also seen at
    1 nm/px (at most 2× enlarged: :func:`small_working_px`) by the small-vesicle detector, whose
    objects are added where the standard detector found none (:func:`with_small`): there the
-   smallest vesicles are too few pixels across for it.
+   smallest vesicles are too few pixels across for it. Images at 1 nm/px or finer are seen in the
+   same way by the varied-imaging detector beside the fine one: vesicles imaged unlike the fine
+   detector's training fields.
 2. **Detect**: the SE U-Net gives background / liposome / boundary probabilities per pixel
    (shared tiled engine); interiors become seeds and a watershed grows them into the liposome
    mask, so touching liposomes come out as separate instances; ragged detections are cut at
@@ -69,6 +71,7 @@ from napari_nanoclass.liposomes import (
     EXPLANATION_PRODUCT,
     FINE_DETECTOR,
     SMALL_DETECTOR,
+    VARIED_DETECTOR,
     companion,
     default_detector,
     small_detector_for,
@@ -538,8 +541,8 @@ def analyse_steps(
     ``pixel_size_nm`` is required — given, or recorded in the file of an :class:`Image` (an
     explicit value wins): detection works at a scale chosen from it and diameters are in nm, so a
     guess would give wrong results without saying so. ``detector`` defaults to the one for
-    that pixel size (:func:`default_detector`), with the small-vesicle detector beside it
-    (:func:`default_small_detector`) unless ``detector`` is given; ``small_detector`` names one to
+    that pixel size (:func:`default_detector`), with the detector beside it (small-vesicle or
+    varied-imaging: :func:`default_small_detector`) unless ``detector`` is given; ``small_detector`` names one to
     run beside any detector. ``balanced_decisions`` classifies as if every class were equally common
     (more rare objects found, more false alarms) instead of at the operating point each
     classifier chose for the class mix it was trained on. ``explain`` adds, per problem, the map
@@ -790,7 +793,7 @@ class LiposomeFiles(FileJob):
         return self._loaded(self.detector_name or default_detector(pixel_size_nm))
 
     def _small(self, pixel_size_nm: float | None) -> LoadedModel | None:
-        """The small-vesicle detector run beside it (:func:`small_detector_for`), or None."""
+        """The detector run beside it (:func:`small_detector_for`), or None."""
         name = small_detector_for(pixel_size_nm, self.detector_name, self.small_name)
         return self._loaded(name) if name else None
 
@@ -842,6 +845,8 @@ class LiposomeFiles(FileJob):
                 small = small_detector_for(pixel_size, chosen, small)
         else:  # each input's own pixel size picks them
             detectors = {"detector": DEFAULT_DETECTOR, "fine_detector": FINE_DETECTOR}
+            if not small:
+                detectors["varied_detector"] = VARIED_DETECTOR
             small = small or SMALL_DETECTOR
         return {**detectors, **({"small_detector": small} if small else {}),
                 **chosen_classifiers(options.get("classifiers"))}

@@ -201,7 +201,7 @@ def finetune_detector_steps(pairs: Sequence[Pair], name: str, detector: str | Lo
                             lr: float = FINETUNE_LR, seed: int = 0, register: bool = False) -> Steps[LoadedModel]:
     """Fine-tune a detector on :func:`correction_pairs` (built with the same ``detector``); the new
     model keeps the base's working pixel size and post-processing, and records how many objects
-    and erased regions it learnt from, and the small-vesicle detector its base ran beside at
+    and erased regions it learnt from, and the detector its base ran beside at
     ``pixel_size_nm`` (None: the automatic choice, whose pair it then replaces; see
     :func:`small_detector_for`). No pixels are held out for validation (a user's few corrections
     are all there is)."""

@@ -1,0 +1,111 @@
+"""The shipped liposome analysis on fields of a simulator it was not trained on (``othersim.py``).
+
+    python benchmarks/liposomes_othersim.py [--split validation|test] [--pixel-sizes 1 2.5] [--fields 20]
+        [--detectors auto PATH auto+PATH …] [--balanced-decisions] [--no-classes] [--json OUT]
+
+``benchmarks/othersim.py`` was written apart from this project's simulator (by a helper that was
+not shown the project's liposome code, docs or models): its own image formation, shapes and class
+definitions, so its fields stand in for #23's "fields from a simulator other than the training
+one". Nothing is trained or tuned on them: the validation seeds may inform choices between
+candidates, the test seeds are reported.
+
+Per pixel size: detection P / R / F1 at mask IoU ≥ 0.5 (``core.metrics.match_instances``; pooled
+counts over the fields) for each detector (``auto``: the analysis' own choice, with the detector
+beside it where it runs one; a ``.safetensors`` path: that detector alone; ``auto+PATH``: the
+analysis' own detector with PATH beside it instead of its own),
+and the shipped classifiers' macro-F1 on the true objects (the analysis given the true labels), at
+the classifiers' operating points or, with ``--balanced-decisions``, as if every class were equally
+common.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from sklearn.metrics import confusion_matrix, f1_score
+
+from napari_nanoclass.core.metrics import match_instances
+from napari_nanoclass.liposomes import PROBLEMS
+from napari_nanoclass.liposomes.predict import analyse
+from napari_nanoclass.models.registry import load_model
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import othersim  # noqa: E402  (benchmarks/ is not a package)
+
+SPLITS = {"validation": 100_000, "test": 200_000}  # first seed of each split's fields
+
+
+def detection(fields: list, pixel_size: float, detector: str) -> dict:
+    """Pooled detection counts of one detector over ``fields``, with P / R / F1: ``auto``, a
+    detector's path (run alone), or ``auto+PATH`` (the default detector with PATH beside it)."""
+    beside = load_model(Path(detector.split("+", 1)[1])) if detector.startswith("auto+") else None
+    chosen = None if detector == "auto" or beside is not None else load_model(Path(detector))
+    totals = {"tp": 0, "fp": 0, "fn": 0}
+    for field in fields:
+        found = analyse(field.image, pixel_size, detector=chosen, small_detector=beside)
+        scores = match_instances(found.labels, field.labels)
+        for key in totals:
+            totals[key] += scores[key]
+    tp, fp, fn = totals["tp"], totals["fp"], totals["fn"]
+    return {**totals, "precision": tp / max(tp + fp, 1), "recall": tp / max(tp + fn, 1),
+            "f1": 2 * tp / max(2 * tp + fp + fn, 1)}
+
+
+def classification(fields: list, pixel_size: float, balanced: bool) -> dict:
+    """Macro-F1 and confusion matrix (rows: truth) per problem, on the fields' true objects."""
+    truth: dict[str, list[int]] = {p: [] for p in PROBLEMS}
+    predicted: dict[str, list[int]] = {p: [] for p in PROBLEMS}
+    for field in fields:
+        result = analyse(field.image, pixel_size, labels=field.labels, balanced_decisions=balanced)
+        for row in result.objects:
+            for problem, names in PROBLEMS.items():
+                truth[problem].append(names.index(getattr(field, problem)[row["label"] - 1]))
+                predicted[problem].append(names.index(row[problem]))
+    return {problem: {"objects": len(truth[problem]),
+                      "macro_f1": float(f1_score(truth[problem], predicted[problem], average="macro",
+                                                 labels=range(len(names)), zero_division=0)),
+                      "confusion": confusion_matrix(truth[problem], predicted[problem],
+                                                    labels=range(len(names))).tolist()}
+            for problem, names in PROBLEMS.items()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--split", choices=list(SPLITS), default="validation")
+    ap.add_argument("--pixel-sizes", type=float, nargs="+", default=[1.0, 2.5])
+    ap.add_argument("--fields", type=int, default=20)
+    ap.add_argument("--detectors", nargs="+", default=["auto"])
+    ap.add_argument("--diameter", type=float, nargs=2, default=[20.0, 300.0])
+    ap.add_argument("--balanced-decisions", action="store_true")
+    ap.add_argument("--no-classes", action="store_true", help="detection only")
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args()
+    record: dict = {"split": args.split, "fields": args.fields, "diameter_nm": args.diameter, "rows": []}
+    for pixel_size in args.pixel_sizes:
+        start = time.perf_counter()
+        fields = [othersim.simulate(SPLITS[args.split] + i, pixel_size_nm=pixel_size,
+                                    diameter_nm=tuple(args.diameter)) for i in range(args.fields)]
+        print(f"{pixel_size} nm/px: {args.fields} fields, {sum(int(f.labels.max()) for f in fields)} vesicles, "
+              f"simulated in {time.perf_counter() - start:.0f} s", flush=True)
+        for detector in args.detectors:
+            d = detection(fields, pixel_size, detector)
+            record["rows"].append({"pixel_size_nm": pixel_size, "detector": detector, **d})
+            print(f"  detection {detector}: P {d['precision']:.3f} R {d['recall']:.3f} F1 {d['f1']:.3f} "
+                  f"(tp {d['tp']}, fp {d['fp']}, fn {d['fn']})", flush=True)
+        if not args.no_classes:
+            c = classification(fields, pixel_size, args.balanced_decisions)
+            record["rows"].append({"pixel_size_nm": pixel_size, "classes": c})
+            for problem, s in c.items():
+                print(f"  {problem}: macro-F1 {s['macro_f1']:.3f} on {s['objects']} true objects, "
+                      f"confusion {s['confusion']}", flush=True)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(record, indent=1))
+
+
+if __name__ == "__main__":
+    main()
