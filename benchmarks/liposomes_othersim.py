@@ -1,7 +1,8 @@
 """The shipped liposome analysis on fields of a simulator it was not trained on (``othersim.py``).
 
     python benchmarks/liposomes_othersim.py [--split validation|test] [--pixel-sizes 1 2.5] [--fields 20]
-        [--detectors auto PATH auto+PATH …] [--balanced-decisions] [--no-classes] [--json OUT]
+        [--detectors auto PATH auto+PATH …] [--classifier PROBLEM=MODEL] [--balanced-decisions] [--no-classes]
+        [--json OUT]
 
 ``benchmarks/othersim.py`` was written apart from this project's simulator (by a helper that was
 not shown the project's liposome code, docs or models): its own image formation, shapes and class
@@ -55,12 +56,14 @@ def detection(fields: list, pixel_size: float, detector: str) -> dict:
             "f1": 2 * tp / max(2 * tp + fp + fn, 1)}
 
 
-def classification(fields: list, pixel_size: float, balanced: bool) -> dict:
-    """Macro-F1 and confusion matrix (rows: truth) per problem, on the fields' true objects."""
+def classification(fields: list, pixel_size: float, balanced: bool, classifiers: dict[str, str] | None = None) -> dict:
+    """Macro-F1 and confusion matrix (rows: truth) per problem, on the fields' true objects, with the
+    shipped classifiers or ``classifiers`` (problem -> name or path) in their place."""
     truth: dict[str, list[int]] = {p: [] for p in PROBLEMS}
     predicted: dict[str, list[int]] = {p: [] for p in PROBLEMS}
     for field in fields:
-        result = analyse(field.image, pixel_size, labels=field.labels, balanced_decisions=balanced)
+        result = analyse(field.image, pixel_size, labels=field.labels, balanced_decisions=balanced,
+                         classifiers=classifiers)
         for row in result.objects:
             for problem, names in PROBLEMS.items():
                 truth[problem].append(names.index(getattr(field, problem)[row["label"] - 1]))
@@ -82,6 +85,8 @@ def main() -> None:
     ap.add_argument("--diameter", type=float, nargs=2, default=[20.0, 300.0])
     ap.add_argument("--balanced-decisions", action="store_true")
     ap.add_argument("--no-classes", action="store_true", help="detection only")
+    ap.add_argument("--classifier", action="append", default=[], metavar="PROBLEM=MODEL",
+                    help="a classifier (name or path) in place of the shipped one for PROBLEM; repeatable")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     record: dict = {"split": args.split, "fields": args.fields, "diameter_nm": args.diameter, "rows": []}
@@ -97,7 +102,8 @@ def main() -> None:
             print(f"  detection {detector}: P {d['precision']:.3f} R {d['recall']:.3f} F1 {d['f1']:.3f} "
                   f"(tp {d['tp']}, fp {d['fp']}, fn {d['fn']})", flush=True)
         if not args.no_classes:
-            c = classification(fields, pixel_size, args.balanced_decisions)
+            c = classification(fields, pixel_size, args.balanced_decisions,
+                               dict(item.split("=", 1) for item in args.classifier) or None)
             record["rows"].append({"pixel_size_nm": pixel_size, "classes": c})
             for problem, s in c.items():
                 print(f"  {problem}: macro-F1 {s['macro_f1']:.3f} on {s['objects']} true objects, "
