@@ -12,7 +12,8 @@ candidates, the test seeds are reported.
 
 Per pixel size: detection P / R / F1 at mask IoU ≥ 0.5 (``core.metrics.match_instances``; pooled
 counts over the fields) for each detector (``auto``: the analysis' own choice, with the detector
-beside it where it runs one; a ``.safetensors`` path: that detector alone; ``auto+PATH``: the
+beside it where it runs one; a name or ``.safetensors`` path: that detector, alone unless it was
+retrained from the automatic pair; ``auto+PATH``: the
 analysis' own detector with PATH beside it instead of its own),
 and the shipped classifiers' macro-F1 on the true objects (the analysis given the true labels), at
 the classifiers' operating points or, with ``--balanced-decisions``, as if every class were equally
@@ -43,8 +44,8 @@ SPLITS = {"validation": 100_000, "test": 200_000}  # first seed of each split's 
 def detection(fields: list, pixel_size: float, detector: str) -> dict:
     """Pooled detection counts of one detector over ``fields``, with P / R / F1: ``auto``, a
     detector's path (run alone), or ``auto+PATH`` (the default detector with PATH beside it)."""
-    beside = load_model(Path(detector.split("+", 1)[1])) if detector.startswith("auto+") else None
-    chosen = None if detector == "auto" or beside is not None else load_model(Path(detector))
+    beside = load_model(detector.split("+", 1)[1]) if detector.startswith("auto+") else None
+    chosen = None if detector == "auto" or beside is not None else load_model(detector)
     totals = {"tp": 0, "fp": 0, "fn": 0}
     for field in fields:
         found = analyse(field.image, pixel_size, detector=chosen, small_detector=beside)
@@ -89,6 +90,9 @@ def main() -> None:
                     help="a classifier (name or path) in place of the shipped one for PROBLEM; repeatable")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
+    classifiers = dict(item.split("=", 1) for item in args.classifier if "=" in item) or None
+    if len(classifiers or {}) != len(args.classifier) or not set(classifiers or {}) <= set(PROBLEMS):
+        ap.error(f"--classifier takes PROBLEM=MODEL with PROBLEM one of {', '.join(PROBLEMS)}")
     record: dict = {"split": args.split, "fields": args.fields, "diameter_nm": args.diameter, "rows": []}
     for pixel_size in args.pixel_sizes:
         start = time.perf_counter()
@@ -102,8 +106,7 @@ def main() -> None:
             print(f"  detection {detector}: P {d['precision']:.3f} R {d['recall']:.3f} F1 {d['f1']:.3f} "
                   f"(tp {d['tp']}, fp {d['fp']}, fn {d['fn']})", flush=True)
         if not args.no_classes:
-            c = classification(fields, pixel_size, args.balanced_decisions,
-                               dict(item.split("=", 1) for item in args.classifier) or None)
+            c = classification(fields, pixel_size, args.balanced_decisions, classifiers)
             record["rows"].append({"pixel_size_nm": pixel_size, "classes": c})
             for problem, s in c.items():
                 print(f"  {problem}: macro-F1 {s['macro_f1']:.3f} on {s['objects']} true objects, "

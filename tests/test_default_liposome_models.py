@@ -147,7 +147,9 @@ def test_vesicles_imaged_otherwise_are_found_beside_the_fine_detector():
     """The fine detector learnt one image formation and misses most vesicles of ``REALISTIC`` fields
     (physical contrast, projected shells, ice phase noise); the varied-imaging detector, run beside
     it by default at 1 nm/px or finer, finds many of them and leaves the fine detector's objects as
-    they are (docs/liposomes.md, "A simulator written apart")."""
+    they are. It was trained on ``REALISTIC`` fields (other seeds), so this checks the pair's
+    plumbing and the shipped weights, not transfer: benchmarks/liposomes_othersim.py measures that
+    (docs/liposomes.md, "A simulator written apart")."""
     from napari_nanoclass.liposomes import FINE_DETECTOR, VARIED_DETECTOR
     from napari_nanoclass.liposomes.simulator import REALISTIC
 
@@ -254,6 +256,24 @@ def test_a_detector_retrained_from_the_automatic_pair_keeps_the_small_vesicle_de
     from napari_nanoclass.liposomes.predict import LiposomeFiles  # a run's record names it, pixel size or not
 
     assert LiposomeFiles.model_names({"detector": "auto-finetuned"})["small_detector"] == SMALL_DETECTOR
+    assert small_detector_for(0.5, "auto-finetuned") is None  # not the varied-imaging detector of the fine pair
+
+
+def test_a_fine_detector_retrained_from_the_automatic_pair_keeps_the_varied_detector_beside_it():
+    """At 1 nm/px or finer the automatic pair is the fine detector with the varied-imaging one beside
+    it: a fine detector retrained from it keeps that one there, and only there."""
+    from napari_nanoclass.liposomes import VARIED_DETECTOR, small_detector_for
+    from napari_nanoclass.liposomes.train import correction_pairs, finetune_detector_steps
+
+    field = simulate_field(SimulationConfig(shape=(256, 256), pixel_size_nm=1.0, diameter_nm=(25.0, 80.0),
+                                            objects=(3, 4)), seed=424_302)
+    pairs = correction_pairs(field.image, field.labels, 1.0, objects=[1])
+    retrained = run_sync(finetune_detector_steps(pairs, "fine-finetuned", pixel_size_nm=1.0, epochs=1,
+                                                 iters_per_epoch=1, register=True))
+    assert retrained.info.training["small_detector"] == VARIED_DETECTOR
+    assert small_detector_for(0.5, "fine-finetuned") == VARIED_DETECTOR
+    assert small_detector_for(2.0, "fine-finetuned") is None  # not the small-vesicle detector of the standard pair
+    assert analyse(field.image, 1.0, detector="fine-finetuned").summary["small_detector"] == VARIED_DETECTOR
 
 
 def test_fine_detector_fields_take_the_simulators_image_formation(monkeypatch):

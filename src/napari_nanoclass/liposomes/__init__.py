@@ -59,23 +59,25 @@ def default_small_detector(pixel_size_nm: float | None) -> str | None:
 
 
 def small_detector_for(pixel_size_nm: float | None, detector: Any = None, small_detector: Any = None) -> Any:
-    """The small-vesicle detector a run uses (a name or a loaded model, as given; None: none): the
-    one named, else the default one beside the default detector. A detector chosen by name runs
-    alone, as the user asked, unless it was fine-tuned in place of the standard detector of the
-    automatic pair: it then keeps the small-vesicle detector beside it (:func:`companion`), where
-    the default pair has one, so correcting and retraining does not lose the small vesicles."""
+    """The detector a run uses beside its detector (a name or a loaded model, as given; None: none):
+    the one named, else the default one beside the default detector. A detector chosen by name runs
+    alone, as the user asked, unless it was fine-tuned in place of the default detector of the
+    automatic pair: it then keeps the detector that ran beside its base (:func:`companion`) at the
+    scales where the automatic pair runs that same one, so correcting and retraining does not lose
+    what it found (a detector retrained at 2 nm/px does not take the varied-imaging detector at
+    0.5 nm/px, nor one retrained at 0.5 nm/px the small-vesicle detector at 2 nm/px)."""
     if small_detector:
         return small_detector
     default = default_small_detector(pixel_size_nm)
     if detector is None or default is None:
         return default
-    return companion(detector)
+    return default if companion(detector) == default else None
 
 
 def companion(detector: Any) -> str | None:
-    """The small-vesicle detector that a fine-tuned detector (a name, a path or a loaded model)
-    records it replaced its base beside (``training["small_detector"]``), or None; None too for a
-    detector that is not there, which loading it will then say in its own words."""
+    """The detector (small-vesicle or varied-imaging) that a fine-tuned detector (a name, a path or
+    a loaded model) records its base ran beside (``training["small_detector"]``), or None; None too
+    for a detector that is not there, which loading it will then say in its own words."""
     info = getattr(detector, "info", None)
     if info is None:
         from napari_nanoclass.models.registry import ModelError, read_info, resolve  # torch: only when named

@@ -399,7 +399,7 @@ def detect_all_steps(data: np.ndarray, pixel_size_nm: float, detector: LoadedMod
     if small is not None:
         fine, fine_px = _working(data, pixel_size_nm, small_working_px(pixel_size_nm, small), stats)
         found = yield from scaled(detect_steps(fine, small, fine_px, min_diameter_nm, block), 1, parts,
-                                  "detecting small vesicles")
+                                  f"detecting ({small.info.name})")
         labels = with_small(labels, labels_at(found, labels.shape))
     return work, working_px, labels
 
