@@ -681,6 +681,26 @@ def test_the_small_vesicle_detector_sees_a_coarse_image_enlarged_at_most_twice(m
         assert small == [((320, 320), small_px)]
 
 
+def test_the_varied_detector_sees_the_fine_detector_s_view_without_a_second_rescale(monkeypatch):
+    """At 0.5 nm/px both detectors of the fine pair see the image at 1 nm/px: the one view is made
+    once and given to both (the same array), not resampled again for the second."""
+    from napari_nanoclass.liposomes import FINE_DETECTOR, VARIED_DETECTOR, predict
+
+    seen = []
+
+    def recording(work, detector, working_px, *args):
+        seen.append((detector.info.name, work, working_px))
+        return (yield from detect_steps(work, detector, working_px, *args))
+
+    detect_steps = predict.detect_steps
+    monkeypatch.setattr(predict, "detect_steps", recording)
+    image = simulate_field(SimulationConfig(shape=(320, 320), pixel_size_nm=0.5, diameter_nm=(20.0, 60.0)), seed=3).image
+    analyse(image, 0.5)
+    assert [(name, work.shape, px) for name, work, px in seen] == [(FINE_DETECTOR, (160, 160), 1.0),
+                                                                   (VARIED_DETECTOR, (160, 160), 1.0)]
+    assert seen[0][1] is seen[1][1]
+
+
 def test_small_vesicle_detections_are_added_only_where_the_standard_detector_found_nothing():
     from napari_nanoclass.liposomes.predict import with_small
 

@@ -397,7 +397,10 @@ def detect_all_steps(data: np.ndarray, pixel_size_nm: float, detector: LoadedMod
     block = stats is not None
     labels = yield from scaled(detect_steps(work, detector, working_px, min_diameter_nm, block), 0, parts, "detecting")
     if small is not None:
-        fine, fine_px = _working(data, pixel_size_nm, small_working_px(pixel_size_nm, small), stats)
+        seen_px = small_working_px(pixel_size_nm, small)
+        # the varied-imaging detector sees a fine image at the fine detector's scale: the same view
+        same_view = _working_scale(pixel_size_nm, seen_px) == _working_scale(pixel_size_nm, detector.info.pixel_size_nm)
+        fine, fine_px = (work, working_px) if same_view else _working(data, pixel_size_nm, seen_px, stats)
         found = yield from scaled(detect_steps(fine, small, fine_px, min_diameter_nm, block), 1, parts,
                                   f"detecting ({small.info.name})")
         labels = with_small(labels, labels_at(found, labels.shape))
