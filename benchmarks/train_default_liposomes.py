@@ -28,7 +28,9 @@ realistic fields" and "Calibrating ``REALISTIC``").
 
 The varied-imaging detector (``liposome-detector-varied``, run beside the fine one) is the fine
 detector's recipe with default and ``REALISTIC`` fields in turn (``--fine-imaging mixed``), recorded
-at 1 nm/px (docs/liposomes.md, "A simulator written apart").
+at 1 nm/px (docs/liposomes.md, "A simulator written apart"). ``--only varied-detector`` takes
+``--fine-fields``, ``--fine-epochs``, ``--seed`` and ``--fine-out``; its fields are always that
+recipe's (the other ``--fine-*`` options do not apply to it).
 
 The small-vesicle detector (``liposome-detector-small``, run beside the standard one for images
 between 1 and 2.5 nm/px) is that recipe with fields recorded at 1–3 nm/px, all trained on at
