@@ -270,7 +270,8 @@ class _CorrectionPanel(Container):
             text="Retrain detector on corrected objects",
             tooltip="fine-tune the detector on the objects you painted, redrew or confirmed ('Set classes') and "
                     "on the ones you erased, as background; the others are the detector's own guesses and are "
-                    "left out")
+                    "left out. The detector run beside it is not retrained: what it found and you erased comes "
+                    "back")
         super().__init__(widgets=[self.object_label, *self.classes.values(), self.set_button, self.undo_button,
                                   self.suffix, self.epochs, self.retrain_button, self.detector_button])
         self.set_button.changed.connect(self.set_classes)
