@@ -30,13 +30,13 @@ from pathlib import Path
 
 from sklearn.metrics import confusion_matrix, f1_score
 
-from napari_nanoclass.core.metrics import match_instances
 from napari_nanoclass.liposomes import PROBLEMS
 from napari_nanoclass.liposomes.predict import analyse
 from napari_nanoclass.models.registry import load_model
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import othersim  # noqa: E402  (benchmarks/ is not a package)
+from liposomes_scale import pooled_detection  # noqa: E402
 
 SPLITS = {"validation": 100_000, "test": 200_000}  # first seed of each split's fields
 
@@ -46,15 +46,8 @@ def detection(fields: list, pixel_size: float, detector: str) -> dict:
     detector's path (run alone), or ``auto+PATH`` (the default detector with PATH beside it)."""
     beside = load_model(detector.split("+", 1)[1]) if detector.startswith("auto+") else None
     chosen = None if detector == "auto" or beside is not None else load_model(detector)
-    totals = {"tp": 0, "fp": 0, "fn": 0}
-    for field in fields:
-        found = analyse(field.image, pixel_size, detector=chosen, small_detector=beside)
-        scores = match_instances(found.labels, field.labels)
-        for key in totals:
-            totals[key] += scores[key]
-    tp, fp, fn = totals["tp"], totals["fp"], totals["fn"]
-    return {**totals, "precision": tp / max(tp + fp, 1), "recall": tp / max(tp + fn, 1),
-            "f1": 2 * tp / max(2 * tp + fp + fn, 1)}
+    return pooled_detection((analyse(field.image, pixel_size, detector=chosen, small_detector=beside).labels,
+                             field.labels) for field in fields)
 
 
 def classification(fields: list, pixel_size: float, balanced: bool, classifiers: dict[str, str] | None = None) -> dict:

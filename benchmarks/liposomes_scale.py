@@ -21,7 +21,9 @@ whether the working scale and those effects are handled, not how real micrograph
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from napari_nanoclass.core.metrics import match_instances
 from napari_nanoclass.liposomes import DEFAULT_DETECTOR, default_detector
@@ -36,20 +38,26 @@ IMAGING = {"default": {}, "microscope": MICROSCOPE, "realistic": REALISTIC,
     ("defocus", "defocus_nm"))}}
 
 
-def field_detection(config: SimulationConfig, first_seed: int, n_fields: int, detector: object = None,
-                    small_detector: object = None) -> dict:
-    """Detection counts over ``n_fields`` simulated fields from ``first_seed``, each analysed at its
-    true pixel size, with precision, recall and F1 of the pooled counts (0 where undefined)."""
+def pooled_detection(found_and_true: Iterable[tuple[Any, Any]]) -> dict:
+    """Detection counts over (found, true) instance label pairs, matched at mask IoU ≥ 0.5, with
+    precision, recall and F1 of the pooled counts (0 where undefined)."""
     totals = {"tp": 0, "fp": 0, "fn": 0}
-    for i in range(n_fields):
-        field = simulate_field(config, first_seed + i)
-        found = analyse(field.image, field.pixel_size_nm, detector=detector, small_detector=small_detector)
-        scores = match_instances(found.labels, field.labels)
+    for found, true in found_and_true:
+        scores = match_instances(found, true)
         for k in totals:
             totals[k] += scores[k]
     tp, fp, fn = totals["tp"], totals["fp"], totals["fn"]
     return {**totals, "precision": tp / max(tp + fp, 1), "recall": tp / max(tp + fn, 1),
             "f1": 2 * tp / max(2 * tp + fp + fn, 1)}
+
+
+def field_detection(config: SimulationConfig, first_seed: int, n_fields: int, detector: object = None,
+                    small_detector: object = None) -> dict:
+    """:func:`pooled_detection` over ``n_fields`` simulated fields from ``first_seed``, each
+    analysed at its true pixel size."""
+    fields = (simulate_field(config, first_seed + i) for i in range(n_fields))
+    return pooled_detection((analyse(f.image, f.pixel_size_nm, detector=detector, small_detector=small_detector).labels,
+                             f.labels) for f in fields)
 
 
 def score(detector: str, pixel_size: float, n_fields: int, diameter: tuple[float, float],

@@ -18,38 +18,30 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from scipy import ndimage as ndi  # noqa: E402
 from skimage.segmentation import find_boundaries  # noqa: E402
-from skimage.transform import rescale  # noqa: E402
 
 from napari_nanoclass._napari.samples import VESICLES_PIXEL_NM, cryoem_vesicles  # noqa: E402
 from napari_nanoclass.liposomes import FINE_DETECTOR  # noqa: E402
-from napari_nanoclass.liposomes.predict import analyse  # noqa: E402
+from napari_nanoclass.liposomes.predict import analyse, labels_at, working_image  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import othersim  # noqa: E402
+from liposome_realism_figure import stretched  # noqa: E402  (beside this script in scripts/)
 
 OUT = ROOT / "docs" / "images" / "liposomes-othersim.png"
 SEEDS = (300_000, 300_001, 300_002, 300_003, 300_004)
 
 
-def stretched(image: np.ndarray) -> np.ndarray:
-    low, high = np.percentile(image, [1, 99])
-    return np.clip((image - low) / (high - low), 0, 1)
-
-
 def overlay(axis: plt.Axes, image: np.ndarray, pixel_size_nm: float, title: str) -> None:
-    """The image at 1 nm/px with the fine detector's objects (cyan) and those the pair adds
-    (magenta) outlined."""
-    factor = pixel_size_nm / 1.0
+    """The image as the fine detector sees it (1 nm/px) with the fine detector's objects (cyan) and
+    those the pair adds (magenta) outlined."""
     both = np.asarray(analyse(image, pixel_size_nm).labels)
     alone = np.asarray(analyse(image, pixel_size_nm, detector=FINE_DETECTOR).labels)
-    shown = rescale(image.astype(np.float32), factor, anti_aliasing=factor < 1) if factor != 1 else image
+    shown, _ = working_image(image, pixel_size_nm, 1.0)
     rgb = np.repeat(stretched(shown)[..., None], 3, axis=2)
     kept, added = np.where(alone > 0, both, 0), np.where(alone > 0, 0, both)
     for labels, colour in ((kept, (0.0, 0.9, 1.0)), (added, (1.0, 0.2, 1.0))):
-        small = labels if factor == 1 else rescale(labels, factor, order=0, preserve_range=True,
-                                                   anti_aliasing=False).astype(labels.dtype)
-        rgb[find_boundaries(small, mode="inner")] = colour
+        rgb[find_boundaries(labels_at(labels, shown.shape), mode="inner")] = colour
     axis.imshow(rgb)
     axis.set_title(title, fontsize=9)
     axis.axis("off")

@@ -398,9 +398,9 @@ def detect_all_steps(data: np.ndarray, pixel_size_nm: float, detector: LoadedMod
     labels = yield from scaled(detect_steps(work, detector, working_px, min_diameter_nm, block), 0, parts, "detecting")
     if small is not None:
         seen_px = small_working_px(pixel_size_nm, small)
-        # the varied-imaging detector sees a fine image at the fine detector's scale: the same view
-        same_view = _working_scale(pixel_size_nm, seen_px) == _working_scale(pixel_size_nm, detector.info.pixel_size_nm)
-        fine, fine_px = (work, working_px) if same_view else _working(data, pixel_size_nm, seen_px, stats)
+        # a second detector that sees the image at the first one's scale (the fine pair) takes its view
+        same = _working_scale(pixel_size_nm, seen_px) == _working_scale(pixel_size_nm, detector.info.pixel_size_nm)
+        fine, fine_px = (work, working_px) if same else _working(data, pixel_size_nm, seen_px, stats)
         found = yield from scaled(detect_steps(fine, small, fine_px, min_diameter_nm, block), 1, parts,
                                   f"detecting ({small.info.name})")
         labels = with_small(labels, labels_at(found, labels.shape))
@@ -545,8 +545,8 @@ def analyse_steps(
     explicit value wins): detection works at a scale chosen from it and diameters are in nm, so a
     guess would give wrong results without saying so. ``detector`` defaults to the one for
     that pixel size (:func:`default_detector`), with the detector beside it (small-vesicle or
-    varied-imaging: :func:`default_small_detector`) unless ``detector`` is given; ``small_detector`` names one to
-    run beside any detector. ``balanced_decisions`` classifies as if every class were equally common
+    varied-imaging: :func:`default_small_detector`) unless ``detector`` is given; ``small_detector``
+    names one to run beside any detector. ``balanced_decisions`` classifies as if every class were equally common
     (more rare objects found, more false alarms) instead of at the operating point each
     classifier chose for the class mix it was trained on. ``explain`` adds, per problem, the map
     of where in each object the classifier saw evidence for the class it gave
