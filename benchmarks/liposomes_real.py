@@ -260,12 +260,14 @@ def false_detections(labels: np.ndarray, truth: list[dict], part: str) -> np.nda
 
 def finetune(image: object, truth: list[dict], counts: list[int], seeds: int, pixel_size: float,
              erase: bool = False) -> None:
-    """Fine-tune the default detector on N certain vesicles of the left half (drawn at random per
-    seed) — with ``erase`` also on the left half's false detections, erased as a user would — and
-    score the right half, which no choice has seen."""
+    """Fine-tune the default detector (and the detector beside it, where the analysis runs one) on N
+    certain vesicles of the left half (drawn at random per seed) — with ``erase`` also on the left
+    half's false detections, erased as a user would — and score the right half, which no choice has
+    seen: with the detector beside it retrained too (the analysis' way) and as shipped (the way
+    before), and how many erased detections come back."""
     from napari_nanoclass import analyse_liposomes
     from napari_nanoclass.core.progress import run_sync
-    from napari_nanoclass.liposomes.train import correction_pairs, erased_area, finetune_detector_steps
+    from napari_nanoclass.liposomes.train import erased_area, finetune_on_corrections_steps
 
     width = image.data.shape[1]
     left = [t for t in truth if t["tier"] == "certain" and t["x"] < width / 2]
@@ -273,24 +275,37 @@ def finetune(image: object, truth: list[dict], counts: list[int], seeds: int, pi
     base = score(detected, truth, 0.3, "right")
     print(f"no fine-tuning: right half F1 {base['f1']:.3f} (P {base['precision']:.3f} R {base['recall']:.3f})")
     false = false_detections(detected, truth, "left") if erase else None
+    gone = [] if false is None else [int(i) for i in np.unique(detected[false])]
     if erase:
-        print(f"erasing {len(np.unique(detected[false]))} false detections of the left half")
+        print(f"erasing {len(gone)} false detections of the left half")
     for n in counts:
-        f1s = []
+        f1s: dict[str, list[float]] = {"retrained beside": [], "beside as shipped": []}
         for seed in range(seeds):
             chosen = [left[i] for i in np.random.default_rng(seed).choice(len(left), n, replace=False)]
             corrected = disks(chosen, image.data.shape)
             erased = None if false is None else erased_area(corrected, false)
-            pairs = correction_pairs(np.asarray(image.data, np.float32), corrected, pixel_size, erased=erased)
             start = time.perf_counter()
-            model = run_sync(finetune_detector_steps(pairs, f"finetuned-{n}-{seed}", pixel_size_nm=pixel_size,
-                                                     seed=seed))
+            retrained = run_sync(finetune_on_corrections_steps(np.asarray(image.data, np.float32), corrected,
+                                                               pixel_size, f"finetuned-{n}-{seed}", erased=erased,
+                                                               seed=seed))
             seconds = time.perf_counter() - start
-            right = score(np.asarray(analyse_liposomes(image, pixel_size, detector=model).labels), truth, 0.3, "right")
-            f1s.append(right["f1"])
-            print(f"{n:3d} objects, seed {seed}: right half F1 {right['f1']:.3f} (P {right['precision']:.3f} "
-                  f"R {right['recall']:.3f}), fine-tuned in {seconds:.0f} s", flush=True)
-        print(f"{n:3d} objects: right half F1 {np.mean(f1s):.3f} ± {np.std(f1s):.3f} over {seeds} seeds")
+            runs = {"retrained beside": retrained.beside, "beside as shipped": None}
+            for way, beside in runs.items():
+                if way == "retrained beside" and beside is None:
+                    continue  # no detector beside at this pixel size: one way only
+                labels = np.asarray(analyse_liposomes(image, pixel_size, detector=retrained.detector,
+                                                      small_detector=beside).labels)
+                right = score(labels, truth, 0.3, "right")
+                back = sum((labels[detected == i] > 0).mean() > 0.5 for i in gone)
+                f1s[way].append(right["f1"])
+                print(f"{n:3d} objects, seed {seed}, {way}: right half F1 {right['f1']:.3f} "
+                      f"(P {right['precision']:.3f} R {right['recall']:.3f})"
+                      + (f", {back} of {len(gone)} erased detections back" if gone else "")
+                      + f"; fine-tuned in {seconds:.0f} s", flush=True)
+        for way, values in f1s.items():
+            if values:
+                print(f"{n:3d} objects, {way}: right half F1 {np.mean(values):.3f} ± {np.std(values):.3f} "
+                      f"over {seeds} seeds")
 
 
 def resampled(image: object, truth: list[dict], pixel_size: float, native: float) -> tuple[object, list[dict]]:

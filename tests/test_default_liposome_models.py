@@ -261,9 +261,14 @@ def test_a_detector_retrained_from_the_automatic_pair_keeps_the_small_vesicle_de
 
 def test_a_fine_detector_retrained_from_the_automatic_pair_keeps_the_varied_detector_beside_it():
     """At 1 nm/px or finer the automatic pair is the fine detector with the varied-imaging one beside
-    it: a fine detector retrained from it keeps that one there, and only there."""
-    from napari_nanoclass.liposomes import VARIED_DETECTOR, small_detector_for
-    from napari_nanoclass.liposomes.train import correction_pairs, finetune_detector_steps
+    it: a fine detector retrained from it keeps that one there, and only there — retrained on the
+    same corrections (``finetune_on_corrections_steps``) — or as it was (``finetune_detector_steps``)."""
+    from napari_nanoclass.liposomes import FINE_DETECTOR, VARIED_DETECTOR, small_detector_for
+    from napari_nanoclass.liposomes.train import (
+        correction_pairs,
+        finetune_detector_steps,
+        finetune_on_corrections_steps,
+    )
 
     field = simulate_field(SimulationConfig(shape=(256, 256), pixel_size_nm=1.0, diameter_nm=(25.0, 80.0),
                                             objects=(3, 4)), seed=424_302)
@@ -274,6 +279,13 @@ def test_a_fine_detector_retrained_from_the_automatic_pair_keeps_the_varied_dete
     assert small_detector_for(0.5, "fine-finetuned") == VARIED_DETECTOR
     assert small_detector_for(2.0, "fine-finetuned") is None  # not the small-vesicle detector of the standard pair
     assert analyse(field.image, 1.0, detector="fine-finetuned").summary["small_detector"] == VARIED_DETECTOR
+
+    pair = run_sync(finetune_on_corrections_steps(field.image, field.labels, 1.0, "fine-pair", objects=[1],
+                                                  epochs=1, iters_per_epoch=1, register=True))
+    assert (pair.detector.info.training["base"], pair.beside.info.training["base"]) == (FINE_DETECTOR, VARIED_DETECTOR)
+    assert small_detector_for(0.5, "fine-pair") == "fine-pair-beside"
+    assert small_detector_for(2.0, "fine-pair") is None
+    assert analyse(field.image, 1.0, detector="fine-pair").summary["small_detector"] == "fine-pair-beside"
 
 
 def test_fine_detector_fields_take_the_simulators_image_formation(monkeypatch):

@@ -191,7 +191,7 @@ def test_rerunning_keeps_the_earlier_result_layer(viewer, tiny_liposome_models):
 
 def test_detector_retrains_on_the_objects_drawn_redrawn_confirmed_or_erased(viewer, tiny_liposome_models,
                                                                            monkeypatch):
-    from napari_nanoclass._napari import liposomes as panel_module
+    from napari_nanoclass.liposomes import train as liposome_training
 
     widget, layer = _analysed(viewer, tiny_liposome_models, seed=11)
     panel = widget.correction
@@ -210,14 +210,14 @@ def test_detector_retrains_on_the_objects_drawn_redrawn_confirmed_or_erased(view
     panel.object_label.value = 1
     panel.set_button.clicked.emit()  # object 1 confirmed as it is
     seen, erased = [], []
-    real = panel_module.correction_pairs
+    real = liposome_training.correction_pairs
 
-    def spy(*args, objects, **kwargs):
-        seen.extend(objects)
+    def spy(*args, **kwargs):
+        seen.extend(args[4])
         erased.append(kwargs["erased"])
-        return real(*args, objects=objects, **kwargs)
+        return real(*args, **kwargs)
 
-    monkeypatch.setattr(panel_module, "correction_pairs", spy)
+    monkeypatch.setattr(liposome_training, "correction_pairs", spy)
     panel.detector_button.clicked.emit()
     assert widget.runner.last_error is None, widget.runner.last_error
     assert sorted(seen) == [1, 3, 99]  # object 2 is not learnt as an object, and the untouched ones not at all

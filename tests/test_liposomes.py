@@ -55,7 +55,7 @@ from napari_nanoclass.liposomes.train import (
     trained_mix,
 )
 from napari_nanoclass.models.lipnet import decide, shift_prior
-from napari_nanoclass.models.registry import load_model
+from napari_nanoclass.models.registry import load_model, save_model
 
 SMALL = SimulationConfig(shape=(192, 192), objects=(4, 7), diameter_nm=(40.0, 160.0), mix=BALANCED_MIX)
 
@@ -796,6 +796,86 @@ def test_fine_tuning_lowers_the_detector_on_an_erased_false_detection(tiny_lipos
     after = {name: np.mean([tuned(pairs, name, seed) for seed in range(3)])
              for name, pairs in (("with", with_erased), ("without", without))}
     assert after["with"] < before - 0.05 and after["with"] < after["without"] - 0.05, (before, after)
+
+
+def _paired(detector: str) -> str:
+    """Register ``tiny-pair``: ``detector`` as if it had been retrained from the automatic pair at
+    2.5 nm/px, with a second random tiny detector (``tiny-beside``) as the companion it records."""
+    from napari_nanoclass.liposomes import SMALL_DETECTOR
+    from napari_nanoclass.models.unet import SEUNet
+
+    base = load_model(detector)
+    torch.manual_seed(1)
+    save_model(SEUNet(**base.info.arch_params).eval(), replace(base.info, name="tiny-beside"))
+    save_model(base.module, replace(base.info, name="tiny-pair", training={
+        **base.info.training, "small_detector": "tiny-beside", "small_detector_default": SMALL_DETECTOR}))
+    return "tiny-pair"
+
+
+def test_retraining_a_pair_retrains_the_detector_beside_it_on_the_same_corrections(tiny_liposome_models):
+    """What the detector beside a retrained one found stays found, so an object of its own that the
+    user erased would come back unless it learns from the corrections too: it is fine-tuned on the
+    same ones (less "liposome" on the erased area than before), saved as <name>-beside and run
+    beside the new detector where the pair runs."""
+    from napari_nanoclass.liposomes import small_detector_for
+    from napari_nanoclass.liposomes.train import erased_area, finetune_on_corrections_steps
+
+    paired = _paired(tiny_liposome_models[0])
+    assert small_detector_for(2.5, paired) == "tiny-beside"
+    field = simulate_field(SimulationConfig(shape=(192, 192), objects=(5, 7), diameter_nm=(60.0, 120.0)), seed=22)
+    false = int(field.labels.max())  # a detection the user erased as false
+    corrected = np.where(field.labels == false, 0, field.labels)
+    erased = erased_area(corrected, field.labels)
+
+    def liposome_probability(module) -> float:
+        with torch.no_grad():
+            p = torch.softmax(module.eval()(torch.from_numpy(field.image[None, None])), 1)[0].numpy()
+        return float((1 - p[0])[erased].mean())
+
+    before, after = liposome_probability(load_model("tiny-beside").module), []
+    for seed in range(3):  # a few steps of a tiny network: the mean over seeds, not one seed's outcome
+        retrained = run_sync(finetune_on_corrections_steps(field.image, corrected, 2.5, f"tuned{seed}", paired,
+                                                           objects=[1, 2], erased=erased, epochs=10, lr=3e-3,
+                                                           seed=seed, register=True))
+        beside = retrained.beside
+        assert beside.info.name == f"tuned{seed}-beside" and beside.info.training["base"] == "tiny-beside"
+        assert beside.info.training["erased"] == 1 and beside.path is not None
+        assert retrained.detector.info.training["base"] == paired
+        assert small_detector_for(2.5, f"tuned{seed}") == f"tuned{seed}-beside"
+        assert small_detector_for(3.0, f"tuned{seed}") is None  # only where the pair runs one beside
+        after.append(liposome_probability(beside.module))
+    assert np.mean(after) < before - 0.05, (before, after)
+    assert analyse(field.image, 2.5, detector="tuned0").summary["small_detector"] == "tuned0-beside"
+
+
+def test_retraining_a_pair_saves_both_detectors_or_neither(tiny_liposome_models):
+    """The new detector names its companion, so both are saved once both are trained: a job
+    cancelled while the one beside trains leaves no detector naming a companion that is not there.
+    Retrained again, the new pair replaces the first one's companion."""
+    from napari_nanoclass.liposomes import small_detector_for
+    from napari_nanoclass.liposomes.train import finetune_on_corrections_steps
+    from napari_nanoclass.models.registry import list_models
+
+    paired = _paired(tiny_liposome_models[0])
+    field = simulate_field(SimulationConfig(shape=(128, 128), objects=(2, 3)), seed=5)
+
+    def retrain(name: str, base: str):
+        return finetune_on_corrections_steps(field.image, field.labels, 2.5, name, base, objects=[1], epochs=2,
+                                             iters_per_epoch=2, register=True)
+
+    steps = retrain("cut", paired)
+    messages = []
+    for step in steps:
+        messages.append(step.message)
+        if "tiny-beside" in step.message:  # the detector is trained, the one beside it is training
+            steps.close()
+            break
+    assert any("tiny-beside" in m for m in messages)
+    assert not {"cut", "cut-beside"} & {m.name for m in list_models()}
+    run_sync(retrain("first", paired))
+    second = run_sync(retrain("second", "first"))
+    assert second.beside.info.training["base"] == "first-beside"
+    assert small_detector_for(2.5, "second") == "second-beside"
 
 
 @pytest.mark.parametrize("detection_format", ["tif", "ome-zarr"])

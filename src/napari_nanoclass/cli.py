@@ -179,9 +179,8 @@ def cmd_train_liposome_detector(args: argparse.Namespace) -> int:
     from napari_nanoclass.io.images import read_image, read_label_image
     from napari_nanoclass.liposomes.train import (
         corrected_objects,
-        correction_pairs,
         erased_area,
-        finetune_detector_steps,
+        finetune_on_corrections_steps,
         mask_signatures,
     )
 
@@ -195,13 +194,16 @@ def cmd_train_liposome_detector(args: argparse.Namespace) -> int:
         if not objects and not erased.any():
             raise ValueError(f"{args.labels} is the detection {args.detection} unchanged: draw, redraw or erase "
                              "objects, or name the ones you confirm with --objects")
-    pairs = correction_pairs(np.asarray(image.data, np.float32), labels, args.pixel_size, args.detector, objects,
-                             erased=erased)
-    model = run_sync(finetune_detector_steps(pairs, args.name, args.detector, pixel_size_nm=args.pixel_size,
-                                             epochs=args.epochs, register=True), progress=_progress(args))
+    retrained = run_sync(finetune_on_corrections_steps(np.asarray(image.data, np.float32), labels, args.pixel_size,
+                                                       args.name, args.detector, objects=objects, erased=erased,
+                                                       epochs=args.epochs, register=True), progress=_progress(args))
+    model, beside = retrained.detector, retrained.beside
     print(json.dumps({"name": model.info.name, "file": str(model.path), "sha256": model.sha256,
                       "objects": model.info.training["objects"], "erased": model.info.training["erased"],
-                      "base": model.info.training["base"]}))
+                      "base": model.info.training["base"],
+                      "beside": None if beside is None else {"name": beside.info.name, "file": str(beside.path),
+                                                              "sha256": beside.sha256,
+                                                              "base": beside.info.training["base"]}}))
     return 0
 
 

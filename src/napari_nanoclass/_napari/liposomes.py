@@ -50,15 +50,15 @@ from napari_nanoclass.liposomes.predict import LiposomeResult, analyse_steps, cl
 from napari_nanoclass.liposomes.train import (
     ClassifierConfig,
     ClassifierResult,
+    Retrained,
     corrected_objects,
-    correction_pairs,
     erased_area,
-    finetune_detector_steps,
+    finetune_on_corrections_steps,
     mask_signatures,
     train_classifier_steps,
     training_objects,
 )
-from napari_nanoclass.models.registry import LoadedModel, list_models
+from napari_nanoclass.models.registry import list_models
 
 DETECT = "(detect)"
 REVIEWED = "reviewed"  # features column: the object's classes were set or confirmed by hand
@@ -70,8 +70,8 @@ AUTO = f"(auto by pixel size: {FINE_DETECTOR} + {VARIED_DETECTOR}, or {DEFAULT_D
 AUTO_TIP = (f"auto: {FINE_DETECTOR} for images at {FINE_BELOW_NM:g} nm/px or finer, with {VARIED_DETECTOR} beside "
             "it for vesicles imaged unlike its training fields; else "
             f"{DEFAULT_DETECTOR}, with {SMALL_DETECTOR} beside it up to {SMALL_UP_TO_NM:g} nm/px for vesicles too "
-            "small for it. A detector chosen here runs alone, except one retrained from the automatic choice: it "
-            "keeps the detector beside it.")
+            "small for it. A detector chosen here runs alone, except one retrained from the automatic choice: the "
+            "detector beside it was retrained with it and runs beside it.")
 
 
 def _detectors(_widget: Any) -> list[tuple[str, str | None]]:
@@ -270,8 +270,8 @@ class _CorrectionPanel(Container):
             text="Retrain detector on corrected objects",
             tooltip="fine-tune the detector on the objects you painted, redrew or confirmed ('Set classes') and "
                     "on the ones you erased, as background; the others are the detector's own guesses and are "
-                    "left out. The detector run beside it is not retrained: what it found and you erased comes "
-                    "back")
+                    "left out. The detector run beside it is retrained on the same corrections and saved as "
+                    "<name>-beside")
         super().__init__(widgets=[self.object_label, *self.classes.values(), self.set_button, self.undo_button,
                                   self.suffix, self.epochs, self.retrain_button, self.detector_button])
         self.set_button.changed.connect(self.set_classes)
@@ -376,12 +376,15 @@ class _CorrectionPanel(Container):
         owner.runner.start(_retrain_detector(data, labels, objects, erased, pixel_size, chosen, name),
                            self.detector_retrained)
 
-    def detector_retrained(self, model: LoadedModel) -> None:
+    def detector_retrained(self, retrained: Retrained) -> None:
+        model = retrained.detector
         self.owner.reset_choices()
         self.owner.detector.value = model.info.name
         count, erased = model.info.training["objects"], model.info.training["erased"]
-        self.owner.runner.status.value = (f"saved {model.info.name} ({count} corrected object{'s' * (count != 1)}, "
-                                          f"{erased} erased region{'s' * (erased != 1)}), selected for the next run")
+        beside = "" if retrained.beside is None else f" with {retrained.beside.info.name} beside it"
+        self.owner.runner.status.value = (f"saved {model.info.name}{beside} ({count} corrected "
+                                          f"object{'s' * (count != 1)}, {erased} erased "
+                                          f"region{'s' * (erased != 1)}), selected for the next run")
 
     def retrained(self, results: list[ClassifierResult]) -> None:
         self.owner.reset_choices()
@@ -404,9 +407,9 @@ def _retrain(objects_for: Callable[[str], Any], configs: list[ClassifierConfig])
 
 
 def _retrain_detector(data: np.ndarray, labels: np.ndarray, objects: list[int], erased: np.ndarray,
-                      pixel_size: float, base: str | None, name: str) -> Steps[LoadedModel]:
-    """Build the training squares of the corrected objects and erased regions and fine-tune ``base``
-    (None: the automatic choice, whose detector beside it the new one keeps) on them, as one job."""
+                      pixel_size: float, base: str | None, name: str) -> Steps[Retrained]:
+    """Fine-tune ``base`` (None: the automatic choice) on the corrected objects and erased regions,
+    and the detector beside it where the analysis runs one, as one job."""
     yield Progress(0, 1, f"preparing {len(objects)} corrected objects")
-    pairs = correction_pairs(data, labels, pixel_size, base, objects=objects, erased=erased)
-    return (yield from finetune_detector_steps(pairs, name, base, pixel_size_nm=pixel_size, register=True))
+    return (yield from finetune_on_corrections_steps(data, labels, pixel_size, name, base, objects=objects,
+                                                     erased=erased, register=True))

@@ -62,8 +62,9 @@ def small_detector_for(pixel_size_nm: float | None, detector: Any = None, small_
     """The detector a run uses beside its detector (a name or a loaded model, as given; None: none):
     the one named, else the default one beside the default detector. A detector chosen by name runs
     alone, as the user asked, unless it was fine-tuned in place of the default detector of the
-    automatic pair: it then keeps the detector that ran beside its base (:func:`companion`) at the
-    scales where the automatic pair runs that same one, so correcting and retraining does not lose
+    automatic pair: it then keeps its companion (:func:`companion`: the detector beside its base,
+    fine-tuned on the same corrections where it was) at the scales where the automatic pair runs
+    the default detector that companion stands for, so correcting and retraining does not lose
     what it found (a detector retrained at 2 nm/px does not take the varied-imaging detector at
     0.5 nm/px, nor one retrained at 0.5 nm/px the small-vesicle detector at 2 nm/px)."""
     if small_detector:
@@ -71,13 +72,22 @@ def small_detector_for(pixel_size_nm: float | None, detector: Any = None, small_
     default = default_small_detector(pixel_size_nm)
     if detector is None or default is None:
         return default
-    return default if companion(detector) == default else None
+    beside, stands_for = companion_record(detector)
+    return beside if stands_for == default else None
 
 
 def companion(detector: Any) -> str | None:
-    """The detector (small-vesicle or varied-imaging) that a fine-tuned detector (a name, a path or
-    a loaded model) records its base ran beside (``training["small_detector"]``), or None; None too
-    for a detector that is not there, which loading it will then say in its own words."""
+    """The detector that runs beside a fine-tuned detector (a name, a path or a loaded model) where
+    the automatic pair runs one (:func:`companion_record`), or None."""
+    return companion_record(detector)[0]
+
+
+def companion_record(detector: Any) -> tuple[str | None, str | None]:
+    """(the detector that runs beside ``detector``, the default detector beside its base that it
+    stands for) as the fine-tuned detector records them (``training["small_detector"]`` and
+    ``training["small_detector_default"]``; a companion that was not fine-tuned stands for itself),
+    or (None, None): not retrained from the automatic pair, or not there (loading it will then say
+    so in its own words)."""
     info = getattr(detector, "info", None)
     if info is None:
         from napari_nanoclass.models.registry import ModelError, read_info, resolve  # torch: only when named
@@ -85,8 +95,9 @@ def companion(detector: Any) -> str | None:
         try:
             info = read_info(resolve(detector)[0])
         except ModelError:
-            return None
-    return info.training.get("small_detector") or None
+            return None, None
+    beside = info.training.get("small_detector") or None
+    return beside, info.training.get("small_detector_default") or beside
 
 
 DEFAULT_CLASSIFIERS = {"lamellarity": "liposome-lamellarity", "encapsulation": "liposome-encapsulation"}

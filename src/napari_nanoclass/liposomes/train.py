@@ -45,10 +45,17 @@ from torch.nn import functional as F
 
 from napari_nanoclass import engine
 from napari_nanoclass.core.metrics import class_metrics, confusion_matrix
-from napari_nanoclass.core.progress import Progress, Steps, run_sync
-from napari_nanoclass.liposomes import PROBLEMS, default_detector, small_detector_for
+from napari_nanoclass.core.progress import Progress, Steps, run_sync, scaled
+from napari_nanoclass.liposomes import PROBLEMS, default_detector, default_small_detector, small_detector_for
 from napari_nanoclass.liposomes import objects as liposome_objects
-from napari_nanoclass.liposomes.predict import crop_spec, inner_rim, labels_at, load_on, working_image
+from napari_nanoclass.liposomes.predict import (
+    crop_spec,
+    inner_rim,
+    labels_at,
+    load_on,
+    small_working_px,
+    working_image,
+)
 from napari_nanoclass.liposomes.simulator import Field
 from napari_nanoclass.models.lipnet import (
     ENSEMBLE_ARCHITECTURE,
@@ -107,11 +114,12 @@ def detector_pairs(fields: Sequence[Field], working_px: float | None = None) -> 
 RING = 1.0  # background ring around a corrected object, in object radii
 FINETUNE_LR = 2e-4
 ERASED = "erased"  # name of a training pair around a region the user erased
+BESIDE_SUFFIX = "-beside"  # <name>-beside: the detector beside a retrained one, fine-tuned on the same corrections
 
 
 def correction_pairs(image: np.ndarray, labels: np.ndarray, pixel_size_nm: float,
                      detector: str | LoadedModel | None = None, objects: Sequence[int] | None = None,
-                     side: int = 96, erased: np.ndarray | None = None) -> list[Pair]:
+                     side: int = 96, erased: np.ndarray | None = None, beside: bool = False) -> list[Pair]:
     """Training pairs for fine-tuning a detector on what a user drew, confirmed or erased.
 
     ``labels`` are instance labels of the image; ``objects`` the labels to learn from (default:
@@ -122,10 +130,12 @@ def correction_pairs(image: np.ndarray, labels: np.ndarray, pixel_size_nm: float
     detection the user removed teaches "no liposome here". Every other pixel is ignored by the loss:
     untouched objects and the ice around them are the detector's own guesses, and learning them
     would only confirm its mistakes. One pair per object and per erased region beyond the objects'
-    rings (a trimmed outline is learnt with its object): a square around it.
+    rings (a trimmed outline is learnt with its object): a square around it. ``beside``: for a
+    detector that runs beside another, at the view the analysis gives it (``small_working_px``).
     """
     detector = load_on(detector or default_detector(pixel_size_nm), None)
-    work, _ = working_image(image, pixel_size_nm, detector.info.pixel_size_nm)
+    working_px = small_working_px(pixel_size_nm, detector) if beside else detector.info.pixel_size_nm
+    work, _ = working_image(image, pixel_size_nm, working_px)
     labels = labels_at(np.asarray(labels), work.shape)
     wanted = [int(i) for i in (objects if objects is not None else np.unique(labels[labels > 0]))]
     removed = np.zeros(work.shape, bool) if erased is None else labels_at(np.asarray(erased, np.uint8), work.shape) > 0
@@ -198,16 +208,18 @@ def corrected_objects(labels: np.ndarray, detected: Mapping[int, str], confirmed
 
 def finetune_detector_steps(pairs: Sequence[Pair], name: str, detector: str | LoadedModel | None = None,
                             *, pixel_size_nm: float | None = None, epochs: int = 5, iters_per_epoch: int = 20,
-                            lr: float = FINETUNE_LR, seed: int = 0, register: bool = False) -> Steps[LoadedModel]:
+                            lr: float = FINETUNE_LR, seed: int = 0, register: bool = False,
+                            companion: str | None = None) -> Steps[LoadedModel]:
     """Fine-tune a detector on :func:`correction_pairs` (built with the same ``detector``); the new
     model keeps the base's working pixel size and post-processing, and records how many objects
-    and erased regions it learnt from, and the detector its base ran beside at
-    ``pixel_size_nm`` (None: the automatic choice, whose pair it then replaces; see
-    :func:`small_detector_for`). No pixels are held out for validation (a user's few corrections
-    are all there is)."""
+    and erased regions it learnt from, and the detector to run beside it at ``pixel_size_nm``
+    (``companion``, else the one its base ran beside; None: the automatic choice, whose pair it
+    then replaces; see :func:`small_detector_for`) with the default detector that one stands for.
+    No pixels are held out for validation (a user's few corrections are all there is).
+    :func:`finetune_on_corrections_steps` fine-tunes the detector beside it too."""
     if register:
         check_name(name)
-    beside = small_detector_for(pixel_size_nm, detector)
+    beside = companion or small_detector_for(pixel_size_nm, detector)
     base = load_on(detector or default_detector(pixel_size_nm), None)
     crop = max(32, min(min(p.image.shape) for p in pairs) // 8 * 8)
     config = TrainConfig(name=name, class_names=list(base.info.class_names),
@@ -220,10 +232,63 @@ def finetune_detector_steps(pairs: Sequence[Pair], name: str, detector: str | Lo
                                             f"and {erased} erased regions",
                    training=dict(result.info.training, postprocess=base.info.training.get("postprocess", {}),
                                  base=base.info.name, base_sha256=base.sha256, objects=len(pairs) - erased,
-                                 erased=erased, small_detector=beside))
-    module = result.module
-    path = save_model(module, info) if register else None
-    return LoadedModel(info, module.eval(), "" if path is None else sha256_of(path), path, torch.device("cpu"))
+                                 erased=erased, small_detector=beside,
+                                 small_detector_default=default_small_detector(pixel_size_nm) if beside else None))
+    model = LoadedModel(info, result.module.eval(), "", None, torch.device("cpu"))
+    return registered(model) if register else model
+
+
+def registered(model: LoadedModel) -> LoadedModel:
+    """``model`` saved and entered in the user's model folder under its name."""
+    path = save_model(model.module, model.info)
+    return replace(model, sha256=sha256_of(path), path=path)
+
+
+@dataclass
+class Retrained:
+    """A detector fine-tuned on a user's corrections, and the detector beside it fine-tuned on the
+    same ones (None where the analysis runs none beside it)."""
+
+    detector: LoadedModel
+    beside: LoadedModel | None
+
+
+def finetune_on_corrections_steps(image: np.ndarray, labels: np.ndarray, pixel_size_nm: float, name: str,
+                                  detector: str | LoadedModel | None = None, *, objects: Sequence[int] | None = None,
+                                  erased: np.ndarray | None = None, epochs: int = 5, iters_per_epoch: int = 20,
+                                  lr: float = FINETUNE_LR, seed: int = 0,
+                                  register: bool = False) -> Steps[Retrained]:
+    """Fine-tune ``detector`` (None: the automatic choice for ``pixel_size_nm``) on the ``objects``
+    of ``labels`` a user drew, redrew or confirmed and the ``erased`` pixels (:func:`correction_pairs`)
+    and, where the analysis runs a detector beside it (:func:`small_detector_for`), that one too on
+    the same corrections at its own view: a false detection the user erased from what the detector
+    beside found would otherwise come back with the next run. With ``register`` both are saved, the
+    one beside as ``<name>-beside``, recorded in the detector's metadata as its companion, and only
+    once both are trained (a cancelled job leaves neither). Unregistered, the detector records the
+    untuned default beside it (a name is all the record holds); pass ``Retrained.beside`` to the
+    analysis as ``small_detector`` to run the pair."""
+    beside = small_detector_for(pixel_size_nm, detector)
+    beside_name = f"{name}{BESIDE_SUFFIX}"
+    if register:
+        check_name(name)
+        if beside:
+            check_name(beside_name)
+    options = dict(pixel_size_nm=pixel_size_nm, epochs=epochs, iters_per_epoch=iters_per_epoch, lr=lr, seed=seed)
+    parts = 2 if beside else 1
+    pairs = correction_pairs(image, labels, pixel_size_nm, detector, objects, erased=erased)
+    tuned = yield from scaled(finetune_detector_steps(pairs, name, detector, **options,
+                                                      companion=beside_name if register and beside else None),
+                              0, parts, "retraining the detector")
+    tuned_beside = None
+    if beside:
+        yield Progress(1, 2, f"preparing the corrections for {beside}")
+        beside_pairs = correction_pairs(image, labels, pixel_size_nm, beside, objects, erased=erased, beside=True)
+        tuned_beside = yield from scaled(finetune_detector_steps(beside_pairs, beside_name, beside, **options), 1, 2,
+                                         f"retraining {beside}")
+    if register:
+        tuned_beside = registered(tuned_beside) if tuned_beside is not None else None
+        tuned = registered(tuned)
+    return Retrained(tuned, tuned_beside)
 
 
 # -- objects ----------------------------------------------------------------------------------------
