@@ -851,7 +851,7 @@ def test_retraining_a_pair_retrains_the_detector_beside_it_on_the_same_correctio
 def test_retraining_a_pair_saves_both_detectors_or_neither(tiny_liposome_models):
     """The new detector names its companion, so both are saved once both are trained: a job
     cancelled while the one beside trains leaves no detector naming a companion that is not there.
-    Retrained again, the new pair replaces the first one's companion."""
+    Retrained again, the new companion is trained from the first one's."""
     from napari_nanoclass.liposomes import small_detector_for
     from napari_nanoclass.liposomes.train import finetune_on_corrections_steps
     from napari_nanoclass.models.registry import list_models
@@ -876,6 +876,76 @@ def test_retraining_a_pair_saves_both_detectors_or_neither(tiny_liposome_models)
     second = run_sync(retrain("second", "first"))
     assert second.beside.info.training["base"] == "first-beside"
     assert small_detector_for(2.5, "second") == "second-beside"
+    # unregistered, the record cannot name the retrained companion: it is handed back in instead
+    third = run_sync(finetune_on_corrections_steps(field.image, field.labels, 2.5, "third", second.detector,
+                                                   objects=[1], beside=second.beside, epochs=1, iters_per_epoch=1))
+    assert third.beside.info.training["base"] == "second-beside" and third.beside.path is None
+
+
+def test_a_retrained_pair_copied_elsewhere_runs_together_or_falls_back_to_the_default(tiny_liposome_models, tmp_path,
+                                                                                       monkeypatch, caplog):
+    """A retrained detector names its companion; on another machine (no such model registered) the
+    companion is found as a file beside the detector's, and without it the shipped default it stands
+    for runs beside it, with a warning, instead of the analysis failing."""
+    import logging
+    import shutil
+
+    from napari_nanoclass.liposomes import SMALL_DETECTOR, small_detector_for
+    from napari_nanoclass.liposomes.train import finetune_on_corrections_steps
+
+    field = simulate_field(SimulationConfig(shape=(128, 128), objects=(2, 3)), seed=5)
+    pair = run_sync(finetune_on_corrections_steps(field.image, field.labels, 2.5, "mine",
+                                                  _paired(tiny_liposome_models[0]), objects=[1], epochs=1,
+                                                  iters_per_epoch=1, register=True))
+    copied = tmp_path / "shared"
+    copied.mkdir()
+    for model in (pair.detector, pair.beside):
+        shutil.copy(model.path, copied / model.path.name)
+    monkeypatch.setenv("NANOCLASS_HOME", str(tmp_path / "elsewhere"))  # nothing of ours registered
+    detector = str(copied / "mine.safetensors")
+    assert small_detector_for(2.5, detector) == str(copied / "mine-beside.safetensors")
+    (copied / "mine-beside.safetensors").unlink()
+    with caplog.at_level(logging.WARNING, logger="napari_nanoclass"):
+        assert small_detector_for(2.5, detector) == SMALL_DETECTOR
+    assert "mine-beside" in caplog.text and SMALL_DETECTOR in caplog.text
+
+
+def test_retraining_a_pair_refuses_names_it_cannot_save_before_training(tiny_liposome_models):
+    """Both names are checked first: a name another model folder holds, or one too long to take the
+    '-beside' suffix, is refused before any training step, and nothing is saved."""
+    from napari_nanoclass.liposomes import DEFAULT_DETECTOR
+    from napari_nanoclass.liposomes.train import finetune_on_corrections_steps
+    from napari_nanoclass.models.registry import ModelError, list_models
+
+    paired = _paired(tiny_liposome_models[0])
+    field = simulate_field(SimulationConfig(shape=(128, 128), objects=(2, 3)), seed=5)
+    before = {m.name for m in list_models()}
+    for name, error, words in ((DEFAULT_DETECTOR, ModelError, "already exists"), ("a" * 95, ValueError, "beside")):
+        steps = finetune_on_corrections_steps(field.image, field.labels, 2.5, name, paired, objects=[1],
+                                              register=True)
+        with pytest.raises(error, match=words):
+            next(steps)  # the first step: no training has run
+    assert {m.name for m in list_models()} == before
+
+
+def test_the_small_vesicle_detectors_corrections_are_cut_at_the_view_the_analysis_gives_it(monkeypatch):
+    """At 2.5 nm/px the small-vesicle detector sees the image enlarged 2× (1.25 nm/px, not its own
+    1 nm/px): its training squares must come from that view, or it would learn another scale."""
+    from napari_nanoclass.liposomes import SMALL_DETECTOR
+    from napari_nanoclass.liposomes.predict import small_working_px
+
+    seen = []
+    real = liposome_training.working_image
+
+    def spy(image, pixel_size_nm, working_px):
+        seen.append(working_px)
+        return real(image, pixel_size_nm, working_px)
+
+    monkeypatch.setattr(liposome_training, "working_image", spy)
+    field = simulate_field(SimulationConfig(shape=(128, 128), objects=(2, 3)), seed=5)
+    liposome_training.correction_pairs(field.image, field.labels, 2.5, SMALL_DETECTOR, beside=True)
+    liposome_training.correction_pairs(field.image, field.labels, 2.5, SMALL_DETECTOR)
+    assert seen == [small_working_px(2.5, load_model(SMALL_DETECTOR)), 1.0] and seen[0] == 1.25
 
 
 @pytest.mark.parametrize("detection_format", ["tif", "ome-zarr"])

@@ -70,8 +70,8 @@ AUTO = f"(auto by pixel size: {FINE_DETECTOR} + {VARIED_DETECTOR}, or {DEFAULT_D
 AUTO_TIP = (f"auto: {FINE_DETECTOR} for images at {FINE_BELOW_NM:g} nm/px or finer, with {VARIED_DETECTOR} beside "
             "it for vesicles imaged unlike its training fields; else "
             f"{DEFAULT_DETECTOR}, with {SMALL_DETECTOR} beside it up to {SMALL_UP_TO_NM:g} nm/px for vesicles too "
-            "small for it. A detector chosen here runs alone, except one retrained from the automatic choice: the "
-            "detector beside it was retrained with it and runs beside it.")
+            "small for it. A detector chosen here runs alone, except one retrained from the automatic choice: it "
+            "keeps a detector beside it (the one retrained with it on your corrections).")
 
 
 def _detectors(_widget: Any) -> list[tuple[str, str | None]]:
@@ -349,9 +349,10 @@ class _CorrectionPanel(Container):
         owner.runner.start(_retrain(objects_for, configs), self.retrained)
 
     def retrain_detector(self) -> None:
-        """Fine-tune the detector on the objects drawn, redrawn or confirmed in the result layer, and
-        on the detections erased from it as background (core: :func:`corrected_objects`,
-        :func:`erased_area`, :func:`correction_pairs`, :func:`finetune_detector_steps`)."""
+        """Fine-tune the detector, and the one beside it where the analysis runs one, on the objects
+        drawn, redrawn or confirmed in the result layer and on the detections erased from it as
+        background (core: :func:`corrected_objects`, :func:`erased_area`,
+        :func:`finetune_on_corrections_steps`)."""
         owner = self.owner
         layer, image = owner.result_layer(), owner.image.value
         if layer is None:

@@ -13,6 +13,8 @@ The classifier network is :class:`napari_nanoclass.models.lipnet.LipNet`. This m
 class names and the analysis' description only (no torch import).
 """
 
+import logging
+from pathlib import Path
 from typing import Any
 
 from napari_nanoclass.core.analysis import PIXEL_SIZES_NM, Analysis, Option
@@ -31,6 +33,7 @@ SMALL_UP_TO_NM = 2.5  # the coarsest images it is run on by default (docs/liposo
 # 1 nm/px, trained on default and REALISTIC image formation in turn, beside the fine detector: vesicles imaged
 # unlike the fine detector's training fields
 VARIED_DETECTOR = "liposome-detector-varied"
+log = logging.getLogger("napari_nanoclass")
 
 
 def default_detector(pixel_size_nm: float | None) -> str:
@@ -87,17 +90,33 @@ def companion_record(detector: Any) -> tuple[str | None, str | None]:
     stands for) as the fine-tuned detector records them (``training["small_detector"]`` and
     ``training["small_detector_default"]``; a companion that was not fine-tuned stands for itself),
     or (None, None): not retrained from the automatic pair, or not there (loading it will then say
-    so in its own words)."""
-    info = getattr(detector, "info", None)
-    if info is None:
-        from napari_nanoclass.models.registry import ModelError, read_info, resolve  # torch: only when named
+    so in its own words). A retrained companion is found by its registered name or as a file beside
+    the detector's (a pair copied together); where it is neither, the default it stands for runs
+    instead, with a warning."""
+    from napari_nanoclass.models.registry import ModelError, read_info, resolve  # torch: only when named
 
+    info, path = getattr(detector, "info", None), getattr(detector, "path", None)
+    if info is None:
         try:
-            info = read_info(resolve(detector)[0])
+            path = resolve(detector)[0]
+            info = read_info(path)
         except ModelError:
             return None, None
     beside = info.training.get("small_detector") or None
-    return beside, info.training.get("small_detector_default") or beside
+    stands_for = info.training.get("small_detector_default") or beside
+    if beside is None or beside == stands_for:
+        return beside, stands_for
+    try:
+        resolve(beside)
+        return beside, stands_for
+    except ModelError:
+        pass
+    sibling = None if path is None else Path(path).with_name(f"{beside}.safetensors")
+    if sibling is not None and sibling.exists():
+        return str(sibling), stands_for
+    log.warning("%s: %s, retrained beside it, is not registered nor beside its file; running %s beside it instead",
+                info.name, beside, stands_for)
+    return stands_for, stands_for
 
 
 DEFAULT_CLASSIFIERS = {"lamellarity": "liposome-lamellarity", "encapsulation": "liposome-encapsulation"}

@@ -389,9 +389,10 @@ def detect_all_steps(data: np.ndarray, pixel_size_nm: float, detector: LoadedMod
                      min_diameter_nm: float = MIN_DIAMETER_NM,
                      stats: tuple[float, float] | None = None) -> Steps[tuple[np.ndarray, float, np.ndarray]]:
     """(the image at ``detector``'s scale, its pixel size, instance labels there): ``detector``'s
-    objects and, with ``small``, those the small-vesicle detector finds at its own scale where
-    ``detector`` found none (:func:`with_small`). A block of a large image (``stats`` given: the
-    whole image's) keeps its peak memory to one window's (``detect_steps(bounded=True)``)."""
+    objects and, with ``small``, those the detector beside it (small-vesicle or varied-imaging) finds
+    at its own scale where ``detector`` found none (:func:`with_small`). A block of a large image
+    (``stats`` given: the whole image's) keeps its peak memory to one window's
+    (``detect_steps(bounded=True)``)."""
     work, working_px = _working(data, pixel_size_nm, detector.info.pixel_size_nm, stats)
     parts = 1 if small is None else 2
     block = stats is not None
@@ -488,8 +489,8 @@ def small_working_px(pixel_size_nm: float, small: LoadedModel) -> float:
 
 def _seen_at(pixel_size_nm: float,
              detectors: tuple[LoadedModel, LoadedModel | None]) -> list[tuple[LoadedModel, float]]:
-    """(detector, the pixel size it sees the image at) for the detector and the small-vesicle
-    detector beside it, if any."""
+    """(detector, the pixel size it sees the image at) for the detector and the one beside it
+    (small-vesicle or varied-imaging), if any."""
     detector, small = detectors
     seen = [(detector, float(detector.info.pixel_size_nm))]
     return seen + ([(small, small_working_px(pixel_size_nm, small))] if small is not None else [])

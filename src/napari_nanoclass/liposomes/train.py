@@ -66,7 +66,15 @@ from napari_nanoclass.models.lipnet import (
     predict_crops,
     shift_prior,
 )
-from napari_nanoclass.models.registry import LoadedModel, ModelInfo, check_name, load_model, save_model, sha256_of
+from napari_nanoclass.models.registry import (
+    LoadedModel,
+    ModelInfo,
+    check_free,
+    check_name,
+    load_model,
+    save_model,
+    sha256_of,
+)
 from napari_nanoclass.segmentation.data import IGNORE_INDEX, Pair
 from napari_nanoclass.segmentation.train import TrainConfig, train_steps
 
@@ -218,7 +226,7 @@ def finetune_detector_steps(pairs: Sequence[Pair], name: str, detector: str | Lo
     No pixels are held out for validation (a user's few corrections are all there is).
     :func:`finetune_on_corrections_steps` fine-tunes the detector beside it too."""
     if register:
-        check_name(name)
+        check_free(name)
     beside = companion or small_detector_for(pixel_size_nm, detector)
     base = load_on(detector or default_detector(pixel_size_nm), None)
     crop = max(32, min(min(p.image.shape) for p in pairs) // 8 * 8)
@@ -255,24 +263,29 @@ class Retrained:
 
 def finetune_on_corrections_steps(image: np.ndarray, labels: np.ndarray, pixel_size_nm: float, name: str,
                                   detector: str | LoadedModel | None = None, *, objects: Sequence[int] | None = None,
-                                  erased: np.ndarray | None = None, epochs: int = 5, iters_per_epoch: int = 20,
-                                  lr: float = FINETUNE_LR, seed: int = 0,
+                                  erased: np.ndarray | None = None, beside: str | LoadedModel | None = None,
+                                  epochs: int = 5, iters_per_epoch: int = 20, lr: float = FINETUNE_LR, seed: int = 0,
                                   register: bool = False) -> Steps[Retrained]:
     """Fine-tune ``detector`` (None: the automatic choice for ``pixel_size_nm``) on the ``objects``
     of ``labels`` a user drew, redrew or confirmed and the ``erased`` pixels (:func:`correction_pairs`)
-    and, where the analysis runs a detector beside it (:func:`small_detector_for`), that one too on
-    the same corrections at its own view: a false detection the user erased from what the detector
-    beside found would otherwise come back with the next run. With ``register`` both are saved, the
-    one beside as ``<name>-beside``, recorded in the detector's metadata as its companion, and only
-    once both are trained (a cancelled job leaves neither). Unregistered, the detector records the
-    untuned default beside it (a name is all the record holds); pass ``Retrained.beside`` to the
-    analysis as ``small_detector`` to run the pair."""
-    beside = small_detector_for(pixel_size_nm, detector)
+    and, where the analysis runs a detector beside it (:func:`small_detector_for`; or ``beside``),
+    that one too on the same corrections at its own view: a false detection the user erased from
+    what the detector beside found would otherwise come back with the next run. With ``register``
+    both are saved, the one beside as ``<name>-beside``, recorded in the detector's metadata as its
+    companion; both names are checked before training, and nothing is saved until both are trained
+    (a cancelled job leaves neither). Unregistered, the detector records the untuned default beside
+    it (a name is all the record holds): pass ``Retrained.beside`` to the analysis as
+    ``small_detector``, and as ``beside`` to retrain the pair again."""
+    beside = beside or small_detector_for(pixel_size_nm, detector)
     beside_name = f"{name}{BESIDE_SUFFIX}"
     if register:
-        check_name(name)
+        check_free(name)
         if beside:
-            check_name(beside_name)
+            try:
+                check_free(beside_name)
+            except ValueError as exc:  # a name of 94–100 characters: say why it is too long
+                raise ValueError(f"{exc} (the detector beside {name!r} is saved under that name)") from exc
+    beside = load_on(beside, None) if beside else None  # a companion that is not there fails before training
     options = dict(pixel_size_nm=pixel_size_nm, epochs=epochs, iters_per_epoch=iters_per_epoch, lr=lr, seed=seed)
     parts = 2 if beside else 1
     pairs = correction_pairs(image, labels, pixel_size_nm, detector, objects, erased=erased)
@@ -281,10 +294,10 @@ def finetune_on_corrections_steps(image: np.ndarray, labels: np.ndarray, pixel_s
                               0, parts, "retraining the detector")
     tuned_beside = None
     if beside:
-        yield Progress(1, 2, f"preparing the corrections for {beside}")
+        yield Progress(1, 2, f"preparing the corrections for {beside.info.name}")
         beside_pairs = correction_pairs(image, labels, pixel_size_nm, beside, objects, erased=erased, beside=True)
         tuned_beside = yield from scaled(finetune_detector_steps(beside_pairs, beside_name, beside, **options), 1, 2,
-                                         f"retraining {beside}")
+                                         f"retraining {beside.info.name}")
     if register:
         tuned_beside = registered(tuned_beside) if tuned_beside is not None else None
         tuned = registered(tuned)

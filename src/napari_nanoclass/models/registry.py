@@ -215,6 +215,19 @@ def check_name(name: str) -> str:
     return name
 
 
+def check_free(name: str, directory: Path | None = None) -> str:
+    """``name`` if a model can be registered under it in ``directory`` (default: the user's model
+    folder): a plain identifier (:func:`check_name`) that no model of another folder has, since a
+    name always means one model; ModelError otherwise. Checked before training, so a long job does
+    not end in a refusal."""
+    check_name(name)
+    directory = Path(directory) if directory is not None else user_dir()
+    existing = _entries().get(name)
+    if existing is not None and existing[0].parent.resolve() != directory.resolve():
+        raise ModelError(f"a model named {name!r} already exists in {existing[0].parent}; choose another name")
+    return name
+
+
 def resolve(name_or_path: str | os.PathLike, sha256: str | None = None) -> tuple[Path, str | None]:
     """A registered name or a file path -> (file, the sha256 it must have, if known)."""
     entries = _entries()
@@ -278,12 +291,12 @@ def save_model(module: nn.Module, info: ModelInfo, directory: Path | None = None
     always means one model. ``register=False`` writes a standalone file (e.g. a training run's
     best checkpoint) that can still be loaded by path.
     """
-    check_name(info.name)
     directory = Path(directory) if directory is not None else user_dir()
+    if register:
+        check_free(info.name, directory)
+    else:
+        check_name(info.name)
     directory.mkdir(parents=True, exist_ok=True)
-    existing = _entries().get(info.name) if register else None
-    if existing is not None and existing[0].parent.resolve() != directory.resolve():
-        raise ModelError(f"a model named {info.name!r} already exists in {existing[0].parent}; choose another name")
     target = inside(directory, filename or f"{info.name}.safetensors")
     state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
     with atomic_path(target) as tmp:
