@@ -2,13 +2,14 @@
 
     python benchmarks/liposomes_othersim.py [--split validation|test] [--pixel-sizes 1 2.5] [--fields 20]
         [--detectors auto PATH auto+PATH …] [--classifier PROBLEM=MODEL] [--balanced-decisions] [--no-classes]
-        [--json OUT]
+        [--finetune 5 10 20 [--seeds 3] [--correction-fields 2] [--erase]] [--json OUT]
 
 ``benchmarks/othersim.py`` was written apart from this project's simulator (by a helper that was
 not shown the project's liposome code, docs or models): its own image formation, shapes and class
 definitions, so its fields stand in for #23's "fields from a simulator other than the training
-one". Nothing is trained or tuned on them: the validation seeds may inform choices between
-candidates, the test seeds are reported.
+one". No shipped model is trained or tuned on them: the validation seeds may inform choices
+between candidates, the test seeds are reported (``--finetune`` trains throwaway detectors on
+fields of seeds of their own).
 
 Per pixel size: detection P / R / F1 at mask IoU ≥ 0.5 (``core.metrics.match_instances``; pooled
 counts over the fields) for each detector (``auto``: the analysis' own choice, with the detector
@@ -18,6 +19,11 @@ analysis' own detector with PATH beside it instead of its own),
 and the shipped classifiers' macro-F1 on the true objects (the analysis given the true labels), at
 the classifiers' operating points or, with ``--balanced-decisions``, as if every class were equally
 common.
+
+``--finetune N …`` measures adapting to this other image formation as a user would: the analysis'
+detectors (and the one beside, as retraining from corrections does) are fine-tuned on N true
+vesicles drawn at random from fields of their own seeds (150 000 …), with ``--erase`` also on
+those fields' false detections, and the ``--split`` fields are scored.
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ import othersim  # noqa: E402  (benchmarks/ is not a package)
 from liposomes_scale import pooled_detection  # noqa: E402
 
 SPLITS = {"validation": 100_000, "test": 200_000}  # first seed of each split's fields
+CORRECTION_SEED = 150_000  # --finetune: the fields a user corrects (neither split)
 
 
 def detection(fields: list, pixel_size: float, detector: str) -> dict:
@@ -70,6 +77,64 @@ def classification(fields: list, pixel_size: float, balanced: bool, classifiers:
             for problem, names in PROBLEMS.items()}
 
 
+def finetuned_detection(pixel_size: float, counts: list[int], seeds: int, correction_fields: int, test: list,
+                        erase: bool, epochs: int = 5, lr: float | None = None) -> list[dict]:
+    """Adapting to another image formation as a user would: the analysis' detectors (and the one
+    beside, as ``finetune_on_corrections_steps`` does) fine-tuned on N true vesicles drawn at
+    random (per seed) from at least ``correction_fields`` fields of their own seeds (more where those
+    hold fewer than N vesicles), with ``erase`` also on those
+    fields' false detections, erased; scored on the ``test`` fields, which nothing chose."""
+    import numpy as np
+
+    from napari_nanoclass.core.progress import run_sync
+    from napari_nanoclass.liposomes import small_detector_for
+    from napari_nanoclass.liposomes.train import correction_pairs, erased_area, finetune_detector_steps
+
+    fields: list = []
+    while len(fields) < correction_fields or sum(int(f.labels.max()) for f in fields) < max(counts):
+        fields.append(othersim.simulate(CORRECTION_SEED + len(fields), pixel_size_nm=pixel_size))
+    print(f"  correcting {len(fields)} fields of {sum(int(f.labels.max()) for f in fields)} vesicles", flush=True)
+    detected = [np.asarray(analyse(f.image, pixel_size).labels) for f in fields]
+    false = [np.isin(d, [i for i in np.unique(d) if i and not _matched(d == i, f.labels)]) if erase else None
+             for d, f in zip(detected, fields)]
+    objects = [(k, int(j)) for k, f in enumerate(fields) for j in np.unique(f.labels) if j]
+    beside = small_detector_for(pixel_size)
+    rows = []
+    for n in counts:
+        for seed in range(seeds):
+            chosen = [objects[i] for i in np.random.default_rng(seed).choice(len(objects), n, replace=False)]
+            main_pairs, beside_pairs = [], []
+            for k, f in enumerate(fields):
+                drawn = np.where(np.isin(f.labels, [j for kk, j in chosen if kk == k]), f.labels, 0)
+                erased = None if false[k] is None else erased_area(drawn, false[k])
+                if not drawn.any() and (erased is None or not erased.any()):
+                    continue
+                main_pairs += correction_pairs(f.image, drawn, pixel_size, erased=erased)
+                if beside:
+                    beside_pairs += correction_pairs(f.image, drawn, pixel_size, beside, erased=erased, beside=True)
+            options = dict(pixel_size_nm=pixel_size, seed=seed, epochs=epochs, **({"lr": lr} if lr else {}))
+            start = time.perf_counter()
+            tuned = run_sync(finetune_detector_steps(main_pairs, f"othersim-{n}-{seed}", **options))
+            tuned_beside = (run_sync(finetune_detector_steps(beside_pairs, f"othersim-{n}-{seed}-beside", beside,
+                                                             **options)) if beside else None)
+            seconds = time.perf_counter() - start
+            d = pooled_detection((analyse(f.image, pixel_size, detector=tuned, small_detector=tuned_beside).labels,
+                                  f.labels) for f in test)
+            rows.append({"pixel_size_nm": pixel_size, "objects": n, "seed": seed, "erase": erase, **d})
+            print(f"  fine-tuned on {n} objects, seed {seed}: P {d['precision']:.3f} R {d['recall']:.3f} "
+                  f"F1 {d['f1']:.3f} ({seconds:.0f} s)", flush=True)
+        f1s = [r["f1"] for r in rows if r["objects"] == n]
+        print(f"  fine-tuned on {n} objects: F1 {np.mean(f1s):.3f} ± {np.std(f1s):.3f} over {seeds} seeds", flush=True)
+    return rows
+
+
+def _matched(found: object, truth: object) -> bool:
+    """Whether one detected object (a mask) matches a true vesicle at mask IoU ≥ 0.5."""
+    from napari_nanoclass.core.metrics import match_instances
+
+    return match_instances(found.astype("int32"), truth)["tp"] > 0
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--split", choices=list(SPLITS), default="validation")
@@ -81,6 +146,15 @@ def main() -> None:
     ap.add_argument("--no-classes", action="store_true", help="detection only")
     ap.add_argument("--classifier", action="append", default=[], metavar="PROBLEM=MODEL",
                     help="a classifier (name or path) in place of the shipped one for PROBLEM; repeatable")
+    ap.add_argument("--finetune", nargs="+", type=int, metavar="N",
+                    help="instead: fine-tune the detectors on N true vesicles of --correction-fields fields and "
+                         "score the --split fields")
+    ap.add_argument("--seeds", type=int, default=3, help="random draws of the N vesicles (--finetune)")
+    ap.add_argument("--correction-fields", type=int, default=2)
+    ap.add_argument("--erase", action="store_true", help="--finetune also learns those fields' false detections")
+    ap.add_argument("--finetune-epochs", type=int, default=5, help="--finetune's epochs of 20 steps (default: "
+                    "the analysis' recipe)")
+    ap.add_argument("--finetune-lr", type=float, help="--finetune's learning rate (default: the analysis' recipe)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     classifiers = dict(item.split("=", 1) for item in args.classifier if "=" in item) or None
@@ -93,6 +167,10 @@ def main() -> None:
                                     diameter_nm=tuple(args.diameter)) for i in range(args.fields)]
         print(f"{pixel_size} nm/px: {args.fields} fields, {sum(int(f.labels.max()) for f in fields)} vesicles, "
               f"simulated in {time.perf_counter() - start:.0f} s", flush=True)
+        if args.finetune:
+            record["rows"] += finetuned_detection(pixel_size, args.finetune, args.seeds, args.correction_fields,
+                                                  fields, args.erase, args.finetune_epochs, args.finetune_lr)
+            continue
         for detector in args.detectors:
             d = detection(fields, pixel_size, detector)
             record["rows"].append({"pixel_size_nm": pixel_size, "detector": detector, **d})
