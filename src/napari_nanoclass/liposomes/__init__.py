@@ -93,7 +93,7 @@ def companion_record(detector: Any) -> tuple[str | None, str | None]:
     so in its own words). A retrained companion is found by its registered name or as a file beside
     the detector's (a pair copied together); where it is neither, the default it stands for runs
     instead, with a warning."""
-    from napari_nanoclass.models.registry import ModelError, read_info, resolve  # torch: only when named
+    from napari_nanoclass.models.registry import ModelError, read_info, resolve  # torch: not at package import
 
     info, path = getattr(detector, "info", None), getattr(detector, "path", None)
     if info is None:
@@ -114,7 +114,7 @@ def companion_record(detector: Any) -> tuple[str | None, str | None]:
     sibling = None if path is None else Path(path).with_name(f"{beside}.safetensors")
     if sibling is not None and sibling.exists():
         return str(sibling), stands_for
-    log.warning("%s: %s, retrained beside it, is not registered nor beside its file; running %s beside it instead",
+    log.warning("%s: %s, retrained beside it, is neither registered nor beside its file; running %s beside it instead",
                 info.name, beside, stands_for)
     return stands_for, stands_for
 
