@@ -237,3 +237,21 @@ def test_the_dock_shows_a_colour_legend_for_the_classes_it_colours_by(viewer, ti
     widget.colour_by.value = "encapsulation"
     assert "empty" in widget.legend.value and CLASS_COLOURS["empty"] in widget.legend.value
     assert "unilamellar" not in widget.legend.value
+
+
+def test_the_detector_list_leaves_out_detectors_retrained_beside_another(viewer, tiny_liposome_models):
+    """A detector retrained beside another (``<name>-beside``) runs with it; the list offers the
+    pair's detector, the shipped ones and the others, not the companion on its own."""
+    from dataclasses import replace
+
+    from napari_nanoclass.liposomes import SMALL_DETECTOR
+    from napari_nanoclass.models.registry import load_model, save_model
+
+    base = load_model(tiny_liposome_models[0])
+    save_model(base.module, replace(base.info, name="mine-beside"))
+    save_model(base.module, replace(base.info, name="mine", training={
+        **base.info.training, "small_detector": "mine-beside", "small_detector_default": SMALL_DETECTOR}))
+    widget = LiposomeWidget(viewer)
+    offered = {value for value in widget.detector.choices}
+    assert {"mine", tiny_liposome_models[0], SMALL_DETECTOR} <= offered and "mine-beside" not in offered
+

@@ -75,9 +75,12 @@ AUTO_TIP = (f"auto: {FINE_DETECTOR} for images at {FINE_BELOW_NM:g} nm/px or fin
 
 
 def _detectors(_widget: Any) -> list[tuple[str, str | None]]:
-    """The automatic choice by pixel size (None), then every registered liposome detector."""
-    return [(AUTO, None), *((m.name, m.name) for m in list_models()
-                            if m.task == "segmentation" and "liposome" in m.class_names)]
+    """The automatic choice by pixel size (None), then every registered liposome detector but those
+    retrained beside another one: they run with it, and alone would only clutter the list."""
+    models = [m for m in list_models() if m.task == "segmentation" and "liposome" in m.class_names]
+    companions = {m.training.get("small_detector") for m in models
+                  if m.training.get("small_detector_default") not in (None, m.training.get("small_detector"))}
+    return [(AUTO, None), *((m.name, m.name) for m in models if m.name not in companions)]
 
 
 def _classifiers(problem: str) -> Any:
