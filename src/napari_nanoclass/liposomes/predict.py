@@ -98,6 +98,7 @@ SMALL_MAX_ENLARGEMENT = 2.0  # the small-vesicle detector sees a coarse image en
 LARGE_VIEW = 2.0
 LARGE_MIN_NM = 100.0
 LARGE_INSIDE = 0.5
+LARGE_WHOLE_SOLIDITY = 0.95  # a fine object this convex inside a large one is a whole vesicle: the large one merged
 HISTOGRAM_EDGES_NM = np.arange(0, 420, 20)
 LABEL_NAME = "liposomes"  # the instances in an OME-Zarr output: ``labels/liposomes`` of the input image
 # lengths name their unit: centroids in the input's pixels (to find the object in its labels) and in nm
@@ -383,19 +384,28 @@ def with_small(labels: np.ndarray, small: np.ndarray, max_overlap: float = SMALL
 
 
 def with_large(labels: np.ndarray, large: np.ndarray, working_px: float, min_diameter_nm: float = LARGE_MIN_NM,
-               inside: float = LARGE_INSIDE) -> np.ndarray:
+               inside: float = LARGE_INSIDE, whole_solidity: float = LARGE_WHOLE_SOLIDITY) -> np.ndarray:
     """``labels`` with each object of ``large`` (instance labels of the same shape, found at a
     coarser view) of at least ``min_diameter_nm`` in place of the objects of ``labels`` that lie
-    mostly (``inside``) within such objects: a fine detector cuts vesicles larger than it was trained
-    on into pieces, and the coarser view sees them whole. Other objects keep their pixels."""
+    mostly (``inside``) within it: a fine detector cuts vesicles larger than it was trained on into
+    pieces (arcs of their membrane), and the coarser view sees them whole. A large object holding a
+    whole vesicle of ``labels`` (solidity ≥ ``whole_solidity``: round, not an arc) is not used,
+    as the coarser view merged vesicles there. Other objects keep their pixels."""
     large = np.asarray(large)
     area = np.bincount(large.ravel())
     big = 2 * np.sqrt(area / np.pi) * working_px >= min_diameter_nm
     big[0] = False
+    own = np.bincount(labels.ravel())
+    boxes, own_boxes = ndi.find_objects(large), ndi.find_objects(labels)
+    for b in np.flatnonzero(big):
+        box = boxes[b - 1]
+        held = np.flatnonzero(np.bincount(labels[box][large[box] == b], minlength=len(own)) >= inside * own)
+        if any(regionprops((labels[own_boxes[i - 1]] == i).astype(np.uint8))[0].solidity >= whole_solidity
+               for i in held[held > 0]):
+            big[b] = False
     if not big.any():
         return labels
     in_big = big[large]
-    own = np.bincount(labels.ravel())
     swallowed = np.bincount(labels[in_big], minlength=len(own)) >= inside * own
     swallowed[0] = False
     out = np.where(swallowed[labels], 0, labels).astype(np.int32)
