@@ -798,6 +798,29 @@ def test_fine_tuning_lowers_the_detector_on_an_erased_false_detection(tiny_lipos
     assert after["with"] < before - 0.05 and after["with"] < after["without"] - 0.05, (before, after)
 
 
+def test_a_coarser_look_replaces_the_pieces_of_a_large_vesicle_but_not_whole_vesicles_inside():
+    """A fine detector cuts a vesicle larger than it was trained on into arcs; the coarser look's
+    object replaces them. Objects outside it keep their pixels; a round, whole vesicle inside it
+    means the coarser look merged vesicles, so it is not used; nor is an object under 100 nm."""
+    from napari_nanoclass.liposomes.predict import with_large
+
+    yy, xx = np.mgrid[:200, :200]
+    r = np.hypot(yy - 100, xx - 100)
+    large = (r < 80).astype(np.int32)  # 160 px across
+    ring = (r > 70) & (r < 80)
+    arcs = np.zeros((200, 200), np.int32)
+    arcs[ring & (xx < 100)], arcs[ring & (xx >= 100)] = 1, 2  # its membrane in two pieces
+    outside = np.hypot(yy - 12, xx - 12) < 8
+    arcs[outside] = 3
+    out = with_large(arcs, large, 1.0)
+    assert len(np.unique(out)) == 3 and (out[r < 80] == out[100, 100]).all() and out[100, 100] > 0
+    assert (out[outside] == out[12, 12]).all() and out[12, 12] not in (0, out[100, 100])
+    whole = arcs.copy()
+    whole[r < 20] = 4  # a whole vesicle inside
+    assert with_large(whole, large, 1.0) is whole
+    assert with_large(arcs, large, 0.5) is arcs  # 80 nm across: not a large vesicle
+
+
 def _paired(detector: str) -> str:
     """Register ``tiny-pair``: ``detector`` as if it had been retrained from the automatic pair at
     2.5 nm/px, with a second random tiny detector (``tiny-beside``) as the companion it records."""
