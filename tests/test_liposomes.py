@@ -683,7 +683,8 @@ def test_the_small_vesicle_detector_sees_a_coarse_image_enlarged_at_most_twice(m
 
 def test_the_varied_detector_sees_the_fine_detector_s_view_without_a_second_rescale(monkeypatch):
     """At 0.5 nm/px both detectors of the fine pair see the image at 1 nm/px: the one view is made
-    once and given to both (the same array), not resampled again for the second."""
+    once and given to both (the same array), not resampled again for the second; so is their view
+    at half the scale (``with_large``)."""
     from napari_nanoclass.liposomes import FINE_DETECTOR, VARIED_DETECTOR, predict
 
     seen = []
@@ -697,8 +698,10 @@ def test_the_varied_detector_sees_the_fine_detector_s_view_without_a_second_resc
     image = simulate_field(SimulationConfig(shape=(320, 320), pixel_size_nm=0.5, diameter_nm=(20.0, 60.0)), seed=3).image
     analyse(image, 0.5)
     assert [(name, work.shape, px) for name, work, px in seen] == [(FINE_DETECTOR, (160, 160), 1.0),
-                                                                   (VARIED_DETECTOR, (160, 160), 1.0)]
-    assert seen[0][1] is seen[1][1]
+                                                                   (VARIED_DETECTOR, (160, 160), 1.0),
+                                                                   (FINE_DETECTOR, (80, 80), 2.0),
+                                                                   (VARIED_DETECTOR, (80, 80), 2.0)]
+    assert seen[0][1] is seen[1][1] and seen[2][1] is seen[3][1]
 
 
 def test_small_vesicle_detections_are_added_only_where_the_standard_detector_found_nothing():
