@@ -333,3 +333,22 @@ def test_a_recipe_of_several_seeds_is_trained_and_packed_as_one_ensemble(monkeyp
     assert not all(torch.equal(first[k], second[k]) for k in first)
     with pytest.raises(SystemExit, match="candidate"):
         train_classifiers({"lamellarity": tiny})
+
+
+def test_fine_detectors_also_look_at_half_the_scale_and_standard_ones_do_not():
+    """At 1 nm/px or finer the fine pair also looks at the image shrunk 2× for vesicles larger than
+    it was trained on (``with_large``); the standard detector's images do not need it."""
+    from napari_nanoclass.liposomes.predict import analyse_steps
+
+    def messages(pixel_size: float) -> set[str]:
+        field = simulate_field(SimulationConfig(shape=(160, 160), pixel_size_nm=pixel_size, objects=(2, 3)), seed=7)
+        steps, seen = analyse_steps(field.image, pixel_size), set()
+        try:
+            while True:
+                seen.add(next(steps).message)
+        except StopIteration:
+            return seen
+
+    assert any("large vesicles" in m for m in messages(1.0))
+    assert not any("large vesicles" in m for m in messages(2.5))
+

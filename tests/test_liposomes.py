@@ -683,7 +683,8 @@ def test_the_small_vesicle_detector_sees_a_coarse_image_enlarged_at_most_twice(m
 
 def test_the_varied_detector_sees_the_fine_detector_s_view_without_a_second_rescale(monkeypatch):
     """At 0.5 nm/px both detectors of the fine pair see the image at 1 nm/px: the one view is made
-    once and given to both (the same array), not resampled again for the second."""
+    once and given to both (the same array), not resampled again for the second; so is their view
+    at half the scale (``with_large``)."""
     from napari_nanoclass.liposomes import FINE_DETECTOR, VARIED_DETECTOR, predict
 
     seen = []
@@ -697,8 +698,10 @@ def test_the_varied_detector_sees_the_fine_detector_s_view_without_a_second_resc
     image = simulate_field(SimulationConfig(shape=(320, 320), pixel_size_nm=0.5, diameter_nm=(20.0, 60.0)), seed=3).image
     analyse(image, 0.5)
     assert [(name, work.shape, px) for name, work, px in seen] == [(FINE_DETECTOR, (160, 160), 1.0),
-                                                                   (VARIED_DETECTOR, (160, 160), 1.0)]
-    assert seen[0][1] is seen[1][1]
+                                                                   (VARIED_DETECTOR, (160, 160), 1.0),
+                                                                   (FINE_DETECTOR, (80, 80), 2.0),
+                                                                   (VARIED_DETECTOR, (80, 80), 2.0)]
+    assert seen[0][1] is seen[1][1] and seen[2][1] is seen[3][1]
 
 
 def test_small_vesicle_detections_are_added_only_where_the_standard_detector_found_nothing():
@@ -796,6 +799,29 @@ def test_fine_tuning_lowers_the_detector_on_an_erased_false_detection(tiny_lipos
     after = {name: np.mean([tuned(pairs, name, seed) for seed in range(3)])
              for name, pairs in (("with", with_erased), ("without", without))}
     assert after["with"] < before - 0.05 and after["with"] < after["without"] - 0.05, (before, after)
+
+
+def test_a_coarser_look_replaces_the_pieces_of_a_large_vesicle_but_not_whole_vesicles_inside():
+    """A fine detector cuts a vesicle larger than it was trained on into arcs; the coarser look's
+    object replaces them. Objects outside it keep their pixels; a round, whole vesicle inside it
+    means the coarser look merged vesicles, so it is not used; nor is an object under 100 nm."""
+    from napari_nanoclass.liposomes.predict import with_large
+
+    yy, xx = np.mgrid[:200, :200]
+    r = np.hypot(yy - 100, xx - 100)
+    large = (r < 80).astype(np.int32)  # 160 px across
+    ring = (r > 70) & (r < 80)
+    arcs = np.zeros((200, 200), np.int32)
+    arcs[ring & (xx < 100)], arcs[ring & (xx >= 100)] = 1, 2  # its membrane in two pieces
+    outside = np.hypot(yy - 12, xx - 12) < 8
+    arcs[outside] = 3
+    out = with_large(arcs, large, 1.0)
+    assert len(np.unique(out)) == 3 and (out[r < 80] == out[100, 100]).all() and out[100, 100] > 0
+    assert (out[outside] == out[12, 12]).all() and out[12, 12] not in (0, out[100, 100])
+    whole = arcs.copy()
+    whole[r < 20] = 4  # a whole vesicle inside
+    assert with_large(whole, large, 1.0) is whole
+    assert with_large(arcs, large, 0.5) is arcs  # 80 nm across: not a large vesicle
 
 
 def _paired(detector: str) -> str:

@@ -69,6 +69,7 @@ from napari_nanoclass.liposomes import (
     DEFAULT_CLASSIFIERS,
     DEFAULT_DETECTOR,
     EXPLANATION_PRODUCT,
+    FINE_BELOW_NM,
     FINE_DETECTOR,
     SMALL_DETECTOR,
     VARIED_DETECTOR,
@@ -91,6 +92,13 @@ MIN_RIM_BOUNDARY = 0.5  # a liposome is enclosed by its membrane: mean p(boundar
 RESCALE_TOLERANCE = 0.1
 SMALL_MAX_OVERLAP = 0.2  # a small-vesicle detection covering more of the standard detector's objects is theirs
 SMALL_MAX_ENLARGEMENT = 2.0  # the small-vesicle detector sees a coarse image enlarged at most this many times
+# fine detectors (trained on vesicles up to 150 nm) also look at the image LARGE_VIEW times coarser; objects
+# found there LARGE_MIN_NM or more across replace what lies mostly inside them (chosen on validation data:
+# docs/liposomes.md, "A second look at half the scale")
+LARGE_VIEW = 2.0
+LARGE_MIN_NM = 100.0
+LARGE_INSIDE = 0.5
+LARGE_WHOLE_SOLIDITY = 0.95  # a fine object this convex inside a large one is a whole vesicle: the large one merged
 HISTOGRAM_EDGES_NM = np.arange(0, 420, 20)
 LABEL_NAME = "liposomes"  # the instances in an OME-Zarr output: ``labels/liposomes`` of the input image
 # lengths name their unit: centroids in the input's pixels (to find the object in its labels) and in nm
@@ -375,6 +383,37 @@ def with_small(labels: np.ndarray, small: np.ndarray, max_overlap: float = SMALL
     return sequential(out)
 
 
+def with_large(labels: np.ndarray, large: np.ndarray, working_px: float, min_diameter_nm: float = LARGE_MIN_NM,
+               inside: float = LARGE_INSIDE, whole_solidity: float = LARGE_WHOLE_SOLIDITY) -> np.ndarray:
+    """``labels`` with each object of ``large`` (instance labels of the same shape, found at a
+    coarser view) of at least ``min_diameter_nm`` in place of the objects of ``labels`` that lie
+    mostly (``inside``) within it: a fine detector cuts vesicles larger than it was trained on into
+    pieces (arcs of their membrane), and the coarser view sees them whole. A large object holding a
+    whole vesicle of ``labels`` (solidity ≥ ``whole_solidity``: round, not an arc) is not used,
+    as the coarser view merged vesicles there. Other objects keep their pixels."""
+    large = np.asarray(large)
+    area = np.bincount(large.ravel())
+    big = 2 * np.sqrt(area / np.pi) * working_px >= min_diameter_nm
+    big[0] = False
+    own = np.bincount(labels.ravel())
+    boxes, own_boxes = ndi.find_objects(large), ndi.find_objects(labels)
+    for b in np.flatnonzero(big):
+        box = boxes[b - 1]
+        held = np.flatnonzero(np.bincount(labels[box][large[box] == b], minlength=len(own)) >= inside * own)
+        if any(regionprops((labels[own_boxes[i - 1]] == i).astype(np.uint8))[0].solidity >= whole_solidity
+               for i in held[held > 0]):
+            big[b] = False
+    if not big.any():
+        return labels
+    in_big = big[large]
+    swallowed = np.bincount(labels[in_big], minlength=len(own)) >= inside * own
+    swallowed[0] = False
+    out = np.where(swallowed[labels], 0, labels).astype(np.int32)
+    free = in_big & (out == 0)
+    out[free] = large[free] + int(out.max())
+    return sequential(out)
+
+
 def _working(data: np.ndarray, pixel_size_nm: float, working_px: float | None,
              stats: tuple[float, float] | None) -> tuple[np.ndarray, float]:
     """``data`` at a detector's ``working_px`` and its pixel size, z-scored over itself
@@ -394,17 +433,29 @@ def detect_all_steps(data: np.ndarray, pixel_size_nm: float, detector: LoadedMod
     (``stats`` given: the whole image's) keeps its peak memory to one window's
     (``detect_steps(bounded=True)``)."""
     work, working_px = _working(data, pixel_size_nm, detector.info.pixel_size_nm, stats)
-    parts = 1 if small is None else 2
+    look_coarser = float(detector.info.pixel_size_nm or np.inf) <= FINE_BELOW_NM
+    parts = (1 if small is None else 2) * (2 if look_coarser else 1)
     block = stats is not None
+    # a second detector that sees the image at the first one's scale (the fine pair) takes its view
+    same = small is not None and (_working_scale(pixel_size_nm, small_working_px(pixel_size_nm, small))
+                                  == _working_scale(pixel_size_nm, detector.info.pixel_size_nm))
     labels = yield from scaled(detect_steps(work, detector, working_px, min_diameter_nm, block), 0, parts, "detecting")
     if small is not None:
-        seen_px = small_working_px(pixel_size_nm, small)
-        # a second detector that sees the image at the first one's scale (the fine pair) takes its view
-        same = _working_scale(pixel_size_nm, seen_px) == _working_scale(pixel_size_nm, detector.info.pixel_size_nm)
-        fine, fine_px = (work, working_px) if same else _working(data, pixel_size_nm, seen_px, stats)
+        fine, fine_px = (work, working_px) if same else _working(data, pixel_size_nm,
+                                                                 small_working_px(pixel_size_nm, small), stats)
         found = yield from scaled(detect_steps(fine, small, fine_px, min_diameter_nm, block), 1, parts,
                                   f"detecting ({small.info.name})")
         labels = with_small(labels, labels_at(found, labels.shape))
+    if look_coarser:  # the same detectors at half the scale, for vesicles larger than they were trained on
+        half = rescale(work, 1 / LARGE_VIEW, anti_aliasing=True).astype(np.float32)
+        first = parts // 2
+        coarse = yield from scaled(detect_steps(half, detector, working_px * LARGE_VIEW, min_diameter_nm, block),
+                                   first, parts, "detecting large vesicles")
+        if same:
+            found = yield from scaled(detect_steps(half, small, working_px * LARGE_VIEW, min_diameter_nm, block),
+                                      first + 1, parts, f"detecting large vesicles ({small.info.name})")
+            coarse = with_small(coarse, found)
+        labels = with_large(labels, labels_at(coarse, labels.shape), working_px)
     return work, working_px, labels
 
 
