@@ -45,6 +45,7 @@ from napari_nanoclass.liposomes import (
     SMALL_UP_TO_NM,
     VARIED_DETECTOR,
     default_detector,
+    retrained_companion,
 )
 from napari_nanoclass.liposomes.predict import LiposomeResult, analyse_steps, class_colours, summarise
 from napari_nanoclass.liposomes.train import (
@@ -78,8 +79,7 @@ def _detectors(_widget: Any) -> list[tuple[str, str | None]]:
     """The automatic choice by pixel size (None), then every registered liposome detector but those
     retrained beside another one: they run with it, and alone would only clutter the list."""
     models = [m for m in list_models() if m.task == "segmentation" and "liposome" in m.class_names]
-    companions = {m.training.get("small_detector") for m in models
-                  if m.training.get("small_detector_default") not in (None, m.training.get("small_detector"))}
+    companions = {retrained_companion(m.training) for m in models} - {None}
     return [(AUTO, None), *((m.name, m.name) for m in models if m.name not in companions)]
 
 

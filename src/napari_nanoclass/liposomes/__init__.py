@@ -104,7 +104,7 @@ def companion_record(detector: Any) -> tuple[str | None, str | None]:
             return None, None
     beside = info.training.get("small_detector") or None
     stands_for = info.training.get("small_detector_default") or beside
-    if beside is None or beside == stands_for:
+    if retrained_companion(info.training) is None:
         return beside, stands_for
     try:
         resolve(beside)
@@ -117,6 +117,13 @@ def companion_record(detector: Any) -> tuple[str | None, str | None]:
     log.warning("%s: %s, retrained beside it, is neither registered nor beside its file; running %s beside it instead",
                 info.name, beside, stands_for)
     return stands_for, stands_for
+
+
+def retrained_companion(training: dict[str, Any]) -> str | None:
+    """The companion a detector's training record names if it was retrained with the detector (it
+    is not the default detector it stands for), else None."""
+    beside = training.get("small_detector") or None
+    return beside if training.get("small_detector_default") not in (None, beside) else None
 
 
 DEFAULT_CLASSIFIERS = {"lamellarity": "liposome-lamellarity", "encapsulation": "liposome-encapsulation"}

@@ -439,24 +439,34 @@ def detect_all_steps(data: np.ndarray, pixel_size_nm: float, detector: LoadedMod
     # a second detector that sees the image at the first one's scale (the fine pair) takes its view
     same = small is not None and (_working_scale(pixel_size_nm, small_working_px(pixel_size_nm, small))
                                   == _working_scale(pixel_size_nm, detector.info.pixel_size_nm))
-    labels = yield from scaled(detect_steps(work, detector, working_px, min_diameter_nm, block), 0, parts, "detecting")
-    if small is not None:
-        fine, fine_px = (work, working_px) if same else _working(data, pixel_size_nm,
-                                                                 small_working_px(pixel_size_nm, small), stats)
-        found = yield from scaled(detect_steps(fine, small, fine_px, min_diameter_nm, block), 1, parts,
-                                  f"detecting ({small.info.name})")
-        labels = with_small(labels, labels_at(found, labels.shape))
+
+    def small_view() -> tuple[np.ndarray, float]:  # made only once the first detector is done (peak memory)
+        return (work, working_px) if same else _working(data, pixel_size_nm, small_working_px(pixel_size_nm, small),
+                                                        stats)
+
+    labels = yield from _pair_steps((work, working_px), detector, small, small_view, min_diameter_nm, block, 0, parts,
+                                    "detecting")
     if look_coarser:  # the same detectors at half the scale, for vesicles larger than they were trained on
-        half = rescale(work, 1 / LARGE_VIEW, anti_aliasing=True).astype(np.float32)
-        first = parts // 2
-        coarse = yield from scaled(detect_steps(half, detector, working_px * LARGE_VIEW, min_diameter_nm, block),
-                                   first, parts, "detecting large vesicles")
-        if same:
-            found = yield from scaled(detect_steps(half, small, working_px * LARGE_VIEW, min_diameter_nm, block),
-                                      first + 1, parts, f"detecting large vesicles ({small.info.name})")
-            coarse = with_small(coarse, found)
+        half = (rescale(work, 1 / LARGE_VIEW, anti_aliasing=True).astype(np.float32), working_px * LARGE_VIEW)
+        coarse = yield from _pair_steps(half, detector, small if same else None, lambda: half, min_diameter_nm, block,
+                                        parts // 2, parts, "detecting large vesicles")
         labels = with_large(labels, labels_at(coarse, labels.shape), working_px)
     return work, working_px, labels
+
+
+def _pair_steps(view: tuple[np.ndarray, float], detector: LoadedModel, small: LoadedModel | None,
+                small_view: Callable[[], tuple[np.ndarray, float]], min_diameter_nm: float, block: bool, first: int,
+                parts: int, message: str) -> Steps[np.ndarray]:
+    """Instance labels at ``view`` (image, pixel size) of ``detector`` and, with ``small``, those it
+    adds at ``small_view()`` (:func:`with_small`); progress as parts ``first`` (and ``first + 1``)
+    of ``parts``."""
+    labels = yield from scaled(detect_steps(view[0], detector, view[1], min_diameter_nm, block), first, parts, message)
+    if small is not None:
+        image, px = small_view()
+        found = yield from scaled(detect_steps(image, small, px, min_diameter_nm, block), first + 1, parts,
+                                  f"{message} ({small.info.name})")
+        labels = with_small(labels, labels_at(found, labels.shape))
+    return labels
 
 
 # -- classification ----------------------------------------------------------------------------------
