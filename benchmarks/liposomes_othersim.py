@@ -2,7 +2,7 @@
 
     python benchmarks/liposomes_othersim.py [--split validation|test] [--pixel-sizes 1 2.5] [--fields 20]
         [--detectors auto PATH auto+PATH …] [--classifier PROBLEM=MODEL] [--balanced-decisions] [--no-classes]
-        [--finetune 5 10 20 [--seeds 3] [--correction-fields 2] [--erase]] [--json OUT]
+        [--finetune 5 10 20 [--seeds 3] [--correction-fields 2] [--erase | --complete]] [--json OUT]
 
 ``benchmarks/othersim.py`` was written apart from this project's simulator (by a helper that was
 not shown the project's liposome code, docs or models): its own image formation, shapes and class
@@ -23,7 +23,8 @@ common.
 ``--finetune N …`` measures adapting to this other image formation as a user would: the analysis'
 detectors (and the one beside, as retraining from corrections does) are fine-tuned on N true
 vesicles drawn at random from fields of their own seeds (150 000 …), with ``--erase`` also on
-those fields' false detections, and the ``--split`` fields are scored.
+those fields' false detections, or with ``--complete`` on N whole fields with every vesicle marked,
+and the ``--split`` fields are scored.
 """
 
 from __future__ import annotations
@@ -78,53 +79,55 @@ def classification(fields: list, pixel_size: float, balanced: bool, classifiers:
 
 
 def finetuned_detection(pixel_size: float, counts: list[int], seeds: int, correction_fields: int, test: list,
-                        erase: bool, epochs: int = 5, lr: float | None = None) -> list[dict]:
-    """Adapting to another image formation as a user would: the analysis' detectors (and the one
-    beside, as ``finetune_on_corrections_steps`` does) fine-tuned on N true vesicles drawn at
-    random (per seed) from at least ``correction_fields`` fields of their own seeds (more where those
-    hold fewer than N vesicles), with ``erase`` also on those
-    fields' false detections, erased; scored on the ``test`` fields, which nothing chose."""
+                        erase: bool, epochs: int | None = None, lr: float | None = None,
+                        complete: bool = False) -> list[dict]:
+    """Adapting to another image formation as a user would (``retrain_steps``: the analysis'
+    detectors and the one beside), on fields of their own seeds (150 000 …), scored on the ``test``
+    fields, which nothing chose. Each N of ``counts`` is N true vesicles drawn at random (per seed)
+    from at least ``correction_fields`` fields (more where those hold fewer than N), with ``erase``
+    also those fields' false detections, erased; or, ``complete``, N whole fields with every
+    vesicle marked (every other pixel background)."""
     import numpy as np
 
     from napari_nanoclass.core.progress import run_sync
-    from napari_nanoclass.liposomes import small_detector_for
-    from napari_nanoclass.liposomes.train import correction_pairs, erased_area, finetune_detector_steps
+    from napari_nanoclass.liposomes.train import Correction, erased_area, retrain_steps
 
     fields: list = []
-    while len(fields) < correction_fields or sum(int(f.labels.max()) for f in fields) < max(counts):
+    enough = max(counts) if complete else correction_fields
+    while len(fields) < enough or (not complete and sum(int(f.labels.max()) for f in fields) < max(counts)):
         fields.append(othersim.simulate(CORRECTION_SEED + len(fields), pixel_size_nm=pixel_size))
     print(f"  correcting {len(fields)} fields of {sum(int(f.labels.max()) for f in fields)} vesicles", flush=True)
-    detected = [np.asarray(analyse(f.image, pixel_size).labels) for f in fields]
-    false = [np.isin(d, [i for i in np.unique(d) if i and not _matched(d == i, f.labels)]) if erase else None
-             for d, f in zip(detected, fields)]
+    false = [None] * len(fields)
+    if erase and not complete:
+        detected = [np.asarray(analyse(f.image, pixel_size).labels) for f in fields]
+        false = [np.isin(d, [i for i in np.unique(d) if i and not _matched(d == i, f.labels)])
+                 for d, f in zip(detected, fields)]
     objects = [(k, int(j)) for k, f in enumerate(fields) for j in np.unique(f.labels) if j]
-    beside = small_detector_for(pixel_size)
     rows = []
     for n in counts:
         for seed in range(seeds):
-            chosen = [objects[i] for i in np.random.default_rng(seed).choice(len(objects), n, replace=False)]
-            main_pairs, beside_pairs = [], []
-            for k, f in enumerate(fields):
-                drawn = np.where(np.isin(f.labels, [j for kk, j in chosen if kk == k]), f.labels, 0)
-                erased = None if false[k] is None else erased_area(drawn, false[k])
-                if not drawn.any() and (erased is None or not erased.any()):
-                    continue
-                main_pairs += correction_pairs(f.image, drawn, pixel_size, erased=erased)
-                if beside:
-                    beside_pairs += correction_pairs(f.image, drawn, pixel_size, beside, erased=erased, beside=True)
-            options = dict(pixel_size_nm=pixel_size, seed=seed, epochs=epochs, **({"lr": lr} if lr else {}))
+            if complete:
+                corrections = [Correction(f.image, f.labels, pixel_size, complete=True) for f in fields[:n]]
+            else:
+                chosen = [objects[i] for i in np.random.default_rng(seed).choice(len(objects), n, replace=False)]
+                corrections = []
+                for k, f in enumerate(fields):
+                    drawn = np.where(np.isin(f.labels, [j for kk, j in chosen if kk == k]), f.labels, 0)
+                    erased = None if false[k] is None else erased_area(drawn, false[k])
+                    if drawn.any() or (erased is not None and erased.any()):
+                        corrections.append(Correction(f.image, drawn, pixel_size, erased=erased))
             start = time.perf_counter()
-            tuned = run_sync(finetune_detector_steps(main_pairs, f"othersim-{n}-{seed}", **options))
-            tuned_beside = (run_sync(finetune_detector_steps(beside_pairs, f"othersim-{n}-{seed}-beside", beside,
-                                                             **options)) if beside else None)
+            tuned = run_sync(retrain_steps(corrections, f"othersim-{n}-{seed}", epochs=epochs, lr=lr, seed=seed))
             seconds = time.perf_counter() - start
-            d = pooled_detection((analyse(f.image, pixel_size, detector=tuned, small_detector=tuned_beside).labels,
-                                  f.labels) for f in test)
-            rows.append({"pixel_size_nm": pixel_size, "objects": n, "seed": seed, "erase": erase, **d})
-            print(f"  fine-tuned on {n} objects, seed {seed}: P {d['precision']:.3f} R {d['recall']:.3f} "
+            d = pooled_detection((analyse(f.image, pixel_size, detector=tuned.detector,
+                                          small_detector=tuned.beside).labels, f.labels) for f in test)
+            rows.append({"pixel_size_nm": pixel_size, "objects" if not complete else "whole_fields": n, "seed": seed,
+                         "erase": erase, **d})
+            what = f"{n} whole fields" if complete else f"{n} objects"
+            print(f"  fine-tuned on {what}, seed {seed}: P {d['precision']:.3f} R {d['recall']:.3f} "
                   f"F1 {d['f1']:.3f} ({seconds:.0f} s)", flush=True)
-        f1s = [r["f1"] for r in rows if r["objects"] == n]
-        print(f"  fine-tuned on {n} objects: F1 {np.mean(f1s):.3f} ± {np.std(f1s):.3f} over {seeds} seeds", flush=True)
+        f1s = [r["f1"] for r in rows if r.get("whole_fields" if complete else "objects") == n]
+        print(f"  fine-tuned on {what}: F1 {np.mean(f1s):.3f} ± {np.std(f1s):.3f} over {seeds} seeds", flush=True)
     return rows
 
 
@@ -152,8 +155,10 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=3, help="random draws of the N vesicles (--finetune)")
     ap.add_argument("--correction-fields", type=int, default=2)
     ap.add_argument("--erase", action="store_true", help="--finetune also learns those fields' false detections")
-    ap.add_argument("--finetune-epochs", type=int, default=5, help="--finetune's epochs of 20 steps (default: "
-                    "the analysis' recipe)")
+    ap.add_argument("--complete", action="store_true",
+                    help="--finetune N: N whole fields with every vesicle marked instead of N vesicles")
+    ap.add_argument("--finetune-epochs", type=int, help="--finetune's epochs of 20 steps (default: the recipe "
+                    "retraining uses for what was corrected)")
     ap.add_argument("--finetune-lr", type=float, help="--finetune's learning rate (default: the analysis' recipe)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
@@ -169,7 +174,8 @@ def main() -> None:
               f"simulated in {time.perf_counter() - start:.0f} s", flush=True)
         if args.finetune:
             record["rows"] += finetuned_detection(pixel_size, args.finetune, args.seeds, args.correction_fields,
-                                                  fields, args.erase, args.finetune_epochs, args.finetune_lr)
+                                                  fields, args.erase, args.finetune_epochs, args.finetune_lr,
+                                                  args.complete)
             continue
         for detector in args.detectors:
             d = detection(fields, pixel_size, detector)

@@ -9,7 +9,7 @@ from napari_nanoclass._napari.liposomes import LiposomeWidget
 from napari_nanoclass._napari.samples import liposome_field
 from napari_nanoclass.liposomes import CLASS_COLOURS
 from napari_nanoclass.liposomes.simulator import SimulationConfig, simulate_field
-from napari_nanoclass.models.registry import list_models
+from napari_nanoclass.models.registry import list_models, load_model
 
 
 def _widget(viewer, models) -> LiposomeWidget:
@@ -226,6 +226,33 @@ def test_detector_retrains_on_the_objects_drawn_redrawn_confirmed_or_erased(view
     assert widget.detector.value == "tiny-detector-finetuned"  # selected for the next run
     status = widget.runner.status.value
     assert "3 corrected objects" in status and "1 erased region)" in status and "selected for the next run" in status
+
+
+def test_a_completely_corrected_layer_retrains_the_detector_on_every_pixel(viewer, tiny_liposome_models,
+                                                                            monkeypatch):
+    """Ticked 'every liposome is marked', the layer as it stands teaches the detector, its objects
+    and every other pixel as background, even where nothing was changed."""
+    from napari_nanoclass.liposomes import train as liposome_training
+
+    widget, layer = _analysed(viewer, tiny_liposome_models, seed=11)
+    panel = widget.correction
+    panel.complete.value = True
+    seen = []
+    real = liposome_training.correction_pairs
+
+    def spy(*args, **kwargs):
+        seen.append((args[1].copy(), args[4], kwargs["erased"], kwargs["complete"]))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(liposome_training, "correction_pairs", spy)
+    monkeypatch.setattr(liposome_training, "WHOLE_EPOCHS", 2)  # the whole-image recipe, shortened for the test
+    panel.detector_button.clicked.emit()
+    assert widget.runner.last_error is None, widget.runner.last_error
+    labels, objects, erased, complete = seen[0]
+    assert complete and objects is None and erased is None and np.array_equal(labels, layer.data)
+    model = load_model("tiny-detector-finetuned")
+    assert model.info.training["whole_images"] == 1 and model.info.training["config"]["epochs"] == 2
+    assert "the whole corrected image" in widget.runner.status.value
 
 
 def test_the_dock_shows_a_colour_legend_for_the_classes_it_colours_by(viewer, tiny_liposome_models):

@@ -7,8 +7,8 @@
     nanoclass homogeneity IMAGE... --out DIR [--model NAME] [--cam [--cam-model NAME]] [--view N] [--device D] [--format F]
     nanoclass train-homogeneity --data DIR --name NAME [--mode two|three] [--architecture texture|cnn] [...]
     nanoclass liposomes IMAGE... --out DIR [--pixel-size NM] [--detector NAME] [--format F]
-    nanoclass train-liposome-detector --image IMG --labels LABELS --pixel-size NM --name NAME [--detection LABELS]
-                                      [--objects N ...]
+    nanoclass train-liposome-detector --image IMG... --labels LABELS... --pixel-size NM --name NAME
+                                      [--detection LABELS... | --complete] [--objects N ...]
     nanoclass simulate-liposomes --out DIR [--n N] [--mix study|balanced] [--pixel-size NM [MAX]]
         [--microscope | --realistic]
     nanoclass xrd PATTERN... --out DIR [--model NAME] [--lowpass F] [--no-plots]
@@ -168,43 +168,60 @@ def cmd_train_homogeneity(args: argparse.Namespace) -> int:
 
 
 def cmd_train_liposome_detector(args: argparse.Namespace) -> int:
-    """Fine-tune a liposome detector on objects drawn or corrected by hand (an instance label image).
+    """Fine-tune a liposome detector on objects drawn or corrected by hand (instance label images,
+    one per micrograph, in the same order).
 
     With ``--detection`` (the labels the analysis gave, before the corrections) only what the user
     changed teaches it: objects drawn or redrawn, the ``--objects`` confirmed, and the detections
-    erased, as background; without it every object of ``--labels`` (or the ``--objects``) does."""
-    import numpy as np
-
+    erased, as background; without it every object of ``--labels`` (or the ``--objects``) does.
+    With ``--complete`` the labels mark every liposome of their images, so every other pixel is
+    learnt as background too."""
     from napari_nanoclass.core.progress import run_sync
-    from napari_nanoclass.io.images import read_image, read_label_image
-    from napari_nanoclass.liposomes.train import (
-        corrected_objects,
-        erased_area,
-        finetune_on_corrections_steps,
-        mask_signatures,
-    )
+    from napari_nanoclass.liposomes.train import retrain_steps
 
-    image = read_image(args.image)
-    labels = _same_shape(args.labels, read_label_image(args.labels)[0], image.data.shape)
-    objects, erased = args.objects, None
-    if args.detection:
-        detection = _same_shape(args.detection, read_label_image(args.detection)[0], image.data.shape)
-        objects = corrected_objects(labels, mask_signatures(detection), args.objects or ())
-        erased = erased_area(labels, detection)
-        if not objects and not erased.any():
-            raise ValueError(f"{args.labels} is the detection {args.detection} unchanged: draw, redraw or erase "
-                             "objects, or name the ones you confirm with --objects")
-    retrained = run_sync(finetune_on_corrections_steps(np.asarray(image.data, np.float32), labels, args.pixel_size,
-                                                       args.name, args.detector, objects=objects, erased=erased,
-                                                       epochs=args.epochs, register=True), progress=_progress(args))
+    if len(args.labels) != len(args.image) or (args.detection and len(args.detection) != len(args.image)):
+        raise ValueError(f"give one --labels{' and one --detection' if args.detection else ''} per --image "
+                         f"({len(args.image)} images, {len(args.labels)} labels"
+                         f"{f', {len(args.detection)} detections' if args.detection else ''})")
+    if args.complete and (args.detection or args.objects):
+        raise ValueError("--complete learns every object and every other pixel: it takes no --detection or --objects")
+    if args.objects and len(args.image) > 1:
+        raise ValueError("--objects names labels of one image: give one --image with it")
+    corrections = [_correction(args, i) for i in range(len(args.image))]
+    retrained = run_sync(retrain_steps(corrections, args.name, args.detector, epochs=args.epochs, register=True),
+                         progress=_progress(args))
     model, beside = retrained.detector, retrained.beside
     print(json.dumps({"name": model.info.name, "file": str(model.path), "sha256": model.sha256,
                       "objects": model.info.training["objects"], "erased": model.info.training["erased"],
-                      "base": model.info.training["base"],
+                      "whole_images": model.info.training["whole_images"], "base": model.info.training["base"],
+                      "epochs": model.info.training["config"]["epochs"], "lr": model.info.training["config"]["lr"],
                       "beside": None if beside is None else {"name": beside.info.name, "file": str(beside.path),
                                                               "sha256": beside.sha256,
                                                               "base": beside.info.training["base"]}}))
     return 0
+
+
+def _correction(args: argparse.Namespace, i: int):  # noqa: ANN202 (a Correction, imported late)
+    """The ``i``-th micrograph of ``train-liposome-detector`` and what was corrected in it."""
+    import numpy as np
+
+    from napari_nanoclass.io.images import read_image, read_label_image
+    from napari_nanoclass.liposomes.train import Correction, corrected_objects, erased_area, mask_signatures
+
+    image = read_image(args.image[i])
+    labels = _same_shape(args.labels[i], read_label_image(args.labels[i])[0], image.data.shape)
+    data = np.asarray(image.data, np.float32)
+    if args.complete:
+        return Correction(data, labels, args.pixel_size, complete=True)
+    objects, erased = args.objects, None
+    if args.detection:
+        detection = _same_shape(args.detection[i], read_label_image(args.detection[i])[0], image.data.shape)
+        objects = corrected_objects(labels, mask_signatures(detection), args.objects or ())
+        erased = erased_area(labels, detection)
+        if not objects and not erased.any():
+            raise ValueError(f"{args.labels[i]} is the detection {args.detection[i]} unchanged: draw, redraw or erase "
+                             "objects, or name the ones you confirm with --objects")
+    return Correction(data, labels, args.pixel_size, objects, erased)
 
 
 def _same_shape(path: str, labels: object, shape: tuple[int, ...]):  # noqa: ANN202 (an array)
@@ -411,17 +428,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train-liposome-detector",
                        help="fine-tune a liposome detector on objects you drew or corrected")
-    p.add_argument("--image", required=True, help="the micrograph")
-    p.add_argument("--labels", required=True, help="instance labels of the corrected objects, same shape (TIFF, or the "
-                   "first labels/ image of an OME-Zarr)")
+    p.add_argument("--image", required=True, nargs="+", help="the micrograph(s), recorded at one pixel size")
+    p.add_argument("--labels", required=True, nargs="+", help="instance labels of the corrected objects, one per "
+                   "image in the same order, same shape (TIFF, or the first labels/ image of an OME-Zarr)")
     p.add_argument("--pixel-size", type=PIXEL_SIZE, required=True, help="nm per pixel of the micrograph")
     p.add_argument("--name", required=True, type=_model_name, help="name to register the fine-tuned detector under")
     p.add_argument("--objects", type=_num(int, 1), nargs="+",
                    help="labels to learn from (default: all); with --detection, the unchanged ones you confirm")
-    p.add_argument("--detection", help="the labels the analysis gave before your corrections (<stem>_labels.tif of "
-                   "'nanoclass liposomes'): learn only what you drew, redrew, confirmed or erased (as background)")
+    p.add_argument("--detection", nargs="+", help="the labels the analysis gave before your corrections, one per "
+                   "image (<stem>_labels.tif of 'nanoclass liposomes'): learn only what you drew, redrew, confirmed or "
+                   "erased (as background)")
+    p.add_argument("--complete", action="store_true", help="the labels mark every liposome of their images: every "
+                   "other pixel is learnt as background (a longer run that can learn another image formation)")
     p.add_argument("--detector", help="detector to start from (default: the analysis' choice for the pixel size)")
-    p.add_argument("--epochs", type=COUNT, default=5)
+    p.add_argument("--epochs", type=COUNT, help="epochs of 20 steps (default: 5, or 20 with --complete)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_train_liposome_detector)
 

@@ -51,11 +51,12 @@ from napari_nanoclass.liposomes.predict import LiposomeResult, analyse_steps, cl
 from napari_nanoclass.liposomes.train import (
     ClassifierConfig,
     ClassifierResult,
+    Correction,
     Retrained,
     corrected_objects,
     erased_area,
-    finetune_on_corrections_steps,
     mask_signatures,
+    retrain_steps,
     train_classifier_steps,
     training_objects,
 )
@@ -275,8 +276,14 @@ class _CorrectionPanel(Container):
                     "on the ones you erased, as background; the others are the detector's own guesses and are "
                     "left out. The detector run beside it is retrained on the same corrections and saved as "
                     "<name>-beside")
+        self.complete = CheckBox(
+            label="every liposome is marked", value=False,
+            tooltip="the layer marks every liposome of the image: every other pixel is learnt as background, and "
+                    "the detector trains longer on the whole image. Correct a whole image or two this way when "
+                    "the detector misses most vesicles of your micrographs")
         super().__init__(widgets=[self.object_label, *self.classes.values(), self.set_button, self.undo_button,
-                                  self.suffix, self.epochs, self.retrain_button, self.detector_button])
+                                  self.suffix, self.epochs, self.retrain_button, self.complete,
+                                  self.detector_button])
         self.set_button.changed.connect(self.set_classes)
         self.undo_button.changed.connect(self.undo)
         self.retrain_button.changed.connect(self.retrain)
@@ -361,24 +368,31 @@ class _CorrectionPanel(Container):
         if layer is None:
             owner.runner.on_error(ValueError("run the analysis and correct the liposome layer first"))
             return
+        labels = np.asarray(layer.data)
+        pixel_size = owner.pixel_size.value
+        correction = (Correction(np.asarray(base_data(image)), labels, pixel_size, complete=True)
+                      if self.complete.value else self._changes(layer, labels, image))
+        if correction is None:
+            return
+        chosen = owner.detector.value  # None: the automatic pair
+        name = f"{chosen or default_detector(pixel_size)}{self.suffix.value}"
+        owner.runner.start(_retrain_detector(correction, chosen, name), self.detector_retrained)
+
+    def _changes(self, layer: Any, labels: np.ndarray, image: Any) -> Correction | None:
+        """What the user drew, redrew, confirmed or erased in ``layer``, or None (reported) if nothing."""
         features = layer.features
         confirmed = features.loc[features[REVIEWED].astype(bool), "index"] if REVIEWED in features else []
-        labels = np.asarray(layer.data)
         # a layer opened from saved results has no record of the detection: only confirmed objects count
         detected = layer.metadata.get(DETECTED, mask_signatures(labels))
         objects = corrected_objects(labels, detected, confirmed)
         erased = erased_area(labels, layer.metadata.get(DETECTED_AREA, np.zeros(labels.shape, bool)))
         if not objects and not erased.any():
-            owner.runner.on_error(ValueError("no object drawn, redrawn, confirmed or erased in "
-                                             f"{layer.name!r}: paint missed liposomes with a new label, correct "
-                                             "outlines, erase false ones, or confirm objects with 'Set classes' "
-                                             "first"))
-            return
-        pixel_size, chosen = owner.pixel_size.value, owner.detector.value  # None: the automatic pair
-        name = f"{chosen or default_detector(pixel_size)}{self.suffix.value}"
-        data = np.asarray(base_data(image))
-        owner.runner.start(_retrain_detector(data, labels, objects, erased, pixel_size, chosen, name),
-                           self.detector_retrained)
+            self.owner.runner.on_error(ValueError("no object drawn, redrawn, confirmed or erased in "
+                                                  f"{layer.name!r}: paint missed liposomes with a new label, correct "
+                                                  "outlines, erase false ones, or confirm objects with 'Set classes' "
+                                                  "first (or tick 'every liposome is marked')"))
+            return None
+        return Correction(np.asarray(base_data(image)), labels, self.owner.pixel_size.value, objects, erased)
 
     def detector_retrained(self, retrained: Retrained) -> None:
         model = retrained.detector
@@ -386,9 +400,9 @@ class _CorrectionPanel(Container):
         self.owner.detector.value = model.info.name
         count, erased = model.info.training["objects"], model.info.training["erased"]
         beside = "" if retrained.beside is None else f" with {retrained.beside.info.name} beside it"
-        self.owner.runner.status.value = (f"saved {model.info.name}{beside} ({count} corrected "
-                                          f"object{'s' * (count != 1)}, {erased} erased "
-                                          f"region{'s' * (erased != 1)}), selected for the next run")
+        learnt = ("the whole corrected image" if model.info.training["whole_images"] else
+                  f"{count} corrected object{'s' * (count != 1)}, {erased} erased region{'s' * (erased != 1)}")
+        self.owner.runner.status.value = f"saved {model.info.name}{beside} ({learnt}), selected for the next run"
 
     def retrained(self, results: list[ClassifierResult]) -> None:
         self.owner.reset_choices()
@@ -410,10 +424,8 @@ def _retrain(objects_for: Callable[[str], Any], configs: list[ClassifierConfig])
     return results
 
 
-def _retrain_detector(data: np.ndarray, labels: np.ndarray, objects: list[int], erased: np.ndarray,
-                      pixel_size: float, base: str | None, name: str) -> Steps[Retrained]:
-    """Fine-tune ``base`` (None: the automatic choice) on the corrected objects and erased regions,
-    and the detector beside it where the analysis runs one, as one job."""
-    yield Progress(0, 1, f"preparing {len(objects)} corrected objects")
-    return (yield from finetune_on_corrections_steps(data, labels, pixel_size, name, base, objects=objects,
-                                                     erased=erased, register=True))
+def _retrain_detector(correction: Correction, base: str | None, name: str) -> Steps[Retrained]:
+    """Fine-tune ``base`` (None: the automatic choice) on the corrected image, and the detector
+    beside it where the analysis runs one, as one job."""
+    yield Progress(0, 1, "preparing the corrections")
+    return (yield from retrain_steps([correction], name, base, register=True))

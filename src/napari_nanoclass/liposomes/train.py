@@ -120,14 +120,20 @@ def detector_pairs(fields: Sequence[Field], working_px: float | None = None) -> 
 # fine-tuning on corrections: chosen on the left half of the real development micrograph, scored only on
 # its vesicles that were not trained on (benchmarks/liposomes_real.py --finetune; docs/liposomes.md)
 RING = 1.0  # background ring around a corrected object, in object radii
+FINETUNE_EPOCHS = 5
 FINETUNE_LR = 2e-4
+WHOLE_EPOCHS = 20  # whole corrected images: chosen on othersim validation fields (docs/liposomes.md)
+WHOLE_LR = 1e-3
 ERASED = "erased"  # name of a training pair around a region the user erased
+WHOLE = "whole image"  # name of the training pair of a complete correction (every liposome marked)
+WHOLE_CROP = 256  # largest training crop of whole images
 BESIDE_SUFFIX = "-beside"  # <name>-beside: the detector beside a retrained one, fine-tuned on the same corrections
 
 
 def correction_pairs(image: np.ndarray, labels: np.ndarray, pixel_size_nm: float,
                      detector: str | LoadedModel | None = None, objects: Sequence[int] | None = None,
-                     side: int = 96, erased: np.ndarray | None = None, beside: bool = False) -> list[Pair]:
+                     side: int = 96, erased: np.ndarray | None = None, beside: bool = False,
+                     complete: bool = False) -> list[Pair]:
     """Training pairs for fine-tuning a detector on what a user drew, confirmed or erased.
 
     ``labels`` are instance labels of the image; ``objects`` the labels to learn from (default:
@@ -140,11 +146,21 @@ def correction_pairs(image: np.ndarray, labels: np.ndarray, pixel_size_nm: float
     would only confirm its mistakes. One pair per object and per erased region beyond the objects'
     rings (a trimmed outline is learnt with its object): a square around it. ``beside``: for a
     detector that runs beside another, at the view the analysis gives it (``small_working_px``).
+
+    ``complete``: ``labels`` mark every liposome of the image, so every other pixel is known to be
+    background and the whole image is one pair with every pixel in the loss. A few squares teach
+    little about an image formation unlike the training fields'; whole images do
+    (docs/liposomes.md, "Retraining on whole corrected images").
     """
+    if complete and (objects is not None or erased is not None):
+        raise ValueError("a complete correction learns every object and every other pixel as background: "
+                         "it takes no objects or erased pixels")
     detector = load_on(detector or default_detector(pixel_size_nm), None)
     working_px = small_working_px(pixel_size_nm, detector) if beside else detector.info.pixel_size_nm
     work, _ = working_image(image, pixel_size_nm, working_px)
     labels = labels_at(np.asarray(labels), work.shape)
+    if complete:
+        return [Pair(work, detection_target(labels), WHOLE, stats=(0.0, 1.0))]  # work: normalised already
     wanted = [int(i) for i in (objects if objects is not None else np.unique(labels[labels > 0]))]
     removed = np.zeros(work.shape, bool) if erased is None else labels_at(np.asarray(erased, np.uint8), work.shape) > 0
     removed &= labels == 0
@@ -160,7 +176,7 @@ def correction_pairs(image: np.ndarray, labels: np.ndarray, pixel_size_nm: float
         half = max(side, round(1.5 * region.equivalent_diameter_area)) // 2
         cy, cx = (round(c) for c in region.centroid)
         window = (slice(max(0, cy - half), cy + half), slice(max(0, cx - half), cx + half))
-        pairs.append(Pair(work[window], target[window], name))
+        pairs.append(Pair(work[window], target[window], name, stats=(0.0, 1.0)))  # work: normalised as a whole
     return pairs
 
 
@@ -215,7 +231,8 @@ def corrected_objects(labels: np.ndarray, detected: Mapping[int, str], confirmed
 
 
 def finetune_detector_steps(pairs: Sequence[Pair], name: str, detector: str | LoadedModel | None = None,
-                            *, pixel_size_nm: float | None = None, epochs: int = 5, iters_per_epoch: int = 20,
+                            *, pixel_size_nm: float | None = None, epochs: int = FINETUNE_EPOCHS,
+                            iters_per_epoch: int = 20,
                             lr: float = FINETUNE_LR, seed: int = 0, register: bool = False,
                             companion: str | None = None) -> Steps[LoadedModel]:
     """Fine-tune a detector on :func:`correction_pairs` (built with the same ``detector``); the new
@@ -229,21 +246,32 @@ def finetune_detector_steps(pairs: Sequence[Pair], name: str, detector: str | Lo
         check_free(name)
     beside = companion or small_detector_for(pixel_size_nm, detector)
     base = load_on(detector or default_detector(pixel_size_nm), None)
-    crop = max(32, min(min(p.image.shape) for p in pairs) // 8 * 8)
+    crop = training_crop(pairs)
     config = TrainConfig(name=name, class_names=list(base.info.class_names),
                          class_colours=list(base.info.class_colours), init_from=str(base.path), epochs=epochs, iters_per_epoch=iters_per_epoch, crop=crop,
                          batch_size=4, lr=lr, patience=epochs, tile=base.info.tile, seed=seed,
                          pixel_size_nm=base.info.pixel_size_nm, calibrate=False)
     result = yield from train_steps(pairs, pairs, config)
     erased = sum(p.name.startswith(ERASED) for p in pairs)
-    info = replace(result.info, description=f"{base.info.name} fine-tuned on {len(pairs) - erased} corrected objects "
-                                            f"and {erased} erased regions",
+    whole = sum(p.name == WHOLE for p in pairs)
+    objects = len(pairs) - erased - whole
+    info = replace(result.info, description=f"{base.info.name} fine-tuned on {objects} corrected objects, {erased} "
+                                            f"erased regions and {whole} completely corrected images",
                    training=dict(result.info.training, postprocess=base.info.training.get("postprocess", {}),
-                                 base=base.info.name, base_sha256=base.sha256, objects=len(pairs) - erased,
-                                 erased=erased, small_detector=beside,
+                                 base=base.info.name, base_sha256=base.sha256, objects=objects,
+                                 erased=erased, whole_images=whole, small_detector=beside,
                                  small_detector_default=default_small_detector(pixel_size_nm) if beside else None))
     model = LoadedModel(info, result.module.eval(), "", None, torch.device("cpu"))
     return registered(model) if register else model
+
+
+def training_crop(pairs: Sequence[Pair]) -> int:
+    """Side of the training crops: the smallest pair's (whole squares around corrected objects), or,
+    with whole images among the pairs, the smallest of those, at most :data:`WHOLE_CROP` (squares
+    are padded with ignored pixels to it): crops of a whole image see objects with their context."""
+    whole = [p for p in pairs if p.name == WHOLE]
+    side = min(min(p.image.shape) for p in (whole or pairs))
+    return max(32, min(side, WHOLE_CROP if whole else side) // 8 * 8)
 
 
 def registered(model: LoadedModel) -> LoadedModel:
@@ -261,21 +289,52 @@ class Retrained:
     beside: LoadedModel | None
 
 
+@dataclass
+class Correction:
+    """One image a user corrected, to retrain a detector on (:func:`retrain_steps`): its instance
+    ``labels``, the ``objects`` among them the user drew, redrew or confirmed (None: all) and the
+    ``erased`` pixels (:func:`erased_area`); or, ``complete``, labels that mark every liposome of
+    the image, so that every other pixel is background (:func:`correction_pairs`)."""
+
+    image: np.ndarray
+    labels: np.ndarray
+    pixel_size_nm: float
+    objects: Sequence[int] | None = None
+    erased: np.ndarray | None = None
+    complete: bool = False
+
+    def pairs(self, detector: str | LoadedModel | None, beside: bool = False) -> list[Pair]:
+        """This correction's training pairs for ``detector`` (:func:`correction_pairs`)."""
+        return correction_pairs(self.image, self.labels, self.pixel_size_nm, detector, self.objects,
+                                erased=self.erased, beside=beside, complete=self.complete)
+
+
 def finetune_on_corrections_steps(image: np.ndarray, labels: np.ndarray, pixel_size_nm: float, name: str,
                                   detector: str | LoadedModel | None = None, *, objects: Sequence[int] | None = None,
-                                  erased: np.ndarray | None = None, beside: str | LoadedModel | None = None,
-                                  epochs: int = 5, iters_per_epoch: int = 20, lr: float = FINETUNE_LR, seed: int = 0,
-                                  register: bool = False) -> Steps[Retrained]:
-    """Fine-tune ``detector`` (None: the automatic choice for ``pixel_size_nm``) on the ``objects``
-    of ``labels`` a user drew, redrew or confirmed and the ``erased`` pixels (:func:`correction_pairs`)
-    and, where the analysis runs a detector beside it (:func:`small_detector_for`; or ``beside``),
-    that one too on the same corrections at its own view: a false detection the user erased from
-    what the detector beside found would otherwise come back with the next run. With ``register``
-    both are saved, the one beside as ``<name>-beside``, recorded in the detector's metadata as its
-    companion; both names are checked before training, and nothing is saved until both are trained
-    (a cancelled job leaves neither). Unregistered, the detector records the untuned default beside
-    it (a name is all the record holds): pass ``Retrained.beside`` to the analysis as
-    ``small_detector``, and as ``beside`` to retrain the pair again."""
+                                  erased: np.ndarray | None = None, complete: bool = False,
+                                  **options: Any) -> Steps[Retrained]:
+    """:func:`retrain_steps` on one corrected image (the napari widget's case)."""
+    return (yield from retrain_steps([Correction(image, labels, pixel_size_nm, objects, erased, complete)], name,
+                                     detector, **options))
+
+
+def retrain_steps(corrections: Sequence[Correction], name: str, detector: str | LoadedModel | None = None, *,
+                  beside: str | LoadedModel | None = None, epochs: int | None = None, iters_per_epoch: int = 20,
+                  lr: float | None = None, seed: int = 0, register: bool = False) -> Steps[Retrained]:
+    """Fine-tune ``detector`` (None: the automatic choice for the first correction's pixel size) on
+    the ``corrections`` of one or more images (:class:`Correction`) and, where the analysis runs a
+    detector beside it (:func:`small_detector_for`; or ``beside``), that one too on the same
+    corrections at its own view: a false detection the user erased from what the detector beside
+    found would otherwise come back with the next run. ``epochs`` and ``lr`` default to the recipe
+    for what was corrected (:func:`recipe`). With ``register`` both are saved, the one beside as
+    ``<name>-beside``, recorded in the detector's metadata as its companion; both names are
+    checked before training, and nothing is saved until both are trained (a cancelled job leaves
+    neither). Unregistered, the detector records the untuned default beside it (a name is all the
+    record holds): pass ``Retrained.beside`` to the analysis as ``small_detector``, and as
+    ``beside`` to retrain the pair again."""
+    if not corrections:
+        raise ValueError("no corrected image to retrain on")
+    pixel_size_nm = corrections[0].pixel_size_nm
     beside = beside or small_detector_for(pixel_size_nm, detector)
     beside_name = f"{name}{BESIDE_SUFFIX}"
     if register:
@@ -286,22 +345,34 @@ def finetune_on_corrections_steps(image: np.ndarray, labels: np.ndarray, pixel_s
             except ValueError as exc:  # a name of 94–100 characters: say why it is too long
                 raise ValueError(f"{exc} (the detector beside {name!r} is saved under that name)") from exc
     beside = load_on(beside, None) if beside else None  # a companion that is not there fails before training
-    options = dict(pixel_size_nm=pixel_size_nm, epochs=epochs, iters_per_epoch=iters_per_epoch, lr=lr, seed=seed)
+    default_epochs, default_lr = recipe(corrections)
+    options = dict(pixel_size_nm=pixel_size_nm, epochs=epochs or default_epochs, iters_per_epoch=iters_per_epoch,
+                   lr=lr or default_lr, seed=seed)
     parts = 2 if beside else 1
-    pairs = correction_pairs(image, labels, pixel_size_nm, detector, objects, erased=erased)
+    pairs = [pair for c in corrections for pair in c.pairs(detector)]
     tuned = yield from scaled(finetune_detector_steps(pairs, name, detector, **options,
                                                       companion=beside_name if register and beside else None),
                               0, parts, "retraining the detector")
     tuned_beside = None
     if beside:
         yield Progress(1, 2, f"preparing the corrections for {beside.info.name}")
-        beside_pairs = correction_pairs(image, labels, pixel_size_nm, beside, objects, erased=erased, beside=True)
+        beside_pairs = [pair for c in corrections for pair in c.pairs(beside, beside=True)]
         tuned_beside = yield from scaled(finetune_detector_steps(beside_pairs, beside_name, beside, **options), 1, 2,
                                          f"retraining {beside.info.name}")
     if register:
         tuned_beside = registered(tuned_beside) if tuned_beside is not None else None
         tuned = registered(tuned)
     return Retrained(tuned, tuned_beside)
+
+
+def recipe(corrections: Sequence[Correction]) -> tuple[int, float]:
+    """(epochs, learning rate) for fine-tuning on ``corrections``: a nudge of the shipped weights for
+    a few corrected objects (:data:`FINETUNE_EPOCHS`, :data:`FINETUNE_LR`), a longer, stronger run
+    when whole images were corrected (:data:`WHOLE_EPOCHS`, :data:`WHOLE_LR`), which carry enough
+    to learn another image formation from (docs/liposomes.md)."""
+    if any(c.complete for c in corrections):
+        return WHOLE_EPOCHS, WHOLE_LR
+    return FINETUNE_EPOCHS, FINETUNE_LR
 
 
 # -- objects ----------------------------------------------------------------------------------------

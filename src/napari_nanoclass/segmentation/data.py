@@ -28,11 +28,17 @@ DROSOPHILA_SPLIT = {"train": [f"{i:02d}" for i in range(10)], "validation": ["10
 
 @dataclass
 class Pair:
-    """One labelled 2-D image: ``labels`` are class indices (``ignore_index`` = unlabelled)."""
+    """One labelled 2-D image: ``labels`` are class indices (``ignore_index`` = unlabelled).
+
+    ``stats``: the (mean, std) to normalise ``image`` with, where it is a piece of a larger image
+    that the analysis normalises as a whole (a square cut around a corrected object): a piece
+    normalised over itself would show the network other contrasts than the analysis does. None:
+    the image's own statistics, as the engine takes them for a whole image."""
 
     image: np.ndarray
     labels: np.ndarray
     name: str
+    stats: tuple[float, float] | None = None
 
 
 IGNORE_INDEX = 255

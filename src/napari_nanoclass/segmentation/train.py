@@ -88,7 +88,8 @@ class CropSampler:
                  ) -> None:
         if augmentation not in AUGMENTATIONS:
             raise ValueError(f"unknown augmentation {augmentation!r}; choose from {', '.join(AUGMENTATIONS)}")
-        self.images = [((p.image - m) / s).astype(np.float32) for p in pairs for m, s in [image_stats(p.image)]]
+        self.images = [((p.image - m) / s).astype(np.float32) for p in pairs
+                       for m, s in [p.stats or image_stats(p.image)]]
         self.labels = [p.labels for p in pairs]
         sizes = np.array([p.image.size for p in pairs], dtype=np.float64)
         self.weights = sizes / sizes.sum()
@@ -214,7 +215,8 @@ def evaluate_steps(module: torch.nn.Module, pairs: Sequence[Pair], class_names: 
     post = engine.with_logit_bias(engine.labels_from_logits, logit_bias)
     for i, pair in enumerate(pairs):
         labels = yield from scaled(engine.predict_dense(module, pair.image, tile=tile, device=device, postprocess=post,
-                                                        tta=tta), i, len(pairs), f"evaluating {i + 1}/{len(pairs)}")
+                                                        tta=tta, stats=[pair.stats] if pair.stats else None),
+                                   i, len(pairs), f"evaluating {i + 1}/{len(pairs)}")
         confusion += confusion_matrix(labels[0], pair.labels, n, ignore=IGNORE_INDEX)
     return SegmentationScores(list(class_names), confusion)
 
@@ -248,7 +250,8 @@ def fit_logit_adjustment(module: torch.nn.Module, pairs: Sequence[Pair], class_n
     log_w = np.log(np.asarray(weights, dtype=np.float64))
     confusions = {tau: np.zeros((n, n), dtype=np.int64) for tau in TAUS}
     for i, pair in enumerate(pairs):
-        logits = yield from scaled(engine.predict_dense(module, pair.image, tile=tile, device=device, postprocess=None),
+        logits = yield from scaled(engine.predict_dense(module, pair.image, tile=tile, device=device, postprocess=None,
+                                                        stats=[pair.stats] if pair.stats else None),
                                    i, len(pairs), f"calibrating decisions: image {i + 1}/{len(pairs)}")
         for tau, confusion in confusions.items():
             shifted = logits - (tau * log_w).astype(np.float32)[:, None, None]
