@@ -361,8 +361,9 @@ class _CorrectionPanel(Container):
     def retrain_detector(self) -> None:
         """Fine-tune the detector, and the one beside it where the analysis runs one, on the objects
         drawn, redrawn or confirmed in the result layer and on the detections erased from it as
-        background (core: :func:`corrected_objects`, :func:`erased_area`,
-        :func:`finetune_on_corrections_steps`)."""
+        background or, with *every liposome is marked*, on the whole layer, every other pixel as
+        background (core: :func:`corrected_objects`, :func:`erased_area`, :class:`Correction`,
+        :func:`retrain_steps`)."""
         owner = self.owner
         layer, image = owner.result_layer(), owner.image.value
         if layer is None:
@@ -371,14 +372,14 @@ class _CorrectionPanel(Container):
         labels = np.asarray(layer.data)
         pixel_size = owner.pixel_size.value
         correction = (Correction(np.asarray(base_data(image)), labels, pixel_size, complete=True)
-                      if self.complete.value else self._changes(layer, labels, image))
+                      if self.complete.value else self._changes(layer, labels, image, pixel_size))
         if correction is None:
             return
         chosen = owner.detector.value  # None: the automatic pair
         name = f"{chosen or default_detector(pixel_size)}{self.suffix.value}"
         owner.runner.start(_retrain_detector(correction, chosen, name), self.detector_retrained)
 
-    def _changes(self, layer: Any, labels: np.ndarray, image: Any) -> Correction | None:
+    def _changes(self, layer: Any, labels: np.ndarray, image: Any, pixel_size: float) -> Correction | None:
         """What the user drew, redrew, confirmed or erased in ``layer``, or None (reported) if nothing."""
         features = layer.features
         confirmed = features.loc[features[REVIEWED].astype(bool), "index"] if REVIEWED in features else []
@@ -392,7 +393,7 @@ class _CorrectionPanel(Container):
                                                   "outlines, erase false ones, or confirm objects with 'Set classes' "
                                                   "first (or tick 'every liposome is marked')"))
             return None
-        return Correction(np.asarray(base_data(image)), labels, self.owner.pixel_size.value, objects, erased)
+        return Correction(np.asarray(base_data(image)), labels, pixel_size, objects, erased)
 
     def detector_retrained(self, retrained: Retrained) -> None:
         model = retrained.detector
