@@ -684,6 +684,27 @@ def test_retraining_on_completely_corrected_images_learns_their_background(tiny_
     assert main(command[:-3] + ["--objects", "1", "--quiet"]) == 2  # --complete takes every object
 
 
+def test_corrections_at_several_pixel_sizes_train_the_one_detector_they_retrain(monkeypatch):
+    """The detector picked by the first image's pixel size is the one fine-tuned, so every image's
+    squares are cut for it, not for the default detector of its own pixel size."""
+    from napari_nanoclass.liposomes import default_detector
+    from napari_nanoclass.liposomes.train import Correction, retrain_steps
+
+    fine, coarse = 0.5, 2.5
+    assert default_detector(fine) != default_detector(coarse)
+    cut_for = []
+
+    def untrained(pairs, name, detector, **options):  # the detector it would fine-tune, untrained
+        yield from ()
+        return detector
+
+    monkeypatch.setattr(liposome_training, "correction_pairs", lambda *a, **k: cut_for.append(a[3]) or [])
+    monkeypatch.setattr(liposome_training, "finetune_detector_steps", untrained)
+    field = simulate_field(SimulationConfig(shape=(64, 64), objects=(1, 1)), seed=3)
+    run_sync(retrain_steps([Correction(field.image, field.labels, px) for px in (fine, coarse)], "mixed"))
+    assert cut_for[:2] == [default_detector(fine)] * 2  # then the detector beside it, for the same images
+
+
 def test_detector_fine_tuned_on_corrections_learns_them(tiny_liposome_models, tmp_path):
     """A (random) detector fine-tuned on hand-checked objects predicts them better than before, keeps
     its base's post-processing and is registered from the command line."""

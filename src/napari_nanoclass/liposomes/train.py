@@ -349,7 +349,8 @@ def retrain_steps(corrections: Sequence[Correction], name: str, detector: str | 
     options = dict(pixel_size_nm=pixel_size_nm, epochs=epochs or default_epochs, iters_per_epoch=iters_per_epoch,
                    lr=lr or default_lr, seed=seed)
     parts = 2 if beside else 1
-    pairs = [pair for c in corrections for pair in c.pairs(detector)]
+    # one detector for every image, the one fine-tuned below: not each image's own default
+    pairs = [pair for c in corrections for pair in c.pairs(detector or default_detector(pixel_size_nm))]
     tuned = yield from scaled(finetune_detector_steps(pairs, name, detector, **options,
                                                       companion=beside_name if register and beside else None),
                               0, parts, "retraining the detector")
