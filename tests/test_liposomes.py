@@ -764,7 +764,7 @@ def test_the_detector_beside_the_default_one_depends_on_the_scale():
         default_small_detector,
     )
 
-    assert [default_small_detector(p) for p in (None, 0.2, FINE_BELOW_NM, 1.5, SMALL_UP_TO_NM, 3.0, 5.0)] == [
+    assert [default_small_detector(p) for p in (None, 0.2, FINE_BELOW_NM, 2.0, SMALL_UP_TO_NM, 3.0, 5.0)] == [
         None, VARIED_DETECTOR, VARIED_DETECTOR, SMALL_DETECTOR, SMALL_DETECTOR, None, None]
 
 

@@ -27,7 +27,7 @@ CLASS_COLOURS = {"unilamellar": "#377eb8", "multilamellar": "#ff7f00", "full": "
                  "uncertain": "#984ea3"}
 DEFAULT_DETECTOR = "liposome-detector"  # works at 2.5 nm/px: liposomes 30–300 nm
 FINE_DETECTOR = "liposome-detector-fine"  # works at 1 nm/px: vesicles 20–150 nm with thin bilayers
-FINE_BELOW_NM = 1.0  # images at this pixel size or finer go to the fine detector
+FINE_BELOW_NM = 1.5  # images at this pixel size or finer go to the fine detector (docs/liposomes.md: "Where the fine pair takes over")
 SMALL_DETECTOR = "liposome-detector-small"  # 1 nm/px (images enlarged ≤ 2×), beside the standard one: small vesicles
 SMALL_UP_TO_NM = 2.5  # the coarsest images it is run on by default (docs/liposomes.md: where it was measured to help)
 # 1 nm/px, trained on default and REALISTIC image formation in turn, beside the fine detector: vesicles imaged
@@ -37,9 +37,11 @@ log = logging.getLogger("napari_nanoclass")
 
 
 def default_detector(pixel_size_nm: float | None) -> str:
-    """The detector for images of ``pixel_size_nm``: high-magnification images (≤ 1 nm/px, fields of
-    view of a few hundred nm, small vesicles whose bilayer a 2.5 nm/px detector cannot resolve) go
-    to the fine detector, the others to the standard one."""
+    """The detector for images of ``pixel_size_nm``: high-magnification images (up to
+    ``FINE_BELOW_NM``, small vesicles whose bilayer a 2.5 nm/px detector cannot resolve) go to the
+    fine detector, seen at its 1 nm/px; the others to the standard one. Between 1 and 1.5 nm/px the
+    standard pair missed most vesicles of the real micrograph recorded at those scales and of fields
+    imaged unlike its training fields, where the fine pair finds them."""
     return FINE_DETECTOR if pixel_size_nm is not None and pixel_size_nm <= FINE_BELOW_NM else DEFAULT_DETECTOR
 
 

@@ -3,12 +3,12 @@
 The pipeline, for one 2-D image at a known pixel size:
 
 1. **Rescale** to the detector's pixel size (2.5 nm/px; 1 nm/px for the fine detector chosen for
-   images at 1 nm/px or finer) when the image's differs by more than 10 %, so objects look as
-   large as in training; results are mapped back. Images between 1 and 2.5 nm/px are also seen at
-   1 nm/px (at most 2× enlarged: :func:`small_working_px`) by the small-vesicle detector, whose
-   objects are added where the standard detector found none (:func:`with_small`): there the
-   smallest vesicles are too few pixels across for it. Images at 1 nm/px or finer are seen in the
-   same way by the varied-imaging detector beside the fine one: vesicles imaged unlike the fine
+   images at ``FINE_BELOW_NM`` or finer) when the image's differs by more than 10 %, so objects
+   look as large as in training; results are mapped back. Coarser images up to 2.5 nm/px are also
+   seen at 1 nm/px (at most 2× enlarged: :func:`small_working_px`) by the small-vesicle detector,
+   whose objects are added where the standard detector found none (:func:`with_small`): there the
+   smallest vesicles are too few pixels across for it. Images the fine detector takes are seen in
+   the same way by the varied-imaging detector beside it: vesicles imaged unlike the fine
    detector's training fields.
 2. **Detect**: the SE U-Net gives background / liposome / boundary probabilities per pixel
    (shared tiled engine); interiors become seeds and a watershed grows them into the liposome
