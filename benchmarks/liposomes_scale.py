@@ -13,7 +13,10 @@ the pixel size (``liposomes.default_detector``, with the small-vesicle detector 
 ``default_small_detector`` says); ``--small-detector`` runs one beside every detector.
 ``--imaging`` adds the simulator's microscope effects one at a time at their ``MICROSCOPE``
 ranges (or all of them: ``microscope``), which the shipped detectors never saw in training;
-``default`` is the image formation they were trained on. Same simulator otherwise: this says
+``default`` is the image formation they were trained on. ``binned`` is ``default`` with the dose per
+pixel growing with the pixel's area from the default's at 2.5 nm/px (``BINNED_FROM_NM``), as in an
+image binned from a finer recording: the default dose is per pixel, so at 4–5 nm/px it is a tenth
+of an electron per Å² or less, far noisier than micrographs recorded there. Same simulator otherwise: this says
 whether the working scale and those effects are handled, not how real micrographs fare
 (benchmarks/liposomes_real.py).
 """
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Iterable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +35,7 @@ from napari_nanoclass.liposomes.predict import analyse
 from napari_nanoclass.liposomes.simulator import MICROSCOPE, REALISTIC, STUDY_MIX, SimulationConfig, simulate_field
 from napari_nanoclass.models.registry import load_model
 
+BINNED_FROM_NM = 2.5  # --imaging binned: the default dose per pixel at this pixel size, scaled by the pixel's area
 SCALE_SEED = 560_000  # beside liposomes_cv.py's test seeds, far from the training seeds (0 …, 100 000 …)
 IMAGING = {"default": {}, "microscope": MICROSCOPE, "realistic": REALISTIC,
            **{name: {key: MICROSCOPE[key]} for name, key in (
@@ -62,7 +67,11 @@ def field_detection(config: SimulationConfig, first_seed: int, n_fields: int, de
 
 def score(detector: str, pixel_size: float, n_fields: int, diameter: tuple[float, float],
           imaging: str = "default", small_detector: str | None = None, first_seed: int = SCALE_SEED) -> dict:
-    config = SimulationConfig(pixel_size_nm=pixel_size, diameter_nm=diameter, mix=STUDY_MIX, **IMAGING[imaging])
+    config = SimulationConfig(pixel_size_nm=pixel_size, diameter_nm=diameter, mix=STUDY_MIX,
+                              **IMAGING.get(imaging, {}))
+    if imaging == "binned":
+        area = (pixel_size / BINNED_FROM_NM) ** 2
+        config = replace(config, dose=(config.dose[0] * area, config.dose[1] * area))
     chosen = None if detector == "auto" else load_model(Path(detector) if detector.endswith(".safetensors")
                                                          else detector)
     return field_detection(config, first_seed, n_fields, chosen, small_detector)
@@ -95,7 +104,7 @@ def main() -> None:
     ap.add_argument("--fields", type=int, default=10)
     ap.add_argument("--detectors", nargs="+", default=["auto"])
     ap.add_argument("--diameter", type=float, nargs=2, default=[20.0, 300.0])
-    ap.add_argument("--imaging", nargs="+", choices=list(IMAGING), default=["default"])
+    ap.add_argument("--imaging", nargs="+", choices=[*IMAGING, "binned"], default=["default"])
     ap.add_argument("--small-detector", help="run this small-vesicle detector beside every detector")
     ap.add_argument("--seed", type=int, default=SCALE_SEED,
                     help="first field's seed (default: the reported fields; e.g. 590000 for fields to choose on; "

@@ -4,6 +4,7 @@ find most liposomes and classify lamellarity better than chance."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from napari_nanoclass.core.metrics import match_instances
 from napari_nanoclass.core.progress import run_sync
@@ -196,10 +197,13 @@ def test_between_1_and_1_5_nm_per_pixel_the_fine_pair_finds_vesicles_the_standar
     assert recall["auto"] >= recall["standard pair"] + 0.3 and tp / (tp + fp) >= 0.6, counts
 
 
-def test_the_real_micrograph_recorded_at_1_2_nm_per_pixel_is_detected():
-    """The development micrograph recorded again at 1.2 nm/px (area-averaged), where the standard
-    pair found under a third of its vesicles: a floor against regressions on real data at that
-    scale (the figures: benchmarks/liposomes_real.py --resample)."""
+@pytest.mark.parametrize("pixel_size", [1.2, 3.0])
+def test_the_real_micrograph_recorded_at_coarser_pixel_sizes_is_detected(pixel_size):
+    """The development micrograph recorded again (area-averaged) at 1.2 nm/px, where the standard
+    pair found under a third of its vesicles before the fine pair took that scale, and at 3 nm/px,
+    where the standard detector alone found under half before the small-vesicle detector ran
+    there: a floor against regressions on real data at those scales (the figures:
+    benchmarks/liposomes_real.py --resample)."""
     import sys
     from pathlib import Path
 
@@ -210,9 +214,9 @@ def test_the_real_micrograph_recorded_at_1_2_nm_per_pixel_is_detected():
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
     from liposomes_real import annotation, resampled, score
 
-    image, truth = resampled(read_image(path), annotation(), 1.2, 0.2)
-    found = score(np.asarray(analyse(image, 1.2).labels), truth, 0.3)
-    assert found["recall"] >= 0.8 and found["f1"] >= 0.7, found
+    image, truth = resampled(read_image(path), annotation(), pixel_size, 0.2)
+    found = score(np.asarray(analyse(image, pixel_size).labels), truth, 0.3)
+    assert found["recall"] >= 0.75 and found["f1"] >= 0.7, found
 
 
 def test_default_detection_on_the_real_micrograph_holds():
@@ -295,7 +299,7 @@ def test_a_detector_retrained_from_the_automatic_pair_keeps_the_small_vesicle_de
     assert automatic.info.training["small_detector"] == SMALL_DETECTOR and named.info.training["small_detector"] is None
     assert small_detector_for(2.0, "auto-finetuned") == small_detector_for(2.0, automatic) == SMALL_DETECTOR
     assert small_detector_for(2.0, "named-finetuned") is None
-    assert small_detector_for(3.0, "auto-finetuned") is None  # only where the automatic pair has it
+    assert small_detector_for(6.0, "auto-finetuned") is None  # only where the automatic pair has it
     assert analyse(field.image, 2.0, detector="auto-finetuned").summary["small_detector"] == SMALL_DETECTOR
     from napari_nanoclass.liposomes.predict import LiposomeFiles  # a run's record names it, pixel size or not
 
@@ -360,7 +364,6 @@ def test_a_recipe_of_several_seeds_is_trained_and_packed_as_one_ensemble(monkeyp
     folder; a candidate recipe is refused in the package."""
     from pathlib import Path
 
-    import pytest
     import torch
 
     monkeypatch.syspath_prepend(str(Path(__file__).resolve().parent.parent / "benchmarks"))

@@ -746,7 +746,7 @@ def test_a_run_names_the_detectors_it_may_use():
     assert (fine["detector"], fine["small_detector"]) == (FINE_DETECTOR, VARIED_DETECTOR)
     coarse = LiposomeFiles.model_names({"pixel_size_nm": 2.5})
     assert "fine_detector" not in coarse and coarse["small_detector"] == SMALL_DETECTOR
-    assert "small_detector" not in LiposomeFiles.model_names({"pixel_size_nm": 5.0})
+    assert "small_detector" not in LiposomeFiles.model_names({"pixel_size_nm": 6.0})
     assert LiposomeFiles.model_names({"detector": "mine", "pixel_size_nm": 2.5}) == {
         "detector": "mine", **LiposomeFiles.model_names({"detector": "mine"})}
     assert "small_detector" not in LiposomeFiles.model_names({"detector": "mine"})
@@ -755,7 +755,7 @@ def test_a_run_names_the_detectors_it_may_use():
 
 def test_the_detector_beside_the_default_one_depends_on_the_scale():
     """The varied-imaging detector beside the fine one up to its scale, the small-vesicle one beside
-    the standard detector up to 2.5 nm/px, none beyond (or without a pixel size)."""
+    the standard detector up to 5 nm/px, none beyond (or without a pixel size)."""
     from napari_nanoclass.liposomes import (
         FINE_BELOW_NM,
         SMALL_DETECTOR,
@@ -764,8 +764,8 @@ def test_the_detector_beside_the_default_one_depends_on_the_scale():
         default_small_detector,
     )
 
-    assert [default_small_detector(p) for p in (None, 0.2, FINE_BELOW_NM, 2.0, SMALL_UP_TO_NM, 3.0, 5.0)] == [
-        None, VARIED_DETECTOR, VARIED_DETECTOR, SMALL_DETECTOR, SMALL_DETECTOR, None, None]
+    assert [default_small_detector(p) for p in (None, 0.2, FINE_BELOW_NM, 2.0, 3.0, SMALL_UP_TO_NM, 6.0, 10.0)] == [
+        None, VARIED_DETECTOR, VARIED_DETECTOR, SMALL_DETECTOR, SMALL_DETECTOR, SMALL_DETECTOR, None, None]
 
 
 def test_the_small_vesicle_detector_sees_a_coarse_image_enlarged_at_most_twice(monkeypatch):
@@ -977,7 +977,7 @@ def test_retraining_a_pair_retrains_the_detector_beside_it_on_the_same_correctio
         assert beside.info.training["erased"] == 1 and beside.path is not None
         assert retrained.detector.info.training["base"] == paired
         assert small_detector_for(2.5, f"tuned{seed}") == f"tuned{seed}-beside"
-        assert small_detector_for(3.0, f"tuned{seed}") is None  # only where the pair runs one beside
+        assert small_detector_for(6.0, f"tuned{seed}") is None  # only where the pair runs one beside
         after.append(liposome_probability(beside.module))
     assert np.mean(after) < before - 0.05, (before, after)
     assert analyse(field.image, 2.5, detector="tuned0").summary["small_detector"] == "tuned0-beside"
