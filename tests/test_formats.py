@@ -275,6 +275,28 @@ def test_liposomes_take_the_mrc_header_pixel_size_and_an_option_wins_with_a_warn
     assert (row["pixel_size_nm"], row["pixel_size_source"]) == ("2.0", "option --pixel-size")
 
 
+def test_liposomes_min_diameter_drops_narrower_detections_and_is_recorded(tmp_path):
+    """--min-diameter removes the detections narrower than it and leaves the others as they were;
+    summary.csv says which minimum each run used."""
+    import csv
+
+    torch.set_num_threads(1)
+    cryo = _cryo_mrc(tmp_path / "cryo.mrc")  # 2.5 nm/px, vesicles 30-300 nm
+
+    def run(out: str, *options: str) -> tuple[list[float], dict]:
+        assert main(["liposomes", str(cryo), "--out", str(tmp_path / out), "--quiet", *options]) == 0
+        diameters = sorted(float(r["diameter_nm"]) for r in csv.DictReader(open(tmp_path / out / "objects.csv")))
+        return diameters, next(csv.DictReader(open(tmp_path / out / "summary.csv")))
+
+    every, plain = run("plain")
+    kept, raised = run("raised", "--min-diameter", "60")
+    assert (plain["min_diameter_nm"], raised["min_diameter_nm"]) == ("20.0", "60.0")
+    assert any(d < 60 for d in every) and kept == [d for d in every if d >= 60] and kept
+    with pytest.raises(SystemExit) as refused:  # argparse: one line naming the option and the range
+        main(["liposomes", str(cryo), "--out", str(tmp_path / "bad"), "--min-diameter", "0"])
+    assert refused.value.code == 2
+
+
 def _unitless(columns, lengths=("centroid", "centre", "diameter", "width", "height", "area", "y0", "x0")):
     """Columns that hold a length or an area but do not say in what."""
     return [c for c in columns if any(c.startswith(k) for k in lengths) and not c.endswith(("_px", "_nm", "_nm2"))]

@@ -205,7 +205,8 @@ class LiposomeWidget(ViewerWidget):
         models = dict(layer.metadata.get("models") or (self.result.models if self.result else {}))
         pixel_size = float(layer.metadata.get("pixel_size_nm") or self.pixel_size.value)
         image = self.image.value.name if self.image.value is not None else layer.name
-        summary = summarise(image, objects, pixel_size, models)
+        detected_from = (layer.metadata.get("summary") or {}).get("min_diameter_nm")  # "" for user labels
+        summary = summarise(image, objects, pixel_size, models, detected_from if detected_from != "" else None)
         layer.metadata["summary"] = summary
         self.result = LiposomeResult(layer.data, objects, summary, pixel_size, models)
         self.show_summary(summary)

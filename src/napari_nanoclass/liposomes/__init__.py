@@ -33,6 +33,7 @@ SMALL_UP_TO_NM = 5.0  # the coarsest images it runs on by default (docs/liposome
 # 1 nm/px, trained on default and REALISTIC image formation in turn, beside the fine detector: vesicles imaged
 # unlike the fine detector's training fields
 VARIED_DETECTOR = "liposome-detector-varied"
+MIN_DIAMETER_NM = 20.0  # smaller detections are noise (liposomes are ≥ 30 nm); --min-diameter raises it
 log = logging.getLogger("napari_nanoclass")
 
 
@@ -153,6 +154,9 @@ ANALYSIS = Analysis(
                f"(default: {VARIED_DETECTOR} for images at {FINE_BELOW_NM:g} nm/px or finer, {SMALL_DETECTOR} "
                f"between {FINE_BELOW_NM:g} and {SMALL_UP_TO_NM:g} nm/px, when --detector is not given; name one to "
                "run it beside any detector at any pixel size)"),
+        Option("min_diameter_nm", "--min-diameter", f"drop detections narrower than this, in nm (default: "
+               f"{MIN_DIAMETER_NM:g}); at 4-5 nm/px about 6 pixels' worth removes most detections of noise, and "
+               "vesicles that small with them", kind=float, low=1.0, high=1000.0),
         Option("classifiers.lamellarity", "--lamellarity-model", "lamellarity classifier",
                default=DEFAULT_CLASSIFIERS["lamellarity"]),
         Option("classifiers.encapsulation", "--encapsulation-model", "encapsulation classifier",

@@ -71,6 +71,7 @@ from napari_nanoclass.liposomes import (
     EXPLANATION_PRODUCT,
     FINE_BELOW_NM,
     FINE_DETECTOR,
+    MIN_DIAMETER_NM,
     SMALL_DETECTOR,
     VARIED_DETECTOR,
     companion,
@@ -84,7 +85,6 @@ from napari_nanoclass.models.registry import LoadedModel, ModelInfo, load_model
 STREAM_ABOVE = 4096 * 4096  # input pixels beyond which an image is analysed block by block
 BLOCK_PX = 2048  # side of a block's core in working pixels
 MAX_DIAMETER_NM = 1000.0  # the largest liposome a block's margin holds whole
-MIN_DIAMETER_NM = 20.0  # smaller detections are noise (liposomes are ≥ 30 nm)
 # post-processing of a detector's output, unless its metadata (training["postprocess"]) says otherwise
 SMOOTHING = 0.0  # objects are opened with a disk of this fraction of the minimum liposome radius
 MIN_SOLIDITY = 0.9  # liposomes are convex: a ragged detection is split at its necks, or dropped
@@ -108,7 +108,7 @@ OBJECT_COLUMNS = ["image", "label", "centroid_y_px", "centroid_x_px", "centroid_
 SUMMARY_COLUMNS = ["image", "n_objects", "n_unilamellar", "n_multilamellar", "n_lamellarity_uncertain", "n_full",
                    "n_empty", "n_encapsulation_uncertain", "pct_multilamellar", "pct_loaded", "mean_diameter_nm",
                    "median_diameter_nm", "pixel_size_nm", "pixel_size_source", "detector", "small_detector",
-                   "lamellarity_model", "encapsulation_model", "explained", "status", "error", "path"]
+                   "min_diameter_nm", "lamellarity_model", "encapsulation_model", "explained", "status", "error", "path"]
 
 
 @dataclass
@@ -640,8 +640,8 @@ def analyse_steps(
         out_labels, objects, explanations = yield from _analyse_blocks(
             data, pixel_size_nm, (detector, small), models, name, min_diameter_nm, balanced_decisions, explain,
             workdir)
-        return LiposomeResult(out_labels, objects, summarise(name, objects, pixel_size_nm, names), pixel_size_nm,
-                              names, explanations)
+        return LiposomeResult(out_labels, objects, summarise(name, objects, pixel_size_nm, names, min_diameter_nm),
+                              pixel_size_nm, names, explanations)
     data = np.asarray(data, np.float32)
     if labels is None:
         work, working_px, work_labels = yield from detect_all_steps(data, pixel_size_nm, detector, small,
@@ -661,7 +661,7 @@ def analyse_steps(
     out_labels = np.asarray(labels_at(work_labels, data.shape), np.int32)
     explanations = {p: explanation_at(d.explanation, out_labels) for p, d in classes.items()
                     if d.explanation is not None}
-    summary = summarise(name, objects, pixel_size_nm, names)
+    summary = summarise(name, objects, pixel_size_nm, names, min_diameter_nm if labels is None else None)
     yield Progress(1, 1, f"{len(objects)} liposomes")
     return LiposomeResult(out_labels, objects, summary, pixel_size_nm, names, explanations)
 
@@ -796,9 +796,10 @@ def _object_row(image: str, measured: dict[str, Any], classes: dict[str, Decisio
 
 
 def summarise(image: str, objects: Sequence[Mapping[str, Any]], pixel_size_nm: float,
-              models: Mapping[str, str]) -> dict[str, Any]:
+              models: Mapping[str, str], min_diameter_nm: float | None = None) -> dict[str, Any]:
     """Per-image population: counts per class, % multilamellar among objects of certain
-    lamellarity, % loaded (encapsulation efficiency) among objects of certain encapsulation."""
+    lamellarity, % loaded (encapsulation efficiency) among objects of certain encapsulation; with
+    the smallest diameter detection kept (None: the objects were not detected, e.g. user labels)."""
     def count(problem: str, cls: str) -> int:
         return sum(o.get(problem) == cls for o in objects)
 
@@ -815,6 +816,7 @@ def summarise(image: str, objects: Sequence[Mapping[str, Any]], pixel_size_nm: f
         "median_diameter_nm": round(float(np.median(diameters)), 2) if diameters else float("nan"),
         "pixel_size_nm": pixel_size_nm, "detector": models.get("detector", ""),
         "small_detector": models.get("small_detector", ""),
+        "min_diameter_nm": "" if min_diameter_nm is None else min_diameter_nm,
         "lamellarity_model": models.get("lamellarity_model", ""),
         "encapsulation_model": models.get("encapsulation_model", ""), "status": "ok", "error": "",
     }
@@ -835,9 +837,10 @@ class LiposomeFiles(FileJob):
 
     def __init__(self, pixel_size_nm: float | None = None, *, detector: str | None = None,
                  small_detector: str | None = None, classifiers: Mapping[str, str] | None = None,
-                 device: str | None = None,
+                 device: str | None = None, min_diameter_nm: float | None = None,
                  output_format: str = "tif", balanced_decisions: bool = False, explain: bool = False) -> None:
         self.pixel_size_nm, self.device = pixel_size_nm, device
+        self.min_diameter_nm = MIN_DIAMETER_NM if min_diameter_nm is None else min_diameter_nm
         self.detector_name, self.small_name = detector, small_detector
         self.detectors: dict[str, LoadedModel] = {}  # by name: each input's pixel size may pick its own
         if detector or small_detector or pixel_size_nm is not None:
@@ -872,6 +875,7 @@ class LiposomeFiles(FileJob):
         result = yield from analyse_steps(image.data, pixel_size, detector=self._detector(pixel_size),
                                           small_detector=self._small(pixel_size),
                                           classifiers=self.classifiers, name=image.name,
+                                          min_diameter_nm=self.min_diameter_nm,
                                           balanced_decisions=self.balanced_decisions, explain=self.explain,
                                           device=self.device, workdir=workdir)
         colours = result.colours()
