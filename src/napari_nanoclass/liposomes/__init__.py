@@ -27,7 +27,8 @@ CLASS_COLOURS = {"unilamellar": "#377eb8", "multilamellar": "#ff7f00", "full": "
                  "uncertain": "#984ea3"}
 DEFAULT_DETECTOR = "liposome-detector"  # works at 2.5 nm/px: liposomes 30–300 nm
 FINE_DETECTOR = "liposome-detector-fine"  # works at 1 nm/px: vesicles 20–150 nm with thin bilayers
-FINE_BELOW_NM = 1.5  # images at this pixel size or finer go to the fine detector (docs/liposomes.md: "Where the fine pair takes over")
+# images at this pixel size or finer go to the fine detector (docs/liposomes.md: "Where the fine pair takes over")
+FINE_BELOW_NM = 1.5
 SMALL_DETECTOR = "liposome-detector-small"  # 1 nm/px (images enlarged ≤ 2×), beside the standard one: small vesicles
 SMALL_UP_TO_NM = 5.0  # the coarsest images it runs on by default (docs/liposomes.md: "… at coarser scales")
 # 1 nm/px, trained on default and REALISTIC image formation in turn, beside the fine detector: vesicles imaged

@@ -108,7 +108,8 @@ OBJECT_COLUMNS = ["image", "label", "centroid_y_px", "centroid_x_px", "centroid_
 SUMMARY_COLUMNS = ["image", "n_objects", "n_unilamellar", "n_multilamellar", "n_lamellarity_uncertain", "n_full",
                    "n_empty", "n_encapsulation_uncertain", "pct_multilamellar", "pct_loaded", "mean_diameter_nm",
                    "median_diameter_nm", "pixel_size_nm", "pixel_size_source", "detector", "small_detector",
-                   "min_diameter_nm", "lamellarity_model", "encapsulation_model", "explained", "status", "error", "path"]
+                   "min_diameter_nm", "lamellarity_model", "encapsulation_model", "explained", "status", "error",
+                   "path"]
 
 
 @dataclass
