@@ -4,12 +4,12 @@ The pipeline, for one 2-D image at a known pixel size:
 
 1. **Rescale** to the detector's pixel size (2.5 nm/px; 1 nm/px for the fine detector chosen for
    images at ``FINE_BELOW_NM`` or finer) when the image's differs by more than 10 %, so objects
-   look as large as in training; results are mapped back. Coarser images up to 2.5 nm/px are also
-   seen at 1 nm/px (at most 2× enlarged: :func:`small_working_px`) by the small-vesicle detector,
-   whose objects are added where the standard detector found none (:func:`with_small`): there the
-   smallest vesicles are too few pixels across for it. Images the fine detector takes are seen in
-   the same way by the varied-imaging detector beside it: vesicles imaged unlike the fine
-   detector's training fields.
+   look as large as in training; results are mapped back. Coarser images up to
+   ``SMALL_UP_TO_NM`` are also seen at 1 nm/px (at most 2× enlarged: :func:`small_working_px`) by
+   the small-vesicle detector, whose objects are added where the standard detector found none
+   (:func:`with_small`): there the smallest vesicles are too few pixels across for it. Images the
+   fine detector takes are seen in the same way by the varied-imaging detector beside it: vesicles
+   imaged unlike the fine detector's training fields.
 2. **Detect**: the SE U-Net gives background / liposome / boundary probabilities per pixel
    (shared tiled engine); interiors become seeds and a watershed grows them into the liposome
    mask, so touching liposomes come out as separate instances; ragged detections are cut at
@@ -69,7 +69,6 @@ from napari_nanoclass.liposomes import (
     DEFAULT_CLASSIFIERS,
     DEFAULT_DETECTOR,
     EXPLANATION_PRODUCT,
-    FINE_BELOW_NM,
     FINE_DETECTOR,
     MIN_DIAMETER_NM,
     SMALL_DETECTOR,
@@ -92,9 +91,10 @@ MIN_RIM_BOUNDARY = 0.5  # a liposome is enclosed by its membrane: mean p(boundar
 RESCALE_TOLERANCE = 0.1
 SMALL_MAX_OVERLAP = 0.2  # a small-vesicle detection covering more of the standard detector's objects is theirs
 SMALL_MAX_ENLARGEMENT = 2.0  # the small-vesicle detector sees a coarse image enlarged at most this many times
-# fine detectors (trained on vesicles up to 150 nm) also look at the image LARGE_VIEW times coarser; objects
-# found there LARGE_MIN_NM or more across replace what lies mostly inside them (chosen on validation data:
-# docs/liposomes.md, "A second look at half the scale")
+# fine detectors (working at LARGE_LOOK_FROM_NM or finer, trained on vesicles up to 150 nm) also look at the
+# image LARGE_VIEW times coarser; objects found there LARGE_MIN_NM or more across replace what lies mostly
+# inside them (chosen on validation data: docs/liposomes.md, "A second look at half the scale")
+LARGE_LOOK_FROM_NM = 1.0
 LARGE_VIEW = 2.0
 LARGE_MIN_NM = 100.0
 LARGE_INSIDE = 0.5
@@ -434,7 +434,7 @@ def detect_all_steps(data: np.ndarray, pixel_size_nm: float, detector: LoadedMod
     (``stats`` given: the whole image's) keeps its peak memory to one window's
     (``detect_steps(bounded=True)``)."""
     work, working_px = _working(data, pixel_size_nm, detector.info.pixel_size_nm, stats)
-    look_coarser = float(detector.info.pixel_size_nm or np.inf) <= FINE_BELOW_NM
+    look_coarser = float(detector.info.pixel_size_nm or np.inf) <= LARGE_LOOK_FROM_NM
     parts = (1 if small is None else 2) * (2 if look_coarser else 1)
     block = stats is not None
     # a second detector that sees the image at the first one's scale (the fine pair) takes its view
