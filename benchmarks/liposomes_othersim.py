@@ -103,6 +103,7 @@ def finetuned_detection(pixel_size: float, counts: list[int], seeds: int, correc
         false = [np.isin(d, [i for i in np.unique(d) if i and not _matched(d == i, f.labels)])
                  for d, f in zip(detected, fields)]
     objects = [(k, int(j)) for k, f in enumerate(fields) for j in np.unique(f.labels) if j]
+    key, unit = ("whole_fields", "whole fields") if complete else ("objects", "objects")
     rows = []
     for n in counts:
         for seed in range(seeds):
@@ -121,13 +122,11 @@ def finetuned_detection(pixel_size: float, counts: list[int], seeds: int, correc
             seconds = time.perf_counter() - start
             d = pooled_detection((analyse(f.image, pixel_size, detector=tuned.detector,
                                           small_detector=tuned.beside).labels, f.labels) for f in test)
-            rows.append({"pixel_size_nm": pixel_size, "objects" if not complete else "whole_fields": n, "seed": seed,
-                         "erase": erase, **d})
-            what = f"{n} whole fields" if complete else f"{n} objects"
-            print(f"  fine-tuned on {what}, seed {seed}: P {d['precision']:.3f} R {d['recall']:.3f} "
+            rows.append({"pixel_size_nm": pixel_size, key: n, "seed": seed, "erase": erase, **d})
+            print(f"  fine-tuned on {n} {unit}, seed {seed}: P {d['precision']:.3f} R {d['recall']:.3f} "
                   f"F1 {d['f1']:.3f} ({seconds:.0f} s)", flush=True)
-        f1s = [r["f1"] for r in rows if r.get("whole_fields" if complete else "objects") == n]
-        print(f"  fine-tuned on {what}: F1 {np.mean(f1s):.3f} ± {np.std(f1s):.3f} over {seeds} seeds", flush=True)
+        f1s = [r["f1"] for r in rows if r[key] == n]
+        print(f"  fine-tuned on {n} {unit}: F1 {np.mean(f1s):.3f} ± {np.std(f1s):.3f} over {seeds} seeds", flush=True)
     return rows
 
 

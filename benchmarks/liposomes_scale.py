@@ -16,9 +16,9 @@ ranges (or all of them: ``microscope``), which the shipped detectors never saw i
 ``default`` is the image formation they were trained on. ``binned`` is ``default`` with the dose per
 pixel growing with the pixel's area from the default's at 2.5 nm/px (``BINNED_FROM_NM``), as in an
 image binned from a finer recording: the default dose is per pixel, so at 4–5 nm/px it is a tenth
-of an electron per Å² or less, far noisier than micrographs recorded there. Same simulator otherwise: this says
-whether the working scale and those effects are handled, not how real micrographs fare
-(benchmarks/liposomes_real.py).
+of an electron per Å² or less, far noisier than micrographs recorded there. Same simulator
+otherwise: this says whether the working scale and those effects are handled, not how real
+micrographs fare (benchmarks/liposomes_real.py).
 """
 
 from __future__ import annotations
