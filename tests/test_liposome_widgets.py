@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
-from napari_nanoclass._napari.liposomes import LiposomeWidget
+from napari_nanoclass._napari.liposomes import DETECT, LiposomeWidget
 from napari_nanoclass._napari.samples import liposome_field
 from napari_nanoclass.liposomes import CLASS_COLOURS
 from napari_nanoclass.liposomes.simulator import SimulationConfig, simulate_field
@@ -289,3 +289,31 @@ def test_the_detector_list_leaves_out_detectors_retrained_beside_another(viewer,
     offered = {value for value in widget.detector.choices}
     assert {"mine", tiny_liposome_models[0], SMALL_DETECTOR} <= offered and "mine-beside" not in offered
 
+
+
+def test_min_diameter_drops_narrower_detections_and_is_shown(viewer):
+    """The dock's minimum diameter is the CLI's --min-diameter: the same detections less the narrower
+    ones, recorded in the summary; it is greyed out when a Labels layer's instances are classified."""
+    (image, meta, _), _truth = liposome_field()
+    viewer.add_image(image[:384, :384], **meta)
+    widget = LiposomeWidget(viewer)
+    widget.runner.synchronous = True
+    layer_name = f"{meta['name']} liposomes"
+
+    def detect(minimum: float) -> list[float]:
+        widget.min_diameter.value = minimum
+        widget.run_button.clicked.emit()
+        assert widget.runner.last_error is None, widget.runner.last_error
+        layer = viewer.layers[layer_name]
+        assert layer.metadata["summary"]["min_diameter_nm"] == minimum
+        assert f"liposomes of ≥ {minimum:g} nm" in widget.summary.value
+        return sorted(layer.features["diameter_nm"])
+
+    every = detect(20.0)
+    raised = detect(60.0)
+    assert any(d < 60 for d in every) and raised == [d for d in every if d >= 60] and raised
+    assert widget.min_diameter.enabled
+    widget.objects.value = viewer.add_labels(np.zeros(image.shape, np.int32), name="mine")
+    assert not widget.min_diameter.enabled
+    widget.objects.value = DETECT
+    assert widget.min_diameter.enabled

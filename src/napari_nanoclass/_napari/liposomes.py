@@ -40,6 +40,7 @@ from napari_nanoclass.liposomes import (
     DEFAULT_DETECTOR,
     FINE_BELOW_NM,
     FINE_DETECTOR,
+    MIN_DIAMETER_NM,
     PROBLEMS,
     SMALL_DETECTOR,
     SMALL_UP_TO_NM,
@@ -62,7 +63,7 @@ from napari_nanoclass.liposomes.train import (
 )
 from napari_nanoclass.models.registry import list_models
 
-DETECT = "(detect)"
+DETECT = "(detect)"  # the objects choice that detects (a string, not None: magicgui signals no change to None)
 REVIEWED = "reviewed"  # features column: the object's classes were set or confirmed by hand
 DETECTED = "mask_signatures"  # layer metadata: each object's pixels as the analysis gave them
 DETECTED_AREA = "detected_area"  # layer metadata: where the analysis found liposomes (what erasing removes from)
@@ -97,11 +98,15 @@ class LiposomeWidget(ViewerWidget):
 
     def __init__(self, napari_viewer: Any) -> None:
         self.image = ComboBox(label="image", choices=layer_choices(napari_viewer, "Image"))
-        self.objects = ComboBox(label="objects", choices=lambda w: [(DETECT, None),
+        self.objects = ComboBox(label="objects", choices=lambda w: [(DETECT, DETECT),
                                                                     *layer_choices(napari_viewer, "Labels")(w)],
                                 tooltip="detect liposomes, or classify the instances of a Labels layer")
         self.pixel_size = FloatSpinBox(label="pixel size (nm)", value=2.5, min=0.05, max=100.0, step=0.05)
         self.detector = ComboBox(label="detector", choices=_detectors, tooltip=AUTO_TIP)
+        self.min_diameter = FloatSpinBox(label="min diameter (nm)", value=MIN_DIAMETER_NM, min=1.0, max=1000.0,
+                                         step=5.0, tooltip="detections narrower than this are dropped; raise it when "
+                                         "your vesicles are larger (at 4-5 nm/px noise is detected as 20-30 nm "
+                                         "objects). Not used for the instances of a Labels layer")
         self.models = {p: ComboBox(label=f"{p} model", choices=_classifiers(p)) for p in PROBLEMS}
         self.balanced = CheckBox(label="balanced decisions", value=False,
                                  tooltip="classify as if every class were equally common: finds more rare objects, "
@@ -114,7 +119,8 @@ class LiposomeWidget(ViewerWidget):
         self.summary = text_label()
         self.legend = text_label()
         self.correction = _CorrectionPanel(self)
-        super().__init__(napari_viewer, [self.image, self.objects, self.pixel_size, self.detector, *self.models.values(),
+        super().__init__(napari_viewer, [self.image, self.objects, self.pixel_size, self.detector,
+                                         self.min_diameter, *self.models.values(),
                                          self.balanced, self.explain, self.colour_by, self.device])
         self.extend([self.legend, self.summary, self.correction])
         self._defaults()
@@ -125,6 +131,8 @@ class LiposomeWidget(ViewerWidget):
         self.run_button.changed.connect(self.run)
         self.colour_by.changed.connect(lambda _v: (self.recolour(), self.plot_histogram()))
         self.image.changed.connect(lambda _v: self._pixel_size_from_layer())
+        self.objects.changed.connect(lambda _v: self._detecting())
+        self._detecting()
         self._pixel_size_from_layer()
         self._canvas: Any = None
 
@@ -133,6 +141,10 @@ class LiposomeWidget(ViewerWidget):
         for problem, combo in self.models.items():
             if DEFAULT_CLASSIFIERS[problem] in combo.choices:
                 combo.value = DEFAULT_CLASSIFIERS[problem]
+
+    def _detecting(self) -> None:
+        """The minimum diameter only applies to detections, not to the instances of a Labels layer."""
+        self.min_diameter.enabled = self.objects.value == DETECT
 
     def _pixel_size_from_layer(self) -> None:
         size = layer_pixel_size(self.image.value)
@@ -146,13 +158,13 @@ class LiposomeWidget(ViewerWidget):
         if missing:
             self.runner.on_error(ValueError(f"choose: {', '.join(missing)}"))
             return
-        labels_layer = self.objects.value
+        labels_layer = None if self.objects.value == DETECT else self.objects.value
         steps = analyse_steps(
             np.asarray(base_data(layer)), self.pixel_size.value,
             labels=None if labels_layer is None else np.asarray(base_data(labels_layer)),
             detector=self.detector.value, classifiers={p: c.value for p, c in self.models.items()},
-            name=layer.name, balanced_decisions=self.balanced.value, explain=self.explain.value,
-            device=self.device.value, workdir=fresh_workdir())
+            min_diameter_nm=self.min_diameter.value, name=layer.name, balanced_decisions=self.balanced.value,
+            explain=self.explain.value, device=self.device.value, workdir=fresh_workdir())
         self.runner.start(steps, lambda result: self.show(result, layer))
 
     def show(self, result: LiposomeResult, source: Any) -> None:
@@ -192,7 +204,8 @@ class LiposomeWidget(ViewerWidget):
 
     def show_summary(self, s: dict[str, Any]) -> None:
         """The population summary in the dock, and the histogram drawn from ``self.result``."""
-        self.summary.value = (f"{s['n_objects']} liposomes, median {s['median_diameter_nm']:.0f} nm\n"
+        detected_from = f" of ≥ {s['min_diameter_nm']:g} nm" if s.get("min_diameter_nm") not in (None, "") else ""
+        self.summary.value = (f"{s['n_objects']} liposomes{detected_from}, median {s['median_diameter_nm']:.0f} nm\n"
                               f"multilamellar {s['pct_multilamellar']:.1f} %, loaded {s['pct_loaded']:.1f} %\n"
                               f"uncertain: lamellarity {s['n_lamellarity_uncertain']}, "
                               f"encapsulation {s['n_encapsulation_uncertain']}")
