@@ -22,9 +22,11 @@ from napari_nanoclass.liposomes import train as liposome_training
 from napari_nanoclass.liposomes.predict import (
     _classes,
     analyse,
+    drop_faint,
     fill_holes,
     inner_rim,
     instances_from_probabilities,
+    noise_sigma,
     summarise,
     working_image,
 )
@@ -121,6 +123,53 @@ def test_detections_without_a_membrane_around_them_are_dropped():
     kept = instances_from_probabilities(probabilities, min_area_px=20)
     assert kept.max() == 1 and match_instances(kept, np.where(labels == 1, 1, 0))["f1"] == 1.0
     assert instances_from_probabilities(probabilities, min_area_px=20, min_rim_boundary=0).max() == 2
+
+
+def test_noise_sigma_is_the_pixel_noise_whatever_the_objects_and_the_background():
+    rng = np.random.default_rng(3)
+    yy, xx = np.mgrid[:256, :256]
+    scene = 0.02 * xx + 5 * ((yy - 128) ** 2 + (xx - 90) ** 2 < 40**2) - 3 * ((yy - 60) ** 2 + (xx - 200) ** 2 < 20**2)
+    for sigma in (0.2, 1.0, 3.0):
+        assert abs(noise_sigma(scene + rng.normal(0, sigma, scene.shape)) / sigma - 1) < 0.1
+
+
+def _ring_scene(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Unit noise with a small dark ring, a small bright ring (an inverted image's membrane) and nothing
+    elsewhere; labels: 1 and 2 on the rings, 3 a speck of noise as small, 4 a wide object on noise."""
+    rng = np.random.default_rng(seed)
+    image = rng.normal(0, 1, (120, 160))
+    yy, xx = np.mgrid[:120, :160]
+    labels = np.zeros(image.shape, np.int32)
+    for label, (cy, cx), contrast in ((1, (30, 30), -3.0), (2, (30, 90), 3.0), (3, (90, 30), 0.0)):
+        r = np.hypot(yy - cy, xx - cx)
+        image[(r >= 2.5) & (r < 3.5)] += contrast
+        labels[r < 3.5] = label
+    labels[np.hypot(yy - 80, xx - 110) < 12] = 4
+    return image, labels
+
+
+def test_small_detections_that_do_not_stand_out_of_the_noise_are_dropped():
+    """A detection a few pixels across is kept only if its rim differs from its surroundings by more
+    than noise could make it (either sign); wider ones are kept whatever their contrast."""
+    image, labels = _ring_scene()
+    kept = drop_faint(labels, image)
+    assert np.array_equal(kept, np.where(labels == 3, 0, np.where(labels == 4, 3, labels)))  # renumbered 1..3
+    assert np.array_equal(drop_faint(labels, image, min_snr=0), labels)
+    # with every object judged (narrower than 30 px), the wide one on plain noise goes too
+    assert np.array_equal(drop_faint(labels, image, below_px=30), np.where(labels >= 3, 0, labels))
+    # labels at a detector's enlarged scale are judged on the input's pixels and come back at their own scale
+    enlarged = np.kron(labels, np.ones((2, 2), np.int32))
+    assert np.array_equal(drop_faint(enlarged, image), np.kron(kept, np.ones((2, 2), np.int32)))
+
+
+def test_over_many_noise_fields_small_specks_are_rarely_kept_and_rings_always():
+    specks = rings = 0
+    for seed in range(30):
+        image, labels = _ring_scene(seed)
+        kept = drop_faint(labels, image)
+        rings += kept.max() >= 2 and np.array_equal(kept[labels <= 2], labels[labels <= 2])
+        specks += bool(((kept > 0) & (labels == 3)).any())
+    assert rings == 30 and specks <= 1
 
 
 def test_two_liposomes_seen_as_one_are_cut_at_the_neck():

@@ -104,9 +104,9 @@ class LiposomeWidget(ViewerWidget):
         self.pixel_size = FloatSpinBox(label="pixel size (nm)", value=2.5, min=0.05, max=100.0, step=0.05)
         self.detector = ComboBox(label="detector", choices=_detectors, tooltip=AUTO_TIP)
         self.min_diameter = FloatSpinBox(label="min diameter (nm)", value=MIN_DIAMETER_NM, min=1.0, max=1000.0,
-                                         step=5.0, tooltip="detections narrower than this are dropped; raise it when "
-                                         "your vesicles are larger (at 4-5 nm/px noise is detected as 20-30 nm "
-                                         "objects). Not used for the instances of a Labels layer")
+                                         step=5.0, tooltip="detections narrower than this are dropped: raise it when "
+                                         "your vesicles are known to be larger. Not used for the instances of a "
+                                         "Labels layer")
         self.models = {p: ComboBox(label=f"{p} model", choices=_classifiers(p)) for p in PROBLEMS}
         self.balanced = CheckBox(label="balanced decisions", value=False,
                                  tooltip="classify as if every class were equally common: finds more rare objects, "

@@ -156,8 +156,7 @@ ANALYSIS = Analysis(
                f"between {FINE_BELOW_NM:g} and {SMALL_UP_TO_NM:g} nm/px, when --detector is not given; name one to "
                "run it beside any detector at any pixel size)"),
         Option("min_diameter_nm", "--min-diameter", f"drop detections narrower than this, in nm (default: "
-               f"{MIN_DIAMETER_NM:g}); at 4-5 nm/px about 6 pixels' worth removes most detections of noise, and "
-               "vesicles that small with them", kind=float, low=1.0, high=1000.0),
+               f"{MIN_DIAMETER_NM:g}), for vesicles known to be larger", kind=float, low=1.0, high=1000.0),
         Option("classifiers.lamellarity", "--lamellarity-model", "lamellarity classifier",
                default=DEFAULT_CLASSIFIERS["lamellarity"]),
         Option("classifiers.encapsulation", "--encapsulation-model", "encapsulation classifier",

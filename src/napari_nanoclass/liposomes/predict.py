@@ -99,6 +99,11 @@ LARGE_VIEW = 2.0
 LARGE_MIN_NM = 100.0
 LARGE_INSIDE = 0.5
 LARGE_WHOLE_SOLIDITY = 0.95  # a fine object this convex inside a large one is a whole vesicle: the large one merged
+# a detection narrower than FAINT_BELOW_PX input pixels is kept only if its rim stands out of the image's noise
+# by MIN_RING_SNR standard errors (in coarse, noisy images the detectors take noise for vesicles a few pixels
+# across; chosen on validation data: docs/liposomes.md, "Faint specks at coarse pixel sizes")
+FAINT_BELOW_PX = 10.0
+MIN_RING_SNR = 4.0
 HISTOGRAM_EDGES_NM = np.arange(0, 420, 20)
 LABEL_NAME = "liposomes"  # the instances in an OME-Zarr output: ``labels/liposomes`` of the input image
 # lengths name their unit: centroids in the input's pixels (to find the object in its labels) and in nm
@@ -358,6 +363,61 @@ def _unenclosed(instances: np.ndarray, boundary: np.ndarray, threshold: float) -
     return [int(i) for i in np.flatnonzero(total < threshold * np.maximum(count, 1)) if i > 0]
 
 
+def noise_sigma(image: np.ndarray) -> float:
+    """The standard deviation of ``image``'s pixel noise, from the median absolute deviation of its
+    residual from a 3×3 mean (robust to the objects and to slow background changes), scaled to
+    what that residual leaves of white noise."""
+    residual = image - ndi.uniform_filter(image, 3)
+    return float(1.4826 * np.median(np.abs(residual - np.median(residual))) * 3 / np.sqrt(8))
+
+
+def ring_snr(image: np.ndarray, labels: np.ndarray, label: int, box: tuple[slice, slice], sigma: float,
+             ring_px: int = 2) -> float:
+    """How far object ``label``'s rim (its pixels next to the outside) differs from the free pixels
+    within ``ring_px`` around it, in standard errors of that difference under pixel noise ``sigma``
+    (either sign: the membrane darker, or brighter in inverted images). ``box``: the object's
+    bounding box (``ndi.find_objects``). NaN where either set is empty: nothing to judge by."""
+    window = tuple(slice(max(b.start - ring_px, 0), b.stop + ring_px) for b in box)
+    own = labels[window] == label
+    rim = own & ~ndi.binary_erosion(own)
+    ring = ndi.binary_dilation(own, iterations=ring_px) & (labels[window] == 0)
+    if not rim.any() or not ring.any():
+        return float("nan")
+    values = image[window]
+    error = sigma * np.sqrt(1 / rim.sum() + 1 / ring.sum())
+    return float(abs(values[ring].mean() - values[rim].mean()) / error)
+
+
+def drop_faint(labels: np.ndarray, data: np.ndarray, below_px: float | None = None,
+               min_snr: float | None = None) -> np.ndarray:
+    """``labels`` (at any scale) without the objects narrower than ``below_px`` pixels of ``data``
+    (the input image) whose rim does not stand out of its noise by ``min_snr`` (:func:`ring_snr`,
+    measured on ``data`` itself: enlarging it for a detector adds no information, only correlated
+    pixels). Objects that cannot be judged are kept. Defaults: ``FAINT_BELOW_PX`` and
+    ``MIN_RING_SNR`` as they are when called (benchmarks/with_scales.py sets them for one run)."""
+    below_px = FAINT_BELOW_PX if below_px is None else below_px
+    min_snr = MIN_RING_SNR if min_snr is None else min_snr
+    scale = data.shape[0] / labels.shape[0]
+    areas = np.bincount(labels.ravel()) * scale**2
+    if not (2 * np.sqrt(areas[1:] / np.pi) < 1.5 * below_px).any():  # an estimate: none can be that narrow
+        return labels
+    at_input = labels_at(labels, data.shape)
+    input_areas = np.bincount(at_input.ravel(), minlength=len(areas))
+    image = np.asarray(data, np.float64)
+    sigma = noise_sigma(image)
+    if not sigma > 0:
+        return labels
+    boxes = ndi.find_objects(at_input)
+    faint = [i for i in range(1, len(boxes) + 1) if boxes[i - 1] is not None
+             and 2 * np.sqrt(input_areas[i] / np.pi) < below_px
+             and ring_snr(image, at_input, i, boxes[i - 1], sigma) < min_snr]
+    if not faint:
+        return labels
+    keep = np.ones(len(areas), bool)
+    keep[faint] = False
+    return sequential(np.where(keep[labels], labels, 0))
+
+
 def detect_steps(image: np.ndarray, detector: LoadedModel, pixel_size_nm: float,
                  min_diameter_nm: float = MIN_DIAMETER_NM, bounded: bool = False) -> Steps[np.ndarray]:
     """Instance labels of a normalised 2-D image at the detector's pixel size (in memory; windows as
@@ -430,7 +490,8 @@ def detect_all_steps(data: np.ndarray, pixel_size_nm: float, detector: LoadedMod
                      stats: tuple[float, float] | None = None) -> Steps[tuple[np.ndarray, float, np.ndarray]]:
     """(the image at ``detector``'s scale, its pixel size, instance labels there): ``detector``'s
     objects and, with ``small``, those the detector beside it (small-vesicle or varied-imaging) finds
-    at its own scale where ``detector`` found none (:func:`with_small`). A block of a large image
+    at its own scale where ``detector`` found none (:func:`with_small`), less those too few input
+    pixels across to tell from noise (:func:`drop_faint`). A block of a large image
     (``stats`` given: the whole image's) keeps its peak memory to one window's
     (``detect_steps(bounded=True)``)."""
     work, working_px = _working(data, pixel_size_nm, detector.info.pixel_size_nm, stats)
@@ -452,7 +513,7 @@ def detect_all_steps(data: np.ndarray, pixel_size_nm: float, detector: LoadedMod
         coarse = yield from _pair_steps(half, detector, small if same else None, lambda: half, min_diameter_nm, block,
                                         parts // 2, parts, "detecting large vesicles")
         labels = with_large(labels, labels_at(coarse, labels.shape), working_px)
-    return work, working_px, labels
+    return work, working_px, drop_faint(labels, data)
 
 
 def _pair_steps(view: tuple[np.ndarray, float], detector: LoadedModel, small: LoadedModel | None,
