@@ -30,7 +30,7 @@ from train_default_liposomes import recorded_fields  # how the classifiers' trai
 from napari_nanoclass.core.metrics import normalised, tpr_at_tnr
 from napari_nanoclass.liposomes import DEFAULT_CLASSIFIERS, DEFAULT_DETECTOR, PROBLEMS, small_detector_for
 from napari_nanoclass.liposomes.objects import CROP_MODES
-from napari_nanoclass.liposomes.predict import SMALL_MAX_ENLARGEMENT
+from napari_nanoclass.liposomes.predict import FAINT_BELOW_PX, MIN_RING_SNR, SMALL_MAX_ENLARGEMENT
 from napari_nanoclass.liposomes.simulator import MIXES, SimulationConfig, simulate_field
 from napari_nanoclass.liposomes.train import (
     ClassifierConfig,
@@ -57,9 +57,10 @@ def detection(n_fields: int, detector: str | None = None) -> dict:
     sha256): the analysis' default detectors, or ``detector`` alone."""
     small = small_detector_for(SimulationConfig().pixel_size_nm, detector)  # the analysis' own rule
     models = [detector or DEFAULT_DETECTOR, *([small] if small else []), *DEFAULT_CLASSIFIERS.values()]
-    # keyed by the models and by how the analysis shows a coarse image to the small-vesicle detector
+    # keyed by the models, by how the analysis shows a coarse image to the small-vesicle detector and by
+    # which small detections it tests against the noise
     path = OUT / (f"detection-{n_fields}-{'-'.join(load_model(m).sha256[:8] for m in models)}"
-                  f"-x{SMALL_MAX_ENLARGEMENT:g}.json")
+                  f"-x{SMALL_MAX_ENLARGEMENT:g}-faint{FAINT_BELOW_PX:g}-{MIN_RING_SNR:g}.json")
     if path.exists():
         return json.loads(path.read_text())
     start = time.perf_counter()
