@@ -14,8 +14,9 @@ The pipeline, for one 2-D image at a known pixel size:
    (shared tiled engine); interiors become seeds and a watershed grows them into the liposome
    mask, so touching liposomes come out as separate instances; ragged detections are cut at
    their necks or dropped, and detections with no membrane around them are dropped (see
-   :func:`instances_from_probabilities`). Or take instance labels the user drew or corrected
-   (``labels=``) and skip detection.
+   :func:`instances_from_probabilities`); detections a few input pixels across are kept only where
+   their rim stands out of the image's noise (:func:`drop_faint`). Or take instance labels the
+   user drew or corrected (``labels=``) and skip detection.
 3. **Classify** every object twice — lamellarity (unilamellar / multilamellar / uncertain) and
    encapsulation (full / empty / uncertain) — with one classifier per problem (a LipNet or an
    ensemble of them), on the crop mode the model was trained with, plus the object's size. With
