@@ -3,7 +3,7 @@
     python benchmarks/liposomes_scale.py [--pixel-sizes 1 1.5 2 2.5 3 5] [--fields 10]
         [--detectors auto liposome-detector liposome-detector-fine PATH] [--diameter 20 300]
         [--imaging default astigmatism mtf contamination defocus microscope] [--small-detector NAME|PATH] [--seed N]
-    python benchmarks/liposomes_scale.py --time-fields 3 [--pixel-sizes 2.5]   # seconds per field
+    python benchmarks/liposomes_scale.py --time-fields 3 [--pixel-sizes 2.5] [--imaging binned]   # s per field
 
 Each field is simulated at the given pixel size (512² pixels, vesicles log-uniform in
 ``--diameter`` nm, the simulator's default defocus and dose, study class mix; seeds far from any
@@ -65,27 +65,36 @@ def field_detection(config: SimulationConfig, first_seed: int, n_fields: int, de
                              f.labels) for f in fields)
 
 
-def score(detector: str, pixel_size: float, n_fields: int, diameter: tuple[float, float],
-          imaging: str = "default", small_detector: str | None = None, first_seed: int = SCALE_SEED) -> dict:
+def field_config(pixel_size: float, diameter: tuple[float, float] = (20.0, 300.0),
+                 imaging: str = "default") -> SimulationConfig:
+    """The study-mix fields of ``--imaging``: ``binned`` is the default image formation with the
+    dose per pixel scaled by the pixel's area from ``BINNED_FROM_NM``."""
     config = SimulationConfig(pixel_size_nm=pixel_size, diameter_nm=diameter, mix=STUDY_MIX,
                               **IMAGING.get(imaging, {}))
     if imaging == "binned":
         area = (pixel_size / BINNED_FROM_NM) ** 2
         config = replace(config, dose=(config.dose[0] * area, config.dose[1] * area))
+    return config
+
+
+def score(detector: str, pixel_size: float, n_fields: int, diameter: tuple[float, float],
+          imaging: str = "default", small_detector: str | None = None, first_seed: int = SCALE_SEED) -> dict:
+    config = field_config(pixel_size, diameter, imaging)
     chosen = None if detector == "auto" else load_model(Path(detector) if detector.endswith(".safetensors")
                                                          else detector)
     return field_detection(config, first_seed, n_fields, chosen, small_detector)
 
 
-def timing(pixel_size: float, n_fields: int, repeats: int = 3) -> dict[str, float]:
+def timing(pixel_size: float, n_fields: int, repeats: int = 3, imaging: str = "default") -> dict[str, float]:
     """Median seconds of the whole analysis (detection, classification, summary) of a 512² study
-    field at ``pixel_size``: the analysis' own detectors against the standard detector alone,
-    alternated in one process so that both see the same machine."""
+    field at ``pixel_size`` (the simulator's default vesicle sizes, ``imaging`` as for scoring):
+    the analysis' own detectors against the standard detector alone, alternated in one process so
+    that both see the same machine."""
     import time
 
     import numpy as np
 
-    fields = [simulate_field(SimulationConfig(pixel_size_nm=pixel_size, mix=STUDY_MIX), SCALE_SEED + i).image
+    fields = [simulate_field(field_config(pixel_size, SimulationConfig().diameter_nm, imaging), SCALE_SEED + i).image
               for i in range(n_fields)]
     analyse(fields[0], pixel_size)  # models loaded, caches warm
     seconds: dict[str, list[float]] = {"auto": [], DEFAULT_DETECTOR: []}
@@ -113,9 +122,10 @@ def main() -> None:
     args = ap.parse_args()
     if args.time_fields:
         for pixel_size in args.pixel_sizes:
-            medians = timing(pixel_size, args.time_fields)
-            print(f"{pixel_size:g} nm/px, median s per 512² field: "
-                  + ", ".join(f"{name} {value:.2f}" for name, value in medians.items()))
+            for imaging in args.imaging:
+                medians = timing(pixel_size, args.time_fields, imaging=imaging)
+                print(f"{pixel_size:g} nm/px, {imaging}, median s per 512² field: "
+                      + ", ".join(f"{name} {value:.2f}" for name, value in medians.items()), flush=True)
         return
     print("| detector | nm/px | imaging | P | R | F1 |\n|---|---|---|---|---|---|")
     for detector in args.detectors:
