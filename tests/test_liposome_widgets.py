@@ -317,3 +317,22 @@ def test_min_diameter_drops_narrower_detections_and_is_shown(viewer):
     assert not widget.min_diameter.enabled
     widget.objects.value = DETECT
     assert widget.min_diameter.enabled
+
+
+def test_an_image_without_a_pixel_size_is_not_analysed_at_a_guessed_one(viewer, tiny_liposome_models):
+    """The pixel size comes from the chosen layer or the user, never from a default or the layer
+    chosen before: without one the run says what is missing, with one typed in it runs."""
+    field = simulate_field(SimulationConfig(shape=(160, 160), objects=(4, 6), diameter_nm=(40, 120)), seed=11)
+    viewer.add_image(field.image, name="known", metadata={"pixel_size_nm": 2.5})
+    widget = _widget(viewer, tiny_liposome_models)
+    assert widget.pixel_size.value == 2.5
+    widget.image.value = viewer.add_image(field.image, name="unknown")
+    assert widget.pixel_size.value == 0  # not the previous layer's 2.5
+    widget.run_button.clicked.emit()
+    assert "no pixel size" in str(widget.runner.last_error) and "unknown liposomes" not in viewer.layers
+    widget.pixel_size.value = 2.0
+    widget.run_button.clicked.emit()
+    assert widget.runner.last_error is None, widget.runner.last_error
+    assert viewer.layers["unknown liposomes"].metadata["pixel_size_nm"] == 2.0
+    widget.image.value = viewer.layers["known"]
+    assert widget.pixel_size.value == 2.5

@@ -101,7 +101,9 @@ class LiposomeWidget(ViewerWidget):
         self.objects = ComboBox(label="objects", choices=lambda w: [(DETECT, DETECT),
                                                                     *layer_choices(napari_viewer, "Labels")(w)],
                                 tooltip="detect liposomes, or classify the instances of a Labels layer")
-        self.pixel_size = FloatSpinBox(label="pixel size (nm)", value=2.5, min=0.05, max=100.0, step=0.05)
+        self.pixel_size = FloatSpinBox(label="pixel size (nm)", value=0.0, min=0.0, max=100.0, step=0.05,
+                                       tooltip="the image's pixel size in nm, read from the layer when its file "
+                                       "records one; 0 = unknown: enter it (liposomes are found and measured in nm)")
         self.detector = ComboBox(label="detector", choices=_detectors, tooltip=AUTO_TIP)
         self.min_diameter = FloatSpinBox(label="min diameter (nm)", value=MIN_DIAMETER_NM, min=1.0, max=1000.0,
                                          step=5.0, tooltip="detections narrower than this are dropped: raise it when "
@@ -147,9 +149,19 @@ class LiposomeWidget(ViewerWidget):
         self.min_diameter.enabled = self.objects.value == DETECT
 
     def _pixel_size_from_layer(self) -> None:
-        size = layer_pixel_size(self.image.value)
-        if size:
-            self.pixel_size.value = size
+        """The chosen layer's pixel size, or 0 (unknown) for a layer that records none: never the
+        previous layer's, which would analyse this one at a scale nobody gave."""
+        self.pixel_size.value = layer_pixel_size(self.image.value) or 0.0
+
+    def known_pixel_size(self, layer: Any = None) -> float | None:
+        """The pixel size to retrain at: the one ``layer`` (a result) was analysed at, else the
+        field's; None, with the reason shown, where there is none."""
+        size = (layer.metadata.get("pixel_size_nm") if layer is not None else None) or self.pixel_size.value
+        if not size:
+            self.runner.on_error(ValueError("pixel size unknown: enter the image's pixel size (nm) in 'pixel size "
+                                            "(nm)'"))
+            return None
+        return float(size)
 
     def run(self) -> None:
         layer = self.image.value
@@ -160,7 +172,7 @@ class LiposomeWidget(ViewerWidget):
             return
         labels_layer = None if self.objects.value == DETECT else self.objects.value
         steps = analyse_steps(
-            np.asarray(base_data(layer)), self.pixel_size.value,
+            np.asarray(base_data(layer)), self.pixel_size.value or None,  # none: the core says so
             labels=None if labels_layer is None else np.asarray(base_data(labels_layer)),
             detector=self.detector.value, classifiers={p: c.value for p, c in self.models.items()},
             min_diameter_nm=self.min_diameter.value, name=layer.name, balanced_decisions=self.balanced.value,
@@ -362,7 +374,9 @@ class _CorrectionPanel(Container):
         # every object stays in the label image (crops see their neighbours as at analysis time); only
         # the reviewed ones carry classes, the others are left out of training
         data, labels = np.asarray(base_data(image)), np.asarray(layer.data)
-        pixel_size, detector = owner.pixel_size.value, owner.detector.value
+        pixel_size, detector = owner.known_pixel_size(layer), owner.detector.value
+        if pixel_size is None:
+            return
 
         def objects_for(classifier: str) -> Any:
             return training_objects(data, labels, classes, pixel_size, detector, classifier=classifier)
@@ -384,7 +398,9 @@ class _CorrectionPanel(Container):
             owner.runner.on_error(ValueError("run the analysis and correct the liposome layer first"))
             return
         labels = np.asarray(layer.data)
-        pixel_size = owner.pixel_size.value
+        pixel_size = owner.known_pixel_size(layer)
+        if pixel_size is None:
+            return
         correction = (Correction(np.asarray(base_data(image)), labels, pixel_size, complete=True)
                       if self.complete.value else self._changes(layer, labels, image, pixel_size))
         if correction is None:
