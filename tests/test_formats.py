@@ -297,6 +297,32 @@ def test_liposomes_min_diameter_drops_narrower_detections_and_is_recorded(tmp_pa
     assert refused.value.code == 2
 
 
+def test_liposomes_min_ring_snr_keeps_or_drops_faint_small_detections_and_is_recorded(tmp_path):
+    """--min-ring-snr 0 keeps the narrow detections the default drops as noise, and leaves every
+    other one as it was; summary.csv says which threshold each run used."""
+    import csv
+
+    from napari_nanoclass.liposomes.simulator import SimulationConfig, simulate_field
+
+    torch.set_num_threads(1)
+    field = simulate_field(SimulationConfig(shape=(512, 512), pixel_size_nm=5.0), seed=424_401)  # noisy at 5 nm/px
+    noisy = _mrc(tmp_path / "noisy.mrc", field.image, 50.0)
+
+    def run(out: str, *options: str) -> tuple[list[float], dict]:
+        assert main(["liposomes", str(noisy), "--out", str(tmp_path / out), "--quiet", *options]) == 0
+        diameters = sorted(float(r["diameter_nm"]) for r in csv.DictReader(open(tmp_path / out / "objects.csv")))
+        return diameters, next(csv.DictReader(open(tmp_path / out / "summary.csv")))
+
+    judged, default = run("default")
+    every, kept_all = run("all", "--min-ring-snr", "0")
+    assert (default["min_ring_snr"], kept_all["min_ring_snr"]) == ("4.0", "0.0")
+    assert len(every) > len(judged) and all(d in every for d in judged)
+    assert min(d for d in every if d not in judged) < 10 * 5.0  # what the test dropped: under 10 pixels
+    with pytest.raises(SystemExit) as refused:
+        main(["liposomes", str(noisy), "--out", str(tmp_path / "bad"), "--min-ring-snr", "-1"])
+    assert refused.value.code == 2
+
+
 def _unitless(columns, lengths=("centroid", "centre", "diameter", "width", "height", "area", "y0", "x0")):
     """Columns that hold a length or an area but do not say in what."""
     return [c for c in columns if any(c.startswith(k) for k in lengths) and not c.endswith(("_px", "_nm", "_nm2"))]

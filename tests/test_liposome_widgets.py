@@ -129,12 +129,13 @@ def test_detect_on_the_sample_and_report_errors(viewer, tiny_liposome_models):
     widget.run_button.clicked.emit()  # detect with the (random) tiny detector: runs end to end
     assert widget.runner.last_error is None, widget.runner.last_error
     assert "simulated liposomes liposomes" in viewer.layers
-    from napari_nanoclass.liposomes import MIN_DIAMETER_NM
+    from napari_nanoclass.liposomes import MIN_DIAMETER_NM, MIN_RING_SNR
 
     layer = viewer.layers["simulated liposomes liposomes"]
     assert layer.metadata["summary"]["min_diameter_nm"] == MIN_DIAMETER_NM
-    widget.resummarise(layer)  # as after a correction: the population is recomputed, the detection's minimum stays
+    widget.resummarise(layer)  # as after a correction: the population is recomputed, the detection's floors stay
     assert layer.metadata["summary"]["min_diameter_nm"] == MIN_DIAMETER_NM
+    assert layer.metadata["summary"]["min_ring_snr"] == MIN_RING_SNR
     widget.image.value = viewer.add_image(np.zeros((2, 64, 64), np.float32), name="stack")
     widget.run_button.clicked.emit()
     assert "2-D image" in str(widget.runner.last_error) and widget.runner.bar.visible is False
@@ -169,7 +170,7 @@ def test_set_classes_updates_the_summary_and_histogram_and_can_be_undone(viewer,
         _set(widget, label, "multilamellar", "full")
     summary = layer.metadata["summary"]
     assert summary == summarise("cryo", widget.result.objects, 2.5, widget.result.models)
-    assert summary["min_diameter_nm"] == ""  # the user's labels: no detection, no minimum
+    assert summary["min_diameter_nm"] == summary["min_ring_snr"] == ""  # the user's labels: no detection
     assert (summary["pct_multilamellar"], summary["pct_loaded"], summary["n_multilamellar"]) == (100, 100, len(labels))
     assert "multilamellar 100.0 %, loaded 100.0 %" in widget.summary.value
     by_class = widget.result.histogram_by_class("lamellarity")

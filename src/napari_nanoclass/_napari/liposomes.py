@@ -230,8 +230,10 @@ class LiposomeWidget(ViewerWidget):
         models = dict(layer.metadata.get("models") or (self.result.models if self.result else {}))
         pixel_size = float(layer.metadata.get("pixel_size_nm") or self.pixel_size.value)
         image = self.image.value.name if self.image.value is not None else layer.name
-        detected_from = (layer.metadata.get("summary") or {}).get("min_diameter_nm")  # "" for user labels
-        summary = summarise(image, objects, pixel_size, models, detected_from if detected_from != "" else None)
+        detected = layer.metadata.get("summary") or {}  # the detection's floors; "" for user labels
+        floors = [None if detected.get(key) in (None, "") else detected[key]
+                  for key in ("min_diameter_nm", "min_ring_snr")]
+        summary = summarise(image, objects, pixel_size, models, *floors)
         layer.metadata["summary"] = summary
         self.result = LiposomeResult(layer.data, objects, summary, pixel_size, models)
         self.show_summary(summary)

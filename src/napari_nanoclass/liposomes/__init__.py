@@ -35,6 +35,11 @@ SMALL_UP_TO_NM = 5.0  # the coarsest images it runs on by default (docs/liposome
 # unlike the fine detector's training fields
 VARIED_DETECTOR = "liposome-detector-varied"
 MIN_DIAMETER_NM = 20.0  # smaller detections are noise (liposomes are ≥ 30 nm); --min-diameter raises it
+# a detection narrower than FAINT_BELOW_PX input pixels is kept only if its rim stands out of the image's noise
+# by MIN_RING_SNR standard errors (in coarse, noisy images the detectors take noise for vesicles a few pixels
+# across; chosen on validation data: docs/liposomes.md, "Faint specks at coarse pixel sizes"); --min-ring-snr
+FAINT_BELOW_PX = 10.0
+MIN_RING_SNR = 4.0
 log = logging.getLogger("napari_nanoclass")
 
 
@@ -157,6 +162,10 @@ ANALYSIS = Analysis(
                "run it beside any detector at any pixel size)"),
         Option("min_diameter_nm", "--min-diameter", f"drop detections narrower than this, in nm (default: "
                f"{MIN_DIAMETER_NM:g}), for vesicles known to be larger", kind=float, low=1.0, high=1000.0),
+        Option("min_ring_snr", "--min-ring-snr", f"keep a detection under {FAINT_BELOW_PX:g} input pixels across "
+               "only if its rim differs from the ice around it by this many standard errors of the image's noise "
+               f"(default: {MIN_RING_SNR:g}; 0 keeps them all, e.g. for small vesicles at 4-5 nm/px on clean "
+               "images)", kind=float, low=0.0, high=1000.0),
         Option("classifiers.lamellarity", "--lamellarity-model", "lamellarity classifier",
                default=DEFAULT_CLASSIFIERS["lamellarity"]),
         Option("classifiers.encapsulation", "--encapsulation-model", "encapsulation classifier",

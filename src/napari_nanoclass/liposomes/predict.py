@@ -70,8 +70,10 @@ from napari_nanoclass.liposomes import (
     DEFAULT_CLASSIFIERS,
     DEFAULT_DETECTOR,
     EXPLANATION_PRODUCT,
+    FAINT_BELOW_PX,
     FINE_DETECTOR,
     MIN_DIAMETER_NM,
+    MIN_RING_SNR,
     SMALL_DETECTOR,
     VARIED_DETECTOR,
     companion,
@@ -100,11 +102,6 @@ LARGE_VIEW = 2.0
 LARGE_MIN_NM = 100.0
 LARGE_INSIDE = 0.5
 LARGE_WHOLE_SOLIDITY = 0.95  # a fine object this convex inside a large one is a whole vesicle: the large one merged
-# a detection narrower than FAINT_BELOW_PX input pixels is kept only if its rim stands out of the image's noise
-# by MIN_RING_SNR standard errors (in coarse, noisy images the detectors take noise for vesicles a few pixels
-# across; chosen on validation data: docs/liposomes.md, "Faint specks at coarse pixel sizes")
-FAINT_BELOW_PX = 10.0
-MIN_RING_SNR = 4.0
 HISTOGRAM_EDGES_NM = np.arange(0, 420, 20)
 LABEL_NAME = "liposomes"  # the instances in an OME-Zarr output: ``labels/liposomes`` of the input image
 # lengths name their unit: centroids in the input's pixels (to find the object in its labels) and in nm
@@ -114,8 +111,8 @@ OBJECT_COLUMNS = ["image", "label", "centroid_y_px", "centroid_x_px", "centroid_
 SUMMARY_COLUMNS = ["image", "n_objects", "n_unilamellar", "n_multilamellar", "n_lamellarity_uncertain", "n_full",
                    "n_empty", "n_encapsulation_uncertain", "pct_multilamellar", "pct_loaded", "mean_diameter_nm",
                    "median_diameter_nm", "pixel_size_nm", "pixel_size_source", "detector", "small_detector",
-                   "min_diameter_nm", "lamellarity_model", "encapsulation_model", "explained", "status", "error",
-                   "path"]
+                   "min_diameter_nm", "min_ring_snr", "lamellarity_model", "encapsulation_model", "explained", "status",
+                   "error", "path"]
 
 
 @dataclass
@@ -487,12 +484,12 @@ def _working(data: np.ndarray, pixel_size_nm: float, working_px: float | None,
 
 
 def detect_all_steps(data: np.ndarray, pixel_size_nm: float, detector: LoadedModel, small: LoadedModel | None,
-                     min_diameter_nm: float = MIN_DIAMETER_NM,
-                     stats: tuple[float, float] | None = None) -> Steps[tuple[np.ndarray, float, np.ndarray]]:
+                     min_diameter_nm: float = MIN_DIAMETER_NM, stats: tuple[float, float] | None = None,
+                     min_ring_snr: float | None = None) -> Steps[tuple[np.ndarray, float, np.ndarray]]:
     """(the image at ``detector``'s scale, its pixel size, instance labels there): ``detector``'s
     objects and, with ``small``, those the detector beside it (small-vesicle or varied-imaging) finds
     at its own scale where ``detector`` found none (:func:`with_small`), less those too few input
-    pixels across to tell from noise (:func:`drop_faint`). A block of a large image
+    pixels across to tell from noise (:func:`drop_faint`, at ``min_ring_snr``). A block of a large image
     (``stats`` given: the whole image's) keeps its peak memory to one window's
     (``detect_steps(bounded=True)``)."""
     work, working_px = _working(data, pixel_size_nm, detector.info.pixel_size_nm, stats)
@@ -514,7 +511,7 @@ def detect_all_steps(data: np.ndarray, pixel_size_nm: float, detector: LoadedMod
         coarse = yield from _pair_steps(half, detector, small if same else None, lambda: half, min_diameter_nm, block,
                                         parts // 2, parts, "detecting large vesicles")
         labels = with_large(labels, labels_at(coarse, labels.shape), working_px)
-    return work, working_px, drop_faint(labels, data)
+    return work, working_px, drop_faint(labels, data, min_snr=min_ring_snr)
 
 
 def _pair_steps(view: tuple[np.ndarray, float], detector: LoadedModel, small: LoadedModel | None,
@@ -659,6 +656,7 @@ def analyse_steps(
     classifiers: Mapping[str, str | LoadedModel] | None = None,
     name: str = "image",
     min_diameter_nm: float = MIN_DIAMETER_NM,
+    min_ring_snr: float | None = None,
     balanced_decisions: bool = False,
     explain: bool = False,
     device: str | None = None,
@@ -671,7 +669,10 @@ def analyse_steps(
     guess would give wrong results without saying so. ``detector`` defaults to the one for
     that pixel size (:func:`default_detector`), with the detector beside it (small-vesicle or
     varied-imaging: :func:`default_small_detector`) unless ``detector`` is given; ``small_detector``
-    names one to run beside any detector. ``balanced_decisions`` classifies as if every class were equally common
+    names one to run beside any detector. Detections narrower than ``min_diameter_nm`` are dropped,
+    and those narrower than ``FAINT_BELOW_PX`` input pixels whose rim stands out of the noise by
+    less than ``min_ring_snr`` standard errors (default ``MIN_RING_SNR``; 0 keeps them all:
+    :func:`drop_faint`). ``balanced_decisions`` classifies as if every class were equally common
     (more rare objects found, more false alarms) instead of at the operating point each
     classifier chose for the class mix it was trained on. ``explain`` adds, per problem, the map
     of where in each object the classifier saw evidence for the class it gave
@@ -691,6 +692,8 @@ def analyse_steps(
                          "so give the image's pixel size (--pixel-size NM, pixel_size_nm=, or the widget's "
                          "'pixel size (nm)')")
     pixel_size_nm = number(float, *PIXEL_SIZES_NM, name=f"{name}: pixel size (nm/px)")(pixel_size_nm)
+    min_ring_snr = number(float, 0.0, 1000.0, name=f"{name}: minimum rim contrast (standard errors)")(
+        MIN_RING_SNR if min_ring_snr is None else min_ring_snr)
     small_detector = small_detector_for(pixel_size_nm, detector, small_detector)
     detector = load_on(detector or default_detector(pixel_size_nm), device)
     small = load_on(small_detector, device) if small_detector and labels is None else None
@@ -701,14 +704,15 @@ def analyse_steps(
     enlarged = max(1.0, _finest(pixel_size_nm, (detector, small))) ** 2  # the input itself counts when shrunk
     if labels is None and math.prod(data.shape) * enlarged > STREAM_ABOVE:
         out_labels, objects, explanations = yield from _analyse_blocks(
-            data, pixel_size_nm, (detector, small), models, name, min_diameter_nm, balanced_decisions, explain,
-            workdir)
-        return LiposomeResult(out_labels, objects, summarise(name, objects, pixel_size_nm, names, min_diameter_nm),
+            data, pixel_size_nm, (detector, small), models, name, (min_diameter_nm, min_ring_snr), balanced_decisions,
+            explain, workdir)
+        return LiposomeResult(out_labels, objects,
+                              summarise(name, objects, pixel_size_nm, names, min_diameter_nm, min_ring_snr),
                               pixel_size_nm, names, explanations)
     data = np.asarray(data, np.float32)
     if labels is None:
         work, working_px, work_labels = yield from detect_all_steps(data, pixel_size_nm, detector, small,
-                                                                    min_diameter_nm)
+                                                                    min_diameter_nm, min_ring_snr=min_ring_snr)
     else:
         work, working_px = working_image(data, pixel_size_nm, detector.info.pixel_size_nm)
         labels = np.asarray(labels)
@@ -724,7 +728,9 @@ def analyse_steps(
     out_labels = np.asarray(labels_at(work_labels, data.shape), np.int32)
     explanations = {p: explanation_at(d.explanation, out_labels) for p, d in classes.items()
                     if d.explanation is not None}
-    summary = summarise(name, objects, pixel_size_nm, names, min_diameter_nm if labels is None else None)
+    detected = labels is None
+    summary = summarise(name, objects, pixel_size_nm, names, min_diameter_nm if detected else None,
+                        min_ring_snr if detected else None)
     yield Progress(1, 1, f"{len(objects)} liposomes")
     return LiposomeResult(out_labels, objects, summary, pixel_size_nm, names, explanations)
 
@@ -736,8 +742,8 @@ def explanation_at(values: np.ndarray, labels: np.ndarray) -> np.ndarray:
 
 
 def _analyse_blocks(data: Any, pixel_size_nm: float, detectors: tuple[LoadedModel, LoadedModel | None],
-                    models: Mapping[str, LoadedModel], name: str, min_diameter_nm: float, balanced_decisions: bool,
-                    explain: bool,
+                    models: Mapping[str, LoadedModel], name: str, floors: tuple[float, float],
+                    balanced_decisions: bool, explain: bool,
                     workdir: str | Path | None) -> Steps[tuple[Any, list[dict[str, Any]], dict[str, Any]]]:
     """Detect and classify a large image block by block; returns (instance labels, object rows,
     explanation maps by problem — none without ``explain``).
@@ -763,7 +769,7 @@ def _analyse_blocks(data: Any, pixel_size_nm: float, detectors: tuple[LoadedMode
         x0, x1 = max(0, x - margin), min(width, x + core + margin)
         block = np.asarray(data[y0:y1, x0:x1])
         work, working_px, found = yield from scaled(
-            detect_all_steps(block, pixel_size_nm, detector, small, min_diameter_nm, stats), i, len(origins),
+            detect_all_steps(block, pixel_size_nm, detector, small, floors[0], stats, floors[1]), i, len(origins),
             f"block {i + 1}/{len(origins)}")
         scale = block.shape[0] / work.shape[0]
         every = liposome_objects.measure(found, working_px)  # in label order
@@ -859,10 +865,12 @@ def _object_row(image: str, measured: dict[str, Any], classes: dict[str, Decisio
 
 
 def summarise(image: str, objects: Sequence[Mapping[str, Any]], pixel_size_nm: float,
-              models: Mapping[str, str], min_diameter_nm: float | None = None) -> dict[str, Any]:
+              models: Mapping[str, str], min_diameter_nm: float | None = None,
+              min_ring_snr: float | None = None) -> dict[str, Any]:
     """Per-image population: counts per class, % multilamellar among objects of certain
     lamellarity, % loaded (encapsulation efficiency) among objects of certain encapsulation; with
-    the smallest diameter detection kept (None: the objects were not detected, e.g. user labels)."""
+    the smallest diameter a detection was kept at and the rim contrast a narrow one needed (None:
+    the objects were not detected, e.g. user labels)."""
     def count(problem: str, cls: str) -> int:
         return sum(o.get(problem) == cls for o in objects)
 
@@ -880,6 +888,7 @@ def summarise(image: str, objects: Sequence[Mapping[str, Any]], pixel_size_nm: f
         "pixel_size_nm": pixel_size_nm, "detector": models.get("detector", ""),
         "small_detector": models.get("small_detector", ""),
         "min_diameter_nm": "" if min_diameter_nm is None else min_diameter_nm,
+        "min_ring_snr": "" if min_ring_snr is None else min_ring_snr,
         "lamellarity_model": models.get("lamellarity_model", ""),
         "encapsulation_model": models.get("encapsulation_model", ""), "status": "ok", "error": "",
     }
@@ -900,10 +909,11 @@ class LiposomeFiles(FileJob):
 
     def __init__(self, pixel_size_nm: float | None = None, *, detector: str | None = None,
                  small_detector: str | None = None, classifiers: Mapping[str, str] | None = None,
-                 device: str | None = None, min_diameter_nm: float | None = None,
+                 device: str | None = None, min_diameter_nm: float | None = None, min_ring_snr: float | None = None,
                  output_format: str = "tif", balanced_decisions: bool = False, explain: bool = False) -> None:
         self.pixel_size_nm, self.device = pixel_size_nm, device
         self.min_diameter_nm = MIN_DIAMETER_NM if min_diameter_nm is None else min_diameter_nm
+        self.min_ring_snr = min_ring_snr
         self.detector_name, self.small_name = detector, small_detector
         self.detectors: dict[str, LoadedModel] = {}  # by name: each input's pixel size may pick its own
         if detector or small_detector or pixel_size_nm is not None:
@@ -938,7 +948,7 @@ class LiposomeFiles(FileJob):
         result = yield from analyse_steps(image.data, pixel_size, detector=self._detector(pixel_size),
                                           small_detector=self._small(pixel_size),
                                           classifiers=self.classifiers, name=image.name,
-                                          min_diameter_nm=self.min_diameter_nm,
+                                          min_diameter_nm=self.min_diameter_nm, min_ring_snr=self.min_ring_snr,
                                           balanced_decisions=self.balanced_decisions, explain=self.explain,
                                           device=self.device, workdir=workdir)
         colours = result.colours()
