@@ -746,7 +746,8 @@ def _analyse_blocks(data: Any, pixel_size_nm: float, detectors: tuple[LoadedMode
                     balanced_decisions: bool, explain: bool,
                     workdir: str | Path | None) -> Steps[tuple[Any, list[dict[str, Any]], dict[str, Any]]]:
     """Detect and classify a large image block by block; returns (instance labels, object rows,
-    explanation maps by problem — none without ``explain``).
+    explanation maps by problem — none without ``explain``). ``floors``: (minimum diameter in nm,
+    minimum rim contrast of narrow detections), as :func:`analyse_steps` takes them.
 
     Each block is a core of ``BLOCK_PX`` working pixels read with a margin wide enough for the
     largest liposome (``MAX_DIAMETER_NM``) plus the detectors' halo, normalised with the whole
