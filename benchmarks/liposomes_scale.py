@@ -65,8 +65,7 @@ def field_detection(config: SimulationConfig, first_seed: int, n_fields: int, de
                              f.labels) for f in fields)
 
 
-def field_config(pixel_size: float, diameter: tuple[float, float] = (20.0, 300.0),
-                 imaging: str = "default") -> SimulationConfig:
+def field_config(pixel_size: float, diameter: tuple[float, float], imaging: str = "default") -> SimulationConfig:
     """The study-mix fields of ``--imaging``: ``binned`` is the default image formation with the
     dose per pixel scaled by the pixel's area from ``BINNED_FROM_NM``."""
     config = SimulationConfig(pixel_size_nm=pixel_size, diameter_nm=diameter, mix=STUDY_MIX,

@@ -275,21 +275,22 @@ def test_liposomes_take_the_mrc_header_pixel_size_and_an_option_wins_with_a_warn
     assert (row["pixel_size_nm"], row["pixel_size_source"]) == ("2.0", "option --pixel-size")
 
 
+def _liposome_run(image, out, *options: str) -> tuple[list[float], dict]:
+    """``nanoclass liposomes IMAGE --out OUT OPTIONS``: the sorted object diameters and the summary row."""
+    import csv
+
+    assert main(["liposomes", str(image), "--out", str(out), "--quiet", *options]) == 0
+    with open(out / "objects.csv") as objects, open(out / "summary.csv") as summary:
+        return sorted(float(r["diameter_nm"]) for r in csv.DictReader(objects)), next(csv.DictReader(summary))
+
+
 def test_liposomes_min_diameter_drops_narrower_detections_and_is_recorded(tmp_path):
     """--min-diameter removes the detections narrower than it and leaves the others as they were;
     summary.csv says which minimum each run used."""
-    import csv
-
     torch.set_num_threads(1)
     cryo = _cryo_mrc(tmp_path / "cryo.mrc")  # 2.5 nm/px, vesicles 30-300 nm
-
-    def run(out: str, *options: str) -> tuple[list[float], dict]:
-        assert main(["liposomes", str(cryo), "--out", str(tmp_path / out), "--quiet", *options]) == 0
-        diameters = sorted(float(r["diameter_nm"]) for r in csv.DictReader(open(tmp_path / out / "objects.csv")))
-        return diameters, next(csv.DictReader(open(tmp_path / out / "summary.csv")))
-
-    every, plain = run("plain")
-    kept, raised = run("raised", "--min-diameter", "60")
+    every, plain = _liposome_run(cryo, tmp_path / "plain")
+    kept, raised = _liposome_run(cryo, tmp_path / "raised", "--min-diameter", "60")
     assert (plain["min_diameter_nm"], raised["min_diameter_nm"]) == ("20.0", "60.0")
     assert any(d < 60 for d in every) and kept == [d for d in every if d >= 60] and kept
     with pytest.raises(SystemExit) as refused:  # argparse: one line naming the option and the range
@@ -300,21 +301,13 @@ def test_liposomes_min_diameter_drops_narrower_detections_and_is_recorded(tmp_pa
 def test_liposomes_min_ring_snr_keeps_or_drops_faint_small_detections_and_is_recorded(tmp_path):
     """--min-ring-snr 0 keeps the narrow detections the default drops as noise, and leaves every
     other one as it was; summary.csv says which threshold each run used."""
-    import csv
-
     from napari_nanoclass.liposomes.simulator import SimulationConfig, simulate_field
 
     torch.set_num_threads(1)
     field = simulate_field(SimulationConfig(shape=(512, 512), pixel_size_nm=5.0), seed=424_401)  # noisy at 5 nm/px
     noisy = _mrc(tmp_path / "noisy.mrc", field.image, 50.0)
-
-    def run(out: str, *options: str) -> tuple[list[float], dict]:
-        assert main(["liposomes", str(noisy), "--out", str(tmp_path / out), "--quiet", *options]) == 0
-        diameters = sorted(float(r["diameter_nm"]) for r in csv.DictReader(open(tmp_path / out / "objects.csv")))
-        return diameters, next(csv.DictReader(open(tmp_path / out / "summary.csv")))
-
-    judged, default = run("default")
-    every, kept_all = run("all", "--min-ring-snr", "0")
+    judged, default = _liposome_run(noisy, tmp_path / "default")
+    every, kept_all = _liposome_run(noisy, tmp_path / "all", "--min-ring-snr", "0")
     assert (default["min_ring_snr"], kept_all["min_ring_snr"]) == ("4.0", "0.0")
     assert len(every) > len(judged) and all(d in every for d in judged)
     assert min(d for d in every if d not in judged) < 10 * 5.0  # what the test dropped: under 10 pixels

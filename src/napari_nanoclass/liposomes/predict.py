@@ -386,15 +386,12 @@ def ring_snr(image: np.ndarray, labels: np.ndarray, label: int, box: tuple[slice
     return float(abs(values[ring].mean() - values[rim].mean()) / error)
 
 
-def drop_faint(labels: np.ndarray, data: np.ndarray, below_px: float | None = None,
-               min_snr: float | None = None) -> np.ndarray:
+def drop_faint(labels: np.ndarray, data: np.ndarray, below_px: float = FAINT_BELOW_PX,
+               min_snr: float = MIN_RING_SNR) -> np.ndarray:
     """``labels`` (at any scale) without the objects narrower than ``below_px`` pixels of ``data``
     (the input image) whose rim does not stand out of its noise by ``min_snr`` (:func:`ring_snr`,
     measured on ``data`` itself: enlarging it for a detector adds no information, only correlated
-    pixels). Objects that cannot be judged are kept. Defaults: ``FAINT_BELOW_PX`` and
-    ``MIN_RING_SNR`` as they are when called (benchmarks/with_scales.py sets them for one run)."""
-    below_px = FAINT_BELOW_PX if below_px is None else below_px
-    min_snr = MIN_RING_SNR if min_snr is None else min_snr
+    pixels). Objects that cannot be judged are kept."""
     scale = data.shape[0] / labels.shape[0]
     areas = np.bincount(labels.ravel()) * scale**2
     if not (2 * np.sqrt(areas[1:] / np.pi) < 1.5 * below_px).any():  # an estimate: none can be that narrow
@@ -485,7 +482,7 @@ def _working(data: np.ndarray, pixel_size_nm: float, working_px: float | None,
 
 def detect_all_steps(data: np.ndarray, pixel_size_nm: float, detector: LoadedModel, small: LoadedModel | None,
                      min_diameter_nm: float = MIN_DIAMETER_NM, stats: tuple[float, float] | None = None,
-                     min_ring_snr: float | None = None) -> Steps[tuple[np.ndarray, float, np.ndarray]]:
+                     min_ring_snr: float = MIN_RING_SNR) -> Steps[tuple[np.ndarray, float, np.ndarray]]:
     """(the image at ``detector``'s scale, its pixel size, instance labels there): ``detector``'s
     objects and, with ``small``, those the detector beside it (small-vesicle or varied-imaging) finds
     at its own scale where ``detector`` found none (:func:`with_small`), less those too few input
@@ -671,8 +668,8 @@ def analyse_steps(
     varied-imaging: :func:`default_small_detector`) unless ``detector`` is given; ``small_detector``
     names one to run beside any detector. Detections narrower than ``min_diameter_nm`` are dropped,
     and those narrower than ``FAINT_BELOW_PX`` input pixels whose rim stands out of the noise by
-    less than ``min_ring_snr`` standard errors (default ``MIN_RING_SNR``; 0 keeps them all:
-    :func:`drop_faint`). ``balanced_decisions`` classifies as if every class were equally common
+    less than ``min_ring_snr`` standard errors (default: ``MIN_RING_SNR`` as it is when called,
+    which benchmarks/with_scales.py sets for one run; 0 keeps them all: :func:`drop_faint`). ``balanced_decisions`` classifies as if every class were equally common
     (more rare objects found, more false alarms) instead of at the operating point each
     classifier chose for the class mix it was trained on. ``explain`` adds, per problem, the map
     of where in each object the classifier saw evidence for the class it gave
