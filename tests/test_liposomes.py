@@ -1545,7 +1545,7 @@ def test_solid_enough_is_skimage_s_solidity_test(rows, cols, seed, density, min_
         assert solid_enough(region, min_solidity) == (region.solidity >= min_solidity)
 
 
-def test_solid_enough_skips_the_convex_hull_of_round_objects():
+def test_solid_enough_skips_the_convex_hull_of_round_and_of_ragged_objects():
     from skimage.measure import regionprops
     from skimage.morphology import disk
 
@@ -1555,7 +1555,9 @@ def test_solid_enough_skips_the_convex_hull_of_round_objects():
     assert solid_enough(region, 0.8)
     assert "image_convex" not in region._cache  # decided by the octagon bound alone
     ragged = regionprops(np.pad(np.eye(12, dtype=np.int32) | np.eye(12, dtype=np.int32)[::-1], 2))[0]
-    assert not solid_enough(ragged, 0.8) and ragged.solidity < 0.8
+    assert not solid_enough(ragged, 0.8)
+    assert "image_convex" not in ragged._cache  # decided by the row and column spans alone
+    assert ragged.solidity < 0.8
 
 
 @settings(max_examples=60, deadline=None)

@@ -339,8 +339,11 @@ def solid_enough(region: Any, min_solidity: float) -> bool:
     the post-processing). skimage's hull is that of every pixel's edge midpoints, so it lies in
     the octagon bounded by the pixels' extremes along rows, columns and both diagonals, half a
     pixel out; its pixel count is at most the octagon's, so area / (the octagon's count) is a lower
-    bound of the solidity, and round objects pass on it alone. For regions of unit pixel spacing
-    (``regionprops`` without ``spacing``), as the post-processing makes them."""
+    bound of the solidity, and round objects pass on it alone. The hull also holds every pixel
+    between the first and last of a row (or a column) strictly inside, so area / (those pixels'
+    count) is an upper bound, and ragged objects (the noise blobs of a coarse, noisy image) fail
+    on it alone. For regions of unit pixel spacing (``regionprops`` without ``spacing``), as the
+    post-processing makes them."""
     rows, cols = region.coords.T
     sums, diffs = rows + cols, rows - cols
     r = np.arange(rows.min(), rows.max() + 1)
@@ -348,7 +351,21 @@ def solid_enough(region: Any, min_solidity: float) -> bool:
     last = np.minimum.reduce([np.full_like(r, cols.max()), sums.max() - r, r - diffs.min()])
     if region.area >= min_solidity * np.clip(last - first + 1, 0, None).sum():
         return True
+    if region.area < min_solidity * max(_spans(rows, cols), _spans(cols, rows)):
+        return False
     return bool(region.solidity >= min_solidity)
+
+
+def _spans(lines: np.ndarray, along: np.ndarray) -> int:
+    """How many pixels lie between the first and last pixel of each line (``lines`` the pixels' row
+    or column, ``along`` their place in it), ends included, summed over the lines."""
+    line = lines - lines.min()
+    first = np.full(int(line.max()) + 1, np.iinfo(np.int64).max)
+    last = np.full(int(line.max()) + 1, np.iinfo(np.int64).min)
+    np.minimum.at(first, line, along)
+    np.maximum.at(last, line, along)
+    present = first <= last
+    return int((last[present] - first[present] + 1).sum())
 
 
 def _unenclosed(instances: np.ndarray, boundary: np.ndarray, threshold: float) -> list[int]:
