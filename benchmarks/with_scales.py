@@ -1,6 +1,6 @@
 """Run a liposome benchmark with the pixel-size-dependent choices of the analysis set otherwise.
 
-    python benchmarks/with_scales.py [--fine-below NM] [--small-up-to NM] [--min-ring-snr S]
+    python benchmarks/with_scales.py [--fine-below NM] [--small-up-to NM] [--min-ring-snr S] [--tta]
         benchmarks/liposomes_scale.py ARGS…
 
 ``--fine-below`` sets ``liposomes.FINE_BELOW_NM`` (the coarsest pixel size sent to the fine detector,
@@ -10,12 +10,14 @@ run, so that the benchmark's ``auto`` rows compare the choices of docs/liposomes
 pair takes over", "The small-vesicle detector at coarser scales"). The second look at half the
 scale stays with the detectors that work at 1 nm/px. ``--min-ring-snr`` sets
 ``liposomes.predict.MIN_RING_SNR`` (0 keeps every detection, as before "Faint specks at coarse
-pixel sizes").
+pixel sizes"). ``--tta`` runs every analysis of the benchmark with ``tta=True`` (test-time
+augmentation: each detector averages over the image's 8 rotations and flips).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import runpy
 import sys
 from pathlib import Path
@@ -29,11 +31,14 @@ def main() -> None:
     ap.add_argument("--fine-below", type=float, default=liposomes.FINE_BELOW_NM)
     ap.add_argument("--small-up-to", type=float, default=liposomes.SMALL_UP_TO_NM)
     ap.add_argument("--min-ring-snr", type=float, default=predict.MIN_RING_SNR)
+    ap.add_argument("--tta", action="store_true")
     ap.add_argument("script", type=Path)
     ap.add_argument("args", nargs=argparse.REMAINDER)
     args = ap.parse_args()
     liposomes.FINE_BELOW_NM, liposomes.SMALL_UP_TO_NM = args.fine_below, args.small_up_to
     predict.MIN_RING_SNR = args.min_ring_snr
+    if args.tta:
+        predict.analyse_steps = functools.partial(predict.analyse_steps, tta=True)
     sys.argv = [str(args.script), *args.args]
     sys.path.insert(0, str(args.script.resolve().parent))
     runpy.run_path(str(args.script), run_name="__main__")

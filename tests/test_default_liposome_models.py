@@ -299,6 +299,21 @@ def test_at_5_nm_per_pixel_specks_of_noise_are_not_reported_as_vesicles(monkeypa
     assert fp_every >= 10 and fp <= 0.3 * fp_every and tp >= tp_every - 1, (judged, every)
 
 
+def test_with_test_time_augmentation_detection_does_not_depend_on_the_image_s_orientation():
+    """With ``tta`` every detector averages its probabilities over the image's 8 rotations and
+    flips, so a mirrored or transposed field gives the same objects, mirrored or transposed back;
+    and it still finds the field's vesicles."""
+    config = SimulationConfig(shape=(256, 256), pixel_size_nm=2.5, diameter_nm=(30.0, 150.0), objects=(6, 10))
+    field = simulate_field(config, seed=424_500)  # far from the training fields
+    found = analyse(field.image, 2.5, tta=True)
+    assert found.summary["tta"] is True and analyse(field.image[:64, :64], 2.5).summary["tta"] is False
+    for view, back in ((np.fliplr, np.fliplr), (np.transpose, np.transpose)):
+        turned = back(analyse(np.ascontiguousarray(view(field.image)), 2.5, tta=True).labels)
+        same = match_instances(turned, found.labels, iou=0.9)
+        assert same["fp"] == same["fn"] == 0 and same["tp"] == found.labels.max(), same
+    assert match_instances(found.labels, field.labels)["f1"] >= 0.8
+
+
 def test_a_detector_retrained_from_the_automatic_pair_keeps_the_small_vesicle_detector_beside_it():
     """Correcting and retraining at 1–2.5 nm/px replaces the standard detector of the automatic pair;
     the small-vesicle detector must keep running beside the new one, or the small vesicles it found

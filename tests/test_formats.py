@@ -316,6 +316,24 @@ def test_liposomes_min_ring_snr_keeps_or_drops_faint_small_detections_and_is_rec
     assert refused.value.code == 2
 
 
+def test_liposomes_tta_is_recorded_and_changes_only_how_the_detectors_see_the_image(tmp_path, monkeypatch):
+    """--tta runs every detector with the engine's test-time augmentation (and nothing else with it:
+    the same detectors, the same objects' columns), and summary.csv says which runs used it."""
+    from napari_nanoclass import engine
+
+    torch.set_num_threads(1)
+    cryo = _cryo_mrc(tmp_path / "cryo.mrc")
+    asked = []
+    predict_dense = engine.predict_dense
+    monkeypatch.setattr(engine, "predict_dense", lambda *a, **k: asked.append(k.get("tta")) or predict_dense(*a, **k))
+    _, plain = _liposome_run(cryo, tmp_path / "plain")
+    runs = len(asked)
+    _, augmented = _liposome_run(cryo, tmp_path / "tta", "--tta")
+    assert (plain["tta"], augmented["tta"]) == ("False", "True")
+    assert asked[:runs] == [False] * runs and asked[runs:] == [True] * runs and runs >= 2  # the detector beside too
+    assert (plain["detector"], plain["small_detector"]) == (augmented["detector"], augmented["small_detector"])
+
+
 def _unitless(columns, lengths=("centroid", "centre", "diameter", "width", "height", "area", "y0", "x0")):
     """Columns that hold a length or an area but do not say in what."""
     return [c for c in columns if any(c.startswith(k) for k in lengths) and not c.endswith(("_px", "_nm", "_nm2"))]

@@ -136,6 +136,13 @@ def test_detect_on_the_sample_and_report_errors(viewer, tiny_liposome_models):
     widget.resummarise(layer)  # as after a correction: the population is recomputed, the detection's floors stay
     assert layer.metadata["summary"]["min_diameter_nm"] == MIN_DIAMETER_NM
     assert layer.metadata["summary"]["min_ring_snr"] == MIN_RING_SNR
+    assert layer.metadata["summary"]["tta"] is False and "augmented" not in widget.summary.value
+    widget.tta.value = True  # test-time augmentation: recorded, kept when the population is recomputed, shown
+    widget.run_button.clicked.emit()
+    assert widget.runner.last_error is None, widget.runner.last_error
+    augmented = viewer.layers["simulated liposomes liposomes"]
+    widget.resummarise(augmented)
+    assert augmented.metadata["summary"]["tta"] is True and "(test-time augmented)" in widget.summary.value
     widget.image.value = viewer.add_image(np.zeros((2, 64, 64), np.float32), name="stack")
     widget.run_button.clicked.emit()
     assert "2-D image" in str(widget.runner.last_error) and widget.runner.bar.visible is False
@@ -170,7 +177,8 @@ def test_set_classes_updates_the_summary_and_histogram_and_can_be_undone(viewer,
         _set(widget, label, "multilamellar", "full")
     summary = layer.metadata["summary"]
     assert summary == summarise("cryo", widget.result.objects, 2.5, widget.result.models)
-    assert summary["min_diameter_nm"] == summary["min_ring_snr"] == ""  # the user's labels: no detection
+    assert summary["min_diameter_nm"] == summary["min_ring_snr"] == summary["tta"] == ""  # the user's labels
+    assert not widget.tta.enabled and not widget.min_diameter.enabled  # they apply to detections only
     assert (summary["pct_multilamellar"], summary["pct_loaded"], summary["n_multilamellar"]) == (100, 100, len(labels))
     assert "multilamellar 100.0 %, loaded 100.0 %" in widget.summary.value
     by_class = widget.result.histogram_by_class("lamellarity")

@@ -109,6 +109,10 @@ class LiposomeWidget(ViewerWidget):
                                          step=5.0, tooltip="detections narrower than this are dropped: raise it when "
                                          "your vesicles are known to be larger. Not used for the instances of a "
                                          "Labels layer")
+        self.tta = CheckBox(label="test-time augmentation", value=False,
+                            tooltip="each detector averages its probabilities over the image's 8 rotations and flips: "
+                                    "several times slower, a few more vesicles found. Not used for the instances of "
+                                    "a Labels layer")
         self.models = {p: ComboBox(label=f"{p} model", choices=_classifiers(p)) for p in PROBLEMS}
         self.balanced = CheckBox(label="balanced decisions", value=False,
                                  tooltip="classify as if every class were equally common: finds more rare objects, "
@@ -122,7 +126,7 @@ class LiposomeWidget(ViewerWidget):
         self.legend = text_label()
         self.correction = _CorrectionPanel(self)
         super().__init__(napari_viewer, [self.image, self.objects, self.pixel_size, self.detector,
-                                         self.min_diameter, *self.models.values(),
+                                         self.min_diameter, self.tta, *self.models.values(),
                                          self.balanced, self.explain, self.colour_by, self.device])
         self.extend([self.legend, self.summary, self.correction])
         self._defaults()
@@ -145,8 +149,9 @@ class LiposomeWidget(ViewerWidget):
                 combo.value = DEFAULT_CLASSIFIERS[problem]
 
     def _detecting(self) -> None:
-        """The minimum diameter only applies to detections, not to the instances of a Labels layer."""
-        self.min_diameter.enabled = self.objects.value == DETECT
+        """The minimum diameter and test-time augmentation only apply to detections, not to the
+        instances of a Labels layer."""
+        self.min_diameter.enabled = self.tta.enabled = self.objects.value == DETECT
 
     def _pixel_size_from_layer(self) -> None:
         """The chosen layer's pixel size, or 0 (unknown) for a layer that records none: never the
@@ -175,7 +180,8 @@ class LiposomeWidget(ViewerWidget):
             np.asarray(base_data(layer)), self.pixel_size.value or None,  # none: the core says so
             labels=None if labels_layer is None else np.asarray(base_data(labels_layer)),
             detector=self.detector.value, classifiers={p: c.value for p, c in self.models.items()},
-            min_diameter_nm=self.min_diameter.value, name=layer.name, balanced_decisions=self.balanced.value,
+            min_diameter_nm=self.min_diameter.value, tta=self.tta.value, name=layer.name,
+            balanced_decisions=self.balanced.value,
             explain=self.explain.value, device=self.device.value, workdir=fresh_workdir())
         self.runner.start(steps, lambda result: self.show(result, layer))
 
@@ -217,6 +223,7 @@ class LiposomeWidget(ViewerWidget):
     def show_summary(self, s: dict[str, Any]) -> None:
         """The population summary in the dock, and the histogram drawn from ``self.result``."""
         detected_from = f" of ≥ {s['min_diameter_nm']:g} nm" if s.get("min_diameter_nm") not in (None, "") else ""
+        detected_from += " (test-time augmented)" if s.get("tta") is True else ""
         self.summary.value = (f"{s['n_objects']} liposomes{detected_from}, median {s['median_diameter_nm']:.0f} nm\n"
                               f"multilamellar {s['pct_multilamellar']:.1f} %, loaded {s['pct_loaded']:.1f} %\n"
                               f"uncertain: lamellarity {s['n_lamellarity_uncertain']}, "
@@ -230,10 +237,10 @@ class LiposomeWidget(ViewerWidget):
         models = dict(layer.metadata.get("models") or (self.result.models if self.result else {}))
         pixel_size = float(layer.metadata.get("pixel_size_nm") or self.pixel_size.value)
         image = self.image.value.name if self.image.value is not None else layer.name
-        detected = layer.metadata.get("summary") or {}  # the detection's floors; "" for user labels
-        floors = [None if detected.get(key) in (None, "") else detected[key]
-                  for key in ("min_diameter_nm", "min_ring_snr")]
-        summary = summarise(image, objects, pixel_size, models, *floors)
+        detected = layer.metadata.get("summary") or {}  # how the objects were detected; "" for user labels
+        how = {key: None if detected.get(key) in (None, "") else detected[key]
+               for key in ("min_diameter_nm", "min_ring_snr", "tta")}
+        summary = summarise(image, objects, pixel_size, models, **how)
         layer.metadata["summary"] = summary
         self.result = LiposomeResult(layer.data, objects, summary, pixel_size, models)
         self.show_summary(summary)

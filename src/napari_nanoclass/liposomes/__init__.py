@@ -166,6 +166,9 @@ ANALYSIS = Analysis(
                "only if its rim differs from the ice around it by this many standard errors of the image's noise "
                f"(default: {MIN_RING_SNR:g}; 0 keeps them all, e.g. for small vesicles at 4-5 nm/px on clean "
                "images)", kind=float, low=0.0, high=1000.0),
+        Option("tta", "--tta", "test-time augmentation: each detector averages its probabilities over the image's 8 "
+               "rotations and flips (several times the detectors' time; found a few more vesicles on validation "
+               "data, docs/liposomes.md)", kind=bool),
         Option("classifiers.lamellarity", "--lamellarity-model", "lamellarity classifier",
                default=DEFAULT_CLASSIFIERS["lamellarity"]),
         Option("classifiers.encapsulation", "--encapsulation-model", "encapsulation classifier",

@@ -111,8 +111,8 @@ OBJECT_COLUMNS = ["image", "label", "centroid_y_px", "centroid_x_px", "centroid_
 SUMMARY_COLUMNS = ["image", "n_objects", "n_unilamellar", "n_multilamellar", "n_lamellarity_uncertain", "n_full",
                    "n_empty", "n_encapsulation_uncertain", "pct_multilamellar", "pct_loaded", "mean_diameter_nm",
                    "median_diameter_nm", "pixel_size_nm", "pixel_size_source", "detector", "small_detector",
-                   "min_diameter_nm", "min_ring_snr", "lamellarity_model", "encapsulation_model", "explained", "status",
-                   "error", "path"]
+                   "min_diameter_nm", "min_ring_snr", "tta", "lamellarity_model", "encapsulation_model", "explained",
+                   "status", "error", "path"]
 
 
 @dataclass
@@ -431,12 +431,14 @@ def drop_faint(labels: np.ndarray, data: np.ndarray, below_px: float = FAINT_BEL
 
 
 def detect_steps(image: np.ndarray, detector: LoadedModel, pixel_size_nm: float,
-                 min_diameter_nm: float = MIN_DIAMETER_NM, bounded: bool = False) -> Steps[np.ndarray]:
+                 min_diameter_nm: float = MIN_DIAMETER_NM, bounded: bool = False,
+                 tta: bool = False) -> Steps[np.ndarray]:
     """Instance labels of a normalised 2-D image at the detector's pixel size (in memory; windows as
     large as the memory budget allows, which give the same probabilities as smaller ones, faster;
-    ``bounded``: the engine's memory handed back after each window, for a block of a large image)."""
+    ``bounded``: the engine's memory handed back after each window, for a block of a large image;
+    ``tta``: the probabilities averaged over the image's 8 rotations and flips)."""
     probabilities = yield from engine.predict_dense(detector.module, image, halo=detector.halo, stats=[(0.0, 1.0)],
-                                                    device=detector.device, bounded=bounded)
+                                                    device=detector.device, bounded=bounded, tta=tta)
     min_area = int(np.pi * (min_diameter_nm / 2 / pixel_size_nm) ** 2)
     return instances_from_probabilities(probabilities, min_area, **detector.info.training.get("postprocess", {}))
 
@@ -499,11 +501,13 @@ def _working(data: np.ndarray, pixel_size_nm: float, working_px: float | None,
 
 def detect_all_steps(data: np.ndarray, pixel_size_nm: float, detector: LoadedModel, small: LoadedModel | None,
                      min_diameter_nm: float = MIN_DIAMETER_NM, stats: tuple[float, float] | None = None,
-                     min_ring_snr: float = MIN_RING_SNR) -> Steps[tuple[np.ndarray, float, np.ndarray]]:
+                     min_ring_snr: float = MIN_RING_SNR,
+                     tta: bool = False) -> Steps[tuple[np.ndarray, float, np.ndarray]]:
     """(the image at ``detector``'s scale, its pixel size, instance labels there): ``detector``'s
     objects and, with ``small``, those the detector beside it (small-vesicle or varied-imaging) finds
     at its own scale where ``detector`` found none (:func:`with_small`), less those too few input
-    pixels across to tell from noise (:func:`drop_faint`, at ``min_ring_snr``). A block of a large image
+    pixels across to tell from noise (:func:`drop_faint`, at ``min_ring_snr``); with ``tta`` every
+    detector averages its probabilities over the view's 8 rotations and flips. A block of a large image
     (``stats`` given: the whole image's) keeps its peak memory to one window's
     (``detect_steps(bounded=True)``)."""
     work, working_px = _working(data, pixel_size_nm, detector.info.pixel_size_nm, stats)
@@ -518,26 +522,26 @@ def detect_all_steps(data: np.ndarray, pixel_size_nm: float, detector: LoadedMod
         return (work, working_px) if same else _working(data, pixel_size_nm, small_working_px(pixel_size_nm, small),
                                                         stats)
 
-    labels = yield from _pair_steps((work, working_px), detector, small, small_view, min_diameter_nm, block, 0, parts,
-                                    "detecting")
+    labels = yield from _pair_steps((work, working_px), detector, small, small_view, (min_diameter_nm, block, tta),
+                                    0, parts, "detecting")
     if look_coarser:  # the same detectors at half the scale, for vesicles larger than they were trained on
         half = (rescale(work, 1 / LARGE_VIEW, anti_aliasing=True).astype(np.float32), working_px * LARGE_VIEW)
-        coarse = yield from _pair_steps(half, detector, small if same else None, lambda: half, min_diameter_nm, block,
-                                        parts // 2, parts, "detecting large vesicles")
+        coarse = yield from _pair_steps(half, detector, small if same else None, lambda: half,
+                                        (min_diameter_nm, block, tta), parts // 2, parts, "detecting large vesicles")
         labels = with_large(labels, labels_at(coarse, labels.shape), working_px)
     return work, working_px, drop_faint(labels, data, min_snr=min_ring_snr)
 
 
 def _pair_steps(view: tuple[np.ndarray, float], detector: LoadedModel, small: LoadedModel | None,
-                small_view: Callable[[], tuple[np.ndarray, float]], min_diameter_nm: float, block: bool, first: int,
+                small_view: Callable[[], tuple[np.ndarray, float]], how: tuple[float, bool, bool], first: int,
                 parts: int, message: str) -> Steps[np.ndarray]:
     """Instance labels at ``view`` (image, pixel size) of ``detector`` and, with ``small``, those it
-    adds at ``small_view()`` (:func:`with_small`); progress as parts ``first`` (and ``first + 1``)
-    of ``parts``."""
-    labels = yield from scaled(detect_steps(view[0], detector, view[1], min_diameter_nm, block), first, parts, message)
+    adds at ``small_view()`` (:func:`with_small`); ``how``: :func:`detect_steps`' minimum diameter,
+    ``bounded`` and ``tta``; progress as parts ``first`` (and ``first + 1``) of ``parts``."""
+    labels = yield from scaled(detect_steps(view[0], detector, view[1], *how), first, parts, message)
     if small is not None:
         image, px = small_view()
-        found = yield from scaled(detect_steps(image, small, px, min_diameter_nm, block), first + 1, parts,
+        found = yield from scaled(detect_steps(image, small, px, *how), first + 1, parts,
                                   f"{message} ({small.info.name})")
         labels = with_small(labels, labels_at(found, labels.shape))
     return labels
@@ -671,6 +675,7 @@ def analyse_steps(
     name: str = "image",
     min_diameter_nm: float = MIN_DIAMETER_NM,
     min_ring_snr: float | None = None,
+    tta: bool = False,
     balanced_decisions: bool = False,
     explain: bool = False,
     device: str | None = None,
@@ -686,7 +691,10 @@ def analyse_steps(
     names one to run beside any detector. Detections narrower than ``min_diameter_nm`` are dropped,
     and those narrower than ``FAINT_BELOW_PX`` input pixels whose rim stands out of the noise by
     less than ``min_ring_snr`` standard errors (default: ``MIN_RING_SNR`` as it is when called,
-    which benchmarks/with_scales.py sets for one run; 0 keeps them all: :func:`drop_faint`). ``balanced_decisions`` classifies as if every class were equally common
+    which benchmarks/with_scales.py sets for one run; 0 keeps them all: :func:`drop_faint`). With
+    ``tta`` each detector averages its probabilities over the image's 8 rotations and flips (test-time
+    augmentation: several times the detectors' time, for a few more vesicles found on validation
+    data; docs/liposomes.md). ``balanced_decisions`` classifies as if every class were equally common
     (more rare objects found, more false alarms) instead of at the operating point each
     classifier chose for the class mix it was trained on. ``explain`` adds, per problem, the map
     of where in each object the classifier saw evidence for the class it gave
@@ -708,6 +716,7 @@ def analyse_steps(
     pixel_size_nm = number(float, *PIXEL_SIZES_NM, name=f"{name}: pixel size (nm/px)")(pixel_size_nm)
     min_ring_snr = number(float, 0.0, 1000.0, name=f"{name}: minimum rim contrast (standard errors)")(
         MIN_RING_SNR if min_ring_snr is None else min_ring_snr)
+    detection = {"min_diameter_nm": min_diameter_nm, "min_ring_snr": min_ring_snr, "tta": bool(tta)}
     small_detector = small_detector_for(pixel_size_nm, detector, small_detector)
     detector = load_on(detector or default_detector(pixel_size_nm), device)
     small = load_on(small_detector, device) if small_detector and labels is None else None
@@ -718,15 +727,13 @@ def analyse_steps(
     enlarged = max(1.0, _finest(pixel_size_nm, (detector, small))) ** 2  # the input itself counts when shrunk
     if labels is None and math.prod(data.shape) * enlarged > STREAM_ABOVE:
         out_labels, objects, explanations = yield from _analyse_blocks(
-            data, pixel_size_nm, (detector, small), models, name, (min_diameter_nm, min_ring_snr), balanced_decisions,
-            explain, workdir)
-        return LiposomeResult(out_labels, objects,
-                              summarise(name, objects, pixel_size_nm, names, min_diameter_nm, min_ring_snr),
+            data, pixel_size_nm, (detector, small), models, name, detection, balanced_decisions, explain, workdir)
+        return LiposomeResult(out_labels, objects, summarise(name, objects, pixel_size_nm, names, **detection),
                               pixel_size_nm, names, explanations)
     data = np.asarray(data, np.float32)
     if labels is None:
         work, working_px, work_labels = yield from detect_all_steps(data, pixel_size_nm, detector, small,
-                                                                    min_diameter_nm, min_ring_snr=min_ring_snr)
+                                                                    **detection)
     else:
         work, working_px = working_image(data, pixel_size_nm, detector.info.pixel_size_nm)
         labels = np.asarray(labels)
@@ -742,9 +749,7 @@ def analyse_steps(
     out_labels = np.asarray(labels_at(work_labels, data.shape), np.int32)
     explanations = {p: explanation_at(d.explanation, out_labels) for p, d in classes.items()
                     if d.explanation is not None}
-    detected = labels is None
-    summary = summarise(name, objects, pixel_size_nm, names, min_diameter_nm if detected else None,
-                        min_ring_snr if detected else None)
+    summary = summarise(name, objects, pixel_size_nm, names, **(detection if labels is None else {}))
     yield Progress(1, 1, f"{len(objects)} liposomes")
     return LiposomeResult(out_labels, objects, summary, pixel_size_nm, names, explanations)
 
@@ -756,12 +761,12 @@ def explanation_at(values: np.ndarray, labels: np.ndarray) -> np.ndarray:
 
 
 def _analyse_blocks(data: Any, pixel_size_nm: float, detectors: tuple[LoadedModel, LoadedModel | None],
-                    models: Mapping[str, LoadedModel], name: str, floors: tuple[float, float],
+                    models: Mapping[str, LoadedModel], name: str, detection: Mapping[str, Any],
                     balanced_decisions: bool, explain: bool,
                     workdir: str | Path | None) -> Steps[tuple[Any, list[dict[str, Any]], dict[str, Any]]]:
     """Detect and classify a large image block by block; returns (instance labels, object rows,
-    explanation maps by problem — none without ``explain``). ``floors``: (minimum diameter in nm,
-    minimum rim contrast of narrow detections), as :func:`analyse_steps` takes them.
+    explanation maps by problem — none without ``explain``). ``detection``: :func:`detect_all_steps`'
+    minimum diameter, minimum rim contrast of narrow detections and ``tta``, by keyword.
 
     Each block is a core of ``BLOCK_PX`` working pixels read with a margin wide enough for the
     largest liposome (``MAX_DIAMETER_NM``) plus the detectors' halo, normalised with the whole
@@ -784,7 +789,7 @@ def _analyse_blocks(data: Any, pixel_size_nm: float, detectors: tuple[LoadedMode
         x0, x1 = max(0, x - margin), min(width, x + core + margin)
         block = np.asarray(data[y0:y1, x0:x1])
         work, working_px, found = yield from scaled(
-            detect_all_steps(block, pixel_size_nm, detector, small, floors[0], stats, floors[1]), i, len(origins),
+            detect_all_steps(block, pixel_size_nm, detector, small, stats=stats, **detection), i, len(origins),
             f"block {i + 1}/{len(origins)}")
         scale = block.shape[0] / work.shape[0]
         every = liposome_objects.measure(found, working_px)  # in label order
@@ -881,11 +886,12 @@ def _object_row(image: str, measured: dict[str, Any], classes: dict[str, Decisio
 
 def summarise(image: str, objects: Sequence[Mapping[str, Any]], pixel_size_nm: float,
               models: Mapping[str, str], min_diameter_nm: float | None = None,
-              min_ring_snr: float | None = None) -> dict[str, Any]:
+              min_ring_snr: float | None = None, tta: bool | None = None) -> dict[str, Any]:
     """Per-image population: counts per class, % multilamellar among objects of certain
     lamellarity, % loaded (encapsulation efficiency) among objects of certain encapsulation; with
-    the smallest diameter a detection was kept at and the rim contrast a narrow one needed (None:
-    the objects were not detected, e.g. user labels)."""
+    the smallest diameter a detection was kept at, the rim contrast a narrow one needed and whether
+    the detectors averaged over rotations and flips (None: the objects were not detected, e.g. user
+    labels)."""
     def count(problem: str, cls: str) -> int:
         return sum(o.get(problem) == cls for o in objects)
 
@@ -904,6 +910,7 @@ def summarise(image: str, objects: Sequence[Mapping[str, Any]], pixel_size_nm: f
         "small_detector": models.get("small_detector", ""),
         "min_diameter_nm": "" if min_diameter_nm is None else min_diameter_nm,
         "min_ring_snr": "" if min_ring_snr is None else min_ring_snr,
+        "tta": "" if tta is None else bool(tta),
         "lamellarity_model": models.get("lamellarity_model", ""),
         "encapsulation_model": models.get("encapsulation_model", ""), "status": "ok", "error": "",
     }
@@ -925,10 +932,11 @@ class LiposomeFiles(FileJob):
     def __init__(self, pixel_size_nm: float | None = None, *, detector: str | None = None,
                  small_detector: str | None = None, classifiers: Mapping[str, str] | None = None,
                  device: str | None = None, min_diameter_nm: float | None = None, min_ring_snr: float | None = None,
-                 output_format: str = "tif", balanced_decisions: bool = False, explain: bool = False) -> None:
+                 tta: bool = False, output_format: str = "tif", balanced_decisions: bool = False,
+                 explain: bool = False) -> None:
         self.pixel_size_nm, self.device = pixel_size_nm, device
         self.min_diameter_nm = MIN_DIAMETER_NM if min_diameter_nm is None else min_diameter_nm
-        self.min_ring_snr = min_ring_snr
+        self.min_ring_snr, self.tta = min_ring_snr, bool(tta)
         self.detector_name, self.small_name = detector, small_detector
         self.detectors: dict[str, LoadedModel] = {}  # by name: each input's pixel size may pick its own
         if detector or small_detector or pixel_size_nm is not None:
@@ -964,6 +972,7 @@ class LiposomeFiles(FileJob):
                                           small_detector=self._small(pixel_size),
                                           classifiers=self.classifiers, name=image.name,
                                           min_diameter_nm=self.min_diameter_nm, min_ring_snr=self.min_ring_snr,
+                                          tta=self.tta,
                                           balanced_decisions=self.balanced_decisions, explain=self.explain,
                                           device=self.device, workdir=workdir)
         colours = result.colours()
