@@ -824,9 +824,9 @@ def test_the_small_vesicle_detector_sees_a_coarse_image_enlarged_at_most_twice(m
 
     seen = []
 
-    def recording(work, detector, working_px, *args):
+    def recording(work, detector, working_px, *args, **kwargs):
         seen.append((detector.info.name, work.shape, working_px))
-        return (yield from detect_steps(work, detector, working_px, *args))
+        return (yield from detect_steps(work, detector, working_px, *args, **kwargs))
 
     detect_steps = predict.detect_steps
     monkeypatch.setattr(predict, "detect_steps", recording)
@@ -847,9 +847,9 @@ def test_the_varied_detector_sees_the_fine_detector_s_view_without_a_second_resc
 
     seen = []
 
-    def recording(work, detector, working_px, *args):
+    def recording(work, detector, working_px, *args, **kwargs):
         seen.append((detector.info.name, work, working_px))
-        return (yield from detect_steps(work, detector, working_px, *args))
+        return (yield from detect_steps(work, detector, working_px, *args, **kwargs))
 
     detect_steps = predict.detect_steps
     monkeypatch.setattr(predict, "detect_steps", recording)

@@ -522,26 +522,26 @@ def detect_all_steps(data: np.ndarray, pixel_size_nm: float, detector: LoadedMod
         return (work, working_px) if same else _working(data, pixel_size_nm, small_working_px(pixel_size_nm, small),
                                                         stats)
 
-    labels = yield from _pair_steps((work, working_px), detector, small, small_view, (min_diameter_nm, block, tta),
-                                    0, parts, "detecting")
+    how = {"min_diameter_nm": min_diameter_nm, "bounded": block, "tta": tta}  # detect_steps' options
+    labels = yield from _pair_steps((work, working_px), detector, small, small_view, how, 0, parts, "detecting")
     if look_coarser:  # the same detectors at half the scale, for vesicles larger than they were trained on
         half = (rescale(work, 1 / LARGE_VIEW, anti_aliasing=True).astype(np.float32), working_px * LARGE_VIEW)
-        coarse = yield from _pair_steps(half, detector, small if same else None, lambda: half,
-                                        (min_diameter_nm, block, tta), parts // 2, parts, "detecting large vesicles")
+        coarse = yield from _pair_steps(half, detector, small if same else None, lambda: half, how, parts // 2, parts,
+                                        "detecting large vesicles")
         labels = with_large(labels, labels_at(coarse, labels.shape), working_px)
     return work, working_px, drop_faint(labels, data, min_snr=min_ring_snr)
 
 
 def _pair_steps(view: tuple[np.ndarray, float], detector: LoadedModel, small: LoadedModel | None,
-                small_view: Callable[[], tuple[np.ndarray, float]], how: tuple[float, bool, bool], first: int,
+                small_view: Callable[[], tuple[np.ndarray, float]], how: Mapping[str, Any], first: int,
                 parts: int, message: str) -> Steps[np.ndarray]:
     """Instance labels at ``view`` (image, pixel size) of ``detector`` and, with ``small``, those it
-    adds at ``small_view()`` (:func:`with_small`); ``how``: :func:`detect_steps`' minimum diameter,
-    ``bounded`` and ``tta``; progress as parts ``first`` (and ``first + 1``) of ``parts``."""
-    labels = yield from scaled(detect_steps(view[0], detector, view[1], *how), first, parts, message)
+    adds at ``small_view()`` (:func:`with_small`); ``how``: :func:`detect_steps`' options by keyword;
+    progress as parts ``first`` (and ``first + 1``) of ``parts``."""
+    labels = yield from scaled(detect_steps(view[0], detector, view[1], **how), first, parts, message)
     if small is not None:
         image, px = small_view()
-        found = yield from scaled(detect_steps(image, small, px, *how), first + 1, parts,
+        found = yield from scaled(detect_steps(image, small, px, **how), first + 1, parts,
                                   f"{message} ({small.info.name})")
         labels = with_small(labels, labels_at(found, labels.shape))
     return labels
