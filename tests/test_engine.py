@@ -87,6 +87,35 @@ def test_cpu_windows_do_not_grow_with_the_image(monkeypatch):
     budget = int(engine.activation_bytes_per_pixel(model) * (2 * side + 8) ** 2)
     assert predict.max_window_side(model, cpu, budget) >= 2 * side
     assert engine.budget_tile(model, (2 * side, 2 * side), 16, cpu, budget) == (2 * side, 2 * side)
+    assert engine.budget_tile(model, (2 * side, 2 * side), 16, cpu, budget, streamed=True) == (2 * side, 2 * side)
+
+
+def test_streamed_images_are_read_in_smaller_windows_than_one_read_whole(monkeypatch):
+    """An image streamed in several windows (read from chunks, or bounded) gets windows of at most
+    CPU_STREAM_WINDOW, so that its peak memory stays below that of a CPU_WINDOW² image read in one
+    forward; one that fits a CPU_WINDOW window is still read whole, and an array in memory keeps
+    the larger windows. predict_dense chooses accordingly."""
+    from napari_nanoclass.engine import predict
+
+    assert predict.CPU_STREAM_WINDOW < predict.CPU_WINDOW
+    torch.manual_seed(0)
+    model = SEUNet(width=4, depth=2, n_classes=3, se_window=5).eval()
+    monkeypatch.setattr(predict, "default_memory_budget", lambda device: 2**50)
+    monkeypatch.setattr(predict, "CPU_WINDOW", 256)  # the same rule at a test's scale
+    monkeypatch.setattr(predict, "CPU_STREAM_WINDOW", 192)
+    cpu, side, stream = torch.device("cpu"), 256, 192
+    assert engine.budget_tile(model, (side, side), 16, cpu, streamed=True) == (side, side)
+    for length in (3 * side, 8 * side):
+        in_memory = engine.dense_windows((length, length), engine.budget_tile(model, (length, length), 16, cpu), 16, 4)
+        streamed = engine.dense_windows((length, length), engine.budget_tile(model, (length, length), 16, cpu,
+                                                                              streamed=True), 16, 4)
+        assert max(w.y1 - w.y0 for w in streamed) <= stream < max(w.y1 - w.y0 for w in in_memory)
+    seen = []
+    monkeypatch.setattr(predict, "dense_windows", lambda shape, tile, *a: seen.append(tile) or [])
+    image = np.zeros((3 * side, 3 * side), np.float32)
+    for source, bounded in ((image, False), (image, True), (zarr.array(image, chunks=(128, 128)), False)):
+        run_sync(predict.predict_dense(model, source, halo=44, bounded=bounded))
+    assert seen[0][0] > seen[1][0] and seen[2] == seen[1]  # cores: smaller where streamed
 
 
 def test_cpu_runs_in_channels_last_layout_with_the_same_results():

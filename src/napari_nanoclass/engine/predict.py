@@ -233,6 +233,7 @@ def default_memory_budget(device: torch.device) -> int:
 
 
 CPU_WINDOW = 2048  # largest window side on a CPU unless a memory budget is given: see max_window_side
+CPU_STREAM_WINDOW = 1536  # the same for an image streamed in several windows: see budget_tile
 
 
 def max_window_side(model: nn.Module, device: torch.device, memory_budget: int | None = None) -> int:
@@ -252,12 +253,22 @@ def max_window_side(model: nn.Module, device: torch.device, memory_budget: int |
 
 
 def budget_tile(model: nn.Module, shape: tuple[int, int], halo: int, device: torch.device,
-                memory_budget: int | None = None) -> tuple[int, int]:
+                memory_budget: int | None = None, streamed: bool = False) -> tuple[int, int]:
     """The tile for ``shape`` with the largest windows :func:`max_window_side` allows
     (:func:`plan_tile`): fewer windows mean less halo computed twice, and an image that fits is
-    run in one forward."""
+    run in one forward. On a CPU without a budget, an image ``streamed`` in several windows (its
+    memory handed back after each: :func:`_kept_across`) is read in windows of at most
+    ``CPU_STREAM_WINDOW``: a forward's peak varies from run to run with how the heap fragments,
+    and a streamed image meets its worst case once per window, so its windows are made small
+    enough to peak below a ``CPU_WINDOW``² image read in one forward (docs/engine-benchmark.md),
+    for a little more halo computed twice."""
     max_window = max_window_side(model, device, memory_budget)
-    return plan_tile(shape, halo, int(getattr(model, "size_divisor", 1)), max_window)
+    divisor = int(getattr(model, "size_divisor", 1))
+    tile = plan_tile(shape, halo, divisor, max_window)
+    several = any(core < round_up(length, divisor) for core, length in zip(tile, shape))
+    if streamed and several and memory_budget is None and device.type == "cpu":
+        tile = plan_tile(shape, halo, divisor, min(max_window, CPU_STREAM_WINDOW))
+    return tile
 
 
 def default_halo(model: nn.Module) -> int:
@@ -365,8 +376,8 @@ def _run(
     # activations' ones, and the heap would grow with every window: its free pages go back after
     # each. A 2-D array in memory into an array in memory reuses the same blocks window after window
     # (docs/engine.md, "Memory")
-    kept_across = not bounded and out is None and isinstance(image, np.ndarray) and image.ndim == 2
-    release_between = release_windows and not kept_across and len(windows) * len(image_planes) > 1
+    several = len(windows) * len(image_planes) > 1
+    release_between = release_windows and several and not _kept_across(image, out, bounded)
     try:
         yield Progress(0, total, "preparing")
         for z, plane in enumerate(image_planes):
@@ -385,6 +396,12 @@ def _run(
     except BaseException:
         output.abort()
         raise
+
+
+def _kept_across(image: Any, out: str | Path | None, bounded: bool) -> bool:
+    """Whether the memory kept for reuse stays across an image's windows (a 2-D array in memory
+    predicted into one, unless ``bounded``) rather than being handed back after each."""
+    return not bounded and out is None and isinstance(image, np.ndarray) and image.ndim == 2
 
 
 def predict_dense(
@@ -421,7 +438,8 @@ def predict_dense(
     halo = default_halo(model) if halo is None else halo
     _check_halo(model, halo)
     if tile is None:
-        cores = budget_tile(model, tuple(image.shape[-2:]), halo, select_device(device), memory_budget)
+        cores = budget_tile(model, tuple(image.shape[-2:]), halo, select_device(device), memory_budget,
+                            streamed=not _kept_across(image, out, bounded))
     else:
         cores = (round_up(tile, divisor),) * 2
 
