@@ -425,9 +425,9 @@ def predict_dense(
 
     ``tile`` (the core of a window) defaults to the largest that ``memory_budget`` bytes allow
     (:func:`budget_tile`; by default half the free GPU memory, or half the RAM in windows of at
-    most ``CPU_WINDOW`` a side). ``halo`` defaults to the
-    model's receptive radius rounded up to its size divisor. ``stats``
-    gives (mean, std) per plane; by default they are computed over each whole plane. With
+    most ``CPU_WINDOW`` a side, ``CPU_STREAM_WINDOW`` for an image streamed in several). ``halo``
+    defaults to the model's receptive radius rounded up to its size divisor. ``stats`` gives
+    (mean, std) per plane; by default they are computed over each whole plane. With
     ``out`` a path, the result is a zarr array on disk (streamed, chunked like the tiles). With
     ``tta`` every tile is predicted in its 8 rotations and flips and the logits averaged. With
     ``compile`` the network runs through :func:`compiled` (long runs only). With ``bounded`` the
