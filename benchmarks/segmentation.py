@@ -14,7 +14,10 @@ Rows (same budget): U-Net + SE (baseline); without the deepest level (shallower)
 (λ = 0.4); channel dropout at rate B / channels; FREM (B, X scaled from the paper's B = 8 of 512
 channels, X = 250); ``stack``: the baseline with the cross-stack augmentation (scale ±20 %, gamma,
 blur, uneven illumination: ``--augmentation stack`` of ``nanoclass train-seg``); ``stack-frem``:
-both. Each (row, seed) result is cached as JSON in benchmarks/out/segmentation/ (delete to redo),
+both; ``self-train`` and ``self-train-stack``: the baseline and ``stack`` rows with self-training
+on the 20 unlabelled sections of stack 2 (``unlabeled/``: a teacher trained on 00-09 labels them
+where it is at least 90 % sure, and the reported student is trained afresh on both;
+``--unlabelled`` of ``nanoclass train-seg``). Each (row, seed) result is cached as JSON in benchmarks/out/segmentation/ (delete to redo),
 so runs resume. ``--jobs`` trains that many (row, seed) runs at once in separate processes (on a
 GPU, a small network leaves the card mostly idle; the crops are made on the CPU), each with
 ``--workers`` crop-loading processes and ``--threads`` torch threads. ``--save-models`` keeps each
@@ -41,8 +44,9 @@ from napari_nanoclass.segmentation.data import (
     DROSOPHILA_COLOURS,
     DROSOPHILA_SPLIT,
     drosophila_pairs,
+    images_from_folder,
 )
-from napari_nanoclass.segmentation.train import TrainConfig, evaluate, train
+from napari_nanoclass.segmentation.train import TrainConfig, evaluate, self_train, train
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -58,6 +62,8 @@ def rows(base: TrainConfig, frem_b: int, frem_x: float) -> dict[str, TrainConfig
         "frem": frem,
         "stack": replace(base, augmentation="stack"),
         "stack-frem": replace(frem, augmentation="stack"),
+        "self-train": base,
+        "self-train-stack": replace(base, augmentation="stack"),
     }
 
 
@@ -71,8 +77,12 @@ def run_one(name: str, config: TrainConfig, seed: int, data: str, device: str | 
         return json.loads(cache.read_text())
     pairs = {part: drosophila_pairs(data, stems) for part, stems in DROSOPHILA_SPLIT.items()}
     start = time.time()
-    result = train(pairs["train"], pairs["validation"], config, device=device, workers=workers,
-                   progress=lambda step: _log_epoch(run, start, step))
+    if name.startswith("self-train"):
+        result = self_train(pairs["train"], pairs["validation"], images_from_folder(Path(data) / "unlabeled"), config,
+                            device=device, workers=workers, progress=lambda step: _log_epoch(run, start, step))
+    else:
+        result = train(pairs["train"], pairs["validation"], config, device=device, workers=workers,
+                       progress=lambda step: _log_epoch(run, start, step))
     seconds = time.time() - start
     if models is not None:
         save_model(result.module, result.info, models, filename=f"{run}.safetensors", register=False)
@@ -82,7 +92,8 @@ def run_one(name: str, config: TrainConfig, seed: int, data: str, device: str | 
     record = {"row": name, "seed": seed, "config": asdict(config), "seconds": round(seconds, 1),
               "best_epoch": max(result.history, key=lambda h: h["val_miou"])["epoch"],
               "val_miou": calibrated, "val_miou_per_epoch": [h["val_miou"] for h in result.history],
-              "test_miou": test.miou, "test_iou": dict(zip(DROSOPHILA_CLASSES, map(float, test.iou)))}
+              "test_miou": test.miou, "test_iou": dict(zip(DROSOPHILA_CLASSES, map(float, test.iou))),
+              "self_training": result.info.training.get("self_training")}
     out.mkdir(parents=True, exist_ok=True)
     cache.write_text(json.dumps(record, indent=1))
     return record

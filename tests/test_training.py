@@ -241,3 +241,83 @@ def test_tiny_model_learns_with_stack_augmentation():
     result = train(train_pairs, val, cfg(epochs=6, augmentation="stack"))
     assert result.best_miou > untrained + 0.2
     assert result.info.training["config"]["augmentation"] == "stack"
+
+
+def test_pseudo_labels_are_the_confident_predictions_and_ignore_the_rest():
+    """Unlabelled pixels become targets where the model is at least ``threshold`` sure (its most
+    probable class, decision offsets applied), and are ignored elsewhere; those targets are mostly
+    right for a model that has learnt, and a stricter threshold keeps fewer."""
+    from napari_nanoclass import engine
+    from napari_nanoclass.segmentation.data import IGNORE_INDEX
+    from napari_nanoclass.segmentation.train import pseudo_label_steps
+
+    result = train([synthetic_pair(i) for i in range(3)], [synthetic_pair(10)], cfg(epochs=12, lr=3e-2))
+    unlabelled = synthetic_pair(20)
+    bias = result.info.logit_bias
+    (loose,), (strict,) = (run_sync(pseudo_label_steps(result.module, [("u", unlabelled.image)], CONFIG["class_names"],
+                                                       threshold=t, logit_bias=bias, tile=128)) for t in (0.6, 0.95))
+    probabilities = run_sync(engine.predict_dense(result.module, unlabelled.image, tile=128,
+                                                  postprocess=engine.with_logit_bias(engine.softmax, bias)))
+    sure = probabilities.max(axis=0) >= 0.6
+    np.testing.assert_array_equal(loose.labels[sure], probabilities.argmax(axis=0)[sure])
+    assert (loose.labels[~sure] == IGNORE_INDEX).all() and loose.name == "u"
+    targeted = loose.labels != IGNORE_INDEX
+    assert targeted.mean() > 0.5 and (loose.labels[targeted] == unlabelled.labels[targeted]).mean() > 0.95
+    assert (strict.labels != IGNORE_INDEX).sum() < targeted.sum()
+
+
+def test_self_training_trains_a_student_on_labelled_and_pseudo_labelled_images(monkeypatch):
+    """The teacher learns from the labelled images, labels the unlabelled ones, and the student is
+    trained afresh on both: it learns, its crops come from every image, its metadata records the
+    self-training, and progress goes through the three phases in order."""
+    from napari_nanoclass.segmentation import train as training
+    from napari_nanoclass.segmentation.train import self_train_steps
+
+    seen = []
+    sampler = training.CropSampler
+    monkeypatch.setattr(training, "CropSampler", lambda pairs, *a, **k: seen.append(len(pairs)) or sampler(pairs, *a, **k))
+    labelled, val = [synthetic_pair(i) for i in range(2)], [synthetic_pair(10)]
+    unlabelled = [(f"u{i}", synthetic_pair(20 + i).image) for i in range(3)]
+    steps, run = [], self_train_steps(labelled, val, unlabelled, cfg(epochs=12, lr=3e-2))
+    try:
+        while True:
+            steps.append(next(run))
+    except StopIteration as stop:
+        student = stop.value
+    assert seen == [2, 5]  # the teacher's crops from the labelled pairs, the student's from all five
+    untrained = train(labelled, val, cfg(epochs=1, iters_per_epoch=1, lr=1e-9)).best_miou
+    assert student.best_miou > untrained + 0.2
+    record = student.info.training["self_training"]
+    assert record["unlabelled_images"] == ["u0", "u1", "u2"] and 0.5 < record["pseudo_labelled_fraction"] <= 1
+    assert record["threshold"] == 0.9 and record["teacher_val_miou"] > untrained
+    names = ["teacher", "pseudo-labels", "student"]
+    phases = [names.index(s.message.split(":")[0]) for s in steps]
+    assert phases == sorted(phases) and set(phases) == {0, 1, 2}  # in order, each reported
+    assert all(p / 3 <= s.fraction <= (p + 1) / 3 for p, s in zip(phases, steps)) and steps[-1].fraction == 1.0
+    with pytest.raises(ValueError, match="unlabelled"):
+        list(self_train_steps(labelled, val, [], cfg()))
+
+
+def test_train_seg_self_trains_with_unlabelled_images(user_registry, tmp_path, capsys):
+    """``nanoclass train-seg --unlabelled DIR`` registers the student, with its self-training record."""
+    import json
+
+    import tifffile
+
+    from napari_nanoclass.cli import main
+
+    for folder in ("images", "labels", "unlabelled"):
+        (tmp_path / folder).mkdir()
+    for i in range(3):
+        pair = synthetic_pair(i)
+        tifffile.imwrite(tmp_path / "images" / f"s{i}.tif", pair.image)
+        tifffile.imwrite(tmp_path / "labels" / f"s{i}.tif", pair.labels.astype(np.uint8))
+        tifffile.imwrite(tmp_path / "unlabelled" / f"u{i}.tif", synthetic_pair(20 + i).image)
+    args = ["train-seg", "--images", str(tmp_path / "images"), "--labels", str(tmp_path / "labels"),
+            "--train-stems", "s0", "s1", "--val-stems", "s2", "--classes", "bg,disc,rim", "--name", "student",
+            "--width", "4", "--depth", "2", "--epochs", "2", "--iters", "3", "--crop", "64", "--quiet"]
+    assert main([*args, "--unlabelled", str(tmp_path / "unlabelled"), "--pseudo-threshold", "0.5"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["self_training"]["unlabelled_images"] == ["u0", "u1", "u2"]
+    assert load_model("student").info.training["self_training"]["threshold"] == 0.5
+    assert main([*args, "--unlabelled", str(tmp_path / "unlabelled"), "--run-dir", str(tmp_path / "run")]) == 2

@@ -121,14 +121,19 @@ def cmd_train_seg(args: argparse.Namespace) -> int:
         DROSOPHILA_CLASSES,
         DROSOPHILA_COLOURS,
         DROSOPHILA_LABEL_MAP,
+        images_from_folder,
         pairs_from_folders,
     )
-    from napari_nanoclass.segmentation.train import TrainConfig, search_frem, train_steps
+    from napari_nanoclass.segmentation.train import TrainConfig, search_frem, self_train_steps, train_steps
 
     label_map = DROSOPHILA_LABEL_MAP if args.preset == "drosophila" else None
     classes = args.classes.split(",") if args.classes else (DROSOPHILA_CLASSES if args.preset else None)
     if classes is None and args.init_from is None:
         print("nanoclass train-seg: give --classes (comma-separated, index order) or --init-from", file=sys.stderr)
+        return 2
+    if args.unlabelled and (args.search_trials or args.run_dir):
+        print("nanoclass train-seg: --unlabelled (self-training) runs without --search-trials and --run-dir",
+              file=sys.stderr)
         return 2
     train = pairs_from_folders(args.images, args.labels, args.train_stems, label_map)
     val = pairs_from_folders(args.val_images or args.images, args.val_labels or args.labels, args.val_stems, label_map)
@@ -142,10 +147,15 @@ def cmd_train_seg(args: argparse.Namespace) -> int:
         study = search_frem(train, val, config, n_trials=args.search_trials, deep_supervision=args.deep_supervision)
         print(json.dumps({"best_params": study.best_params, "best_miou": study.best_value}))
         return 0
-    result = run_sync(train_steps(train, val, config, run_dir=args.run_dir, resume=args.resume, register=True),
-                      progress=_progress(args))
+    if args.unlabelled:
+        threshold = {} if args.pseudo_threshold is None else {"threshold": args.pseudo_threshold}
+        steps = self_train_steps(train, val, images_from_folder(args.unlabelled), config, register=True, **threshold)
+    else:
+        steps = train_steps(train, val, config, run_dir=args.run_dir, resume=args.resume, register=True)
+    result = run_sync(steps, progress=_progress(args))
     print(json.dumps({"name": result.info.name, "best_miou": result.best_miou, "history": result.history,
-                      "logit_adjustment": result.info.training.get("logit_adjustment")}, indent=1))
+                      "logit_adjustment": result.info.training.get("logit_adjustment"),
+                      "self_training": result.info.training.get("self_training")}, indent=1))
     return 0
 
 
@@ -529,6 +539,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--search-trials", type=_num(int, 0), default=0, help="TPE search of FREM B and X with this many trials")
     p.add_argument("--no-calibrate", action="store_true",
                    help="skip fitting the decision offsets on the training images after training")
+    p.add_argument("--unlabelled", metavar="DIR",
+                   help="self-training: a model trained on the labelled images labels these where it is sure, "
+                        "and the model registered is trained afresh on both")
+    p.add_argument("--pseudo-threshold", type=_num(float, 0.0, 1.0), default=None,
+                   help="with --unlabelled: the probability from which an unlabelled pixel becomes a target "
+                        "(default 0.9)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_train_seg)
     return ap

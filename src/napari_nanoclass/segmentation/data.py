@@ -76,6 +76,19 @@ def pairs_from_folders(
     return pairs
 
 
+def images_from_folder(folder: str | Path) -> list[tuple[str, np.ndarray]]:
+    """(stem, image) of every image in ``folder``, in name order: unlabelled images for
+    self-training."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ImageError(f"{folder}: not a folder")
+    images = [(path.name.split(".")[0], np.asarray(read_image(path).data)) for path in sorted(folder.iterdir())
+              if path.suffix.lower() in IMAGE_SUFFIXES]
+    if not images:
+        raise ImageError(f"{folder}: no images found")
+    return images
+
+
 def pair_from_arrays(image: np.ndarray, labels: np.ndarray, name: str = "layer",
                      label_map: Mapping[int, int] | None = None) -> Pair:
     """A training pair from in-memory arrays (e.g. napari Image + hand-corrected Labels layers)."""

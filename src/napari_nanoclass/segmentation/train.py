@@ -26,7 +26,7 @@ from napari_nanoclass import engine
 from napari_nanoclass.core.atomic import atomic_path
 from napari_nanoclass.core.augment import AUGMENTATIONS, appearance_shift, augment, scale_factor
 from napari_nanoclass.core.metrics import SegmentationScores, confusion_matrix
-from napari_nanoclass.core.progress import Progress, Steps, held, run_sync, scaled
+from napari_nanoclass.core.progress import Progress, Steps, held, mapped, run_sync, scaled
 from napari_nanoclass.io.images import as_greyscale, image_stats
 from napari_nanoclass.models.registry import ModelInfo, build, check_name, load_model, save_model
 from napari_nanoclass.models.unet import SEUNet
@@ -478,6 +478,71 @@ def train(train_pairs: Sequence[Pair], val_pairs: Sequence[Pair], config: TrainC
           progress: Any = None, **kwargs: Any) -> TrainResult:
     """Synchronous :func:`train_steps`."""
     return run_sync(train_steps(train_pairs, val_pairs, config, **kwargs), progress=progress)
+
+
+# -- self-training on unlabelled images ------------------------------------------------------
+
+PSEUDO_THRESHOLD = 0.9  # an unlabelled pixel becomes a training target where the teacher is at least this sure
+
+
+def pseudo_label_steps(module: torch.nn.Module, images: Sequence[tuple[str, np.ndarray]],
+                       class_names: Sequence[str], *, threshold: float = PSEUDO_THRESHOLD,
+                       logit_bias: Sequence[float] | None = None, tile: int = 1024,
+                       device: str | torch.device | None = None) -> Steps[list[Pair]]:
+    """Training pairs from unlabelled (name, image) pairs: each pixel takes the class ``module``
+    finds most probable there (with its decision offsets ``logit_bias``, as ``segment`` decides)
+    where that probability is at least ``threshold``, and is ignored elsewhere, so the uncertain
+    pixels (mostly borders between classes) teach nothing. Whole images through the tiling engine."""
+    post = engine.with_logit_bias(engine.softmax, logit_bias)
+    pairs = []
+    for i, (name, image) in enumerate(images):
+        image = as_greyscale(image, name)
+        probabilities = yield from scaled(engine.predict_dense(module, image, tile=tile, device=device, postprocess=post),
+                                          i, len(images), f"pseudo-labelling {i + 1}/{len(images)}")
+        labels = np.where(probabilities.max(axis=0) >= threshold, probabilities.argmax(axis=0), IGNORE_INDEX)
+        pairs.append(Pair(image, labels.astype(np.int64), name))
+    return pairs
+
+
+def self_train_steps(train: Sequence[Pair], val: Sequence[Pair], unlabelled: Sequence[tuple[str, np.ndarray]],
+                     config: TrainConfig, *, threshold: float = PSEUDO_THRESHOLD, register: bool = False,
+                     device: str | None = None, workers: int = 0) -> Steps[TrainResult]:
+    """Self-training: a teacher trained on ``train`` labels the ``unlabelled`` images where it is
+    sure (:func:`pseudo_label_steps`), and a student with ``config`` is trained afresh on both,
+    validated on ``val`` like any run. Images of another stack or microscope then teach the
+    student what the labelled ones cannot: how that data looks. The student is returned (and
+    registered with ``register``); its ``info.training["self_training"]`` records the teacher's
+    validation mIoU, the threshold and the share of unlabelled pixels that became targets."""
+    if not unlabelled:
+        raise ValueError("self-training needs at least one unlabelled image")
+    if register:
+        check_name(config.name)  # before the compute, not when saving after it
+    teacher_config = replace(config, name=f"{config.name}-teacher")
+    teacher = yield from _phase(train_steps(train, val, teacher_config, device=device, workers=workers), 0, "teacher")
+    pseudo = yield from _phase(pseudo_label_steps(teacher.module, unlabelled, teacher.info.class_names,
+                                                  threshold=threshold, logit_bias=teacher.info.logit_bias,
+                                                  tile=config.tile, device=device), 1, "pseudo-labels")
+    student = yield from _phase(train_steps([*train, *pseudo], val, config, device=device, workers=workers), 2,
+                                "student")
+    targeted = float(np.mean([np.mean(pair.labels != IGNORE_INDEX) for pair in pseudo]))
+    student.info.training["self_training"] = {
+        "teacher_val_miou": teacher.best_miou, "threshold": threshold, "pseudo_labelled_fraction": round(targeted, 4),
+        "unlabelled_images": [pair.name for pair in pseudo]}
+    if register:
+        save_model(student.module, student.info)
+    return student
+
+
+def _phase(steps: Steps[Any], index: int, name: str) -> Steps[Any]:
+    """One of self-training's three phases as a third of its progress, its messages prefixed."""
+    return mapped(steps, lambda step: Progress(int(1000 * (index + step.fraction)), 3000, f"{name}: {step.message}",
+                                               step.metrics))
+
+
+def self_train(train_pairs: Sequence[Pair], val_pairs: Sequence[Pair], unlabelled: Sequence[tuple[str, np.ndarray]],
+               config: TrainConfig, *, progress: Any = None, **kwargs: Any) -> TrainResult:
+    """Synchronous :func:`self_train_steps`."""
+    return run_sync(self_train_steps(train_pairs, val_pairs, unlabelled, config, **kwargs), progress=progress)
 
 
 # -- hyperparameter search -------------------------------------------------------------------
