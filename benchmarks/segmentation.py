@@ -1,6 +1,6 @@
 """Segmentation recipes on the Drosophila VNC stack under the three-way protocol, over seeds.
 
-    python benchmarks/segmentation.py [--seeds 0 1 2] [--rows baseline frem stack stack-frem ...]
+    python benchmarks/segmentation.py [--seeds 0 1 2] [--rows baseline frem stack stack-frem self-train ...]
         [--epochs 45] [--iters 100] [--batch 16] [--lr 2e-3] [--width 12] [--device cuda]
         [--jobs 12] [--workers 1] [--threads 1] [--out benchmarks/out/segmentation] [--save-models DIR]
 
@@ -17,8 +17,8 @@ blur, uneven illumination: ``--augmentation stack`` of ``nanoclass train-seg``);
 both; ``self-train`` and ``self-train-stack``: the baseline and ``stack`` rows with self-training
 on the 20 unlabelled sections of stack 2 (``unlabeled/``: a teacher trained on 00-09 labels them
 where it is at least 90 % sure, and the reported student is trained afresh on both;
-``--unlabelled`` of ``nanoclass train-seg``). Each (row, seed) result is cached as JSON in benchmarks/out/segmentation/ (delete to redo),
-so runs resume. ``--jobs`` trains that many (row, seed) runs at once in separate processes (on a
+``--unlabelled`` of ``nanoclass train-seg``). Each (row, seed) result is cached as JSON in
+benchmarks/out/segmentation/ (delete to redo), so runs resume. ``--jobs`` trains that many (row, seed) runs at once in separate processes (on a
 GPU, a small network leaves the card mostly idle; the crops are made on the CPU), each with
 ``--workers`` crop-loading processes and ``--threads`` torch threads. ``--save-models`` keeps each
 run's network (safetensors, decision offsets included) to compare or ship.
