@@ -18,10 +18,11 @@ both; ``self-train`` and ``self-train-stack``: the baseline and ``stack`` rows w
 on the 20 unlabelled sections of stack 2 (``unlabeled/``: a teacher trained on 00-09 labels them
 where it is at least 90 % sure, and the reported student is trained afresh on both;
 ``--unlabelled`` of ``nanoclass train-seg``). Each (row, seed) result is cached as JSON in
-benchmarks/out/segmentation/ (delete to redo), so runs resume. ``--jobs`` trains that many (row, seed) runs at once in separate processes (on a
-GPU, a small network leaves the card mostly idle; the crops are made on the CPU), each with
-``--workers`` crop-loading processes and ``--threads`` torch threads. ``--save-models`` keeps each
-run's network (safetensors, decision offsets included) to compare or ship.
+benchmarks/out/segmentation/ (delete to redo), so runs resume. ``--jobs`` trains that many
+(row, seed) runs at once in separate processes (on a GPU, a small network leaves the card mostly
+idle; the crops are made on the CPU), each with ``--workers`` crop-loading processes and
+``--threads`` torch threads. ``--save-models`` keeps each run's network (safetensors, decision
+offsets included) to compare or ship.
 """
 
 from __future__ import annotations

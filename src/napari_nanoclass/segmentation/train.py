@@ -497,8 +497,8 @@ def pseudo_label_steps(module: torch.nn.Module, images: Sequence[tuple[str, np.n
     pairs = []
     for i, (name, image) in enumerate(images):
         image = as_greyscale(image, name)
-        probabilities = yield from scaled(engine.predict_dense(module, image, tile=tile, device=device, postprocess=post),
-                                          i, len(images), f"pseudo-labelling {i + 1}/{len(images)}")
+        predicted = engine.predict_dense(module, image, tile=tile, device=device, postprocess=post)
+        probabilities = yield from scaled(predicted, i, len(images), f"pseudo-labelling {i + 1}/{len(images)}")
         labels = np.where(probabilities.max(axis=0) >= threshold, probabilities.argmax(axis=0), IGNORE_INDEX)
         pairs.append(Pair(image, labels.astype(np.int64), name))
     return pairs
