@@ -273,9 +273,14 @@ def test_self_training_trains_a_student_on_labelled_and_pseudo_labelled_images(m
     from napari_nanoclass.segmentation import train as training
     from napari_nanoclass.segmentation.train import self_train_steps
 
-    seen, sampler = [], training.CropSampler
-    monkeypatch.setattr(training, "CropSampler", lambda pairs, *a, **k: seen.append(len(pairs)) or sampler(pairs, *a,
-                                                                                                            **k))
+    seen = []
+
+    class Counting(training.CropSampler):  # records how many pairs each training run draws crops from
+        def __init__(self, pairs, *args, **kwargs) -> None:
+            seen.append(len(pairs))
+            super().__init__(pairs, *args, **kwargs)
+
+    monkeypatch.setattr(training, "CropSampler", Counting)
     labelled, val = [synthetic_pair(i) for i in range(2)], [synthetic_pair(10)]
     unlabelled = [(f"u{i}", synthetic_pair(20 + i).image) for i in range(3)]
     steps, run = [], self_train_steps(labelled, val, unlabelled, cfg(epochs=12, lr=3e-2))
