@@ -254,8 +254,8 @@ def test_pseudo_labels_are_the_confident_predictions_and_ignore_the_rest():
     result = train([synthetic_pair(i) for i in range(3)], [synthetic_pair(10)], cfg(epochs=12, lr=3e-2))
     unlabelled = synthetic_pair(20)
     bias = result.info.logit_bias
-    (loose,), (strict,) = (run_sync(pseudo_label_steps(result.module, [("u", unlabelled.image)], CONFIG["class_names"],
-                                                       threshold=t, logit_bias=bias, tile=128)) for t in (0.6, 0.95))
+    (loose,), (strict,) = (run_sync(pseudo_label_steps(result.module, [("u", unlabelled.image)], threshold=t,
+                                                       logit_bias=bias, tile=128)) for t in (0.6, 0.95))
     probabilities = run_sync(engine.predict_dense(result.module, unlabelled.image, tile=128,
                                                   postprocess=engine.with_logit_bias(engine.softmax, bias)))
     sure = probabilities.max(axis=0) >= 0.6

@@ -62,11 +62,10 @@ def pairs_from_folders(
 ) -> list[Pair]:
     """Match ``image_dir/<stem>.*`` with ``label_dir/<stem>.*``; every image must have labels."""
     image_dir, label_dir = Path(image_dir), Path(label_dir)
-    labels = {p.name.split(".")[0]: p for p in label_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES}
+    labels = dict(_image_files(label_dir))
     pairs = []
-    for path in sorted(image_dir.iterdir()):
-        stem = path.name.split(".")[0]
-        if path.suffix.lower() not in IMAGE_SUFFIXES or (stems is not None and stem not in stems):
+    for stem, path in _image_files(image_dir):
+        if stems is not None and stem not in stems:
             continue
         if stem not in labels:
             raise ImageError(f"{path}: no label file named {stem}.* in {label_dir}")
@@ -82,11 +81,17 @@ def images_from_folder(folder: str | Path) -> list[tuple[str, np.ndarray]]:
     folder = Path(folder)
     if not folder.is_dir():
         raise ImageError(f"{folder}: not a folder")
-    images = [(path.name.split(".")[0], np.asarray(read_image(path).data)) for path in sorted(folder.iterdir())
-              if path.suffix.lower() in IMAGE_SUFFIXES]
+    images = [(stem, np.asarray(read_image(path).data)) for stem, path in _image_files(folder)]
     if not images:
         raise ImageError(f"{folder}: no images found")
     return images
+
+
+def _image_files(folder: Path) -> list[tuple[str, Path]]:
+    """(stem, path) of the image files in ``folder``, in name order; the stem is the name up to
+    its first dot, so ``00.ome.tif`` is ``00``."""
+    return [(path.name.split(".")[0], path) for path in sorted(folder.iterdir())
+            if path.suffix.lower() in IMAGE_SUFFIXES]
 
 
 def pair_from_arrays(image: np.ndarray, labels: np.ndarray, name: str = "layer",

@@ -485,8 +485,8 @@ def train(train_pairs: Sequence[Pair], val_pairs: Sequence[Pair], config: TrainC
 PSEUDO_THRESHOLD = 0.9  # an unlabelled pixel becomes a training target where the teacher is at least this sure
 
 
-def pseudo_label_steps(module: torch.nn.Module, images: Sequence[tuple[str, np.ndarray]],
-                       class_names: Sequence[str], *, threshold: float = PSEUDO_THRESHOLD,
+def pseudo_label_steps(module: torch.nn.Module, images: Sequence[tuple[str, np.ndarray]], *,
+                       threshold: float = PSEUDO_THRESHOLD,
                        logit_bias: Sequence[float] | None = None, tile: int = 1024,
                        device: str | torch.device | None = None) -> Steps[list[Pair]]:
     """Training pairs from unlabelled (name, image) pairs: each pixel takes the class ``module``
@@ -519,8 +519,8 @@ def self_train_steps(train: Sequence[Pair], val: Sequence[Pair], unlabelled: Seq
         check_name(config.name)  # before the compute, not when saving after it
     teacher_config = replace(config, name=f"{config.name}-teacher")
     teacher = yield from _phase(train_steps(train, val, teacher_config, device=device, workers=workers), 0, "teacher")
-    pseudo = yield from _phase(pseudo_label_steps(teacher.module, unlabelled, teacher.info.class_names,
-                                                  threshold=threshold, logit_bias=teacher.info.logit_bias,
+    pseudo = yield from _phase(pseudo_label_steps(teacher.module, unlabelled, threshold=threshold,
+                                                  logit_bias=teacher.info.logit_bias,
                                                   tile=config.tile, device=device), 1, "pseudo-labels")
     student = yield from _phase(train_steps([*train, *pseudo], val, config, device=device, workers=workers), 2,
                                 "student")
