@@ -7,8 +7,9 @@ Whole-analysis timings on a shared host drift more than a change to these steps 
 (docs/liposomes.md, "Its cost"); so both versions of each step run here in one process,
 alternately, on the same inputs: the detectors' instance post-processing
 (``instances_from_probabilities``, on the probabilities both detectors give for each study field),
-the wall crops and the handcrafted features (on the fields' true objects, in as many threads as
-torch uses, as the analysis cuts them). Prints the median seconds per field of each version, their
+the wall and masked-local crops and the handcrafted features (on the fields' true objects, in as
+many threads as torch uses, as the analysis cuts them) and the objects' measurements (diameter,
+maximum width). Prints the median seconds per field of each version, their
 ratio and the range of the paired ratios, and checks that both give the same arrays.
 """
 
@@ -77,7 +78,10 @@ def main() -> None:
         "post-processing": lambda o, p: [p.instances_from_probabilities(pr, *args, **kwargs)
                                          for pr, args, kwargs in detected],
         "wall crops": lambda o, p: [o.wall_crops(image, labels, px, 32, threads) for image, labels in truths],
+        "masked-local crops": lambda o, p: [o.crops(image, labels, "masked-local", 32, threads=threads)
+                                            for image, labels in truths],
         "features": lambda o, p: [o.features(image, labels, px, threads) for image, labels in truths],
+        "measurements": lambda o, p: [o.measure(labels, px) for _, labels in truths],
     }
     for step, run in steps.items():
         results = {tag: run(*modules) for tag, modules in versions.items()}  # warm, and compared

@@ -1516,6 +1516,26 @@ def test_distance_to_background_is_scipy_s_exact_transform(rows, cols, seed, den
         np.testing.assert_array_equal(liposome_objects.distance_to_background(m), ndi.distance_transform_edt(m))
 
 
+@settings(max_examples=40, deadline=None)
+@given(st.integers(8, 60), st.integers(8, 60), st.integers(0, 2**32 - 1), st.integers(1, 6))
+def test_local_background_is_the_ring_between_two_iterated_dilations(rows, cols, seed, n_blobs):
+    """The ice ring of each object is now one city-block distance transform instead of two iterated
+    dilations: the same pixels, so the same level, with neighbours and the image's edge nearby."""
+    from skimage.measure import label, regionprops
+
+    rng = np.random.default_rng(seed)
+    image = rng.normal(size=(rows, cols)).astype(np.float32)
+    seeds = np.zeros((rows, cols), bool)
+    seeds[rng.integers(0, rows, n_blobs), rng.integers(0, cols, n_blobs)] = True
+    labels = label(ndi.binary_dilation(seeds, iterations=int(rng.integers(1, 5))))
+    near, far = liposome_objects.BACKGROUND_RING_PX
+    for region in regionprops(labels):
+        own = labels == region.label
+        ring = ndi.binary_dilation(own, iterations=far) & ~ndi.binary_dilation(own, iterations=near) & (labels == 0)
+        expected = image[ring].mean() if ring.any() else 0.0
+        assert liposome_objects._local_background(image, labels, region) == expected
+
+
 @settings(max_examples=60, deadline=None)
 @given(st.integers(1, 30), st.integers(1, 30), st.integers(0, 2**32 - 1), st.integers(0, 500))
 def test_sequential_is_skimage_s_relabel_sequential(rows, cols, seed, top):

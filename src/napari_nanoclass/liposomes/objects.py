@@ -39,6 +39,8 @@ from scipy import ndimage as ndi
 from skimage.measure import regionprops
 from skimage.transform import resize
 
+from napari_nanoclass.core import shapes
+
 CROP_MODES = ("surroundings", "cropped", "masked", "masked-local", "wall")
 DEFAULT_CROP_MODE = "masked-local"  # what new classifiers train on (the shipped encapsulation one; lamellarity: wall)
 # "masked-local": free ice between these distances from the object. In pixels, although the
@@ -62,7 +64,7 @@ def measure(labels: np.ndarray, pixel_size_nm: float) -> list[dict[str, Any]]:
             "centroid_y": float(region.centroid[0]), "centroid_x": float(region.centroid[1]),
             "area_nm2": float(region.area * pixel_size_nm**2),
             "diameter_nm": float(region.equivalent_diameter_area * pixel_size_nm),
-            "max_width_nm": float(region.feret_diameter_max * pixel_size_nm),
+            "max_width_nm": float(shapes.feret_diameter_max(region.image) * pixel_size_nm),
         })
     return rows
 
@@ -273,7 +275,10 @@ def _local_background(image: np.ndarray, labels: np.ndarray, region: Any) -> flo
     top, left, side = _square(region, far + 1)
     window = _label_window(labels, top, left, side)
     own = window == region.label
-    ring = ndi.binary_dilation(own, iterations=far) & ~ndi.binary_dilation(own, iterations=near)
+    # the pixels ``near`` < d ≤ ``far`` 4-neighbour steps from the object (what ``far`` and ``near``
+    # iterated dilations leave between them), from one city-block distance transform
+    steps = ndi.distance_transform_cdt(~own, metric="taxicab")
+    ring = (steps > near) & (steps <= far)
     ring &= window == 0  # outside the image (−1) is not ice
     return float(_cut(image, top, left, side)[ring].mean()) if ring.any() else 0.0
 
@@ -327,7 +332,8 @@ def features(image: np.ndarray, labels: np.ndarray, pixel_size_nm: float, thread
         circularity = 4 * np.pi * region.area / max(region.perimeter, 1.0) ** 2
         mu = region.moments_normalized
         return [region.area * pixel_size_nm**2, circularity, mu[2, 0], mu[0, 2], mu[3, 0], mu[0, 3],
-                region.equivalent_diameter_area * pixel_size_nm, region.feret_diameter_max * pixel_size_nm,
+                region.equivalent_diameter_area * pixel_size_nm,
+                shapes.feret_diameter_max(region.image) * pixel_size_nm,
                 snr, *radial, *edge_density, *histogram]
 
     rows = per_object(measured, regionprops(labels, intensity_image=image), threads)

@@ -49,6 +49,7 @@ from skimage.segmentation import watershed
 from skimage.transform import rescale, resize
 
 from napari_nanoclass import engine
+from napari_nanoclass.core import shapes
 from napari_nanoclass.core.analysis import PIXEL_SIZES_NM, FileJob, number
 from napari_nanoclass.core.memory import release_memory
 from napari_nanoclass.core.progress import CancelToken, Progress, ProgressCallback, Steps, run_sync, scaled
@@ -342,8 +343,8 @@ def solid_enough(region: Any, min_solidity: float) -> bool:
     bound of the solidity, and round objects pass on it alone. The hull also holds every pixel
     between the first and last of a row (or a column) strictly inside, so area / (those pixels'
     count) is an upper bound, and ragged objects (the noise blobs of a coarse, noisy image) fail
-    on it alone. For regions of unit pixel spacing (``regionprops`` without ``spacing``), as the
-    post-processing makes them."""
+    on it alone; the others get skimage's solidity from :func:`core.shapes.solidity`. For regions of
+    unit pixel spacing (``regionprops`` without ``spacing``), as the post-processing makes them."""
     rows, cols = region.coords.T
     sums, diffs = rows + cols, rows - cols
     r = np.arange(rows.min(), rows.max() + 1)
@@ -353,7 +354,7 @@ def solid_enough(region: Any, min_solidity: float) -> bool:
         return True
     if region.area < min_solidity * max(_spans(rows, cols), _spans(cols, rows)):
         return False
-    return bool(region.solidity >= min_solidity)
+    return bool(shapes.solidity(region.image) >= min_solidity)
 
 
 def _spans(lines: np.ndarray, along: np.ndarray) -> int:
@@ -475,7 +476,7 @@ def with_large(labels: np.ndarray, large: np.ndarray, working_px: float, min_dia
     for b in np.flatnonzero(big):
         box = boxes[b - 1]
         held = np.flatnonzero(np.bincount(labels[box][large[box] == b], minlength=len(own)) >= inside * own)
-        if any(regionprops((labels[own_boxes[i - 1]] == i).astype(np.uint8))[0].solidity >= whole_solidity
+        if any(shapes.solidity(labels[own_boxes[i - 1]] == i) >= whole_solidity
                for i in held[held > 0]):
             big[b] = False
     if not big.any():
