@@ -1552,32 +1552,96 @@ def test_sequential_is_skimage_s_relabel_sequential(rows, cols, seed, top):
 
 @settings(max_examples=60, deadline=None)
 @given(st.integers(1, 30), st.integers(1, 30), st.integers(0, 2**32 - 1), st.floats(0.2, 0.95),
-       st.sampled_from([0.5, 0.8, 0.9]))
-def test_solid_enough_is_skimage_s_solidity_test(rows, cols, seed, density, min_solidity):
-    """solid_enough decides most objects by a bound instead of a convex hull: for ragged, thin and
-    one-pixel objects alike it must answer as ``region.solidity >= min_solidity`` does."""
+       st.sampled_from([0.5, 0.8, 0.9]), st.booleans())
+def test_solid_enough_is_skimage_s_solidity_test(rows, cols, seed, density, min_solidity, touching):
+    """solid_enough decides most objects by a bound instead of a convex hull, all at once: for
+    ragged, thin, one-pixel and touching objects alike it must answer as ``region.solidity >=
+    min_solidity`` does, and False for the background and labels not present."""
     from skimage.measure import label, regionprops
 
-    from napari_nanoclass.liposomes.predict import solid_enough
+    from napari_nanoclass.core.shapes import solid_enough
 
-    mask = np.random.default_rng(seed).random((rows, cols)) < density
-    for region in regionprops(label(mask)):
-        assert solid_enough(region, min_solidity) == (region.solidity >= min_solidity)
+    rng = np.random.default_rng(seed)
+    mask = rng.random((rows, cols)) < density
+    labels = np.where(mask, rng.integers(1, 6, (rows, cols)), 0) if touching else label(mask)
+    solid = solid_enough(labels, min_solidity)
+    assert solid.shape == (labels.max() + 1,) and not solid[0]
+    present = {region.label for region in regionprops(labels)}
+    for region in regionprops(labels):
+        assert solid[region.label] == (region.solidity >= min_solidity)
+    assert not any(solid[i] for i in range(1, labels.max() + 1) if i not in present)
 
 
-def test_solid_enough_skips_the_convex_hull_of_round_and_of_ragged_objects():
+def test_solid_enough_skips_the_convex_hull_of_round_and_of_ragged_objects(monkeypatch):
     from skimage.measure import regionprops
     from skimage.morphology import disk
 
-    from napari_nanoclass.liposomes.predict import solid_enough
+    from napari_nanoclass.core import shapes
 
-    region = regionprops(np.pad(disk(12), 3).astype(np.int32))[0]
-    assert solid_enough(region, 0.8)
-    assert "image_convex" not in region._cache  # decided by the octagon bound alone
-    ragged = regionprops(np.pad(np.eye(12, dtype=np.int32) | np.eye(12, dtype=np.int32)[::-1], 2))[0]
-    assert not solid_enough(ragged, 0.8)
-    assert "image_convex" not in ragged._cache  # decided by the row and column spans alone
-    assert ragged.solidity < 0.8
+    hulls = []
+    monkeypatch.setattr(shapes, "solidity", lambda mask: hulls.append(mask) or 0.0)
+    labels = np.zeros((60, 30), np.int32)
+    labels[3:28, 3:28] = disk(12) * 1  # round: passes on the octagon bound alone
+    ragged = np.eye(12, dtype=bool) | np.eye(12, dtype=bool)[::-1]
+    labels[40:52, 5:17][ragged] = 2  # an X: fails on the row and column spans alone
+    assert list(shapes.solid_enough(labels, 0.8)) == [False, True, False]
+    assert not hulls
+    assert regionprops((labels == 2).astype(np.uint8))[0].solidity < 0.8
+    bent = np.zeros((9, 9), np.int32)
+    bent[1:8, 1] = bent[7, 1:8] = 1  # an L: neither bound decides
+    shapes.solid_enough(bent, 0.5)
+    assert len(hulls) == 1
+
+
+def _split_ragged_one_by_one(instances: np.ndarray, min_solidity: float, min_area_px: int) -> np.ndarray:
+    """The definition _split_ragged computes, object by object with scikit-image and scipy: cut each
+    object less solid than ``min_solidity`` by a watershed of its own distance transform from its
+    maxima, keep the solid pieces of at least ``min_area_px``, numbered on after the last label."""
+    from skimage.feature import peak_local_max
+    from skimage.measure import regionprops
+    from skimage.segmentation import watershed
+
+    out = instances.copy()
+    next_label = int(instances.max()) + 1
+    min_distance = max(2, round(np.sqrt(min_area_px / np.pi)))
+    for region in regionprops(instances):
+        if region.solidity >= min_solidity:
+            continue
+        mask = region.image
+        out[region.slice][mask] = 0
+        distance = ndi.distance_transform_edt(np.pad(mask, 1))[1:-1, 1:-1]
+        peaks = peak_local_max(distance, min_distance=min_distance, labels=mask.astype(np.int32),
+                               exclude_border=False)
+        if len(peaks) < 2:
+            continue
+        markers = np.zeros(mask.shape, np.int32)
+        markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1)
+        pieces = watershed(-distance, markers, mask=mask)
+        for piece in regionprops(pieces):
+            if piece.area >= min_area_px and piece.solidity >= min_solidity:
+                out[region.slice][pieces == piece.label] = next_label
+                next_label += 1
+    return out
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(10, 60), st.integers(10, 60), st.integers(0, 2**32 - 1), st.integers(2, 30),
+       st.sampled_from([0.8, 0.9]))
+def test_split_ragged_cuts_every_object_as_one_by_one(rows, cols, seed, min_area_px, min_solidity):
+    """The ragged objects are tested, transformed and their pieces judged all at once; touching
+    objects, objects at the image's edge, dumbbells and noise blobs must come out as the
+    object-by-object definition cuts them, numbered alike."""
+    from skimage.measure import label
+
+    from napari_nanoclass.liposomes.predict import _split_ragged
+
+    rng = np.random.default_rng(seed)
+    blobs = ndi.binary_dilation(rng.random((rows, cols)) < 0.04, iterations=int(rng.integers(1, 4)))
+    blobs |= rng.random((rows, cols)) < 0.15  # ragged specks and bridges between blobs
+    labels = label(blobs, connectivity=1).astype(np.int32)
+    labels[labels % 4 == 3] += 1  # some labels absent, some objects touching under one label
+    np.testing.assert_array_equal(_split_ragged(labels, min_solidity, min_area_px),
+                                  _split_ragged_one_by_one(labels, min_solidity, min_area_px))
 
 
 @settings(max_examples=60, deadline=None)

@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import edt
 import numpy as np
 import torch
 import zarr
@@ -311,62 +312,49 @@ def _drop_small(labels: np.ndarray, min_area_px: int) -> np.ndarray:
 def _split_ragged(instances: np.ndarray, min_solidity: float, min_area_px: int) -> np.ndarray:
     """Cut each object with solidity below ``min_solidity`` at the necks of its distance transform
     (one piece per maximum at least a minimum liposome radius apart); keep the convex pieces of
-    at least ``min_area_px``."""
-    out = instances.copy()
-    next_label = int(instances.max()) + 1
-    min_distance = max(2, round(np.sqrt(min_area_px / np.pi)))  # the minimum radius
-    for region in regionprops(instances):
-        if solid_enough(region, min_solidity):
-            continue
-        mask = region.image
-        out[region.slice][mask] = 0
-        distance = ndi.distance_transform_edt(np.pad(mask, 1))[1:-1, 1:-1]
-        peaks = peak_local_max(distance, min_distance=min_distance, labels=mask.astype(np.int32),
-                               exclude_border=False)
+    at least ``min_area_px``, numbered after the objects in the order of the objects and of their
+    maxima. The solidity tests and the distance transform take all objects at once: a coarse, noisy
+    image has thousands of ragged noise blobs."""
+    solid = shapes.solid_enough(instances, min_solidity)
+    ragged = np.flatnonzero(~solid & (np.bincount(instances.ravel(), minlength=solid.size) > 0))
+    ragged = ragged[ragged > 0]
+    if not ragged.size:
+        return instances.copy()
+    out = np.where(np.isin(instances, ragged), 0, instances)
+    # each object's own distance transform: the distance to the nearest pixel of another label,
+    # background or beyond the image's edge (exact, as scipy's on each object alone)
+    distance = np.sqrt(edt.edtsq(np.ascontiguousarray(instances), black_border=True, parallel=1).astype(np.float64))
+    pieces = _ragged_pieces(instances, ragged, distance, max(2, round(np.sqrt(min_area_px / np.pi))))
+    big = np.bincount(pieces.ravel()) >= min_area_px
+    solid = shapes.solid_enough(np.where(big[pieces], pieces, 0), min_solidity)  # small ones need no test
+    kept = np.zeros(big.size, bool)
+    kept[: solid.size] = solid
+    number = np.zeros(kept.size, out.dtype)
+    number[kept] = int(instances.max()) + 1 + np.arange(np.count_nonzero(kept))
+    return np.where(kept[pieces], number[pieces], out)
+
+
+def _ragged_pieces(instances: np.ndarray, ragged: np.ndarray, distance: np.ndarray, min_distance: int) -> np.ndarray:
+    """The ``ragged`` objects cut by a watershed of their ``distance`` transform from its maxima at
+    least ``min_distance`` apart, as one label image numbering the pieces object after object
+    (objects with fewer than two maxima give none)."""
+    pieces = np.zeros(instances.shape, np.int64)
+    boxes = ndi.find_objects(instances)
+    count = 0
+    for label in ragged:
+        box = boxes[label - 1]
+        mask = instances[box] == label
+        inside = np.where(mask, distance[box], 0.0)
+        peaks = peak_local_max(inside, min_distance=min_distance, labels=mask.astype(np.int32), exclude_border=False)
         if len(peaks) < 2:
             continue
         markers = np.zeros(mask.shape, np.int32)
         markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1)
-        pieces = watershed(-distance, markers, mask=mask)
-        for piece in regionprops(pieces):
-            if piece.area >= min_area_px and solid_enough(piece, min_solidity):
-                out[region.slice][pieces == piece.label] = next_label
-                next_label += 1
-    return out
-
-
-def solid_enough(region: Any, min_solidity: float) -> bool:
-    """``region.solidity >= min_solidity``, mostly without its convex hull (the costliest step of
-    the post-processing). skimage's hull is that of every pixel's edge midpoints, so it lies in
-    the octagon bounded by the pixels' extremes along rows, columns and both diagonals, half a
-    pixel out; its pixel count is at most the octagon's, so area / (the octagon's count) is a lower
-    bound of the solidity, and round objects pass on it alone. The hull also holds every pixel
-    between the first and last of a row (or a column) strictly inside, so area / (those pixels'
-    count) is an upper bound, and ragged objects (the noise blobs of a coarse, noisy image) fail
-    on it alone; the others get skimage's solidity from :func:`core.shapes.solidity`. For regions of
-    unit pixel spacing (``regionprops`` without ``spacing``), as the post-processing makes them."""
-    rows, cols = region.coords.T
-    sums, diffs = rows + cols, rows - cols
-    r = np.arange(rows.min(), rows.max() + 1)
-    first = np.maximum.reduce([np.full_like(r, cols.min()), sums.min() - r, r - diffs.max()])
-    last = np.minimum.reduce([np.full_like(r, cols.max()), sums.max() - r, r - diffs.min()])
-    if region.area >= min_solidity * np.clip(last - first + 1, 0, None).sum():
-        return True
-    if region.area < min_solidity * max(_spans(rows, cols), _spans(cols, rows)):
-        return False
-    return bool(shapes.solidity(region.image) >= min_solidity)
-
-
-def _spans(lines: np.ndarray, along: np.ndarray) -> int:
-    """How many pixels lie between the first and last pixel of each line (``lines`` the pixels' row
-    or column, ``along`` their place in it), ends included, summed over the lines."""
-    line = lines - lines.min()
-    first = np.full(int(line.max()) + 1, np.iinfo(np.int64).max)
-    last = np.full(int(line.max()) + 1, np.iinfo(np.int64).min)
-    np.minimum.at(first, line, along)
-    np.maximum.at(last, line, along)
-    present = first <= last
-    return int((last[present] - first[present] + 1).sum())
+        cut = watershed(-inside, markers, mask=mask)
+        reached = cut > 0  # a part of the object's label that holds no maximum is no piece
+        pieces[box][reached] = cut[reached] + count
+        count += len(peaks)
+    return pieces
 
 
 def _unenclosed(instances: np.ndarray, boundary: np.ndarray, threshold: float) -> list[int]:
