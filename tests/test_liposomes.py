@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 from dataclasses import replace
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -18,6 +19,7 @@ from napari_nanoclass.core.metrics import class_metrics, match_instances, tpr_at
 from napari_nanoclass.core.progress import run_sync
 from napari_nanoclass.liposomes import ENCAPSULATION, LAMELLARITY
 from napari_nanoclass.liposomes import objects as liposome_objects
+from napari_nanoclass.liposomes import predict as liposome_predict
 from napari_nanoclass.liposomes import train as liposome_training
 from napari_nanoclass.liposomes.predict import (
     _classes,
@@ -1588,8 +1590,12 @@ def test_solid_enough_skips_the_convex_hull_of_round_and_of_ragged_objects(monke
     assert not hulls
     assert regionprops((labels == 2).astype(np.uint8))[0].solidity < 0.8
     bent = np.zeros((9, 9), np.int32)
-    bent[1:8, 1] = bent[7, 1:8] = 1  # an L: neither bound decides
-    shapes.solid_enough(bent, 0.5)
+    bent[1:8, 1] = bent[7, 1:8] = 1  # an L: the row and column spans do not decide, the triangle does
+    assert not shapes.solid_enough(bent, 0.5)[1]
+    assert not hulls
+    plus = np.zeros((9, 9), np.int32)
+    plus[1:8, 3:5] = plus[3:5, 1:8] = 1  # solidity 0.75: no bound decides at 0.8
+    shapes.solid_enough(plus, 0.8)
     assert len(hulls) == 1
 
 
@@ -1640,8 +1646,10 @@ def test_split_ragged_cuts_every_object_as_one_by_one(rows, cols, seed, min_area
     blobs |= rng.random((rows, cols)) < 0.15  # ragged specks and bridges between blobs
     labels = label(blobs, connectivity=1).astype(np.int32)
     labels[labels % 4 == 3] += 1  # some labels absent, some objects touching under one label
-    np.testing.assert_array_equal(_split_ragged(labels, min_solidity, min_area_px),
-                                  _split_ragged_one_by_one(labels, min_solidity, min_area_px))
+    expected = _split_ragged_one_by_one(labels, min_solidity, min_area_px)
+    for at_once in (0, 10**6):  # distance transforms of the whole image, and of each object alone
+        with mock.patch.object(liposome_predict, "RAGGED_AT_ONCE", at_once):
+            np.testing.assert_array_equal(_split_ragged(labels, min_solidity, min_area_px), expected)
 
 
 @settings(max_examples=60, deadline=None)

@@ -46,3 +46,18 @@ def test_ellipses_have_skimage_s_hull_measures(a, b, angle, dy, dx):
 def test_an_empty_mask_has_an_empty_hull():
     assert not shapes.hull_image(np.zeros((3, 4), bool)).any()
     assert shapes.area_convex(np.zeros((3, 4), bool)) == 0
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 30), st.integers(1, 30), st.integers(0, 2**32 - 1), st.floats(0.05, 0.95))
+def test_the_polygon_through_the_extreme_pixels_lies_in_the_hull(rows, cols, seed, density):
+    """solid_enough rejects objects on the pixel count of the polygon through their extreme
+    pixels: a count above the hull's would reject a solid object."""
+    labels = label(np.random.default_rng(seed).random((rows, cols)) < density)
+    pixels, columns = np.nonzero(labels)
+    own = labels[pixels, columns]
+    order = np.argsort(own, kind="stable")
+    _, starts = np.unique(own[order], return_index=True)
+    inner = shapes._inner_pixels(pixels[order], columns[order], starts)
+    for count, region in zip(inner, regionprops(labels)):
+        assert count <= region.area_convex

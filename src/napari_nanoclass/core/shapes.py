@@ -85,11 +85,17 @@ def _hull_vertices(mask: np.ndarray) -> np.ndarray | None:
 
 def _row_spans(vertices: np.ndarray, height: int) -> tuple[np.ndarray, np.ndarray]:
     """(first, last) column of the pixels of each row 0 … height − 1 whose centre lies in the closed
-    polygon of doubled ``vertices`` (first > last where none does): the least and greatest
-    crossing of the row's line with any edge, rounded inwards, as exact fractions."""
-    y1, x1 = vertices.T
-    y2, x2 = np.roll(vertices, -1, axis=0).T
-    line = 2 * np.arange(height)[:, None]  # doubled, as the vertices
+    polygon of doubled ``vertices`` (first > last where none does)."""
+    return _polygon_rows(vertices, 2 * np.arange(height)[:, None])
+
+
+def _polygon_rows(vertices: np.ndarray, line: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(first, last) pixel column whose centre lies in a closed convex polygon (doubled whole-number
+    ``vertices`` (…, V, 2) in order) on each doubled row ``line`` (…, 1) broadcast against them:
+    the least and greatest crossing of the line with any edge, rounded inwards, as exact
+    fractions; first > last where the line misses the polygon."""
+    y1, x1 = vertices[..., 0], vertices[..., 1]
+    y2, x2 = np.roll(y1, -1, axis=-1), np.roll(x1, -1, axis=-1)
     crossed = (np.minimum(y1, y2) <= line) & (line <= np.maximum(y1, y2))
     # x on an edge at the line is x1 + (line − y1)(x2 − x1)/(y2 − y1); a horizontal edge on the line
     # is crossed at both ends. Pixel column c sits at doubled 2c, so the bounds are x / 2.
@@ -101,8 +107,8 @@ def _row_spans(vertices: np.ndarray, height: int) -> tuple[np.ndarray, np.ndarra
     high = np.where(flat, np.maximum(x1, x2), crossing)
     denominator = 2 * dy * sign
     never = np.iinfo(np.int64).max
-    first = np.where(crossed, -(-low // denominator), never).min(axis=1)
-    last = np.where(crossed, high // denominator, -never).max(axis=1)
+    first = np.where(crossed, -(-low // denominator), never).min(axis=-1)
+    last = np.where(crossed, high // denominator, -never).max(axis=-1)
     return first, last
 
 
@@ -114,27 +120,46 @@ def solid_enough(labels: np.ndarray, min_solidity: float) -> np.ndarray:
     pixel count is at most the octagon's, so area / (the octagon's count) is a lower bound of the
     solidity, and round objects pass on it alone. The hull also holds every pixel between the
     first and last of a row (or a column) strictly inside, so area / (those pixels' count) is an
-    upper bound, and ragged objects (the noise blobs of a coarse, noisy image) fail on it alone.
-    The others get :func:`solidity`."""
+    upper bound, and ragged objects (the noise blobs of a coarse, noisy image) fail on it alone;
+    so do most of the rest on the pixels of the polygon through their extreme pixels, which the
+    hull holds too. The others get :func:`solidity`."""
     labels = np.asarray(labels)
     out = np.zeros(int(labels.max(initial=0)) + 1, bool)
-    rows, cols = np.nonzero(labels)
+    # every bound depends on extreme pixels only (of rows, columns, directions), which lie on the
+    # objects' outlines: a large vesicle's interior need not be sorted
+    rows, cols = np.nonzero(_outline(labels))
     if rows.size == 0:
         return out
     own = labels[rows, cols]
     order = np.argsort(own, kind="stable")  # by label, then in raster order
     own, rows, cols = own[order], rows[order], cols[order]
     present, starts = np.unique(own, return_index=True)
-    area = np.diff(np.append(starts, own.size))
+    area = np.bincount(labels.ravel(), minlength=out.size)[present]
     octagon = _octagon_pixels(rows, cols, starts)
     spans = np.maximum(_line_spans(own, rows, cols), _line_spans(own, cols, rows))
     passes = area >= min_solidity * octagon
     undecided = ~passes & (area >= min_solidity * spans)
+    if undecided.any():
+        undecided &= area >= min_solidity * _inner_pixels(rows, cols, starts)
     boxes = ndi.find_objects(labels) if undecided.any() else []
     for i in np.flatnonzero(undecided):
         passes[i] = solidity(labels[boxes[present[i] - 1]] == present[i]) >= min_solidity
     out[present] = passes
     return out
+
+
+
+def _outline(labels: np.ndarray) -> np.ndarray:
+    """The labelled pixels with a 4-neighbour of another label, or on the image's edge."""
+    labelled = labels > 0
+    edge = np.zeros(labels.shape, bool)
+    edge[[0, -1]] = edge[:, [0, -1]] = True
+    rows, cols = labels[1:] != labels[:-1], labels[:, 1:] != labels[:, :-1]
+    edge[1:] |= rows
+    edge[:-1] |= rows
+    edge[:, 1:] |= cols
+    edge[:, :-1] |= cols
+    return edge & labelled
 
 
 def _octagon_pixels(rows: np.ndarray, cols: np.ndarray, starts: np.ndarray) -> np.ndarray:
@@ -164,3 +189,35 @@ def _line_spans(own: np.ndarray, lines: np.ndarray, along: np.ndarray) -> np.nda
     last = np.append(first[1:], own.size) - 1
     objects, index = np.unique(own[first], return_inverse=True)
     return np.bincount(index, along[last] - along[first] + 1, minlength=objects.size)
+
+
+# the eight directions (row, column weights) of the extreme pixels, in clockwise order from the top
+_DIRECTIONS = ((-1, 0), (-1, 1), (0, 1), (1, 1), (1, 0), (1, -1), (0, -1), (-1, -1))
+
+
+def _inner_pixels(rows: np.ndarray, cols: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """Per object (its pixels from ``starts``): the pixels whose centre lies in the polygon through
+    the object's extreme pixel centres in eight directions (both ends of each extreme edge, in
+    clockwise order). Every pixel centre lies in skimage's hull (it is the mean of its four edge
+    midpoints), so this polygon does too, and its pixel count is at most the hull's."""
+    obj = np.repeat(np.arange(starts.size), np.diff(np.append(starts, rows.size)))
+    corners = []
+    for a, b in _DIRECTIONS:
+        extent = a * rows + b * cols
+        far = np.maximum.reduceat(extent, starts)
+        on_edge = extent == far[obj]
+        along = b * rows - a * cols  # increases clockwise along the edge
+        never = np.iinfo(np.int64).max
+        ends = (np.minimum.reduceat(np.where(on_edge, along, never), starts),
+                np.maximum.reduceat(np.where(on_edge, along, -never), starts))
+        for end in ends:  # the pixel where extent and along take these values
+            norm = a * a + b * b
+            corners.append(np.stack([(a * far + b * end) // norm, (b * far - a * end) // norm], axis=-1))
+    vertices = 2 * np.stack(corners, axis=1)  # (objects, 16, 2), doubled
+    top, bottom = np.minimum.reduceat(rows, starts), np.maximum.reduceat(rows, starts)
+    heights = bottom - top + 1
+    of_row = np.repeat(np.arange(starts.size), heights)
+    line = 2 * (top[of_row] + np.arange(heights.sum()) - np.repeat(np.cumsum(heights) - heights, heights))
+    first, last = _polygon_rows(vertices[of_row], line[:, None])
+    return np.bincount(of_row, np.clip(last - first + 1, 0, None), minlength=starts.size)
+

@@ -93,6 +93,7 @@ MAX_DIAMETER_NM = 1000.0  # the largest liposome a block's margin holds whole
 SMOOTHING = 0.0  # objects are opened with a disk of this fraction of the minimum liposome radius
 MIN_SOLIDITY = 0.9  # liposomes are convex: a ragged detection is split at its necks, or dropped
 MIN_RIM_BOUNDARY = 0.5  # a liposome is enclosed by its membrane: mean p(boundary) along its outer rim
+RAGGED_AT_ONCE = 32  # more ragged objects than this: their distance transforms in one pass over the image
 RESCALE_TOLERANCE = 0.1
 SMALL_MAX_OVERLAP = 0.2  # a small-vesicle detection covering more of the standard detector's objects is theirs
 SMALL_MAX_ENLARGEMENT = 2.0  # the small-vesicle detector sees a coarse image enlarged at most this many times
@@ -313,20 +314,21 @@ def _split_ragged(instances: np.ndarray, min_solidity: float, min_area_px: int) 
     """Cut each object with solidity below ``min_solidity`` at the necks of its distance transform
     (one piece per maximum at least a minimum liposome radius apart); keep the convex pieces of
     at least ``min_area_px``, numbered after the objects in the order of the objects and of their
-    maxima. The solidity tests and the distance transform take all objects at once: a coarse, noisy
-    image has thousands of ragged noise blobs."""
+    maxima. The solidity tests take all objects at once: a coarse, noisy image has thousands of
+    ragged noise blobs."""
     solid = shapes.solid_enough(instances, min_solidity)
     ragged = np.flatnonzero(~solid & (np.bincount(instances.ravel(), minlength=solid.size) > 0))
     ragged = ragged[ragged > 0]
     if not ragged.size:
         return instances.copy()
     out = np.where(np.isin(instances, ragged), 0, instances)
-    # each object's own distance transform: the distance to the nearest pixel of another label,
-    # background or beyond the image's edge (exact, as scipy's on each object alone)
-    distance = np.sqrt(edt.edtsq(np.ascontiguousarray(instances), black_border=True, parallel=1).astype(np.float64))
-    pieces = _ragged_pieces(instances, ragged, distance, max(2, round(np.sqrt(min_area_px / np.pi))))
-    big = np.bincount(pieces.ravel()) >= min_area_px
-    solid = shapes.solid_enough(np.where(big[pieces], pieces, 0), min_solidity)  # small ones need no test
+    every_box = ndi.find_objects(instances)
+    boxes = [every_box[label - 1] for label in ragged]
+    pieces = _ragged_pieces(instances, ragged, boxes, max(2, round(np.sqrt(min_area_px / np.pi))))
+    # the pieces lie in the ragged objects' boxes: judged there, not over the whole image
+    window = tuple(slice(min(b[i].start for b in boxes), max(b[i].stop for b in boxes)) for i in range(2))
+    big = np.bincount(pieces[window].ravel()) >= min_area_px
+    solid = shapes.solid_enough(np.where(big[pieces[window]], pieces[window], 0), min_solidity)  # small: no test
     kept = np.zeros(big.size, bool)
     kept[: solid.size] = solid
     number = np.zeros(kept.size, out.dtype)
@@ -334,17 +336,23 @@ def _split_ragged(instances: np.ndarray, min_solidity: float, min_area_px: int) 
     return np.where(kept[pieces], number[pieces], out)
 
 
-def _ragged_pieces(instances: np.ndarray, ragged: np.ndarray, distance: np.ndarray, min_distance: int) -> np.ndarray:
-    """The ``ragged`` objects cut by a watershed of their ``distance`` transform from its maxima at
-    least ``min_distance`` apart, as one label image numbering the pieces object after object
-    (objects with fewer than two maxima give none)."""
+def _ragged_pieces(instances: np.ndarray, ragged: np.ndarray, boxes: list[tuple[slice, slice]],
+                   min_distance: int) -> np.ndarray:
+    """The ``ragged`` objects (in their ``boxes``) cut by a watershed of their own distance
+    transforms from their maxima at least ``min_distance`` apart, as one label image numbering the
+    pieces object after object (objects with fewer than two maxima give none). The transforms
+    are the distance to the nearest pixel of another label, the background or beyond the image's
+    edge: one multi-label transform of the image where many objects are ragged, one per object
+    where few are (the same values, scipy's on each object alone)."""
+    whole = None
+    if len(ragged) > RAGGED_AT_ONCE:
+        whole = np.sqrt(edt.edtsq(np.ascontiguousarray(instances), black_border=True, parallel=1).astype(np.float64))
     pieces = np.zeros(instances.shape, np.int64)
-    boxes = ndi.find_objects(instances)
     count = 0
-    for label in ragged:
-        box = boxes[label - 1]
+    for label, box in zip(ragged, boxes):
         mask = instances[box] == label
-        inside = np.where(mask, distance[box], 0.0)
+        inside = (np.where(mask, whole[box], 0.0) if whole is not None
+                  else liposome_objects.distance_to_background(np.pad(mask, 1))[1:-1, 1:-1])
         peaks = peak_local_max(inside, min_distance=min_distance, labels=mask.astype(np.int32), exclude_border=False)
         if len(peaks) < 2:
             continue
