@@ -1,11 +1,13 @@
-"""Convex-hull measures of a 2-D object: scikit-image's values, computed without its hull raster.
+"""Convex-hull measures of 2-D objects: scikit-image's values, computed without its hull raster.
 
 ``regionprops``' ``image_convex`` tests every pixel of the object's box against the hull polygon,
 and ``feret_diameter_max`` then traces that raster's outline and compares every pair of its
 points: together the costliest steps of measuring a large vesicle. Here the same raster comes row
 by row from the polygon's edges, in exact integer arithmetic, and the maximum Feret diameter from
-the outline's extreme points only. The same numbers, bit for bit (tests/test_shapes.py checks
-them against scikit-image with hypothesis).
+the outline's extreme points only. :func:`solid_enough` tells, for every object of a label image
+at once, whether its solidity reaches a threshold, mostly from bounds that need no hull: a noisy
+image has thousands of ragged blobs. The same numbers and decisions as scikit-image, bit for bit
+(tests/test_shapes.py and tests/test_liposomes.py check them with hypothesis).
 """
 
 from __future__ import annotations
@@ -148,7 +150,6 @@ def solid_enough(labels: np.ndarray, min_solidity: float) -> np.ndarray:
     return out
 
 
-
 def _outline(labels: np.ndarray) -> np.ndarray:
     """The labelled pixels with a 4-neighbour of another label, or on the image's edge."""
     labelled = labels > 0
@@ -169,9 +170,7 @@ def _octagon_pixels(rows: np.ndarray, cols: np.ndarray, starts: np.ndarray) -> n
         return np.minimum.reduceat(values, starts), np.maximum.reduceat(values, starts)
 
     (r0, r1), (c0, c1), (s0, s1), (d0, d1) = (extremes(v) for v in (rows, cols, rows + cols, rows - cols))
-    heights = r1 - r0 + 1
-    obj = np.repeat(np.arange(starts.size), heights)
-    r = r0[obj] + np.arange(heights.sum()) - np.repeat(np.cumsum(heights) - heights, heights)
+    obj, r = _object_rows(r0, r1)
     first = np.maximum.reduce([c0[obj], s0[obj] - r, r - d1[obj]])
     last = np.minimum.reduce([c1[obj], s1[obj] - r, r - d0[obj]])
     return np.bincount(obj, np.clip(last - first + 1, 0, None), minlength=starts.size)
@@ -202,22 +201,26 @@ def _inner_pixels(rows: np.ndarray, cols: np.ndarray, starts: np.ndarray) -> np.
     midpoints), so this polygon does too, and its pixel count is at most the hull's."""
     obj = np.repeat(np.arange(starts.size), np.diff(np.append(starts, rows.size)))
     corners = []
+    never = np.iinfo(np.int64).max
     for a, b in _DIRECTIONS:
         extent = a * rows + b * cols
         far = np.maximum.reduceat(extent, starts)
         on_edge = extent == far[obj]
         along = b * rows - a * cols  # increases clockwise along the edge
-        never = np.iinfo(np.int64).max
         ends = (np.minimum.reduceat(np.where(on_edge, along, never), starts),
                 np.maximum.reduceat(np.where(on_edge, along, -never), starts))
         for end in ends:  # the pixel where extent and along take these values
             norm = a * a + b * b
             corners.append(np.stack([(a * far + b * end) // norm, (b * far - a * end) // norm], axis=-1))
     vertices = 2 * np.stack(corners, axis=1)  # (objects, 16, 2), doubled
-    top, bottom = np.minimum.reduceat(rows, starts), np.maximum.reduceat(rows, starts)
-    heights = bottom - top + 1
-    of_row = np.repeat(np.arange(starts.size), heights)
-    line = 2 * (top[of_row] + np.arange(heights.sum()) - np.repeat(np.cumsum(heights) - heights, heights))
-    first, last = _polygon_rows(vertices[of_row], line[:, None])
+    of_row, row = _object_rows(np.minimum.reduceat(rows, starts), np.maximum.reduceat(rows, starts))
+    first, last = _polygon_rows(vertices[of_row], 2 * row[:, None])
     return np.bincount(of_row, np.clip(last - first + 1, 0, None), minlength=starts.size)
+
+
+def _object_rows(top: np.ndarray, bottom: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(object, row) of every row from each object's ``top`` to its ``bottom``, object after object."""
+    heights = bottom - top + 1
+    obj = np.repeat(np.arange(top.size), heights)
+    return obj, top[obj] + np.arange(heights.sum()) - np.repeat(np.cumsum(heights) - heights, heights)
 
