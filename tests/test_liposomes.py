@@ -1599,6 +1599,44 @@ def test_solid_enough_skips_the_convex_hull_of_round_and_of_ragged_objects(monke
     assert len(hulls) == 1
 
 
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 40), st.integers(1, 40), st.integers(0, 2**32 - 1), st.floats(0.2, 0.95),
+       st.integers(2, 6), st.booleans())
+def test_maxima_are_skimage_s_peak_local_max(rows, cols, seed, density, min_distance, tied):
+    """The ragged objects' maxima, found with a plain greedy spacing instead of skimage's k-d tree:
+    the same points in the same order, for distance transforms and for values full of ties."""
+    from skimage.feature import peak_local_max
+    from skimage.measure import label, regionprops
+
+    from napari_nanoclass.liposomes.predict import _maxima
+
+    rng = np.random.default_rng(seed)
+    for region in regionprops(label(rng.random((rows, cols)) < density, connectivity=1)):
+        mask = region.image
+        distance = liposome_objects.distance_to_background(np.pad(mask, 1))[1:-1, 1:-1]
+        if tied:
+            distance = np.where(mask, rng.integers(0, 3, mask.shape), 0).astype(np.float64)
+        expected = peak_local_max(distance, min_distance=min_distance, labels=mask.astype(np.int32),
+                                  exclude_border=False)
+        np.testing.assert_array_equal(_maxima(distance, mask, min_distance), expected)
+
+
+def test_maxima_of_a_plateau_are_skimage_s_isolated_pixels():
+    """Where every pixel of the object is a maximum (one flat value), skimage keeps only the pixels a
+    cross opening removes: here the corners and the tail of a square."""
+    from skimage.feature import peak_local_max
+
+    from napari_nanoclass.liposomes.predict import _maxima
+
+    mask = np.zeros((6, 9), bool)
+    mask[1:5, 1:5] = True
+    mask[2, 5:8] = True
+    flat = mask.astype(np.float64)
+    expected = peak_local_max(flat, min_distance=2, labels=mask.astype(np.int32), exclude_border=False)
+    assert len(expected) and not ndi.binary_opening(mask)[tuple(expected.T)].any()
+    np.testing.assert_array_equal(_maxima(flat, mask, 2), expected)
+
+
 def _split_ragged_one_by_one(instances: np.ndarray, min_solidity: float, min_area_px: int) -> np.ndarray:
     """The definition _split_ragged computes, object by object with scikit-image and scipy: cut each
     object less solid than ``min_solidity`` by a watershed of its own distance transform from its

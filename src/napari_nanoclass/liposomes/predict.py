@@ -44,7 +44,6 @@ import numpy as np
 import torch
 import zarr
 from scipy import ndimage as ndi
-from skimage.feature import peak_local_max
 from skimage.measure import regionprops
 from skimage.segmentation import watershed
 from skimage.transform import rescale, resize
@@ -353,7 +352,7 @@ def _ragged_pieces(instances: np.ndarray, ragged: np.ndarray, boxes: list[tuple[
         mask = instances[box] == label
         inside = (np.where(mask, whole[box], 0.0) if whole is not None
                   else liposome_objects.distance_to_background(np.pad(mask, 1))[1:-1, 1:-1])
-        peaks = peak_local_max(inside, min_distance=min_distance, labels=mask.astype(np.int32), exclude_border=False)
+        peaks = _maxima(inside, mask, min_distance)
         if len(peaks) < 2:
             continue
         markers = np.zeros(mask.shape, np.int32)
@@ -363,6 +362,31 @@ def _ragged_pieces(instances: np.ndarray, ragged: np.ndarray, boxes: list[tuple[
         pieces[box][reached] = cut[reached] + count
         count += len(peaks)
     return pieces
+
+
+def _maxima(distance: np.ndarray, mask: np.ndarray, min_distance: int) -> np.ndarray:
+    """``peak_local_max(distance, min_distance=min_distance, labels=mask, exclude_border=False)``
+    for one object whose ``mask`` spans its window (``distance`` ≥ 0), computed as scikit-image
+    does: the object's pixels equal to the maximum of their (2·min_distance + 1)² square and above
+    the window's least value (or, where every pixel is such a maximum, the object's pixels a
+    3×3 cross opening removes), by falling value, each kept unless a kept one lies within
+    ``min_distance`` (Chebyshev). The spacing is a loop over the object's few candidates instead
+    of skimage's k-d tree, which cost most of the time of cutting thousands of noise blobs."""
+    threshold = distance.min()
+    image = np.where(mask, distance, np.finfo(distance.dtype).min)
+    if image.size == 1:
+        peak = image > threshold
+    else:
+        peak = image == ndi.maximum_filter(image, size=2 * min_distance + 1, mode="nearest")
+        if peak[mask].all():  # no maximum stands out: isolated pixels only
+            peak = mask ^ ndi.binary_opening(mask)
+        peak &= image > threshold
+    points = np.transpose(np.nonzero(peak))
+    points = points[np.argsort(-image[peak], kind="stable")]
+    kept = np.zeros(len(points), bool)
+    for i, point in enumerate(points):
+        kept[i] = not kept.any() or np.abs(points[kept] - point).max(axis=1).min() >= min_distance
+    return points[kept]
 
 
 def _unenclosed(instances: np.ndarray, boundary: np.ndarray, threshold: float) -> list[int]:
