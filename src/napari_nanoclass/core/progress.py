@@ -149,14 +149,15 @@ def mapped(steps: Steps[T], convert: Callable[[Progress], Progress]) -> Steps[T]
         steps.close()
 
 
-def scaled(steps: Steps[T], index: int, count: int, message: str = "") -> Steps[T]:
-    """Re-express sub-job ``index`` of ``count`` (a plane, a file) as part of the whole job.
+def scaled(steps: Steps[T], index: int, count: int, message: str = "", prefix: str = "") -> Steps[T]:
+    """Re-express sub-job ``index`` of ``count`` (a plane, a file, a phase) as part of the whole job,
+    with ``message`` instead of the sub-job's own, and ``prefix`` before either.
 
     The outer progress counts thousandths of a sub-job, so the bar moves smoothly and
     monotonically whatever unit each sub-job counts in. Closing the job closes the sub-job now.
     """
     return mapped(steps, lambda step: Progress(int(1000 * (index + step.fraction)), 1000 * count,
-                                               message or step.message, step.metrics))
+                                               prefix + (message or step.message), step.metrics))
 
 
 POLL_S = 0.05  # how often a job waiting on a side job reports (and can be cancelled)

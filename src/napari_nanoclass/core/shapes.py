@@ -51,16 +51,16 @@ def feret_diameter_max(mask: np.ndarray) -> float:
     """``regionprops(mask)[0].feret_diameter_max``: the largest distance between two points of the
     0.5-level outline of :func:`hull_image`. On a binary raster that outline runs through the
     midpoints of the edges between hull and non-hull pixels, and as the hull's rows and columns
-    are unbroken those are the ends of each row and of each column; the farthest pair lies among
-    the corners of their own convex hull."""
-    hull = hull_image(mask)
-    rows = np.flatnonzero(hull.any(axis=1))
-    cols = np.flatnonzero(hull.any(axis=0))
-    left, right = hull[rows].argmax(axis=1), hull.shape[1] - 1 - hull[rows, ::-1].argmax(axis=1)
-    top, bottom = hull[:, cols].argmax(axis=0), hull.shape[0] - 1 - hull[::-1, cols].argmax(axis=0)
+    are unbroken those are the ends of each row and of each column (both read off the polygon, as
+    the raster is); the farthest pair lies among the corners of their own convex hull."""
+    mask = np.asarray(mask, bool)
+    vertices = _hull_vertices(mask)
+    left, right = _row_spans(vertices, mask.shape[0])
+    top, bottom = _row_spans(vertices[:, ::-1], mask.shape[1])  # the columns: the polygon transposed
+    rows, cols = np.flatnonzero(left <= right), np.flatnonzero(top <= bottom)
     points = np.concatenate([
-        np.column_stack([rows, left - 0.5]), np.column_stack([rows, right + 0.5]),
-        np.column_stack([top - 0.5, cols]), np.column_stack([bottom + 0.5, cols]),
+        np.column_stack([rows, left[rows] - 0.5]), np.column_stack([rows, right[rows] + 0.5]),
+        np.column_stack([top[cols] - 0.5, cols]), np.column_stack([bottom[cols] + 0.5, cols]),
     ])
     try:
         points = points[ConvexHull(points).vertices]

@@ -316,12 +316,11 @@ def _split_ragged(instances: np.ndarray, min_solidity: float, min_area_px: int) 
     maxima. The solidity tests take all objects at once: a coarse, noisy image has thousands of
     ragged noise blobs."""
     solid = shapes.solid_enough(instances, min_solidity)
-    ragged = np.flatnonzero(~solid & (np.bincount(instances.ravel(), minlength=solid.size) > 0))
-    ragged = ragged[ragged > 0]
-    if not ragged.size:
+    every_box = ndi.find_objects(instances)
+    ragged = [label for label, box in enumerate(every_box, 1) if box is not None and not solid[label]]
+    if not ragged:
         return instances.copy()
     out = np.where(np.isin(instances, ragged), 0, instances)
-    every_box = ndi.find_objects(instances)
     boxes = [every_box[label - 1] for label in ragged]
     pieces = _ragged_pieces(instances, ragged, boxes, max(2, round(np.sqrt(min_area_px / np.pi))))
     # the pieces lie in the ragged objects' boxes: judged there, not over the whole image
@@ -335,7 +334,7 @@ def _split_ragged(instances: np.ndarray, min_solidity: float, min_area_px: int) 
     return np.where(kept[pieces], number[pieces], out)
 
 
-def _ragged_pieces(instances: np.ndarray, ragged: np.ndarray, boxes: list[tuple[slice, slice]],
+def _ragged_pieces(instances: np.ndarray, ragged: list[int], boxes: list[tuple[slice, slice]],
                    min_distance: int) -> np.ndarray:
     """The ``ragged`` objects (in their ``boxes``) cut by a watershed of their own distance
     transforms from their maxima at least ``min_distance`` apart, as one label image numbering the

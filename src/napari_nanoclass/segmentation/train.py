@@ -26,7 +26,7 @@ from napari_nanoclass import engine
 from napari_nanoclass.core.atomic import atomic_path
 from napari_nanoclass.core.augment import AUGMENTATIONS, appearance_shift, augment, scale_factor
 from napari_nanoclass.core.metrics import SegmentationScores, confusion_matrix
-from napari_nanoclass.core.progress import Progress, Steps, held, mapped, run_sync, scaled
+from napari_nanoclass.core.progress import Progress, Steps, held, run_sync, scaled
 from napari_nanoclass.io.images import as_greyscale, image_stats
 from napari_nanoclass.models.registry import ModelInfo, build, check_name, load_model, save_model
 from napari_nanoclass.models.unet import SEUNet
@@ -518,12 +518,14 @@ def self_train_steps(train: Sequence[Pair], val: Sequence[Pair], unlabelled: Seq
     if register:
         check_name(config.name)  # before the compute, not when saving after it
     teacher_config = replace(config, name=f"{config.name}-teacher")
-    teacher = yield from _phase(train_steps(train, val, teacher_config, device=device, workers=workers), 0, "teacher")
-    pseudo = yield from _phase(pseudo_label_steps(teacher.module, unlabelled, threshold=threshold,
-                                                  logit_bias=teacher.info.logit_bias,
-                                                  tile=config.tile, device=device), 1, "pseudo-labels")
-    student = yield from _phase(train_steps([*train, *pseudo], val, config, device=device, workers=workers), 2,
-                                "student")
+    # three phases, a third of the progress each
+    teacher = yield from scaled(train_steps(train, val, teacher_config, device=device, workers=workers), 0, 3,
+                                prefix="teacher: ")
+    pseudo = yield from scaled(pseudo_label_steps(teacher.module, unlabelled, threshold=threshold,
+                                                  logit_bias=teacher.info.logit_bias, tile=config.tile,
+                                                  device=device), 1, 3, prefix="pseudo-labels: ")
+    student = yield from scaled(train_steps([*train, *pseudo], val, config, device=device, workers=workers), 2, 3,
+                                prefix="student: ")
     targeted = float(np.mean([np.mean(pair.labels != IGNORE_INDEX) for pair in pseudo]))
     student.info.training["self_training"] = {
         "teacher_val_miou": teacher.best_miou, "threshold": threshold, "pseudo_labelled_fraction": round(targeted, 4),
@@ -531,12 +533,6 @@ def self_train_steps(train: Sequence[Pair], val: Sequence[Pair], unlabelled: Seq
     if register:
         save_model(student.module, student.info)
     return student
-
-
-def _phase(steps: Steps[Any], index: int, name: str) -> Steps[Any]:
-    """One of self-training's three phases as a third of its progress, its messages prefixed."""
-    return mapped(steps, lambda step: Progress(int(1000 * (index + step.fraction)), 3000, f"{name}: {step.message}",
-                                               step.metrics))
 
 
 def self_train(train_pairs: Sequence[Pair], val_pairs: Sequence[Pair], unlabelled: Sequence[tuple[str, np.ndarray]],
