@@ -9,7 +9,8 @@ alternately, on the same inputs: the detectors' instance post-processing
 (``instances_from_probabilities``, on the probabilities both detectors give for each study field),
 the wall and masked-local crops and the handcrafted features (on the fields' true objects, in as
 many threads as torch uses, as the analysis cuts them) and the objects' measurements (diameter,
-maximum width). Prints the median seconds per field of each version, their
+maximum width); and the whole analysis, networks included (each tree's ``predict`` with its own
+``objects``; the other modules are this tree's). Prints the median seconds per field of each version, their
 ratio and the range of the paired ratios, and checks that both give the same arrays.
 """
 
@@ -69,6 +70,7 @@ def main() -> None:
     package = args.base / "napari_nanoclass" / "liposomes"
     versions = {"base": (load("base_objects", package / "objects.py"), load("base_predict", package / "predict.py")),
                 "this": (new_objects, new_predict)}
+    versions["base"][1].liposome_objects = versions["base"][0]  # the other tree's analysis cuts its own crops
     px, threads = args.pixel_size, torch.get_num_threads()
     fields = [simulate_field(SimulationConfig(pixel_size_nm=px, mix=STUDY_MIX), SEED + i) for i in range(args.fields)]
     truths = [(((f.image - f.image.mean()) / f.image.std()).astype(np.float32), f.labels.astype(np.int32))
@@ -82,6 +84,7 @@ def main() -> None:
                                             for image, labels in truths],
         "features": lambda o, p: [o.features(image, labels, px, threads) for image, labels in truths],
         "measurements": lambda o, p: [o.measure(labels, px) for _, labels in truths],
+        "whole analysis": lambda o, p: [p.analyse(f.image, px).labels for f in fields],
     }
     for step, run in steps.items():
         results = {tag: run(*modules) for tag, modules in versions.items()}  # warm, and compared

@@ -819,49 +819,82 @@ def test_the_detector_beside_the_default_one_depends_on_the_scale():
         None, VARIED_DETECTOR, VARIED_DETECTOR, SMALL_DETECTOR, SMALL_DETECTOR, SMALL_DETECTOR, None, None]
 
 
+def _recorded_views(monkeypatch) -> tuple[list, dict]:
+    """(views, sizes) the analysis' detectors see, filled as it runs: (detector name, image) of every
+    forward in order, and per detector the pixel sizes its outputs were post-processed at (the
+    two of a pair are post-processed at once, so their order between detectors is not fixed)."""
+    from napari_nanoclass.liposomes import predict
+
+    views, sizes = [], {}
+    probabilities_steps, instances = predict.probabilities_steps, predict.instances
+
+    def forward(image, detector, *args, **kwargs):
+        views.append((detector.info.name, image))
+        return (yield from probabilities_steps(image, detector, *args, **kwargs))
+
+    def post_processed(probabilities, detector, pixel_size_nm, *args, **kwargs):
+        sizes.setdefault(detector.info.name, []).append(pixel_size_nm)
+        return instances(probabilities, detector, pixel_size_nm, *args, **kwargs)
+
+    monkeypatch.setattr(predict, "probabilities_steps", forward)
+    monkeypatch.setattr(predict, "instances", post_processed)
+    return views, sizes
+
+
 def test_the_small_vesicle_detector_sees_a_coarse_image_enlarged_at_most_twice(monkeypatch):
     """At 2 nm/px it sees the image at its own 1 nm/px; at 2.5 nm/px at 1.25 nm/px (enlarged 2×),
     not at 1 nm/px (2.5×: 1.56× the pixels, and no finer detail than the image holds)."""
-    from napari_nanoclass.liposomes import predict
-
-    seen = []
-
-    def recording(work, detector, working_px, *args, **kwargs):
-        seen.append((detector.info.name, work.shape, working_px))
-        return (yield from detect_steps(work, detector, working_px, *args, **kwargs))
-
-    detect_steps = predict.detect_steps
-    monkeypatch.setattr(predict, "detect_steps", recording)
+    views, sizes = _recorded_views(monkeypatch)
     config = SimulationConfig(shape=(160, 160), pixel_size_nm=2.5, diameter_nm=(20.0, 60.0))
     image = simulate_field(config, seed=3).image
     for pixel_size, small_px in ((2.0, 1.0), (2.5, 1.25)):
-        seen.clear()
+        views.clear()
+        sizes.clear()
         analyse(image, pixel_size)
-        small = [(shape, px) for name, shape, px in seen if name == "liposome-detector-small"]
-        assert small == [((320, 320), small_px)]
+        assert [work.shape for name, work in views if name == "liposome-detector-small"] == [(320, 320)]
+        assert sizes["liposome-detector-small"] == [small_px]
 
 
 def test_the_varied_detector_sees_the_fine_detector_s_view_without_a_second_rescale(monkeypatch):
     """At 0.5 nm/px both detectors of the fine pair see the image at 1 nm/px: the one view is made
     once and given to both (the same array), not resampled again for the second; so is their view
     at half the scale (``with_large``)."""
-    from napari_nanoclass.liposomes import FINE_DETECTOR, VARIED_DETECTOR, predict
+    from napari_nanoclass.liposomes import FINE_DETECTOR, VARIED_DETECTOR
 
-    seen = []
+    views, sizes = _recorded_views(monkeypatch)
+    config = SimulationConfig(shape=(320, 320), pixel_size_nm=0.5, diameter_nm=(20.0, 60.0))
+    analyse(simulate_field(config, seed=3).image, 0.5)
+    assert [(name, work.shape) for name, work in views] == [(FINE_DETECTOR, (160, 160)), (VARIED_DETECTOR, (160, 160)),
+                                                            (FINE_DETECTOR, (80, 80)), (VARIED_DETECTOR, (80, 80))]
+    assert sizes == {FINE_DETECTOR: [1.0, 2.0], VARIED_DETECTOR: [1.0, 2.0]}
+    assert views[0][1] is views[1][1] and views[2][1] is views[3][1]
 
-    def recording(work, detector, working_px, *args, **kwargs):
-        seen.append((detector.info.name, work, working_px))
-        return (yield from detect_steps(work, detector, working_px, *args, **kwargs))
 
-    detect_steps = predict.detect_steps
-    monkeypatch.setattr(predict, "detect_steps", recording)
-    image = simulate_field(SimulationConfig(shape=(320, 320), pixel_size_nm=0.5, diameter_nm=(20.0, 60.0)), seed=3).image
-    analyse(image, 0.5)
-    assert [(name, work.shape, px) for name, work, px in seen] == [(FINE_DETECTOR, (160, 160), 1.0),
-                                                                   (VARIED_DETECTOR, (160, 160), 1.0),
-                                                                   (FINE_DETECTOR, (80, 80), 2.0),
-                                                                   (VARIED_DETECTOR, (80, 80), 2.0)]
-    assert seen[0][1] is seen[1][1] and seen[2][1] is seen[3][1]
+def test_a_pair_s_two_outputs_are_post_processed_at_once_with_the_same_labels(monkeypatch):
+    """Where torch may use two threads, the detector beside's output is post-processed in a second
+    thread while the first detector's is in this one; the analysis gives the same labels as with
+    one thread, one after the other."""
+    import threading
+
+    from napari_nanoclass.liposomes import predict
+
+    threads, instances = {}, predict.instances
+
+    def post_processed(probabilities, detector, *args, **kwargs):
+        threads[detector.info.name] = threading.get_ident()
+        return instances(probabilities, detector, *args, **kwargs)
+
+    monkeypatch.setattr(predict, "instances", post_processed)
+    config = SimulationConfig(shape=(192, 192), pixel_size_nm=2.5, diameter_nm=(20.0, 80.0))
+    image = simulate_field(config, seed=5).image
+    results = {}
+    for count in (1, 2):
+        monkeypatch.setattr(torch, "get_num_threads", lambda count=count: count)
+        results[count] = analyse(image, 2.5)
+        assert (threads["liposome-detector"] == threading.get_ident()) and \
+            (threads["liposome-detector-small"] != threading.get_ident()) == (count == 2)
+    assert results[1].labels.max() > 0 and np.array_equal(results[1].labels, results[2].labels)
+    assert results[1].objects == results[2].objects
 
 
 def test_small_vesicle_detections_are_added_only_where_the_standard_detector_found_nothing():
@@ -1987,3 +2020,38 @@ def test_a_finer_mask_is_the_interpolated_mask_thresholded_at_a_half(finer):
                     if finer > 1 else mask)
         got = _finer_mask(mask, finer)
         assert got.dtype == bool and got.shape == expected.shape and np.array_equal(got, expected)
+
+
+@settings(max_examples=150, deadline=None)
+@given(finer=st.integers(2, 10), height=st.integers(1, 24), width=st.integers(1, 24), seed=st.integers(0, 2**32 - 1),
+       blobs=st.booleans())
+def test_a_finer_mask_from_its_table_is_scipy_s_interpolation_thresholded(finer, height, width, seed, blobs):
+    """The table of 2 × 2 patterns gives, pixel for pixel, what interpolating the mask with scipy
+    and thresholding at ½ gives: on noise and on blobs, edges included, at any factor."""
+    from napari_nanoclass.liposomes.objects import _finer_mask
+
+    rng = np.random.default_rng(seed)
+    mask = rng.random((height, width)) < rng.random()
+    if blobs:
+        mask = ndi.binary_dilation(rng.random((height, width)) < 0.05, iterations=int(rng.integers(1, 4)))
+    expected = ndi.zoom(mask.astype(np.float32), finer, order=1, grid_mode=True, mode="nearest") >= 0.5
+    assert np.array_equal(_finer_mask(mask, finer), expected)
+
+
+@pytest.mark.parametrize("finer", range(2, 13))
+def test_no_pattern_of_a_finer_mask_sits_exactly_on_the_threshold(finer):
+    """The table's sums are exact; one of exactly ½ would leave the decision to scipy's float
+    rounding, which the table cannot know. None is ½, so the table and scipy always agree."""
+    from fractions import Fraction
+
+    from napari_nanoclass.liposomes.objects import _finer_table
+
+    table, _ = _finer_table(finer)
+    offsets = [Fraction(2 * k + 1, 2 * finer) - Fraction(1, 2) for k in range(finer)]
+    weights = [(-o, 1 + o) if o < 0 else (1 - o, o) for o in offsets]
+    for ky, (top, bottom) in enumerate(weights):
+        for kx, (left, right) in enumerate(weights):
+            corners = (top * left, top * right, bottom * left, bottom * right)
+            sums = [sum(w for bit, w in enumerate(corners) if pattern >> bit & 1) for pattern in range(16)]
+            assert Fraction(1, 2) not in sums
+            assert list(table[ky, kx]) == [total > Fraction(1, 2) for total in sums]

@@ -31,6 +31,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from fractions import Fraction
+from functools import lru_cache
 from typing import Any, TypeVar
 
 import edt
@@ -174,7 +176,45 @@ def _finer_mask(mask: np.ndarray, finer: int) -> np.ndarray:
         return mask
     if mask.all() or not mask.any():
         return np.full((mask.shape[0] * finer, mask.shape[1] * finer), bool(mask.flat[0]))
-    return ndi.zoom(mask.astype(np.float32), finer, order=1, grid_mode=True, mode="nearest") >= 0.5
+    # each finer pixel interpolates the 2 × 2 coarse pixels around its centre, with weights fixed by
+    # its place (ky, kx) in its coarse pixel: which of the 16 patterns of those four is set decides
+    # it, read from a table instead of interpolated pixel by pixel
+    height, width = mask.shape
+    padded = np.pad(mask, 1, mode="edge").astype(np.uint8)  # beyond the edge: the nearest pixel
+
+    def shifted(dy: int, dx: int) -> np.ndarray:  # each coarse pixel's neighbour dy − 1, dx − 1 away
+        return padded[dy : dy + height, dx : dx + width]
+
+    patterns = {(dy, dx): shifted(dy, dx) + 2 * shifted(dy, dx + 1) + 4 * shifted(dy + 1, dx)
+                + 8 * shifted(dy + 1, dx + 1) for dy in (0, 1) for dx in (0, 1)}
+    table, above = _finer_table(finer)
+    out = np.empty((height * finer, width * finer), bool)
+    for ky in range(finer):
+        for kx in range(finer):
+            out[ky::finer, kx::finer] = table[ky, kx][patterns[above[ky], above[kx]]]
+    return out
+
+
+@lru_cache(maxsize=None)
+def _finer_table(finer: int) -> tuple[np.ndarray, tuple[int, ...]]:
+    """(table, above) for :func:`_finer_mask`: ``table[ky, kx, pattern]`` says whether the linear
+    interpolation of a 2 × 2 pattern (bits: top left, top right, bottom left, bottom right) at place
+    (ky, kx) of a coarse pixel reaches ½, and ``above[k]`` whether place k lies at or past the
+    coarse pixel's centre (1: its 2 × 2 starts at that pixel; 0: at the one before).
+
+    As ``ndi.zoom(…, grid_mode=True)``: place k's centre lies (k + ½) / finer − ½ from the coarse
+    pixel's. The sums are exact fractions, multiples of 1 / (2 · finer)², and none is ½ itself
+    (checked in the tests), so scipy's float rounding cannot decide one differently."""
+    offsets = [Fraction(2 * k + 1, 2 * finer) - Fraction(1, 2) for k in range(finer)]
+    above = tuple(int(offset >= 0) for offset in offsets)
+    weights = [(-offset, 1 + offset) if offset < 0 else (1 - offset, offset) for offset in offsets]
+    table = np.zeros((finer, finer, 16), bool)
+    for ky, (top, bottom) in enumerate(weights):
+        for kx, (left, right) in enumerate(weights):
+            corners = (top * left, top * right, bottom * left, bottom * right)
+            for pattern in range(16):
+                table[ky, kx, pattern] = sum(w for bit, w in enumerate(corners) if pattern >> bit & 1) >= Fraction(1, 2)
+    return table, above
 
 
 def _wall_bins(own: np.ndarray, beyond: np.ndarray, centre: np.ndarray, pixel_size_nm: float,

@@ -35,9 +35,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import edt
 import numpy as np
@@ -84,6 +85,9 @@ from napari_nanoclass.liposomes import (
 from napari_nanoclass.liposomes import objects as liposome_objects
 from napari_nanoclass.models.lipnet import decide, explain_crops, predict_crops
 from napari_nanoclass.models.registry import LoadedModel, ModelInfo, load_model
+
+T = TypeVar("T")
+U = TypeVar("U")
 
 STREAM_ABOVE = 4096 * 4096  # input pixels beyond which an image is analysed block by block
 BLOCK_PX = 2048  # side of a block's core in working pixels
@@ -457,8 +461,22 @@ def detect_steps(image: np.ndarray, detector: LoadedModel, pixel_size_nm: float,
     large as the memory budget allows, which give the same probabilities as smaller ones, faster;
     ``bounded``: the engine's memory handed back after each window, for a block of a large image;
     ``tta``: the probabilities averaged over the image's 8 rotations and flips)."""
-    probabilities = yield from engine.predict_dense(detector.module, image, halo=detector.halo, stats=[(0.0, 1.0)],
-                                                    device=detector.device, bounded=bounded, tta=tta)
+    probabilities = yield from probabilities_steps(image, detector, bounded, tta)
+    return instances(probabilities, detector, pixel_size_nm, min_diameter_nm)
+
+
+def probabilities_steps(image: np.ndarray, detector: LoadedModel, bounded: bool = False,
+                        tta: bool = False) -> Steps[np.ndarray]:
+    """``detector``'s (background, liposome, boundary) probabilities of a normalised 2-D image
+    (:func:`detect_steps`' first half)."""
+    return (yield from engine.predict_dense(detector.module, image, halo=detector.halo, stats=[(0.0, 1.0)],
+                                            device=detector.device, bounded=bounded, tta=tta))
+
+
+def instances(probabilities: np.ndarray, detector: LoadedModel, pixel_size_nm: float,
+              min_diameter_nm: float = MIN_DIAMETER_NM) -> np.ndarray:
+    """Instance labels from ``detector``'s probabilities at ``pixel_size_nm``, with the
+    post-processing stored with it (:func:`detect_steps`' second half)."""
     min_area = int(np.pi * (min_diameter_nm / 2 / pixel_size_nm) ** 2)
     return instances_from_probabilities(probabilities, min_area, **detector.info.training.get("postprocess", {}))
 
@@ -557,14 +575,34 @@ def _pair_steps(view: tuple[np.ndarray, float], detector: LoadedModel, small: Lo
                 parts: int, message: str) -> Steps[np.ndarray]:
     """Instance labels at ``view`` (image, pixel size) of ``detector`` and, with ``small``, those it
     adds at ``small_view()`` (:func:`with_small`); ``how``: :func:`detect_steps`' options by keyword;
-    progress as parts ``first`` (and ``first + 1``) of ``parts``."""
-    labels = yield from scaled(detect_steps(view[0], detector, view[1], **how), first, parts, message)
-    if small is not None:
+    progress as parts ``first`` (and ``first + 1``) of ``parts``. Both detectors run before either's
+    output is post-processed, and the two are post-processed at once (:func:`side_by_side`); in a
+    block of a large image (``how["bounded"]``) one after the other, to hold one's output at a time."""
+    if small is None:
+        return (yield from scaled(detect_steps(view[0], detector, view[1], **how), first, parts, message))
+    beside_message = f"{message} ({small.info.name})"
+    if how["bounded"]:
+        labels = yield from scaled(detect_steps(view[0], detector, view[1], **how), first, parts, message)
         image, px = small_view()
-        found = yield from scaled(detect_steps(image, small, px, **how), first + 1, parts,
-                                  f"{message} ({small.info.name})")
-        labels = with_small(labels, labels_at(found, labels.shape))
-    return labels
+        found = yield from scaled(detect_steps(image, small, px, **how), first + 1, parts, beside_message)
+        return with_small(labels, labels_at(found, labels.shape))
+    probabilities = yield from scaled(probabilities_steps(view[0], detector, tta=how["tta"]), first, parts, message)
+    image, px = small_view()
+    beside = yield from scaled(probabilities_steps(image, small, tta=how["tta"]), first + 1, parts, beside_message)
+    labels, found = side_by_side(lambda: instances(probabilities, detector, view[1], how["min_diameter_nm"]),
+                                 lambda: instances(beside, small, px, how["min_diameter_nm"]))
+    return with_small(labels, labels_at(found, labels.shape))
+
+
+def side_by_side(first: Callable[[], T], second: Callable[[], U]) -> tuple[T, U]:
+    """``(first(), second())``, the two run at once in two threads where torch may use two: a pair's
+    post-processing spends much of its time in scipy, scikit-image and ``edt`` code that releases
+    the GIL, and neither detector's needs the other's result."""
+    if torch.get_num_threads() < 2:
+        return first(), second()
+    with ThreadPoolExecutor(1) as pool:
+        later = pool.submit(second)
+        return first(), later.result()
 
 
 # -- classification ----------------------------------------------------------------------------------
