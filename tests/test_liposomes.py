@@ -17,6 +17,7 @@ from scipy import ndimage as ndi
 from napari_nanoclass.core.analysis import files_steps
 from napari_nanoclass.core.metrics import class_metrics, match_instances, tpr_at_tnr
 from napari_nanoclass.core.progress import run_sync
+from napari_nanoclass.core.shapes import inner_rim
 from napari_nanoclass.liposomes import ENCAPSULATION, LAMELLARITY
 from napari_nanoclass.liposomes import objects as liposome_objects
 from napari_nanoclass.liposomes import predict as liposome_predict
@@ -26,7 +27,6 @@ from napari_nanoclass.liposomes.predict import (
     analyse,
     drop_faint,
     fill_holes,
-    inner_rim,
     instances_from_probabilities,
     noise_sigma,
     summarise,

@@ -227,18 +227,6 @@ def sequential(labels: np.ndarray) -> np.ndarray:
     return lookup[labels]
 
 
-def inner_rim(labels: np.ndarray) -> np.ndarray:
-    """``find_boundaries(labels, mode="inner")``: the labelled pixels with a 4-neighbour of another
-    label (or background), from four array comparisons instead of two grey-level filters."""
-    rim = np.zeros(labels.shape, bool)
-    rows, cols = labels[1:] != labels[:-1], labels[:, 1:] != labels[:, :-1]
-    rim[1:] |= rows
-    rim[:-1] |= rows
-    rim[:, 1:] |= cols
-    rim[:, :-1] |= cols
-    return rim & (labels > 0)
-
-
 def cross_opening(mask: np.ndarray) -> np.ndarray:
     """``ndi.binary_opening(mask, structure=disk(1))`` (the 4-neighbour cross, nothing beyond the
     edge): an erosion and a dilation from array shifts, many times faster than scipy's generic
@@ -395,7 +383,7 @@ def _maxima(distance: np.ndarray, mask: np.ndarray, min_distance: int) -> np.nda
 def _unenclosed(instances: np.ndarray, boundary: np.ndarray, threshold: float) -> list[int]:
     """Labels whose outer rim (their pixels touching another label or background) has a mean
     boundary probability below ``threshold``."""
-    rim = inner_rim(instances)
+    rim = shapes.inner_rim(instances)
     owners = instances[rim]
     count = np.bincount(owners, minlength=instances.max() + 1)
     total = np.bincount(owners, weights=boundary[rim], minlength=instances.max() + 1)

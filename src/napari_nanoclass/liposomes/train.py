@@ -46,11 +46,11 @@ from torch.nn import functional as F
 from napari_nanoclass import engine
 from napari_nanoclass.core.metrics import class_metrics, confusion_matrix
 from napari_nanoclass.core.progress import Progress, Steps, run_sync, scaled
+from napari_nanoclass.core.shapes import inner_rim
 from napari_nanoclass.liposomes import PROBLEMS, default_detector, default_small_detector, small_detector_for
 from napari_nanoclass.liposomes import objects as liposome_objects
 from napari_nanoclass.liposomes.predict import (
     crop_spec,
-    inner_rim,
     labels_at,
     load_on,
     small_working_px,
