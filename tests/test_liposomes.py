@@ -1614,7 +1614,7 @@ def test_solid_enough_skips_the_convex_hull_of_round_and_of_ragged_objects(monke
     from napari_nanoclass.core import shapes
 
     hulls = []
-    monkeypatch.setattr(shapes, "solidity", lambda mask: hulls.append(mask) or 0.0)
+    monkeypatch.setattr(shapes, "_hull_pixels", lambda masks: hulls.extend(masks) or np.ones(len(masks)))
     labels = np.zeros((60, 30), np.int32)
     labels[3:28, 3:28] = disk(12) * 1  # round: passes on the octagon bound alone
     ragged = np.eye(12, dtype=bool) | np.eye(12, dtype=bool)[::-1]
@@ -1636,8 +1636,9 @@ def test_solid_enough_skips_the_convex_hull_of_round_and_of_ragged_objects(monke
 @given(st.integers(1, 40), st.integers(1, 40), st.integers(0, 2**32 - 1), st.floats(0.2, 0.95),
        st.integers(2, 6), st.booleans())
 def test_maxima_are_skimage_s_peak_local_max(rows, cols, seed, density, min_distance, tied):
-    """The ragged objects' maxima, found with a plain greedy spacing instead of skimage's k-d tree:
-    the same points in the same order, for distance transforms and for values full of ties."""
+    """The ragged objects' maxima, found with a plain greedy spacing instead of skimage's k-d tree
+    (point by point, or from a table of close pairs): the same points in the same order, for
+    distance transforms and for values full of ties."""
     from skimage.feature import peak_local_max
     from skimage.measure import label, regionprops
 
@@ -1651,7 +1652,9 @@ def test_maxima_are_skimage_s_peak_local_max(rows, cols, seed, density, min_dist
             distance = np.where(mask, rng.integers(0, 3, mask.shape), 0).astype(np.float64)
         expected = peak_local_max(distance, min_distance=min_distance, labels=mask.astype(np.int32),
                                   exclude_border=False)
-        np.testing.assert_array_equal(_maxima(distance, mask, min_distance), expected)
+        for at_once in (0, 10**6):  # spaced one point at a time, and from the table of close pairs
+            with mock.patch.object(liposome_predict, "SPACED_AT_ONCE", at_once):
+                np.testing.assert_array_equal(_maxima(distance, mask, min_distance), expected)
 
 
 def test_maxima_of_a_plateau_are_skimage_s_isolated_pixels():
@@ -1668,6 +1671,73 @@ def test_maxima_of_a_plateau_are_skimage_s_isolated_pixels():
     expected = peak_local_max(flat, min_distance=2, labels=mask.astype(np.int32), exclude_border=False)
     assert len(expected) and not ndi.binary_opening(mask)[tuple(expected.T)].any()
     np.testing.assert_array_equal(_maxima(flat, mask, 2), expected)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 30), st.integers(1, 30), st.integers(0, 2**32 - 1), st.floats(0.3, 1.0), st.booleans())
+def test_flood_is_skimage_s_watershed(rows, cols, seed, density, kernel):
+    """Markers on plateaus of tied values, masks with holes and markers outside them: the same
+    basins as scikit-image's watershed, with its kernel called directly and without it."""
+    from skimage.segmentation import watershed
+
+    from napari_nanoclass.liposomes.predict import flood
+
+    rng = np.random.default_rng(seed)
+    image = rng.integers(0, 3, (rows, cols)).astype(np.float64)
+    mask = rng.random((rows, cols)) < density
+    markers = np.where(rng.random((rows, cols)) < 0.1, rng.integers(1, 5, (rows, cols)), 0).astype(np.int32)
+    with mock.patch.object(liposome_predict, "_flooding_kernel",
+                           liposome_predict._flooding_kernel if kernel else (lambda: None)):
+        found = flood(image, markers, mask)
+    assert found.dtype == np.int32
+    np.testing.assert_array_equal(found, watershed(image, markers, mask=mask))
+
+
+def test_flood_falls_back_to_watershed_when_the_kernel_floods_otherwise(monkeypatch):
+    """scikit-image's flooding kernel is private: if a version changes what it does or how it is
+    called, the check on a small image rejects it, and flood calls watershed."""
+    from skimage.segmentation import _watershed_cy
+
+    def checked_kernel():
+        liposome_predict._flooding_kernel.cache_clear()
+        try:
+            return liposome_predict._flooding_kernel()
+        finally:
+            liposome_predict._flooding_kernel.cache_clear()
+
+    def changed(*args):
+        raise TypeError("another signature")
+
+    with monkeypatch.context() as patch:  # the kernel floods otherwise than watershed
+        patch.setattr(liposome_predict, "watershed", lambda image, markers, mask: np.zeros(image.shape, np.int32))
+        assert checked_kernel() is None
+    with monkeypatch.context() as patch:
+        patch.setattr(_watershed_cy, "watershed_raveled", changed)
+        assert checked_kernel() is None
+    assert checked_kernel() is _watershed_cy.watershed_raveled
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(5, 50), st.integers(5, 50), st.integers(0, 2**32 - 1), st.floats(0.2, 0.95),
+       st.integers(2, 6), st.booleans())
+def test_maxima_of_many_objects_at_once_are_each_object_s_own(rows, cols, seed, density, min_distance, tied):
+    """One maximum filter over all objects side by side must find each object's maxima as its own
+    filter does: objects filling their window, single pixels, plateaus, ties and windows wider than
+    the canvas' rows."""
+    from skimage.measure import label, regionprops
+
+    from napari_nanoclass.liposomes.predict import _maxima, _maxima_of_each
+
+    rng = np.random.default_rng(seed)
+    masks = [region.image for region in regionprops(label(rng.random((rows, cols)) < density, connectivity=1))]
+    masks += [np.ones((1, 1), bool), np.ones((3, 1100), bool)]
+    distances = [liposome_objects.distance_to_background(np.pad(mask, 1))[1:-1, 1:-1] for mask in masks]
+    if tied:
+        distances = [np.where(mask, rng.integers(0, 3, mask.shape), 0).astype(np.float64) for mask in masks]
+    found = _maxima_of_each(distances, masks, min_distance)
+    assert len(found) == len(masks)
+    for points, distance, mask in zip(found, distances, masks):
+        np.testing.assert_array_equal(points, _maxima(distance, mask, min_distance))
 
 
 def _split_ragged_one_by_one(instances: np.ndarray, min_solidity: float, min_area_px: int) -> np.ndarray:

@@ -37,6 +37,7 @@ import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -97,6 +98,7 @@ SMOOTHING = 0.0  # objects are opened with a disk of this fraction of the minimu
 MIN_SOLIDITY = 0.9  # liposomes are convex: a ragged detection is split at its necks, or dropped
 MIN_RIM_BOUNDARY = 0.5  # a liposome is enclosed by its membrane: mean p(boundary) along its outer rim
 RAGGED_AT_ONCE = 32  # more ragged objects than this: their distance transforms in one pass over the image
+SPACED_AT_ONCE = 256  # an object's maxima spaced with a table of their close pairs up to this many candidates
 RESCALE_TOLERANCE = 0.1
 SMALL_MAX_OVERLAP = 0.2  # a small-vesicle detection covering more of the standard detector's objects is theirs
 SMALL_MAX_ENLARGEMENT = 2.0  # the small-vesicle detector sees a coarse image enlarged at most this many times
@@ -198,7 +200,7 @@ def instances_from_probabilities(probabilities: np.ndarray, min_area_px: int,
     # holes filled: the interior inside a multilamellar object's inner rings joins its outer seed
     seeds, _ = ndi.label(fill_holes(cross_opening(classes == 1)))
     seeds = _drop_small(seeds, min_area_px // 4 + 1)
-    instances = _drop_small(watershed(probabilities[2], markers=seeds, mask=foreground), min_area_px)
+    instances = _drop_small(flood(probabilities[2], seeds, foreground), min_area_px)
     instances = _smoothed(instances, round(smoothing * np.sqrt(min_area_px / np.pi)), min_area_px)
     instances = _split_ragged(instances, min_solidity, min_area_px)
     instances[np.isin(instances, _unenclosed(instances, probabilities[2], min_rim_boundary))] = 0
@@ -337,22 +339,64 @@ def _ragged_pieces(instances: np.ndarray, ragged: list[int], boxes: list[tuple[s
     whole = None
     if len(ragged) > RAGGED_AT_ONCE:
         whole = np.sqrt(edt.edtsq(np.ascontiguousarray(instances), black_border=True, parallel=1).astype(np.float64))
+    masks = [instances[box] == label for label, box in zip(ragged, boxes)]
+    insides = [np.where(mask, whole[box], 0.0) if whole is not None
+               else liposome_objects.distance_to_background(np.pad(mask, 1))[1:-1, 1:-1]
+               for mask, box in zip(masks, boxes)]
     pieces = np.zeros(instances.shape, np.int64)
     count = 0
-    for label, box in zip(ragged, boxes):
-        mask = instances[box] == label
-        inside = (np.where(mask, whole[box], 0.0) if whole is not None
-                  else liposome_objects.distance_to_background(np.pad(mask, 1))[1:-1, 1:-1])
-        peaks = _maxima(inside, mask, min_distance)
+    for box, mask, inside, peaks in zip(boxes, masks, insides, _maxima_of_each(insides, masks, min_distance)):
         if len(peaks) < 2:
             continue
         markers = np.zeros(mask.shape, np.int32)
         markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1)
-        cut = watershed(-inside, markers, mask=mask)
+        cut = flood(-inside, markers, mask)
         reached = cut > 0  # a part of the object's label that holds no maximum is no piece
         pieces[box][reached] = cut[reached] + count
         count += len(peaks)
     return pieces
+
+
+def _maxima_of_each(distances: list[np.ndarray], masks: list[np.ndarray], min_distance: int) -> list[np.ndarray]:
+    """``[_maxima(d, m, min_distance) for d, m in zip(distances, masks)]``, with one maximum filter
+    over all the objects laid side by side (:func:`_mosaic`) instead of one per object: a coarse,
+    noisy image has a thousand ragged noise blobs, and each filter call costs more than its pixels.
+    Objects with fewer than two candidates need no spacing; those where every pixel is a
+    maximum (plateaus) go through :func:`_maxima` itself."""
+    lowest = np.finfo(np.float64).min
+    images = [np.where(mask, distance, lowest) for distance, mask in zip(distances, masks)]
+    # windows min_distance apart, in a frame of the lowest value: each pixel's filter square reaches
+    # only its own window and that value, as mode="nearest" on the window alone gives
+    mosaic, corners = _mosaic(images, min_distance, lowest)
+    peak = mosaic == ndi.maximum_filter(mosaic, size=2 * min_distance + 1, mode="nearest")
+    out = []
+    for (top, left), image, mask, distance in zip(corners, images, masks, distances):
+        here = peak[top : top + image.shape[0], left : left + image.shape[1]]
+        if image.size > 1 and here[mask].all():
+            out.append(_maxima(distance, mask, min_distance))
+            continue
+        threshold = distance.min()  # 0 unless the object fills its window
+        candidates = here & (image > threshold)
+        out.append(_spaced(np.transpose(np.nonzero(candidates)), image[candidates], min_distance))
+    return out
+
+
+def _mosaic(images: list[np.ndarray], gap: int, fill: float) -> tuple[np.ndarray, list[tuple[int, int]]]:
+    """The 2-D ``images`` laid out in rows on one canvas of ``fill``, ``gap`` pixels apart and from
+    its edges, and the (top, left) corner of each."""
+    width = max([1024, *(image.shape[1] for image in images)]) + 2 * gap
+    corners, top, left, row_height = [], gap, gap, 0
+    for image in images:
+        height, breadth = image.shape
+        if left + breadth + gap > width:  # next row
+            top, left, row_height = top + row_height + gap, gap, 0
+        corners.append((top, left))
+        left += breadth + gap
+        row_height = max(row_height, height)
+    canvas = np.full((top + row_height + gap, width), fill, np.float64)
+    for (y, x), image in zip(corners, images):
+        canvas[y : y + image.shape[0], x : x + image.shape[1]] = image
+    return canvas, corners
 
 
 def _maxima(distance: np.ndarray, mask: np.ndarray, min_distance: int) -> np.ndarray:
@@ -360,9 +404,7 @@ def _maxima(distance: np.ndarray, mask: np.ndarray, min_distance: int) -> np.nda
     for one object whose ``mask`` spans its window (``distance`` ≥ 0), computed as scikit-image
     does: the object's pixels equal to the maximum of their (2·min_distance + 1)² square and above
     the window's least value (or, where every pixel is such a maximum, the object's pixels a
-    3×3 cross opening removes), by falling value, each kept unless a kept one lies within
-    ``min_distance`` (Chebyshev). The spacing is a loop over the object's few candidates instead
-    of skimage's k-d tree, which cost most of the time of cutting thousands of noise blobs."""
+    3×3 cross opening removes), spaced by :func:`_spaced`."""
     threshold = distance.min()
     image = np.where(mask, distance, np.finfo(distance.dtype).min)
     if image.size == 1:
@@ -372,12 +414,79 @@ def _maxima(distance: np.ndarray, mask: np.ndarray, min_distance: int) -> np.nda
         if peak[mask].all():  # no maximum stands out: isolated pixels only
             peak = mask ^ ndi.binary_opening(mask)
         peak &= image > threshold
-    points = np.transpose(np.nonzero(peak))
-    points = points[np.argsort(-image[peak], kind="stable")]
-    kept = np.zeros(len(points), bool)
-    for i, point in enumerate(points):
-        kept[i] = not kept.any() or np.abs(points[kept] - point).max(axis=1).min() >= min_distance
+    return _spaced(np.transpose(np.nonzero(peak)), image[peak], min_distance)
+
+
+def _spaced(points: np.ndarray, values: np.ndarray, min_distance: int) -> np.ndarray:
+    """``points`` (in raster order) by falling ``values``, each kept unless a kept one lies within
+    ``min_distance`` (Chebyshev): peak_local_max's spacing, as a loop over an object's few candidates
+    instead of skimage's k-d tree, which cost most of the time of cutting thousands of noise blobs.
+    Which pairs are that close is worked out once, and where none is every point is kept."""
+    if len(points) < 2:
+        return points
+    points = points[np.argsort(-values, kind="stable")]
+    if len(points) > SPACED_AT_ONCE:  # the pairs would not fit in little memory: one point at a time
+        kept = np.zeros(len(points), bool)
+        for i, point in enumerate(points):
+            kept[i] = not kept.any() or np.abs(points[kept] - point).max(axis=1).min() >= min_distance
+        return points[kept]
+    close = np.abs(points[:, None] - points[None]).max(axis=2) < min_distance
+    np.fill_diagonal(close, False)
+    if not close.any():
+        return points
+    kept = np.ones(len(points), bool)
+    for i in range(1, len(points)):  # each point against the kept points before it
+        kept[i] = not (close[i, :i] & kept[:i]).any()
     return points[kept]
+
+
+def flood(image: np.ndarray, markers: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """``watershed(image, markers, mask=mask)`` of a 2-D image (4-connected), as int32: scikit-image's
+    own flooding kernel given the padded arrays its wrapper would build, without the wrapper's
+    checks and copies, which cost many times the flooding of a small object (a coarse, noisy image
+    has a thousand ragged blobs to cut). The wrapper itself where that kernel is not found as
+    expected (:func:`_flooding_kernel`)."""
+    kernel = _flooding_kernel()
+    if kernel is None:
+        return watershed(image, markers, mask=mask).astype(np.int32, copy=False)
+    return _flooded_by(kernel, image, markers, mask)
+
+
+def _flooded_by(kernel: Callable[..., None], image: np.ndarray, markers: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """:func:`flood` with scikit-image's ``watershed_raveled`` as ``kernel``."""
+    height, width = image.shape
+    padded = np.zeros((height + 2, width + 2), np.float64)
+    padded[1:-1, 1:-1] = image
+    allowed = np.zeros(padded.shape, np.int8)
+    allowed[1:-1, 1:-1] = mask
+    out = np.zeros(padded.shape, np.int32)
+    out[1:-1, 1:-1] = np.where(mask, markers, 0)
+    row = width + 2
+    # skimage's neighbour order for connectivity 1 (_offsets_to_raveled_neighbors): up, left, right, down
+    kernel(padded.ravel(), np.flatnonzero(out), np.array([-row, -1, 1, row], np.intp), allowed.ravel(),
+           np.array([row, 1], np.intp), 0.0, out.ravel(), False)
+    return out[1:-1, 1:-1].copy()
+
+
+@lru_cache(maxsize=1)
+def _flooding_kernel() -> Callable[..., None] | None:
+    """scikit-image's ``watershed_raveled`` (a private function), if it floods a small test image as
+    ``watershed`` does; None otherwise (another version may change it), and :func:`flood` then
+    calls ``watershed``."""
+    try:
+        from skimage.segmentation._watershed_cy import watershed_raveled
+    except ImportError:
+        return None
+    image = np.array([[3, 1, 2, 2, 0], [2, 2, 1, 3, 3], [0, 1, 2, 2, 1]], np.float64)
+    markers = np.zeros(image.shape, np.int32)
+    markers[0, 1], markers[2, 4], markers[1, 0] = 1, 2, 3
+    mask = image < 3
+    try:
+        found = _flooded_by(watershed_raveled, image, markers, mask)
+        expected = watershed(image, markers, mask=mask)
+    except (TypeError, ValueError):  # its signature or argument types changed
+        return None
+    return watershed_raveled if np.array_equal(found, expected) else None
 
 
 def _unenclosed(instances: np.ndarray, boundary: np.ndarray, threshold: float) -> list[int]:
