@@ -1740,6 +1740,22 @@ def test_maxima_of_many_objects_at_once_are_each_object_s_own(rows, cols, seed, 
         np.testing.assert_array_equal(points, _maxima(distance, mask, min_distance))
 
 
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 30), st.integers(1, 30), st.integers(0, 2**32 - 1), st.integers(0, 12),
+       st.sampled_from([np.int32, np.int64]))
+def test_drop_small_clears_exactly_the_objects_below_the_area(rows, cols, seed, min_area_px, dtype):
+    """Objects (labels possibly absent, in several parts) below ``min_area_px`` pixels become
+    background, the others keep their label values and the image its dtype."""
+    from napari_nanoclass.liposomes.predict import _drop_small
+
+    rng = np.random.default_rng(seed)
+    labels = np.where(rng.random((rows, cols)) < 0.5, rng.integers(1, 8, (rows, cols)), 0).astype(dtype)
+    sizes = np.bincount(labels.ravel())
+    found = _drop_small(labels, min_area_px)
+    assert found.dtype == labels.dtype
+    np.testing.assert_array_equal(found, np.where(sizes[labels] >= min_area_px, labels, 0))
+
+
 def _split_ragged_one_by_one(instances: np.ndarray, min_solidity: float, min_area_px: int) -> np.ndarray:
     """The definition _split_ragged computes, object by object with scikit-image and scipy: cut each
     object less solid than ``min_solidity`` by a watershed of its own distance transform from its
