@@ -1714,7 +1714,8 @@ def test_flood_falls_back_to_watershed_when_the_kernel_floods_otherwise(monkeypa
     with monkeypatch.context() as patch:
         patch.setattr(_watershed_cy, "watershed_raveled", changed)
         assert checked_kernel() is None
-    assert checked_kernel() is _watershed_cy.watershed_raveled
+    assert checked_kernel() is _watershed_cy.watershed_raveled, (
+        "this scikit-image's flooding kernel is refused: flood is right but slow; update _flooded_by")
 
 
 @settings(max_examples=40, deadline=None)
