@@ -1587,19 +1587,22 @@ def test_sequential_is_skimage_s_relabel_sequential(rows, cols, seed, top):
 
 @settings(max_examples=60, deadline=None)
 @given(st.integers(1, 30), st.integers(1, 30), st.integers(0, 2**32 - 1), st.floats(0.2, 0.95),
-       st.sampled_from([0.5, 0.8, 0.9]), st.booleans())
-def test_solid_enough_is_skimage_s_solidity_test(rows, cols, seed, density, min_solidity, touching):
+       st.sampled_from([0.5, 0.8, 0.9]), st.booleans(), st.sampled_from([1, 40, 1 << 18]))
+def test_solid_enough_is_skimage_s_solidity_test(rows, cols, seed, density, min_solidity, touching, batch):
     """solid_enough decides most objects by a bound instead of a convex hull, all at once: for
     ragged, thin, one-pixel and touching objects alike it must answer as ``region.solidity >=
-    min_solidity`` does, and False for the background and labels not present."""
+    min_solidity`` does, and False for the background and labels not present, whether the hulls
+    are counted one by one, a few or all at once."""
     from skimage.measure import label, regionprops
 
+    from napari_nanoclass.core import shapes
     from napari_nanoclass.core.shapes import solid_enough
 
     rng = np.random.default_rng(seed)
     mask = rng.random((rows, cols)) < density
     labels = np.where(mask, rng.integers(1, 6, (rows, cols)), 0) if touching else label(mask)
-    solid = solid_enough(labels, min_solidity)
+    with mock.patch.object(shapes, "HULL_BATCH", batch):
+        solid = solid_enough(labels, min_solidity)
     assert solid.shape == (labels.max() + 1,) and not solid[0]
     present = {region.label for region in regionprops(labels)}
     for region in regionprops(labels):

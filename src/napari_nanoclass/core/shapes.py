@@ -20,6 +20,8 @@ from scipy.spatial import ConvexHull, QhullError
 from scipy.spatial.distance import pdist
 from skimage.morphology.convex_hull import possible_hull
 
+HULL_BATCH = 1 << 18  # row × corner pairs of hull polygons crossed in one array operation (_hull_pixels)
+
 
 def hull_image(mask: np.ndarray) -> np.ndarray:
     """``skimage.morphology.convex_hull_image(mask)``: the pixels whose centres lie in the convex
@@ -149,19 +151,34 @@ def solid_enough(labels: np.ndarray, min_solidity: float) -> np.ndarray:
 
 
 def _hull_pixels(masks: list[np.ndarray]) -> np.ndarray:
-    """``[area_convex(mask) for mask in masks]`` (non-empty masks), with the rows of all the hull
+    """``[area_convex(mask) for mask in masks]`` (non-empty masks), with the rows of many hull
     polygons crossed in one array operation: a noisy image leaves hundreds of objects undecided,
-    and one operation per object cost more in calls than in arithmetic."""
+    and one operation per object cost more in calls than in arithmetic. Batches hold at most
+    ``HULL_BATCH`` row × corner pairs, so that large objects do not make large temporaries."""
     polygons = [_hull_vertices(mask) for mask in masks]
+    counts, batch, size = [], [], 0
+    for mask, polygon in zip(masks, polygons):
+        if batch and size + mask.shape[0] * len(polygon) > HULL_BATCH:
+            counts.append(_polygon_pixels(*zip(*batch)))
+            batch, size = [], 0
+        batch.append((mask.shape[0], polygon))
+        size += mask.shape[0] * len(polygon)
+    counts.append(_polygon_pixels(*zip(*batch)))
+    return np.concatenate(counts)
+
+
+def _polygon_pixels(heights: tuple[int, ...], polygons: tuple[np.ndarray, ...]) -> np.ndarray:
+    """Per polygon (doubled corners in order, :func:`_hull_vertices`), the pixels of rows
+    0 … height − 1 whose centres it holds, all rows of all polygons crossed at once."""
     corners = max(len(polygon) for polygon in polygons)
     # shorter polygons end in copies of their last corner: edges of no length, which every line
     # through that corner already crosses there, so no row span changes
     vertices = np.stack([np.concatenate([polygon, np.repeat(polygon[-1:], corners - len(polygon), axis=0)])
                          for polygon in polygons])
-    heights = np.array([mask.shape[0] for mask in masks])
+    heights = np.array(heights)
     of_row, row = _object_rows(np.zeros_like(heights), heights - 1)
     first, last = _polygon_rows(vertices[of_row], 2 * row[:, None])
-    return np.bincount(of_row, np.clip(last - first + 1, 0, None), minlength=len(masks)).astype(np.int64)
+    return np.bincount(of_row, np.clip(last - first + 1, 0, None), minlength=len(polygons)).astype(np.int64)
 
 
 def inner_rim(labels: np.ndarray) -> np.ndarray:
