@@ -1809,8 +1809,10 @@ def test_split_ragged_cuts_every_object_as_one_by_one(rows, cols, seed, min_area
     labels[labels % 4 == 3] += 1  # some labels absent, some objects touching under one label
     expected = _split_ragged_one_by_one(labels, min_solidity, min_area_px)
     for at_once in (0, 10**6):  # distance transforms of the whole image, and of each object alone
-        with mock.patch.object(liposome_predict, "RAGGED_AT_ONCE", at_once):
-            np.testing.assert_array_equal(_split_ragged(labels, min_solidity, min_area_px), expected)
+        for chunk in (1, 60, 1 << 21):  # objects cut one at a time, a few, or all together
+            with (mock.patch.object(liposome_predict, "RAGGED_AT_ONCE", at_once),
+                  mock.patch.object(liposome_predict, "RAGGED_CHUNK_PX", chunk)):
+                np.testing.assert_array_equal(_split_ragged(labels, min_solidity, min_area_px), expected)
 
 
 @settings(max_examples=60, deadline=None)

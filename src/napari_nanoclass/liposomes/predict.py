@@ -99,6 +99,7 @@ MIN_SOLIDITY = 0.9  # liposomes are convex: a ragged detection is split at its n
 MIN_RIM_BOUNDARY = 0.5  # a liposome is enclosed by its membrane: mean p(boundary) along its outer rim
 RAGGED_AT_ONCE = 32  # more ragged objects than this: their distance transforms in one pass over the image
 SPACED_AT_ONCE = 256  # an object's maxima spaced with a table of their close pairs up to this many candidates
+RAGGED_CHUNK_PX = 1 << 21  # ragged objects cut in runs whose windows hold at most this many pixels together
 RESCALE_TOLERANCE = 0.1
 SMALL_MAX_OVERLAP = 0.2  # a small-vesicle detection covering more of the standard detector's objects is theirs
 SMALL_MAX_ENLARGEMENT = 2.0  # the small-vesicle detector sees a coarse image enlarged at most this many times
@@ -341,22 +342,40 @@ def _ragged_pieces(instances: np.ndarray, ragged: list[int], boxes: list[tuple[s
     whole = None
     if len(ragged) > RAGGED_AT_ONCE:
         whole = np.sqrt(edt.edtsq(np.ascontiguousarray(instances), black_border=True, parallel=1).astype(np.float64))
-    masks = [instances[box] == label for label, box in zip(ragged, boxes)]
-    insides = [np.where(mask, whole[box], 0.0) if whole is not None
-               else liposome_objects.distance_to_background(np.pad(mask, 1))[1:-1, 1:-1]
-               for mask, box in zip(masks, boxes)]
     pieces = np.zeros(instances.shape, np.int64)
     count = 0
-    for box, mask, inside, peaks in zip(boxes, masks, insides, _maxima_of_each(insides, masks, min_distance)):
-        if len(peaks) < 2:
-            continue
-        markers = np.zeros(mask.shape, np.int32)
-        markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1)
-        cut = flood(-inside, markers, mask)
-        reached = cut > 0  # a part of the object's label that holds no maximum is no piece
-        pieces[box][reached] = cut[reached] + count
-        count += len(peaks)
+    for chunk in _by_area(list(zip(ragged, boxes)), RAGGED_CHUNK_PX):  # a few windows' copies held at a time
+        masks = [instances[box] == label for label, box in chunk]
+        insides = [np.where(mask, whole[box], 0.0) if whole is not None
+                   else liposome_objects.distance_to_background(np.pad(mask, 1))[1:-1, 1:-1]
+                   for mask, (_, box) in zip(masks, chunk)]
+        for (_, box), mask, inside, peaks in zip(chunk, masks, insides, _maxima_of_each(insides, masks, min_distance)):
+            if len(peaks) < 2:
+                continue
+            markers = np.zeros(mask.shape, np.int32)
+            markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1)
+            cut = flood(-inside, markers, mask)
+            reached = cut > 0  # a part of the object's label that holds no maximum is no piece
+            pieces[box][reached] = cut[reached] + count
+            count += len(peaks)
     return pieces
+
+
+def _by_area(objects: list[tuple[int, tuple[slice, slice]]],
+             limit: int) -> Iterable[list[tuple[int, tuple[slice, slice]]]]:
+    """(label, box) pairs in order, in runs whose boxes hold at most ``limit`` pixels together (an
+    object larger than that alone)."""
+    run: list[tuple[int, tuple[slice, slice]]] = []
+    area = 0
+    for label, box in objects:
+        pixels = (box[0].stop - box[0].start) * (box[1].stop - box[1].start)
+        if run and area + pixels > limit:
+            yield run
+            run, area = [], 0
+        run.append((label, box))
+        area += pixels
+    if run:
+        yield run
 
 
 def _maxima_of_each(distances: list[np.ndarray], masks: list[np.ndarray], min_distance: int) -> list[np.ndarray]:
