@@ -381,25 +381,15 @@ def _by_area(objects: list[tuple[int, tuple[slice, slice]]],
 def _maxima_of_each(distances: list[np.ndarray], masks: list[np.ndarray], min_distance: int) -> list[np.ndarray]:
     """``[_maxima(d, m, min_distance) for d, m in zip(distances, masks)]``, with one maximum filter
     over all the objects laid side by side (:func:`_mosaic`) instead of one per object: a coarse,
-    noisy image has a thousand ragged noise blobs, and each filter call costs more than its pixels.
-    Objects with fewer than two candidates need no spacing; those where every pixel is a
-    maximum (plateaus) go through :func:`_maxima` itself."""
+    noisy image has a thousand ragged noise blobs, and each filter call costs more than its pixels."""
     lowest = np.finfo(np.float64).min
     images = [np.where(mask, distance, lowest) for distance, mask in zip(distances, masks)]
     # windows min_distance apart, in a frame of the lowest value: each pixel's filter square reaches
     # only its own window and that value, as mode="nearest" on the window alone gives
     mosaic, corners = _mosaic(images, min_distance, lowest)
     peak = mosaic == ndi.maximum_filter(mosaic, size=2 * min_distance + 1, mode="nearest")
-    out = []
-    for (top, left), image, mask, distance in zip(corners, images, masks, distances):
-        here = peak[top : top + image.shape[0], left : left + image.shape[1]]
-        if image.size > 1 and here[mask].all():
-            out.append(_maxima(distance, mask, min_distance))
-            continue
-        threshold = distance.min()  # 0 unless the object fills its window
-        candidates = here & (image > threshold)
-        out.append(_spaced(np.transpose(np.nonzero(candidates)), image[candidates], min_distance))
-    return out
+    return [_maxima(distance, mask, min_distance, peak[top : top + mask.shape[0], left : left + mask.shape[1]])
+            for (top, left), mask, distance in zip(corners, masks, distances)]
 
 
 def _mosaic(images: list[np.ndarray], gap: int, fill: float) -> tuple[np.ndarray, list[tuple[int, int]]]:
@@ -420,21 +410,24 @@ def _mosaic(images: list[np.ndarray], gap: int, fill: float) -> tuple[np.ndarray
     return canvas, corners
 
 
-def _maxima(distance: np.ndarray, mask: np.ndarray, min_distance: int) -> np.ndarray:
+def _maxima(distance: np.ndarray, mask: np.ndarray, min_distance: int,
+            window_maxima: np.ndarray | None = None) -> np.ndarray:
     """``peak_local_max(distance, min_distance=min_distance, labels=mask, exclude_border=False)``
     for one object whose ``mask`` spans its window (``distance`` ≥ 0), computed as scikit-image
     does: the object's pixels equal to the maximum of their (2·min_distance + 1)² square and above
     the window's least value (or, where every pixel is such a maximum, the object's pixels a
-    3×3 cross opening removes), spaced by :func:`_spaced`."""
+    3×3 cross opening removes), spaced by :func:`_spaced`. ``window_maxima``: which pixels equal
+    that maximum, if already known (:func:`_maxima_of_each`)."""
     threshold = distance.min()
     image = np.where(mask, distance, np.finfo(distance.dtype).min)
     if image.size == 1:
         peak = image > threshold
     else:
-        peak = image == ndi.maximum_filter(image, size=2 * min_distance + 1, mode="nearest")
-        if peak[mask].all():  # no maximum stands out: isolated pixels only
-            peak = mask ^ ndi.binary_opening(mask)
-        peak &= image > threshold
+        if window_maxima is None:
+            window_maxima = image == ndi.maximum_filter(image, size=2 * min_distance + 1, mode="nearest")
+        # no maximum stands out where every pixel is one: isolated pixels only
+        peak = mask ^ ndi.binary_opening(mask) if window_maxima[mask].all() else window_maxima
+        peak = peak & (image > threshold)
     return _spaced(np.transpose(np.nonzero(peak)), image[peak], min_distance)
 
 
@@ -446,18 +439,20 @@ def _spaced(points: np.ndarray, values: np.ndarray, min_distance: int) -> np.nda
     if len(points) < 2:
         return points
     points = points[np.argsort(-values, kind="stable")]
-    if len(points) > SPACED_AT_ONCE:  # the pairs would not fit in little memory: one point at a time
-        kept = np.zeros(len(points), bool)
-        for i, point in enumerate(points):
-            kept[i] = not kept.any() or np.abs(points[kept] - point).max(axis=1).min() >= min_distance
-        return points[kept]
-    close = np.abs(points[:, None] - points[None]).max(axis=2) < min_distance
-    np.fill_diagonal(close, False)
-    if not close.any():
-        return points
+    if len(points) <= SPACED_AT_ONCE:
+        close = np.abs(points[:, None] - points[None]).max(axis=2) < min_distance
+        np.fill_diagonal(close, False)
+        if not close.any():
+            return points
+
+        def near(i: int) -> np.ndarray:
+            return close[i, :i]
+    else:  # the pairs would not fit in little memory: each point's worked out when it comes
+        def near(i: int) -> np.ndarray:
+            return np.abs(points[:i] - points[i]).max(axis=1) < min_distance
     kept = np.ones(len(points), bool)
     for i in range(1, len(points)):  # each point against the kept points before it
-        kept[i] = not (close[i, :i] & kept[:i]).any()
+        kept[i] = not (near(i) & kept[:i]).any()
     return points[kept]
 
 
