@@ -106,8 +106,8 @@ def _log_epoch(run: str, start: float, step: Progress) -> None:
 
 
 def _process_setup(threads: int | None) -> None:
-    """Each run's process: its torch threads, and cuDNN's kernels chosen by timing for the fixed
-    crop and tile shapes (on a GPU the default choice can be several times slower)."""
+    """Each run's process: its torch threads, and cuDNN's kernels chosen by timing (every training
+    batch and validation tile has the same shape, so each choice is timed once and reused)."""
     if threads:
         torch.set_num_threads(threads)
     torch.backends.cudnn.benchmark = True
