@@ -15,7 +15,8 @@ once per section, plain and with test-time augmentation (the 8 rotations and fli
 
 Each variant's validation mIoU (sections 10-12) and test mIoU (13-15) are printed; the variant to
 report is the one with the best validation mIoU, and the test column of the others is shown only to
-see whether validation chose well. Runs on the CPU in a few minutes for six width-12 networks.
+see whether validation chose well. Needs no GPU: each network runs over six sections, plain and
+with its 8 views.
 """
 
 from __future__ import annotations
@@ -85,7 +86,10 @@ def main() -> None:
     for path in sorted(Path(args.models).glob("*.safetensors")):
         m = NAME.match(path.name)
         if m and (args.rows is None or m["row"] in args.rows):
-            files[m["row"], int(m["seed"])] = path
+            key = m["row"], int(m["seed"])
+            if key in files:  # e.g. runs of two budgets in one folder
+                ap.error(f"two networks for {key[0]} seed {key[1]} in {args.models}: {files[key].name}, {path.name}")
+            files[key] = path
     rows = args.rows or sorted({row for row, _ in files})
     seeds = sorted({s for _, s in files})
     missing = [(r, s) for r in rows for s in seeds if (r, s) not in files]
