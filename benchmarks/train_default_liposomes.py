@@ -138,18 +138,18 @@ FINE_IMAGING_CHOICES = [*FINE_IMAGING, "mixed"]
 
 
 def fine_fields(n_fields: int, first_seed: int, recorded_nm: tuple[float, float], diameter_nm: tuple[float, float],
-                native_share: float = 0.0, imaging: str = "default") -> list:
-    """Fields for the fine detector: ``native_share`` of them recorded at 1 nm/px, the others at a
-    pixel size log-uniform in ``recorded_nm`` (sized so that each spans about 512 px at 1 nm/px
-    once resampled); vesicles ``diameter_nm`` across; ``imaging`` names the simulator's image
-    formation (FINE_IMAGING: the preset's ranges, its defocus range over the recipe's; "mixed":
-    default for even field numbers, REALISTIC for odd ones)."""
+                native_share: float = 0.0, imaging: str = "default", working_nm: float = 1.0) -> list:
+    """Fields for the fine detector: ``native_share`` of them recorded at ``working_nm``, the others
+    at a pixel size log-uniform in ``recorded_nm`` (sized so that each spans about 512 px at
+    ``working_nm`` once resampled); vesicles ``diameter_nm`` across; ``imaging`` names the
+    simulator's image formation (FINE_IMAGING: the preset's ranges, its defocus range over the
+    recipe's; "mixed": default for even field numbers, REALISTIC for odd ones)."""
     fields = []
     for i in range(n_fields):
         rng = np.random.default_rng([first_seed, i])
         native = rng.random() < native_share
-        pixel = 1.0 if native else float(np.exp(rng.uniform(*np.log(recorded_nm))))
-        side = int(round(512 / pixel))
+        pixel = working_nm if native else float(np.exp(rng.uniform(*np.log(recorded_nm))))
+        side = int(round(512 * working_nm / pixel))
         simulation = SimulationConfig(shape=(side, side), pixel_size_nm=pixel, diameter_nm=diameter_nm,
                                       defocus_nm=(500.0, 5000.0), objects=(8, 20), mix=STUDY_MIX)
         formation = ("default", "realistic")[i % 2] if imaging == "mixed" else imaging
@@ -162,19 +162,19 @@ def train_fine_detector(n_fields: int, epochs: int, recorded_nm: tuple[float, fl
                         diameter_nm: tuple[float, float] = (20.0, 150.0), native_share: float = 0.0,
                         directory: Path = PACKAGE_DIR, name: str = FINE_DETECTOR,
                         postprocess: dict | None = None, seed: int = 0, imaging: str = "default",
-                        width: int = 8) -> None:
+                        width: int = 8, working_nm: float = 1.0) -> None:
     start = time.perf_counter()
-    train_pairs = detector_pairs(fine_fields(n_fields, TRAIN_SEED, recorded_nm, diameter_nm, native_share, imaging),
-                                 working_px=1.0)
-    val_pairs = detector_pairs(fine_fields(8, VAL_SEED, recorded_nm, diameter_nm, native_share, imaging),
-                               working_px=1.0)
-    print(f"{n_fields} + 8 {imaging} fields simulated and brought to 1 nm/px in {time.perf_counter() - start:.0f} s",
-          flush=True)
+    train_pairs = detector_pairs(fine_fields(n_fields, TRAIN_SEED, recorded_nm, diameter_nm, native_share, imaging,
+                                             working_nm), working_px=working_nm)
+    val_pairs = detector_pairs(fine_fields(8, VAL_SEED, recorded_nm, diameter_nm, native_share, imaging, working_nm),
+                               working_px=working_nm)
+    print(f"{n_fields} + 8 {imaging} fields simulated and brought to {working_nm:g} nm/px in "
+          f"{time.perf_counter() - start:.0f} s", flush=True)
     config = TrainConfig(name=name, class_names=DETECTOR_CLASSES, class_colours=DETECTOR_COLOURS,
                          width=width, depth=3, se_window=5, crop=256, batch_size=4, epochs=epochs, iters_per_epoch=50,
                          # the standard detector's weights fit only its own width: another width starts afresh
                          init_from=DEFAULT_DETECTOR if width == 8 else None, lr=1e-3 if width == 8 else 2e-3,
-                         patience=epochs, tile=512, pixel_size_nm=1.0, seed=seed)
+                         patience=epochs, tile=512, pixel_size_nm=working_nm, seed=seed)
     start = time.perf_counter()
     result = train(train_pairs, val_pairs, config, progress=True)
     seconds = time.perf_counter() - start
@@ -183,14 +183,14 @@ def train_fine_detector(n_fields: int, epochs: int, recorded_nm: tuple[float, fl
             VARIED_DETECTOR: f"high-magnification images imaged unlike the default fields, beside {FINE_DETECTOR}"}.get(
         name, f"small vesicles beside {DEFAULT_DETECTOR}")
     formation = "" if imaging == "default" else f" ({imaging.upper()} image formation)"
-    fields = {"recorded_nm": list(recorded_nm), "native_share": native_share, "working_nm": 1.0,
+    fields = {"recorded_nm": list(recorded_nm), "native_share": native_share, "working_nm": working_nm,
               "diameter_nm": list(diameter_nm), "first_seed": TRAIN_SEED, "count": n_fields}
     if imaging != "default":  # the shipped models' metadata stay as they were
         fields["imaging"] = imaging
     info = replace(result.info, description=(
         f"Liposome detector for {role} (SE U-Net, background / liposome / boundary) fine-tuned "
         f"from {DEFAULT_DETECTOR} on simulated cryo-TEM fields{formation} recorded at {recorded} nm/px, seen at "
-        f"1 nm/px, with vesicles {diameter_nm[0]:g}–{diameter_nm[1]:g} nm; best validation mIoU "
+        f"{working_nm:g} nm/px, with vesicles {diameter_nm[0]:g}–{diameter_nm[1]:g} nm; best validation mIoU "
         f"{result.best_miou:.4f}"),
         training=dict(result.info.training, postprocess=postprocess or FINE_POSTPROCESS, fields=fields))
     save_model(result.module, info, directory, register=Path(directory).resolve() == PACKAGE_DIR.resolve())
@@ -375,6 +375,9 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--small-width", type=int, default=8,
                     help="the small-vesicle detector's width (8: the shipped recipe, fine-tuned from the standard "
                          "detector; another width is trained from scratch: a candidate, write it with --fine-out)")
+    ap.add_argument("--small-working-nm", type=float, default=1.0,
+                    help="the pixel size the small-vesicle detector is trained at (1: the shipped recipe); its "
+                         "fields are recorded at 1-3 times it")
     ap.add_argument("--fine-imaging", choices=FINE_IMAGING_CHOICES, default="default",
                     help="the simulator's image formation for the fine detector's fields")
     ap.add_argument("--classifier-fields", type=int, help="simulated 512² fields for the classifiers "
@@ -406,8 +409,9 @@ def main() -> None:
     if args.ensemble_of:
         pack_ensemble(args.ensemble_of, args.ensemble_fields, args.classifier_out)
         return
-    if args.small_width != 8 and args.fine_out is None:
-        raise SystemExit("a small-vesicle detector of another width is a candidate: write it elsewhere (--fine-out)")
+    if (args.small_width != 8 or args.small_working_nm != 1.0) and args.fine_out is None:
+        raise SystemExit("a small-vesicle detector of another width or scale is a candidate: write it elsewhere "
+                         "(--fine-out)")
     args.fine_out = args.fine_out or PACKAGE_DIR
     recipes = classifier_recipes(args)
     if args.only in (None, "classifiers"):
@@ -421,9 +425,10 @@ def main() -> None:
         train_fine_detector(args.fine_fields, args.fine_epochs, directory=args.fine_out, name=VARIED_DETECTOR,
                             seed=args.seed or 0, imaging="mixed")
     if args.only in (None, "small-detector"):
-        train_fine_detector(args.fine_fields, args.fine_epochs, SMALL_RECORDED_NM, tuple(args.fine_diameter),
+        recorded = tuple(nm * args.small_working_nm for nm in SMALL_RECORDED_NM)
+        train_fine_detector(args.fine_fields, args.fine_epochs, recorded, tuple(args.fine_diameter),
                             directory=args.fine_out, name=SMALL_DETECTOR, postprocess=SMALL_POSTPROCESS,
-                            seed=args.seed or 0, width=args.small_width)
+                            seed=args.seed or 0, width=args.small_width, working_nm=args.small_working_nm)
     if args.only in (None, "classifiers"):
         train_classifiers(recipes, args.classifier_out)
 
