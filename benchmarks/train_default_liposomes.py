@@ -38,7 +38,9 @@ between 1 and 2.5 nm/px) is that recipe with fields recorded at 1–3 nm/px, all
 at 2.5 nm/px), a scale it was not trained at and was measured on instead (docs/liposomes.md, "Its
 cost"). Its rim threshold was chosen on the left
 half of the real micrograph recorded again at 1.5–3 nm/px (``benchmarks/liposomes_real.py
---sweep-small``) and is stored with it.
+--sweep-small``) and is stored with it. ``--small-width`` and ``--small-working-nm`` train candidates
+of another width or working pixel size (docs/liposomes.md, "Narrower small-vesicle detectors" and
+"A small-vesicle detector trained at 1.5 nm/px"); write them elsewhere with ``--fine-out``.
 
 Classifiers are pre-trained on fields at the balanced class mix (every class well represented),
 with oversampling and augmentation; their cross-validated figures at both mixes and the detector's
