@@ -94,6 +94,8 @@ def main() -> None:
         f"learning rate {trained['lr']:g} with cosine decay; {len(history)} of {trained['epochs']} planned epochs "
         f"run, best epoch {info.training.get('best_epoch')}; file `{path.name}` "
         f"({path.stat().st_size / 2**20:.1f} MiB).\n\n"
+        "The figures below are validation figures: sections 12–15 chose the epoch. Figures on sections that no "
+        "choice has seen are in [segmentation.md](segmentation.md), under the three-way protocol.\n\n"
         f"Validation mIoU per epoch (plain argmax): {curve}.\n\n"
         f"Decision offsets (`logit_bias`, see [segmentation.md](segmentation.md#decision-offsets)): τ = "
         f"{adjustment['tau']:g}, chosen on the training sections 00–11, whose mIoU by τ was "
