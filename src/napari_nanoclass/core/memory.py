@@ -32,6 +32,10 @@ import ctypes
 import functools
 import os
 import sys
+from collections.abc import Callable, Iterable, Iterator
+from typing import TypeVar
+
+T = TypeVar("T")
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (malloc.h)
 KEEP_BYTES = 1 << 30  # blocks up to this size come from the heap; larger ones are mapped and unmapped
@@ -75,3 +79,20 @@ def release_memory() -> None:
     libc = _glibc()
     if libc is not None:
         libc.malloc_trim(0)
+
+
+def runs_within(items: Iterable[T], cost: Callable[[T], int], limit: int) -> Iterator[list[T]]:
+    """``items`` in order, in runs whose ``cost`` adds up to at most ``limit`` (an item costlier
+    than that alone): work batched to save per-call overhead, with the temporaries of a batch,
+    which grow with its cost, kept within a bound."""
+    run: list[T] = []
+    total = 0
+    for item in items:
+        size = cost(item)
+        if run and total + size > limit:
+            yield run
+            run, total = [], 0
+        run.append(item)
+        total += size
+    if run:
+        yield run

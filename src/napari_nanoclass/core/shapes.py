@@ -20,6 +20,8 @@ from scipy.spatial import ConvexHull, QhullError
 from scipy.spatial.distance import pdist
 from skimage.morphology.convex_hull import possible_hull
 
+from napari_nanoclass.core.memory import runs_within
+
 HULL_BATCH = 1 << 18  # row × corner pairs of hull polygons crossed in one array operation (_hull_pixels)
 
 
@@ -155,16 +157,9 @@ def _hull_pixels(masks: list[np.ndarray]) -> np.ndarray:
     polygons crossed in one array operation: a noisy image leaves hundreds of objects undecided,
     and one operation per object cost more in calls than in arithmetic. Batches hold at most
     ``HULL_BATCH`` row × corner pairs, so that large objects do not make large temporaries."""
-    polygons = [_hull_vertices(mask) for mask in masks]
-    counts, batch, size = [], [], 0
-    for mask, polygon in zip(masks, polygons):
-        if batch and size + mask.shape[0] * len(polygon) > HULL_BATCH:
-            counts.append(_polygon_pixels(*zip(*batch)))
-            batch, size = [], 0
-        batch.append((mask.shape[0], polygon))
-        size += mask.shape[0] * len(polygon)
-    counts.append(_polygon_pixels(*zip(*batch)))
-    return np.concatenate(counts)
+    hulls = [(mask.shape[0], _hull_vertices(mask)) for mask in masks]  # (rows, polygon) of each
+    batches = runs_within(hulls, lambda hull: hull[0] * len(hull[1]), HULL_BATCH)
+    return np.concatenate([_polygon_pixels(*zip(*batch)) for batch in batches])
 
 
 def _polygon_pixels(heights: tuple[int, ...], polygons: tuple[np.ndarray, ...]) -> np.ndarray:

@@ -53,7 +53,7 @@ from skimage.transform import rescale, resize
 from napari_nanoclass import engine
 from napari_nanoclass.core import shapes
 from napari_nanoclass.core.analysis import PIXEL_SIZES_NM, FileJob, number
-from napari_nanoclass.core.memory import release_memory
+from napari_nanoclass.core.memory import release_memory, runs_within
 from napari_nanoclass.core.progress import CancelToken, Progress, ProgressCallback, Steps, run_sync, scaled
 from napari_nanoclass.engine.scaling import chosen_pixel_size, log, resized_planes
 from napari_nanoclass.io.images import (
@@ -344,7 +344,9 @@ def _ragged_pieces(instances: np.ndarray, ragged: list[int], boxes: list[tuple[s
         whole = np.sqrt(edt.edtsq(np.ascontiguousarray(instances), black_border=True, parallel=1).astype(np.float64))
     pieces = np.zeros(instances.shape, np.int64)
     count = 0
-    for chunk in _by_area(list(zip(ragged, boxes)), RAGGED_CHUNK_PX):  # a few windows' copies held at a time
+    # a few windows' copies held at a time: runs of objects whose boxes hold at most RAGGED_CHUNK_PX pixels
+    for chunk in runs_within(zip(ragged, boxes), lambda item: math.prod(s.stop - s.start for s in item[1]),
+                             RAGGED_CHUNK_PX):
         masks = [instances[box] == label for label, box in chunk]
         insides = [np.where(mask, whole[box], 0.0) if whole is not None
                    else liposome_objects.distance_to_background(np.pad(mask, 1))[1:-1, 1:-1]
@@ -359,23 +361,6 @@ def _ragged_pieces(instances: np.ndarray, ragged: list[int], boxes: list[tuple[s
             pieces[box][reached] = cut[reached] + count
             count += len(peaks)
     return pieces
-
-
-def _by_area(objects: list[tuple[int, tuple[slice, slice]]],
-             limit: int) -> Iterable[list[tuple[int, tuple[slice, slice]]]]:
-    """(label, box) pairs in order, in runs whose boxes hold at most ``limit`` pixels together (an
-    object larger than that alone)."""
-    run: list[tuple[int, tuple[slice, slice]]] = []
-    area = 0
-    for label, box in objects:
-        pixels = (box[0].stop - box[0].start) * (box[1].stop - box[1].start)
-        if run and area + pixels > limit:
-            yield run
-            run, area = [], 0
-        run.append((label, box))
-        area += pixels
-    if run:
-        yield run
 
 
 def _maxima_of_each(distances: list[np.ndarray], masks: list[np.ndarray], min_distance: int) -> list[np.ndarray]:
