@@ -124,7 +124,7 @@ def main() -> None:
             for imaging in args.imaging:
                 medians = timing(pixel_size, args.time_fields, imaging=imaging)
                 print(f"{pixel_size:g} nm/px, {imaging}, median s per 512² field: "
-                      + ", ".join(f"{name} {value:.2f}" for name, value in medians.items()), flush=True)
+                      + ", ".join(f"{name} {value:.3f}" for name, value in medians.items()), flush=True)
         return
     print("| detector | nm/px | imaging | P | R | F1 |\n|---|---|---|---|---|---|")
     for detector in args.detectors:

@@ -430,3 +430,27 @@ def test_fine_detectors_also_look_at_half_the_scale_and_standard_ones_do_not():
     assert any("large vesicles" in m for m in messages(1.0))
     assert not any("large vesicles" in m for m in messages(2.5))
 
+
+
+@pytest.mark.parametrize("name", ["liposome-detector", "liposome-detector-fine", "liposome-detector-small",
+                                  "liposome-detector-varied"])
+def test_each_detector_s_stored_halo_keeps_tiles_within_its_tolerance(name):
+    """Each detector stores a measured halo smaller than its receptive radius
+    (benchmarks/engine_halo.py --store): small tiles with it must give the whole-image forward's
+    labels, and logits within the stated bound, on a field the measurement did not see."""
+    import torch
+
+    from napari_nanoclass import engine
+    from napari_nanoclass.liposomes.predict import working_image
+
+    loaded = load_model(name)
+    assert loaded.halo == loaded.info.training["effective_halo"]["halo"] < loaded.module.receptive_radius
+    px = loaded.info.pixel_size_nm
+    field = simulate_field(SimulationConfig(shape=(640, 640), pixel_size_nm=px, diameter_nm=(20.0, 300.0)), 881_000)
+    image = working_image(field.image, px, px)[0]
+    with torch.inference_mode():
+        whole = loaded.module(torch.from_numpy(image)[None, None])[0].numpy()
+    tiled = run_sync(engine.predict_dense(loaded.module, image, tile=256, halo=loaded.halo, stats=[(0.0, 1.0)],
+                                          postprocess=None))
+    assert np.abs(tiled - whole).max() <= 1e-3
+    assert (tiled.argmax(0) == whole.argmax(0)).all()

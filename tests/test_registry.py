@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import pickle
 from dataclasses import replace
 
@@ -10,6 +11,7 @@ import pytest
 import torch
 
 from napari_nanoclass.cli import main
+from napari_nanoclass.models import registry
 from napari_nanoclass.models.registry import (
     ModelError,
     list_models,
@@ -54,6 +56,22 @@ def test_checksum_mismatch_is_refused(tiny_model, user_registry):
     path.write_bytes(bytes(data))
     with pytest.raises(ModelError, match="checksum mismatch"):
         load_model(tiny_model)
+
+
+def test_the_checksum_is_computed_once_per_version_of_the_file(tiny_model, user_registry, monkeypatch):
+    hashed = []
+    monkeypatch.setattr(registry, "sha256_of", lambda path, real=sha256_of: hashed.append(path) or real(path))
+    first = load_model(tiny_model)
+    assert load_model(tiny_model) is first and len(hashed) == 1  # the same file: not hashed again
+    path = user_registry / f"{tiny_model}.safetensors"
+    before = path.stat()
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF
+    path.write_bytes(bytes(data))  # written in place: same size, same inode
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns + 1_000_000))  # a later time, as a clock would give
+    with pytest.raises(ModelError, match="checksum mismatch"):
+        load_model(tiny_model)
+    assert len(hashed) == 2
 
 
 def test_sidecar_checksum_is_checked_for_files_loaded_by_path(tiny_model, user_registry, tmp_path):

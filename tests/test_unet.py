@@ -8,8 +8,9 @@ import torch
 
 from napari_nanoclass import engine
 from napari_nanoclass.core.progress import run_sync
-from napari_nanoclass.models.fusion import fused
-from napari_nanoclass.models.unet import FREM, SEUNet, SqueezeExcitation, box_mean
+from napari_nanoclass.models import fusion
+from napari_nanoclass.models.fusion import ConvReLU, fused
+from napari_nanoclass.models.unet import FREM, SEUNet, SqueezeExcitation, box_mean, max_pool2
 
 
 def test_frem_scales_exactly_b_channels_in_training_only():
@@ -81,6 +82,77 @@ def test_local_squeeze_is_the_mean_over_the_window_of_pixels_inside_the_image(sh
     torch.testing.assert_close(box_mean(x.contiguous(memory_format=torch.channels_last), window), expected,
                                rtol=1e-6, atol=1e-6)
     assert box_mean(torch.ones(shape), window).eq(1).all()
+
+
+@pytest.mark.parametrize("shape", [(1, 3, 1, 1), (2, 4, 3, 7), (1, 5, 17, 9), (1, 4, 5, 6), (1, 4, 64, 48)])
+@pytest.mark.parametrize("window", [1, 3, 5])
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_box_mean_without_autograd_gives_the_same_values_in_place(shape, window, layout):
+    """Inference divides the inside by window² and only the border by its counts (the test failed
+    with the border strips one pixel too narrow)."""
+    x = (torch.randn(shape) * 10).contiguous(memory_format=layout)
+    expected = box_mean(x, window)
+    with torch.no_grad():
+        assert torch.equal(box_mean(x, window), expected)
+
+
+@pytest.mark.parametrize("shape", [(1, 8, 64, 48), (2, 3, 6, 10), (1, 16, 2, 2), (1, 4, 7, 6)])
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_inference_max_pooling_gives_the_pooling_kernels_values(shape, layout):
+    torch.manual_seed(1)
+    x = torch.randn(shape).contiguous(memory_format=layout)
+    x[torch.rand(shape) < 0.1] = float("nan")  # NaN spreads to its square alike
+    x[:, 0, 0, 0] = float("nan")
+    expected = torch.nn.functional.max_pool2d(x, 2)
+    with torch.no_grad():
+        pooled = max_pool2(x)
+    assert pooled.shape == expected.shape
+    assert torch.equal(pooled.isnan(), expected.isnan()) and expected.isnan().any()
+    assert torch.equal(pooled.nan_to_num(), expected.nan_to_num())
+    if layout == torch.channels_last and shape[-1] % 2 == 0 and shape[-2] % 2 == 0:
+        assert pooled.is_contiguous(memory_format=torch.channels_last)  # the next convolution's layout
+    y = torch.randn(shape, requires_grad=True)
+    max_pool2(y).sum().backward()  # with autograd, the pooling kernel and its gradient
+    assert y.grad.sum() == expected[0].numel() * shape[0] and y.grad.eq(1).sum() == y.grad.sum()
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+@pytest.mark.parametrize("cin,size,kernel,bias", [(1, 64, 3, True), (8, 64, 3, False), (16, 32, 1, True),
+                                                  (4, 5, 3, True)])
+def test_conv_relu_gives_the_convolution_and_relus_values(layout, cin, size, kernel, bias):
+    """Where oneDNN runs the convolution it applies the ReLU itself (bit for bit the two steps on
+    this machine's kernels); elsewhere, and with autograd, the two steps."""
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(cin, 8, kernel, padding=kernel // 2, bias=bias).eval()
+    conv.to(memory_format=layout)
+    x = torch.randn(1, cin, size, size + 3).contiguous(memory_format=layout)
+    with torch.no_grad():
+        expected = torch.relu(conv(x))
+        out = ConvReLU(conv)(x)
+    assert torch.equal(out, expected) and out.stride() == expected.stride()
+    x.requires_grad_(True)
+    ConvReLU(conv)(x).sum().backward()  # the two steps, which autograd can differentiate
+    assert x.grad is not None
+
+
+def test_onednn_is_asked_not_assumed(monkeypatch):
+    """The fused operator runs only where torch itself would run oneDNN, and not where this torch
+    cannot say which kernel it would run."""
+    conv = torch.nn.Conv2d(8, 8, 3, padding=1).to(memory_format=torch.channels_last)
+    large = torch.randn(1, 8, 64, 64).contiguous(memory_format=torch.channels_last)
+    small = torch.randn(1, 8, 4, 4)
+    assert fusion._onednn_runs(large, conv) and not fusion._onednn_runs(small, conv)
+    monkeypatch.delattr(torch._C, "_select_conv_backend")
+    assert not fusion._onednn_runs(large, conv)
+
+
+def test_the_inference_copy_applies_each_relu_with_its_convolution():
+    model = SEUNet(width=4, depth=2, n_classes=3).eval()
+    copy = fused(model)
+    pairs = [m for m in copy.modules() if isinstance(m, ConvReLU)]
+    assert len(pairs) == 2 * len(model.encoders) + 2 * len(model.decoders)  # two per conv block
+    assert not any(isinstance(m, torch.nn.ReLU) for m in copy.modules())
+    assert any(isinstance(m, torch.nn.ReLU) for m in model.modules())  # the model itself is unchanged
 
 
 def test_se_gate_uses_the_local_mean_of_its_input():

@@ -48,14 +48,14 @@ import zarr
 from scipy import ndimage as ndi
 from skimage.measure import regionprops
 from skimage.segmentation import watershed
-from skimage.transform import rescale, resize
+from skimage.transform import resize
 
 from napari_nanoclass import engine
 from napari_nanoclass.core import shapes
 from napari_nanoclass.core.analysis import PIXEL_SIZES_NM, FileJob, number
 from napari_nanoclass.core.memory import release_memory, runs_within
 from napari_nanoclass.core.progress import CancelToken, Progress, ProgressCallback, Steps, run_sync, scaled
-from napari_nanoclass.engine.scaling import chosen_pixel_size, log, resized_planes
+from napari_nanoclass.engine.scaling import chosen_pixel_size, log, rescaled, resized_planes
 from napari_nanoclass.io.images import (
     Image,
     as_greyscale,
@@ -661,7 +661,7 @@ def detect_all_steps(data: np.ndarray, pixel_size_nm: float, detector: LoadedMod
     how = {"min_diameter_nm": min_diameter_nm, "bounded": block, "tta": tta}  # detect_steps' options
     labels = yield from _pair_steps((work, working_px), detector, small, small_view, how, 0, parts, "detecting")
     if look_coarser:  # the same detectors at half the scale, for vesicles larger than they were trained on
-        half = (rescale(work, 1 / LARGE_VIEW, anti_aliasing=True).astype(np.float32), working_px * LARGE_VIEW)
+        half = (rescaled(work, 1 / LARGE_VIEW).astype(np.float32), working_px * LARGE_VIEW)
         coarse = yield from _pair_steps(half, detector, small if same else None, lambda: half, how, parts // 2, parts,
                                         "detecting large vesicles")
         labels = with_large(labels, labels_at(coarse, labels.shape), working_px)
@@ -808,7 +808,7 @@ def working_image(data: np.ndarray, pixel_size_nm: float, working_px: float | No
     data = np.asarray(data, np.float32)
     factor, working_px = _working_scale(pixel_size_nm, working_px)
     if factor != 1:
-        data = rescale(data, factor, anti_aliasing=factor < 1)
+        data = rescaled(data, factor)
     mean, std = image_stats(data)
     return ((data - mean) / std).astype(np.float32), working_px
 
@@ -1020,7 +1020,7 @@ def _at_scale(block: np.ndarray, factor: float) -> np.ndarray:
         factor *= step
     block = block.astype(np.float32, copy=False)
     if abs(factor - 1) > 1e-3:
-        block = rescale(block, factor, anti_aliasing=factor < 1)
+        block = rescaled(block, factor)
     return block.astype(np.float32, copy=False)
 
 

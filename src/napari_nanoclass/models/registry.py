@@ -250,13 +250,28 @@ def load_model(
     """Load a model by registered name or path, verifying its checksum; cached per file content."""
     path, expected = resolve(name_or_path, sha256)
     _check_format(path)
-    actual = sha256_of(path)
+    return _verified(str(path), expected, str(torch.device(device)), _signature(path))
+
+
+def _signature(path: Path) -> tuple[int, int, int, int]:
+    """What changes when a file is written or replaced (size, modification and change times, inode):
+    as ``make`` and git's index do, a file whose signature is unchanged is not hashed again."""
+    stat = path.stat()
+    return stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino
+
+
+@functools.lru_cache(maxsize=16)
+def _verified(path: str, expected: str | None, device: str, signature: tuple[int, int, int, int]) -> LoadedModel:
+    """The model at ``path``, its checksum verified against ``expected``: once per file
+    ``signature``, since hashing the file cost a few milliseconds each time an analysis named its
+    models (a refusal raises, and is not kept)."""
+    actual = sha256_of(Path(path))
     if expected is not None and actual != expected:
         raise ModelError(
             f"{path}: checksum mismatch (expected sha256 {expected[:12]}…, file has {actual[:12]}…); "
             "the file is corrupt or was replaced"
         )
-    return _load_cached(str(path), actual, str(torch.device(device)))
+    return _load_cached(path, actual, device)
 
 
 @functools.lru_cache(maxsize=8)

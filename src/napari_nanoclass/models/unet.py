@@ -23,6 +23,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from napari_nanoclass.models.fusion import compiling
+
 
 class SqueezeExcitation(nn.Module):
     """Channel attention: gate each channel by a function of its (local or global) mean. Without
@@ -58,7 +60,29 @@ def box_mean(x: torch.Tensor, window: int) -> torch.Tensor:
     radius = window // 2
     total = F.conv2d(x, x.new_ones(x.shape[1], 1, window, window), padding=radius, groups=x.shape[1])
     rows, cols = (_inside_counts(n, radius, x) for n in x.shape[-2:])
-    return total / (rows[:, None] * cols[None, :])
+    counts = rows[:, None] * cols[None, :]
+    if torch.is_grad_enabled() or radius == 0 or min(x.shape[-2:]) <= 2 * radius:
+        return total / counts
+    # without autograd, in place, and away from the border, where every window holds window² pixels,
+    # by that number: the same division as by a map of it, without the map's broadcast over few channels
+    inner = slice(radius, -radius)
+    total[..., inner, inner].div_(window * window)
+    for rows_at, cols_at in ((slice(None, radius), slice(None)), (slice(-radius, None), slice(None)),
+                             (inner, slice(None, radius)), (inner, slice(-radius, None))):
+        total[..., rows_at, cols_at].div_(counts[rows_at, cols_at])
+    return total
+
+
+def max_pool2(x: torch.Tensor) -> torch.Tensor:
+    """``F.max_pool2d(x, 2)``. Without autograd, for even sides, as the largest of the four
+    pixels of each 2 × 2 square taken as strided views: the same values (NaN spreads alike), without
+    the index of each maximum that the pooling kernel computes and writes beside it for a backward
+    pass that inference never runs. Under torch.compile the pooling, which the compiler handles."""
+    if compiling() or torch.is_grad_enabled() or x.shape[-1] % 2 or x.shape[-2] % 2:
+        return F.max_pool2d(x, 2)
+    out = torch.maximum(x[..., ::2, ::2], x[..., 1::2, ::2])
+    torch.maximum(out, x[..., ::2, 1::2], out=out)
+    return torch.maximum(out, x[..., 1::2, 1::2], out=out)
 
 
 def _inside_counts(n: int, radius: int, like: torch.Tensor) -> torch.Tensor:
@@ -180,7 +204,7 @@ class SEUNet(nn.Module):
         skips = []
         for i, enc in enumerate(self.encoders):
             if i:
-                x = F.max_pool2d(x, 2)
+                x = max_pool2(x)
             x = enc(x)
             skips.append(x)
         if self.frem is not None:
