@@ -23,11 +23,22 @@ def test_doubling_gives_rescales_values_bit_for_bit(height, width, seed, spread)
     """Values spread over many orders of magnitude make the order of the four sums matter (it once
     found a bottom row summed in the wrong order)."""
     rng = np.random.default_rng(seed)
-    image = (rng.normal(size=(height, width)) * 10.0 ** rng.uniform(-spread, spread, (height, width))).astype(np.float32)
+    scale = 10.0 ** rng.uniform(-spread, spread, (height, width))
+    image = (rng.normal(size=(height, width)) * scale).astype(np.float32)
     doubled = scaling._doubled(image)
     expected = skimage_rescaled(image, 2)
     assert doubled.dtype == expected.dtype == np.float32
     assert np.array_equal(doubled, expected)
+
+
+@pytest.mark.parametrize("pixels_at_once", [1, 30, 50, 10**6])
+def test_doubling_band_by_band_gives_the_same_values(monkeypatch, pixels_at_once):
+    """A large image is zoomed a band of rows at a time; the bands' seams must not show."""
+    monkeypatch.setattr(scaling, "DOUBLING_PIXELS", pixels_at_once)
+    rng = np.random.default_rng(pixels_at_once)
+    for height, width in ((17, 11), (4, 9), (64, 5)):
+        image = (rng.normal(size=(height, width)) * 10.0 ** rng.uniform(-30, 30, (height, width))).astype(np.float32)
+        assert np.array_equal(scaling._doubled(image), skimage_rescaled(image, 2))
 
 
 def test_doubling_is_taken_where_it_applies(monkeypatch):

@@ -127,42 +127,59 @@ def _doubled(image: np.ndarray) -> np.ndarray:
     scipy sums, in double precision, each of the four neighbours times its row weight times its
     column weight, rows outer and columns inner, and rounds the sum to float32. Every such product
     of a float32 value and a weight of 1/16, 3/16 or 9/16 is exact in double precision, so the
-    same four products summed in the same order give the same result, here for each of the four
-    output phases over shifted views at once. Before the first row or column scipy mirrors the
+    same four products summed in the same order give the same result (:func:`_doubled_band`), in
+    bands of about ``DOUBLING_PIXELS`` input pixels: the double-precision sums of a whole large
+    image would take several times its memory. Before the first row or column scipy mirrors the
     coordinate, which sums the two neighbours the other way round; the border rows and columns are
     summed as scipy sums them (:func:`_doubled_lines`)."""
     import torch
     from torch.nn import functional as F
 
     height, width = image.shape
-    source = torch.from_numpy(image).double()
+    source = torch.from_numpy(image)
     padded = F.pad(source[None, None], (1, 1, 1, 1), mode="reflect")[0, 0]
-    out = torch.empty(2 * height, 2 * width, dtype=torch.float64)
-    for row_phase, rows in enumerate(_PHASES):
-        for col_phase, cols in enumerate(_PHASES):
-            total = None
-            for row, row_weight in rows:
-                for col, col_weight in cols:
-                    term = padded[row:row + height, col:col + width] * (row_weight * col_weight)
-                    total = term if total is None else total.add_(term)
-            out[row_phase::2, col_phase::2] = total
+    out = np.empty((2 * height, 2 * width), np.float32)
+    band_rows = max(1, DOUBLING_PIXELS // width)
+    for top in range(0, height, band_rows):
+        rows = min(band_rows, height - top)
+        out[2 * top:2 * (top + rows)] = _doubled_band(padded[top:top + rows + 2].double())
     edge_rows, edge_cols = [0, 2 * height - 1], [0, 2 * width - 1]
     out[edge_rows] = _doubled_lines(source, edge_rows, range(2 * width))
     out[:, edge_cols] = _doubled_lines(source, range(2 * height), edge_cols)
-    return out.to(torch.float32).numpy()
+    return out
 
 
-def _doubled_lines(source: Any, rows: Sequence[int], cols: Sequence[int]) -> Any:
-    """The 2× zoom of ``source`` (a float64 tensor) at output ``rows`` × ``cols``, each pixel's four
-    products summed in scipy's order (:func:`_neighbours`)."""
+def _doubled_band(band: Any) -> np.ndarray:
+    """The 2× zoom, as float32, of the rows of an image padded by one mirrored pixel that ``band``
+    (float64, with one padded row above and below) holds, each output phase over shifted views."""
+    import torch
+
+    rows, width = band.shape[0] - 2, band.shape[1] - 2
+    zoomed = torch.empty(2 * rows, 2 * width, dtype=torch.float64)
+    for row_phase, row_taps in enumerate(_PHASES):
+        for col_phase, col_taps in enumerate(_PHASES):
+            total = None
+            for row, row_weight in row_taps:
+                for col, col_weight in col_taps:
+                    term = band[row:row + rows, col:col + width] * (row_weight * col_weight)
+                    total = term if total is None else total.add_(term)
+            zoomed[row_phase::2, col_phase::2] = total
+    return zoomed.to(torch.float32).numpy()
+
+
+DOUBLING_PIXELS = 2**19  # input pixels :func:`_doubled` sums at once: a 512² field in one band
+
+
+def _doubled_lines(source: Any, rows: Sequence[int], cols: Sequence[int]) -> np.ndarray:
+    """The 2× zoom of ``source`` (a float32 tensor) at output ``rows`` × ``cols``, each pixel's four
+    products summed in double precision in scipy's order (:func:`_neighbours`), as float32."""
     (r0, r1, wr0, wr1), (c0, c1, wc0, wc1) = _neighbours(rows, source.shape[0]), _neighbours(cols, source.shape[1])
     total = None
     for r, wr in ((r0, wr0), (r1, wr1)):
-        picked = source[r]
         for c, wc in ((c0, wc0), (c1, wc1)):
-            term = picked[:, c] * (wr[:, None] * wc[None, :])
+            term = source[r[:, None], c[None, :]].double() * (wr[:, None] * wc[None, :])
             total = term if total is None else total.add_(term)
-    return total
+    return total.to(source.dtype).numpy()
 
 
 def _neighbours(outputs: Sequence[int], n: int) -> tuple[Any, Any, Any, Any]:
