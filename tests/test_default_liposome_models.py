@@ -431,7 +431,6 @@ def test_fine_detectors_also_look_at_half_the_scale_and_standard_ones_do_not():
     assert not any("large vesicles" in m for m in messages(2.5))
 
 
-
 @pytest.mark.parametrize("name", ["liposome-detector", "liposome-detector-fine", "liposome-detector-small",
                                   "liposome-detector-varied"])
 def test_each_detector_s_stored_halo_keeps_tiles_within_its_tolerance(name):
