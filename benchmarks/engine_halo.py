@@ -37,9 +37,10 @@ FIELD_SEED = 880_000  # simulated fields used for nothing else
 TOLERANCE = 1e-3  # largest logit difference a stored halo may give, labels identical
 
 
-def test_image(loaded: LoadedModel, size: int, seed: int) -> tuple[np.ndarray, list[tuple[float, float]] | None]:
-    """(image, the engine's ``stats``): a liposome detector's z-scored simulated field (the engine
-    then normalises nothing more, as in the analysis), else an ssTEM mosaic it z-scores itself."""
+def halo_image(loaded: LoadedModel, size: int, seed: int) -> tuple[np.ndarray, list[tuple[float, float]] | None, str]:
+    """(image, the engine's ``stats``, what the image is): a liposome detector's z-scored simulated
+    field (the engine then normalises nothing more, as in the analysis), else an ssTEM mosaic it
+    z-scores itself."""
     if loaded.info.name.startswith("liposome-detector"):
         from napari_nanoclass.liposomes.predict import working_image
         from napari_nanoclass.liposomes.simulator import STUDY_MIX, SimulationConfig, simulate_field
@@ -47,10 +48,10 @@ def test_image(loaded: LoadedModel, size: int, seed: int) -> tuple[np.ndarray, l
         px = float(loaded.info.pixel_size_nm)
         field = simulate_field(SimulationConfig(shape=(size, size), pixel_size_nm=px, diameter_nm=(20.0, 300.0),
                                                 mix=STUDY_MIX), seed)
-        return working_image(field.image, px, px)[0], [(0.0, 1.0)]
+        return working_image(field.image, px, px)[0], [(0.0, 1.0)], f"simulated field, seed {seed}"
     from engine import mosaic_image  # benchmarks/engine.py: this script's folder is first on the path
 
-    return mosaic_image(size), None
+    return mosaic_image(size), None, "mosaic of stack-2 sections"
 
 
 def main() -> None:
@@ -65,7 +66,7 @@ def main() -> None:
     if args.store is not None and args.store not in args.halos:
         ap.error("--store must be one of the measured --halos")
     loaded = load_model(args.model)
-    image, stats = test_image(loaded, args.size, args.seed)
+    image, stats, what = halo_image(loaded, args.size, args.seed)
     mean, std = stats[0] if stats else image_stats(image)
     x = torch.from_numpy(((image - mean) / std).astype(np.float32))[None, None]
     with torch.inference_mode():
@@ -80,16 +81,15 @@ def main() -> None:
                       "labels_differ": float((tiled.argmax(0) != labels).mean())}
         print(json.dumps(rows[halo]), flush=True)
     if args.store is not None:
-        store(loaded, rows, args)
+        store(loaded, rows, what, args)
 
 
-def store(loaded: LoadedModel, rows: dict[int, dict], args: argparse.Namespace) -> None:
-    """Write halo ``args.store`` and what it was measured on into ``loaded``'s file, with the
-    measurement of the next smaller halo tried beside it."""
+def store(loaded: LoadedModel, rows: dict[int, dict], image: str, args: argparse.Namespace) -> None:
+    """Write halo ``args.store`` and what it was measured on (``image``) into ``loaded``'s file,
+    with the measurement of the next smaller halo tried beside it."""
     row = rows[args.store]
     if row["labels_differ"] or row["max_logit_diff"] > TOLERANCE:
         raise SystemExit(f"halo {args.store} px is outside the tolerance: {row}")
-    image = "mosaic of stack-2 sections" if loaded.info.name == MODEL else f"simulated field, seed {args.seed}"
     smaller = [h for h in rows if h < args.store]
     below = rows[max(smaller)] if smaller else None
     measured = (f"benchmarks/engine_halo.py: {args.size}² {image}, {args.tile} px tiles; max logit change "
