@@ -581,6 +581,27 @@ def test_retraining_objects_are_built_at_the_analysis_scale(tiny_liposome_models
     assert np.abs(unscaled.crops - native.crops).mean() > 2 * np.abs(finer.crops - native.crops).mean()
 
 
+def test_blocks_of_a_large_image_are_normalised_as_the_whole_image_is_seen_at_the_working_scale():
+    """A large micrograph analysed block by block is z-scored with its statistics at each detector's
+    pixel size, gathered tile by tile, so a block's working image has the contrast the whole working
+    image has. The input's own statistics would not do: at 0.2 nm/px the detectors see the image
+    averaged over 5 × 5 pixels, whose spread is smaller (blocks were normalised with them before)."""
+    from napari_nanoclass._napari.samples import VESICLES_PIXEL_NM, cryoem_vesicles
+    from napari_nanoclass.io.images import image_stats
+
+    (image, _, _), = cryoem_vesicles()
+    image = np.asarray(image)
+    stats = liposome_predict.working_stats(image, VESICLES_PIXEL_NM, [1.0, 1.0], tile=256)
+    assert list(stats) == [1.0]
+    seen = liposome_predict._at_scale(image, VESICLES_PIXEL_NM)
+    assert stats[1.0] == pytest.approx((seen.mean(dtype=np.float64), seen.std(dtype=np.float64)), rel=1e-6)
+    assert image_stats(image)[1] > 1.1 * stats[1.0][1]
+    work, working_px = liposome_predict._working(image, VESICLES_PIXEL_NM, 1.0, stats)
+    assert working_px == 1.0 and abs(work.mean()) < 1e-4 and work.std() == pytest.approx(1.0, rel=1e-4)
+    coarse = liposome_predict.working_stats(image, 2.0, [2.5, 1.0])  # enlarged 2× for the detector beside
+    assert set(coarse) == {2.5, 1.0} and coarse[1.0][1] < coarse[2.5][1] < image_stats(image)[1]
+
+
 @pytest.mark.timeout(300)
 def test_large_images_are_analysed_block_by_block_like_in_memory(tmp_path, monkeypatch):
     """Above STREAM_ABOVE pixels the pipeline runs block by block (bounded memory, labels in zarr):

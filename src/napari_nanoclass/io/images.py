@@ -26,6 +26,7 @@ import dask.array as da
 import numpy as np
 import tifffile
 import zarr
+from scipy import ndimage as ndi
 
 from napari_nanoclass.core.analysis import PIXEL_SIZES_NM
 from napari_nanoclass.core.atomic import atomic_path
@@ -247,6 +248,83 @@ def image_stats(data: Any, source: str = "") -> tuple[float, float]:
     if not (math.isfinite(mean) and math.isfinite(std)):
         raise ImageError(f"{source + ': ' if source else ''}image contains NaN or infinite values")
     return mean, std if std > 0 else 1.0
+
+
+FILL_SIDE = 15  # odd: the square's centre is a pixel, so erosion and dilation undo each other exactly
+
+
+def fill_mask(plane: np.ndarray, side: int = FILL_SIDE) -> np.ndarray | None:
+    """Where a 2-D image holds no recorded data, or None if nowhere: its lowest or its highest value,
+    wherever that value fills a ``side`` × ``side`` square (a square opening of the pixels at that
+    value).
+
+    Aligned, rotated and stitched micrographs and registered serial sections are padded with a
+    constant, mostly 0. Normalised with the padding counted as data, the recorded part loses most of
+    its contrast, and the networks miss most of what it holds (docs/engine.md, "Padding"). No
+    recorded image holds ``side``² equal values in a square, unless the detector saturated there,
+    and a saturated square holds nothing to analyse either.
+    """
+    plane = np.asarray(plane)
+    found = None
+    for value in {plane.min(), plane.max()}:
+        equal = plane == value
+        if np.count_nonzero(equal) < side * side:
+            continue
+        core = ndi.minimum_filter(equal.view(np.uint8), side, mode="nearest")
+        region = ndi.maximum_filter(core, side, mode="constant").view(bool) & equal
+        found = region if found is None else found | region
+    return found if found is not None and found.any() else None
+
+
+def recorded_box(fill: np.ndarray) -> tuple[slice, slice]:
+    """The smallest box of a plane (rows, columns) that holds every recorded pixel (not ``fill``)."""
+    rows, cols = np.flatnonzero(~fill.all(axis=1)), np.flatnonzero(~fill.all(axis=0))
+    if not len(rows):
+        raise ImageError("the image holds no recorded pixels: it is one constant value")
+    return slice(int(rows[0]), int(rows[-1]) + 1), slice(int(cols[0]), int(cols[-1]) + 1)
+
+
+def recorded_stats(plane: np.ndarray, fill: np.ndarray | None, source: str = "") -> tuple[float, float]:
+    """:func:`image_stats` of the recorded pixels of an in-memory plane (all of them without ``fill``,
+    or where it covers the plane: a plane of one value in a stack)."""
+    return image_stats(plane if fill is None or fill.all() else np.asarray(plane)[~fill], source)
+
+
+def recorded_part(data: Any) -> tuple[Any, np.ndarray | None, tuple[slice, slice] | None]:
+    """(``data``, a plane or a stack of planes, cut to the box of its recorded pixels, with each
+    plane's padding there set to the mean of its recorded pixels; the padding's mask there; the box),
+    or (``data``, None, None) where no plane is padded (:func:`fill_mask`), where every pixel is
+    (an image of one value), or where ``data`` is not in memory.
+
+    Cut out, a padded border becomes an image border, which the engine handles as for any image; set
+    to the mean, the padding that remains (the corners of a rotated section) reads as featureless to
+    a network, not as a black object.
+    """
+    if not isinstance(data, np.ndarray):
+        return data, None, None
+    planes = data.reshape(-1, *data.shape[-2:])
+    masks = [fill_mask(plane) for plane in planes]
+    if all(m is None for m in masks):
+        return data, None, None
+    fill = np.stack([np.zeros(planes.shape[1:], bool) if m is None else m for m in masks])
+    if fill.all():  # one value throughout: nothing to cut out, analysed as it is
+        return data, None, None
+    box = recorded_box(fill.all(axis=0))
+    fill = fill[(slice(None), *box)]
+    cut = np.stack([np.where(f, np.asarray(image_stats(p[~f])[0], p.dtype), p) if f.any() and not f.all() else p
+                    for p, f in zip(planes[(slice(None), *box)], fill)])
+    return cut.reshape(*data.shape[:-2], *cut.shape[-2:]), fill.reshape(*data.shape[:-2], *fill.shape[-2:]), box
+
+
+def placed(values: Any, fill: np.ndarray, box: tuple[slice, slice], shape: tuple[int, ...],
+           outside: Any = 0) -> np.ndarray:
+    """A result made on :func:`recorded_part`'s box put back into the input's frame (``shape``): 0 on
+    the box's ``fill``, ``outside`` beyond the box (``values``' planes are its last two axes; a
+    leading axis of classes is allowed)."""
+    values = np.asarray(values)
+    out = np.full(shape, outside, values.dtype)
+    out[(..., *box)] = np.where(fill, np.zeros((), values.dtype), values)
+    return out
 
 
 def _chunks(data: Any) -> Any:

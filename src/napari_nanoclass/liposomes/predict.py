@@ -58,11 +58,14 @@ from napari_nanoclass.core.progress import CancelToken, Progress, ProgressCallba
 from napari_nanoclass.engine.scaling import chosen_pixel_size, log, rescaled, resized_planes
 from napari_nanoclass.io.images import (
     Image,
+    ImageError,
     as_greyscale,
     file_stem,
     image_stats,
     ngff_label_metadata,
     output_path,
+    placed,
+    recorded_part,
     write_csv,
     write_image,
     write_json,
@@ -626,17 +629,49 @@ def with_large(labels: np.ndarray, large: np.ndarray, working_px: float, min_dia
 
 
 def _working(data: np.ndarray, pixel_size_nm: float, working_px: float | None,
-             stats: tuple[float, float] | None) -> tuple[np.ndarray, float]:
+             stats: Mapping[float, tuple[float, float]] | None) -> tuple[np.ndarray, float]:
     """``data`` at a detector's ``working_px`` and its pixel size, z-scored over itself
-    (:func:`working_image`) or, for a block of a large image, with the whole image's ``stats``."""
+    (:func:`working_image`) or, for a block of a large image, with the whole image's statistics
+    at that pixel size (``stats``: :func:`working_stats`)."""
     if stats is None:
         return working_image(data, pixel_size_nm, working_px)
     factor, working_px = _working_scale(pixel_size_nm, working_px)
-    return (_at_scale(data, factor) - stats[0]) / stats[1], working_px
+    mean, std = stats[working_px]
+    return (_at_scale(data, factor) - mean) / std, working_px
+
+
+def working_stats(data: Any, pixel_size_nm: float, working_pxs: Iterable[float | None], name: str = "",
+                  tile: int = BLOCK_PX) -> dict[float, tuple[float, float]]:
+    """Mean and standard deviation of a large image as each detector sees it (rescaled to each of
+    ``working_pxs`` as :func:`_working` rescales a block), by the pixel size it is seen at, read
+    tile by tile: what the image is z-scored with when it is analysed block by block.
+
+    The input's own statistics would not do. Shrinking averages the pixel noise away, so the working
+    image of a finely sampled micrograph has a smaller spread than the input: normalised by the
+    input's, it would show the detectors less contrast than they were trained on, and than
+    :func:`working_image` shows them when the same image is analysed at once."""
+    stats = {}
+    for factor, working_px in {_working_scale(pixel_size_nm, px) for px in working_pxs}:
+        step = int(1 / factor + 1e-6) if factor < 1 else 1
+        side = step * math.ceil(tile / step)  # whole k × k averages in every tile (_at_scale)
+        count, total, squares, shift = 0, 0.0, 0.0, None
+        for y in range(0, data.shape[0], side):
+            for x in range(0, data.shape[1], side):
+                seen = _at_scale(np.asarray(data[y:y + side, x:x + side]), factor).astype(np.float64)
+                shift = float(seen.mean()) if shift is None else shift  # sums about a nearby value: no cancellation
+                seen -= shift
+                count, total, squares = count + seen.size, total + seen.sum(), squares + np.square(seen).sum()
+        mean = total / count
+        std = math.sqrt(max(squares / count - mean * mean, 0.0))
+        if not (math.isfinite(mean) and math.isfinite(std)):
+            raise ImageError(f"{name + ': ' if name else ''}image contains NaN or infinite values")
+        stats[working_px] = (mean + shift, std if std > 0 else 1.0)
+    return stats
 
 
 def detect_all_steps(data: np.ndarray, pixel_size_nm: float, detector: LoadedModel, small: LoadedModel | None,
-                     min_diameter_nm: float = MIN_DIAMETER_NM, stats: tuple[float, float] | None = None,
+                     min_diameter_nm: float = MIN_DIAMETER_NM,
+                     stats: Mapping[float, tuple[float, float]] | None = None,
                      min_ring_snr: float = MIN_RING_SNR,
                      tta: bool = False) -> Steps[tuple[np.ndarray, float, np.ndarray]]:
     """(the image at ``detector``'s scale, its pixel size, instance labels there): ``detector``'s
@@ -644,7 +679,8 @@ def detect_all_steps(data: np.ndarray, pixel_size_nm: float, detector: LoadedMod
     at its own scale where ``detector`` found none (:func:`with_small`), less those too few input
     pixels across to tell from noise (:func:`drop_faint`, at ``min_ring_snr``); with ``tta`` every
     detector averages its probabilities over the view's 8 rotations and flips. A block of a large image
-    (``stats`` given: the whole image's) keeps its peak memory to one window's
+    (``stats`` given: the whole image's at each working pixel size, :func:`working_stats`) keeps
+    its peak memory to one window's
     (``detect_steps(bounded=True)``)."""
     work, working_px = _working(data, pixel_size_nm, detector.info.pixel_size_nm, stats)
     look_coarser = float(detector.info.pixel_size_nm or np.inf) <= LARGE_LOOK_FROM_NM
@@ -857,7 +893,9 @@ def analyse_steps(
     (:attr:`LiposomeResult.explanations`). Images of more than
     ``STREAM_ABOVE`` pixels are analysed block by block (:func:`_analyse_blocks`: the computation
     is bounded by the block, not the image); with ``workdir`` their labels (and maps) are zarr
-    arrays there, without one they are held in memory whole.
+    arrays there, without one they are held in memory whole. An image analysed in memory that is
+    padded (a constant where nothing was recorded: :func:`io.images.recorded_part`) is analysed as
+    its recorded part cut out would be, and its results are put back in its frame.
     """
     data = as_greyscale(image.data if isinstance(image, Image) else image)
     if data.ndim != 2:
@@ -887,24 +925,31 @@ def analyse_steps(
         return LiposomeResult(out_labels, objects, summarise(name, objects, pixel_size_nm, names, **detection),
                               pixel_size_nm, names, explanations)
     data = np.asarray(data, np.float32)
+    full_shape = data.shape
+    if labels is not None and np.shape(labels) != full_shape:
+        raise ValueError(f"{name}: labels {np.shape(labels)} do not match the image {full_shape}")
+    data, fill, box = recorded_part(data)  # a padded micrograph: its recorded part, as if cut out
+    origin = (0, 0) if box is None else (box[0].start, box[1].start)
     if labels is None:
         work, working_px, work_labels = yield from detect_all_steps(data, pixel_size_nm, detector, small,
                                                                     **detection)
     else:
         work, working_px = working_image(data, pixel_size_nm, detector.info.pixel_size_nm)
-        labels = np.asarray(labels)
-        if labels.shape != data.shape:
-            raise ValueError(f"{name}: labels {labels.shape} do not match the image {data.shape}")
-        work_labels = labels_at(labels, work.shape)
+        work_labels = labels_at(np.asarray(labels)[box or ...], work.shape)
+    if fill is not None:  # nothing was recorded there: no object either
+        work_labels = sequential(np.where(labels_at(fill, work.shape), 0, work_labels))
     yield Progress(0, 1, "classifying and explaining objects" if explain else "classifying objects")
     rows = liposome_objects.measure(work_labels, working_px)
     classes = classify(work, work_labels, np.array([r["diameter_nm"] for r in rows]), working_px, models,
                        balanced_decisions, explain)
     scale = data.shape[0] / work.shape[0]
-    objects = [_object_row(name, r, classes, i, scale, pixel_size_nm) for i, r in enumerate(rows)]
+    objects = [_object_row(name, r, classes, i, scale, pixel_size_nm, origin) for i, r in enumerate(rows)]
     out_labels = np.asarray(labels_at(work_labels, data.shape), np.int32)
     explanations = {p: explanation_at(d.explanation, out_labels) for p, d in classes.items()
                     if d.explanation is not None}
+    if box is not None:
+        out_labels = placed(out_labels, fill, box, full_shape)
+        explanations = {p: placed(m, fill, box, full_shape) for p, m in explanations.items()}
     summary = summarise(name, objects, pixel_size_nm, names, **(detection if labels is None else {}))
     yield Progress(1, 1, f"{len(objects)} liposomes")
     return LiposomeResult(out_labels, objects, summary, pixel_size_nm, names, explanations)
@@ -926,12 +971,12 @@ def _analyse_blocks(data: Any, pixel_size_nm: float, detectors: tuple[LoadedMode
 
     Each block is a core of ``BLOCK_PX`` working pixels read with a margin wide enough for the
     largest liposome (``MAX_DIAMETER_NM``) plus the detectors' halo, normalised with the whole
-    image's statistics. An object belongs to the block whose core holds its centroid, so it is
+    image's statistics at each detector's scale (:func:`working_stats`). An object belongs to the block whose core holds its centroid, so it is
     found whole and exactly once. Only the block in hand is in memory (read lazily from a
     TIFF or zarr input); labels and maps go to zarr arrays in ``workdir`` (in memory without one).
     """
     detector, small = detectors
-    stats = image_stats(data, name)
+    stats = working_stats(data, pixel_size_nm, [px for _, px in _seen_at(pixel_size_nm, detectors)], name)
     height, width = data.shape
     core = max(1, round(BLOCK_PX / _finest(pixel_size_nm, detectors)))  # BLOCK_PX at the finest detector's scale
     margin = math.ceil(MAX_DIAMETER_NM / 2 / pixel_size_nm + max(
@@ -1025,11 +1070,11 @@ def _at_scale(block: np.ndarray, factor: float) -> np.ndarray:
 
 
 def _object_row(image: str, measured: dict[str, Any], classes: dict[str, Decisions], i: int,
-                scale: float, pixel_size_nm: float) -> dict[str, Any]:
+                scale: float, pixel_size_nm: float, origin: tuple[int, int] = (0, 0)) -> dict[str, Any]:
     """One ``objects.csv`` row: ``measured`` at the working scale brought to the input's pixels
-    (``scale`` input pixels per working pixel of ``pixel_size_nm``-nm input pixels), every length
-    named with its unit."""
-    y_px, x_px = measured["centroid_y"] * scale, measured["centroid_x"] * scale
+    (``scale`` input pixels per working pixel of ``pixel_size_nm``-nm input pixels; the working
+    image's first pixel at input pixel ``origin``), every length named with its unit."""
+    y_px, x_px = measured["centroid_y"] * scale + origin[0], measured["centroid_x"] * scale + origin[1]
     row = {"image": image, "label": measured["label"], "centroid_y_px": round(y_px, 2), "centroid_x_px": round(x_px, 2),
            "centroid_y_nm": round(y_px * pixel_size_nm, 2), "centroid_x_nm": round(x_px * pixel_size_nm, 2),
            "diameter_nm": round(measured["diameter_nm"], 2), "max_width_nm": round(measured["max_width_nm"], 2),

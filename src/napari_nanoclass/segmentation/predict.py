@@ -27,6 +27,9 @@ from napari_nanoclass.io.images import (
     image_stats,
     ngff_label_metadata,
     output_path,
+    placed,
+    recorded_part,
+    recorded_stats,
     write_csv,
     write_image,
     write_label_image,
@@ -50,11 +53,15 @@ class SegmentationResult:
     model_name: str
     model_sha256: str
     pixel_size_nm: float | None = None  # the input's, when known (outputs are at the input's size)
+    fill: np.ndarray | None = None  # where the input holds no recorded data (io.images.fill_mask): label 0, not counted
 
     def class_table(self) -> list[dict[str, Any]]:
-        """Area in pixels and fraction per class (and in nm² when the pixel size is known): the
-        Labels layer's features table and a CSV. Columns name their unit (``area_px``, ``area_nm2``)."""
+        """Area in pixels and fraction per class (and in nm² when the pixel size is known) of the
+        recorded pixels: the Labels layer's features table and a CSV. Columns name their unit
+        (``area_px``, ``area_nm2``)."""
         counts = _bincount(self.labels, len(self.class_names))
+        if self.fill is not None:
+            counts[0] -= int(np.count_nonzero(self.fill))
         total = max(int(counts.sum()), 1)
         area = {} if not self.pixel_size_nm else {"area_nm2": lambda n: round(float(n) * self.pixel_size_nm ** 2, 3)}
         return [
@@ -107,12 +114,18 @@ def segment_steps(
     labels are its argmax) from the same tiled pass, instead of labels only: the labels are then
     taken from it, and both are brought back to the input's size by nearest neighbour, so the
     argmax of the probabilities is the labels at every pixel.
+
+    An image in memory that is padded (a constant where nothing was recorded, as registered
+    sections are: :func:`io.images.recorded_part`) is segmented as its recorded part cut out would
+    be; the padding is labelled 0 and marked in the result's ``fill``.
     """
     loaded = model if isinstance(model, LoadedModel) else load_model(model, engine.select_device(device))
     data = as_greyscale(image.data if isinstance(image, Image) else image)
     if isinstance(image, Image):
         name = image.name
         pixel_size_nm, _ = chosen_pixel_size(name, pixel_size_nm, image.pixel_size_nm, image.pixel_size_source)
+    full_shape = tuple(data.shape)
+    data, fill, box = recorded_part(data)
     input_shape = tuple(data.shape[-2:])
     factor = model_scale_factor(name, pixel_size_nm, loaded.info.pixel_size_nm, loaded.info.name)
     if factor != 1 and int(np.prod(data.shape)) * max(factor, 1) ** 2 > IN_MEMORY_LIMIT:
@@ -125,7 +138,7 @@ def segment_steps(
     big = int(np.prod(data.shape)) > IN_MEMORY_LIMIT
     if big and workdir is None:
         raise ValueError(f"image of {data.shape} is too large to hold in memory; give a workdir for zarr output")
-    stats = _normalisation(loaded, data)
+    stats = _normalisation(loaded, data, fill)
     # without probabilities the engine emits labels directly: no C×Y×X float array, no second pass
     post = engine.with_logit_bias(engine.softmax if probabilities else engine.labels_from_logits,
                                   loaded.info.logit_bias)
@@ -146,18 +159,26 @@ def segment_steps(
     if factor != 1:  # back to the input's size
         labels = resized_planes(labels, input_shape, order=0)
         out = resized_planes(out, input_shape, order=0) if probabilities else out
+    if fill is not None:  # back into the input's frame, 0 where nothing was recorded
+        labels = placed(labels, fill, box, full_shape)
+        out = placed(out, fill, box, (len(out), *full_shape)) if probabilities else out
+        fill = placed(fill, np.zeros_like(fill), box, full_shape, outside=True)
     info = loaded.info
     return SegmentationResult(labels, out if probabilities else None, list(info.class_names),
-                              list(info.class_colours), info.name, loaded.sha256, pixel_size_nm)
+                              list(info.class_colours), info.name, loaded.sha256, pixel_size_nm, fill)
 
 
-def _normalisation(loaded: LoadedModel, data: Any) -> list[tuple[float, float]]:
-    """Per-plane (mean, std): fixed ones stored with the model, else each whole plane's."""
+def _normalisation(loaded: LoadedModel, data: Any, fill: np.ndarray | None = None) -> list[tuple[float, float]]:
+    """Per-plane (mean, std): fixed ones stored with the model, else each whole plane's, or of its
+    recorded pixels where ``fill`` (at the input's scale) marks padding."""
     norm = loaded.info.normalisation
     image_planes = engine.planes(data)  # lazy planes: a zarr stack is not read whole here
     if norm.get("method") == "fixed":
         return [(float(norm["mean"]), float(norm["std"]))] * len(image_planes)
-    return [image_stats(plane) for plane in image_planes]
+    if fill is None:
+        return [image_stats(plane) for plane in image_planes]
+    masks = resized_planes(fill.reshape(-1, *fill.shape[-2:]), image_planes[0].shape, order=0)
+    return [recorded_stats(plane, mask) for plane, mask in zip(image_planes, masks)]
 
 
 def segment(image: Any, model: str | LoadedModel = DEFAULT_MODEL, *, progress: ProgressCallback | bool | None = None,

@@ -1,0 +1,102 @@
+"""Padded images: what the shipped models give on the recorded part of a padded image, with the
+padding found (``io.images.recorded_part``, the default) and, with ``--ignore-padding``, counted as
+data as before 2026-11-28.
+
+    python benchmarks/padding.py [--ignore-padding] [--sections 13 14 15] [--rotate 12] [--border 0.1]
+
+- Liposomes: the real development micrograph (0.2 nm/px) with a border of zeros, 5 % of its side
+  on each edge; F1 at box IoU ≥ 0.3 against our annotation (all vesicles, and those wholly inside
+  the recorded part).
+- Segmentation: ssTEM sections of the Drosophila stack with a border of zeros (``--border`` of the
+  side on each edge) and rotated by ``--rotate`` degrees with 0 in the corners, as registered
+  sections are; mIoU of ``drosophila-seunet`` on the recorded part, beside the section as recorded
+  (border) and on harmless surroundings (rotation: the corners set to the recorded mean by hand).
+
+The sections default to the test sections of the three-way protocol: this measures one shipped
+model with and without the change; nothing is chosen on it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+from skimage.transform import rotate
+
+ROOT = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT))
+from liposomes_real import DATA, NATIVE_NM, annotation, score  # noqa: E402  (benchmarks/ is not a package)
+
+STACK = ROOT.parent.parent / "shared" / "data" / "drosophila-vnc"
+
+
+def bordered(image: np.ndarray, share: float) -> tuple[np.ndarray, np.ndarray]:
+    """``image`` with zeros on a band of ``share`` of its side along each edge, and the recorded mask."""
+    recorded = np.zeros(image.shape, bool)
+    b = int(image.shape[0] * share)
+    recorded[b:image.shape[0] - b, b:image.shape[1] - b] = True
+    return np.where(recorded, image, 0).astype(image.dtype), recorded
+
+
+def miou(found: np.ndarray, truth: np.ndarray, where: np.ndarray, classes: int = 4) -> float:
+    """Mean IoU over ``classes`` on the pixels ``where``."""
+    return float(np.mean([((found == c) & (truth == c) & where).sum() / max((((found == c) | (truth == c)) & where).sum(), 1)
+                          for c in range(classes)]))
+
+
+def liposomes() -> None:
+    from napari_nanoclass import analyse_liposomes, read_image
+
+    image = np.asarray(read_image(DATA).data, np.float32)
+    truth = annotation()
+    padded, recorded = bordered(image, 0.05)
+    inside = [t for t in truth if recorded[int(t["y"]), int(t["x"])] and all(
+        recorded[int(np.clip(t["y"] + dy, 0, image.shape[0] - 1)), int(np.clip(t["x"] + dx, 0, image.shape[1] - 1))]
+        for dy, dx in ((-t["r"], 0), (t["r"], 0), (0, -t["r"]), (0, t["r"])))]
+    for name, data in (("as recorded", image), ("border of zeros", padded)):
+        labels = np.asarray(analyse_liposomes(data, NATIVE_NM).labels)
+        print(f"liposomes, real micrograph, {name}: all {score(labels, truth, 0.3)}; "
+              f"the {len(inside)} inside the recorded part {score(labels, inside, 0.3)}")
+
+
+def segmentation(sections: list[str], share: float, degrees: float) -> None:
+    from napari_nanoclass import segment
+    from napari_nanoclass.segmentation.data import drosophila_pairs
+
+    for pair in drosophila_pairs(STACK, sections):
+        image, truth = pair.image.astype(np.float32), pair.labels
+        whole = np.asarray(segment(image).labels)
+        padded, recorded = bordered(image, share)
+        border = miou(np.asarray(segment(padded).labels), truth, recorded)
+        turned = rotate(image, degrees, resize=True, order=1, preserve_range=True, cval=0).astype(np.float32)
+        turned_truth = rotate(truth.astype(np.float32), degrees, resize=True, order=0, cval=255, preserve_range=True)
+        inside = (rotate(np.ones(image.shape, np.float32), degrees, resize=True, order=0, cval=0) > 0.5) & (
+            turned_truth < 255)
+        reference = np.where(inside, turned, turned[inside].mean()).astype(np.float32)
+        print(f"segmentation, section {pair.name}: border {border:.4f} (as recorded, same area "
+              f"{miou(whole, truth, recorded):.4f}); rotated {degrees:g}° "
+              f"{miou(np.asarray(segment(turned).labels), turned_truth, inside):.4f} (corners at the mean by hand "
+              f"{miou(np.asarray(segment(reference).labels), turned_truth, inside):.4f})")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--ignore-padding", action="store_true", help="count the padding as data, as before")
+    ap.add_argument("--sections", nargs="+", default=["13", "14", "15"])
+    ap.add_argument("--border", type=float, default=0.1, help="share of the side padded on each edge (sections)")
+    ap.add_argument("--rotate", type=float, default=12.0, help="degrees the sections are turned by")
+    args = ap.parse_args()
+    if args.ignore_padding:
+        from napari_nanoclass.liposomes import predict as liposome_predict
+        from napari_nanoclass.segmentation import predict as segmentation_predict
+
+        for module in (liposome_predict, segmentation_predict):
+            module.recorded_part = lambda data: (data, None, None)
+    liposomes()
+    segmentation(args.sections, args.border, args.rotate)
+
+
+if __name__ == "__main__":
+    main()
