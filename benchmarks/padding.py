@@ -42,8 +42,10 @@ def bordered(image: np.ndarray, share: float) -> tuple[np.ndarray, np.ndarray]:
 
 def miou(found: np.ndarray, truth: np.ndarray, where: np.ndarray, classes: int = 4) -> float:
     """Mean IoU over ``classes`` on the pixels ``where``."""
-    return float(np.mean([((found == c) & (truth == c) & where).sum() / max((((found == c) | (truth == c)) & where).sum(), 1)
-                          for c in range(classes)]))
+    def iou(c: int) -> float:
+        return ((found == c) & (truth == c) & where).sum() / max((((found == c) | (truth == c)) & where).sum(), 1)
+
+    return float(np.mean([iou(c) for c in range(classes)]))
 
 
 def liposomes() -> None:

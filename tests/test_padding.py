@@ -68,10 +68,12 @@ def test_a_padded_stack_is_cut_to_what_any_plane_recorded_and_filled_with_each_p
                   (4, 5), outside=7).tolist() == [[7] * 5, [7, 0, 1, 1, 7], [7, 0, 1, 1, 7], [7] * 5]
 
 
-def test_segmenting_a_padded_image_equals_segmenting_its_recorded_part(responsive_model, em_image):
+def test_segmenting_a_padded_image_equals_segmenting_its_recorded_part(responsive_model, em_image, caplog):
     padded = _padded(em_image, 24, 8, 40, 16)
     whole = segment(em_image, responsive_model, probabilities=True)
-    result = segment(padded, responsive_model, probabilities=True)
+    with caplog.at_level("INFO", logger="napari_nanoclass"):
+        result = segment(padded, responsive_model, probabilities=True, name="section_07")
+    assert "section_07: 30.6 % of the image is padding" in caplog.text
     inside = (slice(24, 224), slice(40, 272))
     np.testing.assert_array_equal(result.labels[inside], whole.labels)
     np.testing.assert_array_equal(result.probabilities[(slice(None), *inside)], whole.probabilities)
@@ -136,3 +138,29 @@ def test_classifying_given_labels_on_a_padded_image_cuts_the_labels_too(tiny_lip
     assert [o["centroid_x_px"] for o in result.objects] == pytest.approx(
         [o["centroid_x_px"] + 50 for o in whole.objects], abs=0.01)
     np.testing.assert_array_equal(result.labels[:, 50:], whole.labels)
+
+
+@pytest.mark.timeout(300)
+def test_a_large_padded_micrograph_analysed_block_by_block_finds_what_its_recorded_part_holds(monkeypatch):
+    """Block by block (images above ``STREAM_ABOVE``), each block's padding reads as the recorded
+    mean and holds no object, and the statistics leave it out: the objects are those the recorded
+    part gives in memory."""
+    from napari_nanoclass.core.metrics import match_instances
+    from napari_nanoclass.liposomes import predict
+    from napari_nanoclass.liposomes.simulator import SimulationConfig, simulate_field
+
+    field = simulate_field(SimulationConfig(shape=(512, 512), objects=(12, 16), diameter_nm=(40.0, 150.0)), seed=5)
+    image = np.clip(120 + 25 * field.image, 1, None).astype(np.float32)  # as a camera records it: 0 is below it
+    padded = _padded(image, 160, 0, 200, 40)  # wider than a block's core on the left
+    whole = analyse(image, 2.5)
+    monkeypatch.setattr(predict, "STREAM_ABOVE", 0)
+    monkeypatch.setattr(predict, "BLOCK_PX", 256)
+    monkeypatch.setattr(predict, "MAX_DIAMETER_NM", 200.0)
+    stats = predict.working_stats(padded, 2.5, [2.5], tile=256)[2.5]
+    assert stats == pytest.approx(predict.working_stats(image, 2.5, [2.5], tile=256)[2.5], rel=1e-3)
+    blocks = analyse(padded, 2.5)
+    labels = np.asarray(blocks.labels)
+    assert not labels[:160].any() and not labels[:, :200].any() and not labels[:, -40:].any()
+    assert len(whole.objects) >= 8
+    agreement = match_instances(labels[160:, 200:-40], whole.labels, iou=0.8)
+    assert agreement["f1"] >= 0.9, agreement

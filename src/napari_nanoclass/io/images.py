@@ -290,7 +290,7 @@ def recorded_stats(plane: np.ndarray, fill: np.ndarray | None, source: str = "")
     return image_stats(plane if fill is None or fill.all() else np.asarray(plane)[~fill], source)
 
 
-def recorded_part(data: Any) -> tuple[Any, np.ndarray | None, tuple[slice, slice] | None]:
+def recorded_part(data: Any, source: str = "") -> tuple[Any, np.ndarray | None, tuple[slice, slice] | None]:
     """(``data``, a plane or a stack of planes, cut to the box of its recorded pixels, with each
     plane's padding there set to the mean of its recorded pixels; the padding's mask there; the box),
     or (``data``, None, None) where no plane is padded (:func:`fill_mask`), where every pixel is
@@ -298,7 +298,7 @@ def recorded_part(data: Any) -> tuple[Any, np.ndarray | None, tuple[slice, slice
 
     Cut out, a padded border becomes an image border, which the engine handles as for any image; set
     to the mean, the padding that remains (the corners of a rotated section) reads as featureless to
-    a network, not as a black object.
+    a network, not as a black object. Found padding is logged (``source``: the image's name).
     """
     if not isinstance(data, np.ndarray):
         return data, None, None
@@ -310,6 +310,8 @@ def recorded_part(data: Any) -> tuple[Any, np.ndarray | None, tuple[slice, slice
     if fill.all():  # one value throughout: nothing to cut out, analysed as it is
         return data, None, None
     box = recorded_box(fill.all(axis=0))
+    log.info("%s: %.1f %% of the image is padding (its lowest or highest value in squares of %d px); "
+             "analysed without it", source or "image", 100 * fill.mean(), FILL_SIDE)
     fill = fill[(slice(None), *box)]
     cut = np.stack([np.where(f, np.asarray(image_stats(p[~f])[0], p.dtype), p) if f.any() and not f.all() else p
                     for p, f in zip(planes[(slice(None), *box)], fill)])

@@ -61,6 +61,7 @@ from napari_nanoclass.io.images import (
     ImageError,
     as_greyscale,
     file_stem,
+    fill_mask,
     image_stats,
     ngff_label_metadata,
     output_path,
@@ -642,9 +643,10 @@ def _working(data: np.ndarray, pixel_size_nm: float, working_px: float | None,
 
 def working_stats(data: Any, pixel_size_nm: float, working_pxs: Iterable[float | None], name: str = "",
                   tile: int = BLOCK_PX) -> dict[float, tuple[float, float]]:
-    """Mean and standard deviation of a large image as each detector sees it (rescaled to each of
-    ``working_pxs`` as :func:`_working` rescales a block), by the pixel size it is seen at, read
-    tile by tile: what the image is z-scored with when it is analysed block by block.
+    """Mean and standard deviation of a large image's recorded pixels as each detector sees them
+    (rescaled to each of ``working_pxs`` as :func:`_working` rescales a block; padding left out, as
+    :func:`io.images.fill_mask` finds it in each tile), by the pixel size they are seen at, read tile
+    by tile: what the image is z-scored with when it is analysed block by block.
 
     The input's own statistics would not do. Shrinking averages the pixel noise away, so the working
     image of a finely sampled micrograph has a smaller spread than the input: normalised by the
@@ -657,16 +659,25 @@ def working_stats(data: Any, pixel_size_nm: float, working_pxs: Iterable[float |
         count, total, squares, shift = 0, 0.0, 0.0, None
         for y in range(0, data.shape[0], side):
             for x in range(0, data.shape[1], side):
-                seen = _at_scale(np.asarray(data[y:y + side, x:x + side]), factor).astype(np.float64)
+                tile_data = np.asarray(data[y:y + side, x:x + side])
+                seen = _at_scale(tile_data, factor).astype(np.float64)
                 shift = float(seen.mean()) if shift is None else shift  # sums about a nearby value: no cancellation
-                seen -= shift
+                fill = _fill_at_scale(tile_data, factor)
+                seen = (seen if fill is None else seen[~fill]) - shift
                 count, total, squares = count + seen.size, total + seen.sum(), squares + np.square(seen).sum()
-        mean = total / count
-        std = math.sqrt(max(squares / count - mean * mean, 0.0))
+        mean = total / max(count, 1)  # no recorded pixel (one value throughout): that value, as it is
+        std = math.sqrt(max(squares / max(count, 1) - mean * mean, 0.0))
         if not (math.isfinite(mean) and math.isfinite(std)):
             raise ImageError(f"{name + ': ' if name else ''}image contains NaN or infinite values")
         stats[working_px] = (mean + shift, std if std > 0 else 1.0)
     return stats
+
+
+def _fill_at_scale(block: np.ndarray, factor: float) -> np.ndarray | None:
+    """A block's padding (:func:`io.images.fill_mask`) at the scale :func:`_at_scale` brings the
+    block to (the pixels that are mostly padding), or None where it has none."""
+    fill = fill_mask(block)
+    return None if fill is None else _at_scale(fill.view(np.uint8), factor) >= 0.5
 
 
 def detect_all_steps(data: np.ndarray, pixel_size_nm: float, detector: LoadedModel, small: LoadedModel | None,
@@ -928,7 +939,7 @@ def analyse_steps(
     full_shape = data.shape
     if labels is not None and np.shape(labels) != full_shape:
         raise ValueError(f"{name}: labels {np.shape(labels)} do not match the image {full_shape}")
-    data, fill, box = recorded_part(data)  # a padded micrograph: its recorded part, as if cut out
+    data, fill, box = recorded_part(data, name)  # a padded micrograph: its recorded part, as if cut out
     origin = (0, 0) if box is None else (box[0].start, box[1].start)
     if labels is None:
         work, working_px, work_labels = yield from detect_all_steps(data, pixel_size_nm, detector, small,
@@ -971,12 +982,15 @@ def _analyse_blocks(data: Any, pixel_size_nm: float, detectors: tuple[LoadedMode
 
     Each block is a core of ``BLOCK_PX`` working pixels read with a margin wide enough for the
     largest liposome (``MAX_DIAMETER_NM``) plus the detectors' halo, normalised with the whole
-    image's statistics at each detector's scale (:func:`working_stats`). An object belongs to the block whose core holds its centroid, so it is
-    found whole and exactly once. Only the block in hand is in memory (read lazily from a
-    TIFF or zarr input); labels and maps go to zarr arrays in ``workdir`` (in memory without one).
+    image's statistics at each detector's scale (:func:`working_stats`); its padding, if any
+    (:func:`io.images.fill_mask`), reads as the recorded mean and holds no object. An object belongs
+    to the block whose core holds its centroid, so it is found whole and exactly once. Only the
+    block in hand is in memory (read lazily from a TIFF or zarr input); labels and maps go to zarr
+    arrays in ``workdir`` (in memory without one).
     """
     detector, small = detectors
     stats = working_stats(data, pixel_size_nm, [px for _, px in _seen_at(pixel_size_nm, detectors)], name)
+    factor, seen_px = _working_scale(pixel_size_nm, detector.info.pixel_size_nm)  # the detector's view
     height, width = data.shape
     core = max(1, round(BLOCK_PX / _finest(pixel_size_nm, detectors)))  # BLOCK_PX at the finest detector's scale
     margin = math.ceil(MAX_DIAMETER_NM / 2 / pixel_size_nm + max(
@@ -989,9 +1003,14 @@ def _analyse_blocks(data: Any, pixel_size_nm: float, detectors: tuple[LoadedMode
         y0, y1 = max(0, y - margin), min(height, y + core + margin)
         x0, x1 = max(0, x - margin), min(width, x + core + margin)
         block = np.asarray(data[y0:y1, x0:x1])
+        fill = fill_mask(block)
+        if fill is not None:  # padding reads as the recorded mean, and holds no object
+            block = np.where(fill, np.asarray(stats[seen_px][0], block.dtype), block)
         work, working_px, found = yield from scaled(
             detect_all_steps(block, pixel_size_nm, detector, small, stats=stats, **detection), i, len(origins),
             f"block {i + 1}/{len(origins)}")
+        if fill is not None:
+            found = sequential(np.where(_at_scale(fill.view(np.uint8), factor) >= 0.5, 0, found))
         scale = block.shape[0] / work.shape[0]
         every = liposome_objects.measure(found, working_px)  # in label order
         owned = [i for i, r in enumerate(every)

@@ -125,7 +125,7 @@ def segment_steps(
         name = image.name
         pixel_size_nm, _ = chosen_pixel_size(name, pixel_size_nm, image.pixel_size_nm, image.pixel_size_source)
     full_shape = tuple(data.shape)
-    data, fill, box = recorded_part(data)
+    data, fill, box = recorded_part(data, name)
     input_shape = tuple(data.shape[-2:])
     factor = model_scale_factor(name, pixel_size_nm, loaded.info.pixel_size_nm, loaded.info.name)
     if factor != 1 and int(np.prod(data.shape)) * max(factor, 1) ** 2 > IN_MEMORY_LIMIT:
