@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import zarr
 
 from napari_nanoclass import segment
 from napari_nanoclass.io.images import FILL_SIDE, ImageError, fill_mask, placed, recorded_box, recorded_part
@@ -82,6 +83,8 @@ def test_segmenting_a_padded_image_equals_segmenting_its_recorded_part(responsiv
     assert not result.labels[outside].any() and not result.probabilities[:, outside].any()
     np.testing.assert_array_equal(result.fill, outside)
     assert [r["area_px"] for r in result.class_table()] == [r["area_px"] for r in whole.class_table()]
+    stored = zarr.array(padded, chunks=(64, 64))  # read lazily from a zarr store: the same
+    np.testing.assert_array_equal(segment(stored, responsive_model).labels, result.labels)
 
 
 def test_the_shipped_segmentation_model_is_not_thrown_by_a_rotated_section_s_padding():

@@ -125,6 +125,8 @@ def segment_steps(
         name = image.name
         pixel_size_nm, _ = chosen_pixel_size(name, pixel_size_nm, image.pixel_size_nm, image.pixel_size_source)
     full_shape = tuple(data.shape)
+    if not isinstance(data, np.ndarray) and int(np.prod(full_shape)) <= IN_MEMORY_LIMIT:
+        data = np.asarray(data)  # held whole anyway (its labels are): searched for padding as any image in memory
     data, fill, box = recorded_part(data, name)
     input_shape = tuple(data.shape[-2:])
     factor = model_scale_factor(name, pixel_size_nm, loaded.info.pixel_size_nm, loaded.info.name)
