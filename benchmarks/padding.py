@@ -1,12 +1,14 @@
 """Padded images: what the shipped models give on the recorded part of a padded image, with the
 padding found (``io.images.recorded_part``, the default) and, with ``--ignore-padding``, counted as
-data as before 2026-11-28.
+data as before 2026-11-28; likewise an SEM's data bar.
 
     python benchmarks/padding.py [--ignore-padding] [--sections 13 14 15] [--rotate 12] [--border 0.1]
 
 - Liposomes: the real development micrograph (0.2 nm/px) with a border of zeros, 5 % of its side
   on each edge; F1 at box IoU ≥ 0.3 against our annotation (all vesicles, and those wholly inside
   the recorded part).
+- Fibre homogeneity: every SEM micrograph of the dataset above a data bar as SEMs write one (70
+  rows of white text and a scale bar on black); how many verdicts differ from the micrograph alone.
 - Segmentation: ssTEM sections of the Drosophila stack with a border of zeros (``--border`` of the
   side on each edge) and rotated by ``--rotate`` degrees with 0 in the corners, as registered
   sections are; mIoU of ``drosophila-seunet`` on the recorded part, beside the section as recorded
@@ -30,6 +32,16 @@ sys.path.insert(0, str(ROOT))
 from liposomes_real import DATA, NATIVE_NM, annotation, score  # noqa: E402  (benchmarks/ is not a package)
 
 STACK = ROOT.parent.parent / "shared" / "data" / "drosophila-vnc"
+SEM = ROOT.parent.parent / "shared" / "data" / "nanofiber-sem"
+
+
+def with_data_bar(image: np.ndarray, rows: int = 70) -> np.ndarray:
+    """``image`` above a data bar: white strokes of text and a scale bar on black."""
+    bar = np.zeros((rows, image.shape[1]), image.dtype)
+    for x in range(20, image.shape[1] - 60, 90):
+        bar[20:45, x:x + 3] = bar[20:23, x:x + 30] = bar[42:45, x:x + 30] = 255
+    bar[55:60, 40:240] = 255
+    return np.concatenate([image, bar])
 
 
 def bordered(image: np.ndarray, share: float) -> tuple[np.ndarray, np.ndarray]:
@@ -63,6 +75,20 @@ def liposomes() -> None:
               f"the {len(inside)} inside the recorded part {score(labels, inside, 0.3)}")
 
 
+def homogeneity() -> None:
+    from napari_nanoclass import analyse_homogeneity, read_image
+    from napari_nanoclass.io.images import as_greyscale
+
+    changed, fractions, paths = 0, [], sorted(SEM.glob("*/*.png"))
+    for path in paths:
+        image = np.asarray(as_greyscale(read_image(path).data), np.float32)
+        alone, barred = analyse_homogeneity(image).summary, analyse_homogeneity(with_data_bar(image)).summary
+        changed += alone["verdict"] != barred["verdict"]
+        fractions.append(abs(alone["nonhomogeneous_fraction"] - barred["nonhomogeneous_fraction"]))
+    print(f"homogeneity, {len(paths)} SEM micrographs above a data bar: {changed} verdicts changed, "
+          f"non-homogeneous fraction moved by {np.mean(fractions):.3f} on average (at most {np.max(fractions):.3f})")
+
+
 def segmentation(sections: list[str], share: float, degrees: float) -> None:
     from napari_nanoclass import segment
     from napari_nanoclass.segmentation.data import drosophila_pairs
@@ -91,12 +117,15 @@ def main() -> None:
     ap.add_argument("--rotate", type=float, default=12.0, help="degrees the sections are turned by")
     args = ap.parse_args()
     if args.ignore_padding:
+        from napari_nanoclass.homogeneity import predict as homogeneity_predict
         from napari_nanoclass.liposomes import predict as liposome_predict
         from napari_nanoclass.segmentation import predict as segmentation_predict
 
         for module in (liposome_predict, segmentation_predict):
-            module.recorded_part = lambda data: (data, None, None)
+            module.recorded_part = lambda data, source="": (data, None, None)
+        homogeneity_predict._without_data_bar = lambda data, name: data
     liposomes()
+    homogeneity()
     segmentation(args.sections, args.border, args.rotate)
 
 

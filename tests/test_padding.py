@@ -9,7 +9,15 @@ import pytest
 import zarr
 
 from napari_nanoclass import segment
-from napari_nanoclass.io.images import FILL_SIDE, ImageError, fill_mask, placed, recorded_box, recorded_part
+from napari_nanoclass.io.images import (
+    FILL_SIDE,
+    ImageError,
+    edge_bands,
+    fill_mask,
+    placed,
+    recorded_box,
+    recorded_part,
+)
 from napari_nanoclass.liposomes.predict import analyse
 
 
@@ -167,3 +175,51 @@ def test_a_large_padded_micrograph_analysed_block_by_block_finds_what_its_record
     assert len(whole.objects) >= 8
     agreement = match_instances(labels[160:, 200:-40], whole.labels, iou=0.8)
     assert agreement["f1"] >= 0.9, agreement
+
+
+def _with_data_bar(image: np.ndarray, rows: int = 70) -> np.ndarray:
+    """``image`` above a data bar as SEMs write one: white text and a scale bar on black."""
+    bar = np.zeros((rows, image.shape[1]), image.dtype)
+    for x in range(20, image.shape[1] - 60, 90):
+        bar[20:45, x:x + 3] = bar[20:23, x:x + 30] = bar[42:45, x:x + 30] = 255
+    bar[55:60, 40:240] = 255
+    return np.concatenate([image, bar])
+
+
+def test_a_data_bar_is_a_band_and_a_rotated_section_s_corners_are_not():
+    from skimage.transform import rotate
+
+    image = np.clip(_noise((200, 300)), 1, 254).astype(np.uint8)
+    assert edge_bands(image) == (slice(0, 200), slice(0, 300))
+    assert edge_bands(_with_data_bar(image)) == (slice(0, 200), slice(0, 300))
+    flipped = _with_data_bar(image)[::-1]  # the bar on top: cut unless only far edges are asked for
+    assert edge_bands(flipped) == (slice(70, 270), slice(0, 300))
+    assert edge_bands(flipped, near=False) == (slice(0, 270), slice(0, 300))
+    turned = rotate(image.astype(np.float32), 10, resize=True, order=1, preserve_range=True, cval=0)
+    assert edge_bands(turned) == (slice(0, turned.shape[0]), slice(0, turned.shape[1]))
+    gaps = image.copy()
+    gaps[:, ::4] = 0  # saturated dark gaps in every row: a quarter of them, not a band
+    assert edge_bands(gaps) == (slice(0, 200), slice(0, 300))
+
+
+def test_a_data_bar_changes_no_verdict_of_fibre_homogeneity():
+    """An SEM micrograph as the microscope saves it, with its data bar: the same patches, verdicts
+    and views as the micrograph alone, and the defect map 0 on the bar. Before, the bar's writing
+    was classified too and turned homogeneous micrographs non-homogeneous (benchmarks/padding.py)."""
+    from napari_nanoclass import analyse_homogeneity
+    from napari_nanoclass._napari.samples import sem_fibres
+
+    (image, _, _), = sem_fibres()
+    image = np.asarray(image)
+    alone, barred = analyse_homogeneity(image, cam=True), analyse_homogeneity(_with_data_bar(image), cam=True)
+    assert barred.summary == alone.summary and barred.views == alone.views
+    np.testing.assert_array_equal(barred.logits, alone.logits)
+    assert barred.cam.shape == (image.shape[0] + 70, image.shape[1]) and not barred.cam[image.shape[0]:].any()
+    np.testing.assert_array_equal(barred.cam[:image.shape[0]], alone.cam)
+
+
+def test_segmenting_an_image_with_a_data_bar_leaves_the_bar_out(responsive_model, em_image):
+    whole = segment(em_image, responsive_model)
+    result = segment(_with_data_bar(em_image), responsive_model)
+    np.testing.assert_array_equal(result.labels[:200], whole.labels)
+    assert not result.labels[200:].any() and result.fill[200:].all() and not result.fill[:200].any()

@@ -45,7 +45,16 @@ from napari_nanoclass.core.progress import CancelToken, ProgressCallback, Steps,
 from napari_nanoclass.engine.scaling import chosen_pixel_size, log, model_scale_factor, rescaled_planes, resized_planes
 from napari_nanoclass.engine.tiling import check_min_size
 from napari_nanoclass.homogeneity import CNN_ARCHITECTURE, DEFAULT_CAM_MODEL, DEFAULT_MODEL, VIEW
-from napari_nanoclass.io.images import Image, as_greyscale, file_stem, image_stats, output_path, write_csv, write_image
+from napari_nanoclass.io.images import (
+    Image,
+    as_greyscale,
+    edge_bands,
+    file_stem,
+    image_stats,
+    output_path,
+    write_csv,
+    write_image,
+)
 from napari_nanoclass.models.fibre_cnn import FibreCNN, grad_cam, logits_and_grad_cam
 from napari_nanoclass.models.fusion import fused
 from napari_nanoclass.models.registry import LoadedModel, ModelInfo, load_model, read_info, resolve
@@ -296,6 +305,8 @@ def analyse_steps(
     if isinstance(image, Image):
         name = image.name
         pixel_size_nm, _ = chosen_pixel_size(name, pixel_size_nm, image.pixel_size_nm, image.pixel_size_source)
+    full_shape = tuple(data.shape)
+    data = _without_data_bar(data, name)
     input_shape = tuple(data.shape[-2:])
     factor = model_scale_factor(name, pixel_size_nm, info.pixel_size_nm, info.name)
     if factor != 1 and int(np.prod(data.shape)) * max(factor, 1) ** 2 > IN_MEMORY_LIMIT:
@@ -327,8 +338,27 @@ def analyse_steps(
         result.cam = _scale_cam(cam_map, result.p_nhnf, patch)
         if factor != 1:
             result.cam = resized_planes(result.cam, input_shape, order=1)
+        if tuple(result.cam.shape) != full_shape:  # 0 on the data bar
+            result.cam = np.pad(np.asarray(result.cam), [(0, f - c) for f, c in zip(full_shape, result.cam.shape)])
         result.cam_model_name = cam_loaded.info.name
     return result
+
+
+def _without_data_bar(data: Any, name: str) -> Any:
+    """``data`` less the bands along its bottom and right edges that are mostly its extreme values
+    (:func:`io.images.edge_bands`): an SEM's data bar, whose writing would be classified as fibre
+    defects. Only such bands are cut, from the far edges, so patches and views keep their place;
+    padding elsewhere is not looked for (:func:`io.images.fill_mask`), for the gaps between fibres
+    can be saturated black. Images not in memory are left as they are."""
+    if not isinstance(data, np.ndarray):
+        return data
+    boxes = [edge_bands(plane, near=False) for plane in data.reshape(-1, *data.shape[-2:])]
+    rows, cols = max(b[0].stop for b in boxes), max(b[1].stop for b in boxes)
+    if (rows, cols) == tuple(data.shape[-2:]):
+        return data
+    log.info("%s: a band of %d rows and %d columns along the bottom and right edges is mostly the image's "
+             "extreme values (a data bar); analysed without it", name, data.shape[-2] - rows, data.shape[-1] - cols)
+    return data[..., :rows, :cols]
 
 
 def _summaries(logits: np.ndarray, coverage: np.ndarray, names: list[str], aggregation: Aggregation,

@@ -276,6 +276,38 @@ def fill_mask(plane: np.ndarray, side: int = FILL_SIDE) -> np.ndarray | None:
     return found if found is not None and found.any() else None
 
 
+BAND_SHARE = 0.9  # a row (column) of a band along an edge is at least this share the image's extreme values
+
+
+def edge_bands(plane: np.ndarray, side: int = FILL_SIDE, share: float = BAND_SHARE,
+               near: bool = True) -> tuple[slice, slice]:
+    """The box of a 2-D image left once the bands along its edges are cut that are at least ``side``
+    rows (columns) deep, each row (column) at least ``share`` the image's lowest and highest values:
+    a microscope's data bar (lines of text, white on black or black on white, under an SEM or TEM
+    image) or padding written on. :func:`fill_mask` alone leaves such a band in, for its writing is
+    not padding; a recorded row holds few pixels at the extremes, even beside a rotated section's
+    padding. ``near``: bands along the top and left edges too (False: bottom and right only, so the
+    box starts where the image does)."""
+    plane = np.asarray(plane)
+    extreme = (plane == plane.min()) | (plane == plane.max())
+    start, stop = [0, 0], list(plane.shape)
+    for axis in (0, 1):
+        banded = extreme.mean(axis=1 - axis) >= share  # per row (axis 0) or column (axis 1)
+        lead, trail = _run(banded), _run(banded[::-1])
+        if near and lead >= side:
+            start[axis] = lead
+        if trail >= side:
+            stop[axis] = plane.shape[axis] - trail
+    if start[0] >= stop[0] or start[1] >= stop[1]:  # bands throughout: no image left to keep
+        return slice(0, plane.shape[0]), slice(0, plane.shape[1])
+    return slice(start[0], stop[0]), slice(start[1], stop[1])
+
+
+def _run(flags: np.ndarray) -> int:
+    """How many of ``flags`` are True before the first False."""
+    return len(flags) if flags.all() else int(np.argmin(flags))
+
+
 def recorded_box(fill: np.ndarray) -> tuple[slice, slice]:
     """The smallest box of a plane (rows, columns) that holds every recorded pixel (not ``fill``)."""
     rows, cols = np.flatnonzero(~fill.all(axis=1)), np.flatnonzero(~fill.all(axis=0))
@@ -293,29 +325,38 @@ def recorded_stats(plane: np.ndarray, fill: np.ndarray | None, source: str = "")
 def recorded_part(data: Any, source: str = "") -> tuple[Any, np.ndarray | None, tuple[slice, slice] | None]:
     """(``data``, a plane or a stack of planes, cut to the box of its recorded pixels, with each
     plane's padding there set to the mean of its recorded pixels; the padding's mask there; the box),
-    or (``data``, None, None) where no plane is padded (:func:`fill_mask`), where every pixel is
-    (an image of one value), or where ``data`` is not in memory.
+    or (``data``, None, None) where no plane is padded (:func:`fill_mask`) or carries a band along
+    an edge (:func:`edge_bands`), where every pixel is padding (an image of one value), or where
+    ``data`` is not in memory.
 
-    Cut out, a padded border becomes an image border, which the engine handles as for any image; set
-    to the mean, the padding that remains (the corners of a rotated section) reads as featureless to
-    a network, not as a black object. Found padding is logged (``source``: the image's name).
+    Cut out, a padded border or a data bar becomes an image border, which the engine handles as for
+    any image; set to the mean, the padding that remains (the corners of a rotated section) reads as
+    featureless to a network, not as a black object. Found padding is logged (``source``: the
+    image's name).
     """
     if not isinstance(data, np.ndarray):
         return data, None, None
     planes = data.reshape(-1, *data.shape[-2:])
     masks = [fill_mask(plane) for plane in planes]
-    if all(m is None for m in masks):
+    bands = [edge_bands(plane) for plane in planes]
+    whole = (slice(0, planes.shape[1]), slice(0, planes.shape[2]))
+    if all(m is None for m in masks) and all(b == whole for b in bands):
         return data, None, None
     fill = np.stack([np.zeros(planes.shape[1:], bool) if m is None else m for m in masks])
     if fill.all():  # one value throughout: nothing to cut out, analysed as it is
         return data, None, None
-    box = recorded_box(fill.all(axis=0))
-    log.info("%s: %.1f %% of the image is padding (its lowest or highest value in squares of %d px); "
-             "analysed without it", source or "image", 100 * fill.mean(), FILL_SIDE)
-    fill = fill[(slice(None), *box)]
+    recorded = recorded_box(fill.all(axis=0))  # what any plane recorded ...
+    unbanded = tuple(slice(min(b[i].start for b in bands), max(b[i].stop for b in bands)) for i in (0, 1))  # ... or kept
+    box = tuple(slice(max(recorded[i].start, unbanded[i].start), min(recorded[i].stop, unbanded[i].stop))
+                for i in (0, 1))
+    box = recorded if any(b.start >= b.stop for b in box) else box  # bands over all it recorded: keep that
+    kept = fill[(slice(None), *box)]
+    log.info("%s: %.1f %% of the image is padding or a data bar (its lowest or highest value in squares of %d px "
+             "or in bands along its edges); analysed without it", source or "image",
+             100 * (1 - np.count_nonzero(~kept) / fill.size), FILL_SIDE)
     cut = np.stack([np.where(f, np.asarray(image_stats(p[~f])[0], p.dtype), p) if f.any() and not f.all() else p
-                    for p, f in zip(planes[(slice(None), *box)], fill)])
-    return cut.reshape(*data.shape[:-2], *cut.shape[-2:]), fill.reshape(*data.shape[:-2], *fill.shape[-2:]), box
+                    for p, f in zip(planes[(slice(None), *box)], kept)])
+    return cut.reshape(*data.shape[:-2], *cut.shape[-2:]), kept.reshape(*data.shape[:-2], *kept.shape[-2:]), box
 
 
 def placed(values: Any, fill: np.ndarray, box: tuple[slice, slice], shape: tuple[int, ...],
