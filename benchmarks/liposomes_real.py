@@ -1,6 +1,6 @@
 """Liposome detection on a real cryo-EM micrograph, against our own annotation.
 
-    python benchmarks/liposomes_real.py [--pixel-size 0.2 0.3 0.5] [--detector NAME|PATH] [--data PATH]
+    python benchmarks/liposomes_real.py [--pixel-size 0.2 0.3 0.5] [--detector NAME|PATH] [--data PATH] [--blocks]
     python benchmarks/liposomes_real.py --sweep liposome-detector liposome-detector-fine [PATH] [--sweep-rim 0.5 0.3]
     python benchmarks/liposomes_real.py --finetune 5 10 20 [--seeds 3] [--erase]   # adapting to corrected objects
     python benchmarks/liposomes_real.py --complete [--seeds 3]   # adapting to a completely corrected left half
@@ -368,6 +368,8 @@ def main() -> None:
                     "path) run beside the detector (default: the analysis' choice for the pixel size)")
     ap.add_argument("--sweep-small", nargs="+", metavar="DETECTOR",
                     help="compare rim thresholds of these small-vesicle detectors at the --resample pixel sizes")
+    ap.add_argument("--blocks", action="store_true", help="analyse block by block, as images above STREAM_ABOVE "
+                    "pixels are (docs/liposomes.md, \"Large images\")")
     ap.add_argument("--data", type=Path, default=DATA)
     ap.add_argument("--json", type=Path, help="also write the results here")
     ap.add_argument("--sweep", nargs="+", metavar="DETECTOR",
@@ -416,6 +418,10 @@ def main() -> None:
     else:
         runs = [(nm, image, truth) for nm in args.pixel_size]
     detector = _model(args.detector) if args.detector else None
+    if args.blocks:
+        from napari_nanoclass.liposomes import predict
+
+        predict.STREAM_ABOVE = 0
     results = []
     for pixel_size, image, truth in runs:
         start = time.perf_counter()

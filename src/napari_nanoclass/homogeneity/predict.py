@@ -296,7 +296,8 @@ def analyse_steps(
     and differ, patches are cut at the model's scale (a patch then covers ``patch_px`` input
     pixels), view corners are given in input pixels and the CAM at the input's size.
     Patch maps are small (one value per 128² pixels) and always in memory; a CAM of more than
-    ``IN_MEMORY_LIMIT`` pixels needs ``workdir`` and is streamed to zarr there.
+    ``IN_MEMORY_LIMIT`` pixels needs ``workdir`` and is streamed to zarr there. A data bar under or
+    beside an image in memory is left out (:func:`_without_data_bar`); the CAM is 0 on it.
     """
     loaded = model if isinstance(model, LoadedModel) else load_model(model, engine.select_device(device))
     info, patch = loaded.info, int(loaded.info.patch or 128)

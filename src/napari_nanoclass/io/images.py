@@ -345,11 +345,7 @@ def recorded_part(data: Any, source: str = "") -> tuple[Any, np.ndarray | None, 
     fill = np.stack([np.zeros(planes.shape[1:], bool) if m is None else m for m in masks])
     if fill.all():  # one value throughout: nothing to cut out, analysed as it is
         return data, None, None
-    recorded = recorded_box(fill.all(axis=0))  # what any plane recorded ...
-    unbanded = tuple(slice(min(b[i].start for b in bands), max(b[i].stop for b in bands)) for i in (0, 1))  # ... or kept
-    box = tuple(slice(max(recorded[i].start, unbanded[i].start), min(recorded[i].stop, unbanded[i].stop))
-                for i in (0, 1))
-    box = recorded if any(b.start >= b.stop for b in box) else box  # bands over all it recorded: keep that
+    box = _kept_box(recorded_box(fill.all(axis=0)), bands)
     kept = fill[(slice(None), *box)]
     log.info("%s: %.1f %% of the image is padding or a data bar (its lowest or highest value in squares of %d px "
              "or in bands along its edges); analysed without it", source or "image",
@@ -357,6 +353,14 @@ def recorded_part(data: Any, source: str = "") -> tuple[Any, np.ndarray | None, 
     cut = np.stack([np.where(f, np.asarray(image_stats(p[~f])[0], p.dtype), p) if f.any() and not f.all() else p
                     for p, f in zip(planes[(slice(None), *box)], kept)])
     return cut.reshape(*data.shape[:-2], *cut.shape[-2:]), kept.reshape(*data.shape[:-2], *kept.shape[-2:]), box
+
+
+def _kept_box(recorded: tuple[slice, slice], bands: Sequence[tuple[slice, slice]]) -> tuple[slice, slice]:
+    """The box of what any plane of a stack recorded (``recorded``) and kept once its bands were
+    cut (each plane's :func:`edge_bands`); ``recorded`` where the bands would leave nothing of it."""
+    unbanded = [(min(b[i].start for b in bands), max(b[i].stop for b in bands)) for i in (0, 1)]
+    box = tuple(slice(max(r.start, lo), min(r.stop, hi)) for r, (lo, hi) in zip(recorded, unbanded))
+    return recorded if any(b.start >= b.stop for b in box) else box
 
 
 def placed(values: Any, fill: np.ndarray, box: tuple[slice, slice], shape: tuple[int, ...],
