@@ -225,3 +225,19 @@ def test_segmenting_an_image_with_a_data_bar_leaves_the_bar_out(responsive_model
     result = segment(_with_data_bar(em_image), responsive_model)
     np.testing.assert_array_equal(result.labels[:200], whole.labels)
     assert not result.labels[200:].any() and result.fill[200:].all() and not result.fill[:200].any()
+
+
+def test_a_padded_training_image_is_taken_as_the_analyses_take_it():
+    """Fine-tuning on a padded image: the padding is set to the recorded mean, left out of the
+    normalisation, and its labels are ignored, so training sees what segmentation will."""
+    from napari_nanoclass.segmentation.data import IGNORE_INDEX, pair_from_arrays
+
+    image = np.clip(_noise((100, 120)), 1, 254).astype(np.uint8)
+    labels = np.random.default_rng(3).integers(0, 3, image.shape)
+    pair = pair_from_arrays(_padded(image, 0, 30, 20, 0), np.pad(labels, ((0, 30), (20, 0))), "section")
+    assert pair.stats == pytest.approx((image.mean(), image.std()))
+    assert (pair.labels[100:] == IGNORE_INDEX).all() and (pair.labels[:, :20] == IGNORE_INDEX).all()
+    np.testing.assert_array_equal(pair.labels[:100, 20:], labels)
+    assert (pair.image[100:] == np.uint8(image.mean())).all() and pair.image.dtype == np.uint8
+    plain = pair_from_arrays(image, labels, "plain")
+    assert plain.stats is None and plain.image is image

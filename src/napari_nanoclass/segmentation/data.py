@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_nanoclass.io.images import IMAGE_SUFFIXES, ImageError, read_image
+from napari_nanoclass.io.images import IMAGE_SUFFIXES, ImageError, fill_mask, read_image, recorded_stats
 
 DROSOPHILA_CLASSES = ["background", "membrane", "mitochondria", "synapse"]
 DROSOPHILA_COLOURS = ["#00000000", "#f2d21b", "#e8432e", "#36c5f0"]
@@ -33,12 +33,25 @@ class Pair:
     ``stats``: the (mean, std) to normalise ``image`` with, where it is a piece of a larger image
     that the analysis normalises as a whole (a square cut around a corrected object): a piece
     normalised over itself would show the network other contrasts than the analysis does. None:
-    the image's own statistics, as the engine takes them for a whole image."""
+    the image's own statistics, as the engine takes them for a whole image.
+
+    A padded image (:func:`io.images.fill_mask`: a constant where nothing was recorded) is taken
+    as the analyses take it: its padding is set to the mean of the recorded pixels, left out of
+    the statistics, and its labels there are ignored."""
 
     image: np.ndarray
     labels: np.ndarray
     name: str
     stats: tuple[float, float] | None = None
+
+    def __post_init__(self) -> None:
+        fill = fill_mask(self.image) if np.ndim(self.image) == 2 else None
+        if fill is None or fill.all():
+            return
+        mean, std = recorded_stats(self.image, fill, self.name)
+        self.stats = self.stats or (mean, std)
+        self.image = np.where(fill, np.asarray(mean, np.asarray(self.image).dtype), self.image)
+        self.labels = np.where(fill, IGNORE_INDEX, self.labels)
 
 
 IGNORE_INDEX = 255
