@@ -40,6 +40,8 @@ def test_recorded_images_hold_no_padding_and_padding_is_found_where_it_is():
     mask = fill_mask(padded)
     assert mask.sum() == padded.size - image.size and not mask[10:, :150].any()
     assert recorded_box(mask) == (slice(10, 130), slice(0, 150))
+    mean_padded = _padded(image, 0, 20, 0, 0, value=float(image.mean()))  # as IMOD pads: found from the corners
+    assert fill_mask(mean_padded).sum() == 20 * 150 and recorded_box(fill_mask(mean_padded))[0] == slice(0, 120)
     saturated = image.copy()
     saturated[40:80, 60:100] = image.max()  # a saturated square: nothing to analyse there either
     assert fill_mask(saturated)[40:80, 60:100].all() and fill_mask(saturated).sum() == 1600

@@ -255,18 +255,20 @@ FILL_SIDE = 15  # odd: the square's centre is a pixel, so erosion and dilation u
 
 def fill_mask(plane: np.ndarray, side: int = FILL_SIDE) -> np.ndarray | None:
     """Where a 2-D image holds no recorded data, or None if nowhere: its lowest or its highest value,
-    wherever that value fills a ``side`` × ``side`` square (a square opening of the pixels at that
-    value).
+    or the value of one of its corners, wherever that value fills a ``side`` × ``side`` square (a
+    square opening of the pixels at that value).
 
     Aligned, rotated and stitched micrographs and registered serial sections are padded with a
-    constant, mostly 0. Normalised with the padding counted as data, the recorded part loses most of
-    its contrast, and the networks miss most of what it holds (docs/engine.md, "Padding"). No
-    recorded image holds ``side``² equal values in a square, unless the detector saturated there,
-    and a saturated square holds nothing to analyse either.
+    constant: mostly 0, sometimes the image's mean (IMOD's default). Normalised with the padding
+    counted as data, the recorded part loses or gains contrast, and the networks miss much of what
+    it holds (docs/engine.md, "Padding"). No recorded image holds ``side``² equal values in a
+    square, unless the detector saturated there, and a saturated square holds nothing to analyse
+    either.
     """
     plane = np.asarray(plane)
     found = None
-    for value in {plane.min(), plane.max()}:
+    corners = plane[[0, 0, -1, -1], [0, -1, 0, -1]].tolist()
+    for value in {plane.min(), plane.max(), *corners}:
         equal = plane == value
         if np.count_nonzero(equal) < side * side:
             continue
