@@ -60,6 +60,12 @@ def test_only_squares_of_the_fill_side_count_as_padding():
     assert fill_mask(edge).sum() == 100 * (FILL_SIDE // 2 + 1)
 
 
+def test_an_image_with_nan_is_not_searched_for_padding():
+    image = np.ones((64, 64), np.float32)  # its corners fill squares, but the NaN is the problem to report
+    image[3, 3] = np.nan
+    assert fill_mask(image) is None
+
+
 def test_an_image_of_one_value_has_nothing_recorded_and_is_left_as_it_is():
     with pytest.raises(ImageError, match="no recorded pixels"):
         recorded_box(fill_mask(np.zeros((40, 40))))

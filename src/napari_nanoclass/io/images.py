@@ -266,9 +266,12 @@ def fill_mask(plane: np.ndarray, side: int = FILL_SIDE) -> np.ndarray | None:
     either.
     """
     plane = np.asarray(plane)
+    lowest, highest = plane.min(), plane.max()
+    if not (np.isfinite(lowest) and np.isfinite(highest)):  # NaN or inf: image_stats names the problem
+        return None
     found = None
     corners = plane[[0, 0, -1, -1], [0, -1, 0, -1]].tolist()
-    for value in {plane.min(), plane.max(), *corners}:
+    for value in {lowest, highest, *corners}:
         equal = plane == value
         if np.count_nonzero(equal) < side * side:
             continue
