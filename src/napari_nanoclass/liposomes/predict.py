@@ -646,38 +646,42 @@ def working_stats(data: Any, pixel_size_nm: float, working_pxs: Iterable[float |
     """Mean and standard deviation of a large image's recorded pixels as each detector sees them
     (rescaled to each of ``working_pxs`` as :func:`_working` rescales a block; padding left out, as
     :func:`io.images.fill_mask` finds it in each tile), by the pixel size they are seen at, read tile
-    by tile: what the image is z-scored with when it is analysed block by block.
+    by tile (each tile once for all the scales): what the image is z-scored with when it is analysed
+    block by block.
 
     The input's own statistics would not do. Shrinking averages the pixel noise away, so the working
     image of a finely sampled micrograph has a smaller spread than the input: normalised by the
     input's, it would show the detectors less contrast than they were trained on, and than
     :func:`working_image` shows them when the same image is analysed at once."""
-    stats = {}
-    for factor, working_px in {_working_scale(pixel_size_nm, px) for px in working_pxs}:
-        step = int(1 / factor + 1e-6) if factor < 1 else 1
-        side = step * math.ceil(tile / step)  # whole k × k averages in every tile (_at_scale)
-        count, total, squares, shift = 0, 0.0, 0.0, None
-        for y in range(0, data.shape[0], side):
-            for x in range(0, data.shape[1], side):
-                tile_data = np.asarray(data[y:y + side, x:x + side])
+    scales = {_working_scale(pixel_size_nm, px) for px in working_pxs}  # (factor, working pixel size)
+    steps = [int(1 / factor + 1e-6) if factor < 1 else 1 for factor, _ in scales]
+    unit = math.lcm(*steps)
+    side = unit * math.ceil(tile / unit)  # whole k × k averages in every tile, at every scale (_at_scale)
+    sums = {px: [0, 0.0, 0.0, None] for _, px in scales}  # count, sum, sum of squares, shift
+    for y in range(0, data.shape[0], side):
+        for x in range(0, data.shape[1], side):
+            tile_data = np.asarray(data[y:y + side, x:x + side])
+            fill = fill_mask(tile_data)
+            for factor, px in scales:
                 seen = _at_scale(tile_data, factor).astype(np.float64)
-                shift = float(seen.mean()) if shift is None else shift  # sums about a nearby value: no cancellation
-                fill = _fill_at_scale(tile_data, factor)
-                seen = (seen if fill is None else seen[~fill]) - shift
-                count, total, squares = count + seen.size, total + seen.sum(), squares + np.square(seen).sum()
+                acc = sums[px]
+                acc[3] = float(seen.mean()) if acc[3] is None else acc[3]  # sums about a nearby value: no cancellation
+                seen = (seen if fill is None else seen[~_fill_at_scale(fill, factor)]) - acc[3]
+                acc[:3] = acc[0] + seen.size, acc[1] + seen.sum(), acc[2] + np.square(seen).sum()
+    stats = {}
+    for px, (count, total, squares, shift) in sums.items():
         mean = total / max(count, 1)  # no recorded pixel (one value throughout): that value, as it is
         std = math.sqrt(max(squares / max(count, 1) - mean * mean, 0.0))
         if not (math.isfinite(mean) and math.isfinite(std)):
             raise ImageError(f"{name + ': ' if name else ''}image contains NaN or infinite values")
-        stats[working_px] = (mean + shift, std if std > 0 else 1.0)
+        stats[px] = (mean + shift, std if std > 0 else 1.0)
     return stats
 
 
-def _fill_at_scale(block: np.ndarray, factor: float) -> np.ndarray | None:
-    """A block's padding (:func:`io.images.fill_mask`) at the scale :func:`_at_scale` brings the
-    block to (the pixels that are mostly padding), or None where it has none."""
-    fill = fill_mask(block)
-    return None if fill is None else _at_scale(fill.view(np.uint8), factor) >= 0.5
+def _fill_at_scale(fill: np.ndarray, factor: float) -> np.ndarray:
+    """A block's padding mask (:func:`io.images.fill_mask`) at the scale :func:`_at_scale` brings
+    the block to: the pixels that are mostly padding."""
+    return _at_scale(fill.view(np.uint8), factor) >= 0.5
 
 
 def detect_all_steps(data: np.ndarray, pixel_size_nm: float, detector: LoadedModel, small: LoadedModel | None,
@@ -1010,7 +1014,7 @@ def _analyse_blocks(data: Any, pixel_size_nm: float, detectors: tuple[LoadedMode
             detect_all_steps(block, pixel_size_nm, detector, small, stats=stats, **detection), i, len(origins),
             f"block {i + 1}/{len(origins)}")
         if fill is not None:
-            found = sequential(np.where(_at_scale(fill.view(np.uint8), factor) >= 0.5, 0, found))
+            found = sequential(np.where(_fill_at_scale(fill, factor), 0, found))
         scale = block.shape[0] / work.shape[0]
         every = liposome_objects.measure(found, working_px)  # in label order
         owned = [i for i, r in enumerate(every)
