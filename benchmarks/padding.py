@@ -55,11 +55,11 @@ def bordered(image: np.ndarray, share: float, fill: str = "zeros") -> tuple[np.n
 
 
 def miou(found: np.ndarray, truth: np.ndarray, where: np.ndarray, classes: int = 4) -> float:
-    """Mean IoU over ``classes`` on the pixels ``where``."""
-    def iou(c: int) -> float:
-        return ((found == c) & (truth == c) & where).sum() / max((((found == c) | (truth == c)) & where).sum(), 1)
+    """Mean IoU over ``classes`` on the pixels ``where`` (unlabelled pixels of ``truth`` skipped),
+    as the project scores segmentation (``core.metrics``)."""
+    from napari_nanoclass.core.metrics import SegmentationScores, confusion_matrix
 
-    return float(np.mean([iou(c) for c in range(classes)]))
+    return SegmentationScores([str(c) for c in range(classes)], confusion_matrix(found[where], truth[where], classes)).miou
 
 
 def liposomes() -> None:
