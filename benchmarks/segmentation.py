@@ -14,10 +14,14 @@ Rows (same budget): U-Net + SE (baseline); without the deepest level (shallower)
 (λ = 0.4); channel dropout at rate B / channels; FREM (B, X scaled from the paper's B = 8 of 512
 channels, X = 250); ``stack``: the baseline with the cross-stack augmentation (scale ±20 %, gamma,
 blur, uneven illumination: ``--augmentation stack`` of ``nanoclass train-seg``); ``stack-frem``:
-both; ``self-train`` and ``self-train-stack``: the baseline and ``stack`` rows with self-training
-on the 20 unlabelled sections of stack 2 (``unlabeled/``: a teacher trained on 00-09 labels them
-where it is at least 90 % sure, and the reported student is trained afresh on both;
-``--unlabelled`` of ``nanoclass train-seg``). Each (row, seed) result is cached as JSON in
+both; ``self-train``, ``self-train-stack``, ``self-train-frem`` and ``self-train-stack-frem``: the
+``baseline``, ``stack``, ``frem`` and ``stack-frem`` rows with self-training on the 20 unlabelled sections of stack 2 (``unlabeled/``: a teacher
+trained on 00-09 labels them where it is at least 90 % sure, and the reported student is trained
+afresh on both; ``--unlabelled`` of ``nanoclass train-seg``). The table gives each self-training
+row's teachers beside it: the same seeds, the same recipe without the unlabelled sections. A teacher
+is the teacher row's run: trained first unless that row's record is cached (its network is then
+read from ``--save-models``), and its pseudo-labels are cached beside its record, so students can
+be trained on a machine that holds only the records and pseudo-labels. Each (row, seed) result is cached as JSON in
 benchmarks/out/segmentation/ (delete to redo), so runs resume. ``--jobs`` trains that many
 (row, seed) runs at once in separate processes (on a GPU, a small network leaves the card mostly
 idle; the crops are made on the CPU), each with ``--workers`` crop-loading processes and
@@ -34,20 +38,30 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, replace
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 import torch
 
-from napari_nanoclass.core.progress import Progress
-from napari_nanoclass.models.registry import save_model
+from napari_nanoclass.core.progress import Progress, run_sync
+from napari_nanoclass.io.images import as_greyscale
+from napari_nanoclass.models.registry import load_model, save_model
 from napari_nanoclass.segmentation.data import (
     DROSOPHILA_CLASSES,
     DROSOPHILA_COLOURS,
     DROSOPHILA_SPLIT,
+    Pair,
     drosophila_pairs,
     images_from_folder,
 )
-from napari_nanoclass.segmentation.train import TrainConfig, evaluate, self_train, train
+from napari_nanoclass.segmentation.train import (
+    TrainConfig,
+    TrainResult,
+    evaluate,
+    pseudo_label_steps,
+    student_steps,
+    train,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -65,7 +79,13 @@ def rows(base: TrainConfig, frem_b: int, frem_x: float) -> dict[str, TrainConfig
         "stack-frem": replace(frem, augmentation="stack"),
         "self-train": base,
         "self-train-stack": replace(base, augmentation="stack"),
+        "self-train-frem": frem,
+        "self-train-stack-frem": replace(frem, augmentation="stack"),
     }
+
+
+TEACHERS = {"self-train": "baseline", "self-train-stack": "stack", "self-train-frem": "frem",
+            "self-train-stack-frem": "stack-frem"}  # a student and its teacher share the recipe
 
 
 def run_one(name: str, config: TrainConfig, seed: int, data: str, device: str | None, out: Path,
@@ -78,26 +98,83 @@ def run_one(name: str, config: TrainConfig, seed: int, data: str, device: str | 
         return json.loads(cache.read_text())
     pairs = {part: drosophila_pairs(data, stems) for part, stems in DROSOPHILA_SPLIT.items()}
     start = time.time()
-    if name.startswith("self-train"):
-        result = self_train(pairs["train"], pairs["validation"], images_from_folder(Path(data) / "unlabeled"), config,
-                            device=device, workers=workers, progress=lambda step: _log_epoch(run, start, step))
+    if name in TEACHERS:
+        teacher_run = run.replace(name, TEACHERS[name], 1)
+        teacher_record, teacher = _teacher(TEACHERS[name], teacher_run, config, pairs, device, out, workers, models)
+        pseudo = _pseudo_labelled(teacher_run, teacher, Path(data) / "unlabeled", out, config.tile, device)
+        steps = student_steps(pairs["train"], pairs["validation"], pseudo, config, device=device, workers=workers,
+                              teacher_val_miou=max(teacher_record["val_miou_per_epoch"]))
+        result = run_sync(steps, progress=lambda step: _log_epoch(run, start, step))
     else:
         result = train(pairs["train"], pairs["validation"], config, device=device, workers=workers,
                        progress=lambda step: _log_epoch(run, start, step))
-    seconds = time.time() - start
-    if models is not None:
-        save_model(result.module, result.info, models, filename=f"{run}.safetensors", register=False)
+    record = _scored(name, config, result, time.time() - start, pairs, device)
+    if name in TEACHERS:
+        record["teacher"] = teacher_record
+    _keep(run, record, result, out, models)
+    return record
+
+
+def _teacher(name: str, run: str, config: TrainConfig, pairs: dict[str, list], device: str | None, out: Path,
+             workers: int, models: Path | None) -> tuple[dict, Callable[[], Any]]:
+    """A self-training row's teacher: the run of the same recipe and seed, trained here and cached
+    under its own row unless that row's record is cached already. Returns its record and a way to
+    its network (loaded from ``models`` only if its pseudo-labels are not cached)."""
+    cache = out / f"{run}.json"
+    if cache.exists():
+        def network() -> Any:
+            path = models / f"{run}.safetensors" if models else None
+            if path is None or not path.exists():
+                raise SystemExit(f"{cache}: the teacher's record is cached but its network is not in --save-models "
+                                 "and its pseudo-labels are not cached; delete the record to train it again")
+            return load_model(path, device=device or "cpu")
+        return json.loads(cache.read_text()), network
+    start = time.time()
+    teacher = train(pairs["train"], pairs["validation"], config, device=device, workers=workers,
+                    progress=lambda step: _log_epoch(run, start, step))
+    record = _scored(name, config, teacher, time.time() - start, pairs, device)
+    _keep(run, record, teacher, out, models)
+    return record, lambda: teacher
+
+
+def _pseudo_labelled(teacher_run: str, teacher: Callable[[], Any], folder: Path, out: Path, tile: int,
+                     device: str | None) -> list[Pair]:
+    """The unlabelled sections with the teacher's pseudo-labels, cached beside its record (so the
+    students of saved teachers can be trained where the teachers' networks are not)."""
+    images = images_from_folder(folder)
+    cache = out / f"{teacher_run}-pseudo-labels.npz"
+    if cache.exists():
+        with np.load(cache) as saved:
+            return [Pair(as_greyscale(image, name), saved[name].astype(np.int64), name) for name, image in images]
+    network = teacher()
+    pseudo = run_sync(pseudo_label_steps(network.module, images, logit_bias=network.info.logit_bias, tile=tile,
+                                         device=device))
+    out.mkdir(parents=True, exist_ok=True)
+    partial = cache.with_suffix(".partial.npz")
+    np.savez_compressed(partial, **{pair.name: pair.labels.astype(np.uint8) for pair in pseudo})
+    partial.replace(cache)
+    return pseudo
+
+
+def _scored(name: str, config: TrainConfig, result: TrainResult, seconds: float, pairs: dict[str, list],
+            device: str | None) -> dict:
+    """The run's record: its choice on validation and its one score on the test sections."""
     bias = result.info.logit_bias  # decision offsets fitted on the training sections
     calibrated = result.info.training.get("logit_adjustment", {}).get("val_miou", result.best_miou)
     test = evaluate(result.module, pairs["test"], DROSOPHILA_CLASSES, tile=config.tile, device=device, logit_bias=bias)
-    record = {"row": name, "seed": seed, "config": asdict(config), "seconds": round(seconds, 1),
-              "best_epoch": max(result.history, key=lambda h: h["val_miou"])["epoch"],
-              "val_miou": calibrated, "val_miou_per_epoch": [h["val_miou"] for h in result.history],
-              "test_miou": test.miou, "test_iou": dict(zip(DROSOPHILA_CLASSES, map(float, test.iou))),
-              "self_training": result.info.training.get("self_training")}
+    return {"row": name, "seed": config.seed, "config": asdict(config), "seconds": round(seconds, 1),
+            "best_epoch": max(result.history, key=lambda h: h["val_miou"])["epoch"],
+            "val_miou": calibrated, "val_miou_per_epoch": [h["val_miou"] for h in result.history],
+            "test_miou": test.miou, "test_iou": dict(zip(DROSOPHILA_CLASSES, map(float, test.iou))),
+            "self_training": result.info.training.get("self_training")}
+
+
+def _keep(run: str, record: dict, result: TrainResult, out: Path, models: Path | None) -> None:
+    """Cache the record as JSON and, with ``models``, keep the network."""
+    if models is not None:
+        save_model(result.module, result.info, models, filename=f"{run}.safetensors", register=False)
     out.mkdir(parents=True, exist_ok=True)
-    cache.write_text(json.dumps(record, indent=1))
-    return record
+    (out / f"{run}.json").write_text(json.dumps(record, indent=1))
 
 
 def _log_epoch(run: str, start: float, step: Progress) -> None:
@@ -124,7 +201,8 @@ def table(records: list[dict]) -> str:
         by_row.setdefault(r["row"], []).append(r)
     lines = ["| row | seeds | test mIoU | " + " | ".join(f"test {c}" for c in DROSOPHILA_CLASSES)
              + " | validation mIoU (chose the epoch) | best epochs |", "|" + "---|" * (len(DROSOPHILA_CLASSES) + 5)]
-    for name, runs in by_row.items():
+    for name, runs in [*by_row.items(), *((f"{row}: their teachers", [r["teacher"] for r in runs])
+                                          for row, runs in by_row.items() if row in TEACHERS)]:
         lines.append(f"| {name} | {len(runs)} | **{_spread([r['test_miou'] for r in runs])}** | "
                      + " | ".join(_spread([r["test_iou"][c] for r in runs]) for c in DROSOPHILA_CLASSES)
                      + f" | {_spread([r['val_miou'] for r in runs])} | {', '.join(str(r['best_epoch']) for r in runs)} |")

@@ -524,14 +524,26 @@ def self_train_steps(train: Sequence[Pair], val: Sequence[Pair], unlabelled: Seq
     pseudo = yield from scaled(pseudo_label_steps(teacher.module, unlabelled, threshold=threshold,
                                                   logit_bias=teacher.info.logit_bias, tile=config.tile,
                                                   device=device), 1, 3, prefix="pseudo-labels: ")
-    student = yield from scaled(train_steps([*train, *pseudo], val, config, device=device, workers=workers), 2, 3,
+    student = yield from scaled(student_steps(train, val, pseudo, config, teacher_val_miou=teacher.best_miou,
+                                              threshold=threshold, device=device, workers=workers), 2, 3,
                                 prefix="student: ")
-    targeted = float(np.mean([np.mean(pair.labels != IGNORE_INDEX) for pair in pseudo]))
-    student.info.training["self_training"] = {
-        "teacher_val_miou": teacher.best_miou, "threshold": threshold, "pseudo_labelled_fraction": round(targeted, 4),
-        "unlabelled_images": [pair.name for pair in pseudo]}
     if register:
         save_model(student.module, student.info)
+    return student
+
+
+def student_steps(train: Sequence[Pair], val: Sequence[Pair], pseudo: Sequence[Pair], config: TrainConfig, *,
+                  teacher_val_miou: float, threshold: float = PSEUDO_THRESHOLD, device: str | None = None,
+                  workers: int = 0) -> Steps[TrainResult]:
+    """Self-training's last phase on its own: a student trained afresh on the labelled ``train`` and
+    the ``pseudo``-labelled pairs (:func:`pseudo_label_steps`), with the record
+    :func:`self_train_steps` gives it. A benchmark that already holds a teacher's pseudo-labels
+    trains students from them without training or running the teacher again."""
+    student = yield from train_steps([*train, *pseudo], val, config, device=device, workers=workers)
+    targeted = float(np.mean([np.mean(pair.labels != IGNORE_INDEX) for pair in pseudo]))
+    student.info.training["self_training"] = {
+        "teacher_val_miou": teacher_val_miou, "threshold": threshold, "pseudo_labelled_fraction": round(targeted, 4),
+        "unlabelled_images": [pair.name for pair in pseudo]}
     return student
 
 
