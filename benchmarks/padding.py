@@ -2,7 +2,7 @@
 padding found (``io.images.recorded_part``, the default) and, with ``--ignore-padding``, counted as
 data as before 2026-11-28; likewise an SEM's data bar.
 
-    python benchmarks/padding.py [--ignore-padding] [--sections 13 14 15] [--rotate 12] [--border 0.1]
+    python benchmarks/padding.py [--ignore-padding] [--sections 13 14 15] [--rotate 12] [--border 0.1] [--montage 8]
 
 - Liposomes: the real development micrograph (0.2 nm/px) with a border of zeros (and of its mean,
   as IMOD pads), 5 % of its side on each edge; F1 at box IoU ≥ 0.3 against our annotation (all vesicles, and those wholly inside
@@ -13,6 +13,9 @@ data as before 2026-11-28; likewise an SEM's data bar.
   (``--border`` of the side on each edge) and rotated by ``--rotate`` degrees with 0 in the corners, as registered
   sections are; mIoU of ``drosophila-seunet`` on the recorded part, beside the section as recorded
   (border) and on harmless surroundings (rotation: the corners set to the recorded mean by hand).
+  A montage of the first section tiled ``--montage`` times per side, with zeros above and to the
+  right (half ``--border`` of its side), is segmented from a zarr on disk (too large to hold: the
+  streamed path), beside its recorded part alone.
 
 The sections default to the test sections of the three-way protocol: this measures one shipped
 model with and without the change; nothing is chosen on it.
@@ -113,12 +116,43 @@ def segmentation(sections: list[str], share: float, degrees: float) -> None:
               f"{miou(np.asarray(segment(reference).labels), turned_truth, inside):.4f})")
 
 
+def montage(section: str, tiles: int, border: int) -> None:
+    """A stitched montage too large for segmentation to hold (streamed through zarr on disk): the
+    section tiled ``tiles`` × ``tiles`` with ``border`` px of zeros above and to the right; mIoU of
+    ``drosophila-seunet`` on the recorded part and the time it takes, beside the recorded part alone."""
+    import tempfile
+    import time
+
+    import zarr
+
+    from napari_nanoclass import segment
+    from napari_nanoclass.segmentation.data import drosophila_pairs
+
+    pair = drosophila_pairs(STACK, [section])[0]
+    image, truth = np.tile(pair.image, (tiles, tiles)), np.tile(pair.labels, (tiles, tiles))
+    padded = np.zeros((image.shape[0] + border, image.shape[1] + border), image.dtype)
+    padded[border:, :image.shape[1]] = image
+    recorded = np.zeros(padded.shape, bool)
+    recorded[border:, :image.shape[1]] = True
+    with tempfile.TemporaryDirectory() as folder:
+        for name, data, where in (("recorded part alone", image, slice(None)), ("padded", padded, recorded)):
+            stored = zarr.open_array(f"{folder}/{name}.zarr", mode="w", shape=data.shape, chunks=(1024, 1024),
+                                     dtype=data.dtype)
+            stored[:] = data
+            start = time.perf_counter()
+            labels = np.asarray(segment(stored, workdir=Path(folder) / name).labels)[where].reshape(truth.shape)
+            print(f"segmentation, montage of section {section} ({padded.shape[0]} × {padded.shape[1]} px, streamed), "
+                  f"{name}: mIoU {miou(labels, truth, np.ones(truth.shape, bool)):.4f} in "
+                  f"{time.perf_counter() - start:.1f} s", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--ignore-padding", action="store_true", help="count the padding as data, as before")
     ap.add_argument("--sections", nargs="+", default=["13", "14", "15"])
     ap.add_argument("--border", type=float, default=0.1, help="share of the side padded on each edge (sections)")
     ap.add_argument("--rotate", type=float, default=12.0, help="degrees the sections are turned by")
+    ap.add_argument("--montage", type=int, default=8, help="a section tiled this many times per side, streamed")
     args = ap.parse_args()
     if args.ignore_padding:
         from napari_nanoclass.homogeneity import predict as homogeneity_predict
@@ -126,11 +160,12 @@ def main() -> None:
         from napari_nanoclass.segmentation import predict as segmentation_predict
 
         for module in (liposome_predict, segmentation_predict):
-            module.recorded_part = lambda data, source="": (data, None, None)
+            module.recorded_part = lambda data, source="", store=None: (data, None, None)
         homogeneity_predict._without_data_bar = lambda data, name: data
     liposomes()
     homogeneity()
     segmentation(args.sections, args.border, args.rotate)
+    montage(args.sections[0], args.montage, round(args.border * 1024 * args.montage / 2))
 
 
 if __name__ == "__main__":

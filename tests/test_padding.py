@@ -88,6 +88,58 @@ def test_a_padded_stack_is_cut_to_what_any_plane_recorded_and_filled_with_each_p
                   (4, 5), outside=7).tolist() == [[7] * 5, [7, 0, 1, 1, 7], [7, 0, 1, 1, 7], [7] * 5]
 
 
+def _montage(seed: int = 3) -> np.ndarray:
+    """A stitched montage: noise tiles on a canvas of 0, a rotated tile's corners, squares of
+    padding just wide enough and bands just too narrow, near and across the test's block seams,
+    and a data bar under it."""
+    image = np.clip(_noise((150, 190), seed), 1, 254).astype(np.uint8)
+    image[20:20 + FILL_SIDE, 50:50 + FILL_SIDE] = 0  # a square across the seams at 32 and 64 px
+    image[60:100, 90:90 + FILL_SIDE - 1] = 0  # one pixel too narrow: recorded
+    image[110:140, 120:150] = 255  # saturated square
+    image[:, 170:] = 0  # a gap between tiles reaching the right edge
+    image[130:, :40] = 0  # a corner
+    return _with_data_bar(_padded(image, 9, 0, 11, 0))
+
+
+def test_a_lazy_image_is_searched_block_by_block_exactly_as_one_in_memory():
+    """Padding squares and bands found in a zarr image, block by block with their neighbours' edges,
+    are those found in the image held whole: the same box, mask and filled image, lazily."""
+    import dask.array as da
+
+    image = _montage()
+    cut, fill, box = recorded_part(image)
+    lazy_cut, lazy_fill, lazy_box = recorded_part(zarr.array(image, chunks=(32, 32)))
+    assert isinstance(lazy_cut, da.Array) and isinstance(lazy_fill, da.Array)
+    assert lazy_box == box == (slice(9, 159), slice(11, 181))  # the top, left, gap and bar cut off
+    np.testing.assert_array_equal(lazy_fill.compute(), fill)
+    np.testing.assert_array_equal(lazy_cut.compute(), cut)
+    stack = np.stack([image, _montage(4)])
+    for lazy, whole in zip(recorded_part(da.from_array(stack, chunks=(1, 40, 50))), recorded_part(stack)):
+        np.testing.assert_array_equal(np.asarray(lazy), np.asarray(whole))
+    plain = _noise((100, 120))
+    assert recorded_part(zarr.array(plain, chunks=(32, 32)))[1:] == (None, None)
+
+
+def test_a_large_padded_image_streamed_through_zarr_is_segmented_as_in_memory(responsive_model, em_image, tmp_path,
+                                                                               monkeypatch):
+    """A montage too large to hold (streamed chunk by chunk to zarr) gets the padding treatment of
+    an image in memory: the same labels, probabilities, mask and class table, its mask kept once."""
+    import dask.array as da
+
+    from napari_nanoclass.segmentation import predict as segmentation
+
+    padded = _padded(em_image, 24, 8, 40, 16)
+    padded[100:140, 150:190] = 0
+    whole = segment(padded, responsive_model, probabilities=True)
+    monkeypatch.setattr(segmentation, "IN_MEMORY_LIMIT", 1000)
+    streamed = segment(zarr.array(padded, chunks=(64, 64)), responsive_model, probabilities=True, workdir=tmp_path)
+    assert isinstance(streamed.labels, da.Array) and (tmp_path / "fill.zarr").is_dir()
+    np.testing.assert_array_equal(np.asarray(streamed.labels), whole.labels)
+    np.testing.assert_array_equal(np.asarray(streamed.fill), whole.fill)
+    np.testing.assert_allclose(np.asarray(streamed.probabilities), whole.probabilities, atol=1e-6)
+    assert streamed.class_table() == whole.class_table()
+
+
 def test_segmenting_a_padded_image_equals_segmenting_its_recorded_part(responsive_model, em_image, caplog):
     padded = _padded(em_image, 24, 8, 40, 16)
     whole = segment(em_image, responsive_model, probabilities=True)

@@ -251,6 +251,7 @@ def image_stats(data: Any, source: str = "") -> tuple[float, float]:
 
 
 FILL_SIDE = 15  # odd: the square's centre is a pixel, so erosion and dilation undo each other exactly
+CORNERS = ((0, 0), (0, -1), (-1, 0), (-1, -1))  # where padding's value is read when it is neither extreme
 
 
 def fill_mask(plane: np.ndarray, side: int = FILL_SIDE) -> np.ndarray | None:
@@ -266,19 +267,40 @@ def fill_mask(plane: np.ndarray, side: int = FILL_SIDE) -> np.ndarray | None:
     either.
     """
     plane = np.asarray(plane)
-    lowest, highest = plane.min(), plane.max()
-    if not (np.isfinite(lowest) and np.isfinite(highest)):  # NaN or inf: image_stats names the problem
+    values = _fill_values(plane.min(), plane.max(), [plane[y, x] for y, x in CORNERS])
+    if values is None:
         return None
-    found = None
-    corners = plane[[0, 0, -1, -1], [0, -1, 0, -1]].tolist()
-    for value in {lowest, highest, *corners}:
+    found = _filled(plane, values, side)
+    return found if found.any() else None
+
+
+
+def _fill_values(lowest: Any, highest: Any, corners: Sequence[Any]) -> set | None:
+    """The values padding may hold (:func:`fill_mask`), or None for a plane with NaN or inf, which
+    :func:`image_stats` reports as the problem it is (a corner's value could make it mostly padding)."""
+    if not (np.isfinite(lowest) and np.isfinite(highest)):
+        return None
+    return {lowest, highest, *corners}
+
+
+def _filled(plane: np.ndarray, values: Iterable[Any], side: int = FILL_SIDE) -> np.ndarray:
+    """The pixels of ``plane`` at one of ``values`` that lie in a ``side`` × ``side`` square of it."""
+    found = np.zeros(plane.shape, bool)
+    for value in values:
         equal = plane == value
-        if np.count_nonzero(equal) < side * side:
+        if np.count_nonzero(equal) < side * side:  # no square can be in there
             continue
         core = ndi.minimum_filter(equal.view(np.uint8), side, mode="nearest")
-        region = ndi.maximum_filter(core, side, mode="constant").view(bool) & equal
-        found = region if found is None else found | region
-    return found if found is not None and found.any() else None
+        found |= ndi.maximum_filter(core, side, mode="constant").view(bool) & equal
+    return found
+
+
+def _lazy_filled(plane: da.Array, values: Iterable[Any], side: int = FILL_SIDE) -> da.Array:
+    """:func:`_filled` of a lazy plane, block by block. Each block is seen with ``side - 1`` more
+    pixels of its neighbours on each side, the reach of an erosion and a dilation together, and
+    with none beyond the image's edges, where the filters handle edges as they do on a whole plane:
+    so the mask is exactly the one of the plane held whole."""
+    return plane.map_overlap(_filled, depth=side - 1, boundary="none", dtype=bool, values=values, side=side)
 
 
 BAND_SHARE = 0.9  # a row (column) of a band along an edge is at least this share the image's extreme values
@@ -295,16 +317,22 @@ def edge_bands(plane: np.ndarray, side: int = FILL_SIDE, share: float = BAND_SHA
     box starts where the image does)."""
     plane = np.asarray(plane)
     extreme = (plane == plane.min()) | (plane == plane.max())
-    start, stop = [0, 0], list(plane.shape)
-    for axis in (0, 1):
-        banded = extreme.mean(axis=1 - axis) >= share  # per row (axis 0) or column (axis 1)
+    return _unbanded(extreme.mean(axis=1), extreme.mean(axis=0), side, share, near)
+
+
+def _unbanded(row_share: np.ndarray, column_share: np.ndarray, side: int = FILL_SIDE, share: float = BAND_SHARE,
+              near: bool = True) -> tuple[slice, slice]:
+    """:func:`edge_bands` from the share of extreme values in each row and each column."""
+    start, stop = [0, 0], [len(row_share), len(column_share)]
+    for axis, shares in enumerate((row_share, column_share)):
+        banded = np.asarray(shares) >= share
         lead, trail = _run(banded), _run(banded[::-1])
         if near and lead >= side:
             start[axis] = lead
         if trail >= side:
-            stop[axis] = plane.shape[axis] - trail
+            stop[axis] = len(banded) - trail
     if start[0] >= stop[0] or start[1] >= stop[1]:  # bands throughout: no image left to keep
-        return slice(0, plane.shape[0]), slice(0, plane.shape[1])
+        return slice(0, len(row_share)), slice(0, len(column_share))
     return slice(start[0], stop[0]), slice(start[1], stop[1])
 
 
@@ -315,49 +343,84 @@ def _run(flags: np.ndarray) -> int:
 
 def recorded_box(fill: np.ndarray) -> tuple[slice, slice]:
     """The smallest box of a plane (rows, columns) that holds every recorded pixel (not ``fill``)."""
-    rows, cols = np.flatnonzero(~fill.all(axis=1)), np.flatnonzero(~fill.all(axis=0))
+    return _box(~np.asarray(fill).all(axis=1), ~np.asarray(fill).all(axis=0))
+
+
+def _box(recorded_rows: np.ndarray, recorded_columns: np.ndarray) -> tuple[slice, slice]:
+    rows, cols = np.flatnonzero(recorded_rows), np.flatnonzero(recorded_columns)
     if not len(rows):
         raise ImageError("the image holds no recorded pixels: it is one constant value")
     return slice(int(rows[0]), int(rows[-1]) + 1), slice(int(cols[0]), int(cols[-1]) + 1)
 
 
-def recorded_stats(plane: np.ndarray, fill: np.ndarray | None, source: str = "") -> tuple[float, float]:
-    """:func:`image_stats` of the recorded pixels of an in-memory plane (all of them without ``fill``,
-    or where it covers the plane: a plane of one value in a stack)."""
-    return image_stats(plane if fill is None or fill.all() else np.asarray(plane)[~fill], source)
+def recorded_stats(plane: Any, fill: Any | None, source: str = "") -> tuple[float, float]:
+    """:func:`image_stats` of the recorded pixels of a plane (all of them without ``fill``, or where
+    it covers the plane: a plane of one value in a stack); a lazy plane and mask are streamed."""
+    if fill is None or bool(fill.all()):
+        return image_stats(plane, source)
+    return image_stats(_lazy(plane)[~fill] if isinstance(fill, da.Array) else np.asarray(plane)[~fill], source)
 
 
-def recorded_part(data: Any, source: str = "") -> tuple[Any, np.ndarray | None, tuple[slice, slice] | None]:
+def recorded_part(data: Any, source: str = "", store: Path | None = None
+                  ) -> tuple[Any, Any | None, tuple[slice, slice] | None]:
     """(``data``, a plane or a stack of planes, cut to the box of its recorded pixels, with each
     plane's padding there set to the mean of its recorded pixels; the padding's mask there; the box),
     or (``data``, None, None) where no plane is padded (:func:`fill_mask`) or carries a band along
-    an edge (:func:`edge_bands`), where every pixel is padding (an image of one value), or where
-    ``data`` is not in memory.
+    an edge (:func:`edge_bands`), where every pixel is padding (an image of one value), or where a
+    plane holds NaN or inf (:func:`image_stats` names that problem).
 
     Cut out, a padded border or a data bar becomes an image border, which the engine handles as for
     any image; set to the mean, the padding that remains (the corners of a rotated section) reads as
     featureless to a network, not as a black object. Found padding is logged (``source``: the
     image's name).
+
+    Data not in memory (a zarr or dask array) is searched block by block and stays lazy, as do the
+    image and mask returned; ``store`` (a zarr path) keeps its mask, so later reads do not search
+    the image again.
     """
-    if not isinstance(data, np.ndarray):
+    lazy = not isinstance(data, np.ndarray)
+    planes = (_lazy(data) if lazy else data).reshape(-1, *data.shape[-2:])
+    found = _compute(planes.min(axis=(1, 2)), planes.max(axis=(1, 2)), *(planes[:, y, x] for y, x in CORNERS))
+    values = [_fill_values(low, high, corners) for low, high, *corners in zip(*found)]
+    if any(v is None for v in values):
         return data, None, None
-    planes = data.reshape(-1, *data.shape[-2:])
-    masks = [fill_mask(plane) for plane in planes]
-    bands = [edge_bands(plane) for plane in planes]
+    fill = (da.stack([_lazy_filled(p, v) for p, v in zip(planes, values)]) if lazy
+            else np.stack([_filled(p, v) for p, v in zip(planes, values)]))
+    if lazy and store is not None:
+        fill = _stored(fill, store)
+    extreme = (planes == found[0][:, None, None]) | (planes == found[1][:, None, None])
+    rows_filled, columns_filled, padded, row_share, column_share = _compute(
+        fill.all(axis=2), fill.all(axis=1), fill.any(), extreme.mean(axis=2), extreme.mean(axis=1))
+    bands = [_unbanded(r, c) for r, c in zip(row_share, column_share)]
     whole = (slice(0, planes.shape[1]), slice(0, planes.shape[2]))
-    if all(m is None for m in masks) and all(b == whole for b in bands):
+    if rows_filled.all() or (not padded and all(b == whole for b in bands)):  # one value throughout, or no padding
         return data, None, None
-    fill = np.stack([np.zeros(planes.shape[1:], bool) if m is None else m for m in masks])
-    if fill.all():  # one value throughout: nothing to cut out, analysed as it is
-        return data, None, None
-    box = _kept_box(recorded_box(fill.all(axis=0)), bands)
-    kept = fill[(slice(None), *box)]
+    box = _kept_box(_box(~rows_filled.all(axis=0), ~columns_filled.all(axis=0)), bands)
+    kept, cut = fill[(slice(None), *box)], planes[(slice(None), *box)]
+    recorded, some, every = _compute((~kept).sum(), kept.any(axis=(1, 2)), kept.all(axis=(1, 2)))
     log.info("%s: %.1f %% of the image is padding or a data bar (its lowest or highest value in squares of %d px "
              "or in bands along its edges); analysed without it", source or "image",
-             100 * (1 - np.count_nonzero(~kept) / fill.size), FILL_SIDE)
-    cut = np.stack([np.where(f, np.asarray(image_stats(p[~f])[0], p.dtype), p) if f.any() and not f.all() else p
-                    for p, f in zip(planes[(slice(None), *box)], kept)])
+             100 * (1 - recorded / fill.size), FILL_SIDE)
+    xp = da if lazy else np
+    cut = xp.stack([xp.where(k, np.asarray(recorded_stats(p, k, source)[0], p.dtype), p) if any_ and not all_ else p
+                    for p, k, any_, all_ in zip(cut, kept, some, every)])
     return cut.reshape(*data.shape[:-2], *cut.shape[-2:]), kept.reshape(*data.shape[:-2], *kept.shape[-2:]), box
+
+
+def _lazy(data: Any) -> da.Array:
+    return data if isinstance(data, da.Array) else da.from_array(data, chunks=_chunks(data))
+
+
+def _compute(*arrays: Any) -> tuple[np.ndarray, ...]:
+    """The arrays' values: dask's computed together (one read of the data they come from)."""
+    return tuple(np.asarray(a) for a in (da.compute(*arrays) if any(isinstance(a, da.Array) for a in arrays)
+                                         else arrays))
+
+
+def _stored(mask: da.Array, store: Path) -> da.Array:
+    """``mask`` computed once into the zarr ``store`` and read back from there."""
+    mask.to_zarr(str(store), overwrite=True)
+    return da.from_zarr(str(store))
 
 
 def _kept_box(recorded: tuple[slice, slice], bands: Sequence[tuple[slice, slice]]) -> tuple[slice, slice]:
@@ -368,11 +431,15 @@ def _kept_box(recorded: tuple[slice, slice], bands: Sequence[tuple[slice, slice]
     return recorded if any(b.start >= b.stop for b in box) else box
 
 
-def placed(values: Any, fill: np.ndarray, box: tuple[slice, slice], shape: tuple[int, ...],
-           outside: Any = 0) -> np.ndarray:
+def placed(values: Any, fill: Any, box: tuple[slice, slice], shape: tuple[int, ...],
+           outside: Any = 0) -> Any:
     """A result made on :func:`recorded_part`'s box put back into the input's frame (``shape``): 0 on
     the box's ``fill``, ``outside`` beyond the box (``values``' planes are its last two axes; a
-    leading axis of classes is allowed)."""
+    leading axis of classes is allowed). Lazy values or mask give a lazy result."""
+    if isinstance(values, da.Array) or isinstance(fill, da.Array):
+        inside = da.where(fill, np.zeros((), values.dtype), values)
+        around = [(0, 0)] * (inside.ndim - 2) + [(b.start, n - b.stop) for b, n in zip(box, shape[-2:])]
+        return da.pad(inside, around, mode="constant", constant_values=outside).astype(values.dtype)
     values = np.asarray(values)
     out = np.full(shape, outside, values.dtype)
     out[(..., *box)] = np.where(fill, np.zeros((), values.dtype), values)

@@ -53,7 +53,7 @@ class SegmentationResult:
     model_name: str
     model_sha256: str
     pixel_size_nm: float | None = None  # the input's, when known (outputs are at the input's size)
-    fill: np.ndarray | None = None  # where the input holds no recorded data (io.images.fill_mask): label 0, not counted
+    fill: Any | None = None  # where the input holds no recorded data (io.images.fill_mask): label 0, not counted
 
     def class_table(self) -> list[dict[str, Any]]:
         """Area in pixels and fraction per class (and in nm² when the pixel size is known) of the
@@ -115,9 +115,10 @@ def segment_steps(
     taken from it, and both are brought back to the input's size by nearest neighbour, so the
     argmax of the probabilities is the labels at every pixel.
 
-    An image in memory that is padded (a constant where nothing was recorded, as registered
-    sections are: :func:`io.images.recorded_part`) is segmented as its recorded part cut out would
-    be; the padding is labelled 0 and marked in the result's ``fill``.
+    A padded image (a constant where nothing was recorded, as registered sections and stitched
+    montages are: :func:`io.images.recorded_part`) is segmented as its recorded part cut out would
+    be; the padding is labelled 0 and marked in the result's ``fill``. A large one is searched for
+    padding block by block, and its mask is kept in ``workdir``.
     """
     loaded = model if isinstance(model, LoadedModel) else load_model(model, engine.select_device(device))
     data = as_greyscale(image.data if isinstance(image, Image) else image)
@@ -126,8 +127,8 @@ def segment_steps(
         pixel_size_nm, _ = chosen_pixel_size(name, pixel_size_nm, image.pixel_size_nm, image.pixel_size_source)
     full_shape = tuple(data.shape)
     if not isinstance(data, np.ndarray) and int(np.prod(full_shape)) <= IN_MEMORY_LIMIT:
-        data = np.asarray(data)  # held whole anyway (its labels are): searched for padding as any image in memory
-    data, fill, box = recorded_part(data, name)
+        data = np.asarray(data)  # held whole anyway, as its labels are
+    data, fill, box = recorded_part(data, name, store=Path(workdir) / "fill.zarr" if workdir else None)
     input_shape = tuple(data.shape[-2:])
     factor = model_scale_factor(name, pixel_size_nm, loaded.info.pixel_size_nm, loaded.info.name)
     if factor != 1 and int(np.prod(data.shape)) * max(factor, 1) ** 2 > IN_MEMORY_LIMIT:
@@ -163,7 +164,8 @@ def segment_steps(
         out = resized_planes(out, input_shape, order=0) if probabilities else out
     if fill is not None:  # back into the input's frame, 0 where nothing was recorded
         labels = placed(labels, fill, box, full_shape)
-        out = placed(out, fill, box, (len(out), *full_shape)) if probabilities else out
+        if probabilities:
+            out = placed(da.from_zarr(out) if big else out, fill, box, (out.shape[0], *full_shape))
         fill = placed(fill, np.zeros_like(fill), box, full_shape, outside=True)
     info = loaded.info
     return SegmentationResult(labels, out if probabilities else None, list(info.class_names),
@@ -179,7 +181,9 @@ def _normalisation(loaded: LoadedModel, data: Any, fill: np.ndarray | None = Non
         return [(float(norm["mean"]), float(norm["std"]))] * len(image_planes)
     if fill is None:
         return [image_stats(plane) for plane in image_planes]
-    masks = resized_planes(fill.reshape(-1, *fill.shape[-2:]), image_planes[0].shape, order=0)
+    masks = fill.reshape(-1, *fill.shape[-2:])
+    if masks.shape[-2:] != image_planes[0].shape:  # the image was rescaled (in memory) for the model
+        masks = resized_planes(masks, image_planes[0].shape, order=0)
     return [recorded_stats(plane, mask) for plane, mask in zip(image_planes, masks)]
 
 
