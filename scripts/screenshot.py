@@ -1,6 +1,6 @@
 """Make the screenshots in docs/images: the Segment, Fibre homogeneity and Liposomes widgets run on the bundled
-samples, the Liposomes widget's explanation maps, and the Batch folder dock run twice over quarters of
-the bundled section.
+samples, the Liposomes widget's explanation maps, the Liposomes widget leaving a marked carbon film out,
+and the Batch folder dock run twice over quarters of the bundled section.
 
     xvfb-run -a -s "-screen 0 1600x1200x24" .venv/bin/python scripts/screenshot.py [FILENAME ...]
 
@@ -89,12 +89,27 @@ def outlined_objects(viewer: Any, _widget: Any) -> None:
     viewer.reset_view()
 
 
+def carbon_film(widget: Any) -> None:
+    """The real micrograph with a dark carbon film over its left edge, marked by a rectangle in a
+    Shapes layer and chosen under 'exclude'."""
+    viewer = widget.viewer
+    image = viewer.layers[0]
+    image.data = np.where(np.arange(image.data.shape[1]) < 300, image.data * 0.4, image.data).astype(np.float32)
+    height = image.data.shape[0]
+    viewer.add_shapes([[[0, 0], [0, 310], [height - 1, 310], [height - 1, 0]]], shape_type="rectangle",
+                      name="carbon film", edge_color="yellow", face_color="transparent", edge_width=6,
+                      scale=image.scale)  # drawn on the image, as its pixels
+    widget.exclude.value = viewer.layers["carbon film"]
+
+
 SHOTS = {
     "segment-widget.png": lambda name: shoot("drosophila", "Segment", name, after=translucent_labels),
     "homogeneity-widget.png": lambda name: shoot("sem_fibres", "Fibre homogeneity", name),
     "liposome-widget.png": lambda name: shoot("liposomes", "Liposomes", name),
     "liposome-explanation.png": lambda name: shoot("liposomes", "Liposomes", name, before=explain,
                                                    after=outlined_objects),
+    "liposome-exclude.png": lambda name: shoot("cryoem_vesicles", "Liposomes", name, before=carbon_film,
+                                               after=translucent_labels),
     "batch-widget.png": shoot_batch,
 }
 

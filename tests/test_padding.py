@@ -16,6 +16,7 @@ from napari_nanoclass.io.images import (
     FILL_SIDE,
     ImageError,
     edge_bands,
+    excluded,
     fill_mask,
     placed,
     recorded_box,
@@ -301,3 +302,73 @@ def test_a_padded_training_image_is_taken_as_the_analyses_take_it():
     assert (pair.image[100:] == np.uint8(image.mean())).all() and pair.image.dtype == np.uint8
     plain = pair_from_arrays(image, labels, "plain")
     assert plain.stats is None and plain.image is image
+
+
+def test_an_exclusion_mask_leaves_regions_out_as_padding_and_thin_strokes_in():
+    import dask.array as da
+
+    image = _noise((80, 90))
+    mask = np.zeros(image.shape, bool)
+    mask[10:40, :30] = True  # a region
+    mask[60:70, 50:90] = True  # a stroke thinner than FILL_SIDE: kept, not blackened
+    out = excluded(image, mask, "grid_3")
+    assert (out[10:40, :30] == image.min()).all() and (out[~mask] == image[~mask]).all()
+    np.testing.assert_array_equal(out[60:70], image[60:70])
+    np.testing.assert_array_equal(np.asarray(excluded(da.from_array(image, chunks=32), mask)), out)
+    assert excluded(image, None) is image
+    with pytest.raises(ImageError, match=r"grid_3: the exclusion mask is 20 × 90 px, the image 80 × 90"):
+        excluded(image, mask[60:], "grid_3")
+
+
+def test_what_is_excluded_has_no_say_in_the_liposomes_found():
+    """A dark carbon film over the left of the bundled micrograph, marked by the user: nothing is
+    found on it, and the film's content changes nothing (the same objects as with the ice there)."""
+    from napari_nanoclass._napari.samples import VESICLES_PIXEL_NM, cryoem_vesicles
+
+    (image, _, _), = cryoem_vesicles()
+    image = np.asarray(image, np.float32)
+    filmed = image.copy()
+    filmed[:, :250] *= 0.4
+    mask = np.zeros(image.shape, np.uint8)
+    mask[:, :260] = 1
+    result = analyse(filmed, VESICLES_PIXEL_NM, exclude=mask)
+    assert len(result.objects) >= 5 and not result.labels[:, :260].any()
+    same = analyse(image, VESICLES_PIXEL_NM, exclude=mask)
+    np.testing.assert_array_equal(result.labels, same.labels)
+    assert [o["diameter_nm"] for o in result.objects] == [o["diameter_nm"] for o in same.objects]
+
+
+def test_what_is_excluded_has_no_say_in_the_segmentation(responsive_model, em_image):
+    mask = np.zeros(em_image.shape, bool)
+    mask[120:, 150:] = True
+    other = em_image.copy()
+    other[120:, 150:] = 255 - other[120:, 150:]
+    result = segment(em_image, responsive_model, exclude=mask)
+    assert not result.labels[mask].any() and result.fill[mask].all() and not result.fill[~mask].any()
+    np.testing.assert_array_equal(segment(other, responsive_model, exclude=mask).labels, result.labels)
+    assert result.labels[~mask].any()
+
+
+def test_batch_jobs_take_exclusion_masks_from_a_folder_by_image_name(responsive_model, em_image, tmp_path, capsys):
+    """``--exclude DIR``: each image's mask is the file of its name there; an image without one is
+    analysed whole, and a folder that does not exist is refused before any work."""
+    import tifffile
+
+    from napari_nanoclass.cli import main
+
+    for folder in ("in", "masks"):
+        (tmp_path / folder).mkdir()
+    tifffile.imwrite(tmp_path / "in" / "a.tif", em_image)
+    tifffile.imwrite(tmp_path / "in" / "b.tif", em_image)
+    mask = np.zeros(em_image.shape, np.uint8)
+    mask[:80, :100] = 255
+    tifffile.imwrite(tmp_path / "masks" / "a.tif", mask)
+    out = tmp_path / "out"
+    args = ["segment", str(tmp_path / "in"), "--out", str(out), "--model", responsive_model, "--quiet"]
+    assert main([*args, "--exclude", str(tmp_path / "masks")]) == 0
+    a, b = (tifffile.imread(out / f"{stem}_labels.tif") for stem in "ab")
+    np.testing.assert_array_equal(a, segment(em_image, responsive_model, exclude=mask).labels)
+    assert not a[:80, :100].any() and a[:80, :100].size
+    np.testing.assert_array_equal(b, segment(em_image, responsive_model).labels)
+    assert main([*args, "--exclude", str(tmp_path / "nowhere")]) == 2
+    assert "nowhere: the folder of exclusion masks does not exist" in capsys.readouterr().err

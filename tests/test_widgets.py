@@ -226,3 +226,25 @@ def test_cancel_cleans_up_the_job_in_its_worker_thread_before_run_is_enabled(vie
     qtbot.waitUntil(lambda: run_button.enabled, timeout=5000)
     assert cleaned and cleaned[0][0] != threading.main_thread().name and not cleaned[0][1]
     assert runner.status.value == "cancelled" and not results
+
+
+def test_segment_widget_leaves_out_a_region_drawn_as_shapes(viewer, responsive_model, em_image):
+    """A rectangle drawn in a Shapes layer over a scaled image and chosen under 'exclude' is left
+    out where the viewer shows it, as the core's ``exclude`` leaves it out: label 0 there, and the
+    rest as segmented with that mask."""
+    from napari_nanoclass._napari.common import NO_EXCLUSION
+    from napari_nanoclass.segmentation.predict import segment
+
+    viewer.add_image(em_image, name="em", scale=(2.0, 2.0))  # in nm; the shapes drawn in the same world units
+    viewer.add_shapes([[[40, 60], [40, 260], [200, 260], [200, 60]]], shape_type="rectangle", name="film")
+    widget = SegmentWidget(viewer)
+    widget.model.value = responsive_model
+    assert widget.exclude.value == NO_EXCLUSION and viewer.layers["film"] in widget.exclude.choices
+    widget.exclude.value = viewer.layers["film"]
+    widget.runner.synchronous = True
+    widget.run()
+    mask = np.zeros(em_image.shape, bool)
+    mask[20:101, 30:131] = True
+    labels = viewer.layers[-1].data
+    assert not labels[25:95, 35:125].any() and labels.any()
+    np.testing.assert_array_equal(labels, segment(em_image, responsive_model, exclude=mask).labels)

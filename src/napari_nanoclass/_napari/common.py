@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from magicgui.widgets import ComboBox, Container, FloatSpinBox, Label, ProgressBar, PushButton
 
 from napari_nanoclass.core.memory import release_memory
@@ -179,6 +180,39 @@ def layer_choices(viewer: Any, kind: str) -> Callable[[Any], list[tuple[str, Any
         return [(layer.name, layer) for layer in viewer.layers if type(layer).__name__ == kind]
 
     return choices
+
+
+NO_EXCLUSION = "(none)"  # the exclusion choice that leaves nothing out (a string: magicgui signals no change to None)
+EXCLUDE_TIP = ("leave out the regions of a Shapes or Labels layer drawn on the image (a carbon film, contamination, "
+               "a grid bar): not normalised with, nothing found there. Regions narrower than 15 px stay in")
+
+
+def exclusion_choices(viewer: Any) -> Callable[[Any], list[tuple[str, Any]]]:
+    """(none), then the viewer's Shapes and Labels layers: regions the user drew to leave out."""
+    def choices(_widget: Any) -> list[tuple[str, Any]]:
+        return [(NO_EXCLUSION, NO_EXCLUSION), *((layer.name, layer) for layer in viewer.layers
+                                                if type(layer).__name__ in ("Shapes", "Labels"))]
+
+    return choices
+
+
+def exclusion_of(layer: Any, image: Any) -> np.ndarray | None:
+    """The mask (nonzero: left out) that a Shapes or Labels layer draws on the Image layer
+    ``image``'s planes (the analyses' ``exclude``), or None for no layer. Shapes are placed on the
+    image's pixels through both layers' scale and translation, as the viewer shows them; a Labels
+    layer is taken pixel for pixel (the core refuses one of another size)."""
+    if layer is None or isinstance(layer, str):
+        return None
+    if type(layer).__name__ != "Shapes":
+        return np.asarray(base_data(layer)) != 0
+    from napari.layers import Shapes
+
+    scale, translate = np.asarray(layer.scale[-2:]), np.asarray(layer.translate[-2:])
+    image_scale, image_translate = np.asarray(image.scale[-2:]), np.asarray(image.translate[-2:])
+    placed = [(np.asarray(v)[:, -2:] * scale + translate - image_translate) / image_scale for v in layer.data]
+    drawn = Shapes(placed, shape_type=layer.shape_type) if placed else None
+    plane = tuple(np.shape(base_data(image))[-2:])
+    return np.zeros(plane, bool) if drawn is None else np.asarray(drawn.to_labels(labels_shape=plane)) > 0
 
 
 def model_choices(task: str, architecture: str | None = None) -> Callable[[Any], list[str]]:

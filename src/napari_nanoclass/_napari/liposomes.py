@@ -20,8 +20,11 @@ import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, FloatSpinBox, LineEdit, PushButton, SpinBox
 
 from napari_nanoclass._napari.common import (
+    EXCLUDE_TIP,
     ViewerWidget,
     base_data,
+    exclusion_choices,
+    exclusion_of,
     fresh_workdir,
     keep_previous,
     kept_note,
@@ -105,6 +108,7 @@ class LiposomeWidget(ViewerWidget):
                                        tooltip="the image's pixel size in nm, read from the layer when its file "
                                        "records one; 0 = unknown: enter it (liposomes are found and measured in nm)")
         self.detector = ComboBox(label="detector", choices=_detectors, tooltip=AUTO_TIP)
+        self.exclude = ComboBox(label="exclude", choices=exclusion_choices(napari_viewer), tooltip=EXCLUDE_TIP)
         self.min_diameter = FloatSpinBox(label="min diameter (nm)", value=MIN_DIAMETER_NM, min=1.0, max=1000.0,
                                          step=5.0, tooltip="detections narrower than this are dropped: raise it when "
                                          "your vesicles are known to be larger. Not used for the instances of a "
@@ -125,7 +129,7 @@ class LiposomeWidget(ViewerWidget):
         self.summary = text_label()
         self.legend = text_label()
         self.correction = _CorrectionPanel(self)
-        super().__init__(napari_viewer, [self.image, self.objects, self.pixel_size, self.detector,
+        super().__init__(napari_viewer, [self.image, self.objects, self.pixel_size, self.detector, self.exclude,
                                          self.min_diameter, self.tta, *self.models.values(),
                                          self.balanced, self.explain, self.colour_by, self.device])
         self.extend([self.legend, self.summary, self.correction])
@@ -176,13 +180,15 @@ class LiposomeWidget(ViewerWidget):
             self.runner.on_error(ValueError(f"choose: {', '.join(missing)}"))
             return
         labels_layer = None if self.objects.value == DETECT else self.objects.value
+        image = np.asarray(base_data(layer))
         steps = analyse_steps(
-            np.asarray(base_data(layer)), self.pixel_size.value or None,  # none: the core says so
+            image, self.pixel_size.value or None,  # none: the core says so
             labels=None if labels_layer is None else np.asarray(base_data(labels_layer)),
             detector=self.detector.value, classifiers={p: c.value for p, c in self.models.items()},
             min_diameter_nm=self.min_diameter.value, tta=self.tta.value, name=layer.name,
             balanced_decisions=self.balanced.value,
-            explain=self.explain.value, device=self.device.value, workdir=fresh_workdir())
+            explain=self.explain.value, device=self.device.value, workdir=fresh_workdir(),
+            exclude=exclusion_of(self.exclude.value, layer))
         self.runner.start(steps, lambda result: self.show(result, layer))
 
     def show(self, result: LiposomeResult, source: Any) -> None:

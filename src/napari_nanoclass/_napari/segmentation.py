@@ -12,9 +12,12 @@ import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, FloatSpinBox, LineEdit, SpinBox
 
 from napari_nanoclass._napari.common import (
+    EXCLUDE_TIP,
     PixelSize,
     ViewerWidget,
     base_data,
+    exclusion_choices,
+    exclusion_of,
     format_metrics,
     keep_previous,
     kept_note,
@@ -47,12 +50,13 @@ class SegmentWidget(ViewerWidget):
                                     "Cancel move only between windows")
         self.pixel_size = PixelSize(self.image, self.model)
         self.device = ComboBox(label="device", choices=available_devices())
+        self.exclude = ComboBox(label="exclude", choices=exclusion_choices(napari_viewer), tooltip=EXCLUDE_TIP)
         self.probabilities = CheckBox(text="add probability layers", value=False,
                                       tooltip="one layer per class: its softmax probability at every pixel")
         self.tta = CheckBox(text="test-time augmentation (8× slower)", value=False,
                             tooltip="average over the 8 rotations and flips of every tile")
-        super().__init__(napari_viewer, [self.image, self.model, self.pixel_size.field, self.tile, self.device,
-                                         self.probabilities, self.tta], notes=[self.pixel_size.note])
+        super().__init__(napari_viewer, [self.image, self.model, self.pixel_size.field, self.exclude, self.tile,
+                                         self.device, self.probabilities, self.tta], notes=[self.pixel_size.note])
         self.legend = text_label()
         self.extend([self.legend])
         if DEFAULT_MODEL in self.model.choices:
@@ -68,7 +72,8 @@ class SegmentWidget(ViewerWidget):
         layer, model, workdir = chosen
         steps = segment_steps(base_data(layer), model, tile=self.tile.value or None,
                               probabilities=self.probabilities.value, workdir=workdir, tta=self.tta.value,
-                              pixel_size_nm=self.pixel_size.value, name=layer.name)
+                              pixel_size_nm=self.pixel_size.value, name=layer.name,
+                              exclude=exclusion_of(self.exclude.value, layer))
         self.runner.start(steps, lambda result: self.add_layers(result, layer))
 
     def add_layers(self, result: SegmentationResult, source: Any) -> None:

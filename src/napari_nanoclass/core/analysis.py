@@ -30,6 +30,10 @@ REGISTERED = ("napari_nanoclass.segmentation", "napari_nanoclass.homogeneity", "
 
 
 PIXEL_SIZES_NM = (0.01, 1000.0)  # nm per pixel a microscope image can plausibly have
+FILL_SIDE = 15  # padding fills squares this wide (io.images.fill_mask); odd: erosion and dilation undo each other
+EXCLUDE_HELP = ("folder of exclusion masks named like the images (<stem>.tif, ...): their nonzero regions, at least "
+                f"{FILL_SIDE} px across, are left out of the analysis (a carbon film, contamination, a grid bar); an "
+                "image without one is analysed whole")
 
 
 def number(kind: type, low: float | None = None, high: float | None = None, name: str = "value"

@@ -28,7 +28,7 @@ import tifffile
 import zarr
 from scipy import ndimage as ndi
 
-from napari_nanoclass.core.analysis import PIXEL_SIZES_NM
+from napari_nanoclass.core.analysis import FILL_SIDE, PIXEL_SIZES_NM
 from napari_nanoclass.core.atomic import atomic_path
 from napari_nanoclass.io.formats import (
     MRC_SUFFIXES,
@@ -250,7 +250,6 @@ def image_stats(data: Any, source: str = "") -> tuple[float, float]:
     return mean, std if std > 0 else 1.0
 
 
-FILL_SIDE = 15  # odd: the square's centre is a pixel, so erosion and dilation undo each other exactly
 CORNERS = ((0, 0), (0, -1), (-1, 0), (-1, -1))  # where padding's value is read when it is neither extreme
 
 
@@ -405,6 +404,50 @@ def recorded_part(data: Any, source: str = "", store: Path | None = None
     cut = xp.stack([xp.where(k, np.asarray(recorded_stats(p, k, source)[0], p.dtype), p) if any_ and not all_ else p
                     for p, k, any_, all_ in zip(cut, kept, some, every)])
     return cut.reshape(*data.shape[:-2], *cut.shape[-2:]), kept.reshape(*data.shape[:-2], *kept.shape[-2:]), box
+
+
+def excluded(data: Any, exclude: Any | None, source: str = "") -> Any:
+    """``data`` (a plane or a stack) with the regions of ``exclude`` (a mask of a plane's shape,
+    nonzero where the user leaves the image out: a carbon film, contamination, a grid bar) set to
+    the image's lowest value, so the analyses take them as padding (:func:`recorded_part`): left out
+    of the normalisation, read as the recorded mean, labelled 0 and holding no object. Only the
+    parts at least ``FILL_SIDE`` px across are left out, as padding is found (the square opening of
+    :func:`fill_mask`): a thinner stroke would otherwise stay in the image as a black line."""
+    if exclude is None:
+        return data
+    exclude = np.asarray(exclude)
+    if exclude.shape != tuple(data.shape[-2:]):
+        raise ImageError(f"{source or 'image'}: the exclusion mask is {exclude.shape[0]} × {exclude.shape[1]} px, the "
+                         f"image {data.shape[-2]} × {data.shape[-1]}; draw it on this image")
+    region = _filled((exclude != 0).view(np.uint8), [1])
+    if not region.any():
+        log.warning("%s: the exclusion mask holds no region %d px across; nothing is left out", source or "image",
+                    FILL_SIDE)
+        return data
+    log.info("%s: %.1f %% of the image left out as asked", source or "image", 100 * region.mean())
+    if isinstance(data, np.ndarray):
+        return np.where(region, data.min(), data).astype(data.dtype)
+    lazy = _lazy(data)
+    return da.where(region, lazy.min().compute(), lazy).astype(lazy.dtype)
+
+
+def exclusion_mask(folder: str | Path | None, stem: str) -> np.ndarray | None:
+    """The user's exclusion mask (:func:`excluded`) of the image ``stem``: the image file of that
+    stem in ``folder``, or None where there is none (logged: the image is analysed whole)."""
+    if check_exclusion_folder(folder) is None:
+        return None
+    found = [p for p in find_images([folder]) if file_stem(p) == stem]
+    if not found:
+        log.info("%s: no exclusion mask in %s; the whole image is analysed", stem, folder)
+        return None
+    return np.asarray(read_image(found[0]).data)
+
+
+def check_exclusion_folder(folder: str | Path | None) -> str | Path | None:
+    """``folder`` (a job's ``--exclude``), refused if it is not a folder: before any input, not at each."""
+    if folder is not None and not Path(folder).is_dir():
+        raise ImageError(f"{folder}: the folder of exclusion masks does not exist")
+    return folder
 
 
 def _lazy(data: Any) -> da.Array:

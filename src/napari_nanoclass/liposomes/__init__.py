@@ -17,7 +17,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from napari_nanoclass.core.analysis import PIXEL_SIZES_NM, Analysis, Option
+from napari_nanoclass.core.analysis import EXCLUDE_HELP, PIXEL_SIZES_NM, Analysis, Option
 
 LAMELLARITY = ["unilamellar", "multilamellar", "uncertain"]
 ENCAPSULATION = ["full", "empty", "uncertain"]
@@ -179,5 +179,6 @@ ANALYSIS = Analysis(
         Option("explain", "--explain", "also write <stem>_cam_lamellarity.tif and <stem>_cam_encapsulation.tif: "
                "where in each object its classifier saw evidence for the class it gave (Grad-CAM, 0-1 per object)",
                kind=bool),
+        Option("exclude", "--exclude", EXCLUDE_HELP),
     ),
 )

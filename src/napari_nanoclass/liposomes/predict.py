@@ -60,6 +60,9 @@ from napari_nanoclass.io.images import (
     Image,
     ImageError,
     as_greyscale,
+    check_exclusion_folder,
+    excluded,
+    exclusion_mask,
     file_stem,
     fill_mask,
     image_stats,
@@ -887,6 +890,7 @@ def analyse_steps(
     explain: bool = False,
     device: str | None = None,
     workdir: str | Path | None = None,
+    exclude: np.ndarray | None = None,
 ) -> Steps[LiposomeResult]:
     """Detect (unless ``labels`` are given), classify and summarise the liposomes of a 2-D image.
 
@@ -910,12 +914,16 @@ def analyse_steps(
     is bounded by the block, not the image); with ``workdir`` their labels (and maps) are zarr
     arrays there, without one they are held in memory whole. An image analysed in memory that is
     padded (a constant where nothing was recorded: :func:`io.images.recorded_part`) is analysed as
-    its recorded part cut out would be, and its results are put back in its frame.
+    its recorded part cut out would be, and its results are put back in its frame. ``exclude``, a
+    mask of the image's shape, leaves its nonzero regions out as padding is left out
+    (:func:`io.images.excluded`): a carbon film or contamination the user marked, which would
+    otherwise skew the normalisation and cost vesicles on the ice beside it (docs/liposomes.md).
     """
     data = as_greyscale(image.data if isinstance(image, Image) else image)
     if data.ndim != 2:
         raise ValueError(f"{name}: liposome analysis takes one 2-D image, got shape {tuple(data.shape)}; "
                          "analyse the planes of a stack one by one")
+    data = excluded(data, exclude, name)
     if isinstance(image, Image):
         pixel_size_nm, _ = chosen_pixel_size(name, pixel_size_nm, image.pixel_size_nm, image.pixel_size_source)
     if pixel_size_nm is None:
@@ -1157,8 +1165,9 @@ class LiposomeFiles(FileJob):
                  small_detector: str | None = None, classifiers: Mapping[str, str] | None = None,
                  device: str | None = None, min_diameter_nm: float | None = None, min_ring_snr: float | None = None,
                  tta: bool = False, output_format: str = "tif", balanced_decisions: bool = False,
-                 explain: bool = False) -> None:
-        self.pixel_size_nm, self.device = pixel_size_nm, device
+                 explain: bool = False, exclude: str | None = None) -> None:
+        self.pixel_size_nm, self.device, self.exclude = pixel_size_nm, device, exclude
+        check_exclusion_folder(exclude)  # refused before any input
         self.min_diameter_nm = MIN_DIAMETER_NM if min_diameter_nm is None else min_diameter_nm
         self.min_ring_snr, self.tta = min_ring_snr, bool(tta)
         self.detector_name, self.small_name = detector, small_detector
@@ -1198,7 +1207,8 @@ class LiposomeFiles(FileJob):
                                           min_diameter_nm=self.min_diameter_nm, min_ring_snr=self.min_ring_snr,
                                           tta=self.tta,
                                           balanced_decisions=self.balanced_decisions, explain=self.explain,
-                                          device=self.device, workdir=workdir)
+                                          device=self.device, workdir=workdir,
+                                          exclude=exclusion_mask(self.exclude, image.name))
         colours = result.colours()
         colours.pop(None, None)
         metadata = ngff_label_metadata(colours, {o["label"]: {k: o[k] for k in ("lamellarity", "encapsulation")

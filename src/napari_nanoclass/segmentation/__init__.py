@@ -9,7 +9,7 @@ The network itself is :class:`napari_nanoclass.models.unet.SEUNet`. This module 
 the analysis (no torch import), so the command line can list it cheaply.
 """
 
-from napari_nanoclass.core.analysis import PIXEL_SIZES_NM, Analysis, Option
+from napari_nanoclass.core.analysis import EXCLUDE_HELP, PIXEL_SIZES_NM, Analysis, Option
 
 DEFAULT_MODEL = "drosophila-seunet"
 
@@ -37,5 +37,6 @@ ANALYSIS = Analysis(
                "tiles; for long runs (docs/engine-benchmark.md)", kind=bool, changes_result=False),
         Option("pixel_size_nm", "--pixel-size", "nm per pixel of the inputs (default: read from each file); images "
                "are rescaled to the model's pixel size", kind=float, low=PIXEL_SIZES_NM[0], high=PIXEL_SIZES_NM[1]),
+        Option("exclude", "--exclude", EXCLUDE_HELP),
     ),
 )

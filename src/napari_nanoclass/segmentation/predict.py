@@ -23,6 +23,9 @@ from napari_nanoclass.engine.tiling import check_min_size
 from napari_nanoclass.io.images import (
     Image,
     as_greyscale,
+    check_exclusion_folder,
+    excluded,
+    exclusion_mask,
     file_stem,
     image_stats,
     ngff_label_metadata,
@@ -96,6 +99,7 @@ def segment_steps(
     name: str = "image",
     precision: str = "float32",
     compile: bool = False,
+    exclude: np.ndarray | None = None,
 ) -> Steps[SegmentationResult]:
     """Segment a 2-D image or a (Z, Y, X) stack; yields progress per tile. ``tile`` defaults to
     the largest the memory allows (one forward for an image that fits: no halo computed twice).
@@ -118,7 +122,8 @@ def segment_steps(
     A padded image (a constant where nothing was recorded, as registered sections and stitched
     montages are: :func:`io.images.recorded_part`) is segmented as its recorded part cut out would
     be; the padding is labelled 0 and marked in the result's ``fill``. A large one is searched for
-    padding block by block, and its mask is kept in ``workdir``.
+    padding block by block, and its mask is kept in ``workdir``. ``exclude``, a mask of a plane's
+    shape, leaves its nonzero regions of every plane out in the same way (:func:`io.images.excluded`).
     """
     loaded = model if isinstance(model, LoadedModel) else load_model(model, engine.select_device(device))
     data = as_greyscale(image.data if isinstance(image, Image) else image)
@@ -128,6 +133,7 @@ def segment_steps(
     full_shape = tuple(data.shape)
     if not isinstance(data, np.ndarray) and int(np.prod(full_shape)) <= IN_MEMORY_LIMIT:
         data = np.asarray(data)  # held whole anyway, as its labels are
+    data = excluded(data, exclude, name)
     data, fill, box = recorded_part(data, name, store=Path(workdir) / "fill.zarr" if workdir else None)
     input_shape = tuple(data.shape[-2:])
     factor = model_scale_factor(name, pixel_size_nm, loaded.info.pixel_size_nm, loaded.info.name)
@@ -201,8 +207,11 @@ class SegmentFiles(FileJob):
 
     def __init__(self, model: str | None = None, *, tile: int | None = None, device: str | None = None,
                  probabilities: bool = False, output_format: str = "tif", tta: bool = False,
-                 pixel_size_nm: float | None = None, precision: str = "float32", compile: bool = False) -> None:
+                 pixel_size_nm: float | None = None, precision: str = "float32", compile: bool = False,
+                 exclude: str | None = None) -> None:
+        check_exclusion_folder(exclude)  # refused before any input
         self.loaded = load_model(model or DEFAULT_MODEL, engine.select_device(device))
+        self.exclude = exclude
         self.tile, self.probabilities, self.tta, self.precision = tile, probabilities, tta, precision or "float32"
         self.output_format, self.pixel_size_nm, self.compile = output_format or "tif", pixel_size_nm, compile
 
@@ -213,7 +222,8 @@ class SegmentFiles(FileJob):
             log.info("%s: pixel size %g nm/px (%s)", image.name, pixel_size, source)
         result = yield from segment_steps(image.data, self.loaded, tile=self.tile, probabilities=self.probabilities,
                                           workdir=workdir, tta=self.tta, pixel_size_nm=pixel_size, name=image.name,
-                                          precision=self.precision, compile=self.compile)
+                                          precision=self.precision, compile=self.compile,
+                                          exclude=exclusion_mask(self.exclude, image.name))
         return {**self._row(image.name, path), "pixel_size_nm": pixel_size, "pixel_size_source": source,
                 **_write_result(result, image.data, out_dir, image.name, self.output_format), "status": "ok",
                 "error": ""}
