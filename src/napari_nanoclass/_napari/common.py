@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 from magicgui.widgets import ComboBox, Container, FloatSpinBox, Label, ProgressBar, PushButton
 
+from napari_nanoclass.core.analysis import FILL_SIDE
 from napari_nanoclass.core.memory import release_memory
 from napari_nanoclass.core.progress import Progress, Steps, run_sync
 from napari_nanoclass.core.settings import load_settings, save_settings
@@ -184,7 +185,7 @@ def layer_choices(viewer: Any, kind: str) -> Callable[[Any], list[tuple[str, Any
 
 NO_EXCLUSION = "(none)"  # the exclusion choice that leaves nothing out (a string: magicgui signals no change to None)
 EXCLUDE_TIP = ("leave out the regions of a Shapes or Labels layer drawn on the image (a carbon film, contamination, "
-               "a grid bar): not normalised with, nothing found there. Regions narrower than 15 px stay in")
+               f"a grid bar): not normalised with, nothing found there. Regions narrower than {FILL_SIDE} px stay in")
 
 
 def exclusion_choices(viewer: Any) -> Callable[[Any], list[tuple[str, Any]]]:

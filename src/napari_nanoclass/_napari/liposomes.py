@@ -180,9 +180,8 @@ class LiposomeWidget(ViewerWidget):
             self.runner.on_error(ValueError(f"choose: {', '.join(missing)}"))
             return
         labels_layer = None if self.objects.value == DETECT else self.objects.value
-        image = np.asarray(base_data(layer))
         steps = analyse_steps(
-            image, self.pixel_size.value or None,  # none: the core says so
+            np.asarray(base_data(layer)), self.pixel_size.value or None,  # none: the core says so
             labels=None if labels_layer is None else np.asarray(base_data(labels_layer)),
             detector=self.detector.value, classifiers={p: c.value for p, c in self.models.items()},
             min_diameter_nm=self.min_diameter.value, tta=self.tta.value, name=layer.name,
