@@ -412,3 +412,24 @@ def test_closing_a_cluster_run_cancels_what_is_pending_and_a_rerun_does_the_rest
                            scheduler=cluster.scheduler_address)
     assert not report.failed and [r["skipped"] for r in report.rows] == [r["stem"] in finished for r in report.rows]
     assert sorted(p.parent.name for p in out.glob("*/result.json")) == ["img00", "img01", "img02", "img03"]
+
+
+def test_a_rerun_redoes_the_inputs_whose_exclusion_mask_changed(responsive_model, tmp_path):
+    """With ``exclude``, an input's mask is part of what its result was made from: a mask drawn,
+    redrawn or removed since makes the result stale, and only that input is done again."""
+    _images(tmp_path / "in", 3)
+    (tmp_path / "masks").mkdir()
+    mask = np.zeros((96, 96), np.uint8)
+    mask[:40, :40] = 1
+    tifffile.imwrite(tmp_path / "masks" / "img00.tif", mask)
+    out, options = tmp_path / "out", {"model": responsive_model, "exclude": str(tmp_path / "masks")}
+    first = run_batch("segment", [tmp_path / "in"], out, options=options)
+    assert not first.failed and not tifffile.imread(out / "img00" / "img00_labels.tif")[:40, :40].any()
+    assert [r["skipped"] for r in run_batch("segment", [tmp_path / "in"], out, options=options).rows] == [True] * 3
+    mask[:40, :60] = 1
+    tifffile.imwrite(tmp_path / "masks" / "img00.tif", mask)  # redrawn
+    tifffile.imwrite(tmp_path / "masks" / "img02.tif", mask)  # drawn for an input that had none
+    again = run_batch("segment", [tmp_path / "in"], out, options=options)
+    assert [(r["skipped"], r["reason"]) for r in again.rows] == [
+        (False, "exclusion mask changed"), (True, "complete, same signature"), (False, "exclusion mask changed")]
+    assert not tifffile.imread(out / "img02" / "img02_labels.tif")[:40, :60].any()

@@ -49,7 +49,7 @@ from napari_nanoclass.core.atomic import replace
 from napari_nanoclass.core.memory import release_memory
 from napari_nanoclass.core.outputs import claim, inside
 from napari_nanoclass.core.progress import Progress, ProgressCallback, Steps, Throttle, mapped, run_sync
-from napari_nanoclass.io.images import IMAGE_SUFFIXES, file_stem, write_csv, write_json
+from napari_nanoclass.io.images import IMAGE_SUFFIXES, exclusion_path, file_stem, write_csv, write_json
 from napari_nanoclass.io.reader import RESULT
 
 PROGRESS_TOPIC = "napari-nanoclass-progress"
@@ -128,7 +128,18 @@ def redo_reason(stored: dict[str, Any] | None, signature: dict[str, Any], path: 
         return f"package version changed: {old.get('version')} -> {signature['version']}"
     if not _same_input(old.get("input", {}), _fingerprint(path)):
         return "input changed"
+    exclusion = _exclusion_fingerprint(signature["options"], path)
+    if (old.get("exclusion") is None) != (exclusion is None) or (
+            exclusion is not None and not _same_input(old["exclusion"], exclusion)):
+        return "exclusion mask changed"
     return None
+
+
+def _exclusion_fingerprint(options: dict[str, Any], path: Path) -> dict[str, Any] | None:
+    """The fingerprint of the input's exclusion mask (the ``exclude`` option's folder), if it has
+    one: a mask drawn, redrawn or removed since its result makes the result stale."""
+    mask = exclusion_path(options.get("exclude"), file_stem(path))
+    return None if mask is None else _fingerprint(mask)
 
 
 def _moved(value: Any, partial: str, final: str) -> Any:
@@ -193,7 +204,8 @@ def process_one_steps(analysis: str, path: str | Path, out: str | Path, options:
     start = time.perf_counter()
     row: dict[str, Any] = {"input": str(source), "stem": stem, "output": str(final), "skipped": False,
                            "reason": reason}
-    marker = {"analysis": analysis, "options": options, "signature": {**signature, "input": _fingerprint(source)}}
+    marker = {"analysis": analysis, "options": options, "signature": {
+        **signature, "input": _fingerprint(source), "exclusion": _exclusion_fingerprint(signature["options"], source)}}
     try:
         if final.exists() and not (final / RESULT).is_file() and not overwrite:
             raise FileExistsError(f"{final} exists and is not a napari-nanoclass result; move it away or "

@@ -434,13 +434,19 @@ def excluded(data: Any, exclude: Any | None, source: str = "") -> Any:
 def exclusion_mask(folder: str | Path | None, stem: str) -> np.ndarray | None:
     """The user's exclusion mask (:func:`excluded`) of the image ``stem``: the image file of that
     stem in ``folder``, or None where there is none (logged: the image is analysed whole)."""
+    path = exclusion_path(folder, stem)
+    if path is None:
+        if folder is not None:
+            log.info("%s: no exclusion mask in %s; the whole image is analysed", stem, folder)
+        return None
+    return np.asarray(read_image(path).data)
+
+
+def exclusion_path(folder: str | Path | None, stem: str) -> Path | None:
+    """The file of :func:`exclusion_mask` (the first image of that stem in ``folder``), or None."""
     if check_exclusion_folder(folder) is None:
         return None
-    found = [p for p in find_images([folder]) if file_stem(p) == stem]
-    if not found:
-        log.info("%s: no exclusion mask in %s; the whole image is analysed", stem, folder)
-        return None
-    return np.asarray(read_image(found[0]).data)
+    return next((p for p in find_images([folder]) if file_stem(p) == stem), None)
 
 
 def check_exclusion_folder(folder: str | Path | None) -> str | Path | None:
