@@ -21,7 +21,10 @@ afresh on both; ``--unlabelled`` of ``nanoclass train-seg``). The table gives ea
 row's teachers beside it: the same seeds, the same recipe without the unlabelled sections. A teacher
 is the teacher row's run: trained first unless that row's record is cached (its network is then
 read from ``--save-models``), and its pseudo-labels are cached beside its record, so students can
-be trained on a machine that holds only the records and pseudo-labels. Each (row, seed) result is cached as JSON in
+be trained on a machine that holds only the records and pseudo-labels. ``self-train-frem-ft``'s
+student is not trained afresh: it is its ``frem`` teacher trained on for 3 epochs at a tenth of the
+learning rate on the labelled and pseudo-labelled sections (the teacher's network must be in
+``--save-models``). Each (row, seed) result is cached as JSON in
 benchmarks/out/segmentation/ (delete to redo), so runs resume. ``--jobs`` trains that many
 (row, seed) runs at once in separate processes (on a GPU, a small network leaves the card mostly
 idle; the crops are made on the CPU), each with ``--workers`` crop-loading processes and
@@ -81,11 +84,14 @@ def rows(base: TrainConfig, frem_b: int, frem_x: float) -> dict[str, TrainConfig
         "self-train-stack": replace(base, augmentation="stack"),
         "self-train-frem": frem,
         "self-train-stack-frem": replace(frem, augmentation="stack"),
+        "self-train-frem-ft": frem,
     }
 
 
 TEACHERS = {"self-train": "baseline", "self-train-stack": "stack", "self-train-frem": "frem",
-            "self-train-stack-frem": "stack-frem"}  # a student and its teacher share the recipe
+            "self-train-stack-frem": "stack-frem", "self-train-frem-ft": "frem"}  # a student shares its teacher's recipe
+FROM_TEACHER = {"self-train-frem-ft"}  # rows whose student is its teacher fine-tuned, not a network trained afresh
+FINE_TUNE_EPOCHS, FINE_TUNE_LR_FACTOR = 3, 0.1  # set before any figure, not chosen on one
 
 
 def run_one(name: str, config: TrainConfig, seed: int, data: str, device: str | None, out: Path,
@@ -102,6 +108,8 @@ def run_one(name: str, config: TrainConfig, seed: int, data: str, device: str | 
         teacher_run = run.replace(name, TEACHERS[name], 1)
         teacher_record, teacher = _teacher(TEACHERS[name], teacher_run, config, pairs, device, out, workers, models)
         pseudo = _pseudo_labelled(teacher_run, teacher, Path(data) / "unlabeled", out, config.tile, device)
+        if name in FROM_TEACHER:
+            config = _from_teacher(config, models / f"{teacher_run}.safetensors" if models else None)
         steps = student_steps(pairs["train"], pairs["validation"], pseudo, config, device=device, workers=workers,
                               teacher_val_miou=max(teacher_record["val_miou_per_epoch"]))
         result = run_sync(steps, progress=lambda step: _log_epoch(run, start, step))
@@ -113,6 +121,16 @@ def run_one(name: str, config: TrainConfig, seed: int, data: str, device: str | 
         record["teacher"] = teacher_record
     _keep(run, record, result, out, models)
     return record
+
+
+def _from_teacher(config: TrainConfig, teacher: Path | None) -> TrainConfig:
+    """The student of a :data:`FROM_TEACHER` row: the teacher's network (its file) trained on for
+    ``FINE_TUNE_EPOCHS`` epochs at ``FINE_TUNE_LR_FACTOR`` times the rate, on the same images."""
+    if teacher is None or not teacher.exists():
+        raise SystemExit(f"{teacher}: a student fine-tuned from its teacher needs the teacher's network in "
+                         "--save-models")
+    return replace(config, epochs=FINE_TUNE_EPOCHS, patience=FINE_TUNE_EPOCHS, lr=config.lr * FINE_TUNE_LR_FACTOR,
+                   init_from=str(teacher))
 
 
 def _teacher(name: str, run: str, config: TrainConfig, pairs: dict[str, list], device: str | None, out: Path,
