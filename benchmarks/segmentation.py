@@ -46,6 +46,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from napari_nanoclass.core.atomic import atomic_path
 from napari_nanoclass.core.progress import Progress, run_sync
 from napari_nanoclass.io.images import as_greyscale
 from napari_nanoclass.models.registry import load_model, save_model
@@ -167,10 +168,8 @@ def _pseudo_labelled(teacher_run: str, teacher: Callable[[], Any], folder: Path,
     network = teacher()
     pseudo = run_sync(pseudo_label_steps(network.module, images, logit_bias=network.info.logit_bias, tile=tile,
                                          device=device))
-    out.mkdir(parents=True, exist_ok=True)
-    partial = cache.with_suffix(".partial.npz")
-    np.savez_compressed(partial, **{pair.name: pair.labels.astype(np.uint8) for pair in pseudo})
-    partial.replace(cache)
+    with atomic_path(cache) as partial:
+        np.savez_compressed(partial, **{pair.name: pair.labels.astype(np.uint8) for pair in pseudo})
     return pseudo
 
 

@@ -273,7 +273,6 @@ def fill_mask(plane: np.ndarray, side: int = FILL_SIDE) -> np.ndarray | None:
     return found if found.any() else None
 
 
-
 def _fill_values(lowest: Any, highest: Any, corners: Sequence[Any]) -> set | None:
     """The values padding may hold (:func:`fill_mask`), or None for a plane with NaN or inf, which
     :func:`image_stats` reports as the problem it is (a corner's value could make it mostly padding)."""

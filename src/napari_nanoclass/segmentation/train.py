@@ -535,10 +535,11 @@ def self_train_steps(train: Sequence[Pair], val: Sequence[Pair], unlabelled: Seq
 def student_steps(train: Sequence[Pair], val: Sequence[Pair], pseudo: Sequence[Pair], config: TrainConfig, *,
                   teacher_val_miou: float, threshold: float = PSEUDO_THRESHOLD, device: str | None = None,
                   workers: int = 0) -> Steps[TrainResult]:
-    """Self-training's last phase on its own: a student trained afresh on the labelled ``train`` and
-    the ``pseudo``-labelled pairs (:func:`pseudo_label_steps`), with the record
-    :func:`self_train_steps` gives it. A benchmark that already holds a teacher's pseudo-labels
-    trains students from them without training or running the teacher again."""
+    """Self-training's last phase on its own: a student trained with ``config`` (afresh, unless its
+    ``init_from`` names a network to go on from) on the labelled ``train`` and the
+    ``pseudo``-labelled pairs (:func:`pseudo_label_steps`), with the record :func:`self_train_steps`
+    gives it. A benchmark that already holds a teacher's pseudo-labels trains students from them
+    without training or running the teacher again."""
     student = yield from train_steps([*train, *pseudo], val, config, device=device, workers=workers)
     targeted = float(np.mean([np.mean(pair.labels != IGNORE_INDEX) for pair in pseudo]))
     student.info.training["self_training"] = {
